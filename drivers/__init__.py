@@ -1,0 +1,1 @@
+"""Device drivers: asyncio I/O to one device kind each."""
