@@ -1,0 +1,883 @@
+"""The queue engine: a pure state machine over the hall's tickets and windows.
+
+No I/O and no clocks: every operation takes the wall-clock time ``now`` as data and
+returns an :class:`Outcome` (the events it produced and which records it changed).
+The store writes an outcome's changes and events in one transaction; the agent runs
+operations through one serialized writer, so the engine itself needs no locking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from agent.config import HallAgentConfig, Service, Window
+
+JSON = dict[str, Any]
+
+
+class QueueError(Exception):
+    """An operation the hall's rules refuse. The message is for the person who asked."""
+
+    status = 409
+    code = "refused"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(QueueError):
+    status = 404
+    code = "not_found"
+
+
+class Refused(QueueError):
+    """A rule of the hall says no (closed, cap reached, wrong state, ...)."""
+
+
+class TicketStatus(enum.StrEnum):
+    WAITING = "waiting"
+    CALLED = "called"
+    SERVING = "serving"
+    HELD = "held"
+    FINISHED = "finished"
+    NO_SHOW = "no_show"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def is_open(self) -> bool:
+        return self in OPEN_STATUSES
+
+
+OPEN_STATUSES = frozenset(
+    {TicketStatus.WAITING, TicketStatus.CALLED, TicketStatus.SERVING, TicketStatus.HELD}
+)
+
+
+class Priority(enum.StrEnum):
+    """Priority classes. Everything but ``normal`` is served before normal tickets."""
+
+    NORMAL = "normal"
+    ELDERLY = "elderly"
+    DISABLED = "disabled"
+    VETERAN = "veteran"
+    APPOINTMENT = "appointment"
+
+    @property
+    def is_green(self) -> bool:
+        return self is not Priority.NORMAL
+
+
+class Source(enum.StrEnum):
+    BUTTON = "button"
+    TOUCH = "touch"
+    QR = "qr"
+    ID_CARD = "id_card"
+    CENTRAL = "central"
+    API = "api"
+
+
+class WindowState(enum.StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    PAUSED = "paused"
+
+
+class EventClass(enum.IntEnum):
+    """Retention classes of the outbox: higher survives longer when storage is full."""
+
+    CHATTER = 0
+    OPERATIONAL = 1
+    BUSINESS = 2
+
+
+@dataclasses.dataclass(slots=True)
+class Ticket:
+    id: str
+    day: dt.date
+    number: str
+    service: str
+    issued_service: str
+    priority: Priority
+    source: Source
+    issued_at: dt.datetime
+    rank: int
+    status: TicketStatus = TicketStatus.WAITING
+    window: str | None = None
+    staff: str | None = None
+    id_hash: str | None = None
+    called_count: int = 0
+    recalls: int = 0
+    called_at: dt.datetime | None = None
+    serving_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+
+    def to_json(self) -> JSON:
+        out: JSON = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, dt.datetime | dt.date):
+                value = value.isoformat()
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: JSON) -> Ticket:
+        def when(key: str) -> dt.datetime | None:
+            raw = data.get(key)
+            return None if raw is None else dt.datetime.fromisoformat(raw)
+
+        issued = when("issued_at")
+        assert issued is not None
+        return cls(
+            id=data["id"],
+            day=dt.date.fromisoformat(data["day"]),
+            number=data["number"],
+            service=data["service"],
+            issued_service=data["issued_service"],
+            priority=Priority(data["priority"]),
+            source=Source(data["source"]),
+            issued_at=issued,
+            rank=int(data["rank"]),
+            status=TicketStatus(data["status"]),
+            window=data.get("window"),
+            staff=data.get("staff"),
+            id_hash=data.get("id_hash"),
+            called_count=int(data.get("called_count", 0)),
+            recalls=int(data.get("recalls", 0)),
+            called_at=when("called_at"),
+            serving_at=when("serving_at"),
+            ended_at=when("ended_at"),
+        )
+
+    def public(self) -> JSON:
+        """The ticket as shown to screens, the API and central (no identity hash)."""
+        out = self.to_json()
+        out.pop("id_hash")
+        out.pop("rank")
+        return out
+
+
+@dataclasses.dataclass(slots=True)
+class WindowStatus:
+    id: str
+    state: WindowState = WindowState.CLOSED
+    staff: str | None = None
+    staff_name: str | None = None
+    current: str | None = None
+
+    def to_json(self) -> JSON:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: JSON) -> WindowStatus:
+        return cls(
+            id=data["id"],
+            state=WindowState(data["state"]),
+            staff=data.get("staff"),
+            staff_name=data.get("staff_name"),
+            current=data.get("current"),
+        )
+
+
+@dataclasses.dataclass(slots=True)
+class HallCounters:
+    """Hall-wide state that is not a ticket or a window."""
+
+    day: dt.date
+    next_rank: int = 1
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)
+    durations: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> JSON:
+        return {
+            "day": self.day.isoformat(),
+            "next_rank": self.next_rank,
+            "counters": dict(self.counters),
+            "durations": {k: list(v) for k, v in self.durations.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: JSON) -> HallCounters:
+        return cls(
+            day=dt.date.fromisoformat(data["day"]),
+            next_rank=int(data["next_rank"]),
+            counters={k: int(v) for k, v in data["counters"].items()},
+            durations={k: [float(x) for x in v] for k, v in data["durations"].items()},
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    type: str
+    at: dt.datetime
+    data: JSON
+    cls: EventClass = EventClass.BUSINESS
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    """What one operation did: its result, its events, and the records to persist."""
+
+    result: JSON = dataclasses.field(default_factory=dict)
+    events: list[Event] = dataclasses.field(default_factory=list)
+    tickets: dict[str, Ticket] = dataclasses.field(default_factory=dict)
+    windows: dict[str, WindowStatus] = dataclasses.field(default_factory=dict)
+    hall_changed: bool = False
+    stored: list[Any] = dataclasses.field(default_factory=list)  # filled in once committed
+
+
+def business_day(now: dt.datetime, config: HallAgentConfig) -> dt.date:
+    """The business day ``now`` belongs to, in the hall's zone, starting at its start hour."""
+    local = now.astimezone(config.hall.zone)
+    return (local - dt.timedelta(hours=config.hall.day_start_hour)).date()
+
+
+def _require_aware(now: dt.datetime) -> None:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("the engine needs time-zone-aware datetimes")
+
+
+class QueueEngine:
+    """The hall's queue. Mutates its state in place; every call returns an Outcome."""
+
+    def __init__(
+        self,
+        config: HallAgentConfig,
+        hall: HallCounters,
+        tickets: Iterable[Ticket] = (),
+        windows: Iterable[WindowStatus] = (),
+    ) -> None:
+        self.config = config
+        self.hall = hall
+        self.tickets: dict[str, Ticket] = {t.id: t for t in tickets}
+        self.windows: dict[str, WindowStatus] = {w.id: w for w in windows}
+        for w in config.windows:
+            self.windows.setdefault(w.id, WindowStatus(id=w.id))
+        self._out = Outcome()
+
+    @classmethod
+    def fresh(cls, config: HallAgentConfig, now: dt.datetime) -> QueueEngine:
+        return cls(config, HallCounters(day=business_day(now, config)))
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    @property
+    def pending(self) -> Outcome:
+        """What the operation in progress (or the last one) changed so far."""
+        return self._out
+
+    def _begin(self, now: dt.datetime) -> Outcome:
+        _require_aware(now)
+        self._out = Outcome()
+        self._roll(now)
+        return self._out
+
+    def _touch(self, ticket: Ticket) -> None:
+        self._out.tickets[ticket.id] = ticket
+
+    def _touch_window(self, window: WindowStatus) -> None:
+        self._out.windows[window.id] = window
+
+    def _emit(
+        self, kind: str, now: dt.datetime, data: JSON, cls: EventClass = EventClass.BUSINESS
+    ) -> None:
+        self._out.events.append(Event(kind, now, data, cls))
+
+    def _ticket_event(self, kind: str, ticket: Ticket, now: dt.datetime, **extra: Any) -> None:
+        data: JSON = {
+            "ticket": ticket.number,
+            "ticket_id": ticket.id,
+            "service": ticket.service,
+            "day": ticket.day.isoformat(),
+            "status": ticket.status.value,
+            "priority": ticket.priority.value,
+        }
+        if ticket.window is not None:
+            data["window"] = ticket.window
+        if ticket.staff is not None:
+            data["staff"] = ticket.staff
+        data.update(extra)
+        self._emit(f"ticket.{kind}", now, data)
+
+    # -- lookups -----------------------------------------------------------------------
+
+    def _window_config(self, window_id: str) -> Window:
+        try:
+            return self.config.window(window_id)
+        except KeyError:
+            known = ", ".join(w.id for w in self.config.windows)
+            raise NotFound(f"there is no window {window_id!r}; the windows are {known}") from None
+
+    def _service(self, service_id: str) -> Service:
+        try:
+            return self.config.service(service_id)
+        except KeyError:
+            known = ", ".join(f"{s.id} ({s.name})" for s in self.config.services)
+            raise NotFound(
+                f"there is no service {service_id!r}; the services are {known}"
+            ) from None
+
+    def _by_number(self, number: str) -> Ticket:
+        wanted = number.strip().upper()
+        for t in self.tickets.values():
+            if t.day == self.hall.day and t.number == wanted:
+                return t
+        raise NotFound(f"no ticket {wanted} was issued today ({self.hall.day.isoformat()})")
+
+    def _current(self, window: WindowStatus) -> Ticket | None:
+        return None if window.current is None else self.tickets.get(window.current)
+
+    def _require_current(self, window_id: str) -> tuple[WindowStatus, Ticket]:
+        self._window_config(window_id)
+        window = self.windows[window_id]
+        ticket = self._current(window)
+        if ticket is None:
+            raise Refused(f"window {window_id} has no called ticket; call one first")
+        return window, ticket
+
+    def waiting(self, service_id: str | None = None) -> list[Ticket]:
+        return [
+            t
+            for t in self.tickets.values()
+            if t.status is TicketStatus.WAITING and (service_id is None or t.service == service_id)
+        ]
+
+    # -- business day ------------------------------------------------------------------
+
+    def _roll(self, now: dt.datetime) -> None:
+        """Close the business day if ``now`` is in a later one.
+
+        The day only moves forward: a clock that jumps back never reopens an old day or
+        resets counters twice; tickets are then counted on the newest day seen.
+        """
+        today = business_day(now, self.config)
+        if today <= self.hall.day:
+            return
+        closing = self.hall.day
+        expired = 0
+        for ticket in sorted(self.tickets.values(), key=lambda t: t.rank):
+            if ticket.status.is_open:
+                ticket.status = TicketStatus.EXPIRED
+                ticket.ended_at = now
+                self._touch(ticket)
+                self._ticket_event("expired", ticket, now, reason="business day closed")
+                expired += 1
+        for window in self.windows.values():
+            if window.current is not None:
+                window.current = None
+                self._touch_window(window)
+        issued = dict(self.hall.counters)
+        served = sum(
+            1
+            for t in self.tickets.values()
+            if t.day == closing and t.status is TicketStatus.FINISHED
+        )
+        self.hall.day = today
+        self.hall.counters = {}
+        self._out.hall_changed = True
+        self._emit(
+            "day.closed",
+            now,
+            {
+                "day": closing.isoformat(),
+                "next_day": today.isoformat(),
+                "issued": issued,
+                "served": served,
+                "expired": expired,
+            },
+        )
+        # Closed days stay in the store (history is never deleted); memory keeps today.
+        self.tickets = {k: t for k, t in self.tickets.items() if t.status.is_open}
+
+    def tick(self, now: dt.datetime) -> Outcome:
+        """Run time-driven rules (the business-day rollover)."""
+        return self._begin(now)
+
+    # -- issuing -----------------------------------------------------------------------
+
+    def take(
+        self,
+        service_id: str,
+        now: dt.datetime,
+        *,
+        source: Source = Source.API,
+        priority: Priority = Priority.NORMAL,
+        id_hash: str | None = None,
+        birth_date: dt.date | None = None,
+    ) -> Outcome:
+        out = self._begin(now)
+        service = self._service(service_id)
+        local = now.astimezone(self.config.hall.zone)
+        if not service.open_at(local):
+            hours = ", ".join(
+                f"{p.start:%H:%M}-{p.end:%H:%M} ({'/'.join(p.days)})" for p in service.hours
+            )
+            raise Refused(f"{service.name} is not issuing tickets now; hours: {hours}")
+        issued = self.hall.counters.get(service.id, 0)
+        if service.daily_cap is not None and issued >= service.daily_cap:
+            raise Refused(
+                f"{service.name} has reached today's limit of {service.daily_cap} tickets; "
+                "please come back on the next working day"
+            )
+        if issued + 1 >= 10**service.width:
+            raise Refused(
+                f"{service.name} has used every {service.width}-digit number today; "
+                "raise the service's width in the config"
+            )
+        if id_hash is not None and self.config.queue.one_waiting_ticket_per_id:
+            for t in self.tickets.values():
+                if t.id_hash == id_hash and t.service == service.id and t.status.is_open:
+                    raise Refused(
+                        f"this ID card already holds ticket {t.number} for {service.name}"
+                    )
+        if (
+            priority is Priority.NORMAL
+            and birth_date is not None
+            and _age(birth_date, local.date()) >= self.config.queue.green_channel_age
+        ):
+            priority = Priority.ELDERLY
+        count = issued + 1
+        self.hall.counters[service.id] = count
+        number = f"{service.prefix}{count:0{service.width}d}"
+        ticket = Ticket(
+            id=f"{self.hall.day:%Y%m%d}-{number}",
+            day=self.hall.day,
+            number=number,
+            service=service.id,
+            issued_service=service.id,
+            priority=priority,
+            source=source,
+            issued_at=now,
+            rank=self._next_rank(),
+            id_hash=id_hash,
+        )
+        self.tickets[ticket.id] = ticket
+        self._touch(ticket)
+        out.hall_changed = True
+        ahead = self.people_ahead(ticket, now)
+        wait = self.estimated_wait_minutes(service.id, ahead)
+        self._ticket_event(
+            "issued", ticket, now, source=source.value, ahead=ahead, wait_minutes=wait
+        )
+        waiting = len(self.waiting(service.id))
+        out.result = {
+            "ticket": ticket.public(),
+            "service_name": service.name,
+            "ahead": ahead,
+            "wait_minutes": wait,
+        }
+        if service.waiting_warning is not None and waiting >= service.waiting_warning:
+            out.result["warning"] = (
+                f"{waiting} people are waiting for {service.name}; the wait will be long"
+            )
+        return out
+
+    def _next_rank(self) -> int:
+        rank = self.hall.next_rank
+        self.hall.next_rank += 1
+        self._out.hall_changed = True
+        return rank
+
+    def cancel(self, number: str, now: dt.datetime, *, reason: str = "") -> Outcome:
+        out = self._begin(now)
+        ticket = self._by_number(number)
+        if ticket.status is not TicketStatus.WAITING:
+            raise Refused(
+                f"ticket {ticket.number} is {ticket.status.value}; "
+                "only waiting tickets can be cancelled"
+            )
+        ticket.status = TicketStatus.CANCELLED
+        ticket.ended_at = now
+        self._touch(ticket)
+        self._ticket_event("cancelled", ticket, now, reason=reason)
+        out.result = {"ticket": ticket.public()}
+        return out
+
+    # -- routing -----------------------------------------------------------------------
+
+    def _order_key(self, ticket: Ticket, window: Window, now: dt.datetime) -> tuple[int, int, int]:
+        service_rank = window.services.index(ticket.service)
+        if ticket.priority.is_green:
+            return (0, service_rank, ticket.rank)
+        aging = self.config.queue.aging_minutes
+        if aging is not None and now - ticket.issued_at >= dt.timedelta(minutes=aging):
+            return (1, 0, ticket.rank)
+        return (2, service_rank, ticket.rank)
+
+    def next_for(self, window_id: str, now: dt.datetime) -> Ticket | None:
+        """The ticket "next" would call at this window now, without calling it."""
+        window = self._window_config(window_id)
+        candidates = [t for t in self.waiting() if t.service in window.services]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda t: self._order_key(t, window, now))
+
+    # -- window operations -------------------------------------------------------------
+
+    def _open_window(self, window: WindowStatus, now: dt.datetime) -> None:
+        if window.state is WindowState.CLOSED:
+            window.state = WindowState.OPEN
+            self._touch_window(window)
+            self._emit("window.opened", now, {"window": window.id, "staff": window.staff})
+
+    def _finish_current(self, window: WindowStatus, now: dt.datetime, implicit: bool) -> None:
+        ticket = self._current(window)
+        if ticket is None:
+            return
+        if ticket.status is TicketStatus.HELD:
+            window.current = None
+            self._touch_window(window)
+            return
+        started = ticket.serving_at or ticket.called_at or now
+        ticket.status = TicketStatus.FINISHED
+        ticket.ended_at = now
+        window.current = None
+        self._touch(ticket)
+        self._touch_window(window)
+        minutes = max(0.0, (now - started).total_seconds() / 60)
+        self._record_duration(ticket.service, minutes)
+        self._ticket_event("finished", ticket, now, minutes=round(minutes, 2), implicit=implicit)
+
+    def _record_duration(self, service_id: str, minutes: float) -> None:
+        keep = self.config.queue.service_time_window
+        history = deque(self.hall.durations.get(service_id, []), maxlen=keep)
+        history.append(round(minutes, 3))
+        self.hall.durations[service_id] = list(history)
+        self._out.hall_changed = True
+
+    def _call(self, window: WindowStatus, ticket: Ticket, now: dt.datetime, kind: str) -> None:
+        ticket.status = TicketStatus.CALLED
+        ticket.window = window.id
+        ticket.staff = window.staff
+        ticket.called_count += 1
+        ticket.called_at = now
+        window.current = ticket.id
+        self._touch(ticket)
+        self._touch_window(window)
+        config = self._window_config(window.id)
+        self._ticket_event(kind, ticket, now, window_name=config.name, window_number=config.number)
+
+    def _ready_window(self, window_id: str, now: dt.datetime) -> WindowStatus:
+        self._window_config(window_id)
+        window = self.windows[window_id]
+        if window.state is WindowState.PAUSED:
+            raise Refused(f"window {window_id} is paused; resume it before calling")
+        self._open_window(window, now)
+        return window
+
+    def call_next(self, window_id: str, now: dt.datetime) -> Outcome:
+        """Finish the window's current ticket, if any, and call the next one."""
+        out = self._begin(now)
+        window = self._ready_window(window_id, now)
+        ticket = self.next_for(window_id, now)
+        self._finish_current(window, now, implicit=True)
+        if ticket is None:
+            out.result = {"ticket": None, "message": f"no one is waiting for window {window_id}"}
+            return out
+        self._call(window, ticket, now, "called")
+        out.result = {"ticket": ticket.public()}
+        return out
+
+    def call_number(self, window_id: str, number: str, now: dt.datetime) -> Outcome:
+        """Call a specific ticket: a waiting one, or one that missed its call (过号)."""
+        out = self._begin(now)
+        window = self._ready_window(window_id, now)
+        ticket = self._by_number(number)
+        config = self._window_config(window_id)
+        if ticket.service not in config.services:
+            raise Refused(
+                f"window {window_id} does not serve {self._service(ticket.service).name} "
+                f"(ticket {ticket.number}); transfer it or call it from a window that does"
+            )
+        callable_states = (TicketStatus.WAITING, TicketStatus.NO_SHOW, TicketStatus.HELD)
+        if ticket.status not in callable_states:
+            raise Refused(f"ticket {ticket.number} is {ticket.status.value} and cannot be called")
+        if ticket.status is TicketStatus.HELD and ticket.window != window_id:
+            raise Refused(f"ticket {ticket.number} is held by window {ticket.window}")
+        if window.current == ticket.id:
+            raise Refused(f"ticket {ticket.number} is already at window {window_id}; use recall")
+        self._finish_current(window, now, implicit=True)
+        returned = ticket.status is TicketStatus.HELD
+        self._call(window, ticket, now, "returned" if returned else "called")
+        out.result = {"ticket": ticket.public()}
+        return out
+
+    def recall(self, window_id: str, now: dt.datetime) -> Outcome:
+        out = self._begin(now)
+        _, ticket = self._require_current(window_id)
+        if ticket.status is not TicketStatus.CALLED:
+            raise Refused(
+                f"ticket {ticket.number} is {ticket.status.value}; "
+                "only a called ticket can be recalled"
+            )
+        limit = self.config.queue.recall_limit
+        if ticket.recalls >= limit:
+            raise Refused(
+                f"ticket {ticket.number} was recalled {limit} times already; mark it no-show"
+            )
+        ticket.recalls += 1
+        self._touch(ticket)
+        config = self._window_config(window_id)
+        self._ticket_event(
+            "recalled",
+            ticket,
+            now,
+            recalls=ticket.recalls,
+            window_name=config.name,
+            window_number=config.number,
+        )
+        out.result = {"ticket": ticket.public()}
+        return out
+
+    def start_serving(self, window_id: str, now: dt.datetime) -> Outcome:
+        out = self._begin(now)
+        _, ticket = self._require_current(window_id)
+        if ticket.status is not TicketStatus.CALLED:
+            raise Refused(f"ticket {ticket.number} is {ticket.status.value}, not called")
+        ticket.status = TicketStatus.SERVING
+        ticket.serving_at = now
+        self._touch(ticket)
+        self._ticket_event("serving", ticket, now)
+        out.result = {"ticket": ticket.public()}
+        return out
+
+    def finish(self, window_id: str, now: dt.datetime) -> Outcome:
+        out = self._begin(now)
+        window, ticket = self._require_current(window_id)
+        if ticket.status not in (TicketStatus.CALLED, TicketStatus.SERVING):
+            raise Refused(f"ticket {ticket.number} is {ticket.status.value}; nothing to finish")
+        self._finish_current(window, now, implicit=False)
+        out.result = {"ticket": ticket.public()}
+        return out
+
+    def no_show(self, window_id: str, now: dt.datetime) -> Outcome:
+        out = self._begin(now)
+        window, ticket = self._require_current(window_id)
+        if ticket.status is not TicketStatus.CALLED:
+            raise Refused(
+                f"ticket {ticket.number} is {ticket.status.value}; "
+                "only a called ticket can be a no-show"
+            )
+        ticket.status = TicketStatus.NO_SHOW
+        ticket.ended_at = now
+        window.current = None
+        self._touch(ticket)
+        self._touch_window(window)
+        self._ticket_event("no_show", ticket, now, called_count=ticket.called_count)
+        out.result = {"ticket": ticket.public()}
+        return out
+
+    def hold(self, window_id: str, now: dt.datetime) -> Outcome:
+        """Park the current ticket (the citizen fetches a paper); call it back by number."""
+        out = self._begin(now)
+        window, ticket = self._require_current(window_id)
+        if ticket.status not in (TicketStatus.CALLED, TicketStatus.SERVING):
+            raise Refused(f"ticket {ticket.number} is {ticket.status.value} and cannot be held")
+        ticket.status = TicketStatus.HELD
+        window.current = None
+        self._touch(ticket)
+        self._touch_window(window)
+        self._ticket_event("held", ticket, now)
+        out.result = {"ticket": ticket.public()}
+        return out
+
+    def held(self, window_id: str) -> list[Ticket]:
+        return [
+            t
+            for t in self.tickets.values()
+            if t.status is TicketStatus.HELD and t.window == window_id
+        ]
+
+    def transfer(
+        self, window_id: str, service_id: str, now: dt.datetime, *, front: bool = True
+    ) -> Outcome:
+        """Send the current ticket to another service's queue, at its front or its back."""
+        out = self._begin(now)
+        window, ticket = self._require_current(window_id)
+        target = self._service(service_id)
+        if target.id == ticket.service:
+            raise Refused(f"ticket {ticket.number} is already for {target.name}")
+        if ticket.status not in (TicketStatus.CALLED, TicketStatus.SERVING):
+            raise Refused(
+                f"ticket {ticket.number} is {ticket.status.value} and cannot be transferred"
+            )
+        if front:
+            ranks = [t.rank for t in self.waiting(target.id)]
+            rank = min([*ranks, self.hall.next_rank]) - 1
+        else:
+            rank = self._next_rank()
+        source_service = ticket.service
+        ticket.service = target.id
+        ticket.status = TicketStatus.WAITING
+        ticket.rank = rank
+        ticket.window = None
+        ticket.staff = None
+        ticket.recalls = 0
+        ticket.serving_at = None
+        window.current = None
+        self._touch(ticket)
+        self._touch_window(window)
+        self._ticket_event(
+            "transferred",
+            ticket,
+            now,
+            from_service=source_service,
+            from_window=window_id,
+            position="front" if front else "back",
+        )
+        out.result = {"ticket": ticket.public()}
+        return out
+
+    def pause(self, window_id: str, now: dt.datetime, *, reason: str = "") -> Outcome:
+        out = self._begin(now)
+        self._window_config(window_id)
+        window = self.windows[window_id]
+        if window.state is WindowState.PAUSED:
+            raise Refused(f"window {window_id} is already paused")
+        window.state = WindowState.PAUSED
+        self._touch_window(window)
+        self._emit("window.paused", now, {"window": window_id, "reason": reason})
+        out.result = {"window": window.to_json()}
+        return out
+
+    def resume(self, window_id: str, now: dt.datetime) -> Outcome:
+        out = self._begin(now)
+        self._window_config(window_id)
+        window = self.windows[window_id]
+        if window.state is not WindowState.PAUSED:
+            raise Refused(f"window {window_id} is not paused")
+        window.state = WindowState.OPEN
+        self._touch_window(window)
+        self._emit("window.resumed", now, {"window": window_id})
+        out.result = {"window": window.to_json()}
+        return out
+
+    def sign_in(
+        self, window_id: str, staff_id: str, now: dt.datetime, *, staff_name: str | None = None
+    ) -> Outcome:
+        out = self._begin(now)
+        self._window_config(window_id)
+        staff_id = staff_id.strip()
+        if not staff_id:
+            raise Refused("a staff number is needed to sign in")
+        for other in self.windows.values():
+            if other.staff == staff_id and other.id != window_id:
+                self._sign_out(other, now, reason=f"signed in at window {window_id}")
+        window = self.windows[window_id]
+        if window.staff is not None and window.staff != staff_id:
+            self._sign_out(window, now, reason=f"replaced by {staff_id}")
+        window.staff = staff_id
+        window.staff_name = staff_name
+        self._touch_window(window)
+        self._emit(
+            "staff.signed_in", now, {"window": window_id, "staff": staff_id}, EventClass.OPERATIONAL
+        )
+        if window.state is WindowState.CLOSED:
+            self._open_window(window, now)
+        out.result = {"window": window.to_json()}
+        return out
+
+    def _sign_out(self, window: WindowStatus, now: dt.datetime, reason: str) -> None:
+        staff = window.staff
+        self._finish_current(window, now, implicit=True)
+        window.staff = None
+        window.staff_name = None
+        window.state = WindowState.CLOSED
+        self._touch_window(window)
+        self._emit(
+            "staff.signed_out",
+            now,
+            {"window": window.id, "staff": staff, "reason": reason},
+            EventClass.OPERATIONAL,
+        )
+        self._emit("window.closed", now, {"window": window.id})
+
+    def sign_out(self, window_id: str, now: dt.datetime) -> Outcome:
+        out = self._begin(now)
+        self._window_config(window_id)
+        window = self.windows[window_id]
+        if window.staff is None and window.state is WindowState.CLOSED:
+            raise Refused(f"window {window_id} is already closed")
+        self._sign_out(window, now, reason="signed out")
+        out.result = {"window": window.to_json()}
+        return out
+
+    # -- figures -----------------------------------------------------------------------
+
+    def people_ahead(self, ticket: Ticket, now: dt.datetime) -> int:
+        """Waiting tickets of the same service that routing would call before this one."""
+        if ticket.status is not TicketStatus.WAITING:
+            return 0
+
+        def key(t: Ticket) -> tuple[int, int]:
+            return (0 if t.priority.is_green else 1, t.rank)
+
+        mine = key(ticket)
+        return sum(1 for t in self.waiting(ticket.service) if key(t) < mine)
+
+    def average_minutes(self, service_id: str) -> float:
+        history = self.hall.durations.get(service_id)
+        if history:
+            return sum(history) / len(history)
+        return self._service(service_id).expected_minutes
+
+    def estimated_wait_minutes(self, service_id: str, ahead: int) -> int:
+        serving = [w for w in self.config.windows if service_id in w.services]
+        open_ = [w for w in serving if self.windows[w.id].state is WindowState.OPEN]
+        lanes = max(1, len(open_) or len(serving))
+        return round(ahead * self.average_minutes(service_id) / lanes)
+
+    def snapshot(self, now: dt.datetime) -> JSON:
+        """The whole queue as screens and the API show it."""
+        services = []
+        for s in self.config.services:
+            waiting = len(self.waiting(s.id))
+            services.append(
+                {
+                    "id": s.id,
+                    "name": s.name,
+                    "prefix": s.prefix,
+                    "waiting": waiting,
+                    "issued_today": self.hall.counters.get(s.id, 0),
+                    "daily_cap": s.daily_cap,
+                    "open": s.open_at(now.astimezone(self.config.hall.zone)),
+                    "wait_minutes": self.estimated_wait_minutes(s.id, waiting),
+                }
+            )
+        windows = []
+        for w in self.config.windows:
+            status = self.windows[w.id]
+            current = self._current(status)
+            windows.append(
+                {
+                    **status.to_json(),
+                    "name": w.name,
+                    "number": w.number,
+                    "services": list(w.services),
+                    "ticket": None if current is None else current.public(),
+                    "held": [t.number for t in self.held(w.id)],
+                }
+            )
+        return {
+            "day": self.hall.day.isoformat(),
+            "services": services,
+            "windows": windows,
+            "waiting": [t.public() for t in sorted(self.waiting(), key=lambda t: t.rank)],
+        }
+
+    def open_tickets(self) -> Iterator[Ticket]:
+        return (t for t in self.tickets.values() if t.status.is_open)
+
+
+def _age(birth: dt.date, today: dt.date) -> int:
+    years = today.year - birth.year
+    if (today.month, today.day) < (birth.month, birth.day):
+        years -= 1
+    return years

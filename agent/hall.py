@@ -1,0 +1,205 @@
+"""The hall: the queue engine behind one serialized writer, persisted by the store.
+
+Every mutation — from the local API, a device, or a central command — is queued to one
+writer task. The writer applies the operation to the in-memory engine, commits the
+changed records and their events in one SQLite transaction on a dedicated thread, and
+only then answers. A caller that goes away mid-operation does not interrupt the writer,
+so memory and disk never disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from agent.config import HallAgentConfig
+from agent.domain import Outcome, QueueEngine, QueueError, business_day
+from agent.store import Store, StoredEvent, StoreError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# A Pi has no real-time clock: a date before this release means the clock is not set.
+_EARLIEST_PLAUSIBLE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def wall_clock() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def plausible_clock(now: dt.datetime) -> bool:
+    return now >= _EARLIEST_PLAUSIBLE
+
+
+class ShuttingDown(Exception):
+    """The hall is stopping and takes no new operations."""
+
+
+@dataclasses.dataclass(slots=True)
+class _Job:
+    run: Callable[[QueueEngine, dt.datetime], Any]
+    mutates: bool
+    done: asyncio.Future[Any]
+
+
+class Hall:
+    """The hall's queue with its durable store. An async context manager."""
+
+    def __init__(
+        self,
+        config: HallAgentConfig,
+        store: Store,
+        *,
+        clock: Callable[[], dt.datetime] = wall_clock,
+        clock_ok: Callable[[dt.datetime], bool] = plausible_clock,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self._clock = clock
+        self._clock_ok = clock_ok
+        self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._writer: asyncio.Task[None] | None = None
+        self._accepting = False
+        self._listeners: list[asyncio.Queue[StoredEvent]] = []
+        self.engine: QueueEngine = QueueEngine.fresh(config, clock())
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Hall:
+        loaded = await self._in_thread(self.store.load)
+        now = self._clock()
+        if loaded.hall is None:
+            self.engine = QueueEngine.fresh(self.config, now)
+        else:
+            self.engine = QueueEngine(self.config, loaded.hall, loaded.tickets, loaded.windows)
+        self._writer = asyncio.create_task(self._write_loop(), name="hall-writer")
+        self._accepting = True
+        log.info(
+            "hall %s ready: business day %s, %d open tickets, epoch %d, last seq %d",
+            self.config.hall.id,
+            self.engine.hall.day,
+            sum(1 for _ in self.engine.open_tickets()),
+            self.store.epoch,
+            self.store.last_seq,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop intake, finish the write in progress and what was queued before it."""
+        self._accepting = False
+        if self._writer is not None:
+            await self._jobs.put(None)
+            await self._writer
+            self._writer = None
+        self._thread.shutdown(wait=True)
+
+    # -- operations ------------------------------------------------------------------------
+
+    async def execute(self, run: Callable[[QueueEngine, dt.datetime], Outcome]) -> Outcome:
+        """Apply one queue operation and persist it; answers only once it is durable."""
+        result: Outcome = await self._submit(run, mutates=True)
+        return result
+
+    async def read(self, run: Callable[[QueueEngine, dt.datetime], T]) -> T:
+        """Read the queue between writes (never sees a change that is not yet durable)."""
+        result: T = await self._submit(run, mutates=False)
+        return result
+
+    async def _submit(
+        self, run: Callable[[QueueEngine, dt.datetime], Any], *, mutates: bool
+    ) -> Any:
+        if not self._accepting:
+            raise ShuttingDown("the hall agent is shutting down; try again in a moment")
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self._jobs.put(_Job(run, mutates, done))
+        return await done
+
+    async def tick(self) -> Outcome:
+        return await self.execute(lambda engine, now: engine.tick(now))
+
+    async def _write_loop(self) -> None:
+        while (job := await self._jobs.get()) is not None:
+            try:
+                value = await self._apply(job)
+            except (QueueError, StoreError) as err:
+                if not job.done.done():
+                    job.done.set_exception(err)
+            except Exception as err:  # a bug must not stop the writer; the caller sees it
+                log.exception("queue operation failed unexpectedly")
+                if not job.done.done():
+                    job.done.set_exception(err)
+            else:
+                if not job.done.done():
+                    job.done.set_result(value)
+
+    async def _apply(self, job: _Job) -> Any:
+        now = self._clock()
+        if not job.mutates:
+            return job.run(self.engine, now)
+        try:
+            outcome: Outcome = job.run(self.engine, now)
+        except QueueError:
+            # A refusal may follow a change made on the way (a day rollover, a window
+            # opening): whatever memory holds, the disk must hold too.
+            partial = self.engine.pending
+            if partial.events or partial.tickets or partial.windows or partial.hall_changed:
+                await self._commit(partial, now)
+            raise
+        await self._commit(outcome, now)
+        return outcome
+
+    async def _commit(self, outcome: Outcome, now: dt.datetime) -> None:
+        clock_ok = self._clock_ok(now)
+        try:
+            stored = await self._in_thread(
+                self.store.commit, outcome, self.engine.hall, clock_ok=clock_ok
+            )
+        except StoreError:
+            log.exception("a queue change could not be saved; reloading the last saved state")
+            await self._reload()
+            raise
+        outcome.stored = stored
+        for listener in self._listeners:
+            for event in stored:
+                listener.put_nowait(event)
+
+    async def _reload(self) -> None:
+        loaded = await self._in_thread(self.store.load)
+        if loaded.hall is None:
+            self.engine = QueueEngine.fresh(self.config, self._clock())
+        else:
+            self.engine = QueueEngine(self.config, loaded.hall, loaded.tickets, loaded.windows)
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, lambda: fn(*args, **kwargs))
+
+    async def store_call(self, fn: Callable[[Store], T]) -> T:
+        """Run a read of the store on the writer thread (the connection's only thread)."""
+        return await self._in_thread(fn, self.store)
+
+    # -- observers -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def events(self) -> AsyncIterator[asyncio.Queue[StoredEvent]]:
+        """Committed events, as they are committed, for as long as the context is open."""
+        queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
+        self._listeners.append(queue)
+        try:
+            yield queue
+        finally:
+            self._listeners.remove(queue)
+
+    def business_day(self) -> dt.date:
+        return business_day(self._clock(), self.config)
