@@ -1,0 +1,134 @@
+"""``hall-agent demo``: a complete simulated hall on this machine, no hardware, no broker.
+
+It runs the real agent on ``config/demo.yaml`` (offline: events stay in the outbox),
+and, unless told not to, simulated citizens who take tickets and simulated staff who
+sign in and call them, so the screens and the event log move on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import logging
+import random
+import signal
+from pathlib import Path
+
+from agent.config import ConfigError, HallAgentConfig, format_problems, load_config
+from agent.daemon import Running, running_agent
+from agent.domain import Outcome, Priority, QueueEngine, QueueError, Source
+from agent.hall import Hall, ShuttingDown
+from agent.logs import setup_logging
+
+log = logging.getLogger("agent.demo")
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+
+
+def demo_config(state: Path | None, port: int | None) -> HallAgentConfig:
+    try:
+        config = load_config(DEMO_CONFIG)
+    except ConfigError as err:
+        raise SystemExit(f"the demo config is broken:\n{format_problems(err.problems)}") from err
+    storage = config.storage.model_copy(update={"path": (state or config.storage.path).resolve()})
+    web = config.web if port is None else config.web.model_copy(update={"port": port})
+    return config.model_copy(update={"storage": storage, "web": web})
+
+
+def run_demo(
+    *,
+    state: Path | None = None,
+    port: int | None = None,
+    duration: float | None = None,
+    simulate: bool = True,
+) -> int:
+    config = demo_config(state, port)
+    setup_logging(config.logging.level, "text")
+    asyncio.run(_demo(config, duration, simulate))
+    return 0
+
+
+async def _demo(config: HallAgentConfig, duration: float | None, simulate: bool) -> None:
+    async with running_agent(config) as running:
+        _explain(config, running)
+        simulation: list[asyncio.Task[None]] = []
+        if simulate:
+            simulation.append(asyncio.create_task(_citizens(running.hall), name="sim-citizens"))
+            simulation.extend(
+                asyncio.create_task(_staff(running.hall, w.id), name=f"sim-{w.id}")
+                for w in config.windows
+            )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if duration is not None:
+            loop.call_later(duration, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for task in simulation:
+                task.cancel()
+            await asyncio.gather(*simulation, return_exceptions=True)
+
+
+def _explain(config: HallAgentConfig, running: Running) -> None:
+    service = config.services[0].id
+    window = config.windows[0].id
+    lines = [
+        "",
+        f"  {config.hall.name} is open (demo hall '{config.hall.id}', offline: events wait in",
+        f"  the outbox). State is kept in {config.storage.path}.",
+        "",
+        f"  Local API and its OpenAPI page:  {running.url}/docs",
+        f"  The queue as JSON:               {running.url}/api/v1/queue",
+        f"  The event log (outbox):          {running.url}/api/v1/events",
+        "",
+        "  Try, in another terminal (.venv/bin/hall-agent):",
+        f"    hall-agent status --api {running.url}",
+        f"    hall-agent take --service {service} --api {running.url}",
+        f"    hall-agent window {window} next --api {running.url}",
+        "",
+        "  Simulated citizens take tickets and staff call them. Ctrl-C stops the hall.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+async def _citizens(hall: Hall) -> None:
+    services = [s.id for s in hall.config.services]
+    rng = random.Random()  # noqa: S311 - a simulation, not a secret
+    while True:
+        await asyncio.sleep(rng.uniform(2, 6))
+        service = rng.choice(services)
+        priority = Priority.ELDERLY if rng.random() < 0.15 else Priority.NORMAL
+        try:
+            outcome = await hall.execute(
+                functools.partial(_take, service=service, priority=priority)
+            )
+        except (QueueError, ShuttingDown) as err:
+            log.info("citizen could not take a %s ticket: %s", service, err)
+            continue
+        ticket = outcome.result["ticket"]
+        log.info("citizen took %s (%s ahead)", ticket["number"], outcome.result["ahead"])
+
+
+def _take(engine: QueueEngine, now: dt.datetime, *, service: str, priority: Priority) -> Outcome:
+    return engine.take(service, now, source=Source.TOUCH, priority=priority)
+
+
+async def _staff(hall: Hall, window: str) -> None:
+    rng = random.Random()  # noqa: S311 - a simulation, not a secret
+    staff = f"demo-{window}"
+    await hall.execute(lambda e, n: e.sign_in(window, staff, n, staff_name="演示"))
+    while True:
+        await asyncio.sleep(rng.uniform(6, 15))
+        try:
+            outcome = await hall.execute(lambda e, n: e.call_next(window, n))
+        except (QueueError, ShuttingDown) as err:
+            log.info("window %s: %s", window, err)
+            continue
+        ticket = outcome.result.get("ticket")
+        if ticket is not None:
+            log.info("window %s called %s", window, ticket["number"])

@@ -1,0 +1,102 @@
+"""Shared helpers for tests that start a real agent (in-process or as a subprocess)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+ALWAYS = [{"start": "00:00", "end": "23:59", "days": ALL_DAYS}]
+
+
+def hall_config(storage: Path, port: int = 0, **sections: Any) -> dict[str, Any]:
+    """A small valid hall: 4 services open all day, 3 windows, offline."""
+    config: dict[str, Any] = {
+        "hall": {"id": "test-hall", "name": "测试社区服务站"},
+        "services": [
+            {"id": "social", "name": "社保医保", "prefix": "A", "hours": ALWAYS},
+            {"id": "civil", "name": "民政救助", "prefix": "B", "hours": ALWAYS},
+            {"id": "housing", "name": "户籍证明", "prefix": "C", "hours": ALWAYS},
+            {"id": "general", "name": "综合咨询", "prefix": "D", "hours": ALWAYS},
+        ],
+        "windows": [
+            {"id": "w1", "name": "1号窗口", "number": 1, "services": ["social", "general"]},
+            {"id": "w2", "name": "2号窗口", "number": 2, "services": ["civil", "housing"]},
+            {
+                "id": "w3",
+                "name": "3号窗口",
+                "number": 3,
+                "services": ["general", "social", "civil", "housing"],
+            },
+        ],
+        "storage": {"path": str(storage)},
+        "web": {"host": "127.0.0.1", "port": port},
+        "logging": {"level": "INFO", "format": "text"},
+    }
+    config.update(sections)
+    return config
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+class AgentProcess:
+    """``hall-agent run`` as a real subprocess, found through the API URL it writes."""
+
+    def __init__(self, config_path: Path, storage: Path, log_path: Path) -> None:
+        self.config_path = config_path
+        self.storage = storage
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 30.0) -> str:
+        url_file = self.storage / "api-url"
+        url_file.unlink(missing_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HALL_")}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"agent exited with {self.proc.returncode}: {self.log_path.read_text()}"
+                )
+            if url_file.exists():
+                self.url = url_file.read_text().strip()
+                try:
+                    if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                        return self.url
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.05)
+        self.kill()
+        raise TimeoutError(f"agent not ready after {timeout}s: {self.log_path.read_text()}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def terminate(self, timeout: float = 10.0) -> float:
+        """SIGTERM; returns how long the agent took to exit."""
+        assert self.proc is not None
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout)
+        return time.monotonic() - started
