@@ -1,0 +1,257 @@
+"""The MQTT contract with central (DESIGN §5) as pydantic models.
+
+These models are the single source of the contract: the link validates with them, the
+AsyncAPI document and JSON Schemas under ``docs/contract/`` are generated from them, and
+``hallctl`` (central's console) builds its messages with them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CONTRACT_VERSION = 1
+ROOT = "hall/v1"
+
+Status = Literal["ok", "degraded", "offline", "error"]
+ReplyStatus = Literal["ok", "rejected", "failed", "expired"]
+
+
+class Message(BaseModel):
+    """A payload central receives: extra fields are allowed so the hall may add some."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Incoming(BaseModel):
+    """A payload the hall receives: unknown fields are refused, they are usually mistakes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Topics:
+    """Every topic of one hall, under ``hall/v1/{hall_id}/``."""
+
+    def __init__(self, hall_id: str) -> None:
+        self.hall_id = hall_id
+        self.base = f"{ROOT}/{hall_id}"
+        self.state = f"{self.base}/state"
+        self.reply = f"{self.base}/reply"
+        self.metrics = f"{self.base}/metrics"
+        self.config = f"{self.base}/config"
+        self.ack = f"{self.base}/ack"
+        self.commands = f"{self.base}/cmd/+"
+        self.command_prefix = f"{self.base}/cmd/"
+
+    def event(self, kind: str) -> str:
+        return f"{self.base}/event/{kind}"
+
+    def device(self, device_id: str) -> str:
+        return f"{self.base}/device/{device_id}"
+
+    def command(self, name: str) -> str:
+        return f"{self.command_prefix}{name}"
+
+
+# -- hall → central -------------------------------------------------------------------
+
+
+class Birth(Message):
+    """Retained on ``state`` at every connect."""
+
+    online: Literal[True] = True
+    boot_id: str
+    session: int = Field(description="connection number since boot, starting at 1")
+    agent_version: str
+    config_version: str | None = Field(description="the config version central pushed last")
+    started_at: str
+    clock_ok: bool
+
+
+class Will(Message):
+    """Retained on ``state`` by the broker when the hall disappears, or by a clean stop."""
+
+    online: Literal[False] = False
+    boot_id: str
+    session: int
+    clean: bool = Field(default=False, description="true when the hall stopped on purpose")
+
+
+class DeviceState(Message):
+    """Retained on ``device/{device_id}``."""
+
+    kind: str
+    status: Status
+    detail: str = ""
+    since: str
+
+
+class EventEnvelope(Message):
+    """Every event, on ``event/{type}``."""
+
+    v: Literal[1] = 1
+    hall: str
+    epoch: int = Field(ge=1)
+    seq: int = Field(ge=1, description="gapless and strictly increasing per (hall, epoch)")
+    id: str
+    type: str
+    at: str
+    clock_ok: bool
+    data: dict[str, Any]
+
+
+class Reply(Message):
+    """Exactly one per ``cmd_id``, on ``reply`` (and the MQTT 5 response topic if given)."""
+
+    cmd_id: str
+    name: str
+    status: ReplyStatus
+    error: str | None = None
+    result: dict[str, Any] | None = None
+
+
+class Metrics(Message):
+    """QoS 0 on ``metrics``, every ``mqtt.metrics_interval_s``."""
+
+    at: str
+    outbox_depth: int
+    outbox_bytes: int
+    oldest_pending_age_s: float | None
+    evicted_total: int
+    reconnects: int
+    published_total: int
+    last_seq: int
+    epoch: int
+    devices: dict[str, Status]
+
+
+# -- central → hall -------------------------------------------------------------------
+
+
+class Ack(Incoming):
+    """Central has durably stored every event up to ``seq`` of ``epoch``."""
+
+    epoch: int = Field(ge=1)
+    seq: int = Field(ge=0)
+
+
+class ConfigPush(Incoming):
+    """Retained on ``config``: the desired central-managed part of the hall's config."""
+
+    version: str = Field(min_length=1, max_length=64)
+    config: dict[str, Any]
+
+
+class Command(Incoming):
+    cmd_id: Annotated[str, Field(min_length=1, max_length=128)]
+    expires_at: dt.datetime | None = Field(
+        default=None, description="not executed after this instant (answered 'expired')"
+    )
+
+
+class IssueTicket(Command):
+    service: str
+    priority: Literal["normal", "elderly", "disabled", "veteran", "appointment"] = "normal"
+
+
+class WindowCommand(Command):
+    window: str
+
+
+class CallNext(WindowCommand):
+    pass
+
+
+class Recall(WindowCommand):
+    pass
+
+
+class CallNumber(WindowCommand):
+    number: Annotated[str, Field(pattern=r"^[A-Za-z]{1,2}\d{2,5}$")]
+
+
+class NoShow(WindowCommand):
+    pass
+
+
+class Hold(WindowCommand):
+    pass
+
+
+class Transfer(WindowCommand):
+    service: str
+    position: Literal["front", "back"] = "front"
+
+
+class Finish(WindowCommand):
+    pass
+
+
+class PauseWindow(WindowCommand):
+    reason: str = Field(default="", max_length=200)
+
+
+class ResumeWindow(WindowCommand):
+    pass
+
+
+class RequestRating(WindowCommand):
+    pass
+
+
+class Reprint(Command):
+    number: Annotated[str, Field(pattern=r"^[A-Za-z]{1,2}\d{2,5}$")]
+    day: dt.date | None = Field(default=None, description="the business day; today if absent")
+
+
+class ShowNotice(Command):
+    text: Annotated[str, Field(min_length=1, max_length=500)]
+    until: dt.datetime | None = Field(default=None, description="hidden after this instant")
+    notice_id: str | None = Field(default=None, max_length=64, description="replaces one")
+
+
+class StaffMember(Incoming):
+    staff: Annotated[str, Field(min_length=1, max_length=32, description="staff number")]
+    name: Annotated[str, Field(min_length=1, max_length=32)]
+    photo_url: str | None = Field(default=None, max_length=500)
+    windows: list[str] = Field(default_factory=list)
+
+
+class SetStaff(Command):
+    staff: list[StaffMember] = Field(max_length=500)
+
+
+class CaptureDocument(WindowCommand):
+    pages: int = Field(default=1, ge=1, le=50)
+
+
+class ReplayEvents(Command):
+    from_seq: int = Field(ge=1)
+    to_seq: int = Field(ge=1)
+
+
+class GetStatus(Command):
+    pass
+
+
+COMMANDS: dict[str, type[Command]] = {
+    "issue_ticket": IssueTicket,
+    "call_next": CallNext,
+    "recall": Recall,
+    "call_number": CallNumber,
+    "no_show": NoShow,
+    "hold": Hold,
+    "transfer": Transfer,
+    "finish": Finish,
+    "pause_window": PauseWindow,
+    "resume_window": ResumeWindow,
+    "request_rating": RequestRating,
+    "reprint": Reprint,
+    "show_notice": ShowNotice,
+    "set_staff": SetStaff,
+    "capture_document": CaptureDocument,
+    "replay_events": ReplayEvents,
+    "get_status": GetStatus,
+}
