@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from agent.config import HallAgentConfig
 from agent.domain import Outcome, QueueEngine, QueueError, business_day
-from agent.store import Store, StoredEvent, StoreError
+from agent.store import CommandRecord, Store, StoredEvent, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,16 @@ class ShuttingDown(Exception):
     """The hall is stopping and takes no new operations."""
 
 
+Recorder = Callable[[Outcome | None, QueueError | None], CommandRecord]
+
+
 @dataclasses.dataclass(slots=True)
 class _Job:
-    run: Callable[[QueueEngine, dt.datetime], Any]
+    run: Callable[[QueueEngine, dt.datetime], Any] | None
     mutates: bool
     done: asyncio.Future[Any]
+    record: Recorder | None = None
+    write: Callable[[Store, dt.datetime, bool], Any] | None = None
 
 
 class Hall:
@@ -106,9 +111,28 @@ class Hall:
 
     # -- operations ------------------------------------------------------------------------
 
-    async def execute(self, run: Callable[[QueueEngine, dt.datetime], Outcome]) -> Outcome:
-        """Apply one queue operation and persist it; answers only once it is durable."""
-        result: Outcome = await self._submit(run, mutates=True)
+    async def execute(
+        self,
+        run: Callable[[QueueEngine, dt.datetime], Outcome],
+        *,
+        record: Recorder | None = None,
+    ) -> Outcome:
+        """Apply one queue operation and persist it; answers only once it is durable.
+
+        ``record`` turns the outcome (or the refusal) into the reply to a central command,
+        which is then saved in the same transaction as the change.
+        """
+        result: Outcome = await self._submit(run, mutates=True, record=record)
+        return result
+
+    async def write(self, fn: Callable[[Store, dt.datetime, bool], T]) -> T:
+        """Run a write of the store that is not a queue operation, in the writer's turn.
+
+        ``fn(store, now, clock_ok)`` runs on the store thread; committed events it returns
+        (as ``StoredEvent`` items of a list, or inside a tuple's first element) reach the
+        listeners like any other.
+        """
+        result: T = await self._submit(None, mutates=True, write=fn)
         return result
 
     async def read(self, run: Callable[[QueueEngine, dt.datetime], T]) -> T:
@@ -117,12 +141,17 @@ class Hall:
         return result
 
     async def _submit(
-        self, run: Callable[[QueueEngine, dt.datetime], Any], *, mutates: bool
+        self,
+        run: Callable[[QueueEngine, dt.datetime], Any] | None,
+        *,
+        mutates: bool,
+        record: Recorder | None = None,
+        write: Callable[[Store, dt.datetime, bool], Any] | None = None,
     ) -> Any:
         if not self._accepting:
             raise ShuttingDown("the hall agent is shutting down; try again in a moment")
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._jobs.put(_Job(run, mutates, done))
+        await self._jobs.put(_Job(run, mutates, done, record, write))
         return await done
 
     async def tick(self) -> Outcome:
@@ -132,7 +161,7 @@ class Hall:
         while (job := await self._jobs.get()) is not None:
             try:
                 value = await self._apply(job)
-            except (QueueError, StoreError) as err:
+            except (QueueError, StoreError, ShuttingDown) as err:
                 if not job.done.done():
                     job.done.set_exception(err)
             except Exception as err:  # a bug must not stop the writer; the caller sees it
@@ -145,34 +174,50 @@ class Hall:
 
     async def _apply(self, job: _Job) -> Any:
         now = self._clock()
+        if job.write is not None:
+            value = await self._in_thread(job.write, self.store, now, self._clock_ok(now))
+            self._notify(value[0] if isinstance(value, tuple) else value)
+            return value
+        assert job.run is not None
         if not job.mutates:
             return job.run(self.engine, now)
         try:
             outcome: Outcome = job.run(self.engine, now)
-        except QueueError:
+        except QueueError as err:
             # A refusal may follow a change made on the way (a day rollover, a window
             # opening): whatever memory holds, the disk must hold too.
             partial = self.engine.pending
-            if partial.events or partial.tickets or partial.windows or partial.hall_changed:
-                await self._commit(partial, now)
+            command = None if job.record is None else job.record(None, err)
+            changed = partial.events or partial.tickets or partial.windows or partial.hall_changed
+            if changed or command is not None:
+                await self._commit(partial, now, command)
             raise
-        await self._commit(outcome, now)
+        command = None if job.record is None else job.record(outcome, None)
+        await self._commit(outcome, now, command)
         return outcome
 
-    async def _commit(self, outcome: Outcome, now: dt.datetime) -> None:
+    async def _commit(
+        self, outcome: Outcome, now: dt.datetime, command: CommandRecord | None = None
+    ) -> None:
         clock_ok = self._clock_ok(now)
         try:
             stored = await self._in_thread(
-                self.store.commit, outcome, self.engine.hall, clock_ok=clock_ok
+                self.store.commit, outcome, self.engine.hall, clock_ok=clock_ok, command=command
             )
         except StoreError:
             log.exception("a queue change could not be saved; reloading the last saved state")
             await self._reload()
             raise
         outcome.stored = stored
+        self._notify(stored)
+
+    def _notify(self, stored: object) -> None:
+        if not isinstance(stored, list):
+            return
         for listener in self._listeners:
             for event in stored:
-                listener.put_nowait(event)
+                if isinstance(event, StoredEvent):
+                    listener.put_nowait(event)
 
     async def _reload(self) -> None:
         loaded = await self._in_thread(self.store.load)

@@ -18,11 +18,11 @@ import logging
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.domain import Event, HallCounters, Outcome, Ticket, WindowStatus
+from agent.domain import Event, EventClass, HallCounters, Outcome, Ticket, WindowStatus
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,19 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_pending ON events (seq) WHERE published = 0;
     """,
+    # 2: the central link: answered commands (dedupe across restarts), settings pushed by
+    # central (config, notices, staff), counters that must survive pruning.
+    """
+    CREATE TABLE commands (
+        cmd_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        reply TEXT NOT NULL
+    );
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE INDEX events_unacked ON events (class, seq) WHERE acked = 0;
+    """,
 )
 
 
@@ -95,6 +108,36 @@ class StoredEvent:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class CommandRecord:
+    """The reply to a central command, kept so a repeated ``cmd_id`` is answered again."""
+
+    cmd_id: str
+    name: str
+    received_at: str
+    reply: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutboxStats:
+    unpublished: int
+    unacked: int
+    total: int
+    bytes: int
+    oldest_unpublished_at: str | None
+    evicted_total: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Eviction:
+    """What one retention pass removed before central acknowledged it."""
+
+    count: int
+    by_class: dict[str, int]
+    ranges: list[tuple[int, int]]
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class LoadedState:
     hall: HallCounters | None
     tickets: list[Ticket]
@@ -117,7 +160,8 @@ class Store:
         self.path = path
         self.epoch = epoch
         row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
-        self.last_seq: int = int(row[0])
+        # Pruning may have removed the newest events: never hand out their seq again.
+        self.last_seq: int = max(int(row[0]), self.counter("pruned_max_seq"))
 
     # -- opening, damage and migrations -------------------------------------------------
 
@@ -223,14 +267,25 @@ class Store:
         return LoadedState(hall, tickets, windows)
 
     def commit(
-        self, outcome: Outcome, hall: HallCounters, *, clock_ok: bool = True
+        self,
+        outcome: Outcome,
+        hall: HallCounters | None,
+        *,
+        clock_ok: bool = True,
+        command: CommandRecord | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> list[StoredEvent]:
-        """Write an operation's changed records and its events in one transaction."""
+        """Write an operation's changed records and its events in one transaction.
+
+        ``command`` records the reply to a central command in the same transaction, so a
+        command is never executed twice, also across a crash; ``settings`` are values
+        central pushed (config, notices, staff) that change with the events.
+        """
         stored: list[StoredEvent] = []
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            if outcome.hall_changed:
+            if outcome.hall_changed and hall is not None:
                 conn.execute(
                     "INSERT INTO hall (id, data) VALUES (1, ?) "
                     "ON CONFLICT (id) DO UPDATE SET data = excluded.data",
@@ -259,6 +314,17 @@ class Store:
                     "ON CONFLICT (id) DO UPDATE SET data = excluded.data",
                     [(w.id, _dumps(w.to_json())) for w in outcome.windows.values()],
                 )
+            if settings:
+                conn.executemany(
+                    "INSERT INTO settings (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [(k, _dumps(v)) for k, v in settings.items()],
+                )
+            if command is not None:
+                conn.execute(
+                    "INSERT INTO commands (cmd_id, name, received_at, reply) VALUES (?, ?, ?, ?)",
+                    (command.cmd_id, command.name, command.received_at, _dumps(command.reply)),
+                )
             stored = self._append(outcome.events, clock_ok)
             conn.execute("COMMIT")
         except sqlite3.Error as err:
@@ -267,17 +333,22 @@ class Store:
         self.last_seq += len(stored)
         return stored
 
-    def append(self, events: Sequence[Event], *, clock_ok: bool = True) -> list[StoredEvent]:
+    def append(
+        self,
+        events: Sequence[Event],
+        *,
+        clock_ok: bool = True,
+        command: CommandRecord | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> list[StoredEvent]:
         """Append events that change no queue state (device, config, outbox reports)."""
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            stored = self._append(events, clock_ok)
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as err:
-            self._rollback()
-            raise StoreError(f"could not save to {self.path}: {err}") from err
-        self.last_seq += len(stored)
-        return stored
+        return self.commit(
+            Outcome(events=list(events)),
+            None,
+            clock_ok=clock_ok,
+            command=command,
+            settings=settings,
+        )
 
     def _append(self, events: Sequence[Event], clock_ok: bool) -> list[StoredEvent]:
         stored = []
@@ -344,6 +415,184 @@ class Store:
             )
         ]
 
+    # -- the outbox ------------------------------------------------------------------------
+
+    def unpublished(self, after_seq: int, limit: int) -> list[StoredEvent]:
+        """Events not yet confirmed by the broker, in seq order, after ``after_seq``."""
+        rows = self._conn.execute(
+            "SELECT seq, id, type, at, clock_ok, data FROM events "
+            "WHERE published = 0 AND seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+        return [self._row_event(r) for r in rows]
+
+    def events_between(self, from_seq: int, to_seq: int, limit: int) -> list[StoredEvent]:
+        rows = self._conn.execute(
+            "SELECT seq, id, type, at, clock_ok, data FROM events "
+            "WHERE seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
+            (from_seq, to_seq, limit),
+        )
+        return [self._row_event(r) for r in rows]
+
+    def mark_published(self, seqs: Sequence[int]) -> None:
+        """The broker confirmed these events (PUBACK); one transaction for the batch."""
+        if not seqs:
+            return
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.executemany(
+                "UPDATE events SET published = 1 WHERE seq BETWEEN ? AND ?",
+                _ranges(sorted(seqs)),
+            )
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            self._rollback()
+            raise StoreError(f"could not mark events published in {self.path}: {err}") from err
+
+    def mark_acked(self, epoch: int, seq: int) -> int:
+        """Central stored every event up to ``seq``; returns how many were newly acked."""
+        if epoch != self.epoch:
+            return 0
+        try:
+            cur = self._conn.execute(
+                "UPDATE events SET acked = 1, published = 1 WHERE seq <= ? AND acked = 0", (seq,)
+            )
+        except sqlite3.Error as err:
+            raise StoreError(f"could not record central's ack in {self.path}: {err}") from err
+        return cur.rowcount
+
+    def stats(self) -> OutboxStats:
+        row = self._conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), "
+            "COALESCE(SUM(published = 0), 0), COALESCE(SUM(acked = 0), 0) FROM events"
+        ).fetchone()
+        oldest = self._conn.execute(
+            "SELECT at FROM events WHERE published = 0 ORDER BY seq LIMIT 1"
+        ).fetchone()
+        return OutboxStats(
+            unpublished=int(row[2]),
+            unacked=int(row[3]),
+            total=int(row[0]),
+            bytes=int(row[1]),
+            oldest_unpublished_at=None if oldest is None else str(oldest[0]),
+            evicted_total=self.counter("evicted_total"),
+        )
+
+    def counter(self, name: str) -> int:
+        row = self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _bump(self, name: str, by: int) -> None:
+        self._conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            (name, by),
+        )
+
+    def enforce_retention(
+        self, max_bytes: int, max_days: int, now: dt.datetime, *, clock_ok: bool = True
+    ) -> Eviction | None:
+        """Keep the outbox within its byte and age limits.
+
+        Acknowledged events go first (central has them). Then, if still over a limit,
+        unacknowledged events are evicted — lowest class first (chatter, then operational,
+        business last), oldest first within a class — down to 90 % of the byte limit. Each
+        eviction is counted and reported by an ``outbox.evicted`` event written in the
+        same transaction. Returns what was evicted, or None.
+        """
+        cutoff = _format_at(now - dt.timedelta(days=max_days))
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            eviction = self._prune(cutoff, max_bytes)
+            stored: list[StoredEvent] = []
+            if eviction is not None:
+                self._bump("evicted_total", eviction.count)
+                report = Event(
+                    "outbox.evicted",
+                    now,
+                    {
+                        "count": eviction.count,
+                        "by_class": eviction.by_class,
+                        "ranges": [list(r) for r in eviction.ranges],
+                        "reason": eviction.reason,
+                        "evicted_total": self.counter("evicted_total"),
+                    },
+                    EventClass.BUSINESS,
+                )
+                stored = self._append([report], clock_ok)
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            self._rollback()
+            raise StoreError(f"could not prune the outbox in {self.path}: {err}") from err
+        self.last_seq += len(stored)
+        return eviction
+
+    def _prune(self, cutoff: str, max_bytes: int) -> Eviction | None:
+        conn = self._conn
+        acked_old = [
+            (int(r[0]), 0)
+            for r in conn.execute("SELECT seq FROM events WHERE acked = 1 AND at < ?", (cutoff,))
+        ]
+        self._delete(acked_old)
+        evicted = [
+            (int(r[0]), int(r[1]))
+            for r in conn.execute(
+                "SELECT seq, class FROM events WHERE acked = 0 AND at < ? ORDER BY seq", (cutoff,)
+            )
+        ]
+        self._delete(evicted)
+        reason = "age"
+        total = int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM events").fetchone()[0])
+        target = int(max_bytes * 0.9)
+        if total > max_bytes:
+            # Acknowledged first, then unacknowledged by class and age.
+            rows = conn.execute(
+                "SELECT seq, class, size, acked FROM events ORDER BY acked DESC, class, seq"
+            ).fetchall()
+            doomed: list[tuple[int, int, bool]] = []
+            for seq, cls, size, acked in rows:
+                if total <= target:
+                    break
+                doomed.append((int(seq), int(cls), bool(acked)))
+                total -= int(size)
+            self._delete([(s, c) for s, c, _ in doomed])
+            acked_old.extend((s, c) for s, c, acked in doomed if acked)
+            space = [(s, c) for s, c, acked in doomed if not acked]
+            if space:
+                reason = "age and space" if evicted else "space"
+                evicted.extend(space)
+        removed = [s for s, _ in acked_old] + [s for s, _ in evicted]
+        if removed:
+            conn.execute(
+                "INSERT INTO counters (name, value) VALUES ('pruned_max_seq', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
+                (max(removed),),
+            )
+        if not evicted:
+            return None
+        by_class: dict[str, int] = {}
+        for _, cls in evicted:
+            name = EventClass(cls).name.lower()
+            by_class[name] = by_class.get(name, 0) + 1
+        return Eviction(len(evicted), by_class, _ranges(sorted(s for s, _ in evicted)), reason)
+
+    def _delete(self, rows: list[tuple[int, int]]) -> None:
+        self._conn.executemany(
+            "DELETE FROM events WHERE seq BETWEEN ? AND ?", _ranges(sorted(s for s, _ in rows))
+        )
+
+    # -- commands and settings from central ---------------------------------------------------
+
+    def command_reply(self, cmd_id: str) -> dict[str, Any] | None:
+        row = self._conn.execute(
+            "SELECT reply FROM commands WHERE cmd_id = ?", (cmd_id,)
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def setting(self, key: str) -> Any:
+        row = self._conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
 
 def _statements(script: str) -> Iterator[str]:
     for part in script.split(";"):
@@ -372,3 +621,14 @@ def _write_epoch_file(directory: Path, epoch: int) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _ranges(seqs: Sequence[int]) -> list[tuple[int, int]]:
+    """[1, 2, 3, 7, 8] → [(1, 3), (7, 8)]."""
+    out: list[tuple[int, int]] = []
+    for seq in seqs:
+        if out and seq == out[-1][1] + 1:
+            out[-1] = (out[-1][0], seq)
+        else:
+            out.append((seq, seq))
+    return out
