@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
 
 import uvicorn
@@ -228,6 +228,14 @@ def create_app(hall: Hall, status_extra: Callable[[], dict[str, Any]] | None = N
     return app
 
 
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside the agent's loop: the agent, not uvicorn, owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class WebStartError(OSError):
     """The local API could not start listening."""
 
@@ -236,7 +244,7 @@ class WebServer:
     """uvicorn in the agent's own event loop; an async context manager."""
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
-        self._server = uvicorn.Server(
+        self._server = _EmbeddedServer(
             uvicorn.Config(
                 app,
                 host=host,
@@ -247,7 +255,6 @@ class WebServer:
                 timeout_graceful_shutdown=2,
             )
         )
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._task: asyncio.Task[None] | None = None
         self._host = host
         self.port = port
