@@ -18,6 +18,7 @@ import re
 import sys
 import types
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeGuard, TypeVar, Union, get_args, get_origin
@@ -290,6 +291,9 @@ class StorageConfig(Model):
     path: Path = Path("/var/lib/hall-agent")
     max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
     max_days: int = Field(default=30, ge=1)
+    prune_interval_s: float = Field(
+        default=300.0, ge=1, le=86400, description="How often the outbox limits are enforced"
+    )
 
 
 class WebConfig(Model):
@@ -785,6 +789,27 @@ class MqttConfig(Model):
     )
     drain_rate: float = Field(
         default=200.0, gt=0, le=10_000, description="Events per second cap when catching up"
+    )
+    inflight: int = Field(
+        default=32, ge=1, le=1000, description="Events published but not yet PUBACKed at once"
+    )
+    reconnect_spread_s: float = Field(
+        default=45.0,
+        ge=0,
+        le=300,
+        description=(
+            "The first reconnect after a drop waits a random time up to this, so a city's "
+            "halls do not all reconnect at once when the broker comes back"
+        ),
+    )
+    stable_after_s: float = Field(
+        default=120.0,
+        ge=0,
+        le=3600,
+        description="A connection up this long resets the reconnect backoff",
+    )
+    metrics_interval_s: float = Field(
+        default=60.0, ge=1, le=3600, description="How often metrics are published (QoS 0)"
     )
 
     @field_validator("url")
@@ -1394,11 +1419,22 @@ def _apply_overrides(
 # Translating pydantic errors
 
 
+def _constraints(annotation: Any, metadata: Sequence[object]) -> Iterator[object]:
+    """Constraint objects of a field, including those inside ``Annotated[...] | None``."""
+    yield from metadata
+    for arg in get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else ():
+        if get_origin(arg) is Annotated:
+            for extra in get_args(arg)[1:]:
+                yield from getattr(extra, "metadata", [extra])
+
+
 def _range_text(place: _Place) -> str:
     """The allowed range of the field, e.g. ``from 30 to 60``; empty when unbounded."""
     info = place.model.model_fields.get(place.field or "") if place.model else None
+    if info is None:
+        return ""
     low = high = None
-    for item in info.metadata if info else ():
+    for item in _constraints(info.annotation, info.metadata):
         for name in ("ge", "gt"):
             low = getattr(item, name, None) if getattr(item, name, None) is not None else low
         for name in ("le", "lt"):
@@ -1607,7 +1643,7 @@ def validate_config(
     ``environ`` overrides are applied when given; ``None`` applies none (unlike
     :func:`load_config`, whose ``None`` means ``os.environ``).
     """
-    copy: dict[str, Any] = json.loads(json.dumps(data, default=str))
+    copy: dict[str, Any] = deepcopy(dict(data))
     overrides: list[_Override] = []
     if environ is not None:
         overrides, problems = _apply_overrides(copy, environ)

@@ -672,3 +672,20 @@ def test_model_is_frozen() -> None:
     config: HallAgentConfig = load_config(DEMO, {})
     with pytest.raises(ValueError, match="frozen"):
         config.hall.id = "other"  # type: ignore[misc]
+
+
+def test_dumped_config_validates_back_to_the_same_config() -> None:
+    config = load_config(EXAMPLE, {"HALL_MQTT__USERNAME": "hall", "HALL_MQTT__PASSWORD": "pw"})
+    again = validate_config(config.model_dump())
+    assert again == config
+    assert again.mqtt.password is not None
+    assert again.mqtt.password.get_secret_value() == "pw"
+
+
+def test_range_hint_reaches_optional_constrained_fields(tmp_path: Path) -> None:
+    data = demo_data()
+    data["devices"][4]["address"] = 300
+    code, output = check(tmp_path, data)
+    assert code == 2
+    assert "devices[4](caller-w1).address" in output
+    assert "(fix: use a value from 1 to 254)" in output
