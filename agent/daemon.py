@@ -5,15 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
+import functools
 import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+from agent.central.link import Link
 from agent.config import HallAgentConfig
+from agent.devices import DeviceBoard
+from agent.domain import Event, EventClass
 from agent.hall import Hall
-from agent.store import Store
+from agent.store import Store, StoredEvent, StoreError
 from agent.web import WebServer, create_app
 
 log = logging.getLogger(__name__)
@@ -28,6 +34,8 @@ class Running:
 
     hall: Hall
     url: str
+    link: Link
+    devices: DeviceBoard
 
 
 def api_url_file(config: HallAgentConfig) -> Path:
@@ -38,23 +46,88 @@ def api_url_file(config: HallAgentConfig) -> Path:
 async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
     """Start everything; on exit stop intake, finish the write in progress, close."""
     store = await asyncio.to_thread(Store.open, config.storage.path)
+    devices = DeviceBoard(config)
     try:
-        async with Hall(config, store) as hall:
-            app = create_app(hall)
+        async with Hall(config, store) as hall, Link(hall, devices) as link:
+            app = create_app(hall, status_extra=lambda: _link_status(link))
             async with WebServer(app, config.web.host, config.web.port) as web:
                 url = f"http://{config.web.host}:{web.port}"
                 _write_atomically(api_url_file(config), url + "\n")
                 async with asyncio.TaskGroup() as tasks:
-                    ticker = tasks.create_task(_tick_loop(hall), name="day-rollover")
+                    background = [
+                        tasks.create_task(_tick_loop(hall), name="day-rollover"),
+                        tasks.create_task(retention_loop(hall), name="outbox-retention"),
+                        tasks.create_task(_record_device_changes(hall, devices), name="devices"),
+                    ]
                     try:
-                        yield Running(hall, url)
+                        yield Running(hall, url, link, devices)
                     finally:
-                        ticker.cancel()
+                        for task in background:
+                            task.cancel()
                 log.info("stopping: local API closed to new requests")
-            log.info("stopping: queued writes finished")
+            log.info("stopping: central link closed")
+        log.info("stopping: queued writes finished")
     finally:
         store.close()
         log.info("stopped; state saved in %s", store.path)
+
+
+def _link_status(link: Link) -> dict[str, Any]:
+    return {
+        "central": {
+            "state": link.state.value,
+            "url": link.mqtt.url,
+            "session": link.session,
+            "reconnects": link.counters.reconnects,
+            "published": link.counters.published,
+            "last_error": link.counters.last_error,
+            "config_version": link.configs.applied_version,
+        }
+    }
+
+
+async def retention_loop(hall: Hall) -> None:
+    """Keep the outbox within its byte and age limits, online or offline."""
+    storage = hall.config.storage
+    while True:
+        try:
+            eviction = await hall.write(
+                lambda store, now, ok: store.enforce_retention(
+                    storage.max_bytes, storage.max_days, now, clock_ok=ok
+                )
+            )
+        except StoreError as err:
+            log.warning("could not enforce the outbox limits: %s", err)
+        else:
+            if eviction is not None:
+                log.warning(
+                    "outbox over its limit (%s): evicted %d unacknowledged events %s",
+                    eviction.reason,
+                    eviction.count,
+                    eviction.by_class,
+                )
+        await asyncio.sleep(storage.prune_interval_s)
+
+
+def _append_one(event: Event, store: Store, now: dt.datetime, clock_ok: bool) -> list[StoredEvent]:
+    return store.append([event], clock_ok=clock_ok)
+
+
+async def _record_device_changes(hall: Hall, devices: DeviceBoard) -> None:
+    """Every device health change becomes an event of the lowest retention class."""
+    changes = devices.watch()
+    try:
+        while True:
+            health = await changes.get()
+            event = Event(
+                "device.changed",
+                health.since,
+                {"device": health.device_id, **health.payload()},
+                EventClass.CHATTER,
+            )
+            await hall.write(functools.partial(_append_one, event))
+    finally:
+        devices.unwatch(changes)
 
 
 async def _tick_loop(hall: Hall) -> None:

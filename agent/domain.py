@@ -875,6 +875,43 @@ class QueueEngine:
     def open_tickets(self) -> Iterator[Ticket]:
         return (t for t in self.tickets.values() if t.status.is_open)
 
+    def reconfiguration_problems(self, config: HallAgentConfig) -> list[str]:
+        """Why the queue cannot switch to ``config`` now (empty when it can)."""
+        problems = []
+        services = {s.id for s in config.services}
+        windows = {w.id for w in config.windows}
+        for ticket in self.open_tickets():
+            if ticket.service not in services:
+                problems.append(
+                    f"service {ticket.service!r} is removed but ticket {ticket.number} is "
+                    f"{ticket.status.value}; push the change after it is served or transferred"
+                )
+            if ticket.window is not None and ticket.window not in windows:
+                problems.append(
+                    f"window {ticket.window!r} is removed but holds ticket {ticket.number}; "
+                    "finish or transfer it first"
+                )
+        for ticket in self.waiting():
+            if ticket.service in services and not any(
+                ticket.service in w.services for w in config.windows
+            ):
+                problems.append(
+                    f"no window would serve {ticket.service!r}, which has ticket "
+                    f"{ticket.number} waiting"
+                )
+        return problems
+
+    def reconfigure(self, config: HallAgentConfig) -> None:
+        """Switch to a new config (services, windows, rules); check it first."""
+        problems = self.reconfiguration_problems(config)
+        if problems:
+            raise Refused("; ".join(problems))
+        self.config = config
+        for w in config.windows:
+            self.windows.setdefault(w.id, WindowStatus(id=w.id))
+        kept = {w.id for w in config.windows}
+        self.windows = {k: v for k, v in self.windows.items() if k in kept}
+
 
 def _age(birth: dt.date, today: dt.date) -> int:
     years = today.year - birth.year

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from agent.config import HallAgentConfig
-from agent.domain import Outcome, QueueEngine, QueueError, business_day
+from agent.domain import Event, Outcome, QueueEngine, QueueError, Refused, business_day
 from agent.store import CommandRecord, Store, StoredEvent, StoreError
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class _Job:
     done: asyncio.Future[Any]
     record: Recorder | None = None
     write: Callable[[Store, dt.datetime, bool], Any] | None = None
+    after: Callable[[], None] | None = None
 
 
 class Hall:
@@ -135,6 +136,37 @@ class Hall:
         result: T = await self._submit(None, mutates=True, write=fn)
         return result
 
+    async def reconfigure(
+        self,
+        config: HallAgentConfig,
+        *,
+        settings: dict[str, Any] | None = None,
+        event: Event | None = None,
+    ) -> None:
+        """Switch the queue to a new config: checked against the live queue, saved with
+        ``settings`` and ``event`` in one transaction, then applied in memory."""
+
+        def check(engine: QueueEngine, _: dt.datetime) -> None:
+            problems = engine.reconfiguration_problems(config)
+            if problems:
+                raise Refused("; ".join(problems))
+
+        def write(store: Store, now: dt.datetime, clock_ok: bool) -> list[StoredEvent]:
+            events = [] if event is None else [dataclasses.replace(event, at=now)]
+            if not events and not settings:
+                return []
+            return store.append(events, clock_ok=clock_ok, settings=settings)
+
+        def swap() -> None:
+            self.engine.reconfigure(config)
+            self.config = config
+
+        await self._submit(check, mutates=True, write=write, after=swap)
+
+    def clock_ok(self) -> bool:
+        """Whether the wall clock can be trusted now (a Pi may boot with a wrong date)."""
+        return self._clock_ok(self._clock())
+
     async def read(self, run: Callable[[QueueEngine, dt.datetime], T]) -> T:
         """Read the queue between writes (never sees a change that is not yet durable)."""
         result: T = await self._submit(run, mutates=False)
@@ -147,11 +179,12 @@ class Hall:
         mutates: bool,
         record: Recorder | None = None,
         write: Callable[[Store, dt.datetime, bool], Any] | None = None,
+        after: Callable[[], None] | None = None,
     ) -> Any:
         if not self._accepting:
             raise ShuttingDown("the hall agent is shutting down; try again in a moment")
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._jobs.put(_Job(run, mutates, done, record, write))
+        await self._jobs.put(_Job(run, mutates, done, record, write, after))
         return await done
 
     async def tick(self) -> Outcome:
@@ -175,7 +208,11 @@ class Hall:
     async def _apply(self, job: _Job) -> Any:
         now = self._clock()
         if job.write is not None:
+            if job.run is not None:
+                job.run(self.engine, now)  # a check that may refuse before anything is written
             value = await self._in_thread(job.write, self.store, now, self._clock_ok(now))
+            if job.after is not None:
+                job.after()
             self._notify(value[0] if isinstance(value, tuple) else value)
             return value
         assert job.run is not None

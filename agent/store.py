@@ -434,6 +434,13 @@ class Store:
         )
         return [self._row_event(r) for r in rows]
 
+    def seqs_between(self, from_seq: int, to_seq: int) -> list[int]:
+        """Which seqs of the range the outbox still holds (the rest were pruned)."""
+        rows = self._conn.execute(
+            "SELECT seq FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq", (from_seq, to_seq)
+        )
+        return [int(r[0]) for r in rows]
+
     def mark_published(self, seqs: Sequence[int]) -> None:
         """The broker confirmed these events (PUBACK); one transaction for the batch."""
         if not seqs:

@@ -1,0 +1,392 @@
+"""Central's commands: validated, deduplicated, executed through the hall's single writer,
+answered exactly once per ``cmd_id`` (and again, unchanged, when a ``cmd_id`` repeats).
+
+Reply statuses: ``ok``; ``rejected`` (not JSON, unknown name, invalid parameters — the
+message says what to fix); ``failed`` (a valid command the hall's rules refused, e.g. the
+window is paused); ``expired`` (its ``expires_at`` or MQTT message expiry passed before
+it could run; it was not executed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import ValidationError
+
+from agent.central import contract as c
+from agent.devices import DeviceBoard
+from agent.domain import Event, EventClass, Outcome, Priority, QueueEngine, QueueError, Source
+from agent.hall import Hall
+from agent.store import CommandRecord, Store
+
+log = logging.getLogger(__name__)
+
+Replayer = Callable[[aiomqtt.Client, int, int], Awaitable[int]]
+# A handler a device feature registers (reprint, request_rating, capture_document):
+# it returns the reply's result, or raises QueueError for a refusal.
+Handler = Callable[[c.Command], Awaitable[dict[str, Any]]]
+
+# At most this many events are re-sent for one replay_events command.
+MAX_REPLAY = 100_000
+
+
+def describe_validation(err: ValidationError) -> str:
+    parts = []
+    for problem in err.errors():
+        where = ".".join(str(p) for p in problem["loc"]) or "payload"
+        if problem["type"] == "extra_forbidden":
+            parts.append(f"{where}: unknown parameter; remove it")
+        elif problem["type"] == "missing":
+            parts.append(f"{where}: missing; add it")
+        else:
+            parts.append(f"{where}: {problem['msg']}")
+    return "; ".join(parts)
+
+
+@dataclasses.dataclass(slots=True)
+class _Answer:
+    reply: c.Reply
+    record: bool = True
+
+
+class CommandDesk:
+    """Turns central's command messages into hall operations and replies."""
+
+    def __init__(self, hall: Hall, topics: c.Topics, devices: DeviceBoard) -> None:
+        self.hall = hall
+        self.topics = topics
+        self.devices = devices
+        self.handlers: dict[str, Handler] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def register(self, name: str, handler: Handler) -> None:
+        """Let a device feature execute a command (e.g. reprint through the printer)."""
+        self.handlers[name] = handler
+
+    async def handle(
+        self,
+        client: aiomqtt.Client,
+        name: str,
+        payload: bytes,
+        properties: Properties | None,
+        replay: Replayer,
+    ) -> c.Reply:
+        received = time.monotonic()
+        expiry = getattr(properties, "MessageExpiryInterval", None) if properties else None
+        answer = await self._answer(client, name, payload, received, expiry, replay)
+        await self._send(client, answer.reply, properties)
+        return answer.reply
+
+    async def _answer(
+        self,
+        client: aiomqtt.Client,
+        name: str,
+        payload: bytes,
+        received: float,
+        expiry: int | None,
+        replay: Replayer,
+    ) -> _Answer:
+        try:
+            raw = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            return _Answer(_rejected("", name, f"the payload is not UTF-8 JSON: {err}"), False)
+        if not isinstance(raw, dict):
+            return _Answer(
+                _rejected("", name, "the payload must be a JSON object with a cmd_id"), False
+            )
+        cmd_id = raw.get("cmd_id")
+        if not isinstance(cmd_id, str) or not 0 < len(cmd_id) <= 128:
+            return _Answer(
+                _rejected(
+                    "", name, "every command needs a cmd_id: a unique string of 1-128 characters"
+                ),
+                False,
+            )
+        earlier = await self.hall.store_call(lambda s: s.command_reply(cmd_id))
+        if earlier is not None:
+            log.info("command %s (%s) repeated: answering again, not executing", cmd_id, name)
+            return _Answer(c.Reply.model_validate(earlier), False)
+        reply = await self._decide(client, name, raw, cmd_id, received, expiry, replay)
+        return _Answer(reply)
+
+    async def _decide(
+        self,
+        client: aiomqtt.Client,
+        name: str,
+        raw: dict[str, Any],
+        cmd_id: str,
+        received: float,
+        expiry: int | None,
+        replay: Replayer,
+    ) -> c.Reply:
+        model = c.COMMANDS.get(name)
+        if model is None:
+            known = ", ".join(sorted(c.COMMANDS))
+            return await self._record(
+                _rejected(cmd_id, name, f"unknown command {name!r}; the commands are {known}")
+            )
+        try:
+            command = model.model_validate(raw)
+        except ValidationError as err:
+            return await self._record(_rejected(cmd_id, name, describe_validation(err)))
+        if expiry is not None and time.monotonic() - received > expiry:
+            return await self._record(_expired(cmd_id, name, "its MQTT message expiry passed"))
+        if command.expires_at is not None:
+            expires = command.expires_at
+            if expires.tzinfo is None:
+                return await self._record(
+                    _rejected(cmd_id, name, "expires_at needs a time zone, e.g. +08:00 or Z")
+                )
+            if self.hall.clock_ok() and dt.datetime.now(dt.UTC) >= expires:
+                return await self._record(
+                    _expired(cmd_id, name, f"it expired at {expires.isoformat()}")
+                )
+        log.info("command %s from central: %s", cmd_id, name)
+        return await self._execute(client, name, command, replay)
+
+    # -- execution -----------------------------------------------------------------------
+
+    async def _execute(
+        self, client: aiomqtt.Client, name: str, command: c.Command, replay: Replayer
+    ) -> c.Reply:
+        op = _queue_operation(command)
+        if op is not None:
+            return await self._run_queue(name, command, op)
+        if isinstance(command, c.ReplayEvents):
+            return await self._replay(client, command, replay)
+        if isinstance(command, c.GetStatus):
+            snapshot = await self.hall.read(lambda e, n: e.snapshot(n))
+            result = {
+                "day": snapshot["day"],
+                "services": snapshot["services"],
+                "windows": snapshot["windows"],
+                "waiting": len(snapshot["waiting"]),
+                "epoch": self.hall.store.epoch,
+                "last_seq": self.hall.store.last_seq,
+                "devices": {h.device_id: h.status for h in self.devices.all()},
+            }
+            return await self._record(_ok(command, name, result))
+        if isinstance(command, c.ShowNotice):
+            return await self._show_notice(name, command)
+        if isinstance(command, c.SetStaff):
+            return await self._set_staff(name, command)
+        handler = self.handlers.get(name)
+        if handler is None:
+            return await self._record(_failed(command, name, _NOT_AVAILABLE.get(name, "")))
+        try:
+            result = await handler(command)
+        except QueueError as err:
+            return await self._record(_failed(command, name, err.message))
+        return await self._record(_ok(command, name, result))
+
+    async def _run_queue(
+        self, name: str, command: c.Command, op: Callable[[QueueEngine, dt.datetime], Outcome]
+    ) -> c.Reply:
+        replies: list[c.Reply] = []
+
+        def record(outcome: Outcome | None, error: QueueError | None) -> CommandRecord:
+            if error is not None:
+                reply = _failed(command, name, error.message)
+            else:
+                assert outcome is not None
+                reply = _ok(command, name, outcome.result)
+            replies.append(reply)
+            return _to_record(reply)
+
+        with contextlib.suppress(QueueError):  # a refusal is the reply, saved with it
+            await self.hall.execute(op, record=record)
+        return replies[-1]
+
+    async def _record(
+        self,
+        reply: c.Reply,
+        events: list[Event] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> c.Reply:
+        record = _to_record(reply)
+
+        def write(store: Store, now: dt.datetime, clock_ok: bool) -> list[Any]:
+            stamped = [dataclasses.replace(e, at=now) for e in events or []]
+            return store.append(stamped, clock_ok=clock_ok, command=record, settings=settings)
+
+        await self.hall.write(write)
+        return reply
+
+    async def _replay(
+        self, client: aiomqtt.Client, command: c.ReplayEvents, replay: Replayer
+    ) -> c.Reply:
+        name = "replay_events"
+        if command.to_seq < command.from_seq:
+            return await self._record(
+                _rejected(command.cmd_id, name, "to_seq is before from_seq; swap them")
+            )
+        if command.to_seq - command.from_seq + 1 > MAX_REPLAY:
+            return await self._record(
+                _rejected(command.cmd_id, name, f"at most {MAX_REPLAY} events per replay; split it")
+            )
+        last = self.hall.store.last_seq
+        to_seq = min(command.to_seq, last)
+        seqs: list[int] = []
+        if command.from_seq <= to_seq:
+            seqs = await self.hall.store_call(lambda s: s.seqs_between(command.from_seq, to_seq))
+        missing = _gaps(command.from_seq, to_seq, seqs)
+        result = {
+            "from_seq": command.from_seq,
+            "to_seq": to_seq,
+            "resending": len(seqs),
+            "missing": [list(r) for r in missing],
+            "last_seq": last,
+            "epoch": self.hall.store.epoch,
+        }
+        reply = await self._record(_ok(command, name, result))
+        if seqs:
+            task = asyncio.create_task(
+                _resend(replay, client, command.from_seq, to_seq), name="link-replay"
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return reply
+
+    async def _show_notice(self, name: str, command: c.ShowNotice) -> c.Reply:
+        notices = await self.hall.store_call(lambda s: s.setting("notices")) or []
+        now = dt.datetime.now(dt.UTC)
+        notice_id = command.notice_id or command.cmd_id
+        kept = [
+            n
+            for n in notices
+            if n["id"] != notice_id
+            and (n.get("until") is None or dt.datetime.fromisoformat(n["until"]) > now)
+        ]
+        notice = {
+            "id": notice_id,
+            "text": command.text,
+            "until": None if command.until is None else command.until.isoformat(),
+        }
+        kept.append(notice)
+        event = Event("notice.shown", now, notice, EventClass.OPERATIONAL)
+        return await self._record(
+            _ok(command, name, {"notice": notice, "notices": len(kept)}),
+            [event],
+            {"notices": kept},
+        )
+
+    async def _set_staff(self, name: str, command: c.SetStaff) -> c.Reply:
+        roster = [m.model_dump() for m in command.staff]
+        numbers = [m["staff"] for m in roster]
+        if len(set(numbers)) != len(numbers):
+            dupes = sorted({n for n in numbers if numbers.count(n) > 1})
+            return await self._record(
+                _rejected(command.cmd_id, name, f"staff numbers repeat: {', '.join(dupes)}")
+            )
+        now = dt.datetime.now(dt.UTC)
+        event = Event("staff.roster_set", now, {"count": len(roster)}, EventClass.OPERATIONAL)
+        return await self._record(
+            _ok(command, name, {"staff": len(roster)}), [event], {"staff": roster}
+        )
+
+    # -- replies ---------------------------------------------------------------------------
+
+    async def _send(
+        self, client: aiomqtt.Client, reply: c.Reply, properties: Properties | None
+    ) -> None:
+        body = reply.model_dump_json(exclude_none=True)
+        await client.publish(self.topics.reply, body, qos=1)
+        response_topic = getattr(properties, "ResponseTopic", None) if properties else None
+        if response_topic:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            correlation = getattr(properties, "CorrelationData", None)
+            if correlation is not None:
+                props.CorrelationData = correlation
+            await client.publish(response_topic, body, qos=1, properties=props)
+
+
+_NOT_AVAILABLE = {
+    "reprint": "this hall has no ticket printer running; reprint is not available",
+    "request_rating": "this window has no satisfaction rater running",
+    "capture_document": "this window has no document camera running",
+}
+
+
+def _queue_operation(command: c.Command) -> Callable[[QueueEngine, dt.datetime], Outcome] | None:
+    match command:
+        case c.IssueTicket():
+            return lambda e, n: e.take(
+                command.service, n, source=Source.CENTRAL, priority=Priority(command.priority)
+            )
+        case c.CallNext():
+            return lambda e, n: e.call_next(command.window, n)
+        case c.Recall():
+            return lambda e, n: e.recall(command.window, n)
+        case c.CallNumber():
+            return lambda e, n: e.call_number(command.window, command.number, n)
+        case c.NoShow():
+            return lambda e, n: e.no_show(command.window, n)
+        case c.Hold():
+            return lambda e, n: e.hold(command.window, n)
+        case c.Transfer():
+            front = command.position == "front"
+            return lambda e, n: e.transfer(command.window, command.service, n, front=front)
+        case c.Finish():
+            return lambda e, n: e.finish(command.window, n)
+        case c.PauseWindow():
+            return lambda e, n: e.pause(command.window, n, reason=command.reason)
+        case c.ResumeWindow():
+            return lambda e, n: e.resume(command.window, n)
+    return None
+
+
+async def _resend(replay: Replayer, client: aiomqtt.Client, from_seq: int, to_seq: int) -> None:
+    try:
+        sent = await replay(client, from_seq, to_seq)
+    except aiomqtt.MqttError as err:
+        log.warning("replay of %d..%d stopped: %s (central may ask again)", from_seq, to_seq, err)
+        return
+    log.info("replayed %d events (%d..%d) for central", sent, from_seq, to_seq)
+
+
+def _gaps(start: int, end: int, present: list[int]) -> list[tuple[int, int]]:
+    gaps: list[tuple[int, int]] = []
+    expected = start
+    for seq in present:
+        if seq > expected:
+            gaps.append((expected, seq - 1))
+        expected = seq + 1
+    if expected <= end:
+        gaps.append((expected, end))
+    return gaps
+
+
+def _to_record(reply: c.Reply) -> CommandRecord:
+    return CommandRecord(
+        cmd_id=reply.cmd_id,
+        name=reply.name,
+        received_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+        reply=reply.model_dump(exclude_none=True),
+    )
+
+
+def _ok(command: c.Command, name: str, result: dict[str, Any]) -> c.Reply:
+    return c.Reply(cmd_id=command.cmd_id, name=name, status="ok", result=result)
+
+
+def _failed(command: c.Command, name: str, error: str) -> c.Reply:
+    return c.Reply(cmd_id=command.cmd_id, name=name, status="failed", error=error)
+
+
+def _rejected(cmd_id: str, name: str, error: str) -> c.Reply:
+    return c.Reply(cmd_id=cmd_id, name=name, status="rejected", error=error)
+
+
+def _expired(cmd_id: str, name: str, why: str) -> c.Reply:
+    return c.Reply(cmd_id=cmd_id, name=name, status="expired", error=f"not executed: {why}")

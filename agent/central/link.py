@@ -1,0 +1,473 @@
+"""The link to central over MQTT 5 (aiomqtt 2.x): session, birth and will, the outbox
+publisher, central's acks, commands and config pushes.
+
+One connection at a time. The link never decides anything about the queue: commands go
+through the hall's single writer like local operations, and events leave the store's
+outbox strictly in ``seq`` order. Whatever happens to the network, the hall keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import enum
+import functools
+import json
+import logging
+import random
+import ssl
+import time
+import uuid
+from collections.abc import Callable
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+import agent
+from agent.central.commands import CommandDesk
+from agent.central.contract import Birth, DeviceState, Metrics, Topics, Will
+from agent.central.pushed import ConfigDesk
+from agent.config import HallAgentConfig, MqttConfig
+from agent.devices import DeviceBoard, DeviceHealth
+from agent.hall import Hall
+from agent.store import Store, StoredEvent
+
+log = logging.getLogger(__name__)
+
+# How many unpublished events one read of the store brings.
+_BATCH = 256
+# Confirmed events are marked published in the store at most this often (seconds).
+_MARK_EVERY = 0.2
+
+
+class LinkState(enum.StrEnum):
+    DISABLED = "disabled"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    WAITING = "waiting"
+    STOPPED = "stopped"
+
+
+@dataclasses.dataclass(slots=True)
+class LinkCounters:
+    reconnects: int = 0
+    published: int = 0
+    connects: int = 0
+    last_error: str | None = None
+    connected_since: float | None = None
+
+
+def describe_connect_error(err: Exception, clock_ok: bool) -> str:
+    """A person-readable cause for a failed connection, TLS causes named as such."""
+    text = str(err)
+    lowered = text.lower()
+    if "certificate has expired" in lowered or "not yet valid" in lowered:
+        hint = (
+            "the hall's clock looks wrong; fix time synchronisation (timedatectl)"
+            if not clock_ok
+            else "check the certificate's dates and the hall's clock"
+        )
+        return f"TLS: a certificate is outside its validity period ({text}); {hint}"
+    if "certificate_verify_failed" in lowered or "certificate verify failed" in lowered:
+        return (
+            f"TLS: the broker's certificate is not trusted by mqtt.tls.ca_file ({text}); "
+            "check the CA file and the broker's host name. No plaintext attempt is made."
+        )
+    if "alert" in lowered and ("certificate" in lowered or "handshake" in lowered):
+        return (
+            f"TLS: the broker refused this hall's client certificate ({text}); check "
+            "mqtt.tls.cert_file and key_file"
+        )
+    if isinstance(err, aiomqtt.MqttCodeError) and err.rc is not None:
+        code = getattr(err.rc, "value", err.rc)
+        if code in (134, 135, 4, 5):
+            return (
+                f"the broker refused the login ({text}); check mqtt.username/password and "
+                "the broker's ACL for this hall"
+            )
+    return text or type(err).__name__
+
+
+def tls_context(mqtt: MqttConfig) -> ssl.SSLContext:
+    """Trust only the configured CA (pinning) and present the hall's certificate."""
+    tls = mqtt.tls
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if tls.cert_file is not None and tls.key_file is not None:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as err:
+        raise LinkConfigError(
+            f"cannot load the TLS files (ca {tls.ca_file}, cert {tls.cert_file}, key "
+            f"{tls.key_file}): {err}; check the paths and that the service user can read them"
+        ) from err
+    return context
+
+
+class LinkConfigError(Exception):
+    """The link cannot start with this configuration."""
+
+
+class Backoff:
+    """Full-jitter exponential backoff. The first wait after a drop is spread wide so a
+    city's halls do not reconnect together; the counter resets only after a stable
+    connection."""
+
+    def __init__(self, mqtt: MqttConfig, rng: random.Random) -> None:
+        self._first = mqtt.reconnect_spread_s
+        self._cap = mqtt.reconnect_max_s
+        self._rng = rng
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self._cap, max(self._first, 1.0) * (2**self.attempt))
+        if self.attempt == 0:
+            ceiling = min(self._cap, self._first)
+        self.attempt += 1
+        return self._rng.uniform(0, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Link:
+    """The hall's connection to central; an async context manager."""
+
+    def __init__(
+        self,
+        hall: Hall,
+        devices: DeviceBoard,
+        *,
+        boot_id: str | None = None,
+        rng: random.Random | None = None,
+        on_config: Callable[[HallAgentConfig], None] | None = None,
+    ) -> None:
+        self.hall = hall
+        self.config = hall.config
+        self.mqtt = hall.config.mqtt
+        self.devices = devices
+        self.topics = Topics(hall.config.hall.id)
+        self.boot_id = boot_id or uuid.uuid4().hex
+        self.started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        self.session = 0
+        self.state = LinkState.DISABLED if not self.mqtt.enabled else LinkState.CONNECTING
+        self.counters = LinkCounters()
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+        self._backoff = Backoff(self.mqtt, self._rng)
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._client: aiomqtt.Client | None = None
+        self._tls = tls_context(self.mqtt) if self.mqtt.uses_tls else None
+        self.commands = CommandDesk(hall, self.topics, devices)
+        self.configs = ConfigDesk(hall, on_config)
+        self.connected = asyncio.Event()
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Link:
+        if self.mqtt.enabled:
+            await self.configs.load_applied()
+            self._task = asyncio.create_task(self._run(), name="central-link")
+        else:
+            log.info("no central link configured (mqtt.url is empty): the hall runs offline")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Say goodbye (retained offline state) if connected, then disconnect."""
+        self._stop.set()
+        client = self._client
+        if client is not None and self.connected.is_set():
+            will = Will(boot_id=self.boot_id, session=self.session, clean=True)
+            try:
+                await client.publish(
+                    self.topics.state, will.model_dump_json(), qos=1, retain=True, timeout=2
+                )
+            except aiomqtt.MqttError as err:
+                log.warning("could not publish the offline state before stopping: %s", err)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.state = LinkState.STOPPED
+
+    # -- the connection loop ---------------------------------------------------------------
+
+    def _make_client(self) -> aiomqtt.Client:
+        mqtt = self.mqtt
+        assert mqtt.host is not None
+        assert mqtt.port is not None
+        will = Will(boot_id=self.boot_id, session=self.session)
+        connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        connect.SessionExpiryInterval = mqtt.session_expiry_s
+        return aiomqtt.Client(
+            mqtt.host,
+            mqtt.port,
+            identifier=self.config.hall.id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            keepalive=mqtt.keepalive,
+            username=mqtt.username,
+            password=None if mqtt.password is None else mqtt.password.get_secret_value(),
+            will=aiomqtt.Will(self.topics.state, will.model_dump_json(), qos=1, retain=True),
+            properties=connect,
+            tls_context=self._tls,
+            max_inflight_messages=mqtt.inflight,
+            timeout=max(10.0, float(mqtt.keepalive)),
+        )
+
+    async def _run(self) -> None:
+        failing: str | None = None
+        while not self._stop.is_set():
+            self.session += 1
+            self.state = LinkState.CONNECTING
+            started = time.monotonic()
+            try:
+                client = self._make_client()
+                async with client:
+                    self._client = client
+                    self.counters.connects += 1
+                    if self.counters.connects > 1:
+                        self.counters.reconnects += 1
+                    self.counters.connected_since = time.monotonic()
+                    self.state = LinkState.CONNECTED
+                    if failing is not None:
+                        log.info("central link restored (%s)", self.mqtt.url)
+                    else:
+                        log.info(
+                            "connected to central at %s as %s", self.mqtt.url, self.config.hall.id
+                        )
+                    failing = None
+                    await self._connected(client)
+            except aiomqtt.MqttError as err:
+                reason = describe_connect_error(err, self.hall.clock_ok())
+                self.counters.last_error = reason
+                if reason != failing:
+                    log.warning("central link down: %s; the hall keeps running and buffers", reason)
+                failing = reason
+            finally:
+                self._client = None
+                self.connected.clear()
+                self.counters.connected_since = None
+            if self._stop.is_set():
+                break
+            if time.monotonic() - started >= self.mqtt.stable_after_s:
+                self._backoff.reset()
+            delay = self._backoff.next_delay()
+            self.state = LinkState.WAITING
+            log.debug("reconnecting in %.1f s", delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+
+    async def _connected(self, client: aiomqtt.Client) -> None:
+        """Everything that runs while one connection is up; returns when it drops."""
+        topics = self.topics
+        await client.subscribe(topics.commands, qos=1)
+        await client.subscribe(topics.config, qos=1)
+        await client.subscribe(topics.ack, qos=1)
+        await self.publish_birth(client)
+        for health in self.devices.all():
+            await self._publish_device(client, health)
+        self.connected.set()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._receive(client), name="link-receive")
+            tasks.create_task(self._publish_outbox(client), name="link-outbox")
+            tasks.create_task(self._publish_devices(client), name="link-devices")
+            tasks.create_task(self._publish_metrics(client), name="link-metrics")
+
+    async def publish_birth(self, client: aiomqtt.Client) -> None:
+        birth = Birth(
+            boot_id=self.boot_id,
+            session=self.session,
+            agent_version=agent.__version__,
+            config_version=self.configs.applied_version,
+            started_at=self.started_at,
+            clock_ok=self.hall.clock_ok(),
+        )
+        await client.publish(self.topics.state, birth.model_dump_json(), qos=1, retain=True)
+
+    async def _publish_device(self, client: aiomqtt.Client, health: DeviceHealth) -> None:
+        state = DeviceState.model_validate(health.payload())
+        await client.publish(
+            self.topics.device(health.device_id), state.model_dump_json(), qos=1, retain=True
+        )
+
+    async def _publish_devices(self, client: aiomqtt.Client) -> None:
+        changes = self.devices.watch()
+        try:
+            while True:
+                health = await changes.get()
+                await self._publish_device(client, health)
+        finally:
+            self.devices.unwatch(changes)
+
+    # -- incoming ----------------------------------------------------------------------------
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            topic = str(message.topic)
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            if topic == self.topics.ack:
+                await self._on_ack(payload)
+            elif topic == self.topics.config:
+                if await self.configs.on_push(payload):
+                    await self.publish_birth(client)
+            elif topic.startswith(self.topics.command_prefix):
+                name = topic[len(self.topics.command_prefix) :]
+                await self.commands.handle(client, name, payload, message.properties, self._replay)
+
+    async def _on_ack(self, payload: bytes) -> None:
+        from agent.central.contract import Ack
+
+        try:
+            ack = Ack.model_validate_json(payload)
+        except ValueError as err:
+            log.warning("ignored a malformed ack from central: %s", str(err).splitlines()[0])
+            return
+        if ack.epoch != self.hall.store.epoch:
+            log.info(
+                "ignored central's ack for epoch %d (this store is epoch %d)",
+                ack.epoch,
+                self.hall.store.epoch,
+            )
+            return
+        await self.hall.store_call(lambda s: s.mark_acked(ack.epoch, ack.seq))
+
+    # -- outgoing events ---------------------------------------------------------------------
+
+    async def _publish_outbox(self, client: aiomqtt.Client) -> None:
+        """Publish every unpublished event in seq order, a bounded window in flight, paced."""
+        hall_id = self.config.hall.id
+        window = asyncio.Semaphore(self.mqtt.inflight)
+        pacer = Pacer(self.mqtt.drain_rate, burst=self.mqtt.inflight)
+        confirmed: list[int] = []
+        cursor = 0
+        async with self.hall.events() as fresh, asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._mark_loop(confirmed), name="link-mark-published")
+
+            async def send(event: StoredEvent) -> None:
+                try:
+                    await client.publish(
+                        self.topics.event(event.type),
+                        json.dumps(event.envelope(hall_id), ensure_ascii=False),
+                        qos=1,
+                        timeout=max(30.0, self.mqtt.keepalive * 1.5),
+                    )
+                finally:
+                    window.release()
+                confirmed.append(event.seq)
+                self.counters.published += 1
+
+            while True:
+                batch = await self.hall.store_call(
+                    functools.partial(Store.unpublished, after_seq=cursor, limit=_BATCH)
+                )
+                if not batch:
+                    await _drain_or_wait(fresh, wait_s=5.0)
+                    continue
+                for event in batch:
+                    await pacer.take()
+                    await window.acquire()
+                    tasks.create_task(send(event))
+                    cursor = event.seq
+
+    async def _mark_loop(self, confirmed: list[int]) -> None:
+        try:
+            while True:
+                await asyncio.sleep(_MARK_EVERY)
+                await self._flush_marks(confirmed)
+        finally:
+            # Mark what was confirmed before the connection dropped.
+            await asyncio.shield(self._flush_marks(confirmed))
+
+    async def _flush_marks(self, confirmed: list[int]) -> None:
+        if not confirmed:
+            return
+        seqs = confirmed[:]
+        del confirmed[:]
+        await self.hall.store_call(lambda s: s.mark_published(seqs))
+
+    async def _replay(self, client: aiomqtt.Client, from_seq: int, to_seq: int) -> int:
+        """Re-send a retained range (central found a gap); returns how many were sent."""
+        hall_id = self.config.hall.id
+        pacer = Pacer(self.mqtt.drain_rate, burst=self.mqtt.inflight)
+        sent = 0
+        cursor = from_seq
+        while cursor <= to_seq:
+            start = cursor
+            batch = await self.hall.store_call(
+                functools.partial(Store.events_between, from_seq=start, to_seq=to_seq, limit=_BATCH)
+            )
+            if not batch:
+                break
+            for event in batch:
+                await pacer.take()
+                await client.publish(
+                    self.topics.event(event.type),
+                    json.dumps(event.envelope(hall_id), ensure_ascii=False),
+                    qos=1,
+                )
+                sent += 1
+            cursor = batch[-1].seq + 1
+        return sent
+
+    async def _publish_metrics(self, client: aiomqtt.Client) -> None:
+        while True:
+            metrics = await self.metrics()
+            await client.publish(self.topics.metrics, metrics.model_dump_json(), qos=0)
+            await asyncio.sleep(self.mqtt.metrics_interval_s)
+
+    async def metrics(self) -> Metrics:
+        stats, last_seq = await self.hall.store_call(lambda s: (s.stats(), s.last_seq))
+        now = dt.datetime.now(dt.UTC)
+        oldest = None
+        if stats.oldest_unpublished_at is not None:
+            oldest = max(
+                0.0, (now - dt.datetime.fromisoformat(stats.oldest_unpublished_at)).total_seconds()
+            )
+        return Metrics(
+            at=now.isoformat(timespec="seconds"),
+            outbox_depth=stats.unpublished,
+            outbox_bytes=stats.bytes,
+            oldest_pending_age_s=oldest,
+            evicted_total=stats.evicted_total,
+            reconnects=self.counters.reconnects,
+            published_total=self.counters.published,
+            last_seq=last_seq,
+            epoch=self.hall.store.epoch,
+            devices={h.device_id: h.status for h in self.devices.all()},
+        )
+
+
+async def _drain_or_wait(fresh: asyncio.Queue[StoredEvent], wait_s: float) -> None:
+    """Wait until new events were committed (or ``wait_s`` passed); drain the signal."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(fresh.get(), timeout=wait_s)
+    while not fresh.empty():
+        fresh.get_nowait()
+
+
+class Pacer:
+    """A token bucket: at most ``rate`` per second on average, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(max(1, burst))
+        self._tokens = self._burst
+        self._last = time.monotonic()
+
+    async def take(self) -> None:
+        while True:
+            now = time.monotonic()
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+            self._last = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return
+            await asyncio.sleep((1 - self._tokens) / self._rate)
