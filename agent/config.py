@@ -785,7 +785,7 @@ class MqttConfig(Model):
         description="How long the broker keeps the session (and queued commands) while offline",
     )
     reconnect_max_s: float = Field(
-        default=60.0, ge=5, le=300, description="Cap of the reconnect backoff"
+        default=60.0, ge=0.5, le=300, description="Cap of the reconnect backoff"
     )
     drain_rate: float = Field(
         default=200.0, gt=0, le=10_000, description="Events per second cap when catching up"
