@@ -362,7 +362,7 @@ class QueueEngine:
             return
         closing = self.hall.day
         expired = 0
-        for ticket in sorted(self.tickets.values(), key=lambda t: t.rank):
+        for ticket in sorted(self.tickets.values(), key=_arrival):
             if ticket.status.is_open:
                 ticket.status = TicketStatus.EXPIRED
                 ticket.ended_at = now
@@ -502,14 +502,16 @@ class QueueEngine:
 
     # -- routing -----------------------------------------------------------------------
 
-    def _order_key(self, ticket: Ticket, window: Window, now: dt.datetime) -> tuple[int, int, int]:
+    def _order_key(
+        self, ticket: Ticket, window: Window, now: dt.datetime
+    ) -> tuple[int, int, int, str]:
         service_rank = window.services.index(ticket.service)
         if ticket.priority.is_green:
-            return (0, service_rank, ticket.rank)
+            return (0, service_rank, *_arrival(ticket))
         aging = self.config.queue.aging_minutes
         if aging is not None and now - ticket.issued_at >= dt.timedelta(minutes=aging):
-            return (1, 0, ticket.rank)
-        return (2, service_rank, ticket.rank)
+            return (1, 0, *_arrival(ticket))
+        return (2, service_rank, *_arrival(ticket))
 
     def next_for(self, window_id: str, now: dt.datetime) -> Ticket | None:
         """The ticket "next" would call at this window now, without calling it."""
@@ -557,6 +559,8 @@ class QueueEngine:
         ticket.window = window.id
         ticket.staff = window.staff
         ticket.called_count += 1
+        # The recall limit counts per call: a no-show or held ticket called back starts afresh.
+        ticket.recalls = 0
         ticket.called_at = now
         window.current = ticket.id
         self._touch(ticket)
@@ -689,11 +693,12 @@ class QueueEngine:
         return out
 
     def held(self, window_id: str) -> list[Ticket]:
-        return [
+        held = (
             t
             for t in self.tickets.values()
             if t.status is TicketStatus.HELD and t.window == window_id
-        ]
+        )
+        return sorted(held, key=_arrival)
 
     def transfer(
         self, window_id: str, service_id: str, now: dt.datetime, *, front: bool = True
@@ -869,7 +874,7 @@ class QueueEngine:
             "day": self.hall.day.isoformat(),
             "services": services,
             "windows": windows,
-            "waiting": [t.public() for t in sorted(self.waiting(), key=lambda t: t.rank)],
+            "waiting": [t.public() for t in sorted(self.waiting(), key=_arrival)],
         }
 
     def open_tickets(self) -> Iterator[Ticket]:
@@ -911,6 +916,12 @@ class QueueEngine:
             self.windows.setdefault(w.id, WindowStatus(id=w.id))
         kept = {w.id for w in config.windows}
         self.windows = {k: v for k, v in self.windows.items() if k in kept}
+
+
+def _arrival(ticket: Ticket) -> tuple[int, str]:
+    """Queue order; the id breaks rank ties (a transfer to the front can share a rank) so
+    the order never depends on how the tickets were loaded."""
+    return (ticket.rank, ticket.id)
 
 
 def _age(birth: dt.date, today: dt.date) -> int:

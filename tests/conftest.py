@@ -1,0 +1,130 @@
+"""Fixtures shared by the queue engine, store and hall tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from agent.config import HallAgentConfig
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+# A Monday: the weekday hours in the test hall apply.
+MONDAY = dt.date(2026, 3, 2)
+
+
+def queue_hall_data(storage: Path) -> dict[str, Any]:
+    """A small hall: 综合 keeps office hours with a lunch break, the others are always open."""
+    return {
+        "hall": {
+            "id": "hd-test-001",
+            "name": "测试政务服务大厅",
+            "timezone": "Asia/Shanghai",
+            "day_start_hour": 4,
+        },
+        "queue": {"recall_limit": 2, "green_channel_age": 65},
+        "services": [
+            {
+                "id": "general",
+                "name": "综合业务",
+                "prefix": "A",
+                "width": 3,
+                "hours": [
+                    {"start": "09:00", "end": "12:00", "days": ["mon", "tue", "wed", "thu", "fri"]},
+                    {"start": "13:30", "end": "17:00", "days": ["mon", "tue", "wed", "thu", "fri"]},
+                ],
+                "expected_minutes": 6,
+            },
+            {"id": "social", "name": "社保医保", "prefix": "B", "width": 3, "expected_minutes": 4},
+            {"id": "fund", "name": "公积金", "prefix": "C", "width": 2, "expected_minutes": 10},
+        ],
+        "windows": [
+            {"id": "w1", "name": "1号窗口", "number": 1, "services": ["general", "social"]},
+            {"id": "w2", "name": "2号窗口", "number": 2, "services": ["social", "general"]},
+            {"id": "w3", "name": "3号窗口", "number": 3, "services": ["fund"]},
+        ],
+        "storage": {"path": str(storage)},
+    }
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., HallAgentConfig]:
+    """Build the test hall's config; keyword arguments replace or patch its sections.
+
+    ``queue={...}`` is merged into the queue policy; ``services={"general": {...}}`` patches
+    services by id; any other keyword replaces that section.
+    """
+
+    def make(**changes: Any) -> HallAgentConfig:
+        data = queue_hall_data(tmp_path / "state")
+        data["queue"] = {**data["queue"], **changes.pop("queue", {})}
+        patches = changes.pop("services", {})
+        data["services"] = [{**s, **patches.get(s["id"], {})} for s in data["services"]]
+        data["hall"] = {**data["hall"], **changes.pop("hall", {})}
+        data.update(changes)
+        return HallAgentConfig.model_validate(data)
+
+    return make
+
+
+@pytest.fixture
+def config(make_config: Callable[..., HallAgentConfig]) -> HallAgentConfig:
+    return make_config()
+
+
+class ManualClock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> dt.datetime:
+        self.now += dt.timedelta(**delta)
+        return self.now
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(dt.datetime.combine(MONDAY, dt.time(10, 0), SHANGHAI))
+
+
+# -- a real mosquitto (tests/broker.py) and a test PKI (tests/pki.py) -----------------
+
+from collections.abc import Iterator  # noqa: E402
+
+from broker import Broker  # noqa: E402
+from pki import Pki, make_pki  # noqa: E402
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
+    """Start brokers with ``Broker`` keyword arguments; all are stopped after the test."""
+    started: list[Broker] = []
+
+    def start(**options: Any) -> Broker:
+        broker = Broker(tmp_path / f"mosquitto-{len(started)}", **options)
+        started.append(broker)
+        broker.start()
+        return broker
+
+    yield start
+    for broker in started:
+        broker.kill()
+
+
+@pytest.fixture
+def broker(broker_factory: Callable[..., Broker]) -> Broker:
+    """A plain mosquitto with persistence on, on a free 127.0.0.1 port."""
+    return broker_factory(persistence=True)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return make_pki(tmp_path / "pki")
