@@ -193,10 +193,15 @@ class Store:
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.DatabaseError:
+            # A file that is not a database fails here: close it before it is moved aside.
+            conn.close()
+            raise
         return conn
 
     @staticmethod
@@ -218,7 +223,7 @@ class Store:
                 conn.execute(f"PRAGMA user_version = {number + 1}")
                 conn.execute("COMMIT")
             row = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
-        except sqlite3.DatabaseError:
+        except (sqlite3.DatabaseError, StoreError):
             conn.close()
             raise
         if row is not None:
@@ -234,6 +239,10 @@ class Store:
     def _move_aside(path: Path) -> Path:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         aside = path.with_name(f"{path.name}.damaged-{stamp}")
+        n = 1
+        while aside.exists():  # damaged twice in one second: never overwrite the first
+            aside = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+            n += 1
         for suffix in ("", "-wal", "-shm"):
             part = path.with_name(path.name + suffix)
             if part.exists():
@@ -330,6 +339,11 @@ class Store:
         except sqlite3.Error as err:
             self._rollback()
             raise StoreError(f"could not save to {self.path}: {err}") from err
+        except BaseException:
+            # Not the disk (e.g. a value that is not JSON): still undo the rows written so
+            # far, or the open transaction would make every later commit fail too.
+            self._rollback()
+            raise
         self.last_seq += len(stored)
         return stored
 
