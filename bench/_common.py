@@ -1,0 +1,292 @@
+"""Shared pieces of the benchmarks: machine facts, results files, tables, the agent process.
+
+Benchmarks are not tests: they measure, compare against a baseline taken in the same run
+and write what they saw to ``bench/results/<name>.json``. Nothing here asserts on timing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+# Scratch space on the repository's own file system, so fsync costs what it costs there.
+SCRATCH = ROOT / "bench" / ".tmp"
+
+ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+ALWAYS = [{"start": "00:00", "end": "23:59", "days": ALL_DAYS}]
+
+
+# -- machine and results -------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def _git_commit() -> str | None:
+    """HEAD, marked ``+dirty`` when the code being measured has uncommitted changes."""
+    head = _git("rev-parse", "--short", "HEAD")
+    if not head:
+        return None
+    dirty = _git("status", "--porcelain", "--", "agent", "drivers", "protocols")
+    return f"{head}+dirty" if dirty else head
+
+
+def _filesystem(path: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["df", "--output=fstype", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.split()
+    return lines[-1] if len(lines) > 1 else None
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "filesystem": _filesystem(ROOT),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": _git_commit(),
+    }
+
+
+def write_results(
+    name: str, parameters: Mapping[str, Any], figures: Mapping[str, Any], **extra: Any
+) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    document = {
+        "benchmark": name,
+        "machine": machine_info(),
+        "parameters": dict(parameters),
+        "figures": dict(figures),
+        **extra,
+    }
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Text left, numbers right, one line per row."""
+    numeric = [all(isinstance(row[i], int | float) for row in rows) for i in range(len(headers))]
+    cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        print(
+            "  ".join(
+                c.rjust(w) if num else c.ljust(w)
+                for c, w, num in zip(row, widths, numeric, strict=True)
+            ).rstrip()
+        )
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        if abs(value) >= 100:
+            return f"{value:.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.2f}"
+    return str(value)
+
+
+# -- statistics ----------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (0-100), linear between closest ranks."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+# -- scratch directories and the agent process ---------------------------------------------
+
+
+@contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A fresh directory under bench/.tmp, removed afterwards."""
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=SCRATCH))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def bench_hall(storage: Path, port: int = 0, width: int = 3) -> dict[str, Any]:
+    """A small valid hall: 4 services open all day, 3 windows, offline (no central link)."""
+    services = [
+        ("social", "社保医保", "A"),
+        ("civil", "民政救助", "B"),
+        ("housing", "户籍证明", "C"),
+        ("general", "综合咨询", "D"),
+    ]
+    return {
+        "hall": {"id": "bench-hall", "name": "基准测试服务大厅"},
+        "services": [
+            {"id": sid, "name": name, "prefix": prefix, "width": width, "hours": ALWAYS}
+            for sid, name, prefix in services
+        ],
+        "windows": [
+            {"id": "w1", "name": "1号窗口", "number": 1, "services": ["social", "general"]},
+            {"id": "w2", "name": "2号窗口", "number": 2, "services": ["civil", "housing"]},
+            {
+                "id": "w3",
+                "name": "3号窗口",
+                "number": 3,
+                "services": ["general", "social", "civil", "housing"],
+            },
+        ],
+        "storage": {"path": str(storage)},
+        "web": {"host": "127.0.0.1", "port": port},
+        "logging": {"level": "WARNING", "format": "text"},
+    }
+
+
+def write_config(path: Path, config: Mapping[str, Any]) -> Path:
+    path.write_text(
+        yaml.safe_dump(dict(config), allow_unicode=True, sort_keys=False), encoding="utf-8"
+    )
+    return path
+
+
+def agent_command(config_path: Path) -> list[str]:
+    """``hall-agent run`` as systemd starts it: the installed console script."""
+    script = Path(sys.executable).parent / "hall-agent"
+    if script.exists():
+        return [str(script), "run", "--config", str(config_path)]
+    return [sys.executable, "-m", "agent.cli", "run", "--config", str(config_path)]
+
+
+class AgentProcess:
+    """A real ``hall-agent run`` subprocess, found through the API URL it writes."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        storage: Path,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.storage = storage
+        self.log_path = log_path
+        self.env = dict(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 30.0) -> str:
+        url_file = self.storage / "api-url"
+        url_file.unlink(missing_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HALL_")}
+        env.update(self.env)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                agent_command(self.config_path),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"hall-agent exited with {self.proc.returncode}:\n{self._log_tail()}"
+                )
+            if url_file.exists():
+                self.url = url_file.read_text(encoding="utf-8").strip()
+                try:
+                    if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                        return self.url
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"hall-agent not ready after {timeout}s:\n{self._log_tail()}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (the orderly stop), SIGKILL if it does not go."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def _log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> AgentProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,104 @@
+"""Run every benchmark, one after the other, each in its own process.
+
+    .venv/bin/python bench/run_all.py                 # all of them (about 1 minute)
+    .venv/bin/python bench/run_all.py store_append    # only the ones named
+
+Each benchmark prints its table and writes bench/results/<name>.json; at the end this
+prints the figures that have a target, read back from those files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import RESULTS, print_table
+
+BENCH = Path(__file__).resolve().parent
+BENCHMARKS = ("store_append", "take_latency", "idle")
+
+
+def targets(name: str, figures: dict[str, Any]) -> list[list[Any]]:
+    """The rows of the summary: what, measured, target, met."""
+    met = {True: "yes", False: "NO", None: "-"}
+    if name == "store_append":
+        f = figures["store.commit"]
+        return [
+            [
+                "store append vs raw SQLite (equal durability)",
+                f"{f['ratio_to_raw']:.2f}x ({f['events_per_s_median']:.0f} vs "
+                f"{figures['raw']['events_per_s_median']:.0f} events/s)",
+                ">= 0.5x",
+                met[figures["target"]["met"]],
+            ]
+        ]
+    if name == "take_latency":
+        f = figures.get("clients_1", {}).get("take")
+        if f is None:
+            return []
+        return [
+            [
+                "take p99 at 1 client",
+                f"{f['p99_ms']:.2f} ms (p50 {f['p50_ms']:.2f})",
+                "<= 20 ms",
+                met[figures["target"]["met"]],
+            ]
+        ]
+    if name == "idle":
+        a = figures["agent"]
+        return [
+            [
+                "idle RSS",
+                f"{a['rss_mb_max']:.1f} MB",
+                "<= 80 MB",
+                met[figures["target"]["rss_met"]],
+            ],
+            [
+                "idle CPU (one core)",
+                f"{a['cpu_percent_of_one_core']:.2f} %",
+                "<= 1 %",
+                met[figures["target"]["cpu_met"]],
+            ],
+        ]
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the hall-agent benchmarks.")
+    parser.add_argument("names", nargs="*", help=f"any of {', '.join(BENCHMARKS)} (all)")
+    args = parser.parse_args(argv)
+    names = args.names or list(BENCHMARKS)
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+
+    failed = []
+    for name in names:
+        print(f"\n== {name}", flush=True)
+        started = time.monotonic()
+        code = subprocess.call([sys.executable, str(BENCH / f"{name}.py")])
+        print(f"({name}: {time.monotonic() - started:.0f} s)", flush=True)
+        if code != 0:
+            failed.append(name)
+
+    rows = []
+    for name in names:
+        path = RESULTS / f"{name}.json"
+        if name in failed or not path.exists():
+            continue
+        rows += targets(name, json.loads(path.read_text(encoding="utf-8"))["figures"])
+    print("\n== summary")
+    print_table(["figure", "measured", "target", "met"], rows)
+    if failed:
+        print(f"failed to run: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
