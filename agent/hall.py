@@ -19,7 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from agent.config import HallAgentConfig
-from agent.domain import Event, Outcome, QueueEngine, QueueError, Refused, business_day
+from agent.domain import (
+    Event,
+    HallCounters,
+    Outcome,
+    QueueEngine,
+    QueueError,
+    Refused,
+    business_day,
+)
 from agent.store import CommandRecord, Store, StoredEvent, StoreError
 
 log = logging.getLogger(__name__)
@@ -80,12 +88,7 @@ class Hall:
     # -- life cycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> Hall:
-        loaded = await self._in_thread(self.store.load)
-        now = self._clock()
-        if loaded.hall is None:
-            self.engine = QueueEngine.fresh(self.config, now)
-        else:
-            self.engine = QueueEngine(self.config, loaded.hall, loaded.tickets, loaded.windows)
+        self.engine = await self._load()
         self._writer = asyncio.create_task(self._write_loop(), name="hall-writer")
         self._accepting = True
         log.info(
@@ -229,6 +232,10 @@ class Hall:
             if changed or command is not None:
                 await self._commit(partial, now, command)
             raise
+        except Exception:
+            # A bug may have stopped the operation half-way through memory: go back to disk.
+            self.engine = await self._load()
+            raise
         command = None if job.record is None else job.record(outcome, None)
         await self._commit(outcome, now, command)
         return outcome
@@ -241,9 +248,11 @@ class Hall:
             stored = await self._in_thread(
                 self.store.commit, outcome, self.engine.hall, clock_ok=clock_ok, command=command
             )
-        except StoreError:
-            log.exception("a queue change could not be saved; reloading the last saved state")
-            await self._reload()
+        except Exception as err:
+            # Memory is ahead of the disk now, whatever failed: go back to what was saved.
+            if isinstance(err, StoreError):  # anything else is logged by the writer loop
+                log.exception("a queue change could not be saved; reloading the last saved state")
+            self.engine = await self._load()
             raise
         outcome.stored = stored
         self._notify(stored)
@@ -256,12 +265,12 @@ class Hall:
                 if isinstance(event, StoredEvent):
                     listener.put_nowait(event)
 
-    async def _reload(self) -> None:
+    async def _load(self) -> QueueEngine:
         loaded = await self._in_thread(self.store.load)
-        if loaded.hall is None:
-            self.engine = QueueEngine.fresh(self.config, self._clock())
-        else:
-            self.engine = QueueEngine(self.config, loaded.hall, loaded.tickets, loaded.windows)
+        # The hall row is first written when a ticket is taken or a day closes; windows
+        # (staff signed in, paused) may have been saved before it and must not be lost.
+        hall = loaded.hall or HallCounters(day=business_day(self._clock(), self.config))
+        return QueueEngine(self.config, hall, loaded.tickets, loaded.windows)
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
