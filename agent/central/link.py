@@ -45,6 +45,7 @@ _MARK_EVERY = 0.2
 
 class LinkState(enum.StrEnum):
     DISABLED = "disabled"
+    MISCONFIGURED = "misconfigured"
     CONNECTING = "connecting"
     CONNECTED = "connected"
     WAITING = "waiting"
@@ -160,7 +161,7 @@ class Link:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
-        self._tls = tls_context(self.mqtt) if self.mqtt.uses_tls else None
+        self._tls: ssl.SSLContext | None = None
         self.commands = CommandDesk(hall, self.topics, devices)
         self.configs = ConfigDesk(hall, on_config)
         self.connected = asyncio.Event()
@@ -168,11 +169,19 @@ class Link:
     # -- life cycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Link:
-        if self.mqtt.enabled:
-            await self.configs.load_applied()
-            self._task = asyncio.create_task(self._run(), name="central-link")
-        else:
+        if not self.mqtt.enabled:
             log.info("no central link configured (mqtt.url is empty): the hall runs offline")
+            return self
+        await self.configs.load_applied()
+        try:
+            self._tls = tls_context(self.mqtt) if self.mqtt.uses_tls else None
+        except LinkConfigError as err:
+            # The hall still runs and buffers; the ops person sees this in the log and status.
+            self.state = LinkState.MISCONFIGURED
+            self.counters.last_error = str(err)
+            log.error("central link not started: %s; the hall runs offline and buffers", err)
+            return self
+        self._task = asyncio.create_task(self._run(), name="central-link")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -245,7 +254,9 @@ class Link:
                         )
                     failing = None
                     await self._connected(client)
-            except aiomqtt.MqttError as err:
+            except* aiomqtt.MqttError as group:
+                # A drop surfaces from the connection's TaskGroup wrapped in a group.
+                err = _first_error(group)
                 reason = describe_connect_error(err, self.hall.clock_ok())
                 self.counters.last_error = reason
                 if reason != failing:
@@ -443,6 +454,14 @@ class Link:
             epoch=self.hall.store.epoch,
             devices={h.device_id: h.status for h in self.devices.all()},
         )
+
+
+def _first_error(group: BaseExceptionGroup[aiomqtt.MqttError]) -> aiomqtt.MqttError:
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    assert isinstance(found, aiomqtt.MqttError)
+    return found
 
 
 async def _drain_or_wait(fresh: asyncio.Queue[StoredEvent], wait_s: float) -> None:
