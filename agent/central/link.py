@@ -33,7 +33,7 @@ from agent.central.pushed import ConfigDesk
 from agent.config import HallAgentConfig, MqttConfig
 from agent.devices import DeviceBoard, DeviceHealth
 from agent.hall import Hall
-from agent.store import Store, StoredEvent
+from agent.store import Store, StoredEvent, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -324,14 +324,26 @@ class Link:
         async for message in client.messages:
             topic = str(message.topic)
             payload = message.payload if isinstance(message.payload, bytes) else b""
-            if topic == self.topics.ack:
-                await self._on_ack(payload)
-            elif topic == self.topics.config:
-                if await self.configs.on_push(payload):
-                    await self.publish_birth(client)
-            elif topic.startswith(self.topics.command_prefix):
-                name = topic[len(self.topics.command_prefix) :]
-                await self.commands.handle(client, name, payload, message.properties, self._replay)
+            try:
+                await self._dispatch(client, topic, payload, message.properties)
+            except (aiomqtt.MqttError, StoreError):
+                raise  # the connection or the disk: reconnect and try again
+            except Exception:
+                # A bug in handling one message must not take the link down: with a
+                # persistent session the broker would redeliver it forever.
+                log.exception("could not handle a message on %s; it is dropped", topic)
+
+    async def _dispatch(
+        self, client: aiomqtt.Client, topic: str, payload: bytes, properties: Properties | None
+    ) -> None:
+        if topic == self.topics.ack:
+            await self._on_ack(payload)
+        elif topic == self.topics.config:
+            if await self.configs.on_push(payload):
+                await self.publish_birth(client)
+        elif topic.startswith(self.topics.command_prefix):
+            name = topic[len(self.topics.command_prefix) :]
+            await self.commands.handle(client, name, payload, properties, self._replay)
 
     async def _on_ack(self, payload: bytes) -> None:
         from agent.central.contract import Ack
