@@ -333,7 +333,9 @@ def _command_message(model: type[BaseModel], name: str, examples: list[Any]) -> 
             "payloadFormatIndicator": 1,
             "responseTopic": {
                 "type": "string",
-                "description": "optional: the reply is also published here",
+                "description": "optional: the reply is also published here; put it under"
+                " hall/v1/{hall_id}/reply/ (e.g. hall/v1/{hall_id}/reply/{requester}), the only"
+                " place broker ACLs let a hall publish",
             },
             "correlationData": {
                 "type": "string",
