@@ -121,15 +121,17 @@ class QueueDays(RuleBasedStateMachine):
         try:
             out: Outcome | None = op(self.now)
         except QueueError as err:
-            refusal = err.message
             out = None
-        else:
-            refusal = "none"
-        assert refusal.strip(), "a refusal must say why"
+            self.check_refusal(err)
         outcome = out if out is not None else self.engine.pending
         self.store.commit(outcome, self.engine.hall)
         self.check_events(outcome, day_before)
         return out
+
+    @staticmethod
+    def check_refusal(err: QueueError) -> None:
+        assert err.message.strip(), "a refusal must say why"
+        assert str(err) == err.message
 
     def check_events(self, out: Outcome, day_before: dt.date) -> None:
         day = self.engine.hall.day
