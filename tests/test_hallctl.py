@@ -516,6 +516,30 @@ async def test_cmd_without_an_answer_fails_after_its_timeout(
     assert "no reply from hd-test-001 within 0.5s" in capsys.readouterr().err
 
 
+@pytest.mark.timeout(30)
+async def test_tail_prints_one_line_per_event_of_the_chosen_type(broker: Broker) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "agent.central.hallctl", "--broker", broker.url, "-v"],
+        *["tail", "--hall", HALL, "--type", "ticket.", "--count", "2"],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    async with asyncio.timeout(WAIT_S):
+        while b"subscribed to" not in await proc.stderr.readline():
+            pass
+    async with client(broker, HALL) as mqtt:
+        for seq, kind in enumerate(("ticket.issued", "window.paused", "ticket.called"), 1):
+            payload = envelope(seq, kind=kind, ticket="A001")
+            await mqtt.publish(f"hall/v1/{HALL}/event/{kind}", payload, qos=1)
+    out, err = await asyncio.wait_for(proc.communicate(), WAIT_S)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().splitlines() == [
+        f'2026-11-23T09:00:00.000+08:00 {HALL} 1:1 ticket.issued {{"ticket":"A001"}}',
+        f'2026-11-23T09:00:00.000+08:00 {HALL} 1:3 ticket.called {{"ticket":"A001"}}',
+    ]
+
+
 async def _retain_two_halls(broker: Broker) -> None:
     birth = Birth(
         boot_id="boot-a",

@@ -236,7 +236,9 @@ def _state_row(hall: str, payload: bytes | bytearray) -> dict[str, Any]:
 async def tail(args: argparse.Namespace) -> int:
     printed = 0
     async with _connected(BrokerOptions.from_args(args)) as client:
-        await client.subscribe(f"{ROOT}/{args.hall}/event/#", qos=1)
+        topic = f"{ROOT}/{args.hall}/event/#"
+        await client.subscribe(topic, qos=1)
+        log.debug("subscribed to %s", topic)
         async for message in client.messages:
             try:
                 event = EventEnvelope.model_validate_json(message.payload)
