@@ -209,7 +209,7 @@ class Hall:
                     job.done.set_result(value)
 
     async def _apply(self, job: _Job) -> Any:
-        now = self._clock()
+        now = self._clock().astimezone(self.config.hall.zone)  # events read in hall time
         if job.write is not None:
             if job.run is not None:
                 job.run(self.engine, now)  # a check that may refuse before anything is written
