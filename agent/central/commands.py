@@ -39,6 +39,8 @@ Handler = Callable[[c.Command], Awaitable[dict[str, Any]]]
 
 # At most this many events are re-sent for one replay_events command.
 MAX_REPLAY = 100_000
+# No command needs more; a larger payload is a mistake or an attack on a small Pi.
+MAX_PAYLOAD = 256 * 1024
 
 
 def describe_validation(err: ValidationError) -> str:
@@ -97,16 +99,25 @@ class CommandDesk:
         expiry: int | None,
         replay: Replayer,
     ) -> _Answer:
+        if len(payload) > MAX_PAYLOAD:
+            return _Answer(
+                _rejected("", name, f"the payload is over {MAX_PAYLOAD} bytes; send less"), False
+            )
         try:
             raw = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             return _Answer(_rejected("", name, f"the payload is not UTF-8 JSON: {err}"), False)
+        except RecursionError:
+            return _Answer(
+                _rejected("", name, "the payload nests arrays or objects too deeply; flatten it"),
+                False,
+            )
         if not isinstance(raw, dict):
             return _Answer(
                 _rejected("", name, "the payload must be a JSON object with a cmd_id"), False
             )
         cmd_id = raw.get("cmd_id")
-        if not isinstance(cmd_id, str) or not 0 < len(cmd_id) <= 128:
+        if not isinstance(cmd_id, str) or not 0 < len(cmd_id) <= 128 or not _is_text(cmd_id):
             return _Answer(
                 _rejected(
                     "", name, "every command needs a cmd_id: a unique string of 1-128 characters"
@@ -130,6 +141,14 @@ class CommandDesk:
         expiry: int | None,
         replay: Replayer,
     ) -> c.Reply:
+        if not _is_text(raw):
+            return await self._record(
+                _rejected(
+                    cmd_id,
+                    name,
+                    "a string holds half of a character (a \\ud800-style escape); send text",
+                )
+            )
         model = c.COMMANDS.get(name)
         if model is None:
             known = ", ".join(sorted(c.COMMANDS))
@@ -241,15 +260,15 @@ class CommandDesk:
         if command.from_seq <= to_seq:
             seqs = await self.hall.store_call(lambda s: s.seqs_between(command.from_seq, to_seq))
         missing = _gaps(command.from_seq, to_seq, seqs)
-        result = {
-            "from_seq": command.from_seq,
-            "to_seq": to_seq,
-            "resending": len(seqs),
-            "missing": [list(r) for r in missing],
-            "last_seq": last,
-            "epoch": self.hall.store.epoch,
-        }
-        reply = await self._record(_ok(command, name, result))
+        result = c.ReplayResult(
+            from_seq=command.from_seq,
+            to_seq=to_seq,
+            resending=len(seqs),
+            missing=missing,
+            last_seq=last,
+            epoch=self.hall.store.epoch,
+        )
+        reply = await self._record(_ok(command, name, result.model_dump(mode="json")))
         if seqs:
             task = asyncio.create_task(
                 _resend(replay, client, command.from_seq, to_seq), name="link-replay"
@@ -353,6 +372,15 @@ async def _resend(replay: Replayer, client: aiomqtt.Client, from_seq: int, to_se
         log.warning("replay of %d..%d stopped: %s (central may ask again)", from_seq, to_seq, err)
         return
     log.info("replayed %d events (%d..%d) for central", sent, from_seq, to_seq)
+
+
+def _is_text(value: Any) -> bool:
+    """No lone surrogate from a ``\\u`` escape: such a string cannot be stored or sent."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _gaps(start: int, end: int, present: list[int]) -> list[tuple[int, int]]:
