@@ -160,17 +160,20 @@ SEND_MODELS: tuple[type[BaseModel], ...] = (
     c.Metrics,
 )
 RECEIVE_MODELS: tuple[type[BaseModel], ...] = (c.Ack, c.ConfigPush, *c.COMMANDS.values())
+# Parts of a payload that central reads closely: the data of an outbox.evicted event and
+# the result of a replay_events reply.
+PART_MODELS: tuple[type[BaseModel], ...] = (c.EvictedData, c.ReplayResult)
 
 
 def _mode(model: type[BaseModel]) -> Mode:
     # What the hall sends is described as it serializes it; what it receives, as it
     # validates it (which is what central must satisfy).
-    return "serialization" if model in SEND_MODELS else "validation"
+    return "serialization" if model in SEND_MODELS or model in PART_MODELS else "validation"
 
 
 def payload_models() -> tuple[type[BaseModel], ...]:
-    """Every top-level payload, each with its own JSON Schema file."""
-    return (*SEND_MODELS, *RECEIVE_MODELS)
+    """Every top-level payload and documented part, each with its own JSON Schema file."""
+    return (*SEND_MODELS, *RECEIVE_MODELS, *PART_MODELS)
 
 
 def _examples() -> dict[type[BaseModel], list[tuple[str, BaseModel]]]:

@@ -127,6 +127,31 @@ class Metrics(Message):
     devices: dict[str, Status]
 
 
+class EvictedData(Message):
+    """``data`` of an ``outbox.evicted`` event: seq ranges the hall dropped for good."""
+
+    count: int = 0
+    by_class: dict[str, int] = Field(default_factory=dict)
+    ranges: list[tuple[int, int]] = Field(
+        default_factory=list, description="[first, last] seq ranges, both included"
+    )
+    reason: str = ""
+    evicted_total: int = 0
+
+
+class ReplayResult(Message):
+    """``result`` of a ``replay_events`` reply: what is re-sent and what is gone."""
+
+    from_seq: int | None = None
+    to_seq: int | None = None
+    resending: int = 0
+    missing: list[tuple[int, int]] = Field(
+        default_factory=list, description="ranges the hall no longer has (evicted)"
+    )
+    last_seq: int | None = None
+    epoch: int | None = None
+
+
 # -- central → hall -------------------------------------------------------------------
 
 

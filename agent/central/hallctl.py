@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from agent.central.contract import (
     COMMANDS,
@@ -38,8 +38,10 @@ from agent.central.contract import (
     Ack,
     Birth,
     EventEnvelope,
+    EvictedData,
     Metrics,
     ReplayEvents,
+    ReplayResult,
     Reply,
     Will,
 )
@@ -71,23 +73,6 @@ class UsageError(HallctlError):
 
 
 # -- payloads that ride inside the contract's generic fields -------------------------------
-
-
-class EvictedData(BaseModel):
-    """``data`` of an ``outbox.evicted`` event: seq ranges the hall dropped for good."""
-
-    model_config = ConfigDict(extra="allow")
-
-    ranges: list[tuple[int, int]] = Field(default_factory=list)
-
-
-class ReplayResult(BaseModel):
-    """``result`` of a ``replay_events`` reply: what of the range the hall no longer has."""
-
-    model_config = ConfigDict(extra="allow")
-
-    missing: list[tuple[int, int]] = Field(default_factory=list)
-    epoch: int | None = None
 
 
 # -- broker connection ---------------------------------------------------------------------

@@ -283,6 +283,9 @@ class Link:
         await client.subscribe(topics.config, qos=1)
         await client.subscribe(topics.ack, qos=1)
         await self.publish_birth(client)
+        # After the birth: a will the broker publishes late for an earlier connection of
+        # this hall (a session taken over after a crash) must not leave us shown offline.
+        await client.subscribe(topics.state, qos=1)
         for health in self.devices.all():
             await self._publish_device(client, health)
         self.connected.set()
@@ -338,6 +341,10 @@ class Link:
     ) -> None:
         if topic == self.topics.ack:
             await self._on_ack(payload)
+        elif topic == self.topics.state:
+            if not self._stop.is_set() and _is_stale_will(payload):
+                log.info("a late offline state of an earlier connection arrived; re-announcing")
+                await self.publish_birth(client)
         elif topic == self.topics.config:
             if await self.configs.on_push(payload):
                 await self.publish_birth(client)
@@ -474,6 +481,15 @@ def _first_error(group: BaseExceptionGroup[aiomqtt.MqttError]) -> aiomqtt.MqttEr
         found = found.exceptions[0]
     assert isinstance(found, aiomqtt.MqttError)
     return found
+
+
+def _is_stale_will(payload: bytes) -> bool:
+    """Whether a retained ``state`` says offline while this connection is up."""
+    try:
+        state = json.loads(payload)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(state, dict) and state.get("online") is False
 
 
 async def _drain_or_wait(fresh: asyncio.Queue[StoredEvent], wait_s: float) -> None:
