@@ -1,0 +1,341 @@
+"""Printers reached through python-escpos's transports: network, serial, USB and file.
+
+python-escpos is blocking, so every call to it runs on the printer's own worker thread,
+never on the event loop. It opens the connection (finding a USB printer by vendor and
+product id and detaching the kernel's usblp driver), writes and reads; the status
+questions and their parsing are ours (:mod:`protocols.escpos_status`), because its
+``paper_status()`` reports "paper adequate" when the printer does not answer at all.
+
+The four transports differ only in how they are opened and how a read waits; those
+differences are the small :class:`Link` classes below.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from drivers.printer.base import Printer, PrinterUnavailable
+from protocols.escpos_status import (
+    PrinterStatus,
+    RealTimeReply,
+    StatusParser,
+    StatusRequest,
+    apply_reply,
+    status_request,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# How long the printer has to answer the status questions. Real printers answer DLE EOT
+# within a few ms, even while offline or out of paper.
+STATUS_TIMEOUT_S = 1.0
+_ROUTINE = (StatusRequest.PRINTER, StatusRequest.OFFLINE_CAUSE, StatusRequest.PAPER)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NetworkTarget:
+    host: str
+    port: int = 9100
+    timeout_s: float = 5.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SerialTarget:
+    port: str
+    baudrate: int = 9600
+    bytesize: int = 8
+    parity: str = "N"
+    stopbits: float = 1
+    timeout_s: float = 5.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UsbTarget:
+    vendor_id: int
+    product_id: int
+    serial: str | None = None
+    in_ep: int = 0x82
+    out_ep: int = 0x01
+    timeout_s: float = 5.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FileTarget:
+    path: Path
+
+
+Target = NetworkTarget | SerialTarget | UsbTarget | FileTarget
+
+
+class Link(abc.ABC):
+    """A blocking connection to the printer, used only on the printer's worker thread."""
+
+    reads: bool = True
+
+    def __init__(self) -> None:
+        self.device: Any = None  # the python-escpos printer object while open
+
+    @property
+    @abc.abstractmethod
+    def endpoint(self) -> str: ...
+
+    @abc.abstractmethod
+    def _make(self) -> Any:
+        """A python-escpos printer object for this target (not yet open)."""
+
+    def open(self) -> None:
+        from escpos.exceptions import Error as EscposError  # type: ignore[import-untyped]
+
+        printer = self._make()
+        try:
+            printer.open()
+        except (EscposError, OSError) as err:
+            raise PrinterUnavailable(f"cannot open {self.endpoint}: {_first_line(err)}") from err
+        self.device = printer
+
+    def close(self) -> None:
+        device, self.device = self.device, None
+        if device is not None:
+            with contextlib.suppress(Exception):  # a half-dead connection may fail to close
+                device.close()
+
+    def write(self, data: bytes) -> None:
+        self.device._raw(data)
+
+    @abc.abstractmethod
+    def read(self, timeout: float) -> bytes:
+        """What the printer sent within ``timeout`` s (``b""`` if nothing); raises
+        ``ConnectionError`` when the connection is gone."""
+
+
+class _NetworkLink(Link):
+    def __init__(self, target: NetworkTarget) -> None:
+        super().__init__()
+        self.target = target
+
+    @property
+    def endpoint(self) -> str:
+        return f"network printer {self.target.host}:{self.target.port}"
+
+    def _make(self) -> Any:
+        from escpos.printer import Network  # type: ignore[import-untyped]
+
+        return Network(self.target.host, self.target.port, timeout=self.target.timeout_s)
+
+    def read(self, timeout: float) -> bytes:
+        sock = self.device.device
+        sock.settimeout(timeout)
+        try:
+            data: bytes = sock.recv(64)
+        except TimeoutError:
+            return b""
+        finally:
+            sock.settimeout(self.target.timeout_s)
+        if not data:
+            raise ConnectionError("the printer closed the connection")
+        return data
+
+
+class _SerialLink(Link):
+    def __init__(self, target: SerialTarget) -> None:
+        super().__init__()
+        self.target = target
+
+    @property
+    def endpoint(self) -> str:
+        return f"serial printer {self.target.port}"
+
+    def _make(self) -> Any:
+        from escpos.printer import Serial
+
+        return Serial(
+            self.target.port,
+            baudrate=self.target.baudrate,
+            bytesize=self.target.bytesize,
+            parity=self.target.parity,
+            stopbits=self.target.stopbits,
+            timeout=self.target.timeout_s,
+            dsrdtr=False,
+        )
+
+    def open(self) -> None:
+        super().open()
+        # python-escpos sets no write timeout: a printer holding the line with flow
+        # control would block the worker thread for ever.
+        self.device.device.write_timeout = self.target.timeout_s
+
+    def read(self, timeout: float) -> bytes:
+        port = self.device.device
+        port.timeout = timeout
+        # read(n) waits for all n bytes or the timeout: ask only for what is there, or 1.
+        data: bytes = port.read(max(1, port.in_waiting))
+        return data
+
+
+class _UsbLink(Link):
+    def __init__(self, target: UsbTarget) -> None:
+        super().__init__()
+        self.target = target
+
+    @property
+    def endpoint(self) -> str:
+        serial = f" serial {self.target.serial}" if self.target.serial else ""
+        return f"USB printer {self.target.vendor_id:04x}:{self.target.product_id:04x}{serial}"
+
+    def _make(self) -> Any:
+        from escpos.printer import Usb
+
+        usb_args: dict[str, Any] = {}
+        if self.target.serial:
+            usb_args["serial_number"] = self.target.serial
+        return Usb(
+            self.target.vendor_id,
+            self.target.product_id,
+            usb_args=usb_args,
+            timeout=int(self.target.timeout_s * 1000),
+            in_ep=self.target.in_ep,
+            out_ep=self.target.out_ep,
+        )
+
+    def read(self, timeout: float) -> bytes:
+        import usb.core  # type: ignore[import-untyped]
+
+        try:
+            data = self.device.device.read(self.target.in_ep, 64, max(1, int(timeout * 1000)))
+        except usb.core.USBTimeoutError:
+            return b""
+        except usb.core.USBError as err:
+            raise ConnectionError(str(err)) from err
+        return bytes(data)
+
+
+class _FileLink(Link):
+    reads = False
+
+    def __init__(self, target: FileTarget) -> None:
+        super().__init__()
+        self.target = target
+
+    @property
+    def endpoint(self) -> str:
+        return f"printer device file {self.target.path}"
+
+    def _make(self) -> Any:
+        from escpos.printer import File
+
+        return File(str(self.target.path))
+
+    def read(self, timeout: float) -> bytes:
+        return b""
+
+
+_LINKS: dict[type[Any], Callable[[Any], Link]] = {
+    NetworkTarget: _NetworkLink,
+    SerialTarget: _SerialLink,
+    UsbTarget: _UsbLink,
+    FileTarget: _FileLink,
+}
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return " ".join(line.strip() for line in text if line.strip()) or type(err).__name__
+
+
+class EscposPrinter(Printer):
+    """A :class:`Printer` over one python-escpos transport, with its worker thread."""
+
+    def __init__(self, target: Target, *, status_timeout_s: float = STATUS_TIMEOUT_S) -> None:
+        self._link = _LINKS[type(target)](target)
+        self.reads_status = self._link.reads
+        self._status_timeout = status_timeout_s
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="printer")
+        self._parser = StatusParser()
+
+    @property
+    def endpoint(self) -> str:
+        return self._link.endpoint
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+
+    async def status(self) -> PrinterStatus | None:
+        return await self._run(self._status_blocking)
+
+    async def send(self, data: bytes) -> None:
+        await self._run(lambda: self._send_blocking(data))
+
+    async def close(self) -> None:
+        await self._run(self._link.close)
+        self._thread.shutdown(wait=True)
+
+    # -- on the worker thread ------------------------------------------------------------
+
+    def _connected(self) -> Link:
+        if self._link.device is None:
+            self._parser.forget()
+            self._link.open()
+        return self._link
+
+    def _io(self, fn: Callable[[Link], T]) -> T:
+        link = self._connected()
+        try:
+            return fn(link)
+        except OSError as err:  # ConnectionError, TimeoutError, serial and socket errors
+            link.close()
+            raise PrinterUnavailable(f"{link.endpoint}: {_first_line(err)}") from err
+        except Exception as err:
+            from escpos.exceptions import Error as EscposError
+
+            if not isinstance(err, EscposError):
+                raise
+            link.close()
+            raise PrinterUnavailable(f"{link.endpoint}: {_first_line(err)}") from err
+
+    def _send_blocking(self, data: bytes) -> None:
+        self._io(lambda link: link.write(data))
+
+    def _status_blocking(self) -> PrinterStatus | None:
+        if not self._link.reads:
+            self._connected()
+            return None
+        return self._io(self._ask)
+
+    def _ask(self, link: Link) -> PrinterStatus:
+        status = PrinterStatus()
+        self._parser.forget()
+        questions = list(_ROUTINE)
+        for question in questions:
+            self._parser.expect(question)
+        link.write(b"".join(status_request(q) for q in questions))
+        answered = 0
+        deadline = time.monotonic() + self._status_timeout
+        while answered < len(questions):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._parser.forget()
+                raise TimeoutError(
+                    f"the printer answered {answered} of {len(questions)} status questions "
+                    f"within {self._status_timeout:g} s"
+                )
+            for event in self._parser.feed(link.read(left)):
+                if isinstance(event, RealTimeReply):
+                    answered += 1
+                    status = apply_reply(status, event)
+                    if event.request is StatusRequest.OFFLINE_CAUSE and event.value & 0x40:
+                        # "an error occurred": ask which one.
+                        self._parser.expect(StatusRequest.ERROR_CAUSE)
+                        link.write(status_request(StatusRequest.ERROR_CAUSE))
+                        questions.append(StatusRequest.ERROR_CAUSE)
+        return status

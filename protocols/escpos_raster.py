@@ -1,0 +1,159 @@
+"""Ticket blocks drawn as a monochrome image, the way a thermal printer lays them out.
+
+Used two ways: to print on printers without a Chinese font (raster profile), and by the
+virtual printer to turn what it received into a PNG a person can look at. The font is
+passed in as bytes (the caller reads the file), so nothing here touches the disk.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import qrcode  # type: ignore[import-untyped]
+from PIL import Image, ImageDraw, ImageFont
+
+from protocols.escpos import (
+    HALF_WIDTH_DOTS,
+    LINE_DOTS,
+    Align,
+    Bitmap,
+    Block,
+    Feed,
+    QrCode,
+    QrLevel,
+    Rule,
+    TextLine,
+    wrap,
+)
+
+CJK_FONT = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
+
+# The printer's Chinese characters are 24 x 24 dots; the font's glyphs fill ~90 % of em.
+_EM_PER_SCALE = 26
+_MARGIN = 8
+
+_QR_LEVELS = {
+    QrLevel.L: qrcode.constants.ERROR_CORRECT_L,
+    QrLevel.M: qrcode.constants.ERROR_CORRECT_M,
+    QrLevel.Q: qrcode.constants.ERROR_CORRECT_Q,
+    QrLevel.H: qrcode.constants.ERROR_CORRECT_H,
+}
+
+INK = 0
+PAPER = 255
+
+
+class Typesetter:
+    """Draws blocks ``width`` dots wide with one CJK font (e.g. WenQuanYi Micro Hei)."""
+
+    def __init__(self, font_data: bytes, width: int) -> None:
+        if not font_data:
+            raise ValueError("the font file is empty")
+        self._font_data = font_data
+        self.width = width
+        self._fonts: dict[int, ImageFont.FreeTypeFont] = {}
+
+    def font(self, scale: int) -> ImageFont.FreeTypeFont:
+        size = _EM_PER_SCALE * scale
+        if size not in self._fonts:
+            self._fonts[size] = ImageFont.truetype(io.BytesIO(self._font_data), size)
+        return self._fonts[size]
+
+    def _x(self, content_width: int, align: Align) -> int:
+        if align is Align.CENTER:
+            return max(0, (self.width - content_width) // 2)
+        if align is Align.RIGHT:
+            return max(0, self.width - content_width - _MARGIN)
+        return _MARGIN
+
+    def _lines(self, block: TextLine) -> list[str]:
+        font = self.font(block.scale)
+        return wrap(block.text, self.width - 2 * _MARGIN, font.getlength)
+
+    def text_image(self, block: TextLine) -> Image.Image:
+        """One text block, as wide as the paper (alignment drawn in)."""
+        lines = self._lines(block)
+        row = LINE_DOTS * block.scale
+        image = Image.new("L", (self.width, row * len(lines)), PAPER)
+        self._draw_text(ImageDraw.Draw(image), block, lines, 0)
+        return image
+
+    def _draw_text(
+        self, draw: ImageDraw.ImageDraw, block: TextLine, lines: list[str], top: int
+    ) -> None:
+        font = self.font(block.scale)
+        row = LINE_DOTS * block.scale
+        for i, line in enumerate(lines):
+            x = self._x(round(font.getlength(line)), block.align)
+            y = top + i * row + (row - HALF_WIDTH_DOTS * 2 * block.scale) // 2
+            stroke = max(1, block.scale // 2) if block.bold else 0
+            draw.text((x, y), line, font=font, fill=INK, stroke_width=stroke, stroke_fill=INK)
+
+    def render(self, blocks: Sequence[Block]) -> Image.Image:
+        """The blocks one under the other, as a printer would feed them out."""
+        parts: list[Image.Image] = []
+        for block in blocks:
+            match block:
+                case TextLine():
+                    parts.append(self.text_image(block))
+                case QrCode():
+                    parts.append(self._qr(block))
+                case Rule():
+                    parts.append(self._rule())
+                case Feed():
+                    parts.append(Image.new("L", (self.width, LINE_DOTS * block.lines), PAPER))
+                case Bitmap():
+                    parts.append(self._bitmap(block))
+        height = sum(p.height for p in parts) or 1
+        sheet = Image.new("L", (self.width, height), PAPER)
+        top = 0
+        for part in parts:
+            sheet.paste(part, (0, top))
+            top += part.height
+        return sheet
+
+    def _qr(self, block: QrCode) -> Image.Image:
+        code = qrcode.QRCode(border=0, error_correction=_QR_LEVELS[block.level])
+        code.add_data(block.payload.encode("utf-8"))
+        code.make(fit=True)
+        matrix = code.get_matrix()
+        side = len(matrix) * block.module
+        image = Image.new("L", (self.width, side + LINE_DOTS), PAPER)
+        left = self._x(side, block.align)
+        draw = ImageDraw.Draw(image)
+        for y, row in enumerate(matrix):
+            for x, dark in enumerate(row):
+                if dark:
+                    x0, y0 = left + x * block.module, y * block.module
+                    draw.rectangle((x0, y0, x0 + block.module - 1, y0 + block.module - 1), fill=INK)
+        return image
+
+    def _rule(self) -> Image.Image:
+        image = Image.new("L", (self.width, LINE_DOTS), PAPER)
+        draw = ImageDraw.Draw(image)
+        y = LINE_DOTS // 2
+        for x in range(_MARGIN, self.width - _MARGIN, 12):
+            draw.line((x, y, x + 6, y), fill=INK, width=2)
+        return image
+
+    def _bitmap(self, block: Bitmap) -> Image.Image:
+        # Raster data: 1 = ink; PIL mode "1" bytes: 1 = white. Invert through "L".
+        bits = Image.frombytes("1", (block.width, block.height), block.data)
+        ink = bits.convert("L").point(lambda v: PAPER - v)
+        image = Image.new("L", (self.width, block.height), PAPER)
+        width = min(block.width, self.width)
+        x = 0 if block.align is Align.LEFT else self._x(width, block.align)
+        image.paste(ink.crop((0, 0, width, block.height)), (x, 0))
+        return image
+
+
+def bitmap_of(image: Image.Image, align: Align = Align.LEFT) -> Bitmap:
+    """An image as raster data (dark pixels are ink)."""
+    mono = image.convert("L").point(lambda v: 255 if v < 128 else 0).convert("1")
+    width_bytes = (mono.width + 7) // 8
+    if mono.width % 8:
+        padded = Image.new("1", (width_bytes * 8, mono.height), 0)
+        padded.paste(mono, (0, 0))
+        mono = padded
+    return Bitmap(width_bytes, mono.height, mono.tobytes(), align)
