@@ -75,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     client_options(take)
 
+    reprint = sub.add_parser("reprint", help="print a ticket of today again")
+    reprint.add_argument("number", help="ticket number, e.g. A012")
+    client_options(reprint)
+
     window = sub.add_parser("window", help="operate a window: next, recall, finish, ...")
     window.add_argument("window", help="window id")
     window.add_argument("action", choices=WINDOW_ACTIONS)
@@ -128,6 +132,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _print_operation(args, answer)
     if command == "window":
         return _window(args)
+    if command == "reprint":
+        answer = _request(args, "POST", f"/tickets/{args.number}/reprint")
+        if args.json:
+            print(json.dumps(answer, ensure_ascii=False, indent=2))
+        else:
+            print(f"{answer['result']['ticket']}  reprinted")
+        return 0
     raise CliError(f"unknown command {command}")
 
 

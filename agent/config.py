@@ -15,6 +15,7 @@ import json
 import operator
 import os
 import re
+import string
 import sys
 import types
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
@@ -586,6 +587,19 @@ class PrinterDevice(_DeviceBase):
         description="gb18030: the printer's Chinese font (FS &); raster: text rendered as image",
     )
     paper_width_mm: Literal[58, 80] = 80
+    font_charset: Literal["gb2312", "gbk", "gb18030"] = Field(
+        default="gbk",
+        description=(
+            "Characters the printer's Chinese font has (gb18030 profile); lines with others "
+            "(rare name characters) are printed as images"
+        ),
+    )
+    poll_interval_s: float = Field(
+        default=2.0,
+        ge=0.2,
+        le=60,
+        description="How often the printer's status (paper, cover, errors) is asked",
+    )
 
 
 class LedStripDevice(_DeviceBase):
@@ -742,6 +756,60 @@ _BUS_FAMILY: dict[str, str] = {"caller": "keypad", "rater": "keypad", "led_strip
 _HALL_WIDE_KINDS = frozenset({"announcer", "ticket_buttons"})
 
 
+_TICKET_FIELDS = ("hall", "day", "ticket", "ticket_id", "service")
+PrintSource = Literal["button", "touch", "qr", "id_card", "api", "central"]
+_PRINTED_SOURCES: tuple[PrintSource, ...] = ("button", "touch", "qr", "id_card", "api")
+
+
+class TicketLayout(Model):
+    """What the printed ticket says and which tickets are printed."""
+
+    qr_url: str | None = Field(
+        default=None,
+        description=(
+            "QR code link on the ticket (mobile tracking or rating page); "
+            "may use {hall}, {day}, {ticket}, {ticket_id}, {service}; null: no QR code"
+        ),
+    )
+    footer: list[Annotated[str, Field(min_length=1, max_length=60)]] = Field(
+        default_factory=lambda: ["过号请重新取号"],
+        max_length=4,
+        description="Lines printed at the bottom, e.g. 过号请重新取号",
+    )
+    large: bool = Field(
+        default=False, description="Elder-friendly layout: larger text, fewer lines"
+    )
+    show_wait: bool = Field(default=True, description="Print people ahead and estimated wait")
+    print_sources: list[PrintSource] = Field(
+        default_factory=lambda: list(_PRINTED_SOURCES),
+        description=(
+            "Tickets from these sources are printed, and refused while the printer cannot "
+            "print; others (central: issued remotely) are only saved"
+        ),
+    )
+    font: Path = Field(
+        default=Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),
+        description="CJK font for raster printing (Debian package fonts-wqy-microhei)",
+    )
+
+    @field_validator("qr_url")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        hint = "use only {" + "}, {".join(_TICKET_FIELDS) + "} in the link; write {{ for a brace"
+        try:
+            names = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+        except ValueError as err:
+            raise _invalid(f"the link template is malformed: {err}", hint) from err
+        unknown = sorted({n for n in names if n not in _TICKET_FIELDS})
+        if unknown:
+            raise _invalid(f"unknown placeholder(s) {', '.join(unknown)} in the link", hint)
+        if not urlsplit(value.replace("{", "").replace("}", "")).scheme:
+            raise _invalid("the link has no scheme", "start it with https://")
+        return value
+
+
 # ---------------------------------------------------------------------------------------
 # MQTT
 
@@ -890,6 +958,7 @@ class HallAgentConfig(Model):
     services: list[Service] = Field(min_length=1)
     windows: list[Window] = Field(min_length=1)
     devices: list[Device] = Field(default_factory=list)
+    ticket: TicketLayout = Field(default_factory=TicketLayout)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     web: WebConfig = Field(default_factory=WebConfig)

@@ -19,6 +19,7 @@ from agent.config import HallAgentConfig
 from agent.devices import DeviceBoard
 from agent.domain import Event, EventClass
 from agent.hall import Hall
+from agent.printing import TicketPrinting, ticket_printing
 from agent.store import Store, StoredEvent, StoreError
 from agent.web import WebServer, create_app
 
@@ -36,6 +37,7 @@ class Running:
     url: str
     link: Link
     devices: DeviceBoard
+    printing: TicketPrinting | None = None
 
 
 def api_url_file(config: HallAgentConfig) -> Path:
@@ -48,8 +50,14 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
     store = await asyncio.to_thread(Store.open, config.storage.path)
     devices = DeviceBoard(config)
     try:
-        async with Hall(config, store) as hall, Link(hall, devices) as link:
-            app = create_app(hall, status_extra=lambda: _link_status(link))
+        async with (
+            Hall(config, store) as hall,
+            Link(hall, devices) as link,
+            ticket_printing(hall, devices) as printing,
+        ):
+            if printing is not None:
+                link.commands.register("reprint", printing.reprint_command)
+            app = create_app(hall, status_extra=lambda: _link_status(link), printing=printing)
             async with WebServer(app, config.web.host, config.web.port) as web:
                 url = f"http://{config.web.host}:{web.port}"
                 _write_atomically(api_url_file(config), url + "\n")
@@ -60,7 +68,7 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                         tasks.create_task(_record_device_changes(hall, devices), name="devices"),
                     ]
                     try:
-                        yield Running(hall, url, link, devices)
+                        yield Running(hall, url, link, devices, printing)
                     finally:
                         for task in background:
                             task.cancel()

@@ -8,16 +8,26 @@ sign in and call them, so the screens and the event log move on their own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import logging
 import random
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from agent.config import ConfigError, HallAgentConfig, format_problems, load_config
+from agent.config import (
+    ConfigError,
+    HallAgentConfig,
+    NetworkTransport,
+    PrinterDevice,
+    format_problems,
+    load_config,
+)
 from agent.daemon import Running, running_agent
 from agent.domain import Outcome, Priority, QueueEngine, QueueError, Source
+from agent.emulators.printer import VirtualPrinter
 from agent.hall import Hall, ShuttingDown
 from agent.logs import setup_logging
 
@@ -50,11 +60,13 @@ def run_demo(
 
 
 async def _demo(config: HallAgentConfig, duration: float | None, simulate: bool) -> None:
-    async with running_agent(config) as running:
+    async with _virtual_printers(config) as printed, running_agent(config) as running:
         _explain(config, running)
+        for where in printed:
+            print(f"  Printed tickets (PNG and text) appear in {where}\n", flush=True)
         simulation: list[asyncio.Task[None]] = []
         if simulate:
-            simulation.append(asyncio.create_task(_citizens(running.hall), name="sim-citizens"))
+            simulation.append(asyncio.create_task(_citizens(running), name="sim-citizens"))
             simulation.extend(
                 asyncio.create_task(_staff(running.hall, w.id), name=f"sim-{w.id}")
                 for w in config.windows
@@ -71,6 +83,34 @@ async def _demo(config: HallAgentConfig, duration: float | None, simulate: bool)
             for task in simulation:
                 task.cancel()
             await asyncio.gather(*simulation, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def _virtual_printers(config: HallAgentConfig) -> AsyncIterator[list[Path]]:
+    """A virtual printer on each network printer of the demo config (127.0.0.1:9100)."""
+    folders: list[Path] = []
+    async with contextlib.AsyncExitStack() as stack:
+        for device in config.devices:
+            if not isinstance(device, PrinterDevice) or not isinstance(
+                device.transport, NetworkTransport
+            ):
+                continue
+            folder = config.storage.path / "printed"
+            printer = await stack.enter_async_context(
+                VirtualPrinter(folder, paper_width_mm=device.paper_width_mm)
+            )
+            try:
+                await printer.start_tcp(device.transport.host, device.transport.port)
+            except OSError as err:
+                log.warning(
+                    "the virtual printer cannot listen on %s:%d (%s); tickets will not print",
+                    device.transport.host,
+                    device.transport.port,
+                    err.strerror,
+                )
+                continue
+            folders.append(folder)
+        yield folders
 
 
 def _explain(config: HallAgentConfig, running: Running) -> None:
@@ -96,7 +136,8 @@ def _explain(config: HallAgentConfig, running: Running) -> None:
     print("\n".join(lines), flush=True)
 
 
-async def _citizens(hall: Hall) -> None:
+async def _citizens(running: Running) -> None:
+    hall = running.hall
     services = [s.id for s in hall.config.services]
     rng = random.Random()  # noqa: S311 - a simulation, not a secret
     while True:
@@ -104,6 +145,8 @@ async def _citizens(hall: Hall) -> None:
         service = rng.choice(services)
         priority = Priority.ELDERLY if rng.random() < 0.15 else Priority.NORMAL
         try:
+            if running.printing is not None:
+                running.printing.check_issuing(Source.TOUCH)
             outcome = await hall.execute(
                 functools.partial(_take, service=service, priority=priority)
             )

@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator
-from typing import Annotated, Any, Literal
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import uvicorn
 from fastapi import Body, FastAPI, Query, Request
@@ -23,9 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import agent
-from agent.domain import Outcome, Priority, QueueEngine, QueueError, Source
+from agent.domain import Outcome, Priority, QueueEngine, QueueError, Refused, Source
 from agent.hall import Hall, ShuttingDown
 from agent.store import StoreError
+
+if TYPE_CHECKING:
+    from agent.printing import TicketPrinting
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,10 @@ class Pause(Strict):
 
 class Cancel(Strict):
     reason: str = Field(default="", max_length=200)
+
+
+class Reprint(Strict):
+    day: dt.date | None = Field(default=None, description="the business day; today if absent")
 
 
 class EventRef(BaseModel):
@@ -106,7 +113,11 @@ def _describe_validation(err: RequestValidationError) -> str:
     return "; ".join(parts) or "the request is not valid"
 
 
-def create_app(hall: Hall, status_extra: Callable[[], dict[str, Any]] | None = None) -> FastAPI:
+def create_app(
+    hall: Hall,
+    status_extra: Callable[[], dict[str, Any]] | None = None,
+    printing: TicketPrinting | None = None,
+) -> FastAPI:
     app = FastAPI(
         title="hall-agent local API",
         version=agent.__version__,
@@ -159,6 +170,8 @@ def create_app(hall: Hall, status_extra: Callable[[], dict[str, Any]] | None = N
         }
         if status_extra is not None:
             body.update(status_extra())
+        if printing is not None:
+            body["printing"] = printing.state()
         return body
 
     @app.get(f"{API}/queue")
@@ -177,10 +190,12 @@ def create_app(hall: Hall, status_extra: Callable[[], dict[str, Any]] | None = N
 
     @app.post(f"{API}/tickets", status_code=201, responses=ERRORS)
     async def take(body: TakeTicket) -> OperationResult:
-        """Issue a ticket as the kiosk would."""
-        return await run(
-            lambda e, n: e.take(body.service, n, source=body.source, priority=body.priority)
-        )
+        """Issue a ticket as the kiosk would; a printed ticket's ``result.print`` says how
+        its print went (printed, failed: show the number on screen, or pending). Refused
+        (409 ``printer_unavailable``) while the printer cannot print."""
+        return await _take(run, body, printing)
+
+    _printing_routes(app, printing)
 
     @app.post(f"{API}/tickets/{{number}}/cancel", responses=ERRORS)
     async def cancel(number: str, body: Annotated[Cancel | None, Body()] = None) -> OperationResult:
@@ -226,6 +241,42 @@ def create_app(hall: Hall, status_extra: Callable[[], dict[str, Any]] | None = N
         return {"status": "ready"}
 
     return app
+
+
+async def _take(
+    run: Callable[[Op], Awaitable[OperationResult]],
+    body: TakeTicket,
+    printing: TicketPrinting | None,
+) -> OperationResult:
+    if printing is not None:
+        printing.check_issuing(body.source)
+    answer = await run(
+        lambda e, n: e.take(body.service, n, source=body.source, priority=body.priority)
+    )
+    if printing is not None and printing.prints(body.source):
+        answer.result["print"] = await printing.outcome(answer.result["ticket"]["id"])
+    return answer
+
+
+def _printing_routes(app: FastAPI, printing: TicketPrinting | None) -> None:
+    """The kiosk's issuing state and reprint."""
+
+    @app.get(f"{API}/issuing")
+    async def issuing() -> dict[str, Any]:
+        """Whether the kiosk may issue tickets now, and why not (the printer's state)."""
+        if printing is None:
+            return {"issuing": {"enabled": True, "reason": None}, "printer": None}
+        return printing.state()
+
+    @app.post(f"{API}/tickets/{{number}}/reprint", responses=ERRORS)
+    async def reprint(
+        number: str, body: Annotated[Reprint | None, Body()] = None
+    ) -> OperationResult:
+        """Print a ticket of today again (the citizen lost it, or its print failed)."""
+        if printing is None:
+            raise Refused("this hall has no ticket printer running; reprint is not available")
+        answer = await printing.reprint(number, body.day if body else None)
+        return OperationResult.model_validate(answer)
 
 
 class _EmbeddedServer(uvicorn.Server):
