@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from agent.central.link import Link
-from agent.config import HallAgentConfig
+from agent.config import HallAgentConfig, StorageConfig
 from agent.devices import DeviceBoard
 from agent.domain import Event, EventClass
 from agent.hall import Hall
 from agent.printing import TicketPrinting, ticket_printing
-from agent.store import Store, StoredEvent, StoreError
+from agent.store import Eviction, Store, StoredEvent, StoreError
 from agent.web import WebServer, create_app
 
 log = logging.getLogger(__name__)
@@ -99,11 +99,7 @@ async def retention_loop(hall: Hall) -> None:
     storage = hall.config.storage
     while True:
         try:
-            eviction = await hall.write(
-                lambda store, now, ok: store.enforce_retention(
-                    storage.max_bytes, storage.max_days, now, clock_ok=ok
-                )
-            )
+            _, eviction = await hall.write(functools.partial(_enforce_retention, storage))
         except StoreError as err:
             log.warning("could not enforce the outbox limits: %s", err)
         else:
@@ -115,6 +111,15 @@ async def retention_loop(hall: Hall) -> None:
                     eviction.by_class,
                 )
         await asyncio.sleep(storage.prune_interval_s)
+
+
+def _enforce_retention(
+    storage: StorageConfig, store: Store, now: dt.datetime, clock_ok: bool
+) -> tuple[list[StoredEvent], Eviction | None]:
+    """Returns the ``outbox.evicted`` report too, so the outbox publishes it at once."""
+    before = store.last_seq
+    eviction = store.enforce_retention(storage.max_bytes, storage.max_days, now, clock_ok=clock_ok)
+    return (store.events(before + 1) if eviction is not None else []), eviction
 
 
 def _append_one(event: Event, store: Store, now: dt.datetime, clock_ok: bool) -> list[StoredEvent]:
