@@ -430,6 +430,7 @@ class TicketPrinting:
                 f"not {day.isoformat()}"
             )
         facts = await self.hall.read(functools.partial(_find_ticket, number))
+        await self.queue.check()  # a person asked: look now, not at the last poll
         ok, reason = self.can_print()
         if not ok:
             raise Refused(f"ticket {facts.number} cannot be reprinted now: {reason}")

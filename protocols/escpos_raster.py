@@ -77,7 +77,7 @@ class Typesetter:
         row = LINE_DOTS * block.scale
         image = Image.new("L", (self.width, row * len(lines)), PAPER)
         self._draw_text(ImageDraw.Draw(image), block, lines, 0)
-        return image
+        return _threshold(image)
 
     def _draw_text(
         self, draw: ImageDraw.ImageDraw, block: TextLine, lines: list[str], top: int
@@ -111,7 +111,7 @@ class Typesetter:
         for part in parts:
             sheet.paste(part, (0, top))
             top += part.height
-        return sheet
+        return _threshold(sheet)
 
     def _qr(self, block: QrCode) -> Image.Image:
         code = qrcode.QRCode(border=0, error_correction=_QR_LEVELS[block.level])
@@ -146,6 +146,12 @@ class Typesetter:
         x = 0 if block.align is Align.LEFT else self._x(width, block.align)
         image.paste(ink.crop((0, 0, width, block.height)), (x, 0))
         return image
+
+
+def _threshold(image: Image.Image) -> Image.Image:
+    """Pure ink or paper: a thermal head has no grey, and python-escpos would dither the
+    anti-aliased edges of the glyphs into speckles."""
+    return image.point(lambda v: INK if v < 128 else PAPER)
 
 
 def bitmap_of(image: Image.Image, align: Align = Align.LEFT) -> Bitmap:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -132,6 +133,19 @@ class _NetworkLink(Link):
         from escpos.printer import Network  # type: ignore[import-untyped]
 
         return Network(self.target.host, self.target.port, timeout=self.target.timeout_s)
+
+    def open(self) -> None:
+        # python-escpos 3.1's Network.open() leaves the socket unclosed when the connect
+        # fails (a ResourceWarning on every reconnect attempt): connect here, hand it over.
+        printer = self._make()
+        try:
+            sock = socket.create_connection(
+                (self.target.host, self.target.port), timeout=self.target.timeout_s
+            )
+        except OSError as err:
+            raise PrinterUnavailable(f"cannot connect to {self.endpoint}: {err}") from err
+        printer.device = sock
+        self.device = printer
 
     def read(self, timeout: float) -> bytes:
         sock = self.device.device

@@ -1,0 +1,393 @@
+"""Ticket printing end to end: the agent, the printer driver and the virtual printer on TCP
+(and a pty), speaking real ESC/POS. No sleeps: every wait is for a condition, with a limit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support import hall_config
+
+from agent.central import contract as c
+from agent.config import HallAgentConfig
+from agent.daemon import Running, running_agent
+from agent.devices import DeviceHealth
+from agent.emulators.printer import VirtualPrinter
+from drivers.printer import (
+    FileTarget,
+    NetworkTarget,
+    Printer,
+    PrinterHealth,
+    PrinterUnavailable,
+    PrintJob,
+    PrintQueue,
+    SerialTarget,
+    open_printer,
+)
+from protocols.escpos import Bitmap, Paper, QrCode, TextLine, document, encode_gb18030
+from protocols.escpos_raster import CJK_FONT
+from protocols.escpos_status import PrinterStatus
+
+API = "/api/v1"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+RARE_NAME = "𠮷䶮"
+QR_TEMPLATE = "https://hall.example.gov.cn/q/{hall}/{ticket_id}?t={ticket}"
+
+needs_font = pytest.mark.skipif(
+    not Path(CJK_FONT).exists(), reason="fonts-wqy-microhei is not installed (scripts/setup)"
+)
+
+
+def printer_config(storage: Path, port: int, **printer: Any) -> HallAgentConfig:
+    device = {
+        "id": "kiosk-printer",
+        "kind": "printer",
+        "transport": {"type": "network", "host": "127.0.0.1", "port": port, "timeout_s": 2},
+        "font_charset": "gb18030",
+        "poll_interval_s": 0.5,
+        **printer,
+    }
+    data = hall_config(
+        storage,
+        devices=[device],
+        ticket={"qr_url": QR_TEMPLATE, "footer": ["过号请重新取号", "请留意叫号，谢谢！"]},
+    )
+    data["hall"]["name"] = f"测试社区服务站（{RARE_NAME}）"
+    return HallAgentConfig.model_validate(data)
+
+
+@contextlib.asynccontextmanager
+async def hall_with_printer(
+    tmp_path: Path, **printer: Any
+) -> AsyncIterator[tuple[Running, VirtualPrinter, httpx.AsyncClient]]:
+    async with VirtualPrinter(tmp_path / "printed") as vp:
+        port = await vp.start_tcp(port=0)
+        config = printer_config(tmp_path / "state", port, **printer)
+        async with (
+            running_agent(config) as running,
+            httpx.AsyncClient(base_url=running.url, timeout=20) as client,
+        ):
+            yield running, vp, client
+
+
+async def take(client: httpx.AsyncClient, service: str = "social", source: str = "touch") -> Any:
+    return await client.post(f"{API}/tickets", json={"service": service, "source": source})
+
+
+async def device_state(
+    running: Running, wanted: Callable[[DeviceHealth], bool], within: float
+) -> DeviceHealth:
+    """Wait for the printer's state on the device board to satisfy ``wanted``."""
+    changes = running.devices.watch()
+    try:
+        current = running.devices.get("kiosk-printer")
+        async with asyncio.timeout(within):
+            while not wanted(current):
+                current = await changes.get()
+                if current.device_id != "kiosk-printer":
+                    current = running.devices.get("kiosk-printer")
+        return current
+    finally:
+        running.devices.unwatch(changes)
+
+
+async def events_of(client: httpx.AsyncClient, kind: str) -> list[dict[str, Any]]:
+    r = await client.get(f"{API}/events", params={"limit": 1000})
+    return [e for e in r.json() if e["type"] == kind]
+
+
+# -- the driver against the virtual printer ------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["network", "serial"])
+async def test_chinese_text_and_qr_payload_survive_driver_to_virtual_printer(tmp_path, transport):
+    lines = [
+        "演示社区党群服务中心",
+        f"姓名：{RARE_NAME}（生僻字）",
+        "，。！？、：；（）【】《》",
+        "A012",
+    ]
+    payload = "https://hall.example.gov.cn/q/demo-hall/20260302-A012?窗口=３号&名=𠮷"
+    doc = document([*(TextLine(t) for t in lines), QrCode(payload)])
+    data = encode_gb18030(doc, Paper.for_width(80), font_charset="gb18030")
+    async with VirtualPrinter(tmp_path / "printed") as vp:
+        if transport == "network":
+            target: Any = NetworkTarget("127.0.0.1", await vp.start_tcp(port=0), 2.0)
+        else:
+            target = SerialTarget(vp.open_pty(), baudrate=115200)
+        async with PrintQueue(open_printer(target)) as queue:
+            assert queue.health.can_print, queue.health.reason()
+            result = await queue.submit(PrintJob("t1", "A012", data))
+            assert result.printed, result.reason
+        (received,) = await vp.wait_for_tickets(1, within=10)
+    assert received.lines == lines
+    assert received.qr_payloads == [payload]
+    assert vp.unknown_commands == 0
+    assert vp.status_queries >= 6  # asked before and after the job
+
+
+async def test_file_transport_prints_blind(tmp_path):
+    device = tmp_path / "lp0"
+    device.touch()
+    printer = open_printer(FileTarget(device))
+    assert not printer.reads_status
+    async with PrintQueue(printer) as queue:
+        assert queue.health.connected
+        assert queue.health.status is None
+        assert "cannot be read" in queue.health.detail
+        result = await queue.submit(PrintJob("t", "A001", b"\x1b@AB\n\x1dV\x00"))
+    assert result.printed
+    assert device.read_bytes() == b"\x1b@AB\n\x1dV\x00"
+
+
+class ScriptedPrinter(Printer):
+    """An in-memory printer whose answers a test scripts (for the queue's logic only)."""
+
+    def __init__(self, answers: list[PrinterStatus | Exception]) -> None:
+        self.answers = answers
+        self.sent: list[bytes] = []
+
+    @property
+    def endpoint(self) -> str:
+        return "scripted printer"
+
+    async def status(self) -> PrinterStatus | None:
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_queue_retries_a_lost_connection_and_reports_health_changes():
+    ok = PrinterStatus()
+    lost = PrinterUnavailable("connection refused")
+    # __aenter__ check, then: job try 1 (lost), try 2 (ok before, ok after)
+    printer = ScriptedPrinter([ok, lost, ok, ok, ok])
+    seen: list[PrinterHealth] = []
+    async with PrintQueue(
+        printer, poll_interval_s=60, retry_delay_s=0.01, on_health=seen.append
+    ) as queue:
+        result = await queue.submit(PrintJob("t", "A001", b"x"))
+    assert result.printed
+    assert result.attempts == 2
+    assert printer.sent == [b"x"]
+    assert [h.connected for h in seen] == [True, False, True]
+
+
+async def test_queue_fails_at_once_when_the_printer_cannot_print():
+    printer = ScriptedPrinter([PrinterStatus(paper_out=True, offline=True)])
+    async with PrintQueue(printer, poll_interval_s=60, retry_delay_s=0.01) as queue:
+        result = await queue.submit(PrintJob("t", "A001", b"x"))
+    assert not result.printed
+    assert result.attempts == 1
+    assert "out of paper" in result.reason
+    assert printer.sent == []
+
+
+# -- the agent ------------------------------------------------------------------------------
+
+
+async def test_a_kiosk_ticket_is_saved_then_printed(tmp_path):
+    async with hall_with_printer(tmp_path) as (_running, vp, client):
+        r = await take(client)
+        assert r.status_code == 201, r.text
+        body = r.json()
+        assert body["result"]["print"] == {"state": "printed"}
+        assert body["events"][0]["type"] == "ticket.issued"
+        (printed,) = await vp.wait_for_tickets(1, within=10)
+        ticket = body["result"]["ticket"]
+        assert printed.number == ticket["number"] == "A001"
+        assert printed.lines[0] == f"测试社区服务站（{RARE_NAME}）"
+        assert "社保医保" in printed.lines
+        assert "您前面还有 0 人" in printed.lines
+        assert printed.lines[-2:] == ["过号请重新取号", "请留意叫号，谢谢！"]
+        assert printed.qr_payloads == [
+            f"https://hall.example.gov.cn/q/test-hall/{ticket['id']}?t=A001"
+        ]
+        state = (await client.get(f"{API}/issuing")).json()
+        assert state["issuing"] == {"enabled": True, "reason": None}
+        assert state["printer"]["printed"] == 1
+        status = (await client.get(f"{API}/status")).json()
+        assert status["printing"]["printer"]["status"] == "ok"
+
+
+async def test_paper_out_disables_kiosk_issuing_until_paper_is_loaded(tmp_path):
+    poll = 0.5
+    async with hall_with_printer(tmp_path, poll_interval_s=poll) as (running, vp, client):
+        assert (await take(client)).status_code == 201
+        await vp.wait_for_tickets(1, within=10)
+
+        vp.set_state(paper_out=True)
+        started = time.monotonic()
+        health = await device_state(running, lambda h: h.status == "error", within=poll + 2)
+        noticed = time.monotonic() - started
+        assert noticed <= poll + 0.5, f"noticed after {noticed:.2f} s, poll interval {poll} s"
+        assert "out of paper" in health.detail
+
+        state = (await client.get(f"{API}/issuing")).json()
+        assert state["issuing"]["enabled"] is False
+        assert "out of paper" in state["issuing"]["reason"]
+        refused = await take(client)
+        assert refused.status_code == 409
+        assert refused.json()["error"] == "printer_unavailable"
+        assert "out of paper" in refused.json()["message"]
+        # A ticket central issues is not printed, so it is still issued.
+        remote = await take(client, source="central")
+        assert remote.status_code == 201
+        assert "print" not in remote.json()["result"]
+        # The device state is in the outbox for central.
+        changed = await events_of(client, "device.changed")
+        assert any(
+            e["data"]["device"] == "kiosk-printer" and e["data"]["status"] == "error"
+            for e in changed
+        )
+
+        vp.set_state(paper_out=False)
+        await device_state(running, lambda h: h.status == "ok", within=poll + 2)
+        again = await take(client)
+        assert again.status_code == 201
+        assert again.json()["result"]["print"] == {"state": "printed"}
+        printed = await vp.wait_for_tickets(2, within=10)
+        assert printed[1].number == again.json()["result"]["ticket"]["number"]
+        changed = await events_of(client, "device.changed")
+        assert changed[-1]["data"]["status"] == "ok"
+
+
+async def test_paper_near_end_is_a_warning_and_issuing_goes_on(tmp_path):
+    async with hall_with_printer(tmp_path, poll_interval_s=0.3) as (running, vp, client):
+        vp.set_state(paper_near_end=True)
+        health = await device_state(running, lambda h: h.status == "degraded", within=3)
+        assert "nearly used up" in health.detail
+        r = await take(client)
+        assert r.status_code == 201
+        assert r.json()["result"]["print"]["state"] == "printed"
+
+
+async def test_printer_restarted_recovers_and_tickets_issued_meanwhile_are_reprinted(tmp_path):
+    # A long poll interval: the kiosk learns that the printer is gone from the print itself.
+    async with hall_with_printer(tmp_path, poll_interval_s=30) as (running, vp, client):
+        port = vp_port(running)
+        assert (await take(client)).status_code == 201
+        await vp.wait_for_tickets(1, within=10)
+
+        await vp.stop_tcp()
+        lost = await take(client)
+        assert lost.status_code == 201  # saved first: the ticket exists
+        lost_result = lost.json()["result"]
+        assert lost_result["print"]["state"] == "failed"
+        assert "cannot be reached" in lost_result["print"]["reason"]
+        failed = await events_of(client, "ticket.print_failed")
+        assert [e["data"]["ticket"] for e in failed] == [lost_result["ticket"]["number"]]
+        assert running.devices.get("kiosk-printer").status == "offline"
+        refused = await take(client)
+        assert refused.status_code == 409
+        remote = (await take(client, source="central")).json()["result"]["ticket"]["number"]
+        denied = await client.post(f"{API}/tickets/{remote}/reprint")
+        assert denied.status_code == 409
+        assert "cannot be reached" in denied.json()["message"]
+
+        await vp.start_tcp(port=port)
+        numbers = [lost_result["ticket"]["number"], remote]
+        r = await client.post(f"{API}/tickets/{numbers[0]}/reprint")
+        assert r.status_code == 200, r.text
+        assert r.json()["events"][0]["type"] == "ticket.reprinted"
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "reprint",
+            numbers[1],
+            "--api",
+            running.url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={k: v for k, v in os.environ.items() if not k.startswith("HALL_")},
+        )
+        out, err = await asyncio.wait_for(cli.communicate(), 30)
+        assert cli.returncode == 0, err.decode()
+        assert out.decode().strip() == f"{numbers[1]}  reprinted"
+        reprinted = (await vp.wait_for_tickets(3, within=10))[1:]
+        assert [t.number for t in reprinted] == numbers
+        assert all(t.lines[0] == "【补打 REPRINT】" for t in reprinted)
+        assert running.devices.get("kiosk-printer").status == "ok"
+        # New tickets print again without an agent restart.
+        assert (await take(client)).json()["result"]["print"] == {"state": "printed"}
+        await vp.wait_for_tickets(4, within=10)
+
+
+def vp_port(running: Running) -> int:
+    (device,) = running.hall.config.devices
+    port: int = device.transport.port  # type: ignore[union-attr]
+    return port
+
+
+async def test_central_reprint_command_and_refusals(tmp_path):
+    async with hall_with_printer(tmp_path) as (running, vp, client):
+        number = (await take(client)).json()["result"]["ticket"]["number"]
+        handler = running.link.commands.handlers["reprint"]
+        result = await handler(c.Reprint(cmd_id="c-1", number=number))
+        assert result["ticket"] == number
+        assert result["printed"] is True
+        (_, again) = await vp.wait_for_tickets(2, within=10)
+        assert again.number == number
+        missing = await client.post(f"{API}/tickets/Z999/reprint")
+        assert missing.status_code == 404
+        yesterday = await client.post(f"{API}/tickets/{number}/reprint", json={"day": "2020-01-01"})
+        assert yesterday.status_code == 409
+        assert "only today's tickets" in yesterday.json()["message"]
+
+
+async def test_reprint_without_a_printer_is_refused(tmp_path):
+    config = HallAgentConfig.model_validate(hall_config(tmp_path / "state"))
+    async with (
+        running_agent(config) as running,
+        httpx.AsyncClient(base_url=running.url, timeout=10) as client,
+    ):
+        number = (await take(client)).json()["result"]["ticket"]["number"]
+        r = await client.post(f"{API}/tickets/{number}/reprint")
+        assert r.status_code == 409
+        assert "no ticket printer" in r.json()["message"]
+        state = (await client.get(f"{API}/issuing")).json()
+        assert state == {"issuing": {"enabled": True, "reason": None}, "printer": None}
+
+
+@needs_font
+async def test_raster_mode_prints_a_legible_ticket_image(tmp_path):
+    async with hall_with_printer(tmp_path, profile="raster") as (_running, vp, client):
+        r = await take(client, service="civil")
+        assert r.json()["result"]["print"] == {"state": "printed"}
+        (printed,) = await vp.wait_for_tickets(1, within=10)
+        await vp.rendered()
+    # No text went as characters: the whole ticket is an image.
+    assert printed.lines == []
+    images = [b for b in printed.ticket.blocks if isinstance(b, Bitmap)]
+    assert images
+    assert all(i.width == 576 for i in images)
+    assert printed.png is not None
+    assert printed.png.exists()
+    from PIL import Image
+
+    with Image.open(printed.png) as png:
+        assert png.width == 576
+        ink = sum(png.convert("L").histogram()[:128])
+        assert 0.03 < ink / (png.width * png.height) < 0.5  # text and QR, not blank or black
+    artifact = ARTIFACTS / "raster-ticket.png"
+    if os.environ.get("HALL_UPDATE_ARTIFACTS") == "1":
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copy(printed.png, artifact)
+    assert artifact.exists(), "run with HALL_UPDATE_ARTIFACTS=1 to write it, then look at it"
