@@ -144,6 +144,9 @@ class _NetworkLink(Link):
             )
         except OSError as err:
             raise PrinterUnavailable(f"cannot connect to {self.endpoint}: {err}") from err
+        # Status questions are 3-byte writes right after a job: with Nagle's algorithm they
+        # wait for the job's ACK, which the printer's stack may delay by 40 ms or more.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         printer.device = sock
         self.device = printer
 
