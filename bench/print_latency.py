@@ -173,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     for profile in profiles:
         with scratch_dir(f"print-latency-{profile}-") as work, PrinterThread() as printer:
             storage = work / "state"
-            config = write_config(work / "config.yaml", agent_config(storage, printer.port, profile))
+            config = write_config(
+                work / "config.yaml", agent_config(storage, printer.port, profile)
+            )
             with AgentProcess(config, storage, work / "agent.log") as agent_:
                 measured = measure(agent_.url, printer, args.requests, args.blocks, args.warmup)
             job_bytes = printer.printer.bytes_received
