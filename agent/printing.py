@@ -382,18 +382,21 @@ class TicketPrinting:
 
     async def _print(self, facts: TicketFacts, *, reprint: bool = False) -> PrintResult:
         key = facts.ticket_id if not reprint else f"{facts.ticket_id}/reprint"
-        ok, reason = self.can_print()
         job = PrintJob(key, facts.number, b"")
+        ok, reason = self.can_print()
         if ok:
-            job = dataclasses.replace(job, data=self.encode(facts, reprint=reprint))
-            result = await self.queue.submit(job)
-        else:
-            result = PrintResult(job, False, 0, reason)
+            try:
+                job = dataclasses.replace(job, data=self.encode(facts, reprint=reprint))
+            except ValueError as err:  # e.g. a QR link longer than a ticket's QR code holds
+                log.exception("ticket %s cannot be laid out", facts.number)
+                ok, reason = False, f"the ticket cannot be laid out: {err}; check ticket:"
+        result = await self.queue.submit(job) if ok else PrintResult(job, False, 0, reason)
         if not result.printed:
             await self._record_failure(facts, result, reprint=reprint)
-        future = self._outcome(key)
-        if not future.done():
-            future.set_result(result)
+        if not reprint:  # the kiosk's take waits for this one
+            future = self._outcome(key)
+            if not future.done():
+                future.set_result(result)
         return result
 
     async def _record_failure(
