@@ -391,3 +391,42 @@ async def test_raster_mode_prints_a_legible_ticket_image(tmp_path):
         ARTIFACTS.mkdir(exist_ok=True)
         shutil.copy(printed.png, artifact)
     assert artifact.exists(), "run with HALL_UPDATE_ARTIFACTS=1 to write it, then look at it"
+
+
+@pytest.mark.parametrize("paper", ["ok", "near_end", "out"])
+@pytest.mark.parametrize("cover_open", [False, True])
+@pytest.mark.parametrize("cutter_error", [False, True])
+def test_virtual_printer_status_replies_read_back_as_its_state(paper, cover_open, cutter_error):
+    from agent.emulators.printer import PrinterState
+    from protocols.escpos_status import (
+        AutomaticStatus,
+        RealTimeReply,
+        StatusParser,
+        StatusRequest,
+        apply_reply,
+    )
+
+    state = PrinterState(
+        paper_near_end=paper == "near_end",
+        paper_out=paper == "out",
+        cover_open=cover_open,
+        cutter_error=cutter_error,
+    )
+    parser = StatusParser()
+    status = PrinterStatus()
+    requests = list(StatusRequest)
+    for request in requests:
+        parser.expect(request)
+    replies = b"".join(state.reply(int(r)) for r in requests)
+    for event in parser.feed(replies + state.automatic_status()):
+        if isinstance(event, RealTimeReply):
+            status = apply_reply(status, event)
+        else:
+            assert isinstance(event, AutomaticStatus)
+            assert event.status().can_print == state.can_print
+            assert event.status().paper_out == state.paper_out
+    assert status.can_print == state.can_print
+    assert status.paper_out == state.paper_out
+    assert status.cover_open == cover_open
+    assert status.cutter_error == cutter_error
+    assert status.warnings == (("paper_near_end",) if paper == "near_end" else ())
