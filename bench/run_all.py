@@ -20,7 +20,7 @@ from typing import Any
 from _common import RESULTS, print_table
 
 BENCH = Path(__file__).resolve().parent
-BENCHMARKS = ("store_append", "take_latency", "idle")
+BENCHMARKS = ("store_append", "take_latency", "idle", "print_latency")
 
 
 def targets(name: str, figures: dict[str, Any]) -> list[list[Any]]:
@@ -48,6 +48,17 @@ def targets(name: str, figures: dict[str, Any]) -> list[list[Any]]:
                 "<= 20 ms",
                 met[figures["target"]["met"]],
             ]
+        ]
+    if name == "print_latency":
+        return [
+            [
+                f"take -> last ticket byte, network printer, {profile}",
+                f"p50 {f['kiosk_to_last_byte']['p50_ms']:.1f} ms, "
+                f"p99 {f['kiosk_to_last_byte']['p99_ms']:.1f} ms",
+                "-",
+                "-",
+            ]
+            for profile, f in figures.items()
         ]
     if name == "idle":
         a = figures["agent"]
