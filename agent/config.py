@@ -295,6 +295,15 @@ class StorageConfig(Model):
     prune_interval_s: float = Field(
         default=300.0, ge=1, le=86400, description="How often the outbox limits are enforced"
     )
+    reserve_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description=(
+            "Free space kept on the state disk: below it the outbox is trimmed by policy "
+            "(acknowledged first, device chatter before business events); a quarter of it, "
+            "at most 8 MiB, is held in a reserve file released when the disk fills up"
+        ),
+    )
 
 
 class WebConfig(Model):
@@ -305,6 +314,17 @@ class WebConfig(Model):
 class LoggingConfig(Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "text", "journald"] = "auto"
+
+
+class ClockConfig(Model):
+    trust: Literal["synchronized", "system"] = Field(
+        default="synchronized",
+        description=(
+            "synchronized: the clock is trusted once NTP (timesyncd, chrony, ntpd) or a "
+            "battery-backed RTC set it in this boot; system: any plausible system time is "
+            "trusted (a VM or container whose host keeps the time)"
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -963,6 +983,7 @@ class HallAgentConfig(Model):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    clock: ClockConfig = Field(default_factory=ClockConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> HallAgentConfig:

@@ -15,12 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from agent.central.link import Link
+from agent.clock import SystemClock, runtime_directory
 from agent.config import HallAgentConfig, StorageConfig
 from agent.devices import DeviceBoard
+from agent.diskspace import SpaceGuard
 from agent.domain import Event, EventClass
 from agent.hall import Hall
+from agent.health import HallHealth, health_routes
 from agent.printing import TicketPrinting, ticket_printing
 from agent.store import Eviction, Store, StoredEvent, StoreError
+from agent.systemd import Notifier, supervised
 from agent.web import WebServer, create_app
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,7 @@ class Running:
     link: Link
     devices: DeviceBoard
     printing: TicketPrinting | None = None
+    health: HallHealth | None = None
 
 
 def api_url_file(config: HallAgentConfig) -> Path:
@@ -47,28 +52,32 @@ def api_url_file(config: HallAgentConfig) -> Path:
 @contextlib.asynccontextmanager
 async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
     """Start everything; on exit stop intake, finish the write in progress, close."""
-    store = await asyncio.to_thread(Store.open, config.storage.path)
+    disk = SpaceGuard(config.storage)
+    store = await disk.open_store()
     devices = DeviceBoard(config)
+    clock = SystemClock(config.clock.trust, latch_dir=runtime_directory())
     try:
         async with (
-            Hall(config, store) as hall,
+            Hall(config, store, clock_ok=clock) as hall,
             Link(hall, devices) as link,
             ticket_printing(hall, devices) as printing,
+            HallHealth(hall, link, devices, disk, clock) as health,
         ):
             if printing is not None:
                 link.commands.register("reprint", printing.reprint_command)
             app = create_app(hall, status_extra=lambda: _link_status(link), printing=printing)
+            app.include_router(health_routes(health))
             async with WebServer(app, config.web.host, config.web.port) as web:
                 url = f"http://{config.web.host}:{web.port}"
-                _write_atomically(api_url_file(config), url + "\n")
+                _write_api_url(api_url_file(config), url)
                 async with asyncio.TaskGroup() as tasks:
                     background = [
                         tasks.create_task(_tick_loop(hall), name="day-rollover"),
-                        tasks.create_task(retention_loop(hall), name="outbox-retention"),
+                        tasks.create_task(retention_loop(hall, disk), name="outbox-retention"),
                         tasks.create_task(_record_device_changes(hall, devices), name="devices"),
                     ]
                     try:
-                        yield Running(hall, url, link, devices, printing)
+                        yield Running(hall, url, link, devices, printing, health)
                     finally:
                         for task in background:
                             task.cancel()
@@ -94,15 +103,25 @@ def _link_status(link: Link) -> dict[str, Any]:
     }
 
 
-async def retention_loop(hall: Hall) -> None:
-    """Keep the outbox within its byte and age limits, online or offline."""
+async def retention_loop(hall: Hall, disk: SpaceGuard | None = None) -> None:
+    """Keep the outbox within its byte and age limits, online or offline; with ``disk``,
+    also within what the state disk has room for (agent/diskspace.py)."""
     storage = hall.config.storage
+    failing = False
     while True:
+        max_bytes = storage.max_bytes
         try:
-            _, eviction = await hall.write(functools.partial(_enforce_retention, storage))
+            if disk is not None:
+                max_bytes = await _outbox_limit(hall, disk)
+            _, eviction = await hall.write(
+                functools.partial(_enforce_retention, storage, max_bytes)
+            )
         except StoreError as err:
-            log.warning("could not enforce the outbox limits: %s", err)
+            if not failing:  # once per run of failures
+                log.warning("could not enforce the outbox limits: %s", err)
+            failing = True
         else:
+            failing = False
             if eviction is not None:
                 log.warning(
                     "outbox over its limit (%s): evicted %d unacknowledged events %s",
@@ -110,15 +129,24 @@ async def retention_loop(hall: Hall) -> None:
                     eviction.count,
                     eviction.by_class,
                 )
-        await asyncio.sleep(storage.prune_interval_s)
+        if disk is None:
+            await asyncio.sleep(storage.prune_interval_s)
+        else:
+            await disk.wait(hall, storage.prune_interval_s)
+
+
+async def _outbox_limit(hall: Hall, disk: SpaceGuard) -> int:
+    state = disk.look()
+    stats, space = await hall.store_call(lambda s: (s.stats(), s.space()))
+    return disk.outbox_limit(state, stats.bytes, space.free_bytes)
 
 
 def _enforce_retention(
-    storage: StorageConfig, store: Store, now: dt.datetime, clock_ok: bool
+    storage: StorageConfig, max_bytes: int, store: Store, now: dt.datetime, clock_ok: bool
 ) -> tuple[list[StoredEvent], Eviction | None]:
     """Returns the ``outbox.evicted`` report too, so the outbox publishes it at once."""
     before = store.last_seq
-    eviction = store.enforce_retention(storage.max_bytes, storage.max_days, now, clock_ok=clock_ok)
+    eviction = store.enforce_retention(max_bytes, storage.max_days, now, clock_ok=clock_ok)
     return (store.events(before + 1) if eviction is not None else []), eviction
 
 
@@ -138,7 +166,11 @@ async def _record_device_changes(hall: Hall, devices: DeviceBoard) -> None:
                 {"device": health.device_id, **health.payload()},
                 EventClass.CHATTER,
             )
-            await hall.write(functools.partial(_append_one, event))
+            try:
+                await hall.write(functools.partial(_append_one, event))
+            except StoreError as err:
+                # Chatter is the first thing dropped when the disk is full; never the loop.
+                log.debug("device change of %s not recorded: %s", health.device_id, err)
     finally:
         devices.unwatch(changes)
 
@@ -172,6 +204,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier()
+    notifier.status("starting: opening the state database")
     async with running_agent(config) as agent_:
         log.info(
             "hall %s (%s) running; local API at %s",
@@ -183,8 +217,25 @@ async def serve(
             maybe = on_ready(agent_)
             if maybe is not None:
                 await maybe
-        await stop.wait()
-        log.info("stop requested")
+        health = agent_.health
+        alive = (lambda: None) if health is None else health.writer_silent_for
+        # READY=1 once config, store, link and local API are up; STOPPING=1 on the way out.
+        async with supervised(notifier, alive, f"serving hall {config.hall.id} at {agent_.url}"):
+            await stop.wait()
+            log.info("stop requested")
+    notifier.close()
+
+
+def _write_api_url(path: Path, url: str) -> None:
+    """Tell the CLI where the API listens; a full disk must not stop the hall for it."""
+    try:
+        _write_atomically(path, url + "\n")
+    except OSError as err:
+        log.warning(
+            "could not write the API address to %s (%s); the CLI falls back to web.port",
+            path,
+            err,
+        )
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -117,6 +117,9 @@ class Ticket:
     called_at: dt.datetime | None = None
     serving_at: dt.datetime | None = None
     ended_at: dt.datetime | None = None
+    # Issued while the clock was not trusted: which business day it belongs to is unknown
+    # until the clock is set (see QueueEngine._roll).
+    undated: bool = False
 
     def to_json(self) -> JSON:
         out: JSON = {}
@@ -154,6 +157,7 @@ class Ticket:
             called_at=when("called_at"),
             serving_at=when("serving_at"),
             ended_at=when("ended_at"),
+            undated=bool(data.get("undated", False)),
         )
 
     def public(self) -> JSON:
@@ -161,6 +165,7 @@ class Ticket:
         out = self.to_json()
         out.pop("id_hash")
         out.pop("rank")
+        out.pop("undated")
         return out
 
 
@@ -261,6 +266,9 @@ class QueueEngine:
         for w in config.windows:
             self.windows.setdefault(w.id, WindowStatus(id=w.id))
         self._out = Outcome()
+        # Whether ``now`` can be believed; the hall sets it before each operation from its
+        # clock check. An untrusted clock never changes the business day.
+        self.clock_trusted = True
 
     @classmethod
     def fresh(cls, config: HallAgentConfig, now: dt.datetime) -> QueueEngine:
@@ -356,21 +364,34 @@ class QueueEngine:
 
         The day only moves forward: a clock that jumps back never reopens an old day or
         resets counters twice; tickets are then counted on the newest day seen.
+
+        And only a trusted clock moves it: a Pi that booted with a wrong date keeps the
+        last day it knew (so a date in the future cannot skip the real next day), and when
+        the clock is set the day closes once. Tickets issued meanwhile (``undated``) belong
+        to the citizens in the hall now: they move into the new day instead of expiring,
+        and the new day's numbers continue after theirs, so no number is shown twice.
         """
         today = business_day(now, self.config)
-        if today <= self.hall.day:
+        if today <= self.hall.day or not self.clock_trusted:
             return
         closing = self.hall.day
         expired = 0
+        carried: list[Ticket] = []
         for ticket in sorted(self.tickets.values(), key=_arrival):
-            if ticket.status.is_open:
+            if ticket.status.is_open and ticket.undated:
+                ticket.day = today
+                ticket.undated = False
+                self._touch(ticket)
+                carried.append(ticket)
+            elif ticket.status.is_open:
                 ticket.status = TicketStatus.EXPIRED
                 ticket.ended_at = now
                 self._touch(ticket)
                 self._ticket_event("expired", ticket, now, reason="business day closed")
                 expired += 1
         for window in self.windows.values():
-            if window.current is not None:
+            current = self._current(window)
+            if window.current is not None and (current is None or current.day != today):
                 window.current = None
                 self._touch_window(window)
         issued = dict(self.hall.counters)
@@ -381,18 +402,21 @@ class QueueEngine:
         )
         self.hall.day = today
         self.hall.counters = {}
+        for ticket in carried:
+            count = int("".join(ch for ch in ticket.number if ch.isdigit()) or 0)
+            previous = self.hall.counters.get(ticket.issued_service, 0)
+            self.hall.counters[ticket.issued_service] = max(previous, count)
         self._out.hall_changed = True
-        self._emit(
-            "day.closed",
-            now,
-            {
-                "day": closing.isoformat(),
-                "next_day": today.isoformat(),
-                "issued": issued,
-                "served": served,
-                "expired": expired,
-            },
-        )
+        closed: JSON = {
+            "day": closing.isoformat(),
+            "next_day": today.isoformat(),
+            "issued": issued,
+            "served": served,
+            "expired": expired,
+        }
+        if carried:
+            closed["carried"] = [t.number for t in carried]
+        self._emit("day.closed", now, closed)
         # Closed days stay in the store (history is never deleted); memory keeps today.
         self.tickets = {k: t for k, t in self.tickets.items() if t.status.is_open}
 
@@ -415,7 +439,9 @@ class QueueEngine:
         out = self._begin(now)
         service = self._service(service_id)
         local = now.astimezone(self.config.hall.zone)
-        if not service.open_at(local):
+        # An untrusted clock cannot tell office hours: a hall that is open with the wrong
+        # date on its Pi still issues tickets (the cap and other rules still apply).
+        if self.clock_trusted and not service.open_at(local):
             hours = ", ".join(
                 f"{p.start:%H:%M}-{p.end:%H:%M} ({'/'.join(p.days)})" for p in service.hours
             )
@@ -457,6 +483,7 @@ class QueueEngine:
             issued_at=now,
             rank=self._next_rank(),
             id_hash=id_hash,
+            undated=not self.clock_trusted,
         )
         self.tickets[ticket.id] = ticket
         self._touch(ticket)
@@ -544,7 +571,9 @@ class QueueEngine:
         self._touch(ticket)
         self._touch_window(window)
         minutes = max(0.0, (now - started).total_seconds() / 60)
-        self._record_duration(ticket.service, minutes)
+        if self.clock_trusted and minutes <= _LONGEST_SERVICE_MINUTES:
+            # A clock set between the call and the finish is no service time.
+            self._record_duration(ticket.service, minutes)
         self._ticket_event("finished", ticket, now, minutes=round(minutes, 2), implicit=implicit)
 
     def _record_duration(self, service_id: str, minutes: float) -> None:
@@ -916,6 +945,10 @@ class QueueEngine:
             self.windows.setdefault(w.id, WindowStatus(id=w.id))
         kept = {w.id for w in config.windows}
         self.windows = {k: v for k, v in self.windows.items() if k in kept}
+
+
+# Longer than any service (the config's expected_minutes allows up to 480): a clock jump.
+_LONGEST_SERVICE_MINUTES = 480.0
 
 
 def _arrival(ticket: Ticket) -> tuple[int, str]:

@@ -14,10 +14,12 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from agent.clock import plausible
 from agent.config import HallAgentConfig
 from agent.domain import (
     Event,
@@ -28,14 +30,11 @@ from agent.domain import (
     Refused,
     business_day,
 )
-from agent.store import CommandRecord, Store, StoredEvent, StoreError
+from agent.store import CommandRecord, Store, StoredEvent, StoreError, StoreFull
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# A Pi has no real-time clock: a date before this release means the clock is not set.
-_EARLIEST_PLAUSIBLE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def wall_clock() -> dt.datetime:
@@ -43,7 +42,8 @@ def wall_clock() -> dt.datetime:
 
 
 def plausible_clock(now: dt.datetime) -> bool:
-    return now >= _EARLIEST_PLAUSIBLE
+    """Only the date's plausibility; the daemon passes the real check (agent.clock)."""
+    return plausible(now)
 
 
 class ShuttingDown(Exception):
@@ -51,6 +51,24 @@ class ShuttingDown(Exception):
 
 
 Recorder = Callable[[Outcome | None, QueueError | None], CommandRecord]
+
+
+@dataclasses.dataclass(slots=True)
+class WriteRecord:
+    """How the hall's writes go, for /healthz, metrics and the disk guard."""
+
+    ok_total: int = 0
+    failed_total: int = 0
+    disk_full_total: int = 0
+    last_error: str | None = None
+    last_was_disk_full: bool = False
+    # Monotonic time of the first failure of the current run of failures; None once a
+    # write succeeds again.
+    failing_since: float | None = None
+    # Monotonic time the writer last finished a job (any job, reads included).
+    last_answer: float | None = None
+    # Set on every failed write, cleared by whoever reacts to it (the disk guard).
+    failed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
 @dataclasses.dataclass(slots=True)
@@ -84,6 +102,7 @@ class Hall:
         self._accepting = False
         self._listeners: list[asyncio.Queue[StoredEvent]] = []
         self.engine: QueueEngine = QueueEngine.fresh(config, clock())
+        self.writes = WriteRecord()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -197,7 +216,11 @@ class Hall:
         while (job := await self._jobs.get()) is not None:
             try:
                 value = await self._apply(job)
-            except (QueueError, StoreError, ShuttingDown) as err:
+            except StoreError as err:
+                self._write_failed(err)
+                if not job.done.done():
+                    job.done.set_exception(err)
+            except (QueueError, ShuttingDown) as err:
                 if not job.done.done():
                     job.done.set_exception(err)
             except Exception as err:  # a bug must not stop the writer; the caller sees it
@@ -207,16 +230,40 @@ class Hall:
             else:
                 if not job.done.done():
                     job.done.set_result(value)
+            finally:
+                self.writes.last_answer = time.monotonic()
+
+    def _write_failed(self, err: StoreError) -> None:
+        record = self.writes
+        record.failed_total += 1
+        record.disk_full_total += isinstance(err, StoreFull)
+        record.last_error = str(err)
+        record.last_was_disk_full = isinstance(err, StoreFull)
+        if record.failing_since is None:
+            record.failing_since = time.monotonic()
+        record.failed.set()
+
+    def _write_succeeded(self) -> None:
+        record = self.writes
+        record.ok_total += 1
+        record.last_was_disk_full = False
+        if record.failing_since is not None:
+            log.info("the state database takes writes again")
+            record.failing_since = None
 
     async def _apply(self, job: _Job) -> Any:
         now = self._clock().astimezone(self.config.hall.zone)  # events read in hall time
+        self.engine.clock_trusted = self._clock_ok(now)
         if job.write is not None:
             if job.run is not None:
                 job.run(self.engine, now)  # a check that may refuse before anything is written
             value = await self._in_thread(job.write, self.store, now, self._clock_ok(now))
             if job.after is not None:
                 job.after()
-            self._notify(value[0] if isinstance(value, tuple) else value)
+            written = value[0] if isinstance(value, tuple) else value
+            if isinstance(written, list) and written:
+                self._write_succeeded()
+            self._notify(written)
             return value
         assert job.run is not None
         if not job.mutates:
@@ -250,10 +297,17 @@ class Hall:
             )
         except Exception as err:
             # Memory is ahead of the disk now, whatever failed: go back to what was saved.
-            if isinstance(err, StoreError):  # anything else is logged by the writer loop
-                log.exception("a queue change could not be saved; reloading the last saved state")
+            # Anything but a StoreError is logged by the writer loop; this once per run.
+            if isinstance(err, StoreError) and self.writes.failing_since is None:
+                log.error(
+                    "a queue change could not be saved (%s); the last saved state is "
+                    "reloaded and operations are refused until the store takes writes",
+                    err,
+                )
             self.engine = await self._load()
             raise
+        if stored or outcome.tickets or outcome.windows or outcome.hall_changed:
+            self._write_succeeded()
         outcome.stored = stored
         self._notify(stored)
 

@@ -80,6 +80,35 @@ class StoreError(Exception):
     """The store could not do what was asked; the hall's state is unchanged."""
 
 
+class StoreFull(StoreError):
+    """SQLite found no room on the disk ("database or disk is full")."""
+
+
+# SQLite's primary result codes (the low byte of an extended code).
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_NOTADB = 26
+
+
+def _primary_code(err: sqlite3.Error) -> int | None:
+    code = getattr(err, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def _is_damage(err: sqlite3.Error) -> bool:
+    """The file itself is broken (not a full disk, a permission or a lock)."""
+    code = _primary_code(err)
+    # No code: raised by our own integrity check.
+    return code is None or code in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
+def _failure(what: str, err: sqlite3.Error) -> StoreError:
+    """A StoreError that says what failed; a full disk is a StoreFull that says so."""
+    if _primary_code(err) == _SQLITE_FULL:
+        return StoreFull(f"{what}: the state disk is full ({err})")
+    return StoreError(f"{what}: {err}")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class StoredEvent:
     """An event as it was committed, with its place in the hall's log."""
@@ -125,6 +154,12 @@ class OutboxStats:
     bytes: int
     oldest_unpublished_at: str | None
     evicted_total: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DatabaseSpace:
+    file_bytes: int
+    free_bytes: int  # free pages inside the file: room for rows without growing it
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -178,6 +213,10 @@ class Store:
             conn = cls._connect(path)
             epoch = cls._prepare(conn, directory)
         except sqlite3.DatabaseError as err:
+            if not _is_damage(err):
+                # A full disk, a permission or a lock says nothing about the file: it must
+                # never be moved aside (that would start a new epoch for nothing).
+                raise _failure(f"cannot open the state database {path}", err) from err
             aside = cls._move_aside(path)
             log.error(
                 "state database %s was damaged (%s); moved it to %s and started a new "
@@ -303,7 +342,7 @@ class Store:
             if outcome.tickets:
                 conn.executemany(
                     "INSERT INTO tickets (id, day, number, service, status, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET day = excluded.day, "
                     "service = excluded.service, status = excluded.status, data = excluded.data",
                     [
                         (
@@ -338,7 +377,7 @@ class Store:
             conn.execute("COMMIT")
         except sqlite3.Error as err:
             self._rollback()
-            raise StoreError(f"could not save to {self.path}: {err}") from err
+            raise _failure(f"could not save to {self.path}", err) from err
         except BaseException:
             # Not the disk (e.g. a value that is not JSON): still undo the rows written so
             # far, or the open transaction would make every later commit fail too.
@@ -468,7 +507,7 @@ class Store:
             self._conn.execute("COMMIT")
         except sqlite3.Error as err:
             self._rollback()
-            raise StoreError(f"could not mark events published in {self.path}: {err}") from err
+            raise _failure(f"could not mark events published in {self.path}", err) from err
 
     def mark_acked(self, epoch: int, seq: int) -> int:
         """Central stored every event up to ``seq``; returns how many were newly acked."""
@@ -479,7 +518,7 @@ class Store:
                 "UPDATE events SET acked = 1, published = 1 WHERE seq <= ? AND acked = 0", (seq,)
             )
         except sqlite3.Error as err:
-            raise StoreError(f"could not record central's ack in {self.path}: {err}") from err
+            raise _failure(f"could not record central's ack in {self.path}", err) from err
         return cur.rowcount
 
     def stats(self) -> OutboxStats:
@@ -498,6 +537,13 @@ class Store:
             oldest_unpublished_at=None if oldest is None else str(oldest[0]),
             evicted_total=self.counter("evicted_total"),
         )
+
+    def space(self) -> DatabaseSpace:
+        """How big the database file is and how much of it is free pages (reused first)."""
+        page = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+        pages = int(self._conn.execute("PRAGMA page_count").fetchone()[0])
+        free = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
+        return DatabaseSpace(file_bytes=page * pages, free_bytes=page * free)
 
     def counter(self, name: str) -> int:
         row = self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
@@ -544,7 +590,7 @@ class Store:
             self._conn.execute("COMMIT")
         except sqlite3.Error as err:
             self._rollback()
-            raise StoreError(f"could not prune the outbox in {self.path}: {err}") from err
+            raise _failure(f"could not prune the outbox in {self.path}", err) from err
         self.last_seq += len(stored)
         return eviction
 

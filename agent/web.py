@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import agent
 from agent.domain import Outcome, Priority, QueueEngine, QueueError, Refused, Source
 from agent.hall import Hall, ShuttingDown
-from agent.store import StoreError
+from agent.store import StoreError, StoreFull
 
 if TYPE_CHECKING:
     from agent.printing import TicketPrinting
@@ -143,7 +143,8 @@ def create_app(
 
     @app.exception_handler(StoreError)
     async def _store(_: Request, err: StoreError) -> JSONResponse:
-        return _error(503, "store_unavailable", f"{err}; the operation was not done")
+        code = "disk_full" if isinstance(err, StoreFull) else "store_unavailable"
+        return _error(503, code, f"{err}; the operation was not done")
 
     async def run(op: Op) -> OperationResult:
         outcome = await hall.execute(op)
@@ -235,10 +236,6 @@ def create_app(
     @app.post(f"{API}/windows/{{window}}/sign-in", responses=ERRORS)
     async def sign_in(window: str, body: SignIn) -> OperationResult:
         return await run(lambda e, n: e.sign_in(window, body.staff, n, staff_name=body.name))
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ready"}
 
     return app
 

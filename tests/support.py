@@ -40,6 +40,8 @@ def hall_config(storage: Path, port: int = 0, **sections: Any) -> dict[str, Any]
         "storage": {"path": str(storage)},
         "web": {"host": "127.0.0.1", "port": port},
         "logging": {"level": "INFO", "format": "text"},
+        # A test machine's clock is kept by its host (no NTP state inside a container).
+        "clock": {"trust": "system"},
     }
     config.update(sections)
     return config

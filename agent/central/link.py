@@ -262,6 +262,14 @@ class Link:
                 if reason != failing:
                     log.warning("central link down: %s; the hall keeps running and buffers", reason)
                 failing = reason
+            except* StoreError as group:
+                # The outbox could not be read or marked (a full disk): reconnect later
+                # rather than let the link die while the hall goes on.
+                reason = f"the outbox store failed: {group.exceptions[0]}"
+                self.counters.last_error = reason
+                if reason != failing:
+                    log.warning("central link paused: %s; retrying", reason)
+                failing = reason
             finally:
                 self._client = None
                 self.connected.clear()
