@@ -218,12 +218,54 @@ class HallCounters:
         )
 
 
+# Every event type the hall emits: the contract documents (agent/central/asyncapi.py) are
+# generated from this list, and an event of another type cannot be made.
+EVENT_TYPES: tuple[str, ...] = (
+    *(
+        f"ticket.{kind}"
+        for kind in (
+            "issued",
+            "called",
+            "recalled",
+            "serving",
+            "finished",
+            "no_show",
+            "held",
+            "returned",
+            "transferred",
+            "cancelled",
+            "expired",
+            "print_failed",
+            "reprinted",
+        )
+    ),
+    *(f"window.{kind}" for kind in ("opened", "paused", "resumed", "closed")),
+    "staff.signed_in",
+    "staff.signed_out",
+    "staff.roster_set",
+    "rating.submitted",
+    "identity.read",
+    "document.captured",
+    "notice.shown",
+    "device.changed",
+    "day.closed",
+    "config.applied",
+    "config.rejected",
+    "outbox.evicted",
+)
+_KNOWN_EVENTS = frozenset(EVENT_TYPES)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Event:
     type: str
     at: dt.datetime
     data: JSON
     cls: EventClass = EventClass.BUSINESS
+
+    def __post_init__(self) -> None:
+        if self.type not in _KNOWN_EVENTS:
+            raise ValueError(f"unknown event type {self.type!r}: add it to EVENT_TYPES")
 
 
 @dataclasses.dataclass(slots=True)

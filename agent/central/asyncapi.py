@@ -21,6 +21,7 @@ from pydantic.json_schema import models_json_schema
 
 from agent.central import contract as c
 from agent.config import MqttConfig
+from agent.domain import EVENT_TYPES
 
 ASYNCAPI_FILE = "asyncapi.yaml"
 SCHEMA_DIR = "schemas"
@@ -35,36 +36,6 @@ EXAMPLE_AT = "2026-11-22T09:12:33.123+08:00"
 EXAMPLE_BOOT = "0b5e6f1c9d2a4e7f8a3b5c6d7e8f9a0b"
 
 # Known event types (DESIGN §5). Consumers must accept types they do not know yet.
-EVENT_TYPES = (
-    *(
-        f"ticket.{kind}"
-        for kind in (
-            "issued",
-            "called",
-            "recalled",
-            "serving",
-            "finished",
-            "no_show",
-            "held",
-            "returned",
-            "transferred",
-            "cancelled",
-            "expired",
-            "print_failed",
-        )
-    ),
-    *(f"window.{kind}" for kind in ("opened", "paused", "resumed", "closed")),
-    "staff.signed_in",
-    "staff.signed_out",
-    "rating.submitted",
-    "identity.read",
-    "document.captured",
-    "day.closed",
-    "config.applied",
-    "config.rejected",
-    "outbox.evicted",
-)
-
 Direction = Literal["send", "receive"]
 Mode = Literal["validation", "serialization"]
 
