@@ -50,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file: prints ok or every error")
     check.add_argument("file", type=Path)
 
+    doctor = sub.add_parser(
+        "doctor", help="check config, devices, broker, clock, disk and database; say what to do"
+    )
+    doctor.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config YAML file")
+    doctor.add_argument(
+        "--user", default=None, help="judge device access for this user (default: hall-agent)"
+    )
+    doctor.add_argument("--api", default=None, help="the running agent's local API URL")
+    doctor.add_argument("--json", action="store_true", help="the findings as JSON")
+
     demo = sub.add_parser("demo", help="a complete simulated hall on this machine")
     demo.add_argument("--state", type=Path, default=None, help="state folder (./demo-state)")
     demo.add_argument("--port", type=int, default=None, help="local API port (8737)")
@@ -115,6 +125,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return code
     if command == "run":
         return _run(args.config)
+    if command == "doctor":
+        from agent.doctor import run as run_doctor
+
+        code, text = run_doctor(args.config, user=args.user, api=args.api, as_json=args.json)
+        print(text)
+        return code
     if command == "demo":
         from agent.demo import run_demo
 

@@ -15,7 +15,10 @@ Sources, any of which is enough:
 - the kernel's NTP state (``adjtimex``: not ``TIME_ERROR``, ``STA_UNSYNC`` clear), set by
   systemd-timesyncd, chrony and ntpd alike;
 - systemd-timesyncd's ``/run/systemd/timesync/synchronized``, touched on each sync;
-- a battery-backed RTC that set the clock at boot (``/sys/class/rtc/rtc0/hctosys``).
+- a battery-backed RTC that set the clock at boot (``/sys/class/rtc/rtc0/hctosys``);
+- systemd-timedated's ``NTPSynchronized`` (``timedatectl``), asked now and then while the
+  clock is not trusted: it sees the kernel's state for chrony or ntpd where the agent's
+  sandbox (``ProtectClock=``) denies it ``adjtimex``.
 
 Trust survives a restart of the agent within the same boot through a small file in the
 service's runtime directory (``/run/hall-agent``, emptied at reboot).
@@ -23,6 +26,8 @@ service's runtime directory (``/run/hall-agent``, emptied at reboot).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
@@ -44,6 +49,8 @@ EARLIEST_PLAUSIBLE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 JUMP_TOLERANCE_S = 10.0
 # How long one look at the sources is reused (the hall asks on every write).
 _RECHECK_S = 1.0
+# How long an answer noted from outside (timedated) counts as current.
+_NOTED_FOR_S = 120.0
 
 TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")
 RTC_HCTOSYS = Path("/sys/class/rtc/rtc0/hctosys")
@@ -145,6 +152,32 @@ def default_sources() -> list[Source]:
     return [kernel_ntp, timesyncd(), rtc()]
 
 
+async def timedated() -> Evidence | None:
+    """systemd-timedated's view (over D-Bus, through timedatectl); None if it says no or
+    cannot be asked (no systemd, no D-Bus)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "timedatectl",
+            "show",
+            "--property=NTPSynchronized",
+            "--value",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError:
+        return None
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=5)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        return None
+    if proc.returncode == 0 and out.strip() == b"yes":
+        return Evidence("systemd-timedated reports the clock synchronised by NTP", current=True)
+    return None
+
+
 def runtime_directory() -> Path | None:
     """systemd's ``RuntimeDirectory`` (``/run/hall-agent``), emptied at every boot."""
     value = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
@@ -184,11 +217,23 @@ class SystemClock:
         self._synced_by: str | None = None
         self._jumped_at: float | None = None  # wall time of a jump not yet confirmed
         self._looked_at: float | None = None
+        self._noted: tuple[Evidence, float] | None = None
         self._state = ClockState(False, "not checked yet")
         self._saved = self._read_latch()
 
     def __call__(self, now: dt.datetime) -> bool:
         return self.state(now).ok
+
+    def note(self, evidence: Evidence | None) -> None:
+        """Evidence found outside the hall's writes (asked asynchronously): counts as a
+        source for a while, then is asked again."""
+        self._noted = None if evidence is None else (evidence, self._monotonic())
+        self._looked_at = None
+
+    @property
+    def wants_evidence(self) -> bool:
+        """Whether asking an external source (timedated) now could change the answer."""
+        return self.trust == "synchronized" and not self._state.ok
 
     def state(self, now: dt.datetime) -> ClockState:
         mono = self._monotonic()
@@ -240,8 +285,13 @@ class SystemClock:
         )
 
     def _evidence(self) -> Evidence | None:
-        for source in self._sources:
-            found = source()
+        noted = self._noted
+        if noted is not None and self._monotonic() - noted[1] > _NOTED_FOR_S:
+            noted = self._noted = None
+        candidates = [source() for source in self._sources]
+        if noted is not None:
+            candidates.append(noted[0])
+        for found in candidates:
             if found is None:
                 continue
             # After a jump only a synchronisation after it counts.
@@ -260,6 +310,7 @@ class SystemClock:
                 abs(by),
             )
         self._jumped_at = wall
+        self._noted = None
         self._drop_latch()
 
     # -- the latch in /run: trust survives a restart of the agent within one boot --------

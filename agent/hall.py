@@ -65,8 +65,6 @@ class WriteRecord:
     # Monotonic time of the first failure of the current run of failures; None once a
     # write succeeds again.
     failing_since: float | None = None
-    # Monotonic time the writer last finished a job (any job, reads included).
-    last_answer: float | None = None
     # Set on every failed write, cleared by whoever reacts to it (the disk guard).
     failed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
@@ -230,8 +228,6 @@ class Hall:
             else:
                 if not job.done.done():
                     job.done.set_result(value)
-            finally:
-                self.writes.last_answer = time.monotonic()
 
     def _write_failed(self, err: StoreError) -> None:
         record = self.writes

@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 import agent
 from agent.central.link import Link, LinkState
-from agent.clock import ClockState, SystemClock
+from agent.clock import ClockState, SystemClock, timedated
 from agent.devices import DeviceBoard
 from agent.diskspace import SpaceGuard
 from agent.domain import QueueEngine
@@ -50,6 +50,8 @@ WRITER_STUCK_S = 15.0
 EVICTION_NOTICE_S = 3600.0
 # /metrics waits this long for the store before answering without its figures.
 STORE_WAIT_S = 2.0
+# While the clock is not trusted, systemd-timedated is asked this often.
+ASK_TIMEDATED_EVERY_S = 30.0
 
 _DEVICE_STATES = ("ok", "degraded", "offline", "error")
 
@@ -92,6 +94,7 @@ class HallHealth:
         self._last_eviction: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._status: Status | None = None
+        self._probe_since: float | None = None  # a question to the writer not yet answered
 
     async def __aenter__(self) -> HallHealth:
         self.disk.look()
@@ -99,6 +102,8 @@ class HallHealth:
             asyncio.create_task(self._probe_writer(), name="health-probe"),
             asyncio.create_task(self._count_events(), name="health-events"),
         ]
+        if self.clock is not None:
+            self._tasks.append(asyncio.create_task(self._ask_timedated(self.clock), name="clock"))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -111,12 +116,21 @@ class HallHealth:
     # -- background ---------------------------------------------------------------------
 
     async def _probe_writer(self) -> None:
-        """Keep a job flowing through the writer, so its silence means something."""
+        """Ask the writer a question now and then: one it leaves unanswered means stuck."""
         while True:
+            self._probe_since = time.monotonic()
             with contextlib.suppress(Exception):  # a refusal or shutdown is still an answer
                 await self.hall.read(lambda engine, now: None)
+            self._probe_since = None
             self._log_transition()
             await asyncio.sleep(PROBE_EVERY_S)
+
+    @staticmethod
+    async def _ask_timedated(clock: SystemClock) -> None:
+        while True:
+            if clock.wants_evidence:
+                clock.note(await timedated())
+            await asyncio.sleep(ASK_TIMEDATED_EVERY_S)
 
     async def _count_events(self) -> None:
         async with self.hall.events() as committed:
@@ -149,9 +163,9 @@ class HallHealth:
     # -- liveness -------------------------------------------------------------------------
 
     def writer_silent_for(self) -> float | None:
-        """Seconds since the writer last finished a job (None: it has not been asked yet)."""
-        last = self.hall.writes.last_answer
-        return None if last is None else time.monotonic() - last
+        """How long the writer has left a question unanswered (None: none is waiting)."""
+        since = self._probe_since
+        return None if since is None else time.monotonic() - since
 
     def clock_state(self) -> ClockState:
         now = dt.datetime.now(dt.UTC)

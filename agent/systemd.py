@@ -107,9 +107,9 @@ async def watchdog_loop(
     """Ping the watchdog while the agent is alive.
 
     Runs on the event loop, so a blocked loop stops the pings. ``alive()`` returns how
-    many seconds ago the hall's writer last answered (None: not yet asked); while it has
-    not answered for half the watchdog period the pings stop too, and systemd restarts an
-    agent whose writer is stuck rather than one that merely answers late.
+    long the hall's writer has left a question unanswered (None: none is waiting); once
+    that is half the watchdog period the pings stop too, and systemd restarts an agent
+    whose writer is stuck.
     """
     interval = period_s / 4
     stuck = False
