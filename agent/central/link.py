@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -82,7 +83,8 @@ def describe_connect_error(err: Exception, clock_ok: bool) -> str:
             f"TLS: the broker refused this hall's client certificate ({text}); check "
             "mqtt.tls.cert_file and key_file"
         )
-    if isinstance(err, aiomqtt.MqttCodeError) and err.rc is not None:
+    # Only a refused CONNECT: paho's own error numbers (4 is "not connected") overlap.
+    if isinstance(err, MqttConnectError) and err.rc is not None:
         code = getattr(err.rc, "value", err.rc)
         if code in (134, 135, 4, 5):
             return (
