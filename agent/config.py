@@ -311,6 +311,28 @@ class WebConfig(Model):
     port: int = Field(default=8737, ge=0, le=65535)
 
 
+class PagesConfig(Model):
+    """The pages the agent serves to screens and the kiosk (docs/pages.md)."""
+
+    large_text: bool = Field(
+        default=False, description="Elder-friendly pages: larger text on every screen"
+    )
+    recent_calls: int = Field(
+        default=8, ge=1, le=30, description="Calls listed on the big screen besides the current"
+    )
+    highlight_s: float = Field(
+        default=12.0, ge=1, le=120, description="How long a new call flashes on the screens"
+    )
+    staff_photos: Path | None = Field(
+        default=None,
+        description="Folder of staff photos, <staff number>.jpg/.png, shown on window pages",
+    )
+    font: Path = Field(
+        default=Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),
+        description="CJK font served to the pages (Debian package fonts-wqy-microhei)",
+    )
+
+
 class LoggingConfig(Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "text", "journald"] = "auto"
@@ -628,9 +650,48 @@ class LedStripDevice(_DeviceBase):
     kind: Literal["led_strip"] = "led_strip"
     transport: Annotated[SerialTransport | NetworkTransport, Field(discriminator="type")]
     address: int = Field(default=1, ge=0, le=0xFFFF, description="Controller address on the bus")
-    protocol: Literal["number_board", "onbon_bx"] = Field(
-        default="number_board", description="Frame protocol of the controller"
+    protocol: Literal["text_frame", "number_board"] = Field(
+        default="text_frame",
+        description=(
+            "Frame protocol of the controller (protocols/led.py): text_frame shows GB2312 "
+            "text; number_board shows the ticket's digits only"
+        ),
     )
+    text: str = Field(
+        default="请{ticket}号",
+        min_length=1,
+        max_length=64,
+        description="Shown while the window calls or serves a ticket; {ticket}, {window}",
+    )
+    idle_text: str = Field(
+        default="{window}号窗口",
+        max_length=64,
+        description="Shown while the window has no ticket; {window}; empty: blank",
+    )
+    paused_text: str = Field(default="暂停服务", max_length=64, description="Window paused")
+
+    @field_validator("text", "idle_text", "paused_text")
+    @classmethod
+    def _led_template(cls, value: str) -> str:
+        hint = "use only {ticket} and {window} in the text; write {{ for a brace"
+        try:
+            names = [n for _, n, _, _ in string.Formatter().parse(value) if n is not None]
+        except ValueError as err:
+            raise _invalid(f"the text template is malformed: {err}", hint) from err
+        unknown = sorted({n for n in names if n not in ("ticket", "window")})
+        if unknown:
+            raise _invalid(f"unknown placeholder(s) {', '.join(unknown)}", hint)
+        return value
+
+    @model_validator(mode="after")
+    def _board_address(self) -> LedStripDevice:
+        if self.protocol == "number_board" and self.address > 0xFF:
+            raise _invalid(
+                f"a number board's address is one byte, not {self.address}",
+                "use an address from 0 to 255",
+                at="address",
+            )
+        return self
 
 
 class ScreenDevice(_DeviceBase):
@@ -657,7 +718,24 @@ class AnnouncerDevice(_DeviceBase):
     )
     chime: bool = True
     clips: Path | None = Field(
-        default=None, description="Folder of the clip pack; default: the pack installed"
+        default=None,
+        description=(
+            "Folder holding one clip pack per language (<clips>/zh/pack.json ...); default: "
+            "<storage.path>/voice, generated there with espeak-ng when missing"
+        ),
+    )
+    templates: dict[Annotated[str, Field(pattern=LANGUAGE_PATTERN)], str] = Field(
+        default_factory=dict,
+        description=(
+            "Per language, the clips of one call separated by spaces, with {ticket} and "
+            "{window}; default zh: '请 {ticket} 号 到 {window} 号窗口 办理'"
+        ),
+    )
+    max_delay_s: float = Field(
+        default=120.0,
+        ge=5,
+        le=3600,
+        description="A call still waiting to be spoken after this long is skipped (logged)",
     )
 
 
@@ -738,6 +816,27 @@ class CodeScannerDevice(_DeviceBase):
     terminator: Literal["KEY_ENTER", "KEY_TAB"] = Field(
         default="KEY_ENTER", description="Key the scanner sends after each code"
     )
+    appointment_pattern: str = Field(
+        default=r"^HALL-APPT:(?P<service>[a-z0-9][a-z0-9_-]{0,31}):(?P<ref>[A-Za-z0-9-]{1,64})$",
+        description=(
+            "Regular expression an appointment code matches, with a group 'service' (the "
+            "service id); a match issues an appointment ticket for that service"
+        ),
+    )
+
+    @field_validator("appointment_pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as err:
+            raise _invalid(f"not a regular expression: {err}", "fix the pattern") from err
+        if "service" not in compiled.groupindex:
+            raise _invalid(
+                "the pattern has no group named 'service'",
+                "name the part holding the service id: (?P<service>...)",
+            )
+        return value
 
 
 Device = Annotated[
@@ -982,6 +1081,7 @@ class HallAgentConfig(Model):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    pages: PagesConfig = Field(default_factory=PagesConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     clock: ClockConfig = Field(default_factory=ClockConfig)
 

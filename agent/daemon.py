@@ -18,10 +18,11 @@ from agent.central.link import Link
 from agent.clock import SystemClock, runtime_directory
 from agent.config import HallAgentConfig, StorageConfig
 from agent.devices import DeviceBoard
-from agent.diskspace import SpaceGuard
+from agent.diskspace import RoomNeeded, SpaceGuard, make_room
 from agent.domain import Event, EventClass
 from agent.hall import Hall
 from agent.health import HallHealth, health_routes
+from agent.pages import PageFeed, page_routes
 from agent.printing import TicketPrinting, ticket_printing
 from agent.store import Eviction, Store, StoredEvent, StoreError
 from agent.systemd import Notifier, supervised
@@ -43,6 +44,7 @@ class Running:
     devices: DeviceBoard
     printing: TicketPrinting | None = None
     health: HallHealth | None = None
+    pages: PageFeed | None = None
 
 
 def api_url_file(config: HallAgentConfig) -> Path:
@@ -67,7 +69,10 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                 link.commands.register("reprint", printing.reprint_command)
             app = create_app(hall, status_extra=lambda: _link_status(link), printing=printing)
             app.include_router(health_routes(health))
-            async with WebServer(app, config.web.host, config.web.port) as web:
+            pages = PageFeed(hall, devices, printing)
+            app.include_router(page_routes(pages))
+            # The pages' streams end before the web server stops (it waits for open ones).
+            async with WebServer(app, config.web.host, config.web.port) as web, pages:
                 url = f"http://{config.web.host}:{web.port}"
                 _write_api_url(api_url_file(config), url)
                 async with asyncio.TaskGroup() as tasks:
@@ -77,7 +82,7 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                         tasks.create_task(_record_device_changes(hall, devices), name="devices"),
                     ]
                     try:
-                        yield Running(hall, url, link, devices, printing, health)
+                        yield Running(hall, url, link, devices, printing, health, pages)
                     finally:
                         for task in background:
                             task.cancel()
@@ -109,20 +114,20 @@ async def retention_loop(hall: Hall, disk: SpaceGuard | None = None) -> None:
     storage = hall.config.storage
     failing = False
     while True:
-        max_bytes = storage.max_bytes
+        room = None
+        if disk is not None:
+            state = disk.look()
+            disk.hold_reserve(state)
+            room = disk.room_needed(state, disk_full=hall.writes.last_was_disk_full)
         try:
-            if disk is not None:
-                max_bytes = await _outbox_limit(hall, disk)
-            _, eviction = await hall.write(
-                functools.partial(_enforce_retention, storage, max_bytes)
-            )
+            _, evictions = await hall.write(functools.partial(_enforce_retention, storage, room))
         except StoreError as err:
             if not failing:  # once per run of failures
                 log.warning("could not enforce the outbox limits: %s", err)
             failing = True
         else:
             failing = False
-            if eviction is not None:
+            for eviction in evictions:
                 log.warning(
                     "outbox over its limit (%s): evicted %d unacknowledged events %s",
                     eviction.reason,
@@ -135,19 +140,21 @@ async def retention_loop(hall: Hall, disk: SpaceGuard | None = None) -> None:
             await disk.wait(hall, storage.prune_interval_s)
 
 
-async def _outbox_limit(hall: Hall, disk: SpaceGuard) -> int:
-    state = disk.look()
-    stats, space = await hall.store_call(lambda s: (s.stats(), s.space()))
-    return disk.outbox_limit(state, stats.bytes, space.free_bytes)
-
-
 def _enforce_retention(
-    storage: StorageConfig, max_bytes: int, store: Store, now: dt.datetime, clock_ok: bool
-) -> tuple[list[StoredEvent], Eviction | None]:
-    """Returns the ``outbox.evicted`` report too, so the outbox publishes it at once."""
+    storage: StorageConfig,
+    room: RoomNeeded | None,
+    store: Store,
+    now: dt.datetime,
+    clock_ok: bool,
+) -> tuple[list[StoredEvent], list[Eviction]]:
+    """Returns the ``outbox.evicted`` reports too, so the outbox publishes them at once.
+    With ``room``, also frees pages inside the database for a disk short of space."""
     before = store.last_seq
-    eviction = store.enforce_retention(max_bytes, storage.max_days, now, clock_ok=clock_ok)
-    return (store.events(before + 1) if eviction is not None else []), eviction
+    eviction = store.enforce_retention(storage.max_bytes, storage.max_days, now, clock_ok=clock_ok)
+    evictions = [] if eviction is None else [eviction]
+    if room is not None:
+        evictions += make_room(store, room, now, clock_ok)
+    return (store.events(before + 1) if evictions else []), evictions
 
 
 def _append_one(event: Event, store: Store, now: dt.datetime, clock_ok: bool) -> list[StoredEvent]:

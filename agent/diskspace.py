@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import logging
 import os
 import shutil
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from agent.config import StorageConfig
 from agent.hall import Hall
-from agent.store import Store, StoreFull
+from agent.store import Eviction, Store, StoreFull
 from agent.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,14 @@ MAX_RESERVE_FILE_BYTES = 8 * 1024 * 1024
 CHECK_EVERY_S = 30.0
 # At start on a full disk: how often opening the store is tried again.
 OPEN_RETRY_S = 15.0
+# When writes fail and only business events are left: how much of them goes per pass.
+LAST_RESORT_BYTES = 256 * 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RoomNeeded:
+    free_bytes: int  # free pages wanted inside the database
+    business: bool  # writes fail: business events may go too, if nothing else is left
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -152,23 +161,18 @@ class SpaceGuard:
         )
         return size
 
-    # -- the outbox's limit -------------------------------------------------------------
+    # -- room inside the database ---------------------------------------------------------
 
-    def outbox_limit(self, state: DiskState, outbox_bytes: int, db_free_bytes: int) -> int:
-        """The outbox byte limit for this pass.
+    def room_needed(self, state: DiskState, *, disk_full: bool) -> RoomNeeded | None:
+        """What the next retention pass must free inside the database, if anything.
 
-        With room on the disk, the configured one. Below the reserve the database must not
-        grow: the limit drops so that eviction leaves at least a reserve file's worth of
-        free pages inside it for new rows. (Free pages stay in the file, so the disk's own
-        free space does not rise and is not what is aimed at.)
+        Below the reserve, or once SQLite found the disk full, the database must not grow:
+        eviction keeps a reserve file's worth of free pages in it for new rows. (Freed
+        pages stay in the file, so the disk's own free space does not rise: not the aim.)
         """
-        limit = self.storage.max_bytes
-        if not state.low:
-            return limit
-        missing = self.reserve_file_size - db_free_bytes
-        if missing <= 0:
-            return limit
-        return max(0, min(limit, outbox_bytes - missing))
+        if not (state.low or disk_full):
+            return None
+        return RoomNeeded(self.reserve_file_size, business=disk_full)
 
     async def wait(self, hall: Hall, prune_interval_s: float) -> None:
         """Until the next retention pass is due.
@@ -226,3 +230,16 @@ class SpaceGuard:
             if waiting:
                 log.info("the state disk has room again; starting")
             return store
+
+
+def make_room(store: Store, room: RoomNeeded, now: dt.datetime, clock_ok: bool) -> list[Eviction]:
+    """Free pages inside the database as ``room`` asks; on the store's thread."""
+    missing = room.free_bytes - store.space().free_bytes
+    if missing <= 0:
+        return []
+    evicted = store.make_room(missing, now, clock_ok=clock_ok)
+    if evicted is None and room.business:
+        # Writes fail and nothing but business events is left: the oldest go, a little
+        # at a time (DESIGN §5: business events last, every eviction reported).
+        evicted = store.make_room(LAST_RESORT_BYTES, now, clock_ok=clock_ok, business=True)
+    return [] if evicted is None else [evicted]

@@ -88,6 +88,8 @@ class StoreFull(StoreError):
 _SQLITE_CORRUPT = 11
 _SQLITE_FULL = 13
 _SQLITE_NOTADB = 26
+# Sizing the -shm file failed: what opening a WAL database on a full disk reports.
+_SQLITE_IOERR_SHMSIZE = 4874
 
 
 def _primary_code(err: sqlite3.Error) -> int | None:
@@ -104,7 +106,8 @@ def _is_damage(err: sqlite3.Error) -> bool:
 
 def _failure(what: str, err: sqlite3.Error) -> StoreError:
     """A StoreError that says what failed; a full disk is a StoreFull that says so."""
-    if _primary_code(err) == _SQLITE_FULL:
+    full = getattr(err, "sqlite_errorcode", None) == _SQLITE_IOERR_SHMSIZE
+    if full or _primary_code(err) == _SQLITE_FULL:
         return StoreFull(f"{what}: the state disk is full ({err})")
     return StoreError(f"{what}: {err}")
 
@@ -571,28 +574,81 @@ class Store:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             eviction = self._prune(cutoff, max_bytes)
-            stored: list[StoredEvent] = []
-            if eviction is not None:
-                self._bump("evicted_total", eviction.count)
-                report = Event(
-                    "outbox.evicted",
-                    now,
-                    {
-                        "count": eviction.count,
-                        "by_class": eviction.by_class,
-                        "ranges": [list(r) for r in eviction.ranges],
-                        "reason": eviction.reason,
-                        "evicted_total": self.counter("evicted_total"),
-                    },
-                    EventClass.BUSINESS,
-                )
-                stored = self._append([report], clock_ok)
+            stored = self._report(eviction, now, clock_ok)
             self._conn.execute("COMMIT")
         except sqlite3.Error as err:
             self._rollback()
             raise _failure(f"could not prune the outbox in {self.path}", err) from err
         self.last_seq += len(stored)
         return eviction
+
+    def make_room(
+        self, needed: int, now: dt.datetime, *, clock_ok: bool = True, business: bool = False
+    ) -> Eviction | None:
+        """Free about ``needed`` bytes inside the database (a disk that is short of space):
+        acknowledged events first, then unacknowledged chatter and operational events,
+        oldest first; business events only with ``business`` (writes already fail).
+        Evictions are counted and reported as ``outbox.evicted`` like the retention's."""
+        top = int(EventClass.BUSINESS) + (1 if business else 0)
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            rows = self._conn.execute(
+                "SELECT seq, class, size, acked FROM events WHERE acked = 1 OR class < ? "
+                "ORDER BY acked DESC, class, seq",
+                (top,),
+            )
+            doomed: list[tuple[int, int, bool]] = []
+            freed = 0
+            for seq, cls, size, acked in rows:
+                if freed >= needed:
+                    break
+                doomed.append((int(seq), int(cls), bool(acked)))
+                freed += int(size)
+            self._delete([(s, c) for s, c, _ in doomed])
+            if doomed:
+                self._conn.execute(
+                    "INSERT INTO counters (name, value) VALUES ('pruned_max_seq', ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
+                    (max(s for s, _, _ in doomed),),
+                )
+            evicted = sorted((s, c) for s, c, acked in doomed if not acked)
+            eviction = None
+            if evicted:
+                by_class: dict[str, int] = {}
+                for _, cls in evicted:
+                    name = EventClass(cls).name.lower()
+                    by_class[name] = by_class.get(name, 0) + 1
+                eviction = Eviction(
+                    len(evicted), by_class, _ranges([s for s, _ in evicted]), "disk"
+                )
+            stored = self._report(eviction, now, clock_ok)
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            self._rollback()
+            raise _failure(f"could not make room in {self.path}", err) from err
+        self.last_seq += len(stored)
+        return eviction
+
+    def _report(
+        self, eviction: Eviction | None, now: dt.datetime, clock_ok: bool
+    ) -> list[StoredEvent]:
+        """Count an eviction and report it with an ``outbox.evicted`` event."""
+        if eviction is None:
+            return []
+        self._bump("evicted_total", eviction.count)
+        report = Event(
+            "outbox.evicted",
+            now,
+            {
+                "count": eviction.count,
+                "by_class": eviction.by_class,
+                "ranges": [list(r) for r in eviction.ranges],
+                "reason": eviction.reason,
+                "evicted_total": self.counter("evicted_total"),
+            },
+            EventClass.BUSINESS,
+        )
+        return self._append([report], clock_ok)
 
     def _prune(self, cutoff: str, max_bytes: int) -> Eviction | None:
         conn = self._conn
