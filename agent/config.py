@@ -739,6 +739,75 @@ class AnnouncerDevice(_DeviceBase):
     )
 
 
+# -- window callers and raters (issue 6) --------------------------------------------------
+
+# Keypad bus protocols (protocols/keypad); devices on one bus speak the same one.
+KeypadProtocolName = Literal["ff68"]
+# What an evdev caller key does: a function key of the caller, a digit typed before one,
+# or clearing the digits typed so far.
+CallerKeyName = Literal[
+    "next",
+    "recall",
+    "rate",
+    "confirm",
+    "pause",
+    "transfer",
+    "serving",
+    "finish",
+    "no_show",
+    "hold",
+    "sign_out",
+    "clear",
+    "digit0",
+    "digit1",
+    "digit2",
+    "digit3",
+    "digit4",
+    "digit5",
+    "digit6",
+    "digit7",
+    "digit8",
+    "digit9",
+]
+RatingLevelValue = Annotated[int, Field(ge=1, le=5)]
+
+
+def _numeric_keypad() -> dict[str, CallerKeyName]:
+    """A USB numeric keypad: digits, + next, - recall, * rating, / pause, . transfer."""
+    keys: dict[str, CallerKeyName] = {
+        "KEY_KPPLUS": "next",
+        "KEY_KPMINUS": "recall",
+        "KEY_KPASTERISK": "rate",
+        "KEY_KPENTER": "confirm",
+        "KEY_KPSLASH": "pause",
+        "KEY_KPDOT": "transfer",
+        "KEY_BACKSPACE": "clear",
+    }
+    digits: tuple[CallerKeyName, ...] = (
+        "digit0",
+        "digit1",
+        "digit2",
+        "digit3",
+        "digit4",
+        "digit5",
+        "digit6",
+        "digit7",
+        "digit8",
+        "digit9",
+    )
+    for n, name in enumerate(digits):
+        keys[f"KEY_KP{n}"] = name
+    return keys
+
+
+def _rater_keypad() -> dict[str, int]:
+    """Keys 1-5 (top row or numeric pad) are 非常满意 … 非常不满意."""
+    return {
+        **{f"KEY_{n}": 6 - n for n in range(1, 6)},
+        **{f"KEY_KP{n}": 6 - n for n in range(1, 6)},
+    }
+
+
 class CallerDevice(_BusDevice):
     """Staff keypad at a window (呼叫器): serial bus, evdev keypad or web page."""
 
@@ -747,6 +816,17 @@ class CallerDevice(_BusDevice):
         SerialTransport | NetworkTransport | EvdevTransport | WebTransport,
         Field(discriminator="type"),
     ]
+    protocol: KeypadProtocolName = Field(
+        default="ff68", description="Keypad bus protocol (serial and network transports)"
+    )
+    keymap: dict[KeyName, CallerKeyName] = Field(
+        default_factory=_numeric_keypad,
+        min_length=1,
+        description=(
+            "evdev keypads: key name -> next, recall, rate, confirm, pause, transfer, "
+            "serving, finish, no_show, hold, sign_out, clear or digit0-digit9"
+        ),
+    )
 
 
 class RaterDevice(_BusDevice):
@@ -757,6 +837,23 @@ class RaterDevice(_BusDevice):
         SerialTransport | NetworkTransport | EvdevTransport | WebTransport,
         Field(discriminator="type"),
     ]
+    protocol: KeypadProtocolName = Field(
+        default="ff68", description="Keypad bus protocol (serial and network transports)"
+    )
+    keys: list[RatingLevelValue] = Field(
+        default_factory=lambda: [5, 4, 3, 2, 1],
+        min_length=2,
+        max_length=8,
+        description=(
+            "Bus raters: the level of each key by its index, leftmost first "
+            "(5 非常满意 … 1 非常不满意); a 4-key unit e.g. [5, 4, 3, 1]"
+        ),
+    )
+    keymap: dict[KeyName, RatingLevelValue] = Field(
+        default_factory=_rater_keypad,
+        min_length=2,
+        description="evdev raters: key name -> level 5 (非常满意) … 1 (非常不满意)",
+    )
 
 
 class IdReaderDevice(_DeviceBase):
@@ -873,6 +970,83 @@ DEVICE_KINDS: tuple[DeviceKind, ...] = get_args(DeviceKind)
 _BUS_FAMILY: dict[str, str] = {"caller": "keypad", "rater": "keypad", "led_strip": "led"}
 # Devices that serve the whole hall and so cannot belong to one window.
 _HALL_WIDE_KINDS = frozenset({"announcer", "ticket_buttons"})
+
+
+# -- window callers and the satisfaction rating (好差评) (issue 6) --------------------------
+
+
+class CallerPolicy(Model):
+    """How window callers (keypads, the web caller page) are read."""
+
+    debounce_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=10,
+        description=(
+            "The same operation pressed again at a window within this time is one press "
+            "(a double press, a keypad repeating a frame it saw no answer to)"
+        ),
+    )
+
+
+# Bad-rating options a citizen chooses from (after GB/T 39734-2020 Annex A in spirit;
+# provinces publish their own lists: put yours in the config).
+DEFAULT_BAD_REASONS = (
+    "服务态度不好",
+    "办事效率低",
+    "业务不熟练",
+    "政策解释不清楚",
+    "要求提供规定以外的材料",
+    "多次跑腿仍未办成",
+    "窗口人员不在岗",
+    "其他",
+)
+
+
+class RatingPolicy(Model):
+    """The satisfaction rating (好差评) at the windows: one rating per ticket."""
+
+    start_on: Literal["finish", "any_finish", "request"] = Field(
+        default="any_finish",
+        description=(
+            "When a window's rater invites the citizen: finish (the finish operation), "
+            "any_finish (also when next, a call by number or a sign-out ends the ticket), "
+            "request (only when staff or central request a rating)"
+        ),
+    )
+    timeout_s: float = Field(
+        default=60.0, ge=5, le=900, description="How long the rater waits for the citizen"
+    )
+    on_timeout: Literal["none", "default"] = Field(
+        default="none",
+        description=(
+            "none: nothing is recorded when the citizen does not rate; default: "
+            "default_level is recorded, marked defaulted (never after a bad key was pressed)"
+        ),
+    )
+    default_level: int = Field(
+        default=4,
+        ge=3,
+        le=5,
+        description="Level recorded on timeout with on_timeout: default (5 非常满意, 4 满意, "
+        "3 基本满意; a bad rating needs the citizen's reason, so it is never a default)",
+    )
+    reasons: list[Annotated[str, Field(min_length=1, max_length=40)]] = Field(
+        default_factory=lambda: list(DEFAULT_BAD_REASONS),
+        min_length=1,
+        max_length=16,
+        description=(
+            "Reasons a citizen chooses from for 不满意 and 非常不满意 (required for them); "
+            "keypad raters choose by key index after the bad key, so list the keypad's first"
+        ),
+    )
+
+    @field_validator("reasons")
+    @classmethod
+    def _unique_reasons(cls, reasons: list[str]) -> list[str]:
+        if len(set(reasons)) != len(reasons):
+            raise _invalid("a reason is listed twice", "list each reason once")
+        return reasons
 
 
 _TICKET_FIELDS = ("hall", "day", "ticket", "ticket_id", "service")
@@ -1082,6 +1256,8 @@ class HallAgentConfig(Model):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     pages: PagesConfig = Field(default_factory=PagesConfig)
+    callers: CallerPolicy = Field(default_factory=CallerPolicy)
+    rating: RatingPolicy = Field(default_factory=RatingPolicy)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     clock: ClockConfig = Field(default_factory=ClockConfig)
 
