@@ -308,6 +308,15 @@ class CommandDesk:
             return await self._record(
                 _rejected(command.cmd_id, name, f"staff numbers repeat: {', '.join(dupes)}")
             )
+        codes = [m["key_code"] for m in roster if m.get("key_code")]
+        if len(set(codes)) != len(codes):
+            return await self._record(
+                _rejected(
+                    command.cmd_id,
+                    name,
+                    "two staff members share a key_code; sign-in codes must be unique",
+                )
+            )
         now = dt.datetime.now(dt.UTC)
         event = Event("staff.roster_set", now, {"count": len(roster)}, EventClass.OPERATIONAL)
         return await self._record(

@@ -242,6 +242,16 @@ class StaffMember(Incoming):
     name: Annotated[str, Field(min_length=1, max_length=32)]
     photo_url: str | None = Field(default=None, max_length=500)
     windows: list[str] = Field(default_factory=list)
+    key_code: Annotated[str, Field(pattern=r"^\d{2,8}$")] | None = Field(
+        default=None, description="digits typed then confirm on a window caller to sign in"
+    )
+    id_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        default=None,
+        description=(
+            "SHA-256 (lower-case hex) of the staff member's ID card number (upper-case X): "
+            "reading their card at a window's ID reader signs them in"
+        ),
+    )
 
 
 class SetStaff(Command):
