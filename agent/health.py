@@ -89,7 +89,7 @@ class HallHealth:
         self.clock = clock
         self.started = time.monotonic()
         self.tickets: collections.Counter[tuple[str, str]] = collections.Counter()
-        self.ratings: collections.Counter[str] = collections.Counter()
+        self.ratings: collections.Counter[tuple[str, str]] = collections.Counter()
         self.evicted_since_start = 0
         self._last_eviction: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -143,7 +143,8 @@ class HallHealth:
             service = str(event.data.get("service", ""))
             self.tickets[(service, kind.removeprefix("ticket."))] += 1
         elif kind == "rating.submitted":
-            self.ratings[str(event.data.get("level", "unknown"))] += 1
+            level = str(event.data.get("level", "unknown"))
+            self.ratings[(level, str(event.data.get("label", "")))] += 1
         elif kind == "outbox.evicted":
             self.evicted_since_start += int(event.data.get("count", 0))
             self._last_eviction = time.monotonic()
@@ -385,10 +386,12 @@ class HallHealth:
             tickets.add_metric([service, kind], n)
         yield tickets
         ratings = CounterMetricFamily(
-            "hall_ratings", "Ratings submitted since the agent started, by level", labels=["level"]
+            "hall_ratings",
+            "Ratings submitted since the agent started, by level (5 非常满意 ... 1 非常不满意)",
+            labels=["level", "label"],
         )
-        for level, n in sorted(self.ratings.items()):
-            ratings.add_metric([level], n)
+        for (level, label), n in sorted(self.ratings.items()):
+            ratings.add_metric([level, label], n)
         yield ratings
 
 
