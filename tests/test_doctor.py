@@ -1,0 +1,202 @@
+"""``hall-agent doctor``: each finding names the problem and what to do; failures make the
+exit status non-zero. Device access is judged for the service user (here ``nobody``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import hall_config, write_config
+
+from agent.doctor import Account, Doctor, Finding
+from agent.store import Store
+
+MIB = 2**20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def doctor_config(tmp_path: Path, storage: Path | None = None, **sections: Any) -> Path:
+    data = hall_config(storage or tmp_path / "state", **sections)
+    return write_config(tmp_path / "hall.yaml", data)
+
+
+def serial_device(device_id: str, port: Path) -> dict[str, Any]:
+    return {
+        "id": device_id,
+        "kind": "id_reader",
+        "transport": {"type": "serial", "port": str(port)},
+    }
+
+
+def examine(config: Path, **options: Any) -> list[Finding]:
+    account = Account.service("nobody")
+    api = f"http://127.0.0.1:{free_port()}"  # no agent runs in these tests
+    return list(Doctor(config, account=account, api=api, **options).examine())
+
+
+def finding(findings: list[Finding], check: str) -> Finding:
+    matches = [f for f in findings if f.check == check and f.level != "ok"] or [
+        f for f in findings if f.check == check
+    ]
+    assert matches, f"no {check} finding in {findings}"
+    return matches[0]
+
+
+def test_a_missing_device_fails_and_says_to_plug_it_in(tmp_path: Path) -> None:
+    config = doctor_config(tmp_path, devices=[serial_device("idreader", tmp_path / "ttyUSB9")])
+    found = finding(examine(config), "device:idreader")
+    assert found.level == "fail"
+    assert f"{tmp_path / 'ttyUSB9'} does not exist" in found.message
+    assert "plug the device in" in found.action
+    assert "udev" in found.action
+
+
+def test_a_device_the_service_user_cannot_open_fails_with_the_fix(tmp_path: Path) -> None:
+    port = tmp_path / "ttyUSB0"
+    port.write_bytes(b"")
+    port.chmod(0o600)  # owner only: not for nobody, whatever groups it has
+    config = doctor_config(tmp_path, devices=[serial_device("idreader", port)])
+    found = finding(examine(config), "device:idreader")
+    assert found.level == "fail"
+    assert f"nobody cannot read and write {port}" in found.message
+    assert "-rw-------" in found.message
+    assert "MODE=0660" in found.action
+    port.chmod(0o666)
+    assert finding(examine(config), "device:idreader").level == "ok"
+
+
+def test_an_unreachable_broker_fails_and_the_hall_still_runs(tmp_path: Path) -> None:
+    port = free_port()
+    config = doctor_config(tmp_path, mqtt={"url": f"mqtt://127.0.0.1:{port}"})
+    found = finding(examine(config), "central")
+    assert found.level == "fail"
+    assert f"cannot reach the broker at 127.0.0.1:{port}" in found.message
+    assert "firewall" in found.action
+
+
+def test_a_reachable_plain_broker_is_ok(tmp_path: Path) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        config = doctor_config(tmp_path, mqtt={"url": f"mqtt://127.0.0.1:{port}"})
+        found = finding(examine(config), "central")
+    assert found.level == "ok"
+    assert "answers" in found.message
+
+
+def test_a_disk_below_the_reserve_warns_and_a_full_one_fails(tmp_path: Path) -> None:
+    config = doctor_config(tmp_path)
+    low = finding(examine(config, usage=lambda _: (10 * MIB, 1000 * MIB)), "disk")
+    assert low.level == "warn"
+    assert "below storage.reserve_bytes" in low.message
+    full = finding(examine(config, usage=lambda _: (100_000, 1000 * MIB)), "disk")
+    assert full.level == "fail"
+    assert "the state disk is full" in full.message
+    assert "journalctl --vacuum-size" in full.action
+
+
+@pytest.fixture
+def full_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=20,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        fd = os.open(where / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False, timeout=20)
+
+
+@pytest.mark.timeout(60)
+def test_a_really_full_disk_fails_through_the_command(tmp_path: Path, full_tmpfs: Path) -> None:
+    config = doctor_config(tmp_path, storage=full_tmpfs / "state")
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "doctor", "--config", str(config), "--user", "nobody"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert result.returncode == 1
+    line = next(x for x in result.stdout.splitlines() if x.startswith("FAIL  disk"))
+    assert "the state disk is full: 0 MiB free of 4 MiB" in line
+    assert "→ free space now" in result.stdout
+
+
+def test_a_damaged_database_fails_and_says_what_the_agent_will_do(tmp_path: Path) -> None:
+    storage = tmp_path / "state"
+    Store.open(storage).close()
+    db = storage / "hall.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE filler (x)")
+        conn.executemany("INSERT INTO filler VALUES (?)", [("x" * 1000,)] * 50)
+    data = bytearray(db.read_bytes())
+    data[4096 * 2 : 4096 * 3] = b"\xff" * 4096  # scribble over a page
+    db.write_bytes(bytes(data))
+    found = finding(examine(doctor_config(tmp_path)), "database")
+    assert found.level == "fail"
+    assert "new epoch" in found.action
+    assert (
+        finding(examine(doctor_config(tmp_path, storage=tmp_path / "new")), "database").level
+        == "ok"
+    )
+
+
+@pytest.mark.timeout(60)
+def test_the_command_prints_each_problem_with_what_to_do_and_exits_1(tmp_path: Path) -> None:
+    config = doctor_config(
+        tmp_path,
+        devices=[serial_device("idreader", tmp_path / "nope")],
+        mqtt={"url": f"mqtt://127.0.0.1:{free_port()}"},
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "doctor", "--config", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert result.returncode == 1
+    findings = json.loads(result.stdout)
+    failures = [f for f in findings if f["level"] == "fail"]
+    assert {f["check"] for f in failures} >= {"device:idreader", "central"}
+    assert all(f["action"] for f in failures)
+    assert next(f for f in findings if f["check"] == "config")["level"] == "ok"
+
+
+def test_a_broken_config_stops_there_with_the_field_named(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("hall: {id: x}\n", encoding="utf-8")
+    findings = examine(config)
+    assert [f.check for f in findings] == ["config"]
+    assert findings[0].level == "fail"
+    assert "hall" in findings[0].message
