@@ -395,7 +395,6 @@ class VirtualIdReader:
             faults.fail_reads -= 1
             return encode_response(Status.READ_FAILED)
         self.reads += 1
-        self._selected = False
         self._halted = True
         return encode_response(
             Status.SUCCESS, encode_card_data(self.card.data(fingerprint=fingerprint))
