@@ -1,0 +1,234 @@
+"""One keypad bus (RS-485 through a serial port, or a serial-to-TCP adapter).
+
+Keypads talk first: a key press is a frame the host must acknowledge at once (by the
+protocol's acknowledgement, usually its echo) or the keypad sends it again. The bus reads
+all the time, acknowledges every valid frame before anything else is done with it, and
+hands what the frame means to ``on_input``. It reconnects with a capped backoff when the
+port goes away (a USB adapter unplugged, an adapter's TCP link dropped) and reports its
+health through ``on_health``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+
+from protocols.keypad import DeviceInput, Frame, KeypadProtocol, Skipped
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 3.0
+# Silence on the line after which a half-received frame is given up (at 9600 baud a
+# character takes ~1 ms; a keypad sends a frame in one burst).
+IDLE_S = 0.05
+RECONNECT_FIRST_S = 0.5
+RECONNECT_MAX_S = 30.0
+
+
+class KeypadError(Exception):
+    """Base of the keypad driver's errors; the message says what to check."""
+
+
+class KeypadUnavailable(KeypadError):
+    """The bus cannot be reached."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TcpBusTarget:
+    host: str
+    port: int
+    timeout_s: float = CONNECT_TIMEOUT_S
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp {self.host}:{self.port}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SerialBusTarget:
+    port: str
+    baudrate: int = 9600
+    bytesize: int = 8
+    parity: str = "N"
+    stopbits: float = 1
+
+    @property
+    def endpoint(self) -> str:
+        return f"serial {self.port} ({self.baudrate} {self.bytesize}{self.parity}{self.stopbits:g})"
+
+
+BusTarget = TcpBusTarget | SerialBusTarget
+Link = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+LinkOpener = Callable[[], Awaitable[Link]]
+
+
+async def open_link(target: BusTarget) -> Link:
+    """Open the bus; raises :class:`KeypadUnavailable` with the cause."""
+    try:
+        if isinstance(target, TcpBusTarget):
+            async with asyncio.timeout(target.timeout_s):
+                return await asyncio.open_connection(target.host, target.port)
+        import serial_asyncio_fast
+
+        link: Link = await serial_asyncio_fast.open_serial_connection(
+            url=target.port,
+            baudrate=target.baudrate,
+            bytesize=target.bytesize,
+            parity=target.parity,
+            stopbits=target.stopbits,
+        )
+    except TimeoutError as err:
+        raise KeypadUnavailable(f"{target.endpoint} did not accept a connection") from err
+    except (OSError, ValueError) as err:  # pyserial's SerialException is an OSError
+        raise KeypadUnavailable(f"{target.endpoint} cannot be opened: {err}") from err
+    return link
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BusHealth:
+    connected: bool
+    detail: str = ""
+
+
+@dataclasses.dataclass(slots=True)
+class BusCounters:
+    frames: int = 0  # valid frames from keypads (each acknowledged)
+    rejected: int = 0  # frames with a bad checksum or end byte
+    noise_bytes: int = 0
+    sent: int = 0  # frames the host sent besides acknowledgements
+    connects: int = 0
+
+
+class KeypadBus:
+    """Reads, acknowledges and decodes one bus's frames; sends commands. Async CM."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        protocol: KeypadProtocol,
+        opener: LinkOpener,
+        on_input: Callable[[DeviceInput], None],
+        *,
+        on_health: Callable[[BusHealth], None] | None = None,
+        idle_s: float = IDLE_S,
+        reconnect_max_s: float = RECONNECT_MAX_S,
+    ) -> None:
+        self.endpoint = endpoint
+        self.protocol = protocol
+        self._opener = opener
+        self._on_input = on_input
+        self._on_health = on_health
+        self._idle_s = idle_s
+        self._reconnect_max_s = reconnect_max_s
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self.health = BusHealth(False, "not connected yet")
+        self.counters = BusCounters()
+
+    async def __aenter__(self) -> KeypadBus:
+        self._task = asyncio.create_task(self._run(), name=f"keypad-bus {self.endpoint}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._close()
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    def send(self, frame: Frame) -> bool:
+        """Send a command frame now; False when the bus is not connected (it is not kept:
+        a number shown late would be wrong)."""
+        writer = self._writer
+        if writer is None or writer.is_closing():
+            return False
+        writer.write(self.protocol.encode(frame))
+        self.counters.sent += 1
+        return True
+
+    # -- the connection ---------------------------------------------------------------------
+
+    def _report(self, health: BusHealth) -> None:
+        if health != self.health:
+            self.health = health
+            if self._on_health is not None:
+                self._on_health(health)
+
+    async def _close(self) -> None:
+        writer, self._writer = self._writer, None
+        self._connected.clear()
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def _run(self) -> None:
+        delay = RECONNECT_FIRST_S
+        while True:
+            try:
+                reader, writer = await self._opener()
+            except KeypadUnavailable as err:
+                if self.health.connected or self.health.detail != str(err):
+                    log.warning("keypad bus %s: %s", self.endpoint, err)
+                self._report(BusHealth(False, str(err)))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._reconnect_max_s)
+                continue
+            delay = RECONNECT_FIRST_S
+            self._writer = writer
+            self.counters.connects += 1
+            self._connected.set()
+            log.info("keypad bus %s connected", self.endpoint)
+            self._report(BusHealth(True, ""))
+            try:
+                await self._serve(reader)
+            except (ConnectionError, OSError) as err:
+                log.warning("keypad bus %s lost: %s", self.endpoint, err)
+            finally:
+                await self._close()
+            self._report(BusHealth(False, "the connection was lost; reconnecting"))
+            await asyncio.sleep(delay)
+
+    async def _serve(self, reader: asyncio.StreamReader) -> None:
+        parser = self.protocol.parser()
+        while True:
+            if parser.buffered:
+                try:
+                    async with asyncio.timeout(self._idle_s):
+                        data = await reader.read(4096)
+                except TimeoutError:
+                    self._handle(parser.idle())
+                    continue
+            else:
+                data = await reader.read(4096)
+            if not data:
+                return
+            self._handle(parser.feed(data))
+
+    def _handle(self, events: list[Frame | Skipped]) -> None:
+        for event in events:
+            if isinstance(event, Skipped):
+                if event.reason.startswith("noise"):
+                    self.counters.noise_bytes += len(event.data)
+                else:
+                    self.counters.rejected += 1
+                    log.debug("keypad bus %s: %s", self.endpoint, event.reason)
+                continue
+            self.counters.frames += 1
+            # Acknowledge first: a keypad that waits too long sends the press again.
+            writer = self._writer
+            if writer is not None:
+                writer.write(self.protocol.encode(self.protocol.acknowledgement(event)))
+            self._on_input(self.protocol.decode_device(event))
