@@ -22,10 +22,13 @@ from agent.diskspace import RoomNeeded, SpaceGuard, make_room
 from agent.domain import Event, EventClass
 from agent.hall import Hall
 from agent.health import HallHealth, health_routes
+from agent.inputs import TicketInputs, ticket_inputs
+from agent.led import LedStrips, led_strips
 from agent.pages import PageFeed, page_routes
 from agent.printing import TicketPrinting, ticket_printing
 from agent.store import Eviction, Store, StoredEvent, StoreError
 from agent.systemd import Notifier, supervised
+from agent.voice import VoiceCalling, voice_calling
 from agent.web import WebServer, create_app
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,9 @@ class Running:
     printing: TicketPrinting | None = None
     health: HallHealth | None = None
     pages: PageFeed | None = None
+    leds: LedStrips | None = None
+    voice: VoiceCalling | None = None
+    inputs: TicketInputs | None = None
 
 
 def api_url_file(config: HallAgentConfig) -> Path:
@@ -64,6 +70,9 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
             Link(hall, devices) as link,
             ticket_printing(hall, devices) as printing,
             HallHealth(hall, link, devices, disk, clock) as health,
+            led_strips(hall, devices) as leds,
+            voice_calling(hall, devices) as voice,
+            ticket_inputs(hall, devices, printing) as inputs,
         ):
             if printing is not None:
                 link.commands.register("reprint", printing.reprint_command)
@@ -82,7 +91,9 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                         tasks.create_task(_record_device_changes(hall, devices), name="devices"),
                     ]
                     try:
-                        yield Running(hall, url, link, devices, printing, health, pages)
+                        yield Running(
+                            hall, url, link, devices, printing, health, pages, leds, voice, inputs
+                        )
                     finally:
                         for task in background:
                             task.cancel()

@@ -16,10 +16,14 @@ import random
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from agent.config import (
+    AnnouncerDevice,
     ConfigError,
+    FileTransport,
     HallAgentConfig,
+    LedStripDevice,
     NetworkTransport,
     PrinterDevice,
     format_problems,
@@ -27,6 +31,7 @@ from agent.config import (
 )
 from agent.daemon import Running, running_agent
 from agent.domain import Outcome, Priority, QueueEngine, QueueError, Source
+from agent.emulators.led import StripState, VirtualLedBus
 from agent.emulators.printer import VirtualPrinter
 from agent.hall import Hall, ShuttingDown
 from agent.logs import setup_logging
@@ -43,7 +48,16 @@ def demo_config(state: Path | None, port: int | None) -> HallAgentConfig:
         raise SystemExit(f"the demo config is broken:\n{format_problems(err.problems)}") from err
     storage = config.storage.model_copy(update={"path": (state or config.storage.path).resolve()})
     web = config.web if port is None else config.web.model_copy(update={"port": port})
-    return config.model_copy(update={"storage": storage, "web": web})
+    devices = [_in_state(d, storage.path) for d in config.devices]
+    return config.model_copy(update={"storage": storage, "web": web, "devices": devices})
+
+
+def _in_state(device: Any, state: Path) -> Any:
+    """The demo's announcements go into its state folder, wherever --state points."""
+    if isinstance(device, AnnouncerDevice) and isinstance(device.transport, FileTransport):
+        transport = device.transport.model_copy(update={"path": state / "announcements"})
+        return device.model_copy(update={"transport": transport})
+    return device
 
 
 def run_demo(
@@ -60,10 +74,15 @@ def run_demo(
 
 
 async def _demo(config: HallAgentConfig, duration: float | None, simulate: bool) -> None:
-    async with _virtual_printers(config) as printed, running_agent(config) as running:
+    async with (
+        _virtual_printers(config) as printed,
+        _virtual_led_buses(config) as buses,
+        running_agent(config) as running,
+    ):
         _explain(config, running)
         for where in printed:
-            print(f"  Printed tickets (PNG and text) appear in {where}\n", flush=True)
+            print(f"  Printed tickets (PNG and text) appear in {where}", flush=True)
+        _explain_screens(config, running, buses)
         simulation: list[asyncio.Task[None]] = []
         if simulate:
             simulation.append(asyncio.create_task(_citizens(running), name="sim-citizens"))
@@ -111,6 +130,53 @@ async def _virtual_printers(config: HallAgentConfig) -> AsyncIterator[list[Path]
                 continue
             folders.append(folder)
         yield folders
+
+
+@contextlib.asynccontextmanager
+async def _virtual_led_buses(config: HallAgentConfig) -> AsyncIterator[list[str]]:
+    """A virtual LED bus on each network address of the demo's LED strips (127.0.0.1:9201)."""
+    started: list[str] = []
+    async with contextlib.AsyncExitStack() as stack:
+        buses: dict[tuple[str, int], str] = {}
+        for device in config.devices:
+            if isinstance(device, LedStripDevice) and isinstance(
+                device.transport, NetworkTransport
+            ):
+                buses.setdefault((device.transport.host, device.transport.port), device.protocol)
+        for (host, port), protocol in buses.items():
+            bus = await stack.enter_async_context(VirtualLedBus(protocol, on_change=_log_strip))
+            try:
+                await bus.start_tcp(host, port)
+            except OSError as err:
+                log.warning(
+                    "the virtual LED bus cannot listen on %s:%d (%s); strips stay dark",
+                    host,
+                    port,
+                    err.strerror,
+                )
+                continue
+            started.append(f"{host}:{port}")
+        yield started
+
+
+def _log_strip(address: int, state: StripState) -> None:
+    log.info("LED strip %d shows %s", address, state.text or "(blank)")
+
+
+def _explain_screens(config: HallAgentConfig, running: Running, buses: list[str]) -> None:
+    lines = [
+        "",
+        "  Screens (open in a browser; they update by themselves):",
+        f"    big screen:      {running.url}/pages/hall",
+        f"    kiosk (取号):    {running.url}/pages/kiosk",
+    ]
+    lines += [f"    window {w.id}:       {running.url}/pages/window/{w.id}" for w in config.windows]
+    lines.append(f"    large text:      {running.url}/pages/hall?large=1")
+    for bus in buses:
+        lines.append(f"  LED strips: a virtual bus on {bus} (their text is logged below)")
+    if running.voice is not None:
+        lines.append(f"  Announcements are written as WAV files to {running.voice.sink.endpoint}")
+    print("\n".join([*lines, ""]), flush=True)
 
 
 def _explain(config: HallAgentConfig, running: Running) -> None:

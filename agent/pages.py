@@ -26,6 +26,7 @@ docs/pages.md describes the framework for page authors.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 
+from agent.config import ScreenDevice
 from agent.devices import DeviceBoard
 from agent.domain import QueueEngine, Ticket, TicketStatus, WindowState
 from agent.hall import Hall, ShuttingDown
@@ -164,6 +166,8 @@ class PageFeed:
         self._photos: frozenset[str] = frozenset()
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = contextlib.AsyncExitStack()
+        # Open streams per (view, window): a screen device is "ok" while a page shows it.
+        self._open: collections.Counter[tuple[str, str]] = collections.Counter()
         for name, view in BUILT_IN_VIEWS.items():
             self.add_view(name, view)
 
@@ -202,6 +206,7 @@ class PageFeed:
                     asyncio.create_task(self._follow_devices(self.devices), name="pages-devices")
                 )
             self._stack = stack.pop_all()
+        self._report_screens()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -329,6 +334,35 @@ class PageFeed:
         """Server-sent events: the view's full state now and after every change of it."""
         if name not in self.views:
             raise ViewNotFound(f"there is no page view {name!r}; known: {', '.join(self.views)}")
+        key = (name, query.get("window", ""))
+        self._open[key] += 1
+        self._report_screens()
+        try:
+            async for chunk in self._stream(name, query):
+                yield chunk
+        finally:
+            self._open[key] -= 1
+            self._report_screens()
+
+    def _report_screens(self) -> None:
+        """Screens are pages: a screen device is ok while at least one page shows it."""
+        if self.devices is None or self._closed:
+            return
+        config = self.hall.config
+        owners = {d: w.id for w in config.windows for d in w.devices}
+        for device in config.devices:
+            if not isinstance(device, ScreenDevice):
+                continue
+            if device.role == "hall":
+                count = self._open[("hall", "")]
+            else:
+                count = self._open[("window", owners.get(device.id, ""))]
+            if count:
+                self.devices.report(device.id, "ok", f"{count} page(s) open")
+            else:
+                self.devices.report(device.id, "offline", "no page shows this screen")
+
+    async def _stream(self, name: str, query: Mapping[str, str]) -> AsyncIterator[str]:
         yield f"retry: {RETRY_MS}\n\n"
         sent_rev = -1
         sent_body = ""
