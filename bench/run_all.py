@@ -1,6 +1,7 @@
-"""Run every benchmark, one after the other, each in its own process.
+"""Run the benchmarks, one after the other, each in its own process.
 
-    .venv/bin/python bench/run_all.py                 # all of them (about 1 minute)
+    .venv/bin/python bench/run_all.py                 # the quick ones
+    .venv/bin/python bench/run_all.py --all           # and the central link's (+ ~6 minutes)
     .venv/bin/python bench/run_all.py store_append    # only the ones named
 
 Each benchmark prints its table and writes bench/results/<name>.json; at the end this
@@ -20,7 +21,10 @@ from typing import Any
 from _common import RESULTS, print_table
 
 BENCH = Path(__file__).resolve().parent
-BENCHMARKS = ("store_append", "take_latency", "idle", "print_latency")
+QUICK = ("store_append", "take_latency", "idle", "print_latency")
+# The central link's: each starts its own mosquitto; together about 6 minutes.
+LINK = ("drain", "backlog_rss", "fleet")
+BENCHMARKS = QUICK + LINK
 
 
 def targets(name: str, figures: dict[str, Any]) -> list[list[Any]]:
@@ -76,14 +80,51 @@ def targets(name: str, figures: dict[str, Any]) -> list[list[Any]]:
                 met[figures["target"]["cpu_met"]],
             ],
         ]
+    if name == "drain":
+        f = figures["link@32"]
+        return [
+            [
+                "outbox drain vs raw aiomqtt loop (window 32)",
+                f"{f['ratio_to_raw_same_window']:.2f}x ({f['events_per_s_median']:.0f} vs "
+                f"{figures['raw@32']['events_per_s_median']:.0f} events/s)",
+                ">= 0.5x",
+                met[figures["target"]["met"]],
+            ]
+        ]
+    if name == "backlog_rss":
+        t = figures["target"]
+        return [
+            [
+                "RSS a 100k backlog adds (offline)",
+                f"{t['offline_adds_mb']:.1f} MB (drain peak {t['drain_peak_adds_mb']:+.1f} MB)",
+                "< 20 MB",
+                met[t["met"]],
+            ]
+        ]
+    if name == "fleet":
+        r, d = figures["reconnect"], figures["drain"]
+        return [
+            [
+                f"fleet of {figures['halls']}: reconnect spread after a broker restart",
+                f"{r['spread_s']:.1f} s ({r['first_s']:.1f}-{r['last_s']:.1f} s), all drained "
+                f"at {d['all_drained_s']:.1f} s, missing {d['missing_total']}",
+                ">= 30 s",
+                met[figures["target"]["met"] and figures["target"]["nothing_lost"]],
+            ]
+        ]
     return []
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the hall-agent benchmarks.")
-    parser.add_argument("names", nargs="*", help=f"any of {', '.join(BENCHMARKS)} (all)")
+    parser.add_argument(
+        "names", nargs="*", help=f"any of {', '.join(BENCHMARKS)} (default: {', '.join(QUICK)})"
+    )
+    parser.add_argument(
+        "--all", action="store_true", help=f"also {', '.join(LINK)} (about 6 minutes more)"
+    )
     args = parser.parse_args(argv)
-    names = args.names or list(BENCHMARKS)
+    names = args.names or list(BENCHMARKS if args.all else QUICK)
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
