@@ -695,6 +695,26 @@ async def test_tls_with_a_wrong_ca_fails_clearly(
 
 @pytest.mark.timeout(60)
 @pytest.mark.filterwarnings(PAHO_TLS_SOCKET)
+async def test_a_refused_client_certificate_is_named(
+    broker_factory: Callable[..., Broker], pki: Pki, agent_factory: Callable[..., Any]
+) -> None:
+    broker = broker_factory(tls=pki)
+    tls = {
+        "ca_file": str(pki.ca_cert),
+        "cert_file": str(pki.wrong_client_cert),
+        "key_file": str(pki.wrong_client_key),
+    }
+    async with agent_factory(broker, mqtt={"tls": tls}) as agent:
+        await until(lambda: agent.link.counters.last_error, 30, "a connection error")
+        error = agent.link.counters.last_error
+        assert error is not None
+        assert error.startswith("TLS: the broker refused this hall's client certificate"), error
+        assert agent.link.counters.connects == 0
+    gc.collect()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings(PAHO_TLS_SOCKET)
 async def test_tls_is_never_replaced_by_plaintext(pki: Pki, tmp_path: Path) -> None:
     """A listener posing as the broker: every connection opens with a TLS handshake."""
     first_bytes: list[bytes] = []

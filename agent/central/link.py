@@ -17,10 +17,12 @@ import functools
 import json
 import logging
 import random
+import socket
 import ssl
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -62,9 +64,23 @@ class LinkCounters:
     connected_since: float | None = None
 
 
-def describe_connect_error(err: Exception, clock_ok: bool) -> str:
+class _SocketErrors(logging.Handler):
+    """Keeps paho's last socket error: a TLS alert from the broker (say, it refused the
+    hall's client certificate) is reported nowhere else; the connect just times out."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.last = record.getMessage()
+
+
+def describe_connect_error(err: Exception, clock_ok: bool, socket_error: str | None = None) -> str:
     """A person-readable cause for a failed connection, TLS causes named as such."""
     text = str(err)
+    if socket_error and ("ssl" in socket_error.lower() or "alert" in socket_error.lower()):
+        text = f"{text}: {socket_error}"
     lowered = text.lower()
     if "certificate has expired" in lowered or "not yet valid" in lowered:
         hint = (
@@ -78,7 +94,9 @@ def describe_connect_error(err: Exception, clock_ok: bool) -> str:
             f"TLS: the broker's certificate is not trusted by mqtt.tls.ca_file ({text}); "
             "check the CA file and the broker's host name. No plaintext attempt is made."
         )
-    if "alert" in lowered and ("certificate" in lowered or "handshake" in lowered):
+    if "alert" in lowered and any(
+        word in lowered for word in ("certificate", "handshake", "unknown ca")
+    ):
         return (
             f"TLS: the broker refused this hall's client certificate ({text}); check "
             "mqtt.tls.cert_file and key_file"
@@ -164,9 +182,23 @@ class Link:
         self._task: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
         self._tls: ssl.SSLContext | None = None
+        # Applied to each event's envelope as it is published (never to the stored copy):
+        # e.g. personal data sealed at rest is opened here (agent/personal.py).
+        self.envelope_filters: list[Callable[[dict[str, Any]], dict[str, Any]]] = []
+        # Tasks run while a connection is up, beside the outbox (e.g. document uploads);
+        # each returns or raises when the connection drops.
+        self.while_connected: list[Callable[[aiomqtt.Client], Coroutine[Any, Any, None]]] = []
+        # Handlers of further central → hall topics: topic -> handler(payload).
+        self.routes: dict[str, Callable[[bytes], Awaitable[None]]] = {}
         self.commands = CommandDesk(hall, self.topics, devices)
         self.configs = ConfigDesk(hall, on_config)
         self.connected = asyncio.Event()
+        # paho's own log: its socket errors feed the link's one clear message instead.
+        self._paho_log = logging.getLogger(f"{__name__}.mqtt.{self.config.hall.id}")
+        self._paho_log.propagate = False
+        self._paho_log.setLevel(logging.ERROR)
+        self._socket_errors = _SocketErrors()
+        self._paho_log.handlers[:] = [self._socket_errors]
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -230,7 +262,10 @@ class Link:
             properties=connect,
             tls_context=self._tls,
             max_inflight_messages=mqtt.inflight,
-            timeout=max(10.0, float(mqtt.keepalive)),
+            timeout=10.0,  # connect, subscribe; publishes pass their own
+            logger=self._paho_log,
+            # Small QoS 1 messages (replies, acks of a replay) must not wait for delayed ACKs.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
 
     async def _run(self) -> None:
@@ -238,6 +273,7 @@ class Link:
         while not self._stop.is_set():
             self.session += 1
             self.state = LinkState.CONNECTING
+            self._socket_errors.last = None
             started = time.monotonic()
             try:
                 client = self._make_client()
@@ -259,7 +295,7 @@ class Link:
             except* aiomqtt.MqttError as group:
                 # A drop surfaces from the connection's TaskGroup wrapped in a group.
                 err = _first_error(group)
-                reason = describe_connect_error(err, self.hall.clock_ok())
+                reason = describe_connect_error(err, self.hall.clock_ok(), self._socket_errors.last)
                 self.counters.last_error = reason
                 if reason != failing:
                     log.warning("central link down: %s; the hall keeps running and buffers", reason)
@@ -292,6 +328,8 @@ class Link:
         await client.subscribe(topics.commands, qos=1)
         await client.subscribe(topics.config, qos=1)
         await client.subscribe(topics.ack, qos=1)
+        for topic in self.routes:
+            await client.subscribe(topic, qos=1)
         await self.publish_birth(client)
         # After the birth: a will the broker publishes late for an earlier connection of
         # this hall (a session taken over after a crash) must not leave us shown offline.
@@ -304,6 +342,14 @@ class Link:
             tasks.create_task(self._publish_outbox(client), name="link-outbox")
             tasks.create_task(self._publish_devices(client), name="link-devices")
             tasks.create_task(self._publish_metrics(client), name="link-metrics")
+            for extra in self.while_connected:
+                tasks.create_task(extra(client), name=f"link-{getattr(extra, '__name__', 'extra')}")
+
+    def event_payload(self, event: StoredEvent) -> str:
+        envelope = event.envelope(self.config.hall.id)
+        for envelope_filter in self.envelope_filters:
+            envelope = envelope_filter(envelope)
+        return json.dumps(envelope, ensure_ascii=False)
 
     async def publish_birth(self, client: aiomqtt.Client) -> None:
         birth = Birth(
@@ -351,6 +397,8 @@ class Link:
     ) -> None:
         if topic == self.topics.ack:
             await self._on_ack(payload)
+        elif topic in self.routes:
+            await self.routes[topic](payload)
         elif topic == self.topics.state:
             if not self._stop.is_set() and _is_stale_will(payload):
                 log.info("a late offline state of an earlier connection arrived; re-announcing")
@@ -383,7 +431,6 @@ class Link:
 
     async def _publish_outbox(self, client: aiomqtt.Client) -> None:
         """Publish every unpublished event in seq order, a bounded window in flight, paced."""
-        hall_id = self.config.hall.id
         window = asyncio.Semaphore(self.mqtt.inflight)
         pacer = Pacer(self.mqtt.drain_rate, burst=self.mqtt.inflight)
         confirmed: list[int] = []
@@ -395,7 +442,7 @@ class Link:
                 try:
                     await client.publish(
                         self.topics.event(event.type),
-                        json.dumps(event.envelope(hall_id), ensure_ascii=False),
+                        self.event_payload(event),
                         qos=1,
                         timeout=max(30.0, self.mqtt.keepalive * 1.5),
                     )
@@ -435,7 +482,6 @@ class Link:
 
     async def _replay(self, client: aiomqtt.Client, from_seq: int, to_seq: int) -> int:
         """Re-send a retained range (central found a gap); returns how many were sent."""
-        hall_id = self.config.hall.id
         pacer = Pacer(self.mqtt.drain_rate, burst=self.mqtt.inflight)
         sent = 0
         cursor = from_seq
@@ -450,7 +496,7 @@ class Link:
                 await pacer.take()
                 await client.publish(
                     self.topics.event(event.type),
-                    json.dumps(event.envelope(hall_id), ensure_ascii=False),
+                    self.event_payload(event),
                     qos=1,
                 )
                 sent += 1
