@@ -174,9 +174,10 @@ def _service_by_position(engine: QueueEngine, digits: str) -> str:
 
 def _number_for_digits(engine: QueueEngine, window_id: str, digits: str) -> str:
     """The ticket a keypad means by its digits: today's callable ticket of a service this
-    window serves whose number is those digits (a keypad cannot type the prefix)."""
+    window serves whose number is those digits (a keypad cannot type the prefix). A full
+    number (a page can type it) is taken as it is."""
     if not digits.isdigit():
-        raise Refused(f"{digits!r} is not a ticket number")
+        return digits.strip().upper()
     wanted = int(digits)
     config = engine.config.window(window_id)
     callable_states = (TicketStatus.WAITING, TicketStatus.NO_SHOW, TicketStatus.HELD)

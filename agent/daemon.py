@@ -30,6 +30,7 @@ from agent.store import Eviction, Store, StoredEvent, StoreError
 from agent.systemd import Notifier, supervised
 from agent.voice import VoiceCalling, voice_calling
 from agent.web import WebServer, create_app
+from agent.window_pages import WindowDevices, window_devices, window_routes
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class Running:
     leds: LedStrips | None = None
     voice: VoiceCalling | None = None
     inputs: TicketInputs | None = None
+    windows: WindowDevices | None = None  # callers, raters and their desks
 
 
 def api_url_file(config: HallAgentConfig) -> Path:
@@ -73,13 +75,16 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
             led_strips(hall, devices) as leds,
             voice_calling(hall, devices) as voice,
             ticket_inputs(hall, devices, printing) as inputs,
+            window_devices(hall, devices) as windows,
         ):
+            link.commands.register("request_rating", windows.ratings.request_command)
             if printing is not None:
                 link.commands.register("reprint", printing.reprint_command)
             app = create_app(hall, status_extra=lambda: _link_status(link), printing=printing)
             app.include_router(health_routes(health))
             pages = PageFeed(hall, devices, printing)
             app.include_router(page_routes(pages))
+            app.include_router(window_routes(windows, pages))
             # The pages' streams end before the web server stops (it waits for open ones).
             async with WebServer(app, config.web.host, config.web.port) as web, pages:
                 url = f"http://{config.web.host}:{web.port}"
@@ -92,7 +97,17 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                     ]
                     try:
                         yield Running(
-                            hall, url, link, devices, printing, health, pages, leds, voice, inputs
+                            hall,
+                            url,
+                            link,
+                            devices,
+                            printing,
+                            health,
+                            pages,
+                            leds,
+                            voice,
+                            inputs,
+                            windows,
                         )
                     finally:
                         for task in background:
