@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # How many unpublished events one read of the store brings.
 _BATCH = 256
+# The first connection after start waits a random time up to this (seconds).
+FIRST_CONNECT_SPREAD_S = 10.0
 # Confirmed events are marked published in the store at most this often (seconds).
 _MARK_EVERY = 0.2
 
@@ -249,7 +251,7 @@ class Link:
         will = Will(boot_id=self.boot_id, session=self.session)
         connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         connect.SessionExpiryInterval = mqtt.session_expiry_s
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             mqtt.host,
             mqtt.port,
             identifier=self.config.hall.id,
@@ -267,9 +269,18 @@ class Link:
             # Small QoS 1 messages (replies, acks of a replay) must not wait for delayed ACKs.
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
+        # aiomqtt warns on every publish while more than this many are pending; a window
+        # of in-flight events is the design here, not a problem.
+        client.pending_calls_threshold = mqtt.inflight * 2 + 16
+        return client
 
     async def _run(self) -> None:
         failing: str | None = None
+        # Halls that power up together after a district power cut do not all connect in
+        # the same second: a short random wait before the first attempt.
+        await self._pause(
+            self._rng.uniform(0, min(self.mqtt.reconnect_spread_s, FIRST_CONNECT_SPREAD_S))
+        )
         while not self._stop.is_set():
             self.session += 1
             self.state = LinkState.CONNECTING
@@ -319,8 +330,12 @@ class Link:
             delay = self._backoff.next_delay()
             self.state = LinkState.WAITING
             log.debug("reconnecting in %.1f s", delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+            await self._pause(delay)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait, unless the link is stopped meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
     async def _connected(self, client: aiomqtt.Client) -> None:
         """Everything that runs while one connection is up; returns when it drops."""
