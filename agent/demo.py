@@ -20,21 +20,26 @@ from typing import Any
 
 from agent.config import (
     AnnouncerDevice,
+    CallerDevice,
     ConfigError,
     FileTransport,
     HallAgentConfig,
     LedStripDevice,
     NetworkTransport,
     PrinterDevice,
+    RaterDevice,
     format_problems,
     load_config,
 )
 from agent.daemon import Running, running_agent
-from agent.domain import Outcome, Priority, QueueEngine, QueueError, Source
+from agent.domain import Event, EventClass, Outcome, Priority, QueueEngine, QueueError, Source
+from agent.emulators.keypad import VirtualKeypads
 from agent.emulators.led import StripState, VirtualLedBus
 from agent.emulators.printer import VirtualPrinter
 from agent.hall import Hall, ShuttingDown
 from agent.logs import setup_logging
+from agent.store import Store
+from protocols.keypad import CallerKey
 
 log = logging.getLogger("agent.demo")
 
@@ -77,18 +82,26 @@ async def _demo(config: HallAgentConfig, duration: float | None, simulate: bool)
     async with (
         _virtual_printers(config) as printed,
         _virtual_led_buses(config) as buses,
+        _virtual_keypads(config) as keypads,
         running_agent(config) as running,
     ):
         _explain(config, running)
         for where in printed:
             print(f"  Printed tickets (PNG and text) appear in {where}", flush=True)
         _explain_screens(config, running, buses)
+        await _demo_roster(running.hall)
+        _explain_windows(config, running, keypads)
         simulation: list[asyncio.Task[None]] = []
         if simulate:
             simulation.append(asyncio.create_task(_citizens(running), name="sim-citizens"))
             simulation.extend(
-                asyncio.create_task(_staff(running.hall, w.id), name=f"sim-{w.id}")
+                asyncio.create_task(
+                    _staff_at(config, keypads, running.hall, w.id), name=f"sim-{w.id}"
+                )
                 for w in config.windows
+            )
+            simulation.extend(
+                asyncio.create_task(_raters(bus), name="sim-raters") for bus in keypads.values()
             )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -221,6 +234,133 @@ async def _citizens(running: Running) -> None:
             continue
         ticket = outcome.result["ticket"]
         log.info("citizen took %s (%s ahead)", ticket["number"], outcome.result["ahead"])
+
+
+# -- window callers and raters (issue 6) ------------------------------------------------
+
+# The demo's staff: sign in on a keypad with 1001 (w1), 1002 (w2), ... then confirm.
+_DEMO_STAFF = [
+    {"staff": "d-1001", "name": "王芳", "key_code": "1001", "windows": []},
+    {"staff": "d-1002", "name": "李明", "key_code": "1002", "windows": []},
+    {"staff": "d-1003", "name": "张丽", "key_code": "1003", "windows": []},
+]
+
+
+@contextlib.asynccontextmanager
+async def _virtual_keypads(config: HallAgentConfig) -> AsyncIterator[dict[str, VirtualKeypads]]:
+    """A virtual keypad bus on each network address of the demo's callers and raters
+    (127.0.0.1:9202), by endpoint."""
+    started: dict[str, VirtualKeypads] = {}
+    tried: set[str] = set()
+    async with contextlib.AsyncExitStack() as stack:
+        for device in config.devices:
+            transport = getattr(device, "transport", None)
+            if not isinstance(device, CallerDevice | RaterDevice) or not isinstance(
+                transport, NetworkTransport
+            ):
+                continue
+            endpoint = transport.endpoint() or ""
+            if endpoint in tried:
+                continue
+            tried.add(endpoint)
+            bus = await stack.enter_async_context(VirtualKeypads(device.protocol))
+            try:
+                await bus.start_tcp(transport.host, transport.port)
+            except OSError as err:
+                log.warning(
+                    "the virtual keypad bus cannot listen on %s:%d (%s); keypads stay silent",
+                    transport.host,
+                    transport.port,
+                    err.strerror,
+                )
+                continue
+            started[endpoint] = bus
+        yield started
+
+
+async def _demo_roster(hall: Hall) -> None:
+    """The demo's staff roster, as central's set_staff would push it."""
+
+    def write(store: Store, now: dt.datetime, clock_ok: bool) -> list[Any]:
+        if store.setting("staff"):
+            return []
+        event = Event("staff.roster_set", now, {"count": len(_DEMO_STAFF)}, EventClass.OPERATIONAL)
+        return store.append([event], clock_ok=clock_ok, settings={"staff": _DEMO_STAFF})
+
+    await hall.write(write)
+
+
+def _explain_windows(
+    config: HallAgentConfig, running: Running, keypads: dict[str, VirtualKeypads]
+) -> None:
+    lines = ["  Window callers and raters (好差评):"]
+    windows = running.windows
+    for device in config.devices:
+        if not isinstance(device, CallerDevice | RaterDevice):
+            continue
+        if windows is not None and device.id in windows.tokens:
+            lines.append(f"    {device.id:<10} page: {windows.page_url(running.url, device.id)}")
+        elif isinstance(device.transport, NetworkTransport):
+            lines.append(
+                f"    {device.id:<10} keypad at address {device.address} on the virtual bus "
+                f"{device.transport.host}:{device.transport.port}"
+            )
+    if keypads:
+        lines.append(
+            "  Press the keypads yourself: python -m agent.emulators.keypad is the same bus "
+            "on its own (stop the demo's simulation with --no-simulation)."
+        )
+    lines.append("  Staff sign in on a keypad with 1001, 1002 or 1003 then confirm.")
+    print("\n".join([*lines, ""]), flush=True)
+
+
+def _bus_caller(
+    config: HallAgentConfig, keypads: dict[str, VirtualKeypads], window: str
+) -> tuple[VirtualKeypads, int] | None:
+    for device_id in config.window(window).devices:
+        device = config.device(device_id)
+        if isinstance(device, CallerDevice) and isinstance(device.transport, NetworkTransport):
+            bus = keypads.get(device.transport.endpoint() or "")
+            if bus is not None and device.address is not None:
+                return bus, device.address
+    return None
+
+
+async def _staff_at(
+    config: HallAgentConfig, keypads: dict[str, VirtualKeypads], hall: Hall, window: str
+) -> None:
+    """Simulated staff: on the window's keypad when it has one on the virtual bus."""
+    keypad = _bus_caller(config, keypads, window)
+    if keypad is None:
+        await _staff(hall, window)
+        return
+    bus, address = keypad
+    rng = random.Random()  # noqa: S311 - a simulation, not a secret
+    number = config.windows.index(config.window(window)) + 1
+    await bus.wait_connected(within=30)
+    await bus.press(address, CallerKey.CONFIRM, f"100{number}")
+    while True:
+        await asyncio.sleep(rng.uniform(6, 15))
+        await bus.press(address, CallerKey.NEXT)
+        log.info(
+            "window %s: next pressed on keypad %d (shows %s)",
+            window,
+            address,
+            bus.keypad(address).display or "nothing",
+        )
+
+
+async def _raters(bus: VirtualKeypads) -> None:
+    """Simulated citizens rate on the bus raters that invite them, now and then badly."""
+    rng = random.Random()  # noqa: S311 - a simulation, not a secret
+    while True:
+        await bus.wait_for(lambda: any(k.rating_active for k in bus.keypads.values()), 3600)
+        await asyncio.sleep(rng.uniform(1, 4))
+        for state in [k for k in bus.keypads.values() if k.rating_active]:
+            key = rng.choices([0, 1, 2, 3, 4], weights=[60, 25, 8, 5, 2])[0]
+            await bus.rate(state.address, key)
+            if key >= 3:  # a bad key: the reason key follows
+                await bus.rate(state.address, rng.randrange(4))
 
 
 def _take(engine: QueueEngine, now: dt.datetime, *, service: str, priority: Priority) -> Outcome:
