@@ -319,6 +319,15 @@ class PageFeed:
             raise ViewNotFound("the hall's view is not built yet")
         return view(self._current, query)
 
+    async def wait_rebuilt(self, after_rev: int, within: float = 5.0) -> HallView:
+        """The view once it is newer than ``after_rev`` (tests, components that act on it)."""
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(
+                lambda: self._current is not None and self._current.rev > after_rev
+            )
+        assert self._current is not None
+        return self._current
+
     async def _wait_past(self, rev: int) -> None:
         """Until the view is newer than ``rev`` or the feed closes, at most PING_S."""
         async with self._changed:

@@ -129,9 +129,7 @@ async def test_notices_appear_and_expire(tmp_path: Path) -> None:
             assert feed.render("hall", {})["notices"] == []
             rev = feed.current.rev if feed.current else 0
             await hall.write(show)
-            async with asyncio.timeout(5):
-                while feed.current is None or feed.current.rev == rev:
-                    await asyncio.sleep(0.01)
+            await feed.wait_rebuilt(rev)
             texts = [n["text"] for n in feed.render("kiosk", {})["notices"]]
             assert texts == ["今日下午社保系统升级", "长期通知"]
             with pytest.raises(ViewNotFound):
