@@ -26,6 +26,7 @@ from agent.store import StoredEvent
 from drivers.led import (
     BusHealth,
     LedBus,
+    LedRefused,
     LedUnavailable,
     LinkOpener,
     SerialLinkTarget,
@@ -231,7 +232,7 @@ class LedStrips:
                 ok = False
                 log.debug("LED strip %s: %s", strip.device.id, err)
                 continue
-            except LedProtocolError as err:
+            except (LedProtocolError, LedRefused) as err:
                 log.error("LED strip %s cannot show %r: %s", strip.device.id, text, err)
                 strip.shown = text  # the same text would fail again
                 continue

@@ -271,6 +271,10 @@ class LedCodec(abc.ABC):
         """Whether ``event`` is the strip's answer to the frame ``sent`` to ``address``."""
         return False
 
+    def refusal(self, answer: ParseEvent) -> str | None:
+        """Why the strip did not do what its answer answers, or None when it did."""
+        return None
+
 
 class TextFrameCodec(LedCodec):
     name = "text_frame"
@@ -298,6 +302,18 @@ class TextFrameCodec(LedCodec):
             and len(sent) > 3
             and event.command == sent[3] | REPLY
         )
+
+    def refusal(self, answer: ParseEvent) -> str | None:
+        if not isinstance(answer, TextFrame) or answer.status is ReplyStatus.DONE:
+            return None
+        return _REFUSALS.get(answer.status, "the strip answered with an unknown status")
+
+
+_REFUSALS: dict[ReplyStatus | None, str] = {
+    ReplyStatus.BAD_CHECKSUM: "the strip saw a bad checksum (noise on the line?)",
+    ReplyStatus.BAD_TEXT: "the strip could not show the text (not GB2312, or too long)",
+    ReplyStatus.UNKNOWN_COMMAND: "the strip does not know the command",
+}
 
 
 class NumberBoardCodec(LedCodec):

@@ -16,7 +16,14 @@ from agent.config import HallAgentConfig
 from agent.daemon import running_agent
 from agent.emulators.led import VirtualLedBus
 from agent.led import strip_text
-from drivers.led import LedBus, LedUnavailable, SerialLinkTarget, TcpLinkTarget, open_link
+from drivers.led import (
+    LedBus,
+    LedRefused,
+    LedUnavailable,
+    SerialLinkTarget,
+    TcpLinkTarget,
+    open_link,
+)
 from protocols.led import (
     MAX_DATA,
     BoardFrame,
@@ -140,6 +147,10 @@ async def test_bus_driver_and_virtual_bus_over_tcp_and_pty() -> None:
             await bus.send(2, codec.clear(2))
             assert bus.health.connected
             assert bus.health.silent == frozenset({9})
+            not_gb2312 = encode_text_frame(TextFrame(1, Command.SHOW, 0, b"\xff\xfe"))
+            with pytest.raises(LedRefused, match="could not show the text"):
+                await bus.send(1, not_gb2312)
+            assert virtual.text(1) == "请A001号"
         serial = SerialLinkTarget(virtual.open_pty())
         async with LedBus(serial.endpoint, codec, lambda: open_link(serial)) as bus:
             await bus.send(2, codec.show(2, "暂停服务"))

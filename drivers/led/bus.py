@@ -28,6 +28,10 @@ class LedUnavailable(LedError):
     """The bus cannot be reached, or a strip does not answer."""
 
 
+class LedRefused(LedError):
+    """The strip answered that it did not do it (bad text, unknown command)."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class TcpLinkTarget:
     host: str
@@ -181,6 +185,9 @@ class LedBus:
             for _ in range(ATTEMPTS):
                 try:
                     await self._send_once(address, frame)
+                except LedRefused:
+                    self._report(BusHealth(True, "", frozenset(self._silent)))
+                    raise
                 except LedUnavailable as err:
                     problem = str(err)
                     continue
@@ -216,9 +223,12 @@ class LedBus:
                 while True:
                     event = await self._answers.get()
                     if self.codec.is_answer(event, address, frame):
-                        return
+                        break
         except TimeoutError:
             raise LedUnavailable(
                 f"LED strip {address} on {self.endpoint} did not answer within "
                 f"{self._answer_timeout_s:g} s; check its address and power"
             ) from None
+        problem = self.codec.refusal(event)
+        if problem is not None:
+            raise LedRefused(f"LED strip {address} on {self.endpoint}: {problem}")
