@@ -372,28 +372,33 @@ class PageFeed:
                 self.devices.report(device.id, "offline", "no page shows this screen")
 
     async def _stream(self, name: str, query: Mapping[str, str]) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
         yield f"retry: {RETRY_MS}\n\n"
         sent_rev = -1
         sent_body = ""
+        sent_at = loop.time()
         while not self._closed:
             await self._wait_past(sent_rev)
             current = self._current
             if self._closed:
                 return
-            if current is None or current.rev == sent_rev:
+            body = sent_body
+            if current is not None and current.rev != sent_rev:
+                sent_rev = current.rev
+                try:
+                    state = self.views[name](current, query)
+                except ViewNotFound as err:
+                    yield _sse("error", {"message": str(err)})
+                    return
+                body = json.dumps(state, ensure_ascii=False, sort_keys=True)
+            if current is not None and body != sent_body:
+                sent_body = body
+                sent_at = loop.time()
+                yield _sse_raw("state", _envelope(current, body))
+            elif loop.time() - sent_at >= PING_S:
+                # Quiet for this page (other pages' changes do not reach it): still alive.
+                sent_at = loop.time()
                 yield "event: ping\ndata: {}\n\n"
-                continue
-            sent_rev = current.rev
-            try:
-                state = self.views[name](current, query)
-            except ViewNotFound as err:
-                yield _sse("error", {"message": str(err)})
-                return
-            body = json.dumps(state, ensure_ascii=False, sort_keys=True)
-            if body == sent_body:
-                continue
-            sent_body = body
-            yield _sse_raw("state", _envelope(current, body))
 
 
 def _envelope(view: HallView, body: str) -> str:

@@ -203,3 +203,33 @@ async def test_agent_stops_promptly_with_pages_open_and_serves_its_assets(tmp_pa
         if not stopped_at:
             await running_cm.__aexit__(None, None, None)
     assert time.monotonic() - stopped_at < 2.0
+
+
+async def test_a_page_untouched_by_changes_still_hears_pings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agent.pages
+
+    monkeypatch.setattr(agent.pages, "PING_S", 0.3)
+    config = config_with(tmp_path)
+    async with (
+        running_agent(config) as running,
+        httpx.AsyncClient(base_url=running.url, timeout=10) as client,
+        client.stream("GET", "/pages/feed/window?window=w2") as response,
+    ):
+        lines = response.aiter_lines()
+        kinds: list[str] = []
+        async with asyncio.timeout(10):
+            while "state" not in kinds:
+                line = await anext(lines)
+                if line.startswith("event: "):
+                    kinds.append(line.removeprefix("event: "))
+            # Window 1 keeps working; window 2's page has nothing new, but is kept alive.
+            for _ in range(3):
+                await client.post("/api/v1/tickets", json={"service": "social"})
+                await client.post("/api/v1/windows/w1/next")
+            while "ping" not in kinds:
+                line = await anext(lines)
+                if line.startswith("event: "):
+                    kinds.append(line.removeprefix("event: "))
+    assert kinds.count("state") == 1
