@@ -545,6 +545,18 @@ class SaneTransport(Model):
         return f"SANE device {self.device_name}"
 
 
+class TestPatternTransport(Model):
+    """A stand-in camera: ffmpeg's test pattern (the demo, a hall waiting for its camera)."""
+
+    __test__ = False  # not a pytest class despite its name
+
+    type: Literal["test_pattern"] = "test_pattern"
+    pattern: Literal["testsrc2", "smptebars", "rgbtestsrc"] = "testsrc2"
+
+    def endpoint(self) -> str | None:
+        return None
+
+
 Transport = (
     SerialTransport
     | UsbTransport
@@ -555,6 +567,7 @@ Transport = (
     | AlsaTransport
     | V4l2Transport
     | SaneTransport
+    | TestPatternTransport
 )
 
 
@@ -861,13 +874,40 @@ class IdReaderDevice(_DeviceBase):
 
     kind: Literal["id_reader"] = "id_reader"
     transport: Annotated[IdReaderSerialTransport | NetworkTransport, Field(discriminator="type")]
+    poll_interval_s: float = Field(
+        default=0.3, ge=0.05, le=5, description="How often the reader is asked for a card"
+    )
+    service: Identifier | None = Field(
+        default=None,
+        description=(
+            "A kiosk reader (one no window lists): a card issues a ticket for this service at "
+            "once; null lets the kiosk page ask which service (or the appointment decides)"
+        ),
+    )
+    read_fingerprint: bool = Field(
+        default=False, description="Read the fingerprint block too (30 10); it is never sent"
+    )
+    sign_in_staff: bool = Field(
+        default=True,
+        description="A window reader: a staff member's card (in central's roster) signs in",
+    )
 
 
 class CameraDevice(_DeviceBase):
     """High-speed document camera (高拍仪), UVC."""
 
     kind: Literal["camera"] = "camera"
-    transport: V4l2Transport
+    transport: Annotated[V4l2Transport | TestPatternTransport, Field(discriminator="type")]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _v4l2_unless_told(cls, data: object) -> object:
+        # A camera is a V4L2 device; the test pattern stand-in must be asked for by type.
+        transport = data.get("transport") if isinstance(data, Mapping) else None
+        if isinstance(data, Mapping) and isinstance(transport, Mapping) and "type" not in transport:
+            return {**data, "transport": {**transport, "type": "v4l2"}}
+        return data
+
     width: int | None = Field(default=None, ge=160, le=10000, description="Capture width")
     height: int | None = Field(default=None, ge=120, le=10000, description="Capture height")
     warmup_frames: int = Field(
@@ -893,6 +933,9 @@ class DocScannerDevice(_DeviceBase):
     transport: SaneTransport
     resolution_dpi: int = Field(default=300, ge=75, le=1200)
     mode: Literal["color", "gray", "lineart"] = "color"
+    source: str | None = Field(
+        default=None, description="SANE source, e.g. 'ADF' or 'ADF Duplex'; null: the default"
+    )
 
 
 class TicketButtonsDevice(_DeviceBase):
@@ -1240,6 +1283,82 @@ class MqttConfig(Model):
 
 
 # ---------------------------------------------------------------------------------------
+# Identity and documents (agent/identity.py, agent/personal.py, agent/documents.py)
+
+PersonalDataForm = Literal["full", "masked", "hash", "none"]
+
+
+class PersonalDataSend(Model):
+    """What of an ID card leaves the hall, per flow: full (every field and the photo),
+    masked (name and number masked), hash (a keyed hash of the number) or none."""
+
+    kiosk: PersonalDataForm = Field(
+        default="hash", description="A card that took a ticket at the kiosk"
+    )
+    window: PersonalDataForm = Field(
+        default="full", description="A card read at a window, for central's acceptance flow"
+    )
+
+
+class PersonalDataConfig(Model):
+    """How personal data from ID cards is kept: sealed at rest, erased once delivered."""
+
+    key_file: Path = Field(
+        default=Path("/etc/hall-agent/personal-data.key"),
+        description=(
+            "32 random bytes, mode 0600 (created at install, or at the first start when "
+            "missing); personal data at rest is sealed with it (AES-GCM)"
+        ),
+    )
+    hash_key_file: Path | None = Field(
+        default=None,
+        description=(
+            "Key of the keyed hash of ID numbers; give every hall of a district the same "
+            "file so central can match them; null: derived from key_file (this hall only)"
+        ),
+    )
+    send: PersonalDataSend = Field(default_factory=PersonalDataSend)
+    erase_after_hours: float = Field(
+        default=72,
+        ge=1,
+        le=24 * 30,
+        description="Sealed data is erased when central acknowledges it, and after this at most",
+    )
+    kiosk_hold_s: float = Field(
+        default=60,
+        ge=5,
+        le=600,
+        description="How long a card read at the kiosk waits for the citizen to pick a service",
+    )
+
+
+class DocumentsConfig(Model):
+    """Captured documents: the on-disk spool and the upload to central."""
+
+    spool_path: Path | None = Field(
+        default=None, description="Where captured pages wait (sealed); null: <storage.path>/spool"
+    )
+    spool_max_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Captures are refused while the pages waiting for central take this much",
+    )
+    chunk_bytes: int = Field(
+        default=48 * 1024,
+        ge=4 * 1024,
+        le=192 * 1024,
+        description="Bytes of a page per upload message (base64 in JSON: a third more)",
+    )
+    upload_rate: float = Field(default=20.0, gt=0, le=1000, description="Chunks per second at most")
+    ack_timeout_s: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="A finished upload central has not confirmed is offered again after this",
+    )
+
+
+# ---------------------------------------------------------------------------------------
 # The whole file
 
 
@@ -1260,6 +1379,8 @@ class HallAgentConfig(Model):
     rating: RatingPolicy = Field(default_factory=RatingPolicy)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     clock: ClockConfig = Field(default_factory=ClockConfig)
+    personal_data: PersonalDataConfig = Field(default_factory=PersonalDataConfig)
+    documents: DocumentsConfig = Field(default_factory=DocumentsConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> HallAgentConfig:
@@ -1411,6 +1532,12 @@ def _check_devices(cfg: HallAgentConfig) -> Iterator[ConfigProblem]:
     users: dict[str, list[int]] = {}
     for i, device in enumerate(cfg.devices):
         at = _item("devices", i, device.id)
+        if isinstance(device, IdReaderDevice) and device.service not in (None, *service_ids):
+            yield ConfigProblem(
+                f"{at}.service",
+                f"unknown service {device.service!r}",
+                f"use one of the services: {', '.join(service_ids)}, or null",
+            )
         if isinstance(device, TicketButtonsDevice):
             for key, sid in device.keymap.items():
                 if sid not in service_ids:

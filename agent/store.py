@@ -18,13 +18,15 @@ import logging
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.domain import Event, EventClass, HallCounters, Outcome, Ticket, WindowStatus
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DB_NAME = "hall.db"
 EPOCH_FILE = "epoch"
@@ -72,6 +74,27 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     CREATE INDEX events_unacked ON events (class, seq) WHERE acked = 0;
+    """,
+    # 3: captured documents: one row per page file waiting in the spool (agent/documents.py)
+    # and how far its upload to central got.
+    """
+    CREATE TABLE document_files (
+        id TEXT PRIMARY KEY,
+        document TEXT NOT NULL,
+        page INTEGER NOT NULL,
+        content_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        chunk_bytes INTEGER NOT NULL,
+        chunks INTEGER NOT NULL,
+        spool_bytes INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        sent_chunks INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'spooled',
+        delivered_at TEXT
+    );
+    CREATE INDEX document_files_pending ON document_files (created_at)
+        WHERE state != 'delivered';
     """,
 )
 
@@ -388,6 +411,36 @@ class Store:
             raise
         self.last_seq += len(stored)
         return stored
+
+    def transaction(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        events: Sequence[Event] = (),
+        *,
+        clock_ok: bool = True,
+    ) -> tuple[T, list[StoredEvent]]:
+        """Run ``fn`` on the connection and append ``events``, in one transaction: for a
+        feature that keeps rows of its own with its events (documents, personal data)."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            value = fn(self._conn)
+            stored = self._append(events, clock_ok)
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            self._rollback()
+            raise _failure(f"could not save to {self.path}", err) from err
+        except BaseException:
+            self._rollback()
+            raise
+        self.last_seq += len(stored)
+        return value, stored
+
+    def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read-only ``fn`` on the connection (from the store's thread)."""
+        try:
+            return fn(self._conn)
+        except sqlite3.Error as err:
+            raise _failure(f"could not read {self.path}", err) from err
 
     def append(
         self,

@@ -231,6 +231,7 @@ class VirtualIdReader:
         self._halted = False
         self._servers: list[asyncio.Server] = []
         self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
         self._pty: tuple[int, int] | None = None
         self._link: Path | None = None
         self.requests: list[Command | None] = []
@@ -265,15 +266,26 @@ class VirtualIdReader:
         return int(server.sockets[0].getsockname()[1])
 
     async def stop_tcp(self) -> None:
+        """Switch the reader off: close the port, end every connection."""
         for server in self._servers:
             server.close()
         for writer in list(self._writers):
             writer.close()
+        # A connection's handler may still wait for data that will never come (a host that
+        # vanished without closing): end it rather than wait for it.
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if not self._servers or task is None:  # switched off meanwhile
+            writer.close()
+            return
+        self._handlers.add(task)
         self._writers.add(writer)
         parser = FrameParser(Direction.REQUEST)
         try:
@@ -283,9 +295,8 @@ class VirtualIdReader:
             pass
         finally:
             self._writers.discard(writer)
+            self._handlers.discard(task)
             writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
 
     def plug(self, link: Path | None = None) -> str:
         """Plug in a serial reader: a new pty; ``link`` (a stable name like

@@ -87,9 +87,8 @@ async def open_streams(target: Target) -> Streams:
     """Connect to the reader. Raises ReaderUnavailable with the cause."""
     try:
         if isinstance(target, NetworkTarget):
-            return await asyncio.wait_for(
-                asyncio.open_connection(target.host, target.port), target.timeout_s
-            )
+            async with asyncio.timeout(target.timeout_s):
+                return await asyncio.open_connection(target.host, target.port)
         import serial_asyncio_fast
 
         return await serial_asyncio_fast.open_serial_connection(
@@ -127,7 +126,10 @@ class Gat467Client:
             try:
                 self._writer.write(encode_request(command))
                 await self._writer.drain()
-                return await asyncio.wait_for(self._answer(), self.answer_timeout_s)
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that
+                # arrives with the answer, and the watcher would never stop.
+                async with asyncio.timeout(self.answer_timeout_s):
+                    return await self._answer()
             except _Garbled:
                 self.bad_frames += 1
                 if attempt == 2:
