@@ -199,8 +199,8 @@ class LedStrips:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._dirty.wait()
-            if not self._dirty.is_set():
-                self._resend_all()  # the periodic resync
+            if not self._dirty.is_set() and failures == 0:
+                self._resend_all()  # the periodic resync; a retry sends only what failed
             self._dirty.clear()
             try:
                 ok = await self.sync()
