@@ -100,7 +100,7 @@ const HallPages = (() => {
   }
 
   function applyCommon(state) {
-    document.body.classList.toggle("large", Boolean(state.large_text));
+    document.documentElement.classList.toggle("large", Boolean(state.large_text));
     if (state.hall) {
       document.title = state.hall.name;
       const title = document.getElementById("hall-name");
