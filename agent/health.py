@@ -45,6 +45,8 @@ Status = Literal["ready", "degraded", "failing"]
 
 # The writer is asked to answer this often; it is "stuck" after this long without answer.
 PROBE_EVERY_S = 5.0
+# Health changes are logged only after this long: devices report as their drivers start.
+STARTUP_GRACE_S = 10.0
 WRITER_STUCK_S = 15.0
 # An eviction keeps the hall degraded this long (central misses those events).
 EVICTION_NOTICE_S = 3600.0
@@ -150,6 +152,8 @@ class HallHealth:
             self._last_eviction = time.monotonic()
 
     def _log_transition(self) -> None:
+        if time.monotonic() - self.started < STARTUP_GRACE_S:
+            return  # drivers are still coming up: judge the hall once they had a chance
         report = self.report()
         if report.status == self._status:
             return
