@@ -86,7 +86,7 @@ def test_seq_is_gapless_and_increasing_across_commits_and_reopenings(
             stored = store.commit(out, engine.hall)
             handed_out += [e.seq for e in stored]
             assert len(stored) == len(out.events)
-        store.append([Event("device.status", NOW, {"device": "printer"}, EventClass.CHATTER)])
+        store.append([Event("device.changed", NOW, {"device": "printer"}, EventClass.CHATTER)])
         handed_out.append(store.last_seq)
         store.close()
 
@@ -298,7 +298,7 @@ def test_a_corrupted_page_is_found_and_moved_aside(
     store = Store.open(state_dir)
     pad = "x" * 400
     for i in range(100):
-        store.append([Event("device.status", NOW, {"i": i, "pad": pad}, EventClass.CHATTER)])
+        store.append([Event("device.changed", NOW, {"i": i, "pad": pad}, EventClass.CHATTER)])
     store.close()
     path = state_dir / DB_NAME
     data = bytearray(path.read_bytes())
