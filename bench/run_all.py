@@ -21,7 +21,7 @@ from typing import Any
 from _common import RESULTS, print_table
 
 BENCH = Path(__file__).resolve().parent
-QUICK = ("store_append", "take_latency", "idle", "print_latency")
+QUICK = ("store_append", "take_latency", "idle", "print_latency", "screens_latency")
 # The central link's: each starts its own mosquitto; together about 6 minutes.
 LINK = ("drain", "backlog_rss", "fleet")
 BENCHMARKS = QUICK + LINK
@@ -63,6 +63,20 @@ def targets(name: str, figures: dict[str, Any]) -> list[list[Any]]:
                 "-",
             ]
             for profile, f in figures.items()
+        ]
+    if name == "screens_latency":
+        return [
+            [
+                f"call -> {what}",
+                f"p50 {figures[key]['p50_ms']:.1f} ms, p99 {figures[key]['p99_ms']:.1f} ms",
+                "-",
+                "-",
+            ]
+            for key, what in (
+                ("call_to_dom", "big-screen DOM updated (Chromium)"),
+                ("call_to_led_frame", "LED frame written"),
+                ("call_to_answer", "its API answer (baseline)"),
+            )
         ]
     if name == "idle":
         a = figures["agent"]
