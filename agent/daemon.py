@@ -19,13 +19,16 @@ from agent.clock import SystemClock, runtime_directory
 from agent.config import HallAgentConfig, StorageConfig
 from agent.devices import DeviceBoard
 from agent.diskspace import RoomNeeded, SpaceGuard, make_room
+from agent.documents import DocumentDesk, document_desk, document_routes
 from agent.domain import Event, EventClass
 from agent.hall import Hall
 from agent.health import HallHealth, health_routes
+from agent.identity import IdentityDesk, identity_desk, identity_routes, linked
 from agent.inputs import TicketInputs, ticket_inputs
 from agent.led import LedStrips, led_strips
 from agent.pages import PageFeed, page_routes
 from agent.printing import TicketPrinting, ticket_printing
+from agent.staff import sign_in_by_identity
 from agent.store import Eviction, Store, StoredEvent, StoreError
 from agent.systemd import Notifier, supervised
 from agent.voice import VoiceCalling, voice_calling
@@ -53,6 +56,8 @@ class Running:
     voice: VoiceCalling | None = None
     inputs: TicketInputs | None = None
     windows: WindowDevices | None = None  # callers, raters and their desks
+    identity: IdentityDesk | None = None  # ID card readers
+    documents: DocumentDesk | None = None  # document cameras and scanners, uploads
 
 
 def api_url_file(config: HallAgentConfig) -> Path:
@@ -69,7 +74,9 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
     try:
         async with (
             Hall(config, store, clock_ok=clock) as hall,
-            Link(hall, devices) as link,
+            identity_desk(hall, devices, staff_sign_in=sign_in_by_identity) as identity,
+            document_desk(hall, devices) as documents,
+            linked(Link(hall, devices), identity, documents) as link,
             ticket_printing(hall, devices) as printing,
             HallHealth(hall, link, devices, disk, clock) as health,
             led_strips(hall, devices) as leds,
@@ -82,6 +89,12 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                 link.commands.register("reprint", printing.reprint_command)
             app = create_app(hall, status_extra=lambda: _link_status(link), printing=printing)
             app.include_router(health_routes(health))
+            if identity is not None:
+                if printing is not None:
+                    identity.check_issuing = printing.check_issuing
+                app.include_router(identity_routes(identity))
+            if documents is not None:
+                app.include_router(document_routes(documents))
             pages = PageFeed(hall, devices, printing)
             app.include_router(page_routes(pages))
             app.include_router(window_routes(windows, pages))
@@ -108,6 +121,8 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                             voice,
                             inputs,
                             windows,
+                            identity,
+                            documents,
                         )
                     finally:
                         for task in background:

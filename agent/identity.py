@@ -25,11 +25,12 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,6 +46,7 @@ from agent.personal import (
     describe,
     erase_delivered,
     identity_data,
+    unseal_event,
 )
 from agent.store import Store, StoreError
 from drivers.idreader import (
@@ -59,6 +61,10 @@ from drivers.idreader import (
     Target,
     open_reader,
 )
+
+if TYPE_CHECKING:
+    from agent.central.link import Link
+    from agent.documents import DocumentDesk
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +158,10 @@ class IdentityDesk:
     @property
     def config(self) -> HallAgentConfig:
         return self.hall.config
+
+    @property
+    def loaded_vault(self) -> Vault | None:
+        return self._vault
 
     @property
     def vault(self) -> Vault:
@@ -470,3 +480,24 @@ def identity_routes(desk: IdentityDesk) -> APIRouter:
         }
 
     return router
+
+
+@contextlib.asynccontextmanager
+async def linked(
+    link: Link, identity: IdentityDesk | None, documents: DocumentDesk | None
+) -> AsyncIterator[Link]:
+    """Enter the central link with the ID card and document parts attached first: sealed
+    personal data is opened as events leave (never stored opened), documents upload while
+    connected, ``file-ack`` and ``capture_document`` are handled. Attached before the link
+    starts, so nothing is published or subscribed without them."""
+    vault = None if identity is None else identity.loaded_vault
+    if vault is None and documents is not None:
+        vault = documents.loaded_vault
+    if vault is not None:
+        link.envelope_filters.append(functools.partial(unseal_event, vault))
+    if documents is not None:
+        link.commands.register("capture_document", documents.capture_command)
+        link.while_connected.append(documents.upload)
+        link.routes[link.topics.file_ack] = documents.on_file_ack
+    async with link:
+        yield link

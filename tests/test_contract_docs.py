@@ -24,6 +24,10 @@ TABLE = {
     "config": ("receive", 1, True),
     "ack": ("receive", 1, False),
     **{f"cmd/{name}": ("receive", 1, False) for name in COMMANDS},
+    # Documented addition for captured documents (DESIGN §4: resumable, checksummed chunks).
+    "file/{file_id}/chunk": ("send", 1, False),
+    "file/{file_id}/complete": ("send", 1, False),
+    "file-ack": ("receive", 1, False),
 }
 
 

@@ -120,6 +120,35 @@ CHANNELS: tuple[Channel, ...] = (
         "Central has durably stored every event up to seq of epoch.",
         (c.Ack,),
     ),
+    Channel(
+        "file-chunk",
+        "file/{file_id}/chunk",
+        "send",
+        1,
+        False,
+        "A chunk of a captured page (document.captured lists the files); resent on request.",
+        (c.FileChunk,),
+        (("file_id", "a page file of a document.captured event"),),
+    ),
+    Channel(
+        "file-complete",
+        "file/{file_id}/complete",
+        "send",
+        1,
+        False,
+        "Every chunk of a file was sent: size and sha256 to check; answer on file-ack.",
+        (c.FileComplete,),
+        (("file_id", "a page file of a document.captured event"),),
+    ),
+    Channel(
+        "file-ack",
+        "file-ack",
+        "receive",
+        1,
+        False,
+        "Central stored a file whole (the hall deletes its copy) or lists missing chunks.",
+        (c.FileAck,),
+    ),
 )
 
 SEND_MODELS: tuple[type[BaseModel], ...] = (
@@ -129,11 +158,18 @@ SEND_MODELS: tuple[type[BaseModel], ...] = (
     c.EventEnvelope,
     c.Reply,
     c.Metrics,
+    c.FileChunk,
+    c.FileComplete,
 )
-RECEIVE_MODELS: tuple[type[BaseModel], ...] = (c.Ack, c.ConfigPush, *c.COMMANDS.values())
+RECEIVE_MODELS: tuple[type[BaseModel], ...] = (
+    c.Ack,
+    c.ConfigPush,
+    c.FileAck,
+    *c.COMMANDS.values(),
+)
 # Parts of a payload that central reads closely: the data of an outbox.evicted event and
 # the result of a replay_events reply.
-PART_MODELS: tuple[type[BaseModel], ...] = (c.EvictedData, c.ReplayResult)
+PART_MODELS: tuple[type[BaseModel], ...] = (c.EvictedData, c.ReplayResult, c.DocumentCaptured)
 
 
 def _mode(model: type[BaseModel]) -> Mode:
@@ -240,6 +276,43 @@ def _examples() -> dict[type[BaseModel], list[tuple[str, BaseModel]]]:
             )
         ],
         c.Ack: [("ack", c.Ack(epoch=3, seq=1842))],
+        c.FileChunk: [
+            (
+                "chunk",
+                c.FileChunk(
+                    file="20261122-w1-5f0c1d7e-p1",
+                    document="20261122-w1-5f0c1d7e",
+                    index=0,
+                    chunks=6,
+                    offset=0,
+                    size=49152,
+                    sha256="9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                    data="/9j/4AAQSkZJRgABAQ…",
+                ),
+            )
+        ],
+        c.FileComplete: [
+            (
+                "complete",
+                c.FileComplete(
+                    file="20261122-w1-5f0c1d7e-p1",
+                    document="20261122-w1-5f0c1d7e",
+                    page=1,
+                    content_type="image/jpeg",
+                    size=265000,
+                    sha256="3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7",
+                    chunks=6,
+                    chunk_bytes=49152,
+                ),
+            )
+        ],
+        c.FileAck: [
+            ("stored", c.FileAck(file="20261122-w1-5f0c1d7e-p1", status="complete")),
+            (
+                "missing",
+                c.FileAck(file="20261122-w1-5f0c1d7e-p1", status="missing", missing=[(2, 3)]),
+            ),
+        ],
         c.ConfigPush: [
             (
                 "config",

@@ -54,6 +54,17 @@ class Topics:
     def command(self, name: str) -> str:
         return f"{self.command_prefix}{name}"
 
+    # Captured documents (agent/documents.py): each page a file, uploaded in chunks.
+    def file_chunk(self, file_id: str) -> str:
+        return f"{self.base}/file/{file_id}/chunk"
+
+    def file_complete(self, file_id: str) -> str:
+        return f"{self.base}/file/{file_id}/complete"
+
+    @property
+    def file_ack(self) -> str:
+        return f"{self.base}/file-ack"
+
 
 # -- hall → central -------------------------------------------------------------------
 
@@ -152,7 +163,67 @@ class ReplayResult(Message):
     epoch: int | None = None
 
 
+class FileChunk(Message):
+    """One chunk of a captured page, on ``file/{file_id}/chunk``: store it at ``offset``."""
+
+    file: str = Field(description="the page file's id, also in the topic")
+    document: str = Field(description="the document (capture) it belongs to")
+    index: int = Field(ge=0, description="0-based; every chunk but the last is chunk_bytes")
+    chunks: int = Field(ge=1)
+    offset: int = Field(ge=0)
+    size: int = Field(ge=0, description="bytes of this chunk (decoded)")
+    sha256: str = Field(description="SHA-256 (hex) of this chunk's bytes")
+    data: str = Field(description="the chunk's bytes, base64")
+
+
+class FileComplete(Message):
+    """All chunks of a page were sent, on ``file/{file_id}/complete``; also re-sent to ask
+    central what it lacks. Answer with ``file-ack``."""
+
+    file: str
+    document: str
+    page: int = Field(ge=1)
+    content_type: str
+    size: int = Field(ge=0)
+    sha256: str = Field(description="SHA-256 (hex) of the whole file")
+    chunks: int = Field(ge=1)
+    chunk_bytes: int = Field(ge=1)
+
+
+class DocumentPage(Message):
+    file: str
+    page: int
+    content_type: str
+    size: int
+    sha256: str
+    chunks: int
+
+
+class DocumentCaptured(Message):
+    """``data`` of a ``document.captured`` event: the pages central will receive as files."""
+
+    document: str
+    window: str | None = None
+    device: str
+    source: Literal["camera", "scanner"]
+    ticket: str | None = None
+    staff: str | None = None
+    cmd_id: str | None = Field(default=None, description="the capture_document that asked")
+    pages: list[DocumentPage]
+
+
 # -- central → hall -------------------------------------------------------------------
+
+
+class FileAck(Incoming):
+    """Central's answer to ``complete`` on ``file-ack``: it stored the file whole and its
+    sha256 matched (``complete``: the hall deletes its copy), or which chunks it lacks."""
+
+    file: str = Field(min_length=1, max_length=128)
+    status: Literal["complete", "missing"]
+    missing: list[tuple[int, int]] = Field(
+        default_factory=list, description="[first, last] chunk index ranges to send again"
+    )
 
 
 class Ack(Incoming):
