@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from agent import identity_demo
 from agent.config import (
     AnnouncerDevice,
     CallerDevice,
@@ -54,7 +55,13 @@ def demo_config(state: Path | None, port: int | None) -> HallAgentConfig:
     storage = config.storage.model_copy(update={"path": (state or config.storage.path).resolve()})
     web = config.web if port is None else config.web.model_copy(update={"port": port})
     devices = [_in_state(d, storage.path) for d in config.devices]
-    return config.model_copy(update={"storage": storage, "web": web, "devices": devices})
+    # The demo's personal data key lives with its state, wherever --state points.
+    personal = config.personal_data.model_copy(
+        update={"key_file": storage.path / "personal-data.key"}
+    )
+    return config.model_copy(
+        update={"storage": storage, "web": web, "devices": devices, "personal_data": personal}
+    )
 
 
 def _in_state(device: Any, state: Path) -> Any:
@@ -83,6 +90,7 @@ async def _demo(config: HallAgentConfig, duration: float | None, simulate: bool)
         _virtual_printers(config) as printed,
         _virtual_led_buses(config) as buses,
         _virtual_keypads(config) as keypads,
+        identity_demo.virtual_id_readers(config) as id_readers,
         running_agent(config) as running,
     ):
         _explain(config, running)
@@ -91,6 +99,7 @@ async def _demo(config: HallAgentConfig, duration: float | None, simulate: bool)
         _explain_screens(config, running, buses)
         await _demo_roster(running.hall)
         _explain_windows(config, running, keypads)
+        identity_demo.explain(running, id_readers)
         simulation: list[asyncio.Task[None]] = []
         if simulate:
             simulation.append(asyncio.create_task(_citizens(running), name="sim-citizens"))
@@ -102,6 +111,15 @@ async def _demo(config: HallAgentConfig, duration: float | None, simulate: bool)
             )
             simulation.extend(
                 asyncio.create_task(_raters(bus), name="sim-raters") for bus in keypads.values()
+            )
+            simulation.append(
+                asyncio.create_task(
+                    identity_demo.citizens_with_cards(running, id_readers), name="sim-id-cards"
+                )
+            )
+        if id_readers:
+            simulation.append(
+                asyncio.create_task(identity_demo.console(running, id_readers), name="id-console")
             )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
