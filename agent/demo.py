@@ -22,6 +22,7 @@ from agent import identity_demo
 from agent.config import (
     AnnouncerDevice,
     CallerDevice,
+    CameraDevice,
     ConfigError,
     FileTransport,
     HallAgentConfig,
@@ -29,6 +30,7 @@ from agent.config import (
     NetworkTransport,
     PrinterDevice,
     RaterDevice,
+    TestPatternTransport,
     format_problems,
     load_config,
 )
@@ -59,9 +61,30 @@ def demo_config(state: Path | None, port: int | None) -> HallAgentConfig:
     personal = config.personal_data.model_copy(
         update={"key_file": storage.path / "personal-data.key"}
     )
+    windows = config.windows
+    if not any(isinstance(d, CameraDevice) for d in devices):
+        devices.append(DEMO_CAMERA)
+        first = windows[0].model_copy(update={"devices": [*windows[0].devices, DEMO_CAMERA.id]})
+        windows = [first, *windows[1:]]
     return config.model_copy(
-        update={"storage": storage, "web": web, "devices": devices, "personal_data": personal}
+        update={
+            "storage": storage,
+            "web": web,
+            "devices": devices,
+            "personal_data": personal,
+            "windows": windows,
+        }
     )
+
+
+# Window 1's document camera in the demo: ffmpeg's test pattern (no camera needed).
+DEMO_CAMERA = CameraDevice(
+    id="camera-w1",
+    transport=TestPatternTransport(),
+    width=1600,
+    height=1200,
+    warmup_frames=2,
+)
 
 
 def _in_state(device: Any, state: Path) -> Any:
