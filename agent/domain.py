@@ -283,6 +283,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "rating.submitted",
     "rating.timed_out",
     "identity.read",
+    "appointments.set",
     "document.captured",
     "notice.shown",
     "device.changed",

@@ -35,9 +35,19 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.central import contract as c
 from agent.config import HallAgentConfig, IdReaderDevice, IdReaderSerialTransport
 from agent.devices import DeviceBoard
-from agent.domain import Event, Outcome, Priority, QueueEngine, QueueError, Refused, Source
+from agent.domain import (
+    Event,
+    EventClass,
+    Outcome,
+    Priority,
+    QueueEngine,
+    QueueError,
+    Refused,
+    Source,
+)
 from agent.hall import Hall, ShuttingDown
 from agent.personal import (
     Form,
@@ -48,7 +58,7 @@ from agent.personal import (
     identity_data,
     unseal_event,
 )
-from agent.store import Store, StoreError
+from agent.store import Store, StoredEvent, StoreError
 from drivers.idreader import (
     CardPresented,
     CardProblem,
@@ -363,6 +373,21 @@ class IdentityDesk:
             self.held = None
         return outcome
 
+    async def set_appointments_command(self, command: c.Command) -> dict[str, Any]:
+        """Central's ``set_appointments`` (registered on the command desk)."""
+        assert isinstance(command, c.SetAppointments)
+        items = [a.model_dump(mode="json") for a in command.appointments]
+        days = sorted({a["day"] for a in items})
+
+        def write(store: Store, now: dt.datetime, clock_ok: bool) -> list[StoredEvent]:
+            event = Event(
+                "appointments.set", now, {"count": len(items), "days": days}, EventClass.OPERATIONAL
+            )
+            return store.append([event], clock_ok=clock_ok, settings={"appointments": items})
+
+        await self.hall.write(write)
+        return {"appointments": len(items), "days": days}
+
     async def take_held(self, service: str) -> Outcome:
         """The kiosk page: the citizen picked ``service`` after placing their card."""
         self.vault  # noqa: B018 - refuses with the reason when cards cannot be used
@@ -495,6 +520,8 @@ async def linked(
         vault = documents.loaded_vault
     if vault is not None:
         link.envelope_filters.append(functools.partial(unseal_event, vault))
+    if identity is not None:
+        link.commands.register("set_appointments", identity.set_appointments_command)
     if documents is not None:
         link.commands.register("capture_document", documents.capture_command)
         link.while_connected.append(documents.upload)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from agent.central import contract as c
 from agent.config import HallAgentConfig, IdReaderDevice
 from agent.devices import DeviceBoard
 from agent.domain import Outcome, QueueEngine, Refused
@@ -182,17 +183,26 @@ async def test_an_appointment_decides_service_and_priority(rig: Rig) -> None:
     device = rig.hall.config.device("idr-kiosk")
     object.__setattr__(device, "service", None)
     digest = hashlib.sha256(RESIDENT.id_number.encode()).hexdigest()
-    appointment = {
-        "appointment_id": "YY-2026-0001",
-        "id_sha256": digest,
-        "service": "general",
-        "day": "2026-03-02",
-    }
-
-    def push(store: Store, now: dt.datetime, clock_ok: bool) -> list[Any]:
-        return store.append([], settings={"appointments": [appointment]})
-
-    await rig.hall.write(push)
+    command = c.SetAppointments(
+        cmd_id="appt-1",
+        appointments=[
+            c.Appointment(
+                appointment_id="YY-2026-0001",
+                id_sha256=digest,
+                service="general",
+                day=dt.date(2026, 3, 2),
+            ),
+            c.Appointment(
+                appointment_id="YY-2026-0002",
+                id_sha256="0" * 64,
+                service="fund",
+                day=dt.date(2026, 3, 2),
+            ),
+        ],
+    )
+    answer = await rig.desk.set_appointments_command(command)
+    assert answer == {"appointments": 2, "days": ["2026-03-02"]}
+    assert rig.events("appointments.set")[0]["count"] == 2
     last = await rig.swipe(rig.kiosk, "resident", "idr-kiosk")
     assert last["ticket"] == "A001"
     (issued,) = rig.events("ticket.issued")

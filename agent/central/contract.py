@@ -333,6 +333,22 @@ class CaptureDocument(WindowCommand):
     pages: int = Field(default=1, ge=1, le=50)
 
 
+class Appointment(Incoming):
+    appointment_id: Annotated[str, Field(min_length=1, max_length=64)]
+    id_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="SHA-256 (lower-case hex) of the citizen's ID number (upper-case X)"
+    )
+    service: str
+    day: dt.date = Field(description="the business day of the appointment")
+
+
+class SetAppointments(Command):
+    """Replace the hall's appointments: a card of one at the kiosk on its day takes a
+    ticket of that service with priority ``appointment``."""
+
+    appointments: list[Appointment] = Field(max_length=5000)
+
+
 class ReplayEvents(Command):
     from_seq: int = Field(ge=1)
     to_seq: int = Field(ge=1)
@@ -358,6 +374,7 @@ COMMANDS: dict[str, type[Command]] = {
     "show_notice": ShowNotice,
     "set_staff": SetStaff,
     "capture_document": CaptureDocument,
+    "set_appointments": SetAppointments,
     "replay_events": ReplayEvents,
     "get_status": GetStatus,
 }
