@@ -10,9 +10,10 @@ fit is refused with the reason rather than a waiting document being dropped.
 While the link is up, files go to central oldest first as checksummed chunks
 (``file/{id}/chunk``), then ``file/{id}/complete`` with size and SHA-256. Central answers
 on ``file-ack``: ``complete`` (the hall deletes its copy: delivered) or the chunk ranges it
-lacks (sent again). How many chunks the broker confirmed is saved as it goes, so an upload
-resumes where it stopped after an outage or a restart; a ``complete`` without an answer
-is offered again after ``documents.ack_timeout_s`` (and after every reconnect).
+lacks (sent again). How many chunks the broker confirmed is saved as it goes (at most once
+a second), so an upload resumes about where it stopped after an outage or a restart; a
+``complete`` without an answer is offered again after ``documents.ack_timeout_s`` (and
+after every reconnect).
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ log = logging.getLogger(__name__)
 
 CaptureDevice = CameraDevice | DocScannerDevice
 ScannerFactory = Callable[[CaptureDevice], Scanner]
-# Save how far an upload got every this many chunks (and at its end).
-_SAVE_EVERY = 16
+# Save how far an upload got at most this often (and at its end): each save is a durable
+# commit (an fsync), and a restart resends at most this long's chunks.
+_SAVE_EVERY_S = 1.0
 
 
 def open_scanner(device: CaptureDevice) -> Scanner:
@@ -449,7 +451,8 @@ class DocumentDesk:
         from agent.central.link import Pacer
 
         docs = self.config.documents
-        pacer = Pacer(docs.upload_rate, burst=max(1, int(docs.upload_rate)))
+        # A small burst: a page starts at once, then the rate holds (the uplink is shared).
+        pacer = Pacer(docs.upload_rate, burst=max(1, int(docs.upload_rate / 4)))
         self._offered.clear()  # a new connection: offer every sent file again
         while True:
             self._wake.clear()
@@ -495,12 +498,14 @@ class DocumentDesk:
 
     async def _send_file(self, client: aiomqtt.Client, file: SpoolFile, pacer: Any) -> None:
         sent = file.sent_chunks
+        saved_at = time.monotonic()
         for index in range(file.sent_chunks, file.chunks):
             await pacer.take()
             await self._send_chunk(client, file, index)
             sent = index + 1
-            if sent % _SAVE_EVERY == 0 and sent < file.chunks:
+            if time.monotonic() - saved_at >= _SAVE_EVERY_S and sent < file.chunks:
                 await self._save_progress(file.id, sent, "spooled")
+                saved_at = time.monotonic()
         await self._save_progress(file.id, sent, "sent")
         await self._offer(client, dataclasses.replace(file, sent_chunks=sent, state="sent"))
 
