@@ -21,7 +21,14 @@ from typing import Any
 from _common import RESULTS, print_table
 
 BENCH = Path(__file__).resolve().parent
-QUICK = ("store_append", "take_latency", "idle", "print_latency", "screens_latency")
+QUICK = (
+    "store_append",
+    "take_latency",
+    "idle",
+    "print_latency",
+    "screens_latency",
+    "identity_documents",
+)
 # The central link's: each starts its own mosquitto; together about 6 minutes.
 LINK = ("drain", "backlog_rss", "fleet")
 BENCHMARKS = QUICK + LINK
