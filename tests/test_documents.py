@@ -373,3 +373,28 @@ async def _until(check: Callable[[], bool], within: float = 20.0) -> None:
     async with asyncio.timeout(within):
         while not check():  # noqa: ASYNC110 - state of the running agent
             await asyncio.sleep(0.02)
+
+
+async def test_hallctl_files_receives_a_capture(broker: Broker, tmp_path: Path) -> None:
+    from agent.central import hallctl
+
+    out = tmp_path / "received"
+    receiving = asyncio.create_task(
+        hallctl.run(["--broker", broker.url, "files", "--out", str(out), "--hall", HALL])
+    )
+    try:
+        async with agent(camera_config(tmp_path / "state", broker.url)) as running:
+            documents = running.documents
+            assert documents is not None
+            await _until(running.link.connected.is_set)
+            result = await documents.capture("w1")
+            await _until(lambda: documents.delivered == 1)
+    finally:
+        receiving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiving
+    (page,) = result["pages"]
+    stored = out / HALL / f"{page['file']}.jpg"
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == page["sha256"]
+    meta = json.loads(stored.with_name(stored.name + ".json").read_text())
+    assert meta["document"] == result["document"]

@@ -6,7 +6,7 @@ A hall sends each captured page as chunks on ``hall/v1/{hall}/file/{file}/chunk`
 ``complete`` on ``hall/v1/{hall}/file-ack``: ``complete`` once the whole file is on disk
 (fsynced) with the right size and SHA-256, else ``missing`` with the chunk ranges to send
 again. Chunks may arrive twice or out of order; a file already stored is answered
-``complete`` again. ``hallctl files --out DIR`` runs this; the tests use it as central.
+``complete`` again. ``hallctl files --out DIR`` runs it; the tests use it as central.
 """
 
 from __future__ import annotations

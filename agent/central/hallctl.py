@@ -726,6 +726,30 @@ async def ingest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- files ---------------------------------------------------------------------------------
+
+
+async def files(args: argparse.Namespace) -> int:
+    """Receive the halls' document uploads into ``--out`` (agent/central/files.py)."""
+    from agent.central.files import FileReceiver, receive_files
+
+    broker = BrokerOptions.from_args(args)
+    receiver = FileReceiver(args.out)
+    failing = False
+    while True:
+        try:
+            async with broker.client(args.client_id, persistent=True) as client:
+                if failing:
+                    log.info("connected to the broker again")
+                failing = False
+                await receive_files(client, receiver, args.hall)
+        except aiomqtt.MqttError as err:
+            if not failing:
+                log.warning("broker %s:%d: %s; retrying", broker.host, broker.port, err)
+            failing = True
+            await asyncio.sleep(RECONNECT_MAX_S / 4)
+
+
 # -- command line --------------------------------------------------------------------------
 
 
@@ -780,6 +804,12 @@ def _parser() -> argparse.ArgumentParser:
         help="exit once seqs 1..N of every hall's current epoch are stored",
     )
     p.set_defaults(run=ingest)
+
+    p = sub.add_parser("files", help="receive captured documents: chunks in, checked files out")
+    p.add_argument("--out", type=Path, required=True, help="folder; one subfolder per hall")
+    p.add_argument("--hall", default="+", help="hall id (default: all)")
+    p.add_argument("--client-id", default="hallctl-files", help="fixed, for the session")
+    p.set_defaults(run=files)
     return parser
 
 
