@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 
 CaptureDevice = CameraDevice | DocScannerDevice
 ScannerFactory = Callable[[CaptureDevice], Scanner]
+# How often the cameras and scanners are looked at between captures (hot-plug).
+DEVICE_CHECK_S = 10.0
 # Save how far an upload got at most this often (and at its end): each save is a durable
 # commit (an fsync), and a restart resends at most this long's chunks.
 _SAVE_EVERY_S = 1.0
@@ -212,6 +214,7 @@ class DocumentDesk:
         self._resend: dict[str, list[tuple[int, int]]] = {}
         self._offered: dict[str, float] = {}  # file -> monotonic time complete was sent
         self._lock = asyncio.Lock()  # one capture at a time per hall keeps the spool honest
+        self._watch: asyncio.Task[None] | None = None
         self.uploaded_chunks = 0
         self.delivered = 0
 
@@ -245,10 +248,22 @@ class DocumentDesk:
                 scanner = self._factory(device)
                 self.scanners[device.id] = scanner
                 await self._check(device.id, scanner)
+        self._watch = asyncio.create_task(self._watch_devices(), name="document-devices")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        return None
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+
+    async def _watch_devices(self) -> None:
+        """A camera unplugged or plugged back in shows in the device state within this."""
+        while True:
+            await asyncio.sleep(DEVICE_CHECK_S)
+            for device_id, scanner in self.scanners.items():
+                if not self._lock.locked():  # a capture in progress reports by itself
+                    await self._check(device_id, scanner)
 
     async def _check(self, device_id: str, scanner: Scanner) -> bool:
         try:

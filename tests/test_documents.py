@@ -398,3 +398,32 @@ async def test_hallctl_files_receives_a_capture(broker: Broker, tmp_path: Path) 
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == page["sha256"]
     meta = json.loads(stored.with_name(stored.name + ".json").read_text())
     assert meta["document"] == result["document"]
+
+
+async def test_a_camera_unplugged_and_plugged_back_shows_in_its_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agent.documents
+
+    monkeypatch.setattr(agent.documents, "DEVICE_CHECK_S", 0.01)
+    node = tmp_path / "video0"
+    node.touch()
+    data = hall_config(
+        tmp_path / "state",
+        devices=[{"id": "cam", "kind": "camera", "transport": {"path": str(node)}}],
+        personal_data={"key_file": str(tmp_path / "k.key")},
+    )
+    data["windows"][0]["devices"] = ["cam"]
+    config = validate_config(data)
+    board = DeviceBoard(config)
+    store = Store.open(tmp_path / "state")
+    try:
+        async with Hall(config, store) as hall, DocumentDesk(hall, board):
+            assert board.get("cam").status == "ok"
+            node.unlink()
+            await _until(lambda: board.get("cam").status == "offline", 5)
+            assert "unplugged" in board.get("cam").detail
+            node.touch()
+            await _until(lambda: board.get("cam").status == "ok", 5)
+    finally:
+        store.close()
