@@ -1303,11 +1303,12 @@ class PersonalDataSend(Model):
 class PersonalDataConfig(Model):
     """How personal data from ID cards is kept: sealed at rest, erased once delivered."""
 
-    key_file: Path = Field(
-        default=Path("/etc/hall-agent/personal-data.key"),
+    key_file: Path | None = Field(
+        default=None,
         description=(
             "32 random bytes, mode 0600 (created at install, or at the first start when "
-            "missing); personal data at rest is sealed with it (AES-GCM)"
+            "missing); personal data at rest is sealed with it (AES-GCM); "
+            "null: <storage.path>/personal-data.key"
         ),
     )
     hash_key_file: Path | None = Field(
@@ -1330,6 +1331,11 @@ class PersonalDataConfig(Model):
         le=600,
         description="How long a card read at the kiosk waits for the citizen to pick a service",
     )
+
+
+def personal_data_key(config: HallAgentConfig) -> Path:
+    """Where the hall's personal data key is: the configured file, else beside the state."""
+    return config.personal_data.key_file or config.storage.path / "personal-data.key"
 
 
 class DocumentsConfig(Model):

@@ -44,6 +44,7 @@ from agent.config import (
     HallAgentConfig,
     TestPatternTransport,
     V4l2Transport,
+    personal_data_key,
 )
 from agent.devices import DeviceBoard
 from agent.domain import Event, QueueEngine, Refused
@@ -235,7 +236,7 @@ class DocumentDesk:
             pd = self.config.personal_data
             try:
                 self._vault = await asyncio.to_thread(
-                    Vault.from_files, pd.key_file, pd.hash_key_file
+                    Vault.from_files, personal_data_key(self.config), pd.hash_key_file
                 )
             except (PersonalDataError, OSError) as err:
                 self.problem = str(err)

@@ -36,7 +36,12 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.central import contract as c
-from agent.config import HallAgentConfig, IdReaderDevice, IdReaderSerialTransport
+from agent.config import (
+    HallAgentConfig,
+    IdReaderDevice,
+    IdReaderSerialTransport,
+    personal_data_key,
+)
 from agent.devices import DeviceBoard
 from agent.domain import (
     Event,
@@ -184,7 +189,7 @@ class IdentityDesk:
         if self._vault is None:
             try:
                 self._vault = await asyncio.to_thread(
-                    Vault.from_files, pd.key_file, pd.hash_key_file
+                    Vault.from_files, personal_data_key(self.config), pd.hash_key_file
                 )
             except (PersonalDataError, OSError) as err:
                 self.problem = str(err)
