@@ -33,6 +33,7 @@ from drivers.idreader.base import (
     ReaderHealth,
     ReaderUnavailable,
 )
+from drivers.line import stop_task
 from protocols.gat467 import (
     CardRejected,
     Command,
@@ -256,11 +257,8 @@ class Gat467Watcher(IdReader):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
 
     async def next_event(self) -> ReaderEvent:
         return await self._events.get()

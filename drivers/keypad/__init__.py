@@ -14,12 +14,12 @@ from drivers.keypad.bus import (
     KeypadBus,
     KeypadError,
     KeypadUnavailable,
-    LinkOpener,
     SerialBusTarget,
     TcpBusTarget,
     open_link,
 )
 from drivers.keypad.evdev_keys import DeviceOpener, EvdevKeys, InputDeviceLike, evdev_opener
+from drivers.line import LinkOpener
 
 __all__ = [
     "BusCounters",

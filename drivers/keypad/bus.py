@@ -14,13 +14,21 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
+from drivers.line import (
+    LineTarget,
+    Link,
+    LinkOpener,
+    SerialLineTarget,
+    TcpLineTarget,
+    open_line,
+    stop_task,
+)
 from protocols.keypad import DeviceInput, Frame, KeypadProtocol, Skipped
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 3.0
 # Silence on the line after which a half-received frame is given up (at 9600 baud a
 # character takes ~1 ms; a keypad sends a frame in one burst).
 IDLE_S = 0.05
@@ -36,55 +44,15 @@ class KeypadUnavailable(KeypadError):
     """The bus cannot be reached."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class TcpBusTarget:
-    host: str
-    port: int
-    timeout_s: float = CONNECT_TIMEOUT_S
-
-    @property
-    def endpoint(self) -> str:
-        return f"tcp {self.host}:{self.port}"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SerialBusTarget:
-    port: str
-    baudrate: int = 9600
-    bytesize: int = 8
-    parity: str = "N"
-    stopbits: float = 1
-
-    @property
-    def endpoint(self) -> str:
-        return f"serial {self.port} ({self.baudrate} {self.bytesize}{self.parity}{self.stopbits:g})"
-
-
-BusTarget = TcpBusTarget | SerialBusTarget
-Link = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-LinkOpener = Callable[[], Awaitable[Link]]
+# The line's targets under the names this driver has always exported.
+TcpBusTarget = TcpLineTarget
+SerialBusTarget = SerialLineTarget
+BusTarget = LineTarget
 
 
 async def open_link(target: BusTarget) -> Link:
     """Open the bus; raises :class:`KeypadUnavailable` with the cause."""
-    try:
-        if isinstance(target, TcpBusTarget):
-            async with asyncio.timeout(target.timeout_s):
-                return await asyncio.open_connection(target.host, target.port)
-        import serial_asyncio_fast
-
-        link: Link = await serial_asyncio_fast.open_serial_connection(
-            url=target.port,
-            baudrate=target.baudrate,
-            bytesize=target.bytesize,
-            parity=target.parity,
-            stopbits=target.stopbits,
-        )
-    except TimeoutError as err:
-        raise KeypadUnavailable(f"{target.endpoint} did not accept a connection") from err
-    except (OSError, ValueError) as err:  # pyserial's SerialException is an OSError
-        raise KeypadUnavailable(f"{target.endpoint} cannot be opened: {err}") from err
-    return link
+    return await open_line(target, KeypadUnavailable)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -134,11 +102,8 @@ class KeypadBus:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
         await self._close()
 
     @property

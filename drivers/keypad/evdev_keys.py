@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from drivers.keypad.bus import BusHealth, KeypadUnavailable
+from drivers.line import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +96,7 @@ class EvdevKeys:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     def _report(self, health: BusHealth) -> None:
         if health != self.health:

@@ -14,11 +14,11 @@ from drivers.led.bus import (
     LedError,
     LedRefused,
     LedUnavailable,
-    LinkOpener,
     SerialLinkTarget,
     TcpLinkTarget,
     open_link,
 )
+from drivers.line import LinkOpener
 
 __all__ = [
     "BusHealth",

@@ -7,8 +7,16 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
+from drivers.line import (
+    LineTarget,
+    Link,
+    LinkOpener,
+    SerialLineTarget,
+    TcpLineTarget,
+    open_line,
+)
 from protocols.led import LedCodec, ParseEvent, Rejected
 
 log = logging.getLogger(__name__)
@@ -17,7 +25,6 @@ log = logging.getLogger(__name__)
 ANSWER_TIMEOUT_S = 0.5
 # Tries per frame: a lost answer on a noisy RS-485 line is common; a dead strip is not.
 ATTEMPTS = 2
-CONNECT_TIMEOUT_S = 3.0
 
 
 class LedError(Exception):
@@ -32,55 +39,15 @@ class LedRefused(LedError):
     """The strip answered that it did not do it (bad text, unknown command)."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class TcpLinkTarget:
-    host: str
-    port: int
-    timeout_s: float = CONNECT_TIMEOUT_S
-
-    @property
-    def endpoint(self) -> str:
-        return f"tcp {self.host}:{self.port}"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SerialLinkTarget:
-    port: str
-    baudrate: int = 9600
-    bytesize: int = 8
-    parity: str = "N"
-    stopbits: float = 1
-
-    @property
-    def endpoint(self) -> str:
-        return f"serial {self.port} ({self.baudrate} {self.bytesize}{self.parity}{self.stopbits:g})"
-
-
-LinkTarget = TcpLinkTarget | SerialLinkTarget
-Link = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-LinkOpener = Callable[[], Awaitable[Link]]
+# The line's targets under the names this driver has always exported.
+TcpLinkTarget = TcpLineTarget
+SerialLinkTarget = SerialLineTarget
+LinkTarget = LineTarget
 
 
 async def open_link(target: LinkTarget) -> Link:
     """Open the bus; raises :class:`LedUnavailable` with the cause."""
-    try:
-        if isinstance(target, TcpLinkTarget):
-            async with asyncio.timeout(target.timeout_s):
-                return await asyncio.open_connection(target.host, target.port)
-        import serial_asyncio_fast
-
-        link: Link = await serial_asyncio_fast.open_serial_connection(
-            url=target.port,
-            baudrate=target.baudrate,
-            bytesize=target.bytesize,
-            parity=target.parity,
-            stopbits=target.stopbits,
-        )
-    except TimeoutError as err:
-        raise LedUnavailable(f"{target.endpoint} did not accept a connection") from err
-    except (OSError, ValueError) as err:  # pyserial's SerialException is an OSError
-        raise LedUnavailable(f"{target.endpoint} cannot be opened: {err}") from err
-    return link
+    return await open_line(target, LedUnavailable)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
