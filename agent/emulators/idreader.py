@@ -26,12 +26,11 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
-import os
 import sys
-import tty
 from collections.abc import Callable
 from pathlib import Path
 
+from agent.emulators._serving import Ports, Write
 from protocols.gat467 import (
     CardData,
     Command,
@@ -229,10 +228,8 @@ class VirtualIdReader:
         self.faults = Faults()
         self._selected = False
         self._halted = False
-        self._servers: list[asyncio.Server] = []
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._ports = Ports(self._client)
         self._handlers: set[asyncio.Task[None]] = set()
-        self._pty: tuple[int, int] | None = None
         self._link: Path | None = None
         self.requests: list[Command | None] = []
         self.reads = 0
@@ -261,32 +258,25 @@ class VirtualIdReader:
     # -- transports ------------------------------------------------------------------------
 
     async def start_tcp(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        server = await asyncio.start_server(self._client, host, port, reuse_address=True)
-        self._servers.append(server)
-        return int(server.sockets[0].getsockname()[1])
+        return await self._ports.start_tcp(host, port)
 
     async def stop_tcp(self) -> None:
         """Switch the reader off: close the port, end every connection."""
-        for server in self._servers:
-            server.close()
-        for writer in list(self._writers):
-            writer.close()
+        self._ports.close_tcp()
         # A connection's handler may still wait for data that will never come (a host that
         # vanished without closing): end it rather than wait for it.
         for task in list(self._handlers):
             task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
-        for server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
+        await self._ports.wait_tcp_closed()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if not self._servers or task is None:  # switched off meanwhile
+        if not self._ports.servers or task is None:  # switched off meanwhile
             writer.close()
             return
         self._handlers.add(task)
-        self._writers.add(writer)
+        self._ports.writers.add(writer)
         parser = FrameParser(Direction.REQUEST)
         try:
             while data := await reader.read(4096):
@@ -294,7 +284,7 @@ class VirtualIdReader:
         except ConnectionError:
             pass
         finally:
-            self._writers.discard(writer)
+            self._ports.writers.discard(writer)
             self._handlers.discard(task)
             writer.close()
 
@@ -302,25 +292,17 @@ class VirtualIdReader:
         """Plug in a serial reader: a new pty; ``link`` (a stable name like
         /dev/serial/by-id/…) is pointed at it. Returns the path to open."""
         self.unplug()
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self._pty = (master, slave)
-        parser = FrameParser(Direction.REQUEST)
 
-        def send(data: bytes) -> None:
-            with contextlib.suppress(OSError):
-                os.write(master, data)
+        def serve(write: Write) -> Callable[[bytes], None]:
+            parser = FrameParser(Direction.REQUEST)
 
-        def readable() -> None:
-            try:
-                data = os.read(master, 4096)
-            except (BlockingIOError, OSError):
-                return
-            self.receive(parser, data, send)
+            def send(data: bytes) -> None:
+                with contextlib.suppress(OSError):
+                    write(data)
 
-        asyncio.get_running_loop().add_reader(master, readable)
-        path = os.ttyname(slave)
+            return lambda data: self.receive(parser, data, send)
+
+        path = self._ports.open_pty(serve)
         if link is not None:
             tmp = link.with_name(link.name + ".tmp")
             tmp.unlink(missing_ok=True)
@@ -335,14 +317,7 @@ class VirtualIdReader:
         if self._link is not None:
             self._link.unlink(missing_ok=True)
             self._link = None
-        if self._pty is None:
-            return
-        master, slave = self._pty
-        with contextlib.suppress(RuntimeError):  # the loop may be closing
-            asyncio.get_running_loop().remove_reader(master)
-        os.close(master)
-        os.close(slave)
-        self._pty = None
+        self._ports.close_pty()
 
     # -- the protocol ----------------------------------------------------------------------
 

@@ -21,12 +21,12 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
-import os
 import sys
-import tty
 from collections.abc import Callable
 
+from agent.emulators._serving import Ports, Write
 from protocols.keypad import (
     Beep,
     CallerKey,
@@ -82,9 +82,7 @@ class VirtualKeypads:
         self.retries = retries
         self.keypads: dict[int, KeypadState] = {}
         self._sessions: set[_Session] = set()
-        self._servers: list[asyncio.Server] = []
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._pty: tuple[int, int] | None = None
+        self._ports = Ports(self._client)
         self._waiting: dict[Frame, asyncio.Future[None]] = {}
         self._changed = asyncio.Condition()
         self._press_lock = asyncio.Lock()
@@ -104,69 +102,41 @@ class VirtualKeypads:
     # -- transports ---------------------------------------------------------------------------
 
     async def start_tcp(self, host: str = "127.0.0.1", port: int = 9202) -> int:
-        server = await asyncio.start_server(self._client, host, port, reuse_address=True)
-        self._servers.append(server)
-        bound = int(server.sockets[0].getsockname()[1])
+        bound = await self._ports.start_tcp(host, port)
         log.info("virtual keypad bus listening on %s:%d", host, bound)
         return bound
 
     async def stop_tcp(self) -> None:
-        for server in self._servers:
-            server.close()
-        for writer in list(self._writers):
-            writer.close()
-        for server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
+        await self._ports.stop_tcp()
 
     @property
     def connections(self) -> int:
         return len(self._sessions)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
+        self._ports.writers.add(writer)  # closed by stop_tcp() from now on
         session = _Session(self.protocol, writer.write)
         self._sessions.add(session)
         await self._notify()
         try:
-            while data := await reader.read(4096):
-                self.receive(session, data)
-        except ConnectionError:
-            pass
+            await self._ports.read_connection(
+                reader, writer, functools.partial(self.receive, session)
+            )
         finally:
             self._sessions.discard(session)
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
 
     def open_pty(self) -> str:
         """The bus as a serial port: returns the pty path the agent opens."""
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self._pty = (master, slave)
-        session = _Session(self.protocol, lambda data: os.write(master, data))
-        self._sessions.add(session)
 
-        def readable() -> None:
-            try:
-                data = os.read(master, 4096)
-            except (BlockingIOError, OSError):  # EIO while the other side is closed
-                return
-            self.receive(session, data)
+        def serve(write: Write) -> Callable[[bytes], None]:
+            session = _Session(self.protocol, write)
+            self._sessions.add(session)
+            return functools.partial(self.receive, session)
 
-        asyncio.get_running_loop().add_reader(master, readable)
-        return os.ttyname(slave)
+        return self._ports.open_pty(serve)
 
     def close_pty(self) -> None:
-        if self._pty is None:
-            return
-        master, slave = self._pty
-        asyncio.get_running_loop().remove_reader(master)
-        os.close(master)
-        os.close(slave)
-        self._pty = None
+        self._ports.close_pty()
 
     # -- what the host sends ------------------------------------------------------------------
 

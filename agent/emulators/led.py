@@ -19,12 +19,11 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import sys
 import time
-import tty
 from collections.abc import Callable, Iterable
 
+from agent.emulators._serving import Ports, Write
 from protocols.led import (
     REPLY,
     BoardFrame,
@@ -76,9 +75,7 @@ class VirtualLedBus:
         self.rejected: list[Rejected] = []
         self.muted = False  # a strip that does not answer (power off, wrong address)
         self._on_change = on_change
-        self._servers: list[asyncio.Server] = []
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._pty: tuple[int, int] | None = None
+        self._ports = Ports(self._client)
         self._changed = asyncio.Condition()
 
     async def __aenter__(self) -> VirtualLedBus:
@@ -92,61 +89,27 @@ class VirtualLedBus:
 
     async def start_tcp(self, host: str = "127.0.0.1", port: int = 9201) -> int:
         """Listen like a serial-to-TCP adapter; returns the port (0 picks a free one)."""
-        server = await asyncio.start_server(self._client, host, port, reuse_address=True)
-        self._servers.append(server)
-        bound = int(server.sockets[0].getsockname()[1])
+        bound = await self._ports.start_tcp(host, port)
         log.info("virtual LED bus (%s) listening on %s:%d", self.codec.name, host, bound)
         return bound
 
     async def stop_tcp(self) -> None:
-        for server in self._servers:
-            server.close()
-        for writer in list(self._writers):
-            writer.close()
-        for server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
+        await self._ports.stop_tcp()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        parser = self.codec.parser()
-        try:
-            while data := await reader.read(4096):
-                self._receive(parser.feed(data), writer.write)
-        except ConnectionError:
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+        await self._ports.read_connection(reader, writer, self._serve(writer.write))
 
     def open_pty(self) -> str:
         """The bus as a serial port: returns the pty path a driver opens like /dev/ttyUSB0."""
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self._pty = (master, slave)
-        parser = self.codec.parser()
-
-        def readable() -> None:
-            try:
-                data = os.read(master, 4096)
-            except OSError:  # nothing yet, or the other side closed (EIO until reopened)
-                return
-            self._receive(parser.feed(data), lambda reply: os.write(master, reply))
-
-        asyncio.get_running_loop().add_reader(master, readable)
-        return os.ttyname(slave)
+        return self._ports.open_pty(self._serve)
 
     def close_pty(self) -> None:
-        if self._pty is None:
-            return
-        master, slave = self._pty
-        asyncio.get_running_loop().remove_reader(master)
-        os.close(master)
-        os.close(slave)
-        self._pty = None
+        self._ports.close_pty()
+
+    def _serve(self, write: Write) -> Callable[[bytes], None]:
+        """One host's line: its own parser, answers back to it."""
+        parser = self.codec.parser()
+        return lambda data: self._receive(parser.feed(data), write)
 
     # -- the strips ------------------------------------------------------------------------------
 

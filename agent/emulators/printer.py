@@ -22,15 +22,15 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
-import os
 import re
 import sys
 import time
-import tty
 from collections.abc import Callable
 from pathlib import Path
 
+from agent.emulators._serving import Ports, Write
 from protocols.escpos import Paper, TextLine
 from protocols.escpos_commands import Command as EscposCommand
 from protocols.escpos_commands import (
@@ -140,9 +140,7 @@ class VirtualPrinter:
         self._reader = TicketReader(chinese_mode=chinese_mode)
         self._held: list[ParsedCommand] = []
         self._sessions: set[_Session] = set()
-        self._servers: list[asyncio.Server] = []
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._pty: tuple[int, int] | None = None
+        self._ports = Ports(self._client)
         self._typesetter: Typesetter | None = None
         if render and out_dir is not None and font is not None and font.exists():
             self._typesetter = Typesetter(font.read_bytes(), self.paper.width_dots)
@@ -168,67 +166,36 @@ class VirtualPrinter:
 
     async def start_tcp(self, host: str = "127.0.0.1", port: int = 9100) -> int:
         """Listen like a network printer; returns the port (give 0 for a free one)."""
-        server = await asyncio.start_server(self._client, host, port, reuse_address=True)
-        self._servers.append(server)
-        bound = int(server.sockets[0].getsockname()[1])
+        bound = await self._ports.start_tcp(host, port)
         log.info("virtual printer listening on %s:%d", host, bound)
         return bound
 
     async def stop_tcp(self) -> None:
         """Switch the network printer off: close the port and every connection."""
-        for server in self._servers:
-            server.close()
-        for writer in list(self._writers):
-            writer.close()
-        for server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
+        await self._ports.stop_tcp()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
         session = _Session(writer.write)
         self._sessions.add(session)
         try:
-            while data := await reader.read(65536):
-                self.receive(session, data)
-        except ConnectionError:
-            pass
+            await self._ports.read_connection(
+                reader, writer, functools.partial(self.receive, session), 65536
+            )
         finally:
             self._sessions.discard(session)
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
 
     def open_pty(self) -> str:
         """A serial printer: returns the pty path a driver opens like /dev/ttyUSB0."""
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self._pty = (master, slave)
-        session = _Session(lambda data: os.write(master, data))
-        self._sessions.add(session)
 
-        def readable() -> None:
-            try:
-                data = os.read(master, 65536)
-            except BlockingIOError:
-                return
-            except OSError:  # the other side was closed: a pty reads EIO until reopened
-                return
-            self.receive(session, data)
+        def serve(write: Write) -> Callable[[bytes], None]:
+            session = _Session(write)
+            self._sessions.add(session)
+            return functools.partial(self.receive, session)
 
-        asyncio.get_running_loop().add_reader(master, readable)
-        return os.ttyname(slave)
+        return self._ports.open_pty(serve, 65536)
 
     def close_pty(self) -> None:
-        if self._pty is None:
-            return
-        master, slave = self._pty
-        asyncio.get_running_loop().remove_reader(master)
-        os.close(master)
-        os.close(slave)
-        self._pty = None
+        self._ports.close_pty()
 
     # -- the printer ---------------------------------------------------------------------------
 
