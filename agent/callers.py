@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from agent.domain import Outcome, QueueEngine, QueueError, Refused, TicketStatus, WindowState
@@ -73,6 +73,8 @@ class CallerDesk:
         window_s = hall.config.callers.debounce_s if debounce_s is None else debounce_s
         self.debouncer = Debouncer(window_s, clock)
         self.repeats = 0
+        # The window's document capture (agent/documents.py), when the hall has cameras.
+        self.capture: Callable[[str, int], Awaitable[dict[str, Any]]] | None = None
 
     async def act(self, window_id: str, command: CallerCommand, *, source: str) -> CallerAnswer:
         """Run one press; refusals are answers (the device beeps), not exceptions."""
@@ -86,6 +88,8 @@ class CallerDesk:
                 self.debouncer.window_s,
             )
             return CallerAnswer(command, done=False, repeat=True, message="repeated press")
+        if command.action is CallerAction.CAPTURE:
+            return await self._capture(window_id, command)
         try:
             outcome = await self._run(window_id, command)
         except QueueError as err:
@@ -95,6 +99,18 @@ class CallerDesk:
         current = await self.current(window_id)
         message = str(outcome.result.get("message", ""))
         return CallerAnswer(command, True, message=message, result=outcome.result, current=current)
+
+    async def _capture(self, window_id: str, command: CallerCommand) -> CallerAnswer:
+        current = await self.current(window_id)
+        if self.capture is None:
+            message = "this hall has no document camera"
+            return CallerAnswer(command, done=False, message=message, current=current)
+        try:
+            result = await self.capture(window_id, 1)
+        except QueueError as err:
+            log.info("window %s: capture refused: %s", window_id, err.message)
+            return CallerAnswer(command, done=False, message=err.message, current=current)
+        return CallerAnswer(command, True, message="captured", result=result, current=current)
 
     async def current(self, window_id: str) -> str | None:
         """The number of the ticket the window has now (None when it has none)."""
@@ -147,6 +163,8 @@ def operation(window_id: str, command: CallerCommand) -> Op:
             return lambda e, n: e.sign_out(window_id, n)
         case CallerAction.SIGN_IN:
             raise ValueError("sign-in needs the roster: use CallerDesk.act")
+        case CallerAction.CAPTURE:
+            raise ValueError("a capture is not a queue operation: use CallerDesk.act")
 
 
 def _toggle_pause(engine: QueueEngine, window_id: str, now: dt.datetime) -> Outcome:

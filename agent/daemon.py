@@ -95,6 +95,7 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                 app.include_router(identity_routes(identity))
             if documents is not None:
                 app.include_router(document_routes(documents))
+                windows.callers.capture = documents.capture
             pages = PageFeed(hall, devices, printing)
             app.include_router(page_routes(pages))
             app.include_router(window_routes(windows, pages))

@@ -428,3 +428,35 @@ async def test_an_open_rating_times_out_and_is_armed_again_after_a_restart(
             assert (await ticket(hall, a2)).rating["defaulted"] is False
     finally:
         store.close()
+
+
+async def test_the_capture_key_asks_the_window_s_document_camera(tmp_path: Path) -> None:
+    config = config_for(tmp_path / "state", {"type": "web"} | {})
+    config = config.model_copy(
+        update={
+            "devices": [],
+            "windows": [w.model_copy(update={"devices": []}) for w in config.windows],
+        }
+    )
+    store = Store.open(config.storage.path)
+    try:
+        async with Hall(config, store) as hall:
+            desk = CallerDesk(hall, debounce_s=0)
+            press = CallerCommand(CallerAction.CAPTURE)
+            answer = await desk.act("w1", press, source="test")
+            assert not answer.done
+            assert answer.message == "this hall has no document camera"
+
+            asked: list[tuple[str, int]] = []
+
+            async def capture(window: str, pages: int) -> dict[str, object]:
+                asked.append((window, pages))
+                return {"document": "d-1", "pages": pages}
+
+            desk.capture = capture
+            answer = await desk.act("w2", press, source="test")
+            assert answer.done
+            assert answer.result == {"document": "d-1", "pages": 1}
+            assert asked == [("w2", 1)]
+    finally:
+        store.close()

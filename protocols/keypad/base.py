@@ -189,6 +189,7 @@ class CallerAction(enum.StrEnum):
     REQUEST_RATING = "request_rating"
     SIGN_IN = "sign_in"
     SIGN_OUT = "sign_out"
+    CAPTURE = "capture"  # the window's document camera takes the papers (高拍)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -202,6 +203,7 @@ CONFIRM_DIGITS: dict[str, CallerAction] = {
     "6": CallerAction.NO_SHOW,  # 弃号 give up
     "0": CallerAction.HOLD,  # 挂起 hold
     "3": CallerAction.CALL_BACK,  # 回呼 call back the held ticket
+    "9": CallerAction.CAPTURE,  # 高拍 capture a page with the window's document camera
 }
 # A staff sign-in code is at least this long, so it never collides with a confirm digit.
 SIGN_IN_CODE_MIN = 2
