@@ -76,6 +76,7 @@ from drivers.idreader import (
     Target,
     open_reader,
 )
+from drivers.line import stop_task
 
 if TYPE_CHECKING:
     from agent.central.link import Link
@@ -196,7 +197,7 @@ class IdentityDesk:
                 log.error("ID card readers are not started: %s", err)
         async with contextlib.AsyncExitStack() as stack:
             eraser = asyncio.create_task(erase_loop(self.hall), name="personal-data-eraser")
-            stack.push_async_callback(_cancel, eraser)
+            stack.push_async_callback(stop_task, eraser)
             if self._vault is not None:
                 for device in self.config.devices:
                     if isinstance(device, IdReaderDevice):
@@ -220,7 +221,7 @@ class IdentityDesk:
         self.readers[device.id] = reader
         where = self._windows.get(device.id)
         task = asyncio.create_task(self._follow(device, reader), name=f"idcard-{device.id}")
-        stack.push_async_callback(_cancel, task)
+        stack.push_async_callback(stop_task, task)
         log.info(
             "ID card reader %s on %s (%s)",
             device.id,
@@ -464,12 +465,6 @@ async def erase_loop(hall: Hall) -> None:
         else:
             failing = False
         await asyncio.sleep(ERASE_EVERY_S)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 @contextlib.asynccontextmanager

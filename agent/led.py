@@ -33,6 +33,7 @@ from drivers.led import (
     TcpLinkTarget,
     open_link,
 )
+from drivers.line import stop_task
 from protocols.led import LedProtocolError, codec_for
 
 log = logging.getLogger(__name__)
@@ -151,8 +152,8 @@ class LedStrips:
             events = await stack.enter_async_context(self.hall.events())
             follow = asyncio.create_task(self._follow(events), name="led-events")
             sync = asyncio.create_task(self._sync_loop(), name="led-sync")
-            stack.push_async_callback(_cancel, sync)
-            stack.push_async_callback(_cancel, follow)
+            stack.push_async_callback(stop_task, sync)
+            stack.push_async_callback(stop_task, follow)
             self._stack = stack.pop_all()
         self._dirty.set()
         return self
@@ -240,12 +241,6 @@ class LedStrips:
             strip.flash = False
             self.sent += 1
         return ok
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 @contextlib.asynccontextmanager

@@ -39,6 +39,7 @@ from agent.devices import DeviceBoard, DeviceStatus
 from agent.domain import Event, EventClass, NotFound, Priority, QueueEngine, Refused, TicketStatus
 from agent.hall import Hall
 from agent.store import Store, StoredEvent
+from drivers.line import stop_task
 from drivers.printer import (
     FileTarget,
     NetworkTarget,
@@ -250,7 +251,7 @@ class TicketPrinting:
             issued = await stack.enter_async_context(self.hall.events())
             await stack.enter_async_context(self.queue)
             listener = asyncio.create_task(self._follow_issued(issued), name="printer-tickets")
-            stack.push_async_callback(_cancel, listener)
+            stack.push_async_callback(stop_task, listener)
             self._stack = stack.pop_all()
         self._health(self.queue.health)
         log.info(
@@ -474,12 +475,6 @@ class TicketPrinting:
 
 def _append(event: Event, store: Store, now: dt.datetime, clock_ok: bool) -> list[StoredEvent]:
     return store.append([dataclasses.replace(event, at=now)], clock_ok=clock_ok)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 @contextlib.asynccontextmanager

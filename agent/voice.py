@@ -33,6 +33,7 @@ from agent.devices import DeviceBoard
 from agent.hall import Hall
 from agent.store import StoredEvent
 from drivers.audio import AplaySink, AudioError, AudioSink, FileSink
+from drivers.line import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ SENTENCE_GAP_S = 0.7
 CHIME_GAP_S = 0.3
 
 _ZH_DIGITS = "0123456789"
-_EN_UNITS = [
+EN_UNITS = [
     "zero",
     "one",
     "two",
@@ -72,7 +73,7 @@ _EN_UNITS = [
     "eighteen",
     "nineteen",
 ]
-_EN_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+EN_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
 
 class VoiceError(Exception):
@@ -89,7 +90,7 @@ def ticket_tokens(number: str, language: str) -> list[str]:
         if ch.isascii() and ch.isalpha():
             out.append(ch)
         elif ch.isascii() and ch.isdigit():
-            out.append(ch if language != "en" else _EN_UNITS[int(ch)])
+            out.append(ch if language != "en" else EN_UNITS[int(ch)])
     return out
 
 
@@ -121,14 +122,14 @@ def en_cardinal(n: int) -> list[str]:
     hundreds, rest = divmod(n, 100)
     out: list[str] = []
     if hundreds:
-        out += [_EN_UNITS[hundreds], "hundred"]
+        out += [EN_UNITS[hundreds], "hundred"]
     if rest >= 20:
         tens, units = divmod(rest, 10)
-        out.append(_EN_TENS[tens])
+        out.append(EN_TENS[tens])
         if units:
-            out.append(_EN_UNITS[units])
+            out.append(EN_UNITS[units])
     elif rest:
-        out.append(_EN_UNITS[rest])
+        out.append(EN_UNITS[rest])
     return out
 
 
@@ -398,8 +399,8 @@ class VoiceCalling:
             events = await stack.enter_async_context(self.hall.events())
             follow = asyncio.create_task(self._follow(events), name="voice-calls")
             speak = asyncio.create_task(self._speak_loop(), name="voice-speaker")
-            stack.push_async_callback(_cancel, follow)
-            stack.push_async_callback(_cancel, speak)
+            stack.push_async_callback(stop_task, follow)
+            stack.push_async_callback(stop_task, speak)
             self._stack = stack.pop_all()
         return self
 
@@ -515,12 +516,6 @@ class VoiceCalling:
                 lambda: len(self.spoken) + len(self.skipped) + self.failed >= count
             )
         return self.spoken[:count]
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 @contextlib.asynccontextmanager

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from agent.voice import VoiceError
+from agent.voice import EN_TENS, EN_UNITS, VoiceError
 
 ESPEAK = "espeak-ng"
 ZH_VOICE = "cmn-latn-pinyin"
@@ -44,38 +44,8 @@ _ZH_WORDS = {
     "十": ("shi", "shi2"),
     "百": ("bai", "bai3"),
 }
-_EN_WORDS = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-    "twenty",
-    "thirty",
-    "forty",
-    "fifty",
-    "sixty",
-    "seventy",
-    "eighty",
-    "ninety",
-    "hundred",
-    "number",
-]
+# Every English word the number sentences use.
+_EN_WORDS = [*EN_UNITS, *EN_TENS[2:], "hundred", "number"]
 
 
 def clip_specs(language: str) -> dict[str, tuple[str, str, str]]:
