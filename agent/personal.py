@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -28,12 +29,12 @@ import sqlite3
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+# cryptography is imported on first use (the first card read), not at start: it is ~6 MB
+# of an idle agent's memory on a Pi that may see no card for hours.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agent.logs import mask_id_number, mask_name
 from protocols.idcard import IdCard
@@ -89,6 +90,9 @@ def read_key_file(path: Path) -> bytes:
 
 
 def _derive(master: bytes, info: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master)
 
 
@@ -96,9 +100,22 @@ class Vault:
     """Seals and unseals personal data, and hashes ID numbers with a key."""
 
     def __init__(self, master: bytes, hash_key: bytes | None = None) -> None:
-        self._aead = AESGCM(_derive(master, b"hall-agent/seal/v1"))
-        self._hash_key = hash_key or _derive(master, b"hall-agent/id-hash/v1")
-        self.key_id = hashlib.sha256(_derive(master, b"hall-agent/key-id/v1")).hexdigest()[:8]
+        self._master = master
+        self._given_hash_key = hash_key
+
+    @functools.cached_property
+    def _aead(self) -> AESGCM:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        return AESGCM(_derive(self._master, b"hall-agent/seal/v1"))
+
+    @functools.cached_property
+    def _hash_key(self) -> bytes:
+        return self._given_hash_key or _derive(self._master, b"hall-agent/id-hash/v1")
+
+    @functools.cached_property
+    def key_id(self) -> str:
+        return hashlib.sha256(_derive(self._master, b"hall-agent/key-id/v1")).hexdigest()[:8]
 
     @classmethod
     def from_files(cls, key_file: Path, hash_key_file: Path | None = None) -> Vault:
@@ -119,6 +136,8 @@ class Vault:
         return base64.b64encode(nonce + sealed).decode("ascii")
 
     def unseal(self, text: str, aad: bytes = b"") -> Any:
+        from cryptography.exceptions import InvalidTag
+
         try:
             raw = base64.b64decode(text, validate=True)
             plain = self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], _SEAL_AAD + aad)
@@ -135,6 +154,8 @@ class Vault:
         return nonce + self._aead.encrypt(nonce, data, _SEAL_AAD + aad)
 
     def decrypt_bytes(self, sealed: bytes, aad: bytes) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
         try:
             return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], _SEAL_AAD + aad)
         except (InvalidTag, ValueError) as err:
