@@ -17,7 +17,7 @@ from typing import Any
 from agent.central.link import Link
 from agent.clock import SystemClock, runtime_directory
 from agent.config import HallAgentConfig, StorageConfig
-from agent.devices import DeviceBoard
+from agent.devices import DeviceBoard, DeviceHealth
 from agent.diskspace import RoomNeeded, SpaceGuard, make_room
 from agent.documents import DocumentDesk, document_desk, document_routes
 from agent.domain import Event, EventClass
@@ -70,6 +70,8 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
     disk = SpaceGuard(config.storage)
     store = await disk.open_store()
     devices = DeviceBoard(config)
+    # Watch from the start, so the first states drivers report become events too.
+    device_changes = devices.watch()
     clock = SystemClock(config.clock.trust, latch_dir=runtime_directory())
     try:
         async with (
@@ -107,7 +109,9 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                     background = [
                         tasks.create_task(_tick_loop(hall), name="day-rollover"),
                         tasks.create_task(retention_loop(hall, disk), name="outbox-retention"),
-                        tasks.create_task(_record_device_changes(hall, devices), name="devices"),
+                        tasks.create_task(
+                            _record_device_changes(hall, devices, device_changes), name="devices"
+                        ),
                     ]
                     try:
                         yield Running(
@@ -203,9 +207,10 @@ def _append_one(event: Event, store: Store, now: dt.datetime, clock_ok: bool) ->
     return store.append([event], clock_ok=clock_ok)
 
 
-async def _record_device_changes(hall: Hall, devices: DeviceBoard) -> None:
+async def _record_device_changes(
+    hall: Hall, devices: DeviceBoard, changes: asyncio.Queue[DeviceHealth]
+) -> None:
     """Every device health change becomes an event of the lowest retention class."""
-    changes = devices.watch()
     try:
         while True:
             health = await changes.get()
