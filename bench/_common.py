@@ -24,15 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+# The tests' hall and config writer: one copy of each, re-exported for the benchmarks.
+from support import hall_config, write_config  # noqa: E402, F401 (write_config re-exported)
+
 RESULTS = ROOT / "bench" / "results"
 # Scratch space on the repository's own file system, so fsync costs what it costs there.
 SCRATCH = ROOT / "bench" / ".tmp"
-
-ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-ALWAYS = [{"start": "00:00", "end": "23:59", "days": ALL_DAYS}]
 
 
 # -- machine and results -------------------------------------------------------------------
@@ -170,40 +171,16 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
 
 
 def bench_hall(storage: Path, port: int = 0, width: int = 3) -> dict[str, Any]:
-    """A small valid hall: 4 services open all day, 3 windows, offline (no central link)."""
-    services = [
-        ("social", "社保医保", "A"),
-        ("civil", "民政救助", "B"),
-        ("housing", "户籍证明", "C"),
-        ("general", "综合咨询", "D"),
-    ]
-    return {
-        "hall": {"id": "bench-hall", "name": "基准测试服务大厅"},
-        "services": [
-            {"id": sid, "name": name, "prefix": prefix, "width": width, "hours": ALWAYS}
-            for sid, name, prefix in services
-        ],
-        "windows": [
-            {"id": "w1", "name": "1号窗口", "number": 1, "services": ["social", "general"]},
-            {"id": "w2", "name": "2号窗口", "number": 2, "services": ["civil", "housing"]},
-            {
-                "id": "w3",
-                "name": "3号窗口",
-                "number": 3,
-                "services": ["general", "social", "civil", "housing"],
-            },
-        ],
-        "storage": {"path": str(storage)},
-        "web": {"host": "127.0.0.1", "port": port},
-        "logging": {"level": "WARNING", "format": "text"},
-    }
-
-
-def write_config(path: Path, config: Mapping[str, Any]) -> Path:
-    path.write_text(
-        yaml.safe_dump(dict(config), allow_unicode=True, sort_keys=False), encoding="utf-8"
+    """The tests' small hall (4 services open all day, 3 windows, offline), quieter logs."""
+    config = hall_config(
+        storage,
+        port,
+        hall={"id": "bench-hall", "name": "基准测试服务大厅"},
+        logging={"level": "WARNING", "format": "text"},
     )
-    return path
+    for service in config["services"]:
+        service["width"] = width
+    return config
 
 
 def agent_command(config_path: Path) -> list[str]:
