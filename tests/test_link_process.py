@@ -118,10 +118,8 @@ async def test_sigkill_while_draining_a_backlog_loses_nothing(
                 await asyncio.to_thread(agent.kill)
                 assert len(set(oracle.event_seqs())) < backlog, "the drain was already done"
                 url = await asyncio.to_thread(agent.start)
-            # The backlog went out paced (a loaded machine is slower, never faster).
-            arrivals = [m.at for m in oracle.messages[: backlog // 4]]
-            rate = (len(arrivals) - inflight) / (arrivals[-1] - arrivals[0])
-            assert rate <= cap * 1.2, f"drained at {rate:.0f}/s over a cap of {cap}/s"
+            # The cap itself is proven on a moved clock in test_pacer: arrival times at a
+            # subscriber measure the broker's delivery as much as the agent's pacing.
 
             await take_tickets(url, 30)
             last = (await status(url))["last_seq"]

@@ -202,7 +202,8 @@ async def test_agent_stops_promptly_with_pages_open_and_serves_its_assets(tmp_pa
     finally:
         if not stopped_at:
             await running_cm.__aexit__(None, None, None)
-    assert time.monotonic() - stopped_at < 2.0
+    # A stream left open holds the shutdown back for ever; 10 s is far from any hold.
+    assert time.monotonic() - stopped_at < 10.0
 
 
 async def test_a_page_untouched_by_changes_still_hears_pings(

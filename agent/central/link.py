@@ -572,20 +572,37 @@ async def _drain_or_wait(fresh: asyncio.Queue[StoredEvent], wait_s: float) -> No
 
 
 class Pacer:
-    """A token bucket: at most ``rate`` per second on average, ``burst`` at once."""
+    """A token bucket: at most ``rate`` per second on average, ``burst`` at once.
 
-    def __init__(self, rate: float, burst: int) -> None:
+    Over any stretch of ``t`` seconds at most ``burst + rate * t`` takes return. The clock and
+    the sleep are parameters so that this bound is tested on a clock the test moves.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}")
         self._rate = rate
         self._burst = float(max(1, burst))
         self._tokens = self._burst
-        self._last = time.monotonic()
+        self._clock = clock
+        self._sleep = sleep
+        self._last = clock()
 
     async def take(self) -> None:
         while True:
-            now = time.monotonic()
+            now = self._clock()
             self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
             self._last = now
-            if self._tokens >= 1:
-                self._tokens -= 1
+            # The tolerance stops a float rounding (a token of 0.9999999) from spinning on
+            # sleeps too short to move the clock.
+            if self._tokens >= 1 - 1e-9:
+                self._tokens = max(0.0, self._tokens - 1)
                 return
-            await asyncio.sleep((1 - self._tokens) / self._rate)
+            await self._sleep((1 - self._tokens) / self._rate)
