@@ -58,6 +58,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 PING_S = 15.0
 # Rebuilt at least this often: service hours open and close, notices expire.
 REBUILD_S = 30.0
+# How long a state request waits for the view to show the events committed before it.
+CATCH_UP_S = 2.0
 # EventSource waits this long before reconnecting (the field ``retry:``), in ms.
 RETRY_MS = 1000
 
@@ -81,6 +83,7 @@ class HallView:
     """Everything pages show, built once per change and shared by every view."""
 
     rev: int
+    seq: int  # every event up to this seq is in the view
     at: dt.datetime  # when it was built (hall time)
     hall: JSON  # id, name
     queue: JSON  # QueueEngine.snapshot(), without the waiting list
@@ -160,6 +163,7 @@ class PageFeed:
         self._dirty = asyncio.Event()
         self._closed = False
         self._rev = 0
+        self._followed = 0  # the seq of the last event taken into account
         self._recalled_at: dict[str, dt.datetime] = {}
         self._notices: list[JSON] = []
         self._staff: dict[str, JSON] = {}
@@ -195,6 +199,7 @@ class PageFeed:
     async def __aenter__(self) -> PageFeed:
         async with contextlib.AsyncExitStack() as stack:
             events = await stack.enter_async_context(self.hall.events())
+            self._followed = self.hall.store.last_seq
             await self._load_settings()
             await self._rebuild()
             self._tasks = [
@@ -244,6 +249,7 @@ class PageFeed:
                 await self._load_settings()
             elif event.type == "day.closed":
                 self._recalled_at.clear()
+            self._followed = event.seq
             # Several events of one commit are one change: build once after the last.
             if events.empty():
                 self._dirty.set()
@@ -272,6 +278,7 @@ class PageFeed:
 
     async def _rebuild(self) -> None:
         settings = self.hall.config.pages
+        seq = self._followed
         recalled = dict(self._recalled_at)
         limit = settings.recent_calls + len(self.hall.config.windows)
 
@@ -289,6 +296,7 @@ class PageFeed:
         self._rev += 1
         view = HallView(
             rev=self._rev,
+            seq=seq,
             at=now,
             hall={"id": self.hall.config.hall.id, "name": self.hall.config.hall.name},
             queue=queue,
@@ -318,6 +326,23 @@ class PageFeed:
         if self._current is None:
             raise ViewNotFound("the hall's view is not built yet")
         return view(self._current, query)
+
+    async def caught_up(self, within: float = CATCH_UP_S) -> None:
+        """Until the view shows every event committed so far (at most ``within`` s).
+
+        A page that fetches its state right after an action (a staff member pressed "next")
+        sees that action, not the view from just before it.
+        """
+        target = self.hall.store.last_seq
+        if self._current is not None and self._current.seq >= target:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within), self._changed:
+                await self._changed.wait_for(
+                    lambda: (
+                        self._closed or (self._current is not None and self._current.seq >= target)
+                    )
+                )
 
     async def wait_rebuilt(self, after_rev: int, within: float = 5.0) -> HallView:
         """The view once it is newer than ``after_rev`` (tests, components that act on it)."""
@@ -685,6 +710,7 @@ def page_routes(feed: PageFeed) -> APIRouter:
 
     @router.get("/state/{view}")
     async def state(view: str, request: Request) -> JSON:
+        await feed.caught_up()
         try:
             return feed.render(view, dict(request.query_params))
         except ViewNotFound as err:

@@ -49,6 +49,38 @@ def config_with(tmp_path: Path, **sections: Any) -> HallAgentConfig:
     return HallAgentConfig.model_validate(data)
 
 
+async def test_a_state_request_after_an_action_shows_that_action(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read your writes: the view is rebuilt in the background, and a request waits for it."""
+    config = config_with(tmp_path)
+    async with (
+        running_agent(config) as running,
+        httpx.AsyncClient(base_url=running.url, timeout=10) as client,
+    ):
+        feed = running.pages
+        assert feed is not None
+        before = (await client.get("/pages/state/window?window=w1")).json()
+        assert before["staff"] is None
+        # Hold every rebuild until the test lets it go.
+        gate = asyncio.Event()
+        rebuild = feed._rebuild
+
+        async def held() -> None:
+            await gate.wait()
+            await rebuild()
+
+        monkeypatch.setattr(feed, "_rebuild", held)
+        signed = await client.post("/api/v1/windows/w1/sign-in", json={"staff": "1001"})
+        assert signed.status_code == 200, signed.text
+        request = asyncio.create_task(client.get("/pages/state/window?window=w1"))
+        done, _ = await asyncio.wait({request}, timeout=0.5)
+        assert not done, "the state was answered from a view older than the sign-in"
+        gate.set()
+        after = (await request).json()
+        assert after["staff"]["staff"] == "1001"
+
+
 async def test_stream_sends_the_full_state_on_connect_and_after_each_call(tmp_path: Path) -> None:
     config = config_with(tmp_path)
     async with (
