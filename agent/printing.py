@@ -7,6 +7,13 @@ and a printer failure can never lose one. A failed print is recorded as a
 ``ticket.print_failed`` event; the kiosk shows the number on screen and staff reprint it
 (CLI, local API, central command) once the printer is fixed.
 
+A print is concluded when it came out or its failure was recorded. Which issued tickets
+were concluded is saved (the setting ``printing.concluded``: every ``ticket.issued`` up to a
+seq), so a ticket saved just before the agent was killed is not forgotten: on the next start
+one issued in the last minute is printed (the citizen is likely still at the kiosk; a
+print that had come out just before the kill comes out twice), an older one of the day is
+recorded as ``ticket.print_failed``.
+
 The printer's health is polled; while it cannot print (paper out, cover open,
 unreachable) issuing from printing sources is refused with the reason, and the device's
 state (``ok``, ``degraded`` for paper near end, ``error``, ``offline``) goes to the device
@@ -37,8 +44,8 @@ from agent.config import (
 )
 from agent.devices import DeviceBoard, DeviceStatus
 from agent.domain import Event, EventClass, NotFound, Priority, QueueEngine, Refused, TicketStatus
-from agent.hall import Hall
-from agent.store import Store, StoredEvent
+from agent.hall import Hall, ShuttingDown
+from agent.store import Store, StoredEvent, StoreError
 from drivers.line import stop_task
 from drivers.printer import (
     FileTarget,
@@ -75,6 +82,12 @@ PRINT_WAIT_S = 5.0
 REPRINT_WAIT_S = 15.0
 # Print outcomes kept for callers that ask after the fact (the take that is still waiting).
 _KEPT_OUTCOMES = 256
+# The setting that says up to which seq every issued ticket's print was concluded.
+PRINT_MARK = "printing.concluded"
+# A ticket whose print was cut off by a stop is printed on the next start if it was issued
+# this recently (the citizen is likely still at the kiosk); an older one is recorded as
+# not printed.
+RESUME_WITHIN_S = 60.0
 
 _PRIORITY_LABELS = {
     Priority.ELDERLY: "绿色通道 · 老年人",
@@ -240,6 +253,11 @@ class TicketPrinting:
         )
         self._following: set[asyncio.Task[Any]] = set()
         self._stack = contextlib.AsyncExitStack()
+        # Issued tickets whose print is under way, the highest issued seq seen, and the seq
+        # up to which every print is concluded (as saved).
+        self._in_flight: set[int] = set()
+        self._highest = 0
+        self._mark = 0
 
     @property
     def config(self) -> HallAgentConfig:
@@ -250,9 +268,11 @@ class TicketPrinting:
         async with contextlib.AsyncExitStack() as stack:
             issued = await stack.enter_async_context(self.hall.events())
             await stack.enter_async_context(self.queue)
+            unfinished = await self._unfinished()
             listener = asyncio.create_task(self._follow_issued(issued), name="printer-tickets")
             stack.push_async_callback(stop_task, listener)
             self._stack = stack.pop_all()
+        await self._resume(unfinished)
         self._health(self.queue.health)
         log.info(
             "printing tickets on %s (%s profile, %d mm): %s",
@@ -374,14 +394,115 @@ class TicketPrinting:
     async def _follow_issued(self, issued: asyncio.Queue[StoredEvent]) -> None:
         while True:
             event = await issued.get()
-            if event.type != "ticket.issued" or not self.prints(event.data.get("source", "")):
-                continue
-            facts = TicketFacts.from_event(event)
-            task = asyncio.create_task(self._print(facts), name=f"print-{facts.number}")
-            self._following.add(task)
-            task.add_done_callback(self._following.discard)
+            if event.type != "ticket.issued" or event.seq <= self._highest:
+                continue  # not a ticket, or one the start already took care of
+            self._highest = event.seq
+            if self.prints(event.data.get("source", "")):
+                self._start_print(event)
 
-    async def _print(self, facts: TicketFacts, *, reprint: bool = False) -> PrintResult:
+    def _start_print(self, event: StoredEvent) -> None:
+        facts = TicketFacts.from_event(event)
+        self._in_flight.add(event.seq)
+        task = asyncio.create_task(self._print(facts, seq=event.seq), name=f"print-{facts.number}")
+        self._following.add(task)
+        task.add_done_callback(self._following.discard)
+
+    # -- prints cut off by a stop ---------------------------------------------------------------
+
+    async def _unfinished(self) -> list[StoredEvent]:
+        """The printed sources' tickets issued after the saved mark (their print was cut off)."""
+        device = self.device.id
+
+        def read(store: Store, _now: dt.datetime, _ok: bool) -> tuple[int, int, list[StoredEvent]]:
+            last = store.last_seq
+            mark = store.setting(PRINT_MARK)
+            fresh = {PRINT_MARK: {"epoch": store.epoch, "seq": last, "device": device}}
+            if not isinstance(mark, dict) or (mark.get("epoch"), mark.get("device")) != (
+                store.epoch,
+                device,
+            ):
+                # First start with this printer (or a new store): nothing can be owed yet.
+                store.append([], settings=fresh)
+                return last, last, []
+            cut_off = []
+            seq = int(mark.get("seq", last)) + 1
+            while seq <= last and (chunk := store.events(seq, 1000)):
+                cut_off += [
+                    e
+                    for e in chunk
+                    if e.type == "ticket.issued"
+                    and e.seq <= last
+                    and self.prints(e.data.get("source", ""))
+                ]
+                seq = chunk[-1].seq + 1
+            return last, int(mark.get("seq", last)), cut_off
+
+        last, mark, cut_off = await self.hall.write(read)
+        self._highest, self._mark = last, mark
+        return cut_off
+
+    async def _resume(self, cut_off: list[StoredEvent]) -> None:
+        """Print the tickets a stop cut off, or record them as not printed (see the module)."""
+        now = dt.datetime.now(dt.UTC)
+        today = self.hall.business_day().isoformat()
+        for event in cut_off:
+            facts = TicketFacts.from_event(event)
+            age = (now - dt.datetime.fromisoformat(event.at)).total_seconds()
+            if facts.day == today and -RESUME_WITHIN_S <= age <= RESUME_WITHIN_S:
+                log.warning(
+                    "ticket %s was saved %.0f s before the agent stopped and its print was not "
+                    "confirmed; printing it now",
+                    facts.number,
+                    age,
+                )
+                self._start_print(event)
+                continue
+            self._in_flight.add(event.seq)
+            reason = "the agent stopped before the ticket was printed (打印前程序已停止)"
+            if facts.day == today:
+                log.warning(
+                    "ticket %s was saved before the agent stopped and its print was not "
+                    "confirmed; recorded as not printed",
+                    facts.number,
+                )
+                result = PrintResult(PrintJob(facts.ticket_id, facts.number, b""), False, 0, reason)
+                await self._record_failure(facts, result, reprint=False, seq=event.seq)
+            else:  # a day that is over: nobody waits for it, and it cannot be reprinted
+                await self._save_mark(self._concluded(event.seq))
+        if self._in_flight:
+            return
+        await self._save_mark(self._concluded(None))
+
+    def _concluded(self, seq: int | None) -> dict[str, Any] | None:
+        """Take ``seq`` out of the prints under way; the mark setting to save if it moved."""
+        if seq is not None:
+            self._in_flight.discard(seq)
+        mark = min(self._in_flight) - 1 if self._in_flight else self._highest
+        if mark <= self._mark:
+            return None
+        self._mark = mark
+        epoch = self.hall.store.epoch
+        return {PRINT_MARK: {"epoch": epoch, "seq": mark, "device": self.device.id}}
+
+    async def _save_mark(self, settings: dict[str, Any] | None) -> None:
+        if settings is None:
+            return
+        try:
+            await self.hall.write(lambda store, _now, _ok: store.append([], settings=settings))
+        except ShuttingDown:
+            log.info("stopping before saving which tickets were printed; they may print again")
+        except StoreError as err:  # the disk: the tickets may print again after a restart
+            log.warning(
+                "could not save which tickets were printed (%s); after a restart they may "
+                "print again",
+                err,
+            )
+
+    # -- printing -------------------------------------------------------------------------------
+
+    async def _print(
+        self, facts: TicketFacts, *, reprint: bool = False, seq: int | None = None
+    ) -> PrintResult:
         key = facts.ticket_id if not reprint else f"{facts.ticket_id}/reprint"
         job = PrintJob(key, facts.number, b"")
         ok, reason = self.can_print()
@@ -393,7 +514,9 @@ class TicketPrinting:
                 ok, reason = False, f"the ticket cannot be laid out: {err}; check ticket:"
         result = await self.queue.submit(job) if ok else PrintResult(job, False, 0, reason)
         if not result.printed:
-            await self._record_failure(facts, result, reprint=reprint)
+            await self._record_failure(facts, result, reprint=reprint, seq=seq)
+        elif seq is not None:
+            await self._save_mark(self._concluded(seq))
         if not reprint:  # the kiosk's take waits for this one
             future = self._outcome(key)
             if not future.done():
@@ -401,8 +524,10 @@ class TicketPrinting:
         return result
 
     async def _record_failure(
-        self, facts: TicketFacts, result: PrintResult, *, reprint: bool
+        self, facts: TicketFacts, result: PrintResult, *, reprint: bool, seq: int | None = None
     ) -> None:
+        """Record ``ticket.print_failed``; with the print's ``seq``, concluded in the same
+        transaction."""
         event = Event(
             "ticket.print_failed",
             dt.datetime.now(dt.UTC),
@@ -418,8 +543,9 @@ class TicketPrinting:
             },
             EventClass.OPERATIONAL,
         )
+        settings = self._concluded(seq) if seq is not None else None
         try:
-            await self.hall.write(functools.partial(_append, event))
+            await self.hall.write(functools.partial(_append, event, settings=settings))
         except Exception:  # the failure is logged by the queue; the event is what we lose
             log.exception("could not record that ticket %s was not printed", facts.number)
 
@@ -473,8 +599,15 @@ class TicketPrinting:
         return result
 
 
-def _append(event: Event, store: Store, now: dt.datetime, clock_ok: bool) -> list[StoredEvent]:
-    return store.append([dataclasses.replace(event, at=now)], clock_ok=clock_ok)
+def _append(
+    event: Event,
+    store: Store,
+    now: dt.datetime,
+    clock_ok: bool,
+    *,
+    settings: dict[str, Any] | None = None,
+) -> list[StoredEvent]:
+    return store.append([dataclasses.replace(event, at=now)], clock_ok=clock_ok, settings=settings)
 
 
 @contextlib.asynccontextmanager

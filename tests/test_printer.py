@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
+import sqlite3
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,13 @@ import httpx
 import pytest
 from support import hall_config
 
+from agent import printing
 from agent.central import contract as c
 from agent.config import HallAgentConfig
 from agent.daemon import Running, running_agent
 from agent.devices import DeviceHealth
 from agent.emulators.printer import VirtualPrinter
+from agent.store import Store
 from drivers.printer import (
     FileTarget,
     NetworkTarget,
@@ -432,3 +436,87 @@ def test_virtual_printer_status_replies_read_back_as_its_state(paper, cover_open
     assert status.cover_open == cover_open
     assert status.cutter_error == cutter_error
     assert status.warnings == (("paper_near_end",) if paper == "near_end" else ())
+
+
+def _rewind_print_mark(db: Path, *, day: str | None = None) -> int:
+    """As if the agent had been killed before any print was concluded: the saved mark goes
+    back to 0 (and, with ``day``, the tickets' events say they were issued that day)."""
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            (value,) = conn.execute(
+                "SELECT value FROM settings WHERE key = 'printing.concluded'"
+            ).fetchone()
+            mark = json.loads(value)
+            conn.execute(
+                "UPDATE settings SET value = ? WHERE key = 'printing.concluded'",
+                (json.dumps({**mark, "seq": 0}),),
+            )
+            if day is not None:
+                conn.execute(
+                    "UPDATE events SET data = json_set(data, '$.day', ?) "
+                    "WHERE type = 'ticket.issued'",
+                    (day,),
+                )
+        return int(mark["seq"])
+    finally:
+        conn.close()
+
+
+async def failed_prints(running: Running) -> list[dict[str, Any]]:
+    events = await running.hall.store_call(lambda s: s.events(1, 1000))
+    return [e.data for e in events if e.type == "ticket.print_failed"]
+
+
+@pytest.mark.parametrize("case", ["recent", "older", "earlier_day"])
+async def test_prints_cut_off_by_a_stop_are_printed_or_recorded_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    async with hall_with_printer(tmp_path) as (running, vp, client):
+        for _ in range(2):
+            assert (await take(client)).status_code == 201
+        await take(client, source="central")  # not printed: not owed after a stop either
+        await vp.wait_for_tickets(2)
+        # Every print concluded: the mark is past the last printed ticket.
+        mark = await running.hall.store_call(lambda s: s.setting(printing.PRINT_MARK))
+        issued = await running.hall.store_call(lambda s: s.events(1, 1000))
+        last_printed = max(
+            e.seq for e in issued if e.type == "ticket.issued" and e.data["source"] == "touch"
+        )
+        assert mark["seq"] >= last_printed
+        assert mark["device"] == "kiosk-printer"
+
+    day = "2020-01-01" if case == "earlier_day" else None
+    _rewind_print_mark(tmp_path / "state" / "hall.db", day=day)
+    if case == "older":
+        monkeypatch.setattr(printing, "RESUME_WITHIN_S", -1.0)  # every ticket counts as old
+    async with hall_with_printer(tmp_path) as (running, vp, client):
+        if case == "recent":
+            tickets = await vp.wait_for_tickets(2)
+            assert [t.number for t in tickets] == ["A001", "A002"]
+        else:
+            # A ticket taken now prints; the cut-off ones were dealt with before it.
+            assert (await take(client)).status_code == 201
+            tickets = await vp.wait_for_tickets(1)
+            assert [t.number for t in tickets] == ["A004"]
+        failed = await failed_prints(running)
+        if case == "older":
+            assert [(f["ticket"], f["attempts"]) for f in failed] == [("A001", 0), ("A002", 0)]
+            assert all("the agent stopped before" in f["reason"] for f in failed)
+        else:
+            assert failed == []
+
+        def concluded(store: Store) -> bool:
+            saved = store.setting(printing.PRINT_MARK)
+            issued = [e.seq for e in store.events(1, 1000) if e.type == "ticket.issued"]
+            return bool(saved["seq"] >= max(issued))
+
+        await wait_until(lambda: running.hall.store_call(concluded), "every print concluded")
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], what: str, within: float = 30) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        assert loop.time() < deadline, f"not within {within} s: {what}"
+        await asyncio.sleep(0.05)
