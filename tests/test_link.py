@@ -25,8 +25,10 @@ import pytest
 from broker import Broker
 from oracle import Central, first_arrivals, publish_properties, tally, until, wait_event
 from pki import Pki
+from pydantic import ValidationError
 from support import ALWAYS, hall_config
 
+from agent.central import contract as c
 from agent.central.commands import MAX_PAYLOAD
 from agent.config import HallAgentConfig, validate_config
 from agent.daemon import Running, running_agent
@@ -299,6 +301,34 @@ async def test_birth_and_device_states_are_retained_again_after_a_broker_without
 # -- 4. hostile commands ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("model", "payload", "wrong"),
+    [
+        (c.CaptureDocument, {"window": "w1", "pages": "3"}, "pages"),
+        (c.CaptureDocument, {"window": "w1", "pages": 2.0}, "pages"),
+        (c.ReplayEvents, {"from_seq": True, "to_seq": 3}, "from_seq"),
+        (c.CallNext, {"window": 1}, "window"),
+        (c.IssueTicket, {"service": "social", "priority": None}, "priority"),
+        (c.SetStaff, {"staff": [{"staff": 1001, "name": "王芳"}]}, "staff.0.staff"),
+    ],
+)
+def test_a_command_value_of_another_json_type_is_refused(
+    model: type[c.Command], payload: dict[str, Any], wrong: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        c.validate_incoming(model, {"cmd_id": "x", **payload})
+    assert [".".join(str(p) for p in e["loc"]) for e in caught.value.errors()] == [wrong]
+
+
+def test_dates_and_times_in_commands_are_iso_strings_as_json_has_them() -> None:
+    reprint = c.validate_incoming(c.Reprint, {"cmd_id": "x", "number": "A012", "day": "2026-11-23"})
+    assert reprint.day == dt.date(2026, 11, 23)
+    notice = c.validate_incoming(
+        c.ShowNotice, {"cmd_id": "x", "text": "暂停办理", "until": "2026-11-23T18:00:00+08:00"}
+    )
+    assert notice.until == dt.datetime(2026, 11, 23, 10, tzinfo=dt.UTC)
+
+
 @dataclasses.dataclass(frozen=True)
 class Hostile:
     """One generated command message and the reply it must get."""
@@ -479,9 +509,11 @@ def _wrong_type(rng: random.Random, cmd_id: str) -> Hostile:
     name = rng.choice([n for n, params in _VALID.items() if params])
     params = dict(_VALID[name])
     key = rng.choice(sorted(params))
-    # Only values of another JSON type (pydantic's lax mode takes true for 1: not wrong).
+    # Values of another JSON type: commands are strict, so "2" or true is no number.
     valid = params[key]
-    choices = [v for v in _WRONG_VALUES if type(v) is not type(valid) and v is not True]
+    choices = [v for v in _WRONG_VALUES if type(v) is not type(valid)]
+    if isinstance(valid, int):
+        choices += [str(valid), float(valid)]
     if key == "number":
         choices += ["A1", "1234", "ABC123", "A001 "]  # strings, but not ticket numbers
     if key == "staff":

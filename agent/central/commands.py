@@ -156,7 +156,7 @@ class CommandDesk:
                 _rejected(cmd_id, name, f"unknown command {name!r}; the commands are {known}")
             )
         try:
-            command = model.model_validate(raw)
+            command = c.validate_incoming(model, raw)
         except ValidationError as err:
             return await self._record(_rejected(cmd_id, name, describe_validation(err)))
         if expiry is not None and time.monotonic() - received > expiry:

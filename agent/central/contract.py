@@ -8,7 +8,8 @@ AsyncAPI document and JSON Schemas under ``docs/contract/`` are generated from t
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+import json
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,9 +27,21 @@ class Message(BaseModel):
 
 
 class Incoming(BaseModel):
-    """A payload the hall receives: unknown fields are refused, they are usually mistakes."""
+    """A payload the hall receives: unknown fields are refused, they are usually mistakes,
+    and so are values of another JSON type (``"3"`` or ``true`` for a number of pages).
 
-    model_config = ConfigDict(extra="forbid")
+    Strict: validate with ``model_validate_json`` (dates and times are ISO 8601 strings in
+    JSON; :func:`validate_incoming` does it for an already parsed payload)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+_M = TypeVar("_M", bound=Incoming)
+
+
+def validate_incoming(model: type[_M], payload: Any) -> _M:
+    """``model`` from a payload already parsed from JSON, by JSON's rules (strict types)."""
+    return model.model_validate_json(json.dumps(payload, ensure_ascii=False))
 
 
 class Topics:

@@ -44,6 +44,7 @@ from agent.central.contract import (
     ReplayResult,
     Reply,
     Will,
+    validate_incoming,
 )
 from agent.central.gaps import Range, Tracker
 
@@ -270,7 +271,7 @@ def build_command(name: str, pairs: Sequence[str], *, cmd_id: str | None = None)
         raise UsageError(f"unknown command {name!r}; the commands are: {', '.join(COMMANDS)}")
     payload = {"cmd_id": cmd_id or f"hallctl-{uuid.uuid4()}", **parse_params(pairs)}
     try:
-        command = model.model_validate(payload)
+        command = validate_incoming(model, payload)
     except ValidationError as err:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or name}: {e['msg']}" for e in err.errors()
