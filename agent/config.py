@@ -730,6 +730,15 @@ class AnnouncerDevice(_DeviceBase):
         description="Clip packs spoken in order: zh first, optional second language",
     )
     chime: bool = True
+    volume: int = Field(
+        default=100,
+        ge=0,
+        le=100,
+        description=(
+            "Loudness of the announcements in percent of the clips as recorded (a software "
+            "gain on top of the ALSA mixer; 0 is silent)"
+        ),
+    )
     clips: Path | None = Field(
         default=None,
         description=(

@@ -212,6 +212,24 @@ def silence(seconds: float, fmt: AudioFormat) -> bytes:
     return bytes(int(seconds * fmt.rate) * fmt.channels * fmt.sample_width)
 
 
+def scale(frames: bytes, fmt: AudioFormat, percent: int) -> bytes:
+    """``frames`` at ``percent`` of their loudness (a linear gain, 0 to 100)."""
+    if percent >= 100:
+        return frames
+    gain = max(0, percent) / 100
+    if fmt.sample_width == 1:  # 8-bit WAV is unsigned, silence at 128
+        return bytes(128 + round((b - 128) * gain) for b in frames)
+    code = {2: "h", 4: "i"}.get(fmt.sample_width)
+    if code is None:  # 24-bit: packed three bytes a sample
+        samples = [
+            int.from_bytes(frames[i : i + 3], "little", signed=True)
+            for i in range(0, len(frames) - 2, 3)
+        ]
+        return b"".join(round(v * gain).to_bytes(3, "little", signed=True) for v in samples)
+    values = array.array(code, frames)
+    return array.array(code, (round(v * gain) for v in values)).tobytes()
+
+
 def chime_clip(fmt: AudioFormat) -> Clip:
     """A two-tone "ding-dong" in the pack's format (16-bit packs; others get silence)."""
     if fmt.sample_width != 2:
@@ -294,8 +312,9 @@ class VoicePacks:
     def format(self) -> AudioFormat:
         return next(iter(self.packs.values())).format
 
-    def render(self, sentences: Sequence[tuple[str, Sequence[str]]]) -> bytes:
-        """``(language, clip names)`` sentences as one WAV; the chime is the first pack's."""
+    def render(self, sentences: Sequence[tuple[str, Sequence[str]]], volume: int = 100) -> bytes:
+        """``(language, clip names)`` sentences as one WAV at ``volume`` percent; the chime
+        is the first pack's."""
         first = next(iter(self.packs.values()))
         streams: list[bytes] = []
         for n, (language, tokens) in enumerate(sentences):
@@ -313,7 +332,7 @@ class VoicePacks:
                 if i:
                     streams.append(silence(GAP_S, self.format))
                 streams.append(pack.clips[token].frames)
-        return write_wav(b"".join(streams), self.format)
+        return write_wav(scale(b"".join(streams), self.format, volume), self.format)
 
 
 # -- the announcer --------------------------------------------------------------------------
@@ -475,7 +494,7 @@ class VoiceCalling:
                 repeat=device.repeat,
                 chime=device.chime,
             )
-            wav = await asyncio.to_thread(packs.render, sentences)
+            wav = await asyncio.to_thread(packs.render, sentences, device.volume)
         except VoiceError as err:
             self.failed += 1
             log.error("call of %s cannot be announced: %s", announcement.ticket, err)

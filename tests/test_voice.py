@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from support import hall_config
 
 from agent.config import AnnouncerDevice, HallAgentConfig
@@ -29,6 +31,7 @@ from agent.voice import (
     chime_clip,
     en_cardinal,
     read_wav,
+    scale,
     sentence_tokens,
     write_wav,
     zh_cardinal,
@@ -98,6 +101,49 @@ def test_clip_pack_renders_one_stream_of_known_length(tmp_path: Path) -> None:
     with pytest.raises(VoiceError, match="no clip for E"):
         packs.render([("zh", ["E"])])
     assert chime_clip(pack.format).seconds == pytest.approx(0.9, abs=0.01)
+
+
+@given(
+    width=st.sampled_from([1, 2, 3, 4]),
+    data=st.data(),
+    percent=st.integers(min_value=0, max_value=100),
+)
+def test_volume_scales_every_sample_towards_silence(
+    width: int, data: st.DataObject, percent: int
+) -> None:
+    from agent.voice import AudioFormat
+
+    fmt = AudioFormat(1, width, RATE)
+    count = data.draw(st.integers(min_value=0, max_value=64))
+    frames = data.draw(st.binary(min_size=count * width, max_size=count * width))
+    out = scale(frames, fmt, percent)
+    assert len(out) == len(frames)
+
+    def samples(raw: bytes) -> list[int]:
+        if width == 1:
+            return [b - 128 for b in raw]
+        return [
+            int.from_bytes(raw[i : i + width], "little", signed=True)
+            for i in range(0, len(raw), width)
+        ]
+
+    for before, after in zip(samples(frames), samples(out), strict=True):
+        assert abs(after - before * percent / 100) <= 0.5 + 1e-9
+        assert abs(after) <= abs(before)
+    if percent == 100:
+        assert out == frames
+    if percent == 0:
+        assert set(samples(out)) <= {0}
+
+
+def test_a_lower_volume_renders_a_quieter_stream(tmp_path: Path) -> None:
+    packs = VoicePacks({"zh": ClipPack.load(synthetic_pack(tmp_path / "zh", ZH_CLIPS))})
+    tokens = sentence_tokens("请 {ticket} 号 到 {window} 号窗口 办理", "zh", "A012", 3)
+    loud = read_wav(packs.render([(CHIME, [CHIME]), ("zh", tokens)]))
+    quiet = read_wav(packs.render([(CHIME, [CHIME]), ("zh", tokens)], volume=40))
+    assert len(quiet.frames) == len(loud.frames)
+    peak = max(abs(v) for v in array.array("h", loud.frames))
+    assert max(abs(v) for v in array.array("h", quiet.frames)) == round(peak * 0.4)
 
 
 def test_a_pack_of_mixed_formats_is_refused(tmp_path: Path) -> None:
