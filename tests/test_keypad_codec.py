@@ -261,6 +261,7 @@ def test_every_valid_frame_decodes_without_raising(frame: Frame) -> None:
         (CallerKey.CONFIRM, "0", CallerCommand(CallerAction.HOLD)),
         (CallerKey.CONFIRM, "3", CallerCommand(CallerAction.CALL_BACK)),
         (CallerKey.CONFIRM, "9", CallerCommand(CallerAction.CAPTURE)),
+        (CallerKey.CONFIRM, "8", CallerCommand(CallerAction.SIGN_OUT)),
         (CallerKey.CONFIRM, "1024", CallerCommand(CallerAction.SIGN_IN, "1024")),
         (CallerKey.CONFIRM, "7", None),
         (CallerKey.CONFIRM, "123456789", None),

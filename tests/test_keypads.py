@@ -231,6 +231,10 @@ async def test_a_whole_window_session_on_keypads_over_a_pty(tmp_path: Path) -> N
         assert await bus.press(1, CallerKey.PAUSE)
         await wait_until(hall, lambda e: e.windows["w1"].state.value == "open")
 
+        # Sign out on a keypad without a sign-out key (8 + confirm).
+        assert await bus.press(1, CallerKey.CONFIRM, "8")
+        await wait_until(hall, lambda e: e.windows["w1"].staff is None)
+
         kinds = [e.type for e in await events(hall)]
         for kind in (
             "staff.signed_in",

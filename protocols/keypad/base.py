@@ -204,6 +204,7 @@ CONFIRM_DIGITS: dict[str, CallerAction] = {
     "0": CallerAction.HOLD,  # 挂起 hold
     "3": CallerAction.CALL_BACK,  # 回呼 call back the held ticket
     "9": CallerAction.CAPTURE,  # 高拍 capture a page with the window's document camera
+    "8": CallerAction.SIGN_OUT,  # 签退 sign out (a keypad without a sign-out key)
 }
 # A staff sign-in code is at least this long, so it never collides with a confirm digit.
 SIGN_IN_CODE_MIN = 2
@@ -226,7 +227,8 @@ def interpret(key: CallerKey, digits: str = "") -> CallerCommand | None:
 
     - next: call the next ticket; with digits, call the ticket with that number;
     - confirm: alone, the citizen arrived (serving); ``6`` gives the ticket up (no-show),
-      ``0`` holds it, ``3`` calls the held ticket back; a code of 2-8 digits signs in;
+      ``0`` holds it, ``3`` calls the held ticket back, ``9`` captures a page, ``8`` signs
+      out; a code of 2-8 digits signs in;
     - transfer: with digits, the target service's position (1 = the first service);
     - recall, rate (request a rating), pause (and resume) ignore digits.
     """
