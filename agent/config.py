@@ -1365,6 +1365,15 @@ class DocumentsConfig(Model):
         description="Bytes of a page per upload message (base64 in JSON: a third more)",
     )
     upload_rate: float = Field(default=20.0, gt=0, le=1000, description="Chunks per second at most")
+    upload_inflight: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description=(
+            "Chunks sent but not yet confirmed by the broker at once: a slow link's round "
+            "trip is paid once per window, not once per chunk"
+        ),
+    )
     ack_timeout_s: float = Field(
         default=60.0,
         ge=1,

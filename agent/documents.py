@@ -497,6 +497,13 @@ class DocumentDesk:
                     await self._wake.wait()
 
     async def _send_chunk(self, client: aiomqtt.Client, file: SpoolFile, index: int) -> None:
+        await self._publish_chunk(client, file, await self._chunk_message(file, index))
+
+    async def _publish_chunk(self, client: aiomqtt.Client, file: SpoolFile, message: str) -> None:
+        await client.publish(self.topics.file_chunk(file.id), message, qos=1)
+        self.uploaded_chunks += 1
+
+    async def _chunk_message(self, file: SpoolFile, index: int) -> str:
         assert self.spool is not None
         data = await asyncio.to_thread(self.spool.chunk, file, index)
         chunk = c.FileChunk(
@@ -509,19 +516,37 @@ class DocumentDesk:
             sha256=hashlib.sha256(data).hexdigest(),
             data=base64.b64encode(data).decode("ascii"),
         )
-        await client.publish(self.topics.file_chunk(file.id), chunk.model_dump_json(), qos=1)
-        self.uploaded_chunks += 1
+        return chunk.model_dump_json()
 
     async def _send_file(self, client: aiomqtt.Client, file: SpoolFile, pacer: Any) -> None:
-        sent = file.sent_chunks
+        """Send a file's chunks, ``upload_inflight`` at a time; the progress saved is the
+        run of chunks from the start that the broker confirmed, so a restart resends only
+        what may be missing."""
+        window = asyncio.Semaphore(self.config.documents.upload_inflight)
+        confirmed: set[int] = set()
+        sent = file.sent_chunks  # every chunk below this one was confirmed
         saved_at = time.monotonic()
-        for index in range(file.sent_chunks, file.chunks):
-            await pacer.take()
-            await self._send_chunk(client, file, index)
-            sent = index + 1
-            if time.monotonic() - saved_at >= _SAVE_EVERY_S and sent < file.chunks:
-                await self._save_progress(file.id, sent, "spooled")
-                saved_at = time.monotonic()
+
+        async def send(index: int, message: str) -> None:
+            try:
+                await self._publish_chunk(client, file, message)
+            finally:
+                window.release()
+            confirmed.add(index)
+
+        async with asyncio.TaskGroup() as tasks:
+            for index in range(file.sent_chunks, file.chunks):
+                await pacer.take()
+                await window.acquire()
+                # Read here, publish in the task: the chunks leave in index order.
+                tasks.create_task(send(index, await self._chunk_message(file, index)))
+                while sent in confirmed:
+                    confirmed.discard(sent)
+                    sent += 1
+                if time.monotonic() - saved_at >= _SAVE_EVERY_S and sent < file.chunks:
+                    await self._save_progress(file.id, sent, "spooled")
+                    saved_at = time.monotonic()
+        sent = file.chunks  # the group ended without an error: every chunk was confirmed
         await self._save_progress(file.id, sent, "sent")
         await self._offer(client, dataclasses.replace(file, sent_chunks=sent, state="sent"))
 

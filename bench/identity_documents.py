@@ -16,6 +16,9 @@ Series:
 - ``upload``: a 2 MB page from the spool to a central receiver (mosquitto on localhost,
   QoS 1, 48 KiB chunks, base64 in JSON) until central's ``complete`` came back; against a
   baseline of the same number of raw 64 KiB QoS 1 publishes on the same broker.
+- ``slow link``: the same page through a proxy adding a 200 ms round trip (a 4G or
+  satellite hall), with one chunk in flight (the baseline: one round trip per chunk)
+  against the default window of ``documents.upload_inflight`` chunks.
 """
 
 # ruff: noqa: ASYNC110 - waits on the agent's counters, which have no event
@@ -36,6 +39,7 @@ from typing import Any
 
 import aiomqtt
 from _common import median, percentile, print_table, write_results
+from _slowlink import slow_link
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -328,6 +332,57 @@ async def upload_series(size: int, rounds: int) -> dict[str, Any]:
     }
 
 
+async def slow_link_series(size: int, round_trip_s: float, rounds: int) -> dict[str, Any]:
+    data = b"\xff\xd8" + os.urandom(size - 2)
+
+    async def upload_seconds(inflight: int, folder: Path, broker: Broker) -> float:
+        async with slow_link(broker.host, broker.port, round_trip_s) as port:
+            receiver = FileReceiver(folder / f"central-{inflight}")
+
+            async def central() -> None:
+                async with aiomqtt.Client(broker.host, broker.port, identifier="central") as c:
+                    await receive_files(c, receiver, "bench-hall")
+
+            task = asyncio.create_task(central())
+            config = _hall(folder / f"state-{inflight}", 9, f"mqtt://127.0.0.1:{port}")
+            devices = [d for d in config.devices if d.kind == "camera"]
+            documents = config.documents.model_copy(update={"upload_inflight": inflight})
+            config = config.model_copy(update={"devices": devices, "documents": documents})
+            times = []
+            async with running_agent(config) as running:
+                docs = running.documents
+                assert docs is not None
+                docs.scanners["cam"] = Fixed(data)
+                while not running.link.connected.is_set():
+                    await asyncio.sleep(0.01)
+                for i in range(rounds):
+                    started = time.perf_counter()
+                    await docs.capture("w1")
+                    while docs.delivered < i + 1:
+                        await asyncio.sleep(0.005)
+                    times.append(time.perf_counter() - started)
+            task.cancel()
+            return median(times)
+
+    with tempfile.TemporaryDirectory() as folder:
+        broker = Broker(Path(folder) / "mosquitto")
+        broker.start()
+        try:
+            one = await upload_seconds(1, Path(folder), broker)
+            window = _hall(Path(folder) / "probe", 9, None).documents.upload_inflight
+            many = await upload_seconds(window, Path(folder), broker)
+        finally:
+            broker.kill()
+    return {
+        "round_trip_ms": round(round_trip_s * 1000),
+        "one_in_flight_seconds_p50": round(one, 2),
+        "window_seconds_p50": round(many, 2),
+        "window_chunks": window,
+        "window_mb_per_s": round(size / many / 1e6, 2),
+        "speedup_over_one_in_flight": round(one / many, 1),
+    }
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {"parser": parser_series(args.frames)}
     figures["read"] = await read_series(args.reads)
@@ -335,6 +390,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     figures["capture"] = await capture_series(args.captures)
     figures["spool"] = spool_series(2 * 1024 * 1024, 5)
     figures["upload"] = await upload_series(2 * 1024 * 1024, args.uploads)
+    figures["slow link"] = await slow_link_series(2 * 1024 * 1024, 0.2, 3)
     return figures
 
 
