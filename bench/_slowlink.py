@@ -45,7 +45,7 @@ async def slow_link(host: str, port: int, round_trip_s: float) -> AsyncIterator[
     """Listen on a free port of 127.0.0.1 and forward to ``host:port`` with ``round_trip_s``
     added to every round trip; yields the port."""
     open_writers: set[asyncio.StreamWriter] = set()
-    handlers: set[asyncio.Future[list[None | BaseException]]] = set()
+    handlers: set[asyncio.Future[list[BaseException | None]]] = set()
 
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
