@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from broker import Broker  # type: ignore[import-not-found]  # noqa: E402
 
 from agent.central.files import FileReceiver, receive_files  # noqa: E402
-from agent.config import validate_config  # noqa: E402
+from agent.config import DocumentsConfig, validate_config  # noqa: E402
 from agent.daemon import running_agent  # noqa: E402
 from agent.documents import Spool  # noqa: E402
 from agent.emulators.idreader import FIXTURE_CARDS, VirtualIdReader  # noqa: E402
@@ -272,43 +272,58 @@ def spool_series(size: int, rounds: int) -> dict[str, Any]:
     return {"spool_write_mb_per_s": round(size / median(times) / 1e6, 1)}
 
 
+async def timed_uploads(
+    data: bytes, rounds: int, folder: Path, broker: Broker, url: str, inflight: int | None = None
+) -> tuple[list[float], list[float]]:
+    """Capture and upload ``data`` ``rounds`` times through the agent to a central receiver;
+    seconds from capture and from the page being spooled, each until central's ``complete``."""
+    name = f"inflight-{inflight}"
+    receiver = FileReceiver(folder / f"central-{name}")
+
+    async def central() -> None:
+        async with aiomqtt.Client(broker.host, broker.port, identifier=f"central-{name}") as c:
+            await receive_files(c, receiver, "bench-hall")
+
+    task = asyncio.create_task(central())
+    config = _hall(folder / f"state-{name}", 9, url)
+    update: dict[str, Any] = {"devices": [d for d in config.devices if d.kind == "camera"]}
+    if inflight is not None:
+        update["documents"] = config.documents.model_copy(update={"upload_inflight": inflight})
+    config = config.model_copy(update=update)
+    times, after_capture = [], []
+    try:
+        async with running_agent(config) as running:
+            docs = running.documents
+            assert docs is not None
+            docs.scanners["cam"] = Fixed(data)
+            while not running.link.connected.is_set():
+                await asyncio.sleep(0.01)
+            for i in range(rounds):
+                started = time.perf_counter()
+                await docs.capture("w1")
+                spooled = time.perf_counter()
+                while docs.delivered < i + 1:
+                    await asyncio.sleep(0.002)
+                times.append(time.perf_counter() - started)
+                after_capture.append(time.perf_counter() - spooled)
+        assert (
+            hashlib.sha256(receiver.stored[0].read_bytes()).digest()
+            == hashlib.sha256(data).digest()
+        )
+    finally:
+        task.cancel()
+    return times, after_capture
+
+
 async def upload_series(size: int, rounds: int) -> dict[str, Any]:
     data = b"\xff\xd8" + os.urandom(size - 2)
     with tempfile.TemporaryDirectory() as folder:
         broker = Broker(Path(folder) / "mosquitto")
         broker.start()
         try:
-            receiver = FileReceiver(Path(folder) / "central")
-
-            async def central() -> None:
-                async with aiomqtt.Client(broker.host, broker.port, identifier="central") as c:
-                    await receive_files(c, receiver, "bench-hall")
-
-            task = asyncio.create_task(central())
-            config = _hall(Path(folder) / "state", 9, broker.url)
-            devices = [d for d in config.devices if d.kind == "camera"]
-            config = config.model_copy(update={"devices": devices})
-            times = []
-            async with running_agent(config) as running:
-                docs = running.documents
-                assert docs is not None
-                docs.scanners["cam"] = Fixed(data)
-                while not running.link.connected.is_set():
-                    await asyncio.sleep(0.01)
-                after_capture = []
-                for i in range(rounds):
-                    started = time.perf_counter()
-                    await docs.capture("w1")
-                    spooled = time.perf_counter()
-                    while docs.delivered < i + 1:
-                        await asyncio.sleep(0.002)
-                    times.append(time.perf_counter() - started)
-                    after_capture.append(time.perf_counter() - spooled)
-            assert (
-                hashlib.sha256(receiver.stored[0].read_bytes()).digest()
-                == hashlib.sha256(data).digest()
+            times, after_capture = await timed_uploads(
+                data, rounds, Path(folder), broker, broker.url
             )
-            task.cancel()
             # Baseline: the same bytes as raw QoS 1 publishes of 64 KiB, one at a time.
             chunks = -(-size // (64 * 1024))
             payload = os.urandom(64 * 1024)
@@ -334,45 +349,22 @@ async def upload_series(size: int, rounds: int) -> dict[str, Any]:
 
 async def slow_link_series(size: int, round_trip_s: float, rounds: int) -> dict[str, Any]:
     data = b"\xff\xd8" + os.urandom(size - 2)
-
-    async def upload_seconds(inflight: int, folder: Path, broker: Broker) -> float:
-        async with slow_link(broker.host, broker.port, round_trip_s) as port:
-            receiver = FileReceiver(folder / f"central-{inflight}")
-
-            async def central() -> None:
-                async with aiomqtt.Client(broker.host, broker.port, identifier="central") as c:
-                    await receive_files(c, receiver, "bench-hall")
-
-            task = asyncio.create_task(central())
-            config = _hall(folder / f"state-{inflight}", 9, f"mqtt://127.0.0.1:{port}")
-            devices = [d for d in config.devices if d.kind == "camera"]
-            documents = config.documents.model_copy(update={"upload_inflight": inflight})
-            config = config.model_copy(update={"devices": devices, "documents": documents})
-            times = []
-            async with running_agent(config) as running:
-                docs = running.documents
-                assert docs is not None
-                docs.scanners["cam"] = Fixed(data)
-                while not running.link.connected.is_set():
-                    await asyncio.sleep(0.01)
-                for i in range(rounds):
-                    started = time.perf_counter()
-                    await docs.capture("w1")
-                    while docs.delivered < i + 1:
-                        await asyncio.sleep(0.005)
-                    times.append(time.perf_counter() - started)
-            task.cancel()
-            return median(times)
-
+    window = DocumentsConfig().upload_inflight
     with tempfile.TemporaryDirectory() as folder:
         broker = Broker(Path(folder) / "mosquitto")
         broker.start()
         try:
-            one = await upload_seconds(1, Path(folder), broker)
-            window = _hall(Path(folder) / "probe", 9, None).documents.upload_inflight
-            many = await upload_seconds(window, Path(folder), broker)
+            seconds = {}
+            for inflight in (1, window):
+                async with slow_link(broker.host, broker.port, round_trip_s) as port:
+                    url = f"mqtt://127.0.0.1:{port}"
+                    times, _ = await timed_uploads(
+                        data, rounds, Path(folder), broker, url, inflight
+                    )
+                seconds[inflight] = median(times)
         finally:
             broker.kill()
+    one, many = seconds[1], seconds[window]
     return {
         "round_trip_ms": round(round_trip_s * 1000),
         "one_in_flight_seconds_p50": round(one, 2),
