@@ -498,8 +498,8 @@ async def test_cmd_round_trip_with_response_topic_and_correlation(
     assert payload == {"cmd_id": reply.cmd_id, "window": "w1"}
     assert props is not None
     assert getattr(props, "CorrelationData", None) == reply.cmd_id.encode()
-    # The broker counts the expiry down while it holds the message.
-    assert getattr(props, "MessageExpiryInterval", None) in (4, 5)
+    # The broker counts the expiry down while it holds the message (never up, never gone).
+    assert 1 <= getattr(props, "MessageExpiryInterval", 0) <= 5
     assert getattr(props, "ResponseTopic", "").startswith(f"hall/v1/{HALL}/reply/")
 
 
