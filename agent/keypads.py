@@ -126,7 +126,9 @@ class WindowKeypads:
         self._bus_of: dict[str, _Bus] = {}
         self.evdev: dict[str, EvdevKeys] = {}
         self._digits: dict[str, str] = {}
-        self._queues: dict[str, asyncio.Queue[_CallerJob | _RaterJob]] = {}
+        self._queues: dict[
+            str, asyncio.Queue[tuple[_CallerJob | _RaterJob, asyncio.Future[None]]]
+        ] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = contextlib.AsyncExitStack()
         self._rater_presses = Debouncer(hall.config.callers.debounce_s)
@@ -209,7 +211,9 @@ class WindowKeypads:
 
     # -- input --------------------------------------------------------------------------------
 
-    def _bus_input(self, endpoint: str, press: DeviceInput) -> None:
+    def _bus_input(self, endpoint: str, press: DeviceInput) -> asyncio.Future[None] | None:
+        """Handle a bus keypad's press; the bus acknowledges it when the returned future is
+        done (the press saved, or refused), or at once for None."""
         bus = self.buses[endpoint]
         device = bus.devices.get(press.address)
         if device is None:
@@ -222,22 +226,23 @@ class WindowKeypads:
                     press.address,
                 )
             self.ignored += 1
-            return
+            return None
         match press:
             case CallerPress() if isinstance(device, CallerDevice):
                 command = interpret(press.key, press.digits)
                 if command is None:
                     bus.driver.send(bus.protocol.beep(press.address))
-                    return
-                self._enqueue(device, _CallerJob(device, command))
+                    return None
+                return self._enqueue(device, _CallerJob(device, command))
             case RaterPress() if isinstance(device, RaterDevice):
                 if press.key >= len(device.keys):
                     self.ignored += 1
-                    return
-                self._enqueue(device, _RaterJob(device, device.keys[press.key], press.key))
+                    return None
+                return self._enqueue(device, _RaterJob(device, device.keys[press.key], press.key))
             case _:
                 log.debug("keypad %s sent %s, which it does not have", device.id, press)
                 self.ignored += 1
+                return None
 
     def _evdev_key(self, device: KeypadDevice, name: str) -> None:
         if isinstance(device, RaterDevice):
@@ -260,7 +265,8 @@ class WindowKeypads:
         if command is not None:
             self._enqueue(device, _CallerJob(device, command))
 
-    def _enqueue(self, device: KeypadDevice, job: _CallerJob | _RaterJob) -> None:
+    def _enqueue(self, device: KeypadDevice, job: _CallerJob | _RaterJob) -> asyncio.Future[None]:
+        """Queue a press behind the window's others; the future is done once it was handled."""
         window_id = self.windows[device.id]
         queue = self._queues.get(window_id)
         if queue is None:
@@ -268,22 +274,31 @@ class WindowKeypads:
             self._tasks.append(
                 asyncio.create_task(self._work(window_id, queue), name=f"keypads-{window_id}")
             )
-        queue.put_nowait(job)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.put_nowait((job, done))
+        return done
 
-    async def _work(self, window_id: str, queue: asyncio.Queue[_CallerJob | _RaterJob]) -> None:
+    async def _work(
+        self,
+        window_id: str,
+        queue: asyncio.Queue[tuple[_CallerJob | _RaterJob, asyncio.Future[None]]],
+    ) -> None:
         """One window's presses in the order they came."""
         while True:
-            job = await queue.get()
+            job, done = await queue.get()
             try:
                 if isinstance(job, _CallerJob):
-                    await self._caller(window_id, job)
+                    await self._caller(window_id, job, done)
                 else:
-                    await self._rater(window_id, job)
+                    await self._rater(window_id, job, done)
             except Exception:  # one press must never stop the window's keypads
                 log.exception("window %s: a keypad press failed", window_id)
+            finally:
+                _settle(done)
 
-    async def _caller(self, window_id: str, job: _CallerJob) -> None:
+    async def _caller(self, window_id: str, job: _CallerJob, handled: asyncio.Future[None]) -> None:
         answer = await self.callers.act(window_id, job.command, source=job.device.id)
+        _settle(handled)  # saved (or refused): the keypad may be told, before its display
         bus = self._bus_of.get(job.device.id)
         address = job.device.address
         if bus is None or address is None or answer.repeat:
@@ -292,12 +307,13 @@ class WindowKeypads:
             bus.driver.send(bus.protocol.beep(address))
         bus.driver.send(bus.protocol.show_number(address, _display_digits(answer.current)))
 
-    async def _rater(self, window_id: str, job: _RaterJob) -> None:
+    async def _rater(self, window_id: str, job: _RaterJob, handled: asyncio.Future[None]) -> None:
         if not self._rater_presses.accept(job.device.id, job.index):
             return
         answer = await self.ratings.keypad_key(
             window_id, job.device.id, job.level, job.index, channel="keypad"
         )
+        _settle(handled)
         bus = self._bus_of.get(job.device.id)
         address = job.device.address
         if bus is not None and address is not None and not answer.recorded:
@@ -350,3 +366,8 @@ class WindowKeypads:
         task = asyncio.create_task(coro, name=name)
         self._tasks.append(task)
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -27,6 +27,7 @@ QUICK = (
     "idle",
     "print_latency",
     "screens_latency",
+    "keypad_latency",
     "identity_documents",
 )
 # The central link's: each starts its own mosquitto; together about 6 minutes.

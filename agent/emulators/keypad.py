@@ -41,9 +41,11 @@ from protocols.keypad import (
 
 log = logging.getLogger(__name__)
 
-# A keypad waits this long for the host's acknowledgement before it sends again.
-ACK_TIMEOUT_S = 0.3
-RETRIES = 2
+# A keypad waits this long for the host's acknowledgement before it sends again, and
+# gives up after so many resends. The agent acknowledges a press once it is saved, a few
+# milliseconds after it arrives (more on a slow SD card).
+ACK_TIMEOUT_S = 0.5
+RETRIES = 3
 
 
 @dataclasses.dataclass(slots=True)

@@ -1,9 +1,12 @@
 """One keypad bus (RS-485 through a serial port, or a serial-to-TCP adapter).
 
-Keypads talk first: a key press is a frame the host must acknowledge at once (by the
-protocol's acknowledgement, usually its echo) or the keypad sends it again. The bus reads
-all the time, acknowledges every valid frame before anything else is done with it, and
-hands what the frame means to ``on_input``. It reconnects with a capped backoff when the
+Keypads talk first: a key press is a frame the host must acknowledge (by the protocol's
+acknowledgement, usually its echo) or the keypad sends it again. The bus reads all the
+time and hands what each valid frame means to ``on_input``. When ``on_input`` returns an
+awaitable (the press is being saved), the frame is acknowledged once it is done, so a
+keypad is never told "received" about a press a power cut could still lose; otherwise at
+once. A keypad that resends meanwhile is acknowledged in turn (its consumer sees the
+resend as the same press again). It reconnects with a capped backoff when the
 port goes away (a USB adapter unplugged, an adapter's TCP link dropped) and reports its
 health through ``on_health``.
 """
@@ -14,7 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from drivers.line import (
     LineTarget,
@@ -34,6 +37,9 @@ log = logging.getLogger(__name__)
 IDLE_S = 0.05
 RECONNECT_FIRST_S = 0.5
 RECONNECT_MAX_S = 30.0
+# A press still being handled after this long is acknowledged anyway (something is stuck;
+# the keypad would otherwise resend for ever).
+ACK_AFTER_S = 10.0
 
 
 class KeypadError(Exception):
@@ -63,7 +69,7 @@ class BusHealth:
 
 @dataclasses.dataclass(slots=True)
 class BusCounters:
-    frames: int = 0  # valid frames from keypads (each acknowledged)
+    frames: int = 0  # valid frames from keypads (each acknowledged once handled)
     rejected: int = 0  # frames with a bad checksum or end byte
     noise_bytes: int = 0
     sent: int = 0  # frames the host sent besides acknowledgements
@@ -78,7 +84,7 @@ class KeypadBus:
         endpoint: str,
         protocol: KeypadProtocol,
         opener: LinkOpener,
-        on_input: Callable[[DeviceInput], None],
+        on_input: Callable[[DeviceInput], Awaitable[object] | None],
         *,
         on_health: Callable[[BusHealth], None] | None = None,
         idle_s: float = IDLE_S,
@@ -94,6 +100,7 @@ class KeypadBus:
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._acks: set[asyncio.Task[None]] = set()
         self.health = BusHealth(False, "not connected yet")
         self.counters = BusCounters()
 
@@ -104,6 +111,8 @@ class KeypadBus:
     async def __aexit__(self, *exc: object) -> None:
         task, self._task = self._task, None
         await stop_task(task)
+        for ack in list(self._acks):
+            await stop_task(ack)
         await self._close()
 
     @property
@@ -192,8 +201,25 @@ class KeypadBus:
                     log.debug("keypad bus %s: %s", self.endpoint, event.reason)
                 continue
             self.counters.frames += 1
-            # Acknowledge first: a keypad that waits too long sends the press again.
-            writer = self._writer
-            if writer is not None:
-                writer.write(self.protocol.encode(self.protocol.acknowledgement(event)))
-            self._on_input(self.protocol.decode_device(event))
+            handled = self._on_input(self.protocol.decode_device(event))
+            if handled is None:
+                self._acknowledge(event)
+            else:
+                ack = asyncio.create_task(self._acknowledge_when(handled, event))
+                self._acks.add(ack)
+                ack.add_done_callback(self._acks.discard)
+
+    def _acknowledge(self, frame: Frame) -> None:
+        writer = self._writer
+        if writer is not None and not writer.is_closing():
+            writer.write(self.protocol.encode(self.protocol.acknowledgement(frame)))
+
+    async def _acknowledge_when(self, handled: Awaitable[object], frame: Frame) -> None:
+        try:
+            async with asyncio.timeout(ACK_AFTER_S):
+                await handled
+        except TimeoutError:
+            log.debug("keypad bus %s: a press took over %g s", self.endpoint, ACK_AFTER_S)
+        except Exception:  # handled (and logged) by whoever handles the press
+            log.debug("keypad bus %s: a press failed", self.endpoint, exc_info=True)
+        self._acknowledge(frame)
