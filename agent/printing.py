@@ -523,25 +523,29 @@ class TicketPrinting:
                 future.set_result(result)
         return result
 
+    def _ticket_event(self, kind: str, facts: TicketFacts, **more: Any) -> Event:
+        """An event about one ticket's print on this printer (its time is set on commit)."""
+        data = {
+            "ticket": facts.number,
+            "ticket_id": facts.ticket_id,
+            "service": facts.service,
+            "day": facts.day,
+            "device": self.device.id,
+            **more,
+        }
+        return Event(kind, dt.datetime.now(dt.UTC), data, EventClass.OPERATIONAL)
+
     async def _record_failure(
         self, facts: TicketFacts, result: PrintResult, *, reprint: bool, seq: int | None = None
     ) -> None:
         """Record ``ticket.print_failed``; with the print's ``seq``, concluded in the same
         transaction."""
-        event = Event(
+        event = self._ticket_event(
             "ticket.print_failed",
-            dt.datetime.now(dt.UTC),
-            {
-                "ticket": facts.number,
-                "ticket_id": facts.ticket_id,
-                "service": facts.service,
-                "day": facts.day,
-                "device": self.device.id,
-                "reason": result.reason,
-                "attempts": result.attempts,
-                "reprint": reprint,
-            },
-            EventClass.OPERATIONAL,
+            facts,
+            reason=result.reason,
+            attempts=result.attempts,
+            reprint=reprint,
         )
         settings = self._concluded(seq) if seq is not None else None
         try:
@@ -573,18 +577,7 @@ class TicketPrinting:
             ) from None
         if not result.printed:
             raise Refused(f"ticket {facts.number} was not reprinted: {result.reason}")
-        event = Event(
-            "ticket.reprinted",
-            dt.datetime.now(dt.UTC),
-            {
-                "ticket": facts.number,
-                "ticket_id": facts.ticket_id,
-                "service": facts.service,
-                "day": facts.day,
-                "device": self.device.id,
-            },
-            EventClass.OPERATIONAL,
-        )
+        event = self._ticket_event("ticket.reprinted", facts)
         stored = await self.hall.write(functools.partial(_append, event))
         return {
             "result": {"ticket": facts.number, "ticket_id": facts.ticket_id, "printed": True},

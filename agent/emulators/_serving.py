@@ -3,11 +3,14 @@ and a pty (a USB serial port the agent opens like /dev/ttyUSB0)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import tty
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 Write = Callable[[bytes], object]
 #: Given how to answer one host, what takes the bytes that host sends.
@@ -93,3 +96,25 @@ class Ports:
         os.close(master)
         os.close(slave)
         self.pty = None
+
+
+# -- running an emulator on its own (python -m agent.emulators.…) -----------------------------
+
+
+def standalone_parser(description: str, port: int, pty_help: str) -> argparse.ArgumentParser:
+    """The options every emulator takes on its own: ``--host``, ``--port``, ``--pty``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--pty", action="store_true", help=pty_help)
+    return parser
+
+
+def run_standalone(
+    main: Callable[[argparse.Namespace], Coroutine[Any, Any, None]], args: argparse.Namespace
+) -> int:
+    """Run an emulator's console until Ctrl-C or the end of its input."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main(args))
+    return 0

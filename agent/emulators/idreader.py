@@ -30,7 +30,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.emulators._serving import Ports, Write
+from agent.emulators._serving import Ports, Write, run_standalone, standalone_parser
 from protocols.gat467 import (
     CardData,
     Command,
@@ -439,15 +439,10 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="A virtual GA/T 467 ID card reader.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9203)
-    parser.add_argument("--pty", action="store_true", help="also plug in a pty (serial)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args))
-    return 0
+    parser = standalone_parser(
+        "A virtual GA/T 467 ID card reader.", 9203, "also plug in a pty (serial)"
+    )
+    return run_standalone(_main, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from agent.emulators._serving import Ports, Write
+from agent.emulators._serving import Ports, Write, run_standalone, standalone_parser
 from protocols.keypad import (
     Beep,
     CallerKey,
@@ -267,16 +267,11 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Virtual window callers and raters.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9202)
-    parser.add_argument("--pty", action="store_true", help="also offer the bus on a pty")
+    parser = standalone_parser(
+        "Virtual window callers and raters.", 9202, "also offer the bus on a pty"
+    )
     parser.add_argument("--protocol", default="ff68")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args))
-    return 0
+    return run_standalone(_main, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 
-from agent.emulators._serving import Ports, Write
+from agent.emulators._serving import Ports, Write, run_standalone, standalone_parser
 from protocols.led import (
     REPLY,
     BoardFrame,
@@ -200,16 +200,11 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Virtual LED strips on one bus.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9201)
+    parser = standalone_parser(
+        "Virtual LED strips on one bus.", 9201, "also listen on a pty (serial)"
+    )
     parser.add_argument("--protocol", choices=["text_frame", "number_board"], default="text_frame")
-    parser.add_argument("--pty", action="store_true", help="also listen on a pty (serial)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args))
-    return 0
+    return run_standalone(_main, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.emulators._serving import Ports, Write
+from agent.emulators._serving import Ports, Write, run_standalone, standalone_parser
 from protocols.escpos import Paper, TextLine
 from protocols.escpos_commands import Command as EscposCommand
 from protocols.escpos_commands import (
@@ -316,20 +316,15 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="A virtual ESC/POS ticket printer.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9100)
+    parser = standalone_parser(
+        "A virtual ESC/POS ticket printer.", 9100, "also listen on a pty (serial)"
+    )
     parser.add_argument("--out", type=Path, default=Path("printed"), help="PNG and text folder")
     parser.add_argument("--paper", type=int, choices=[58, 80], default=80)
-    parser.add_argument("--pty", action="store_true", help="also listen on a pty (serial)")
     parser.add_argument(
         "--chinese-mode", action="store_true", help="start in Chinese mode, as many do"
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args))
-    return 0
+    return run_standalone(_main, parser.parse_args(argv))
 
 
 if __name__ == "__main__":
