@@ -185,6 +185,46 @@ async def test_a_press_is_acknowledged_only_once_it_is_saved(
         assert [e.type for e in await events(hall)][-1] == "ticket.called"
 
 
+async def test_frames_resent_while_the_press_is_saved_are_that_press_not_new_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no debounce at all, a keypad resending its "next" during a slow commit still
+    calls one ticket: the bus knows the copies for what they are."""
+    async with VirtualKeypads(ack_timeout_s=0.05, retries=40) as bus:
+        config = config_for(tmp_path / "state", {"type": "serial", "port": bus.open_pty()})
+        config = config.model_copy(
+            update={"callers": config.callers.model_copy(update={"debounce_s": 0.0})}
+        )
+        async with running(config) as (hall, keypads):
+            (driver,) = [b.driver for b in keypads.buses.values()]
+            await asyncio.wait_for(driver.wait_connected(), 5)
+            await take(hall, count=2)
+            entered, release = threading.Event(), threading.Event()
+            commit = hall.store.commit
+
+            def held(outcome: Any, *args: Any, **kwargs: Any) -> Any:
+                if any(e.type == "ticket.called" for e in outcome.events):
+                    entered.set()
+                    release.wait(30)
+                return commit(outcome, *args, **kwargs)
+
+            monkeypatch.setattr(hall.store, "commit", held)
+            press = asyncio.create_task(bus.press(1, CallerKey.NEXT))
+            try:
+                assert await asyncio.to_thread(entered.wait, 10)
+                for _ in range(400):  # the keypad resends every 50 ms while it waits
+                    if bus.keypad(1).frames_sent >= 3:
+                        break
+                    await asyncio.sleep(0.05)
+                assert bus.keypad(1).frames_sent >= 3
+            finally:
+                release.set()
+            assert await press
+            assert driver.counters.resends >= 2
+            called = [e.data["ticket"] for e in await events(hall) if e.type == "ticket.called"]
+            assert called == ["A001"]
+
+
 async def test_a_whole_window_session_on_keypads_over_a_pty(tmp_path: Path) -> None:
     clock = Monotonic()
     async with pty_hall(tmp_path, clock) as (hall, bus):

@@ -5,10 +5,10 @@ acknowledgement, usually its echo) or the keypad sends it again. The bus reads a
 time and hands what each valid frame means to ``on_input``. When ``on_input`` returns an
 awaitable (the press is being saved), the frame is acknowledged once it is done, so a
 keypad is never told "received" about a press a power cut could still lose; otherwise at
-once. A keypad that resends meanwhile is acknowledged in turn (its consumer sees the
-resend as the same press again). It reconnects with a capped backoff when the
-port goes away (a USB adapter unplugged, an adapter's TCP link dropped) and reports its
-health through ``on_health``.
+once. The same frame arriving again while its acknowledgement is pending is the keypad
+resending it: it is not handed on again, only acknowledged with the first. The bus
+reconnects with a capped backoff when the port goes away (a USB adapter unplugged, an
+adapter's TCP link dropped) and reports its health through ``on_health``.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class BusHealth:
 @dataclasses.dataclass(slots=True)
 class BusCounters:
     frames: int = 0  # valid frames from keypads (each acknowledged once handled)
+    resends: int = 0  # frames that repeated one still being handled (not handled again)
     rejected: int = 0  # frames with a bad checksum or end byte
     noise_bytes: int = 0
     sent: int = 0  # frames the host sent besides acknowledgements
@@ -101,6 +102,8 @@ class KeypadBus:
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._acks: set[asyncio.Task[None]] = set()
+        # Frames handed on and not yet acknowledged: a copy of one is a resend.
+        self._unacknowledged: dict[Frame, Awaitable[object]] = {}
         self.health = BusHealth(False, "not connected yet")
         self.counters = BusCounters()
 
@@ -201,13 +204,18 @@ class KeypadBus:
                     log.debug("keypad bus %s: %s", self.endpoint, event.reason)
                 continue
             self.counters.frames += 1
-            handled = self._on_input(self.protocol.decode_device(event))
+            handled = self._unacknowledged.get(event)
+            if handled is not None:
+                self.counters.resends += 1  # the keypad did not hear us yet: same press
+            else:
+                handled = self._on_input(self.protocol.decode_device(event))
             if handled is None:
                 self._acknowledge(event)
-            else:
-                ack = asyncio.create_task(self._acknowledge_when(handled, event))
-                self._acks.add(ack)
-                ack.add_done_callback(self._acks.discard)
+                continue
+            self._unacknowledged[event] = handled
+            ack = asyncio.create_task(self._acknowledge_when(handled, event))
+            self._acks.add(ack)
+            ack.add_done_callback(self._acks.discard)
 
     def _acknowledge(self, frame: Frame) -> None:
         writer = self._writer
@@ -222,4 +230,5 @@ class KeypadBus:
             log.debug("keypad bus %s: a press took over %g s", self.endpoint, ACK_AFTER_S)
         except Exception:  # handled (and logged) by whoever handles the press
             log.debug("keypad bus %s: a press failed", self.endpoint, exc_info=True)
+        self._unacknowledged.pop(frame, None)
         self._acknowledge(frame)
