@@ -445,6 +445,8 @@ class TicketPrinting:
         """Print the tickets a stop cut off, or record them as not printed (see the module)."""
         now = dt.datetime.now(dt.UTC)
         today = self.hall.business_day().isoformat()
+        # All owed at once: concluding one must not move the mark past another still owed.
+        self._in_flight.update(event.seq for event in cut_off)
         for event in cut_off:
             facts = TicketFacts.from_event(event)
             age = (now - dt.datetime.fromisoformat(event.at)).total_seconds()
@@ -457,7 +459,6 @@ class TicketPrinting:
                 )
                 self._start_print(event)
                 continue
-            self._in_flight.add(event.seq)
             reason = "the agent stopped before the ticket was printed (打印前程序已停止)"
             if facts.day == today:
                 log.warning(

@@ -488,8 +488,17 @@ async def test_prints_cut_off_by_a_stop_are_printed_or_recorded_at_the_next_star
 
     day = "2020-01-01" if case == "earlier_day" else None
     _rewind_print_mark(tmp_path / "state" / "hall.db", day=day)
+    marks: list[tuple[str, int]] = []  # (ticket, the mark saved with its print_failed)
     if case == "older":
         monkeypatch.setattr(printing, "RESUME_WITHIN_S", -1.0)  # every ticket counts as old
+        append = printing._append
+
+        def watched(event: Any, *args: Any, settings: Any = None) -> Any:
+            if settings is not None:
+                marks.append((event.data["ticket"], settings[printing.PRINT_MARK]["seq"]))
+            return append(event, *args, settings=settings)
+
+        monkeypatch.setattr(printing, "_append", watched)
     async with hall_with_printer(tmp_path) as (running, vp, client):
         if case == "recent":
             tickets = await vp.wait_for_tickets(2)
@@ -503,6 +512,13 @@ async def test_prints_cut_off_by_a_stop_are_printed_or_recorded_at_the_next_star
         if case == "older":
             assert [(f["ticket"], f["attempts"]) for f in failed] == [("A001", 0), ("A002", 0)]
             assert all("the agent stopped before" in f["reason"] for f in failed)
+            # Concluding A001 did not move the mark past A002, still owed at that moment:
+            # a stop between the two would not have lost A002.
+            a002 = next(
+                e.seq for e in issued if e.type == "ticket.issued" and e.data["ticket"] == "A002"
+            )
+            assert marks[0][0] == "A001"
+            assert marks[0][1] < a002
         else:
             assert failed == []
 
