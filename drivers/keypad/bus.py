@@ -103,7 +103,7 @@ class KeypadBus:
         self._connected = asyncio.Event()
         self._acks: set[asyncio.Task[None]] = set()
         # Frames handed on and not yet acknowledged: a copy of one is a resend.
-        self._unacknowledged: dict[Frame, Awaitable[object]] = {}
+        self._unacknowledged: dict[Frame, asyncio.Future[object]] = {}
         self.health = BusHealth(False, "not connected yet")
         self.counters = BusCounters()
 
@@ -208,11 +208,12 @@ class KeypadBus:
             if handled is not None:
                 self.counters.resends += 1  # the keypad did not hear us yet: same press
             else:
-                handled = self._on_input(self.protocol.decode_device(event))
-            if handled is None:
-                self._acknowledge(event)
-                continue
-            self._unacknowledged[event] = handled
+                awaitable = self._on_input(self.protocol.decode_device(event))
+                if awaitable is None:
+                    self._acknowledge(event)
+                    continue
+                handled = asyncio.ensure_future(awaitable)
+                self._unacknowledged[event] = handled
             ack = asyncio.create_task(self._acknowledge_when(handled, event))
             self._acks.add(ack)
             ack.add_done_callback(self._acks.discard)
@@ -222,13 +223,14 @@ class KeypadBus:
         if writer is not None and not writer.is_closing():
             writer.write(self.protocol.encode(self.protocol.acknowledgement(frame)))
 
-    async def _acknowledge_when(self, handled: Awaitable[object], frame: Frame) -> None:
+    async def _acknowledge_when(self, handled: asyncio.Future[object], frame: Frame) -> None:
         try:
             async with asyncio.timeout(ACK_AFTER_S):
-                await handled
+                await asyncio.shield(handled)  # a copy's wait must not cancel the press
         except TimeoutError:
             log.debug("keypad bus %s: a press took over %g s", self.endpoint, ACK_AFTER_S)
         except Exception:  # handled (and logged) by whoever handles the press
             log.debug("keypad bus %s: a press failed", self.endpoint, exc_info=True)
-        self._unacknowledged.pop(frame, None)
+        if self._unacknowledged.get(frame) is handled:  # not a newer press of the same key
+            del self._unacknowledged[frame]
         self._acknowledge(frame)
