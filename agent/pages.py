@@ -249,7 +249,7 @@ class PageFeed:
                 await self._load_settings()
             elif event.type == "day.closed":
                 self._recalled_at.clear()
-            self._followed = event.seq
+            self._followed = max(self._followed, event.seq)
             # Several events of one commit are one change: build once after the last.
             if events.empty():
                 self._dirty.set()
