@@ -6,6 +6,7 @@ and write what they saw to ``bench/results/<name>.json``. Nothing here asserts o
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import math
@@ -17,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -267,3 +269,24 @@ class AgentProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class LoopThread:
+    """An event loop of its own in a thread of this process: an emulator beside a real
+    ``hall-agent run``, so that its timing does not wait on the measuring code."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+    def call(self, coro: Any) -> Any:
+        """Run ``coro`` on the thread's loop and wait for its result (at most 30 s)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)

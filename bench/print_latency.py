@@ -25,9 +25,7 @@ font, ~0.5 KB per ticket) and ``raster`` (the ticket drawn with Pillow and sent 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +33,7 @@ from typing import Any
 import httpx
 from _common import (
     AgentProcess,
+    LoopThread,
     bench_hall,
     median,
     percentile,
@@ -56,27 +55,21 @@ class Series:
     block_p50_ms: list[float] = field(default_factory=list)
 
 
-class PrinterThread:
+class PrinterThread(LoopThread):
     """The virtual printer on an event loop of its own, in a thread of this process."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        super().__init__()
         self.printer = VirtualPrinter(None, render=False)
 
     def __enter__(self) -> PrinterThread:
-        self._thread.start()
+        self.start()
         self.port = self.call(self.printer.start_tcp("127.0.0.1", 0))
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.call(self.printer.stop_tcp())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
-
-    def call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+        self.stop()
 
     def wait_for(self, count: int) -> float:
         """The perf_counter at which the ``count``-th ticket's cut arrived."""

@@ -24,16 +24,15 @@ Calls rotate over the three windows, one at a time; each waits for both screens.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import sys
-import threading
 import time
 from typing import Any
 
 import httpx
 from _common import (
     AgentProcess,
+    LoopThread,
     bench_hall,
     median,
     percentile,
@@ -69,27 +68,21 @@ new MutationObserver(() => {
 """
 
 
-class LedThread:
+class LedThread(LoopThread):
     """The virtual LED bus on an event loop of its own, in a thread of this process."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        super().__init__()
         self.bus = VirtualLedBus("text_frame")
 
     def __enter__(self) -> LedThread:
-        self._thread.start()
+        self.start()
         self.port = self.call(self.bus.start_tcp("127.0.0.1", 0))
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.call(self.bus.stop_tcp())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
-
-    def call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+        self.stop()
 
     def frame_at(self, address: int, text: str) -> float:
         frame = self.call(self.bus.wait_for_text(address, text, within=20))
