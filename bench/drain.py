@@ -15,6 +15,10 @@ starts connecting and stops when the subscriber has the last missing event.
   concurrent ``publish()`` calls bounded by a semaphore, and paho's in-flight limit set to
   N like the link does.
 - ``raw-sequential``: ``for ...: await client.publish(...)``, one in flight.
+- ``paced``: once, after the rounds: the link at its default window with ``drain_rate``
+  set to ``--paced-rate`` (2 000/s), timed from connected to the last PUBACK: the rate the
+  agent sent at, against the cap (the cap itself is proven on a moved clock in
+  ``tests/test_pacer.py``; this is the real clock, the real broker).
 
 Both kinds of client connect alike (MQTT 5, clean start false, a session expiry). Every
 round runs every mode once, in an order that rotates from round to round; figures are
@@ -137,6 +141,7 @@ def _figures(
         "events_per_s": count / (last - t0),
         "seconds": last - t0,
         "publisher_events_per_s": count / (acked - t0),
+        "connected_to_last_puback_events_per_s": count / (acked - connected),
         "connect_ms": (connected - t0) * 1000,
         "cpu_us_per_event": meter.cpu["self"] / count * 1e6,
         "subscriber_cpu_us_per_event": meter.cpu["subscriber"] / count * 1e6,
@@ -151,13 +156,22 @@ def _figures(
 
 
 async def run_link(
-    bench: Bench, inflight: int, profiler: cProfile.Profile | None = None
+    bench: Bench,
+    inflight: int,
+    profiler: cProfile.Profile | None = None,
+    drain_rate: float = DRAIN_RATE,
 ) -> dict[str, Any]:
     hall_id = bench.hall_id(f"link@{inflight}")
     storage = bench.work / hall_id
     copy_store(bench.master, storage)
+    # No random wait before the first connect (a hall's start-up spread): the clock runs.
     config = link_config(
-        storage, hall_id, bench.broker.url, drain_rate=DRAIN_RATE, inflight=inflight
+        storage,
+        hall_id,
+        bench.broker.url,
+        drain_rate=drain_rate,
+        inflight=inflight,
+        reconnect_spread_s=0,
     )
     store = Store.open(storage)
     try:
@@ -285,8 +299,17 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     + ", ".join(f"{m} {runs[m][-1]['events_per_s']:.0f}/s" for m in modes),
                     file=sys.stderr,
                 )
+            paced = await run_link(bench, DEFAULT_INFLIGHT, drain_rate=args.paced_rate)
             profile = None
             figures = summarise(runs, windows)
+            achieved = paced["connected_to_last_puback_events_per_s"]
+            figures["paced"] = {
+                "cap_per_s": args.paced_rate,
+                "sent_per_s": achieved,
+                "ratio_to_cap": achieved / args.paced_rate,
+                "missing": paced["missing"],
+                "duplicates": paced["duplicates"],
+            }
             if args.profile or not figures["target"]["met"]:
                 profile = await profile_link(bench)
     finally:
@@ -368,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"windows besides the default {DEFAULT_INFLIGHT} (8 128)",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile one link drain")
+    parser.add_argument(
+        "--paced-rate", type=float, default=2000.0, help="drain_rate of the paced run (2000)"
+    )
     args = parser.parse_args(argv)
 
     with scratch_dir("drain-") as work:
@@ -429,6 +455,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"target link@{DEFAULT_INFLIGHT} >= {TARGET_RATIO}x raw@{DEFAULT_INFLIGHT}: "
         f"{target['ratio']:.2f}x ({met})"
+    )
+    paced = figures["paced"]
+    print(
+        f"paced at {paced['cap_per_s']:.0f}/s: sent {paced['sent_per_s']:.0f}/s "
+        f"({paced['ratio_to_cap']:.3f}x the cap), {paced['missing']} missing"
     )
     if result["profile"]:
         print(result["profile"])
