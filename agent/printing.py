@@ -514,14 +514,14 @@ class TicketPrinting:
                 log.exception("ticket %s cannot be laid out", facts.number)
                 ok, reason = False, f"the ticket cannot be laid out: {err}; check ticket:"
         result = await self.queue.submit(job) if ok else PrintResult(job, False, 0, reason)
-        if not result.printed:
+        if not result.printed:  # recorded before anyone is told
             await self._record_failure(facts, result, reprint=reprint, seq=seq)
-        elif seq is not None:
-            await self._save_mark(self._concluded(seq))
         if not reprint:  # the kiosk's take waits for this one
             future = self._outcome(key)
             if not future.done():
                 future.set_result(result)
+        if result.printed and seq is not None:  # bookkeeping: the ticket is in the citizen's hand
+            await self._save_mark(self._concluded(seq))
         return result
 
     def _ticket_event(self, kind: str, facts: TicketFacts, **more: Any) -> Event:
