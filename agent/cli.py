@@ -132,7 +132,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(text)
         return code
     if command == "demo":
-        from agent.demo import run_demo
+        from agent.demo.simulated_hall import run_demo
 
         return run_demo(
             state=args.state,
@@ -169,9 +169,9 @@ def _load(path: Path) -> Any:
 
 def _run(path: Path) -> int:
     from agent.daemon import serve
-    from agent.logs import setup_logging
-    from agent.store import StoreError
-    from agent.web import WebStartError
+    from agent.runtime.logs import setup_logging
+    from agent.runtime.store import StoreError
+    from agent.web.app import WebStartError
 
     config = _load(path)
     setup_logging(config.logging.level, config.logging.format)

@@ -15,25 +15,25 @@ from pathlib import Path
 from typing import Any
 
 from agent.central.link import Link
-from agent.clock import SystemClock, runtime_directory
 from agent.config import HallAgentConfig, StorageConfig
-from agent.devices import DeviceBoard, DeviceHealth
-from agent.diskspace import RoomNeeded, SpaceGuard, make_room
-from agent.documents import DocumentDesk, document_desk, document_routes
-from agent.domain import Event, EventClass
-from agent.hall import Hall
-from agent.health import HallHealth, health_routes
-from agent.identity import IdentityDesk, identity_desk, identity_routes, linked
-from agent.inputs import TicketInputs, ticket_inputs
-from agent.led import LedStrips, led_strips
-from agent.pages import PageFeed, page_routes
-from agent.printing import TicketPrinting, ticket_printing
-from agent.staff import sign_in_by_identity
-from agent.store import Eviction, Store, StoredEvent, StoreError
-from agent.systemd import Notifier, supervised
-from agent.voice import VoiceCalling, voice_calling
-from agent.web import WebServer, create_app
-from agent.window_pages import WindowDevices, window_devices, window_routes
+from agent.core.engine import Event, EventClass
+from agent.features.documents import DocumentDesk, document_desk, document_routes
+from agent.features.identity import IdentityDesk, identity_desk, identity_routes, linked
+from agent.features.inputs import TicketInputs, ticket_inputs
+from agent.features.led import LedStrips, led_strips
+from agent.features.printing import TicketPrinting, ticket_printing
+from agent.features.staff import sign_in_by_identity
+from agent.features.voice import VoiceCalling, voice_calling
+from agent.runtime.clock import SystemClock, runtime_directory
+from agent.runtime.devices import DeviceBoard, DeviceHealth
+from agent.runtime.diskspace import RoomNeeded, SpaceGuard, make_room
+from agent.runtime.hall import Hall
+from agent.runtime.store import Eviction, Store, StoredEvent, StoreError
+from agent.runtime.systemd import Notifier, supervised
+from agent.web.app import WebServer, create_app
+from agent.web.health import HallHealth, health_routes
+from agent.web.pages import PageFeed, page_routes
+from agent.web.window_pages import WindowDevices, window_devices, window_routes
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _link_status(link: Link) -> dict[str, Any]:
 
 async def retention_loop(hall: Hall, disk: SpaceGuard | None = None) -> None:
     """Keep the outbox within its byte and age limits, online or offline; with ``disk``,
-    also within what the state disk has room for (agent/diskspace.py)."""
+    also within what the state disk has room for (agent/runtime/diskspace.py)."""
     storage = hall.config.storage
     failing = False
     while True:

@@ -122,7 +122,7 @@ class Doctor:
         usage: Usage | None = None,
         sysfs: Path = Path("/sys"),
     ) -> None:
-        from agent.diskspace import disk_usage
+        from agent.runtime.diskspace import disk_usage
 
         self.config_path = config_path
         self.account = account
@@ -181,7 +181,7 @@ class Doctor:
     # -- disk and database --------------------------------------------------------------
 
     def check_disk(self) -> Iterator[Finding]:
-        from agent.diskspace import MAX_RESERVE_FILE_BYTES
+        from agent.runtime.diskspace import MAX_RESERVE_FILE_BYTES
 
         assert self.config is not None
         storage = self.config.storage
@@ -222,7 +222,7 @@ class Doctor:
             )
 
     def check_database(self) -> Iterator[Finding]:
-        from agent.store import DB_NAME, MIGRATIONS
+        from agent.runtime.store import DB_NAME, MIGRATIONS
 
         assert self.config is not None
         directory = self.config.storage.path
@@ -286,7 +286,7 @@ class Doctor:
     # -- clock --------------------------------------------------------------------------
 
     def check_clock(self) -> Iterator[Finding]:
-        from agent.clock import SystemClock
+        from agent.runtime.clock import SystemClock
 
         assert self.config is not None
         latch = Path("/run/hall-agent")
@@ -426,7 +426,7 @@ class Doctor:
 
     def check_broker(self) -> Iterator[Finding]:
         from agent.central.link import LinkConfigError, describe_connect_error, tls_context
-        from agent.clock import SystemClock
+        from agent.runtime.clock import SystemClock
 
         assert self.config is not None
         mqtt = self.config.mqtt

@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from broker import MOSQUITTO, Broker, free_port  # type: ignore[import-not-found]
 
 from agent.config import HallAgentConfig, validate_config
-from agent.domain import Event, QueueEngine, QueueError
-from agent.store import DB_NAME, EPOCH_FILE, Store, StoredEvent
+from agent.core.engine import Event, QueueEngine, QueueError
+from agent.runtime.store import DB_NAME, EPOCH_FILE, Store, StoredEvent
 
 __all__ = [
     "MOSQUITTO",

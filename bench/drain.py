@@ -58,9 +58,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.central.link import Link
-from agent.devices import DeviceBoard
-from agent.hall import Hall
-from agent.store import Store, StoredEvent
+from agent.runtime.devices import DeviceBoard
+from agent.runtime.hall import Hall
+from agent.runtime.store import Store, StoredEvent
 
 NAME = "drain"
 TARGET_RATIO = 0.5

@@ -47,10 +47,10 @@ from _mqtt import Broker, Subscriber, broker_version, link_config, read_vm
 
 from agent.central.link import Link
 from agent.config import MqttConfig
-from agent.devices import DeviceBoard
-from agent.domain import QueueError
-from agent.hall import Hall
-from agent.store import Store
+from agent.core.engine import QueueError
+from agent.runtime.devices import DeviceBoard
+from agent.runtime.hall import Hall
+from agent.runtime.store import Store
 
 NAME = "fleet"
 TARGET_SPREAD_S = 30.0

@@ -45,12 +45,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from broker import Broker  # type: ignore[import-not-found]  # noqa: E402
 
-from agent.central.files import FileReceiver, receive_files  # noqa: E402
 from agent.config import DocumentsConfig, validate_config  # noqa: E402
 from agent.daemon import running_agent  # noqa: E402
-from agent.documents import Spool  # noqa: E402
-from agent.emulators.idreader import FIXTURE_CARDS, VirtualIdReader  # noqa: E402
-from agent.personal import Vault  # noqa: E402
+from agent.demo.emulators.idreader import FIXTURE_CARDS, VirtualIdReader  # noqa: E402
+from agent.features.documents import Spool  # noqa: E402
+from agent.runtime.personal import Vault  # noqa: E402
 from drivers.idreader import (  # noqa: E402
     CardPresented,
     Gat467Client,
@@ -60,6 +59,7 @@ from drivers.idreader import (  # noqa: E402
     open_streams,
 )
 from drivers.scanner import FfmpegCamera, Page, Scanner, TestPatternSource  # noqa: E402
+from hallctl.files import FileReceiver, receive_files  # noqa: E402
 from protocols.gat467 import (  # noqa: E402
     FrameParser,
     Response,

@@ -23,14 +23,14 @@ from typing import Any
 
 from _common import bench_hall, median, percentile, print_table, scratch_dir, write_results
 
-from agent.callers import CallerDesk
 from agent.config import HallAgentConfig
-from agent.devices import DeviceBoard
-from agent.emulators.keypad import VirtualKeypads
-from agent.hall import Hall
-from agent.keypads import WindowKeypads
-from agent.rating import RatingDesk
-from agent.store import Store
+from agent.demo.emulators.keypad import VirtualKeypads
+from agent.features.callers import CallerDesk
+from agent.features.keypads import WindowKeypads
+from agent.features.rating import RatingDesk
+from agent.runtime.devices import DeviceBoard
+from agent.runtime.hall import Hall
+from agent.runtime.store import Store
 from protocols.keypad import CallerKey
 
 NAME = "keypad_latency"

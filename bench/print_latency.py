@@ -1,7 +1,7 @@
 """Latency of a printed ticket: ``take`` at the local API → the last byte of the ticket at a
 (virtual) network printer.
 
-A real ``hall-agent run`` subprocess prints on the virtual printer (``agent.emulators.
+A real ``hall-agent run`` subprocess prints on the virtual printer (``agent.demo.emulators.
 printer``), which runs in this process on its own event loop thread and listens on TCP like
 a network printer's port 9100. It parses every byte (real ESC/POS) and stamps the moment
 the cut command, the last byte of a ticket, arrives; the client stamps the moment it sends
@@ -43,7 +43,7 @@ from _common import (
     write_results,
 )
 
-from agent.emulators.printer import VirtualPrinter
+from agent.demo.emulators.printer import VirtualPrinter
 
 NAME = "print_latency"
 SERIES = ("kiosk_to_last_byte", "kiosk_to_answer", "central_take")

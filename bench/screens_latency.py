@@ -3,7 +3,7 @@ ticket in headless Chromium, and → the LED strip's frame arrives at the (virtu
 
 A real ``hall-agent run`` subprocess serves the big screen (``/pages/hall``) to Debian's
 Chromium, driven by Playwright with the system browser, and drives three LED strips on the
-virtual LED bus (``agent.emulators.led``), which runs in this process on its own event
+virtual LED bus (``agent.demo.emulators.led``), which runs in this process on its own event
 loop thread, listening on TCP like a serial-to-Ethernet adapter.
 
 Clocks: the page records, with a MutationObserver, ``performance.timeOrigin +
@@ -42,7 +42,7 @@ from _common import (
     write_results,
 )
 
-from agent.emulators.led import VirtualLedBus
+from agent.demo.emulators.led import VirtualLedBus
 
 NAME = "screens_latency"
 SERIES = ("call_to_dom", "call_to_led_frame", "call_to_answer")

@@ -34,8 +34,8 @@ from zoneinfo import ZoneInfo
 from _common import bench_hall, median, percentile, print_table, scratch_dir, write_results
 
 from agent.config import HallAgentConfig
-from agent.domain import Event, HallCounters, Outcome, QueueEngine
-from agent.store import Store, _dumps
+from agent.core.engine import Event, HallCounters, Outcome, QueueEngine
+from agent.runtime.store import Store, _dumps
 
 NAME = "store_append"
 TARGET_RATIO = 0.5

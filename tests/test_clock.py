@@ -17,7 +17,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import ManualClock
 
-from agent.clock import (
+from agent.config import HallAgentConfig
+from agent.core.engine import QueueEngine, Refused, TicketStatus
+from agent.runtime.clock import (
     JUMP_TOLERANCE_S,
     LATCH_NAME,
     Evidence,
@@ -27,10 +29,8 @@ from agent.clock import (
     timedated,
     timesyncd,
 )
-from agent.config import HallAgentConfig
-from agent.domain import QueueEngine, Refused, TicketStatus
-from agent.hall import Hall
-from agent.store import Store
+from agent.runtime.hall import Hall
+from agent.runtime.store import Store
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 MONDAY = dt.date(2026, 3, 2)

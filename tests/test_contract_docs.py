@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.central import asyncapi
 from agent.central.contract import COMMANDS
+from hallctl import asyncapi
 
 CONTRACT_DIR = Path(__file__).resolve().parents[1] / "docs" / "contract"
 

@@ -24,11 +24,11 @@ import pytest
 from support import hall_config
 
 from agent.config import HallAgentConfig, StorageConfig
+from agent.core.engine import Event, EventClass
 from agent.daemon import Running, running_agent
-from agent.diskspace import DiskState, RoomNeeded, SpaceGuard, make_room
-from agent.domain import Event, EventClass
-from agent.store import Store, StoreError, StoreFull
-from agent.systemd import Notifier
+from agent.runtime.diskspace import DiskState, RoomNeeded, SpaceGuard, make_room
+from agent.runtime.store import Store, StoreError, StoreFull
+from agent.runtime.systemd import Notifier
 
 MIB = 2**20
 
@@ -187,7 +187,7 @@ async def integrity(agent: Running) -> tuple[str, list[int]]:
 async def test_a_full_database_refuses_clearly_then_evicts_chatter_and_issues_again(
     config_factory: Callable[..., HallAgentConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("agent.diskspace.CHECK_EVERY_S", 0.2)
+    monkeypatch.setattr("agent.runtime.diskspace.CHECK_EVERY_S", 0.2)
     config = config_factory(reserve_bytes=4 * MIB)  # a 1 MiB reserve file
     async with running_agent(config) as agent, httpx.AsyncClient(base_url=agent.url) as client:
         assert (await take(client)).status_code == 201
@@ -276,7 +276,7 @@ async def test_a_real_full_disk_releases_the_reserve_keeps_issuing_and_recovers(
     config_factory: Callable[..., HallAgentConfig],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("agent.diskspace.CHECK_EVERY_S", 0.2)
+    monkeypatch.setattr("agent.runtime.diskspace.CHECK_EVERY_S", 0.2)
     config = config_factory(storage=small_disk / "state", reserve_bytes=8 * MIB)
     async with running_agent(config) as agent, httpx.AsyncClient(base_url=agent.url) as client:
         guard_file = small_disk / "state" / ".space-reserve"

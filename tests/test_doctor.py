@@ -17,7 +17,7 @@ import pytest
 from support import hall_config, write_config
 
 from agent.doctor import Account, Doctor, Finding
-from agent.store import Store
+from agent.runtime.store import Store
 
 MIB = 2**20
 

@@ -21,15 +21,14 @@ from broker import Broker
 from support import hall_config
 
 from agent.central import contract as c
-from agent.central.files import FileReceiver, receive_files
 from agent.config import CameraDevice, HallAgentConfig, validate_config
+from agent.core.engine import Refused
 from agent.daemon import Running, running_agent
-from agent.devices import DeviceBoard
-from agent.documents import DocumentDesk, Spool
-from agent.domain import Refused
-from agent.hall import Hall
-from agent.personal import Vault
-from agent.store import DB_NAME, Store
+from agent.features.documents import DocumentDesk, Spool
+from agent.runtime.devices import DeviceBoard
+from agent.runtime.hall import Hall
+from agent.runtime.personal import Vault
+from agent.runtime.store import DB_NAME, Store
 from drivers.scanner import (
     FfmpegCamera,
     SaneScanner,
@@ -39,6 +38,7 @@ from drivers.scanner import (
     V4l2Source,
     largest_mjpeg_size,
 )
+from hallctl.files import FileReceiver, receive_files
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -150,7 +150,7 @@ def test_spool_is_sealed_chunk_by_chunk(tmp_path: Path) -> None:
     raw = spool.path("f1").read_bytes()
     assert used == len(raw) == len(data) + 5 * 28
     assert data[:64] not in raw
-    from agent.documents import SpoolFile
+    from agent.features.documents import SpoolFile
 
     file = SpoolFile("f1", "d", 1, "image/jpeg", len(data), "", 4096, 5, used, "", 0, "spooled")
     assert b"".join(spool.chunk(file, i) for i in range(5)) == data
@@ -376,7 +376,7 @@ async def _until(check: Callable[[], bool], within: float = 20.0) -> None:
 
 
 async def test_hallctl_files_receives_a_capture(broker: Broker, tmp_path: Path) -> None:
-    from agent.central import hallctl
+    from hallctl import cli as hallctl
 
     out = tmp_path / "received"
     receiving = asyncio.create_task(
@@ -403,9 +403,9 @@ async def test_hallctl_files_receives_a_capture(broker: Broker, tmp_path: Path) 
 async def test_a_camera_unplugged_and_plugged_back_shows_in_its_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import agent.documents
+    import agent.features.documents
 
-    monkeypatch.setattr(agent.documents, "DEVICE_CHECK_S", 0.01)
+    monkeypatch.setattr(agent.features.documents, "DEVICE_CHECK_S", 0.01)
     node = tmp_path / "video0"
     node.touch()
     data = hall_config(

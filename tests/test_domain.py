@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agent.config import HallAgentConfig
-from agent.domain import (
+from agent.core.engine import (
     NotFound,
     Outcome,
     Priority,

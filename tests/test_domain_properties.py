@@ -28,7 +28,7 @@ from hypothesis.stateful import (
 )
 
 from agent.config import HallAgentConfig
-from agent.domain import (
+from agent.core.engine import (
     HallCounters,
     Outcome,
     Priority,
@@ -39,7 +39,7 @@ from agent.domain import (
     WindowState,
     business_day,
 )
-from agent.store import Store
+from agent.runtime.store import Store
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 START = dt.datetime(2026, 3, 2, 8, 0, tzinfo=SHANGHAI)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.emulators.idreader import FIXTURE_CARDS, SAM_ID
+from agent.demo.emulators.idreader import FIXTURE_CARDS, SAM_ID
 from protocols.gat467 import (
     MAX_LENGTH,
     PREAMBLE,

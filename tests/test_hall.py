@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from agent.config import HallAgentConfig
-from agent.domain import NotFound, QueueEngine, Refused, WindowState
-from agent.hall import Hall, ShuttingDown
-from agent.store import DB_NAME, Store, StoreError
+from agent.core.engine import NotFound, QueueEngine, Refused, WindowState
+from agent.runtime.hall import Hall, ShuttingDown
+from agent.runtime.store import DB_NAME, Store, StoreError
 
 
 @pytest.fixture
@@ -178,7 +178,7 @@ async def test_a_store_failure_puts_memory_back_to_what_was_saved(
     hall: Hall, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     same = uuid.UUID(int=42)
-    monkeypatch.setattr("agent.store.uuid.uuid4", lambda: same)
+    monkeypatch.setattr("agent.runtime.store.uuid.uuid4", lambda: same)
     await hall.execute(take("social"))
 
     with pytest.raises(StoreError, match="UNIQUE constraint"):
@@ -199,7 +199,7 @@ async def test_a_bug_half_way_through_an_operation_leaves_memory_as_saved(
         raise RuntimeError("a bug after the change")
 
     with (
-        caplog.at_level(logging.ERROR, logger="agent.hall"),
+        caplog.at_level(logging.ERROR, logger="agent.runtime.hall"),
         pytest.raises(RuntimeError, match="a bug after the change"),
     ):
         await hall.execute(broken)

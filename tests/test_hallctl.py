@@ -25,9 +25,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pki import Pki
 
-from agent.central import hallctl
 from agent.central.contract import Ack, Birth, EventEnvelope, Metrics, ReplayEvents, Reply, Will
-from agent.central.gaps import MAX_REPLAY_INTERVAL_S, Stream, Tracker
+from hallctl import cli as hallctl
+from hallctl.gaps import MAX_REPLAY_INTERVAL_S, Stream, Tracker
 
 HALL = "hd-test-001"
 WAIT_S = 15.0  # every wait on a condition below gives up (and fails) after this
@@ -405,7 +405,7 @@ async def test_ingest_command_survives_sigterm_and_keeps_its_session(
     argv = [
         sys.executable,
         "-m",
-        "agent.central.hallctl",
+        "hallctl.cli",
         "--broker",
         broker.url,
         "ingest",
@@ -519,7 +519,7 @@ async def test_cmd_without_an_answer_fails_after_its_timeout(
 @pytest.mark.timeout(30)
 async def test_tail_prints_one_line_per_event_of_the_chosen_type(broker: Broker) -> None:
     proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "agent.central.hallctl", "--broker", broker.url, "-v"],
+        *[sys.executable, "-m", "hallctl.cli", "--broker", broker.url, "-v"],
         *["tail", "--hall", HALL, "--type", "ticket.", "--count", "2"],
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -559,7 +559,7 @@ async def _hallctl(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "agent.central.hallctl",
+        "hallctl.cli",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

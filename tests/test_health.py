@@ -17,8 +17,8 @@ from support import hall_config
 
 from agent.central.link import LinkState
 from agent.config import HallAgentConfig
+from agent.core.engine import Event
 from agent.daemon import running_agent
-from agent.domain import Event
 
 
 def free_port() -> int:

@@ -20,13 +20,13 @@ import pytest
 
 from agent.central import contract as c
 from agent.config import HallAgentConfig, IdReaderDevice
-from agent.devices import DeviceBoard
-from agent.domain import Outcome, QueueEngine, Refused
-from agent.emulators.idreader import FIXTURE_CARDS, VirtualIdReader
-from agent.hall import Hall
-from agent.identity import IdentityDesk, erase_personal_data, reader_target
-from agent.personal import PersonalDataError, Vault, read_key_file, unseal_event
-from agent.store import DB_NAME, Store
+from agent.core.engine import Outcome, QueueEngine, Refused
+from agent.demo.emulators.idreader import FIXTURE_CARDS, VirtualIdReader
+from agent.features.identity import IdentityDesk, erase_personal_data, reader_target
+from agent.runtime.devices import DeviceBoard
+from agent.runtime.hall import Hall
+from agent.runtime.personal import PersonalDataError, Vault, read_key_file, unseal_event
+from agent.runtime.store import DB_NAME, Store
 from drivers.idreader import Gat467Watcher, PollSettings, ReaderHealth
 
 pytestmark = pytest.mark.timeout(30)

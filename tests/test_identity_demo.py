@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import identity_demo
 from agent.config import IdReaderDevice, NetworkTransport, PrinterDevice
 from agent.daemon import running_agent
-from agent.demo import demo_config
+from agent.demo import identity as identity_demo
+from agent.demo.simulated_hall import demo_config
 
 pytestmark = [
     pytest.mark.timeout(60),

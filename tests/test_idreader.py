@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.emulators.idreader import FIXTURE_CARDS, VirtualIdReader
+from agent.demo.emulators.idreader import FIXTURE_CARDS, VirtualIdReader
 from drivers.idreader import (
     CardPresented,
     CardProblem,

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from support import hall_config
 
 from agent.config import CodeScannerDevice, HallAgentConfig
-from agent.domain import Priority, Source
-from agent.hall import Hall
-from agent.inputs import DEBOUNCE_S, ButtonMap, ScannerMap, TicketInputs
-from agent.store import Store
+from agent.core.engine import Priority, Source
+from agent.features.inputs import DEBOUNCE_S, ButtonMap, ScannerMap, TicketInputs
+from agent.runtime.hall import Hall
+from agent.runtime.store import Store
 from drivers.evdev_input import KeySource, key_code
 from protocols.keyboard_wedge import (
     KEY_CAPSLOCK,

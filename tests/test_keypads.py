@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from agent.callers import CallerDesk
 from agent.config import HallAgentConfig
-from agent.devices import DeviceBoard
-from agent.domain import TicketStatus
-from agent.emulators.keypad import VirtualKeypads
-from agent.hall import Hall
-from agent.keypads import WindowKeypads
-from agent.rating import RatingDesk
-from agent.store import Store
+from agent.core.engine import TicketStatus
+from agent.demo.emulators.keypad import VirtualKeypads
+from agent.features.callers import CallerDesk
+from agent.features.keypads import WindowKeypads
+from agent.features.rating import RatingDesk
+from agent.runtime.devices import DeviceBoard
+from agent.runtime.hall import Hall
+from agent.runtime.store import Store
 from protocols.keypad import CallerAction, CallerCommand, CallerKey
 
 pytestmark = pytest.mark.timeout(60)

@@ -14,13 +14,13 @@ import pytest
 evdev = pytest.importorskip("evdev")
 from evdev import InputEvent, ecodes  # noqa: E402
 
-from agent.callers import CallerDesk  # noqa: E402
 from agent.config import HallAgentConfig  # noqa: E402
-from agent.devices import DeviceBoard  # noqa: E402
-from agent.hall import Hall  # noqa: E402
-from agent.keypads import WindowKeypads  # noqa: E402
-from agent.rating import RatingDesk  # noqa: E402
-from agent.store import Store  # noqa: E402
+from agent.features.callers import CallerDesk  # noqa: E402
+from agent.features.keypads import WindowKeypads  # noqa: E402
+from agent.features.rating import RatingDesk  # noqa: E402
+from agent.runtime.devices import DeviceBoard  # noqa: E402
+from agent.runtime.hall import Hall  # noqa: E402
+from agent.runtime.store import Store  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -14,8 +14,8 @@ from support import hall_config
 
 from agent.config import HallAgentConfig
 from agent.daemon import running_agent
-from agent.emulators.led import VirtualLedBus
-from agent.led import strip_text
+from agent.demo.emulators.led import VirtualLedBus
+from agent.features.led import strip_text
 from drivers.led import (
     LedBus,
     LedRefused,

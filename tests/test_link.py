@@ -31,10 +31,10 @@ from support import ALWAYS, hall_config
 from agent.central import contract as c
 from agent.central.commands import MAX_PAYLOAD
 from agent.config import HallAgentConfig, validate_config
+from agent.core.engine import Event, EventClass, Outcome, QueueEngine, QueueError
 from agent.daemon import Running, running_agent
-from agent.domain import Event, EventClass, Outcome, QueueEngine, QueueError
-from agent.hall import Hall
-from agent.store import Store
+from agent.runtime.hall import Hall
+from agent.runtime.store import Store
 
 HALL = "test-hall"
 SERVICES = ["social", "civil", "housing", "general"]

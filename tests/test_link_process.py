@@ -20,9 +20,9 @@ from oracle import Central, tally, until
 from support import AgentProcess, hall_config, write_config
 
 from agent.config import validate_config
-from agent.domain import Outcome, QueueEngine, QueueError
-from agent.hall import Hall
-from agent.store import Store
+from agent.core.engine import Outcome, QueueEngine, QueueError
+from agent.runtime.hall import Hall
+from agent.runtime.store import Store
 
 HALL = "test-hall"
 SERVICES = ["social", "civil", "housing", "general"]

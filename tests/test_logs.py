@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.logs import (
+from agent.runtime.logs import (
     JournaldFormatter,
     PersonalDataFilter,
     mask_id_number,

@@ -16,7 +16,7 @@ PLACEHOLDER = re.compile(r"%[-+ #0]*\d*(?:\.\d+)?[sdifr]")
 
 def messages() -> Iterator[tuple[str, int, str]]:
     """(file, line, format string) of every literal warning+ log call."""
-    for root in ("agent", "drivers"):
+    for root in ("agent", "drivers", "hallctl"):
         for path in sorted((REPO / root).rglob("*.py")):
             tree = ast.parse(path.read_text(encoding="utf-8"))
             for node in ast.walk(tree):
@@ -38,7 +38,7 @@ def messages() -> Iterator[tuple[str, int, str]]:
 
 def helper_messages() -> Iterator[tuple[str, int, str]]:
     """hallctl logs through ``_warn_once(key, message, ...)``."""
-    path = REPO / "agent" / "central" / "hallctl.py"
+    path = REPO / "hallctl" / "cli.py"
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if (
             isinstance(node, ast.Call)
@@ -47,7 +47,7 @@ def helper_messages() -> Iterator[tuple[str, int, str]]:
             and len(node.args) >= 2
             and isinstance(node.args[1], ast.Constant)
         ):
-            yield "agent/central/hallctl.py", node.lineno, str(node.args[1].value)
+            yield "hallctl/cli.py", node.lineno, str(node.args[1].value)
 
 
 def key_fragment(message: str) -> str:

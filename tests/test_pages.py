@@ -17,11 +17,11 @@ import pytest
 from support import ALWAYS, hall_config
 
 from agent.config import HallAgentConfig
+from agent.core.engine import Event, EventClass
 from agent.daemon import running_agent
-from agent.domain import Event, EventClass
-from agent.hall import Hall
-from agent.pages import PageFeed, ViewNotFound
-from agent.store import Store
+from agent.runtime.hall import Hall
+from agent.runtime.store import Store
+from agent.web.pages import PageFeed, ViewNotFound
 
 
 async def states(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
@@ -241,9 +241,9 @@ async def test_agent_stops_promptly_with_pages_open_and_serves_its_assets(tmp_pa
 async def test_a_page_untouched_by_changes_still_hears_pings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import agent.pages
+    import agent.web.pages
 
-    monkeypatch.setattr(agent.pages, "PING_S", 0.3)
+    monkeypatch.setattr(agent.web.pages, "PING_S", 0.3)
     config = config_with(tmp_path)
     async with (
         running_agent(config) as running,

@@ -18,13 +18,13 @@ import httpx
 import pytest
 from support import hall_config
 
-from agent import printing
 from agent.central import contract as c
 from agent.config import HallAgentConfig
 from agent.daemon import Running, running_agent
-from agent.devices import DeviceHealth
-from agent.emulators.printer import VirtualPrinter
-from agent.store import Store
+from agent.demo.emulators.printer import VirtualPrinter
+from agent.features import printing
+from agent.runtime.devices import DeviceHealth
+from agent.runtime.store import Store
 from drivers.printer import (
     FileTarget,
     NetworkTarget,
@@ -403,7 +403,7 @@ async def test_raster_mode_prints_a_legible_ticket_image(tmp_path):
 @pytest.mark.parametrize("cover_open", [False, True])
 @pytest.mark.parametrize("cutter_error", [False, True])
 def test_virtual_printer_status_replies_read_back_as_its_state(paper, cover_open, cutter_error):
-    from agent.emulators.printer import PrinterState
+    from agent.demo.emulators.printer import PrinterState
     from protocols.escpos_status import (
         AutomaticStatus,
         RealTimeReply,

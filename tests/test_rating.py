@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agent.config import HallAgentConfig
-from agent.domain import (
+from agent.core.engine import (
     RATING_LABELS,
     EventClass,
     Outcome,
@@ -292,7 +292,7 @@ def test_a_new_finish_replaces_a_rating_nobody_gave(
 
 
 def test_the_open_rating_survives_a_save_and_load(engine: QueueEngine) -> None:
-    from agent.domain import WindowStatus
+    from agent.core.engine import WindowStatus
 
     ticket = served(engine)
     engine.request_rating("w1", NOW)

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agent.config import HallAgentConfig
-from agent.domain import (
+from agent.core.engine import (
     Event,
     EventClass,
     HallCounters,
@@ -21,7 +21,7 @@ from agent.domain import (
     QueueError,
     TicketStatus,
 )
-from agent.store import DB_NAME, EPOCH_FILE, MIGRATIONS, Store, StoreError
+from agent.runtime.store import DB_NAME, EPOCH_FILE, MIGRATIONS, Store, StoreError
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 MONDAY = dt.date(2026, 3, 2)
@@ -124,7 +124,7 @@ def test_a_failed_events_insert_leaves_nothing_half_written(
     calling = engine.call_next("w2", NOW)  # window.opened + ticket.called, ticket, window
     assert len(calling.events) == 2
     same = uuid.UUID(int=7)
-    monkeypatch.setattr("agent.store.uuid.uuid4", lambda: same)  # the 2nd event id clashes
+    monkeypatch.setattr("agent.runtime.store.uuid.uuid4", lambda: same)  # the 2nd event id clashes
 
     with pytest.raises(StoreError, match=r"could not save to .*hall\.db: UNIQUE constraint"):
         store.commit(calling, engine.hall)
@@ -273,7 +273,7 @@ def test_a_garbage_file_is_moved_aside_and_a_new_epoch_begins(
     store.close()
     (state_dir / DB_NAME).write_bytes(GARBAGE)
 
-    with caplog.at_level(logging.ERROR, logger="agent.store"):
+    with caplog.at_level(logging.ERROR, logger="agent.runtime.store"):
         store = Store.open(state_dir)
     try:
         (aside,) = state_dir.glob(f"{DB_NAME}.damaged-*")
@@ -305,7 +305,7 @@ def test_a_corrupted_page_is_found_and_moved_aside(
     data[4096 * 3 : 4096 * 6] = b"\xa5" * (4096 * 3)
     path.write_bytes(bytes(data))
 
-    with caplog.at_level(logging.ERROR, logger="agent.store"):
+    with caplog.at_level(logging.ERROR, logger="agent.runtime.store"):
         store = Store.open(state_dir)
     try:
         (aside,) = state_dir.glob(f"{DB_NAME}.damaged-*[!lm]")

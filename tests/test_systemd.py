@@ -28,7 +28,7 @@ from support import hall_config, write_config
 from agent.config import HallAgentConfig
 from agent.daemon import running_agent
 from agent.doctor import SERVICE_GROUPS
-from agent.systemd import Notifier, supervised
+from agent.runtime.systemd import Notifier, supervised
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "hall-agent.service"

@@ -20,7 +20,7 @@ from support import hall_config
 
 from agent.config import AnnouncerDevice, HallAgentConfig
 from agent.daemon import running_agent
-from agent.voice import (
+from agent.features.voice import (
     CHIME,
     GAP_S,
     SENTENCE_GAP_S,
@@ -36,7 +36,7 @@ from agent.voice import (
     write_wav,
     zh_cardinal,
 )
-from agent.voice_pack import clip_specs, generate_pack
+from agent.features.voice_pack import clip_specs, generate_pack
 from drivers.audio import AplaySink, AudioError, FileSink
 
 RATE = 8000
@@ -54,7 +54,7 @@ def tone(seconds: float, freq: float = 440.0) -> bytes:
 def synthetic_pack(folder: Path, names: list[str]) -> Path:
     """A recorded-style pack: one short tone per clip, named by pack.json."""
     folder.mkdir(parents=True, exist_ok=True)
-    from agent.voice import AudioFormat
+    from agent.features.voice import AudioFormat
 
     fmt = AudioFormat(1, 2, RATE)
     index = {}
@@ -111,7 +111,7 @@ def test_clip_pack_renders_one_stream_of_known_length(tmp_path: Path) -> None:
 def test_volume_scales_every_sample_towards_silence(
     width: int, data: st.DataObject, percent: int
 ) -> None:
-    from agent.voice import AudioFormat
+    from agent.features.voice import AudioFormat
 
     fmt = AudioFormat(1, width, RATE)
     count = data.draw(st.integers(min_value=0, max_value=64))
@@ -147,7 +147,7 @@ def test_a_lower_volume_renders_a_quieter_stream(tmp_path: Path) -> None:
 
 
 def test_a_pack_of_mixed_formats_is_refused(tmp_path: Path) -> None:
-    from agent.voice import AudioFormat
+    from agent.features.voice import AudioFormat
 
     folder = synthetic_pack(tmp_path / "zh", ["请", "号"])
     (folder / "clip1.wav").write_bytes(write_wav(tone(0.1), AudioFormat(1, 2, 16000)))
@@ -213,9 +213,9 @@ async def test_three_quick_calls_are_three_whole_announcements_in_call_order(
 
 async def test_a_slow_sink_never_overlaps_or_reorders(tmp_path: Path) -> None:
     from agent.config import FileTransport
-    from agent.hall import Hall
-    from agent.store import Store
-    from agent.voice import VoiceCalling
+    from agent.features.voice import VoiceCalling
+    from agent.runtime.hall import Hall
+    from agent.runtime.store import Store
 
     class SlowSink(FileSink):
         playing = 0
@@ -268,7 +268,7 @@ def test_espeak_ng_generates_a_usable_mandarin_pack(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("aplay") is None, reason="aplay (alsa-utils) is not installed")
 async def test_aplay_sink_plays_to_the_end_and_reports_failures() -> None:
-    from agent.voice import AudioFormat
+    from agent.features.voice import AudioFormat
 
     wav = write_wav(tone(0.3), AudioFormat(1, 2, RATE))
     loop = asyncio.get_running_loop()

@@ -13,9 +13,9 @@ from support import hall_config
 
 from agent.central import contract as c
 from agent.config import HallAgentConfig
+from agent.core.engine import Event, EventClass
 from agent.daemon import running_agent
-from agent.domain import Event, EventClass
-from agent.window_pages import TOKENS_FILE, load_tokens
+from agent.web.window_pages import TOKENS_FILE, load_tokens
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -25,10 +25,10 @@ from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
 from agent.central import contract as c
-from agent.devices import DeviceBoard
-from agent.domain import Event, EventClass, Outcome, Priority, QueueEngine, QueueError, Source
-from agent.hall import Hall
-from agent.store import CommandRecord, Store
+from agent.core.engine import Event, EventClass, Outcome, Priority, QueueEngine, QueueError, Source
+from agent.runtime.devices import DeviceBoard
+from agent.runtime.hall import Hall
+from agent.runtime.store import CommandRecord, Store
 
 log = logging.getLogger(__name__)
 

@@ -67,7 +67,7 @@ class Topics:
     def command(self, name: str) -> str:
         return f"{self.command_prefix}{name}"
 
-    # Captured documents (agent/documents.py): each page a file, uploaded in chunks.
+    # Captured documents (agent/features/documents.py): each page a file, uploaded in chunks.
     def file_chunk(self, file_id: str) -> str:
         return f"{self.base}/file/{file_id}/chunk"
 

@@ -34,9 +34,9 @@ from agent.central.commands import CommandDesk
 from agent.central.contract import Birth, DeviceState, Metrics, Topics, Will
 from agent.central.pushed import ConfigDesk
 from agent.config import HallAgentConfig, MqttConfig
-from agent.devices import DeviceBoard, DeviceHealth
-from agent.hall import Hall
-from agent.store import Store, StoredEvent, StoreError
+from agent.runtime.devices import DeviceBoard, DeviceHealth
+from agent.runtime.hall import Hall
+from agent.runtime.store import Store, StoredEvent, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class Link:
         self._client: aiomqtt.Client | None = None
         self._tls: ssl.SSLContext | None = None
         # Applied to each event's envelope as it is published (never to the stored copy):
-        # e.g. personal data sealed at rest is opened here (agent/personal.py).
+        # e.g. personal data sealed at rest is opened here (agent/runtime/personal.py).
         self.envelope_filters: list[Callable[[dict[str, Any]], dict[str, Any]]] = []
         # Tasks run while a connection is up, beside the outbox (e.g. document uploads);
         # each returns or raises when the connection drops.

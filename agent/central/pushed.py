@@ -21,9 +21,9 @@ from pydantic import ValidationError
 
 from agent.central.contract import ConfigPush
 from agent.config import ConfigError, HallAgentConfig, validate_config
-from agent.domain import Event, EventClass, Refused
-from agent.hall import Hall
-from agent.store import Store
+from agent.core.engine import Event, EventClass, Refused
+from agent.runtime.hall import Hall
+from agent.runtime.store import Store
 
 log = logging.getLogger(__name__)
 

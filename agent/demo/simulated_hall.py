@@ -1,0 +1,424 @@
+"""``hall-agent demo``: a complete simulated hall on this machine, no hardware, no broker.
+
+It runs the real agent on ``config/demo.yaml`` (offline: events stay in the outbox),
+and, unless told not to, simulated citizens who take tickets and simulated staff who
+sign in and call them, so the screens and the event log move on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import logging
+import random
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from agent.config import (
+    AnnouncerDevice,
+    CallerDevice,
+    CameraDevice,
+    ConfigError,
+    FileTransport,
+    HallAgentConfig,
+    LedStripDevice,
+    NetworkTransport,
+    PrinterDevice,
+    RaterDevice,
+    TestPatternTransport,
+    format_problems,
+    load_config,
+)
+from agent.core.engine import Event, EventClass, Outcome, Priority, QueueEngine, QueueError, Source
+from agent.daemon import Running, running_agent
+from agent.demo import identity as identity_demo
+from agent.demo.emulators.keypad import VirtualKeypads
+from agent.demo.emulators.led import StripState, VirtualLedBus
+from agent.demo.emulators.printer import VirtualPrinter
+from agent.runtime.hall import Hall, ShuttingDown
+from agent.runtime.logs import setup_logging
+from agent.runtime.store import Store
+from protocols.keypad import CallerKey
+
+log = logging.getLogger("agent.demo")
+
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
+
+
+def demo_config(state: Path | None, port: int | None) -> HallAgentConfig:
+    try:
+        config = load_config(DEMO_CONFIG)
+    except ConfigError as err:
+        raise SystemExit(f"the demo config is broken:\n{format_problems(err.problems)}") from err
+    storage = config.storage.model_copy(update={"path": (state or config.storage.path).resolve()})
+    web = config.web if port is None else config.web.model_copy(update={"port": port})
+    devices = [_in_state(d, storage.path) for d in config.devices]
+    # The demo's personal data key lives with its state, wherever --state points.
+    personal = config.personal_data.model_copy(
+        update={"key_file": storage.path / "personal-data.key"}
+    )
+    windows = config.windows
+    if not any(isinstance(d, CameraDevice) for d in devices):
+        devices.append(DEMO_CAMERA)
+        first = windows[0].model_copy(update={"devices": [*windows[0].devices, DEMO_CAMERA.id]})
+        windows = [first, *windows[1:]]
+    return config.model_copy(
+        update={
+            "storage": storage,
+            "web": web,
+            "devices": devices,
+            "personal_data": personal,
+            "windows": windows,
+        }
+    )
+
+
+# Window 1's document camera in the demo: ffmpeg's test pattern (no camera needed).
+DEMO_CAMERA = CameraDevice(
+    id="camera-w1",
+    transport=TestPatternTransport(),
+    width=1600,
+    height=1200,
+    warmup_frames=2,
+)
+
+
+def _in_state(device: Any, state: Path) -> Any:
+    """The demo's announcements go into its state folder, wherever --state points."""
+    if isinstance(device, AnnouncerDevice) and isinstance(device.transport, FileTransport):
+        transport = device.transport.model_copy(update={"path": state / "announcements"})
+        return device.model_copy(update={"transport": transport})
+    return device
+
+
+def run_demo(
+    *,
+    state: Path | None = None,
+    port: int | None = None,
+    duration: float | None = None,
+    simulate: bool = True,
+) -> int:
+    config = demo_config(state, port)
+    setup_logging(config.logging.level, "text")
+    asyncio.run(_demo(config, duration, simulate))
+    return 0
+
+
+async def _demo(config: HallAgentConfig, duration: float | None, simulate: bool) -> None:
+    async with (
+        _virtual_printers(config) as printed,
+        _virtual_led_buses(config) as buses,
+        _virtual_keypads(config) as keypads,
+        identity_demo.virtual_id_readers(config) as id_readers,
+        running_agent(config) as running,
+    ):
+        _explain(config, running)
+        for where in printed:
+            print(f"  Printed tickets (PNG and text) appear in {where}", flush=True)
+        _explain_screens(config, running, buses)
+        await _demo_roster(running.hall)
+        _explain_windows(config, running, keypads)
+        identity_demo.explain(running, id_readers)
+        simulation: list[asyncio.Task[None]] = []
+        if simulate:
+            simulation.append(asyncio.create_task(_citizens(running), name="sim-citizens"))
+            simulation.extend(
+                asyncio.create_task(
+                    _staff_at(config, keypads, running.hall, w.id), name=f"sim-{w.id}"
+                )
+                for w in config.windows
+            )
+            simulation.extend(
+                asyncio.create_task(_raters(bus), name="sim-raters") for bus in keypads.values()
+            )
+            simulation.append(
+                asyncio.create_task(
+                    identity_demo.citizens_with_cards(running, id_readers), name="sim-id-cards"
+                )
+            )
+        if id_readers:
+            simulation.append(
+                asyncio.create_task(identity_demo.console(running, id_readers), name="id-console")
+            )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if duration is not None:
+            loop.call_later(duration, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for task in simulation:
+                task.cancel()
+            await asyncio.gather(*simulation, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def _virtual_printers(config: HallAgentConfig) -> AsyncIterator[list[Path]]:
+    """A virtual printer on each network printer of the demo config (127.0.0.1:9100)."""
+    folders: list[Path] = []
+    async with contextlib.AsyncExitStack() as stack:
+        for device in config.devices:
+            if not isinstance(device, PrinterDevice) or not isinstance(
+                device.transport, NetworkTransport
+            ):
+                continue
+            folder = config.storage.path / "printed"
+            printer = await stack.enter_async_context(
+                VirtualPrinter(folder, paper_width_mm=device.paper_width_mm)
+            )
+            try:
+                await printer.start_tcp(device.transport.host, device.transport.port)
+            except OSError as err:
+                log.warning(
+                    "the virtual printer cannot listen on %s:%d (%s); tickets will not print",
+                    device.transport.host,
+                    device.transport.port,
+                    err.strerror,
+                )
+                continue
+            folders.append(folder)
+        yield folders
+
+
+@contextlib.asynccontextmanager
+async def _virtual_led_buses(config: HallAgentConfig) -> AsyncIterator[list[str]]:
+    """A virtual LED bus on each network address of the demo's LED strips (127.0.0.1:9201)."""
+    started: list[str] = []
+    async with contextlib.AsyncExitStack() as stack:
+        buses: dict[tuple[str, int], str] = {}
+        for device in config.devices:
+            if isinstance(device, LedStripDevice) and isinstance(
+                device.transport, NetworkTransport
+            ):
+                buses.setdefault((device.transport.host, device.transport.port), device.protocol)
+        for (host, port), protocol in buses.items():
+            bus = await stack.enter_async_context(VirtualLedBus(protocol, on_change=_log_strip))
+            try:
+                await bus.start_tcp(host, port)
+            except OSError as err:
+                log.warning(
+                    "the virtual LED bus cannot listen on %s:%d (%s); strips stay dark",
+                    host,
+                    port,
+                    err.strerror,
+                )
+                continue
+            started.append(f"{host}:{port}")
+        yield started
+
+
+def _log_strip(address: int, state: StripState) -> None:
+    log.info("LED strip %d shows %s", address, state.text or "(blank)")
+
+
+def _explain_screens(config: HallAgentConfig, running: Running, buses: list[str]) -> None:
+    lines = [
+        "",
+        "  Screens (open in a browser; they update by themselves):",
+        f"    big screen:      {running.url}/pages/hall",
+        f"    kiosk (取号):    {running.url}/pages/kiosk",
+    ]
+    lines += [f"    window {w.id}:       {running.url}/pages/window/{w.id}" for w in config.windows]
+    lines.append(f"    large text:      {running.url}/pages/hall?large=1")
+    for bus in buses:
+        lines.append(f"  LED strips: a virtual bus on {bus} (their text is logged below)")
+    if running.voice is not None:
+        lines.append(f"  Announcements are written as WAV files to {running.voice.sink.endpoint}")
+    print("\n".join([*lines, ""]), flush=True)
+
+
+def _explain(config: HallAgentConfig, running: Running) -> None:
+    service = config.services[0].id
+    window = config.windows[0].id
+    lines = [
+        "",
+        f"  {config.hall.name} is open (demo hall '{config.hall.id}', offline: events wait in",
+        f"  the outbox). State is kept in {config.storage.path}.",
+        "",
+        f"  Local API and its OpenAPI page:  {running.url}/docs",
+        f"  The queue as JSON:               {running.url}/api/v1/queue",
+        f"  The event log (outbox):          {running.url}/api/v1/events",
+        "",
+        "  Try, in another terminal (.venv/bin/hall-agent):",
+        f"    hall-agent status --api {running.url}",
+        f"    hall-agent take --service {service} --api {running.url}",
+        f"    hall-agent window {window} next --api {running.url}",
+        "",
+        "  Simulated citizens take tickets and staff call them. Ctrl-C stops the hall.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+async def _citizens(running: Running) -> None:
+    hall = running.hall
+    services = [s.id for s in hall.config.services]
+    rng = random.Random()  # noqa: S311 - a simulation, not a secret
+    while True:
+        await asyncio.sleep(rng.uniform(2, 6))
+        service = rng.choice(services)
+        priority = Priority.ELDERLY if rng.random() < 0.15 else Priority.NORMAL
+        try:
+            if running.printing is not None:
+                running.printing.check_issuing(Source.TOUCH)
+            outcome = await hall.execute(
+                functools.partial(_take, service=service, priority=priority)
+            )
+        except (QueueError, ShuttingDown) as err:
+            log.info("citizen could not take a %s ticket: %s", service, err)
+            continue
+        ticket = outcome.result["ticket"]
+        log.info("citizen took %s (%s ahead)", ticket["number"], outcome.result["ahead"])
+
+
+# -- window callers and raters (issue 6) ------------------------------------------------
+
+# The demo's staff: sign in on a keypad with 1001 (w1), 1002 (w2), ... then confirm.
+_DEMO_STAFF = [
+    {"staff": "d-1001", "name": "王芳", "key_code": "1001", "windows": []},
+    {"staff": "d-1002", "name": "李明", "key_code": "1002", "windows": []},
+    {"staff": "d-1003", "name": "张丽", "key_code": "1003", "windows": []},
+]
+
+
+@contextlib.asynccontextmanager
+async def _virtual_keypads(config: HallAgentConfig) -> AsyncIterator[dict[str, VirtualKeypads]]:
+    """A virtual keypad bus on each network address of the demo's callers and raters
+    (127.0.0.1:9202), by endpoint."""
+    started: dict[str, VirtualKeypads] = {}
+    tried: set[str] = set()
+    async with contextlib.AsyncExitStack() as stack:
+        for device in config.devices:
+            transport = getattr(device, "transport", None)
+            if not isinstance(device, CallerDevice | RaterDevice) or not isinstance(
+                transport, NetworkTransport
+            ):
+                continue
+            endpoint = transport.endpoint() or ""
+            if endpoint in tried:
+                continue
+            tried.add(endpoint)
+            bus = await stack.enter_async_context(VirtualKeypads(device.protocol))
+            try:
+                await bus.start_tcp(transport.host, transport.port)
+            except OSError as err:
+                log.warning(
+                    "the virtual keypad bus cannot listen on %s:%d (%s); keypads stay silent",
+                    transport.host,
+                    transport.port,
+                    err.strerror,
+                )
+                continue
+            started[endpoint] = bus
+        yield started
+
+
+async def _demo_roster(hall: Hall) -> None:
+    """The demo's staff roster, as central's set_staff would push it."""
+
+    def write(store: Store, now: dt.datetime, clock_ok: bool) -> list[Any]:
+        if store.setting("staff"):
+            return []
+        event = Event("staff.roster_set", now, {"count": len(_DEMO_STAFF)}, EventClass.OPERATIONAL)
+        return store.append([event], clock_ok=clock_ok, settings={"staff": _DEMO_STAFF})
+
+    await hall.write(write)
+
+
+def _explain_windows(
+    config: HallAgentConfig, running: Running, keypads: dict[str, VirtualKeypads]
+) -> None:
+    lines = ["  Window callers and raters (好差评):"]
+    windows = running.windows
+    for device in config.devices:
+        if not isinstance(device, CallerDevice | RaterDevice):
+            continue
+        if windows is not None and device.id in windows.tokens:
+            lines.append(f"    {device.id:<10} page: {windows.page_url(running.url, device.id)}")
+        elif isinstance(device.transport, NetworkTransport):
+            lines.append(
+                f"    {device.id:<10} keypad at address {device.address} on the virtual bus "
+                f"{device.transport.host}:{device.transport.port}"
+            )
+    if keypads:
+        lines.append(
+            "  Press the keypads yourself: python -m agent.demo.emulators.keypad is the same bus "
+            "on its own (stop the demo's simulation with --no-simulation)."
+        )
+    lines.append("  Staff sign in on a keypad with 1001, 1002 or 1003 then confirm.")
+    print("\n".join([*lines, ""]), flush=True)
+
+
+def _bus_caller(
+    config: HallAgentConfig, keypads: dict[str, VirtualKeypads], window: str
+) -> tuple[VirtualKeypads, int] | None:
+    for device_id in config.window(window).devices:
+        device = config.device(device_id)
+        if isinstance(device, CallerDevice) and isinstance(device.transport, NetworkTransport):
+            bus = keypads.get(device.transport.endpoint() or "")
+            if bus is not None and device.address is not None:
+                return bus, device.address
+    return None
+
+
+async def _staff_at(
+    config: HallAgentConfig, keypads: dict[str, VirtualKeypads], hall: Hall, window: str
+) -> None:
+    """Simulated staff: on the window's keypad when it has one on the virtual bus."""
+    keypad = _bus_caller(config, keypads, window)
+    if keypad is None:
+        await _staff(hall, window)
+        return
+    bus, address = keypad
+    rng = random.Random()  # noqa: S311 - a simulation, not a secret
+    number = config.windows.index(config.window(window)) + 1
+    await bus.wait_connected(within=30)
+    await bus.press(address, CallerKey.CONFIRM, f"100{number}")
+    while True:
+        await asyncio.sleep(rng.uniform(6, 15))
+        await bus.press(address, CallerKey.NEXT)
+        log.info(
+            "window %s: next pressed on keypad %d (shows %s)",
+            window,
+            address,
+            bus.keypad(address).display or "nothing",
+        )
+
+
+async def _raters(bus: VirtualKeypads) -> None:
+    """Simulated citizens rate on the bus raters that invite them, now and then badly."""
+    rng = random.Random()  # noqa: S311 - a simulation, not a secret
+    while True:
+        await bus.wait_for(lambda: any(k.rating_active for k in bus.keypads.values()), 3600)
+        await asyncio.sleep(rng.uniform(1, 4))
+        for state in [k for k in bus.keypads.values() if k.rating_active]:
+            key = rng.choices([0, 1, 2, 3, 4], weights=[60, 25, 8, 5, 2])[0]
+            await bus.rate(state.address, key)
+            if key >= 3:  # a bad key: the reason key follows
+                await bus.rate(state.address, rng.randrange(4))
+
+
+def _take(engine: QueueEngine, now: dt.datetime, *, service: str, priority: Priority) -> Outcome:
+    return engine.take(service, now, source=Source.TOUCH, priority=priority)
+
+
+async def _staff(hall: Hall, window: str) -> None:
+    rng = random.Random()  # noqa: S311 - a simulation, not a secret
+    staff = f"demo-{window}"
+    await hall.execute(lambda e, n: e.sign_in(window, staff, n, staff_name="演示"))
+    while True:
+        await asyncio.sleep(rng.uniform(6, 15))
+        try:
+            outcome = await hall.execute(lambda e, n: e.call_next(window, n))
+        except (QueueError, ShuttingDown) as err:
+            log.info("window %s: %s", window, err)
+            continue
+        ticket = outcome.result.get("ticket")
+        if ticket is not None:
+            log.info("window %s called %s", window, ticket["number"])

@@ -1,0 +1,115 @@
+"""The staff roster central pushes (``set_staff``) and signing staff in at a window.
+
+The roster is kept in the store (setting ``staff``); each member has a staff number, a
+name, optionally a photo, the windows they may work at, a sign-in ``key_code`` typed on a
+window caller, and the SHA-256 of their ID card number so reading their card at a
+window's ID reader signs them in. Without a roster, staff sign in by staff number through
+the API, the web caller page or central; keypad codes and ID cards need the roster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+from typing import Any
+
+from agent.core.engine import Outcome, QueueEngine, Refused
+from agent.runtime.hall import Hall
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StaffMember:
+    staff: str
+    name: str
+    photo_url: str | None = None
+    windows: tuple[str, ...] = ()
+    key_code: str | None = None
+    id_sha256: str | None = None
+
+    def may_work_at(self, window_id: str) -> bool:
+        return not self.windows or window_id in self.windows
+
+    def public(self) -> dict[str, Any]:
+        """What pages show (亮明身份): number, name, photo. Never the ID hash or the code."""
+        return {"staff": self.staff, "name": self.name, "photo_url": self.photo_url}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Roster:
+    members: tuple[StaffMember, ...] = ()
+
+    @classmethod
+    def from_setting(cls, raw: Any) -> Roster:
+        members = []
+        for item in raw or []:
+            members.append(
+                StaffMember(
+                    staff=str(item["staff"]),
+                    name=str(item["name"]),
+                    photo_url=item.get("photo_url"),
+                    windows=tuple(item.get("windows") or ()),
+                    key_code=item.get("key_code"),
+                    id_sha256=item.get("id_sha256"),
+                )
+            )
+        return cls(tuple(members))
+
+    def by_number(self, staff: str | None) -> StaffMember | None:
+        return next((m for m in self.members if m.staff == staff), None)
+
+    def by_key_code(self, code: str) -> StaffMember | None:
+        """The member whose key code this is; a staff number typed as the code works too."""
+        found = next((m for m in self.members if m.key_code == code), None)
+        return found or next((m for m in self.members if m.staff == code), None)
+
+    def by_id_number(self, id_number: str) -> StaffMember | None:
+        digest = id_sha256(id_number)
+        return next((m for m in self.members if m.id_sha256 == digest), None)
+
+
+def id_sha256(id_number: str) -> str:
+    """How the roster refers to an ID card number (central computes the same)."""
+    return hashlib.sha256(id_number.strip().upper().encode("ascii")).hexdigest()
+
+
+async def load_roster(hall: Hall) -> Roster:
+    return Roster.from_setting(await hall.store_call(lambda s: s.setting("staff")))
+
+
+def _sign_in(window_id: str, member: StaffMember) -> Any:
+    def op(engine: QueueEngine, now: dt.datetime) -> Outcome:
+        if not member.may_work_at(window_id):
+            allowed = ", ".join(member.windows)
+            raise Refused(f"staff {member.staff} works at window {allowed}, not {window_id}")
+        return engine.sign_in(window_id, member.staff, now, staff_name=member.name)
+
+    return op
+
+
+async def sign_in_by_key_code(hall: Hall, window_id: str, code: str) -> Outcome:
+    """Staff typed their code then confirm on the window's caller."""
+    member = (await load_roster(hall)).by_key_code(code)
+    if member is None:
+        raise Refused(
+            f"no staff member has the sign-in code {code}; central's roster (set_staff) "
+            "gives each member a key_code"
+        )
+    outcome: Outcome = await hall.execute(_sign_in(window_id, member))
+    return outcome
+
+
+async def sign_in_by_identity(hall: Hall, window_id: str, id_number: str) -> Outcome | None:
+    """For the ID-card flow: a card read at a window's reader. Signs its holder in when the
+    card is a staff member's in the roster and returns the outcome; returns None when it
+    is not (the card is a citizen's: the caller goes on with its own flow). Refused when
+    the member may not work at this window."""
+    member = (await load_roster(hall)).by_id_number(id_number)
+    if member is None:
+        return None
+    log.info("staff %s signs in at window %s by ID card", member.staff, window_id)
+    outcome: Outcome = await hall.execute(_sign_in(window_id, member))
+    return outcome

@@ -1,0 +1,330 @@
+"""The local HTTP API (FastAPI), served by uvicorn inside the agent's event loop.
+
+It is what the CLI, the pages and local tools talk to. Client mistakes get a 4xx with
+``{"error": code, "message": ...}`` naming the problem; a refusal by the hall's rules is
+409, an unknown window, service or ticket is 404, a malformed request is 422, and a
+store that cannot write (or an agent shutting down) is 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import uvicorn
+from fastapi import Body, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import agent
+from agent.core.engine import Outcome, Priority, QueueEngine, QueueError, Refused, Source
+from agent.runtime.hall import Hall, ShuttingDown
+from agent.runtime.store import StoreError, StoreFull
+
+if TYPE_CHECKING:
+    from agent.features.printing import TicketPrinting
+
+log = logging.getLogger(__name__)
+
+API = "/api/v1"
+
+
+class Strict(BaseModel):
+    """A request body: unknown fields are mistakes and are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TakeTicket(Strict):
+    service: str = Field(min_length=1, description="service id, e.g. 'social'")
+    source: Source = Source.API
+    priority: Priority = Priority.NORMAL
+
+
+class CallNumber(Strict):
+    number: Annotated[str, Field(pattern=r"^[A-Za-z]{1,2}\d{2,5}$", examples=["A012"])]
+
+
+class Transfer(Strict):
+    service: str = Field(min_length=1)
+    position: Literal["front", "back"] = "front"
+
+
+class SignIn(Strict):
+    staff: str = Field(min_length=1, max_length=32, description="staff number")
+    name: str | None = Field(default=None, max_length=32)
+
+
+class Pause(Strict):
+    reason: str = Field(default="", max_length=200)
+
+
+class Cancel(Strict):
+    reason: str = Field(default="", max_length=200)
+
+
+class Reprint(Strict):
+    day: dt.date | None = Field(default=None, description="the business day; today if absent")
+
+
+class EventRef(BaseModel):
+    seq: int
+    type: str
+
+
+class OperationResult(BaseModel):
+    """What an operation did; ``result`` holds the ticket or window it acted on."""
+
+    result: dict[str, Any]
+    events: list[EventRef]
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "unknown window, service or ticket"},
+    409: {"model": ErrorBody, "description": "refused by the hall's rules"},
+    422: {"model": ErrorBody, "description": "malformed request"},
+    503: {"model": ErrorBody, "description": "store unavailable or agent shutting down"},
+}
+
+Op = Callable[[QueueEngine, dt.datetime], Outcome]
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": code, "message": message})
+
+
+def _describe_validation(err: RequestValidationError) -> str:
+    parts = []
+    for problem in err.errors():
+        loc = ".".join(str(p) for p in problem.get("loc", ()) if p != "body")
+        msg = problem.get("msg", "invalid")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts) or "the request is not valid"
+
+
+def create_app(
+    hall: Hall,
+    status_extra: Callable[[], dict[str, Any]] | None = None,
+    printing: TicketPrinting | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title="hall-agent local API",
+        version=agent.__version__,
+        description="The hall's queue: take tickets, operate windows, read the state.",
+    )
+
+    @app.exception_handler(QueueError)
+    async def _queue_error(_: Request, err: QueueError) -> JSONResponse:
+        return _error(err.status, err.code, err.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+        return _error(422, "invalid_request", _describe_validation(err))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if err.status_code == 404 else "http_error"
+        return _error(err.status_code, code, str(err.detail))
+
+    @app.exception_handler(ShuttingDown)
+    async def _stopping(_: Request, err: ShuttingDown) -> JSONResponse:
+        return _error(503, "shutting_down", str(err))
+
+    @app.exception_handler(StoreError)
+    async def _store(_: Request, err: StoreError) -> JSONResponse:
+        code = "disk_full" if isinstance(err, StoreFull) else "store_unavailable"
+        return _error(503, code, f"{err}; the operation was not done")
+
+    async def run(op: Op) -> OperationResult:
+        outcome = await hall.execute(op)
+        return OperationResult(
+            result=outcome.result,
+            events=[EventRef(seq=e.seq, type=e.type) for e in outcome.stored],
+        )
+
+    @app.get(f"{API}/status")
+    async def status() -> dict[str, Any]:
+        """The hall at a glance: business day, windows, waiting counts, outbox."""
+        snap = await hall.read(lambda e, n: e.snapshot(n))
+        depth, last_seq = await hall.store_call(lambda s: (s.outbox_depth(), s.last_seq))
+        body = {
+            "hall": {"id": hall.config.hall.id, "name": hall.config.hall.name},
+            "agent_version": agent.__version__,
+            "day": snap["day"],
+            "services": snap["services"],
+            "windows": snap["windows"],
+            "waiting": len(snap["waiting"]),
+            "epoch": hall.store.epoch,
+            "last_seq": last_seq,
+            "outbox_depth": depth,
+        }
+        if status_extra is not None:
+            body.update(status_extra())
+        if printing is not None:
+            body["printing"] = printing.state()
+        return body
+
+    @app.get(f"{API}/queue")
+    async def queue() -> dict[str, Any]:
+        """Every waiting ticket, every window's current ticket, per-service figures."""
+        return await hall.read(lambda e, n: e.snapshot(n))
+
+    @app.get(f"{API}/events")
+    async def events(
+        from_seq: Annotated[int, Query(ge=1)] = 1,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """The hall's event log (the outbox), as central receives it."""
+        rows = await hall.store_call(lambda s: s.events(from_seq, limit))
+        return [r.envelope(hall.config.hall.id) for r in rows]
+
+    @app.post(f"{API}/tickets", status_code=201, responses=ERRORS)
+    async def take(body: TakeTicket) -> OperationResult:
+        """Issue a ticket as the kiosk would; a printed ticket's ``result.print`` says how
+        its print went (printed, failed: show the number on screen, or pending). Refused
+        (409 ``printer_unavailable``) while the printer cannot print."""
+        return await _take(run, body, printing)
+
+    _printing_routes(app, printing)
+
+    @app.post(f"{API}/tickets/{{number}}/cancel", responses=ERRORS)
+    async def cancel(number: str, body: Annotated[Cancel | None, Body()] = None) -> OperationResult:
+        reason = body.reason if body else ""
+        return await run(lambda e, n: e.cancel(number, n, reason=reason))
+
+    def window_op(path: str, summary: str, make: Callable[[str], Op]) -> None:
+        async def handler(window: str) -> OperationResult:
+            return await run(make(window))
+
+        app.post(f"{API}/windows/{{window}}/{path}", summary=summary, responses=ERRORS)(handler)
+
+    window_op("next", "Call next", lambda w: lambda e, n: e.call_next(w, n))
+    window_op("recall", "Recall the current ticket", lambda w: lambda e, n: e.recall(w, n))
+    window_op("serving", "Start serving", lambda w: lambda e, n: e.start_serving(w, n))
+    window_op("finish", "Finish the current ticket", lambda w: lambda e, n: e.finish(w, n))
+    window_op("no-show", "Mark the current ticket no-show", lambda w: lambda e, n: e.no_show(w, n))
+    window_op("hold", "Hold the current ticket", lambda w: lambda e, n: e.hold(w, n))
+    window_op("resume", "Resume a paused window", lambda w: lambda e, n: e.resume(w, n))
+    window_op("sign-out", "Sign the staff out", lambda w: lambda e, n: e.sign_out(w, n))
+
+    @app.post(f"{API}/windows/{{window}}/call", responses=ERRORS)
+    async def call_number(window: str, body: CallNumber) -> OperationResult:
+        """Call a specific number (a waiting ticket, a missed one, or one held here)."""
+        return await run(lambda e, n: e.call_number(window, body.number, n))
+
+    @app.post(f"{API}/windows/{{window}}/transfer", responses=ERRORS)
+    async def transfer(window: str, body: Transfer) -> OperationResult:
+        front = body.position == "front"
+        return await run(lambda e, n: e.transfer(window, body.service, n, front=front))
+
+    @app.post(f"{API}/windows/{{window}}/pause", responses=ERRORS)
+    async def pause(window: str, body: Annotated[Pause | None, Body()] = None) -> OperationResult:
+        reason = body.reason if body else ""
+        return await run(lambda e, n: e.pause(window, n, reason=reason))
+
+    @app.post(f"{API}/windows/{{window}}/sign-in", responses=ERRORS)
+    async def sign_in(window: str, body: SignIn) -> OperationResult:
+        return await run(lambda e, n: e.sign_in(window, body.staff, n, staff_name=body.name))
+
+    return app
+
+
+async def _take(
+    run: Callable[[Op], Awaitable[OperationResult]],
+    body: TakeTicket,
+    printing: TicketPrinting | None,
+) -> OperationResult:
+    if printing is not None:
+        printing.check_issuing(body.source)
+    answer = await run(
+        lambda e, n: e.take(body.service, n, source=body.source, priority=body.priority)
+    )
+    if printing is not None and printing.prints(body.source):
+        answer.result["print"] = await printing.outcome(answer.result["ticket"]["id"])
+    return answer
+
+
+def _printing_routes(app: FastAPI, printing: TicketPrinting | None) -> None:
+    """The kiosk's issuing state and reprint."""
+
+    @app.get(f"{API}/issuing")
+    async def issuing() -> dict[str, Any]:
+        """Whether the kiosk may issue tickets now, and why not (the printer's state)."""
+        if printing is None:
+            return {"issuing": {"enabled": True, "reason": None}, "printer": None}
+        return printing.state()
+
+    @app.post(f"{API}/tickets/{{number}}/reprint", responses=ERRORS)
+    async def reprint(
+        number: str, body: Annotated[Reprint | None, Body()] = None
+    ) -> OperationResult:
+        """Print a ticket of today again (the citizen lost it, or its print failed)."""
+        if printing is None:
+            raise Refused("this hall has no ticket printer running; reprint is not available")
+        answer = await printing.reprint(number, body.day if body else None)
+        return OperationResult.model_validate(answer)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside the agent's loop: the agent, not uvicorn, owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class WebStartError(OSError):
+    """The local API could not start listening."""
+
+
+class WebServer:
+    """uvicorn in the agent's own event loop; an async context manager."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        self._server = _EmbeddedServer(
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=2,
+            )
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._host = host
+        self.port = port
+
+    async def __aenter__(self) -> WebServer:
+        self._task = asyncio.create_task(self._server.serve(), name="web")
+        while not self._server.started:
+            if self._task.done():
+                # uvicorn logs the cause and exits when it cannot bind.
+                with contextlib.suppress(SystemExit):
+                    self._task.result()
+                raise WebStartError(
+                    f"the local API cannot listen on {self._host}:{self.port} (is another "
+                    "agent running, or the port taken?); set web.port or HALL_WEB__PORT"
+                )
+            await asyncio.sleep(0.01)
+        sockets = self._server.servers[0].sockets if self._server.servers else []
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
