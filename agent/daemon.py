@@ -14,12 +14,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from agent.central.commands import CommandHandlers
+from agent.central.contract import Topics
 from agent.central.link import Link
 from agent.config import HallAgentConfig, StorageConfig
-from agent.core.engine import Event, EventClass
+from agent.core import events as ev
+from agent.core.events import Event
 from agent.features.documents import DocumentDesk, document_desk, document_routes
-from agent.features.identity import IdentityDesk, identity_desk, identity_routes, linked
+from agent.features.identity import (
+    IdentityDesk,
+    envelope_filters,
+    identity_desk,
+    identity_routes,
+)
 from agent.features.inputs import TicketInputs, ticket_inputs
+from agent.features.issuing import Issuing
 from agent.features.led import LedStrips, led_strips
 from agent.features.printing import TicketPrinting, ticket_printing
 from agent.features.staff import sign_in_by_identity
@@ -49,6 +58,7 @@ class Running:
     url: str
     link: Link
     devices: DeviceBoard
+    issuing: Issuing
     printing: TicketPrinting | None = None
     health: HallHealth | None = None
     pages: PageFeed | None = None
@@ -74,70 +84,107 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
     device_changes = devices.watch()
     clock = SystemClock(config.clock.trust, latch_dir=runtime_directory())
     try:
+        # The composition root: each component gets what it needs when it is built, in
+        # the order they depend on each other; they stop in the reverse order.
         async with (
             Hall(config, store, clock_ok=clock) as hall,
-            identity_desk(hall, devices, staff_sign_in=sign_in_by_identity) as identity,
-            document_desk(hall, devices) as documents,
-            linked(Link(hall, devices), identity, documents) as link,
             ticket_printing(hall, devices) as printing,
-            HallHealth(hall, link, devices, disk, clock) as health,
-            led_strips(hall, devices) as leds,
-            voice_calling(hall, devices) as voice,
-            ticket_inputs(hall, devices, printing) as inputs,
-            window_devices(hall, devices) as windows,
         ):
-            link.commands.register("request_rating", windows.ratings.request_command)
-            if printing is not None:
-                link.commands.register("reprint", printing.reprint_command)
-            app = create_app(hall, status_extra=lambda: _link_status(link), printing=printing)
-            app.include_router(health_routes(health))
-            if identity is not None:
-                if printing is not None:
-                    identity.check_issuing = printing.check_issuing
-                app.include_router(identity_routes(identity))
-            if documents is not None:
-                app.include_router(document_routes(documents))
-                windows.callers.capture = documents.capture
-            pages = PageFeed(hall, devices, printing)
-            app.include_router(page_routes(pages))
-            app.include_router(window_routes(windows, pages))
-            # The pages' streams end before the web server stops (it waits for open ones).
-            async with WebServer(app, config.web.host, config.web.port) as web, pages:
-                url = f"http://{config.web.host}:{web.port}"
-                _write_api_url(api_url_file(config), url)
-                async with asyncio.TaskGroup() as tasks:
-                    background = [
-                        tasks.create_task(_tick_loop(hall), name="day-rollover"),
-                        tasks.create_task(retention_loop(hall, disk), name="outbox-retention"),
-                        tasks.create_task(
-                            _record_device_changes(hall, devices, device_changes), name="devices"
-                        ),
-                    ]
-                    try:
-                        yield Running(
-                            hall,
-                            url,
-                            link,
-                            devices,
-                            printing,
-                            health,
-                            pages,
-                            leds,
-                            voice,
-                            inputs,
-                            windows,
-                            identity,
-                            documents,
-                        )
-                    finally:
-                        for task in background:
-                            task.cancel()
-                log.info("stopping: local API closed to new requests")
-            log.info("stopping: central link closed")
+            issuing = Issuing(hall, printing)
+            async with (
+                identity_desk(
+                    hall, devices, issuing, staff_sign_in=sign_in_by_identity
+                ) as identity,
+                document_desk(hall, devices) as documents,
+                window_devices(
+                    hall, devices, capture=None if documents is None else documents.capture
+                ) as windows,
+                _link(hall, devices, printing, identity, documents, windows) as link,
+                HallHealth(hall, link, devices, disk, clock) as health,
+                led_strips(hall, devices) as leds,
+                voice_calling(hall, devices) as voice,
+                ticket_inputs(hall, devices, issuing) as inputs,
+            ):
+                app = create_app(
+                    hall,
+                    status_extra=lambda: _link_status(link),
+                    printing=printing,
+                    issuing=issuing,
+                )
+                app.include_router(health_routes(health))
+                if identity is not None:
+                    app.include_router(identity_routes(identity))
+                if documents is not None:
+                    app.include_router(document_routes(documents))
+                pages = PageFeed(hall, devices, printing)
+                app.include_router(page_routes(pages))
+                app.include_router(window_routes(windows, pages))
+                # The pages' streams end before the web server stops (it waits for open ones).
+                async with WebServer(app, config.web.host, config.web.port) as web, pages:
+                    url = f"http://{config.web.host}:{web.port}"
+                    _write_api_url(api_url_file(config), url)
+                    async with asyncio.TaskGroup() as tasks:
+                        background = [
+                            tasks.create_task(_tick_loop(hall), name="day-rollover"),
+                            tasks.create_task(retention_loop(hall, disk), name="outbox-retention"),
+                            tasks.create_task(
+                                _record_device_changes(hall, devices, device_changes),
+                                name="devices",
+                            ),
+                        ]
+                        try:
+                            yield Running(
+                                hall,
+                                url,
+                                link,
+                                devices,
+                                issuing,
+                                printing,
+                                health,
+                                pages,
+                                leds,
+                                voice,
+                                inputs,
+                                windows,
+                                identity,
+                                documents,
+                            )
+                        finally:
+                            for task in background:
+                                task.cancel()
+                    log.info("stopping: local API closed to new requests")
+                log.info("stopping: central link closed")
+            log.info("stopping: device features stopped")
         log.info("stopping: queued writes finished")
     finally:
         store.close()
         log.info("stopped; state saved in %s", store.path)
+
+
+def _link(
+    hall: Hall,
+    devices: DeviceBoard,
+    printing: TicketPrinting | None,
+    identity: IdentityDesk | None,
+    documents: DocumentDesk | None,
+    windows: WindowDevices,
+) -> Link:
+    """The central link with what the device features add to it."""
+    handlers = CommandHandlers(
+        reprint=None if printing is None else printing.reprint_command,
+        request_rating=windows.ratings.request_command,
+        set_appointments=None if identity is None else identity.set_appointments_command,
+        capture_document=None if documents is None else documents.capture_command,
+    )
+    topics = Topics(hall.config.hall.id)
+    return Link(
+        hall,
+        devices,
+        handlers=handlers,
+        envelope_filters=envelope_filters(identity, documents),
+        while_connected=() if documents is None else (documents.upload,),
+        routes={} if documents is None else {topics.file_ack: documents.on_file_ack},
+    )
 
 
 def _link_status(link: Link) -> dict[str, Any]:
@@ -215,10 +262,7 @@ async def _record_device_changes(
         while True:
             health = await changes.get()
             event = Event(
-                "device.changed",
-                health.since,
-                {"device": health.device_id, **health.payload()},
-                EventClass.CHATTER,
+                ev.DeviceChanged(device=health.device_id, **health.payload()), health.since
             )
             try:
                 await hall.write(functools.partial(_append_one, event))

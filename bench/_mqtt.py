@@ -27,7 +27,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from broker import MOSQUITTO, Broker, free_port  # type: ignore[import-not-found]
 
 from agent.config import HallAgentConfig, validate_config
-from agent.core.engine import Event, QueueEngine, QueueError
+from agent.core.engine import QueueEngine
+from agent.core.errors import QueueError
+from agent.core.events import Event
 from agent.runtime.store import DB_NAME, EPOCH_FILE, Store, StoredEvent
 
 __all__ = [

@@ -47,7 +47,8 @@ from _mqtt import Broker, Subscriber, broker_version, link_config, read_vm
 
 from agent.central.link import Link
 from agent.config import MqttConfig
-from agent.core.engine import QueueError
+from agent.core.errors import QueueError
+from agent.core.operations import CallNext, Finish, Take
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall
 from agent.runtime.store import Store
@@ -96,11 +97,11 @@ class Member:
         kind = step % 4
         try:
             if kind == 3:
-                await self.hall.execute(lambda e, n: e.call_next(window, n))
+                await self.hall.execute(CallNext(window=window))
             elif kind == 2 and step > 4:
-                await self.hall.execute(lambda e, n: e.finish(window, n))
+                await self.hall.execute(Finish(window=window))
             else:
-                await self.hall.execute(lambda e, n: e.take(service, n))
+                await self.hall.execute(Take(service=service))
         except QueueError:
             self.refused += 1
         else:

@@ -24,6 +24,7 @@ from typing import Any
 from _common import bench_hall, median, percentile, print_table, scratch_dir, write_results
 
 from agent.config import HallAgentConfig
+from agent.core.operations import Take
 from agent.demo.emulators.keypad import VirtualKeypads
 from agent.features.callers import CallerDesk
 from agent.features.keypads import WindowKeypads
@@ -68,7 +69,7 @@ async def run(presses: int) -> dict[str, Any]:
                     await asyncio.wait_for(driver.wait_connected(), 5)
                     service = config.windows[0].services[0]
                     for _ in range(presses + 1):
-                        await hall.execute(lambda e, n: e.take(service, n))
+                        await hall.execute(Take(service=service))
                     caller = bus.keypad(1)
                     for i in range(presses + 1):
                         started = time.perf_counter()

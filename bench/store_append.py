@@ -34,7 +34,9 @@ from zoneinfo import ZoneInfo
 from _common import bench_hall, median, percentile, print_table, scratch_dir, write_results
 
 from agent.config import HallAgentConfig
-from agent.core.engine import Event, HallCounters, Outcome, QueueEngine
+from agent.core.engine import Outcome, QueueEngine
+from agent.core.events import Event
+from agent.core.model import HallCounters
 from agent.runtime.store import Store, _dumps
 
 NAME = "store_append"

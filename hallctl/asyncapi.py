@@ -21,7 +21,7 @@ from pydantic.json_schema import models_json_schema
 
 from agent.central import contract as c
 from agent.config import MqttConfig
-from agent.core.engine import EVENT_TYPES
+from agent.core.events import EVENT_TYPES
 
 ASYNCAPI_FILE = "asyncapi.yaml"
 SCHEMA_DIR = "schemas"

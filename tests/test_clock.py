@@ -18,7 +18,10 @@ import pytest
 from conftest import ManualClock
 
 from agent.config import HallAgentConfig
-from agent.core.engine import QueueEngine, Refused, TicketStatus
+from agent.core.engine import QueueEngine
+from agent.core.errors import Refused
+from agent.core.model import TicketStatus
+from agent.core.operations import Take
 from agent.runtime.clock import (
     JUMP_TOLERANCE_S,
     LATCH_NAME,
@@ -316,10 +319,10 @@ async def test_carried_tickets_are_saved_in_their_new_day(
     store = Store.open(tmp_path / "carry")
     try:
         async with Hall(config, store, clock=clock, clock_ok=lambda now: trusted["now"]) as hall:
-            await hall.execute(lambda e, n: e.take("social", n))
+            await hall.execute(Take(service="social"))
             trusted["now"] = False
             clock.now = at("18:00")
-            await hall.execute(lambda e, n: e.take("social", n))
+            await hall.execute(Take(service="social"))
             trusted["now"] = True
             clock.now = at("09:05", TUESDAY)
             out = await hall.tick()
@@ -328,7 +331,7 @@ async def test_carried_tickets_are_saved_in_their_new_day(
         async with Hall(config, store, clock=clock, clock_ok=lambda now: True) as again:
             numbers = await again.read(lambda e, n: sorted(t.number for t in e.open_tickets()))
             assert numbers == ["B002"]
-            out = await again.execute(lambda e, n: e.take("social", n))
+            out = await again.execute(Take(service="social"))
             assert out.result["ticket"]["number"] == "B003"
         assert [t.number for t in store.ticket_history(TUESDAY)] == ["B002", "B003"]
     finally:

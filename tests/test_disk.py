@@ -24,10 +24,10 @@ import pytest
 from support import hall_config
 
 from agent.config import HallAgentConfig, StorageConfig
-from agent.core.engine import Event, EventClass
+from agent.core.events import Event, EventClass
 from agent.daemon import Running, running_agent
 from agent.runtime.diskspace import DiskState, RoomNeeded, SpaceGuard, make_room
-from agent.runtime.store import Store, StoreError, StoreFull
+from agent.runtime.store import RawEvent, Store, StoreError, StoreFull
 from agent.runtime.systemd import Notifier
 
 MIB = 2**20
@@ -35,7 +35,7 @@ MIB = 2**20
 
 def chatter(n: int, size: int = 400) -> list[Event]:
     now = dt.datetime.now(dt.UTC)
-    return [Event("device.changed", now, {"pad": "x" * size}, EventClass.CHATTER)] * n
+    return [RawEvent("device.changed", now, {"pad": "x" * size}, EventClass.CHATTER)] * n
 
 
 # -- SQLite says "full" ----------------------------------------------------------------
@@ -104,7 +104,7 @@ def test_making_room_evicts_acked_then_chatter_and_business_only_as_a_last_resor
     store = Store.open(tmp_path)
     now = dt.datetime.now(dt.UTC)
     try:
-        business = [Event("ticket.issued", now, {"pad": "b" * 400})] * 20
+        business = [RawEvent("ticket.issued", now, {"pad": "b" * 400})] * 20
         store.append(business)  # seq 1-20
         store.append(chatter(20))  # seq 21-40
         store.mark_acked(store.epoch, 5)  # central has 1-5

@@ -22,7 +22,7 @@ from support import hall_config
 
 from agent.central import contract as c
 from agent.config import CameraDevice, HallAgentConfig, validate_config
-from agent.core.engine import Refused
+from agent.core.errors import Refused
 from agent.daemon import Running, running_agent
 from agent.features.documents import DocumentDesk, Spool
 from agent.runtime.devices import DeviceBoard

@@ -8,18 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agent.config import HallAgentConfig
-from agent.core.engine import (
-    NotFound,
-    Outcome,
-    Priority,
-    QueueEngine,
-    Refused,
-    Source,
-    Ticket,
-    TicketStatus,
-    WindowState,
-    business_day,
-)
+from agent.core.engine import Outcome, QueueEngine
+from agent.core.errors import NotFound, Refused
+from agent.core.model import Priority, Source, Ticket, TicketStatus, WindowState, business_day
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 MONDAY = dt.date(2026, 3, 2)

@@ -28,17 +28,9 @@ from hypothesis.stateful import (
 )
 
 from agent.config import HallAgentConfig
-from agent.core.engine import (
-    HallCounters,
-    Outcome,
-    Priority,
-    QueueEngine,
-    QueueError,
-    Ticket,
-    TicketStatus,
-    WindowState,
-    business_day,
-)
+from agent.core.engine import Outcome, QueueEngine
+from agent.core.errors import QueueError
+from agent.core.model import HallCounters, Priority, Ticket, TicketStatus, WindowState, business_day
 from agent.runtime.store import Store
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

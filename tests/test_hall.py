@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from agent.config import HallAgentConfig
-from agent.core.engine import NotFound, QueueEngine, Refused, WindowState
+from agent.core.engine import QueueEngine
+from agent.core.errors import NotFound, Refused
+from agent.core.model import WindowState
+from agent.core.operations import CallNext, Pause, Recall, SignIn, Take
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import DB_NAME, Store, StoreError
 
@@ -47,11 +50,11 @@ def peek(state_dir: Path, sql: str, *args: object) -> list[tuple]:
 
 
 def take(service: str):
-    return lambda engine, now: engine.take(service, now)
+    return Take(service=service)
 
 
 def call_next(window: str):
-    return lambda engine, now: engine.call_next(window, now)
+    return CallNext(window=window)
 
 
 async def test_concurrent_calls_never_hand_out_a_ticket_twice(hall: Hall, state_dir: Path) -> None:
@@ -101,7 +104,7 @@ async def test_a_refusal_after_a_rollover_still_saves_the_rollover(
         clock.advance(days=1)
 
         with pytest.raises(Refused, match="window w1 has no called ticket"):
-            await hall.execute(lambda engine, now: engine.recall("w1", now))
+            await hall.execute(Recall(window="w1"))
 
         assert peek(state_dir, "SELECT status FROM tickets") == [("expired",)]
         assert peek(state_dir, "SELECT type FROM events ORDER BY seq") == [
@@ -120,7 +123,7 @@ async def test_a_refusal_after_a_rollover_still_saves_the_rollover(
 
 async def test_a_refusal_with_nothing_changed_writes_nothing(hall: Hall, store: Store) -> None:
     with pytest.raises(NotFound, match="there is no window 'w9'"):
-        await hall.execute(lambda engine, now: engine.call_next("w9", now))
+        await hall.execute(CallNext(window="w9"))
 
     assert await hall.store_call(lambda s: s.last_seq) == 0
 
@@ -163,8 +166,8 @@ async def test_staff_and_windows_survive_a_restart_before_the_first_ticket(
     config: HallAgentConfig, store: Store, clock
 ) -> None:
     async with Hall(config, store, clock=clock) as hall:
-        await hall.execute(lambda e, now: e.sign_in("w1", "s-007", now, staff_name="王芳"))
-        await hall.execute(lambda e, now: e.pause("w2", now))
+        await hall.execute(SignIn(window="w1", staff="s-007", name="王芳"))
+        await hall.execute(Pause(window="w2"))
 
     async with Hall(config, store, clock=clock) as again:
         windows = again.engine.windows
@@ -192,17 +195,19 @@ async def test_a_store_failure_puts_memory_back_to_what_was_saved(
 
 
 async def test_a_bug_half_way_through_an_operation_leaves_memory_as_saved(
-    hall: Hall, caplog: pytest.LogCaptureFixture
+    hall: Hall, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(engine: QueueEngine, now: dt.datetime):
+    def broken(engine: QueueEngine, operation: object, now: dt.datetime):
         engine.take("social", now)
         raise RuntimeError("a bug after the change")
 
     with (
         caplog.at_level(logging.ERROR, logger="agent.runtime.hall"),
-        pytest.raises(RuntimeError, match="a bug after the change"),
+        monkeypatch.context() as patched,
     ):
-        await hall.execute(broken)
+        patched.setattr(QueueEngine, "apply", broken)
+        with pytest.raises(RuntimeError, match="a bug after the change"):
+            await hall.execute(Take(service="social"))
 
     assert await hall.read(lambda engine, now: engine.waiting()) == []
     assert [r.getMessage() for r in caplog.records] == ["queue operation failed unexpectedly"]

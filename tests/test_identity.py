@@ -20,7 +20,9 @@ import pytest
 
 from agent.central import contract as c
 from agent.config import HallAgentConfig, IdReaderDevice
-from agent.core.engine import Outcome, QueueEngine, Refused
+from agent.core.engine import Outcome, QueueEngine
+from agent.core.errors import Refused
+from agent.core.operations import CallNext, SignIn, Take
 from agent.demo.emulators.idreader import FIXTURE_CARDS, VirtualIdReader
 from agent.features.identity import IdentityDesk, erase_personal_data, reader_target
 from agent.runtime.devices import DeviceBoard
@@ -212,9 +214,9 @@ async def test_an_appointment_decides_service_and_priority(rig: Rig) -> None:
 
 
 async def test_a_card_at_a_window_is_sent_in_full_sealed_at_rest(rig: Rig) -> None:
-    await rig.hall.execute(lambda e, n: e.sign_in("w1", "0012", n))
-    await rig.hall.execute(lambda e, n: e.take("social", n))
-    await rig.hall.execute(lambda e, n: e.call_next("w1", n))
+    await rig.hall.execute(SignIn(window="w1", staff="0012"))
+    await rig.hall.execute(Take(service="social"))
+    await rig.hall.execute(CallNext(window="w1"))
     last = await rig.swipe(rig.window, "resident-elderly", "idr-w1")
     assert last["outcome"] == "identity"
     (identity,) = rig.events("identity.read")
@@ -239,7 +241,7 @@ async def test_staff_cards_sign_in_through_the_hook(rig: Rig) -> None:
         calls.append((window, id_number))
         if id_number != STAFF.id_number:
             return None
-        outcome: Outcome = await hall.execute(lambda e, n: e.sign_in(window, "0007", n))
+        outcome: Outcome = await hall.execute(SignIn(window=window, staff="0007"))
         return outcome
 
     rig.desk.staff_sign_in = sign_in

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from support import hall_config
 
 from agent.config import CodeScannerDevice, HallAgentConfig
-from agent.core.engine import Priority, Source
+from agent.core.model import Priority, Source
 from agent.features.inputs import DEBOUNCE_S, ButtonMap, ScannerMap, TicketInputs
 from agent.runtime.hall import Hall
 from agent.runtime.store import Store

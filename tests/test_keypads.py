@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from agent.config import HallAgentConfig
-from agent.core.engine import TicketStatus
+from agent.core.model import TicketStatus
+from agent.core.operations import CallNext, Finish, Take
 from agent.demo.emulators.keypad import VirtualKeypads
 from agent.features.callers import CallerDesk
 from agent.features.keypads import WindowKeypads
@@ -130,7 +131,7 @@ async def set_roster(hall: Hall) -> None:
 async def take(hall: Hall, service: str = "social", count: int = 1) -> list[str]:
     numbers = []
     for _ in range(count):
-        out = await hall.execute(lambda e, n: e.take(service, n))
+        out = await hall.execute(Take(service=service))
         numbers.append(out.result["ticket"]["number"])
     return numbers
 
@@ -343,7 +344,7 @@ async def test_refusals_beep_and_the_display_follows_other_callers(tmp_path: Pat
         assert await bus.press(2, CallerKey.CONFIRM, "1024")  # s-1024 works at w1 only
         await bus.wait_for(lambda: bus.keypad(2).beeps == 1)
         (number,) = await take(hall)
-        await hall.execute(lambda e, n: e.call_next("w1", n))  # the web page or central
+        await hall.execute(CallNext(window="w1"))  # the web page or central
         await bus.wait_for(lambda: caller.display == number[1:])
 
 
@@ -386,8 +387,8 @@ async def test_a_four_key_rater_maps_its_keys_to_levels(tmp_path: Path) -> None:
     async with pty_hall(tmp_path, rating=rating) as (hall, bus):
         a1, a2 = await take(hall, count=2)
         for number in (a1, a2):
-            await hall.execute(lambda e, n: e.call_next("w2", n))
-            await hall.execute(lambda e, n: e.finish("w2", n))
+            await hall.execute(CallNext(window="w2"))
+            await hall.execute(Finish(window="w2"))
             await bus.wait_for(lambda: bus.keypad(12).rating_active)
             if number == a1:
                 assert await bus.rate(12, 3)  # the 4th key of a [5, 4, 3, 1] unit
@@ -480,8 +481,8 @@ async def test_an_open_rating_times_out_and_is_armed_again_after_a_restart(
         async with Hall(config, store) as hall:
             a1, a2 = await take(hall, count=2)
             async with RatingDesk(hall, timeout_s=30):
-                await hall.execute(lambda e, n: e.call_next("w1", n))
-                await hall.execute(lambda e, n: e.finish("w1", n))
+                await hall.execute(CallNext(window="w1"))
+                await hall.execute(Finish(window="w1"))
             # The agent stopped with A001's rating open; the next one times it out.
             async with hall.events() as committed, RatingDesk(hall, timeout_s=0.05) as desk:
                 async with asyncio.timeout(5):
@@ -494,8 +495,8 @@ async def test_an_open_rating_times_out_and_is_armed_again_after_a_restart(
 
             # A rating given in time is not timed out.
             async with RatingDesk(hall, timeout_s=0.2) as desk:
-                await hall.execute(lambda e, n: e.call_next("w1", n))
-                await hall.execute(lambda e, n: e.finish("w1", n))
+                await hall.execute(CallNext(window="w1"))
+                await hall.execute(Finish(window="w1"))
                 out = await desk.submit("w1", 5, channel="tablet")
                 assert out.result["rating"]["level"] == 5
                 seq = hall.store.last_seq

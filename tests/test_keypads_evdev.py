@@ -15,6 +15,7 @@ evdev = pytest.importorskip("evdev")
 from evdev import InputEvent, ecodes  # noqa: E402
 
 from agent.config import HallAgentConfig  # noqa: E402
+from agent.core.operations import Finish, Take  # noqa: E402
 from agent.features.callers import CallerDesk  # noqa: E402
 from agent.features.keypads import WindowKeypads  # noqa: E402
 from agent.features.rating import RatingDesk  # noqa: E402
@@ -100,7 +101,7 @@ async def test_evdev_keypads_call_and_rate(tmp_path: Path) -> None:
                 return event.data
 
             for _ in range(2):
-                await hall.execute(lambda e, n: e.take("social", n))
+                await hall.execute(Take(service="social"))
             caller, rater = keypads["caller-w1"], keypads["rater-w1"]
             caller.type("KEY_KPPLUS")  # next (auto-repeat and key-up are not presses)
             assert (await until("ticket.called"))["ticket"] == "A001"
@@ -108,7 +109,7 @@ async def test_evdev_keypads_call_and_rate(tmp_path: Path) -> None:
             assert (await until("ticket.called"))["ticket"] == "A002"  # digits 2 + next
             caller.type("KEY_KPENTER")  # serving
             await until("ticket.serving")
-            await hall.execute(lambda e, n: e.finish("w1", n))
+            await hall.execute(Finish(window="w1"))
             await until("rating.requested")
             rater.type("KEY_4")  # 不满意: waits for the reason key
             rater.type("KEY_2")  # the second key: reason 2

@@ -31,10 +31,12 @@ from support import ALWAYS, hall_config
 from agent.central import contract as c
 from agent.central.commands import MAX_PAYLOAD
 from agent.config import HallAgentConfig, validate_config
-from agent.core.engine import Event, EventClass, Outcome, QueueEngine, QueueError
+from agent.core.errors import QueueError
+from agent.core.events import EventClass
+from agent.core.operations import CallNext, Finish, Operation, Take
 from agent.daemon import Running, running_agent
 from agent.runtime.hall import Hall
-from agent.runtime.store import Store
+from agent.runtime.store import RawEvent, Store
 
 HALL = "test-hall"
 SERVICES = ["social", "civil", "housing", "general"]
@@ -68,19 +70,16 @@ def link_config(
     return validate_config(data)
 
 
-Operation = Callable[[QueueEngine, dt.datetime], Outcome]
-
-
 def take(service: str) -> Operation:
-    return lambda engine, now: engine.take(service, now)
+    return Take(service=service)
 
 
 def call_next(window: str) -> Operation:
-    return lambda engine, now: engine.call_next(window, now)
+    return CallNext(window=window)
 
 
 def finish(window: str) -> Operation:
-    return lambda engine, now: engine.finish(window, now)
+    return Finish(window=window)
 
 
 @dataclasses.dataclass
@@ -611,7 +610,7 @@ async def test_expired_commands_never_run_and_a_repeated_cmd_id_runs_once(
         async with agent_factory(broker) as agent:
             await connected(agent)
             for service in ("social", "social", "general"):
-                await agent.hall.execute(lambda e, n, s=service: e.take(s, n))
+                await agent.hall.execute(Take(service=service))
             seq = await last_seq(agent)
 
             await central.command(
@@ -831,7 +830,7 @@ async def test_config_push_applied_reported_and_kept_and_a_bad_one_rejected(
             )
             assert agent.link.configs.applied_version == "v2"
             assert [s.id for s in agent.hall.config.services][-1] == "tax"
-            taken = await agent.hall.execute(lambda e, n: e.take("tax", n))
+            taken = await agent.hall.execute(Take(service="tax"))
             assert taken.result["ticket"]["number"] == "E001"
 
             running = agent.hall.config
@@ -901,7 +900,7 @@ def chatter(count: int) -> Callable[[Store, dt.datetime, bool], list[Any]]:
     def write(store: Store, now: dt.datetime, clock_ok: bool) -> list[Any]:
         detail = "纸将尽 paper low " * 40
         events = [
-            Event(
+            RawEvent(
                 "device.changed",
                 now,
                 {"device": "kiosk-printer", "detail": detail, "n": i},
@@ -926,7 +925,7 @@ async def test_acks_retention_by_class_and_replays_of_what_is_left(
         await connected(agent)
         store = agent.hall.store
         for i in range(30):
-            await agent.hall.execute(lambda e, n, s=SERVICES[i % 4]: e.take(s, n))
+            await agent.hall.execute(Take(service=SERVICES[i % 4]))
         await until(lambda: len(set(central.event_seqs())) >= 30, 10, "the tickets at central")
 
         await central.publish("ack", json.dumps({"epoch": store.epoch + 1, "seq": 30}))

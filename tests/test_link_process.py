@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import functools
 import random
 from pathlib import Path
@@ -20,7 +19,8 @@ from oracle import Central, tally, until
 from support import AgentProcess, hall_config, write_config
 
 from agent.config import validate_config
-from agent.core.engine import Outcome, QueueEngine, QueueError
+from agent.core.errors import QueueError
+from agent.core.operations import CallNext, Finish, Take
 from agent.runtime.hall import Hall
 from agent.runtime.store import Store
 
@@ -56,16 +56,16 @@ async def work_offline(storage: Path, events: int, rng: random.Random) -> int:
         store.close()
 
 
-def _take(service: str, engine: QueueEngine, now: dt.datetime) -> Outcome:
-    return engine.take(service, now)
+def _take(service: str) -> Take:
+    return Take(service=service)
 
 
-def _call_next(window: str, engine: QueueEngine, now: dt.datetime) -> Outcome:
-    return engine.call_next(window, now)
+def _call_next(window: str) -> CallNext:
+    return CallNext(window=window)
 
 
-def _finish(window: str, engine: QueueEngine, now: dt.datetime) -> Outcome:
-    return engine.finish(window, now)
+def _finish(window: str) -> Finish:
+    return Finish(window=window)
 
 
 async def take_tickets(url: str, count: int) -> None:

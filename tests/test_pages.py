@@ -17,10 +17,11 @@ import pytest
 from support import ALWAYS, hall_config
 
 from agent.config import HallAgentConfig
-from agent.core.engine import Event, EventClass
+from agent.core.events import EventClass
+from agent.core.operations import Take
 from agent.daemon import running_agent
 from agent.runtime.hall import Hall
-from agent.runtime.store import Store
+from agent.runtime.store import RawEvent, Store
 from agent.web.pages import PageFeed, ViewNotFound
 
 
@@ -153,7 +154,7 @@ async def test_notices_appear_and_expire(tmp_path: Path) -> None:
     ]
 
     def show(store_: Store, at: dt.datetime, clock_ok: bool) -> list[Any]:
-        event = Event("notice.shown", at, notices[0], EventClass.OPERATIONAL)
+        event = RawEvent("notice.shown", at, notices[0], EventClass.OPERATIONAL)
         return store_.append([event], clock_ok=clock_ok, settings={"notices": notices})
 
     try:
@@ -187,7 +188,7 @@ async def test_kiosk_buttons_say_why_they_cannot_issue(tmp_path: Path) -> None:
     store = Store.open(config.storage.path)
     try:
         async with Hall(config, store) as hall:
-            await hall.execute(lambda e, n: e.take("social", n))
+            await hall.execute(Take(service="social"))
             async with PageFeed(hall) as feed:
                 kiosk = {s["id"]: s for s in feed.render("kiosk", {"large": "1"})["services"]}
                 assert feed.render("kiosk", {"large": "1"})["large_text"] is True

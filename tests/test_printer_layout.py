@@ -11,7 +11,7 @@ import pytest
 from support import hall_config
 
 from agent.config import ConfigError, HallAgentConfig, PrinterDevice, validate_config
-from agent.core.engine import Priority
+from agent.core.model import Priority
 from agent.features.printing import TicketFacts, printer_target, ticket_document
 from drivers.printer import FileTarget, NetworkTarget, SerialTarget, UsbTarget
 from protocols.escpos import Paper, QrCode, TextLine, encode_gb18030

@@ -10,16 +10,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agent.config import HallAgentConfig
-from agent.core.engine import (
-    RATING_LABELS,
-    EventClass,
-    Outcome,
-    QueueEngine,
-    RatingLevel,
-    Refused,
-    Ticket,
-    TicketStatus,
-)
+from agent.core.engine import Outcome, QueueEngine
+from agent.core.errors import Refused
+from agent.core.events import EventClass
+from agent.core.model import RATING_LABELS, RatingLevel, Ticket, TicketStatus
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NOW = dt.datetime(2026, 3, 2, 10, 0, tzinfo=SHANGHAI)
@@ -292,7 +286,7 @@ def test_a_new_finish_replaces_a_rating_nobody_gave(
 
 
 def test_the_open_rating_survives_a_save_and_load(engine: QueueEngine) -> None:
-    from agent.core.engine import WindowStatus
+    from agent.core.model import WindowStatus
 
     ticket = served(engine)
     engine.request_rating("w1", NOW)

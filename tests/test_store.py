@@ -12,16 +12,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agent.config import HallAgentConfig
-from agent.core.engine import (
-    Event,
-    EventClass,
-    HallCounters,
-    Outcome,
-    QueueEngine,
-    QueueError,
-    TicketStatus,
-)
-from agent.runtime.store import DB_NAME, EPOCH_FILE, MIGRATIONS, Store, StoreError
+from agent.core.engine import Outcome, QueueEngine
+from agent.core.errors import QueueError
+from agent.core.events import EventClass
+from agent.core.model import HallCounters, TicketStatus
+from agent.runtime.store import DB_NAME, EPOCH_FILE, MIGRATIONS, RawEvent, Store, StoreError
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 MONDAY = dt.date(2026, 3, 2)
@@ -86,7 +81,7 @@ def test_seq_is_gapless_and_increasing_across_commits_and_reopenings(
             stored = store.commit(out, engine.hall)
             handed_out += [e.seq for e in stored]
             assert len(stored) == len(out.events)
-        store.append([Event("device.changed", NOW, {"device": "printer"}, EventClass.CHATTER)])
+        store.append([RawEvent("device.changed", NOW, {"device": "printer"}, EventClass.CHATTER)])
         handed_out.append(store.last_seq)
         store.close()
 
@@ -146,7 +141,7 @@ def test_a_value_that_is_not_json_rolls_back_and_the_store_stays_usable(
     store.commit(engine.take("social", NOW), engine.hall)
     hall_before = peek(state_dir, "SELECT data FROM hall")
     bad = engine.take("social", NOW)
-    bad.events.append(Event("document.captured", NOW, {"image": object()}))
+    bad.events.append(RawEvent("document.captured", NOW, {"image": object()}))
 
     with pytest.raises(TypeError, match="not JSON serializable"):
         store.commit(bad, engine.hall)
@@ -298,7 +293,7 @@ def test_a_corrupted_page_is_found_and_moved_aside(
     store = Store.open(state_dir)
     pad = "x" * 400
     for i in range(100):
-        store.append([Event("device.changed", NOW, {"i": i, "pad": pad}, EventClass.CHATTER)])
+        store.append([RawEvent("device.changed", NOW, {"i": i, "pad": pad}, EventClass.CHATTER)])
     store.close()
     path = state_dir / DB_NAME
     data = bytearray(path.read_bytes())

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from support import hall_config
 
 from agent.config import AnnouncerDevice, HallAgentConfig
+from agent.core.operations import CallNext, Take
 from agent.daemon import running_agent
 from agent.features.voice import (
     CHIME,
@@ -240,10 +241,10 @@ async def test_a_slow_sink_never_overlaps_or_reorders(tmp_path: Path) -> None:
             VoiceCalling(hall, None, device, sink=SlowSink(tmp_path / "out")) as calling,
         ):
             for _ in range(4):
-                await hall.execute(lambda e, n: e.take("social", n))
-            await hall.execute(lambda e, n: e.call_next("w1", n))
+                await hall.execute(Take(service="social"))
+            await hall.execute(CallNext(window="w1"))
             for _ in range(3):
-                await hall.execute(lambda e, n: e.call_next("w1", n))
+                await hall.execute(CallNext(window="w1"))
             spoken = await calling.wait_spoken(4)
     finally:
         store.close()

@@ -13,8 +13,9 @@ from support import hall_config
 
 from agent.central import contract as c
 from agent.config import HallAgentConfig
-from agent.core.engine import Event, EventClass
+from agent.core.events import EventClass
 from agent.daemon import running_agent
+from agent.runtime.store import RawEvent
 from agent.web.window_pages import TOKENS_FILE, load_tokens
 
 pytestmark = pytest.mark.timeout(60)
@@ -43,7 +44,7 @@ async def set_roster(running: Any) -> None:
     """As central's set_staff does: the roster and its event in one transaction."""
 
     def write(store: Any, now: Any, ok: bool) -> Any:
-        event = Event("staff.roster_set", now, {"count": 1}, EventClass.OPERATIONAL)
+        event = RawEvent("staff.roster_set", now, {"count": 1}, EventClass.OPERATIONAL)
         return store.append([event], clock_ok=ok, settings={"staff": ROSTER})
 
     await running.hall.write(write)

@@ -25,7 +25,13 @@ from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
 from agent.central import contract as c
-from agent.core.engine import Event, EventClass, Outcome, Priority, QueueEngine, QueueError, Source
+from agent.core import events as ev
+from agent.core import operations as op
+from agent.core.engine import Outcome
+from agent.core.errors import QueueError
+from agent.core.events import Event
+from agent.core.model import Priority, Source
+from agent.core.operations import Operation
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall
 from agent.runtime.store import CommandRecord, Store
@@ -62,19 +68,45 @@ class _Answer:
     record: bool = True
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommandHandlers:
+    """The commands device features execute, each typed by its command; None: the feature
+    is not running here (the reply says so)."""
+
+    reprint: Callable[[c.Reprint], Awaitable[dict[str, Any]]] | None = None
+    request_rating: Callable[[c.RequestRating], Awaitable[dict[str, Any]]] | None = None
+    set_appointments: Callable[[c.SetAppointments], Awaitable[dict[str, Any]]] | None = None
+    capture_document: Callable[[c.CaptureDocument], Awaitable[dict[str, Any]]] | None = None
+
+    async def run(self, command: c.Command) -> dict[str, Any] | None:
+        """The feature's result; None when no feature takes this command here."""
+        match command:
+            case c.Reprint() if self.reprint is not None:
+                return await self.reprint(command)
+            case c.RequestRating() if self.request_rating is not None:
+                return await self.request_rating(command)
+            case c.SetAppointments() if self.set_appointments is not None:
+                return await self.set_appointments(command)
+            case c.CaptureDocument() if self.capture_document is not None:
+                return await self.capture_document(command)
+        return None
+
+
 class CommandDesk:
     """Turns central's command messages into hall operations and replies."""
 
-    def __init__(self, hall: Hall, topics: c.Topics, devices: DeviceBoard) -> None:
+    def __init__(
+        self,
+        hall: Hall,
+        topics: c.Topics,
+        devices: DeviceBoard,
+        handlers: CommandHandlers | None = None,
+    ) -> None:
         self.hall = hall
         self.topics = topics
         self.devices = devices
-        self.handlers: dict[str, Handler] = {}
+        self.handlers = handlers or CommandHandlers()
         self._background: set[asyncio.Task[Any]] = set()
-
-    def register(self, name: str, handler: Handler) -> None:
-        """Let a device feature execute a command (e.g. reprint through the printer)."""
-        self.handlers[name] = handler
 
     async def handle(
         self,
@@ -179,9 +211,9 @@ class CommandDesk:
     async def _execute(
         self, client: aiomqtt.Client, name: str, command: c.Command, replay: Replayer
     ) -> c.Reply:
-        op = _queue_operation(command)
-        if op is not None:
-            return await self._run_queue(name, command, op)
+        operation = _queue_operation(command)
+        if operation is not None:
+            return await self._run_queue(name, command, operation)
         if isinstance(command, c.ReplayEvents):
             return await self._replay(client, command, replay)
         if isinstance(command, c.GetStatus):
@@ -200,18 +232,15 @@ class CommandDesk:
             return await self._show_notice(name, command)
         if isinstance(command, c.SetStaff):
             return await self._set_staff(name, command)
-        handler = self.handlers.get(name)
-        if handler is None:
-            return await self._record(_failed(command, name, _NOT_AVAILABLE.get(name, "")))
         try:
-            result = await handler(command)
+            done = await self.handlers.run(command)
         except QueueError as err:
             return await self._record(_failed(command, name, err.message))
-        return await self._record(_ok(command, name, result))
+        if done is None:
+            return await self._record(_failed(command, name, _NOT_AVAILABLE.get(name, "")))
+        return await self._record(_ok(command, name, done))
 
-    async def _run_queue(
-        self, name: str, command: c.Command, op: Callable[[QueueEngine, dt.datetime], Outcome]
-    ) -> c.Reply:
+    async def _run_queue(self, name: str, command: c.Command, operation: Operation) -> c.Reply:
         replies: list[c.Reply] = []
 
         def record(outcome: Outcome | None, error: QueueError | None) -> CommandRecord:
@@ -224,7 +253,7 @@ class CommandDesk:
             return _to_record(reply)
 
         with contextlib.suppress(QueueError):  # a refusal is the reply, saved with it
-            await self.hall.execute(op, record=record)
+            await self.hall.execute(operation, record=record)
         return replies[-1]
 
     async def _record(
@@ -287,13 +316,14 @@ class CommandDesk:
             if n["id"] != notice_id
             and (n.get("until") is None or dt.datetime.fromisoformat(n["until"]) > now)
         ]
-        notice = {
-            "id": notice_id,
-            "text": command.text,
-            "until": None if command.until is None else command.until.isoformat(),
-        }
+        shown = ev.NoticeShown(
+            id=notice_id,
+            text=command.text,
+            until=None if command.until is None else command.until.isoformat(),
+        )
+        notice = shown.to_data()
         kept.append(notice)
-        event = Event("notice.shown", now, notice, EventClass.OPERATIONAL)
+        event = Event(shown, now)
         return await self._record(
             _ok(command, name, {"notice": notice, "notices": len(kept)}),
             [event],
@@ -318,7 +348,7 @@ class CommandDesk:
                 )
             )
         now = dt.datetime.now(dt.UTC)
-        event = Event("staff.roster_set", now, {"count": len(roster)}, EventClass.OPERATIONAL)
+        event = Event(ev.RosterSet(count=len(roster)), now)
         return await self._record(
             _ok(command, name, {"staff": len(roster)}), [event], {"staff": roster}
         )
@@ -346,31 +376,32 @@ _NOT_AVAILABLE = {
 }
 
 
-def _queue_operation(command: c.Command) -> Callable[[QueueEngine, dt.datetime], Outcome] | None:
+def _queue_operation(command: c.Command) -> Operation | None:
+    """The queue operation a central command asks for (None: not a queue operation)."""
     match command:
         case c.IssueTicket():
-            return lambda e, n: e.take(
-                command.service, n, source=Source.CENTRAL, priority=Priority(command.priority)
-            )
+            priority = Priority(command.priority)
+            return op.Take(service=command.service, source=Source.CENTRAL, priority=priority)
         case c.CallNext():
-            return lambda e, n: e.call_next(command.window, n)
+            return op.CallNext(window=command.window)
         case c.Recall():
-            return lambda e, n: e.recall(command.window, n)
+            return op.Recall(window=command.window)
         case c.CallNumber():
-            return lambda e, n: e.call_number(command.window, command.number, n)
+            return op.CallNumber(window=command.window, number=command.number)
         case c.NoShow():
-            return lambda e, n: e.no_show(command.window, n)
+            return op.NoShow(window=command.window)
         case c.Hold():
-            return lambda e, n: e.hold(command.window, n)
+            return op.Hold(window=command.window)
         case c.Transfer():
-            front = command.position == "front"
-            return lambda e, n: e.transfer(command.window, command.service, n, front=front)
+            return op.Transfer(
+                window=command.window, service=command.service, position=command.position
+            )
         case c.Finish():
-            return lambda e, n: e.finish(command.window, n)
+            return op.Finish(window=command.window)
         case c.PauseWindow():
-            return lambda e, n: e.pause(command.window, n, reason=command.reason)
+            return op.Pause(window=command.window, reason=command.reason)
         case c.ResumeWindow():
-            return lambda e, n: e.resume(command.window, n)
+            return op.Resume(window=command.window)
     return None
 
 

@@ -21,7 +21,7 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import aiomqtt
@@ -30,7 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 import agent
-from agent.central.commands import CommandDesk
+from agent.central.commands import CommandDesk, CommandHandlers
 from agent.central.contract import Birth, DeviceState, Metrics, Topics, Will
 from agent.central.pushed import ConfigDesk
 from agent.config import HallAgentConfig, MqttConfig
@@ -156,8 +156,16 @@ class Backoff:
         self.attempt = 0
 
 
+# An envelope rewritten as it is published; a task run while connected; a topic's handler.
+EnvelopeFilter = Callable[[dict[str, Any]], dict[str, Any]]
+ConnectedTask = Callable[[aiomqtt.Client], Coroutine[Any, Any, None]]
+Route = Callable[[bytes], Awaitable[None]]
+
+
 class Link:
-    """The hall's connection to central; an async context manager."""
+    """The hall's connection to central; an async context manager. What the device
+    features add (command handlers, envelope filters, tasks while connected, topics) is
+    given at construction, so nothing is published or subscribed without them."""
 
     def __init__(
         self,
@@ -167,6 +175,10 @@ class Link:
         boot_id: str | None = None,
         rng: random.Random | None = None,
         on_config: Callable[[HallAgentConfig], None] | None = None,
+        handlers: CommandHandlers | None = None,
+        envelope_filters: Sequence[EnvelopeFilter] = (),
+        while_connected: Sequence[ConnectedTask] = (),
+        routes: Mapping[str, Route] | None = None,
     ) -> None:
         self.hall = hall
         self.config = hall.config
@@ -186,13 +198,13 @@ class Link:
         self._tls: ssl.SSLContext | None = None
         # Applied to each event's envelope as it is published (never to the stored copy):
         # e.g. personal data sealed at rest is opened here (agent/runtime/personal.py).
-        self.envelope_filters: list[Callable[[dict[str, Any]], dict[str, Any]]] = []
+        self.envelope_filters = tuple(envelope_filters)
         # Tasks run while a connection is up, beside the outbox (e.g. document uploads);
         # each returns or raises when the connection drops.
-        self.while_connected: list[Callable[[aiomqtt.Client], Coroutine[Any, Any, None]]] = []
+        self.while_connected = tuple(while_connected)
         # Handlers of further central → hall topics: topic -> handler(payload).
-        self.routes: dict[str, Callable[[bytes], Awaitable[None]]] = {}
-        self.commands = CommandDesk(hall, self.topics, devices)
+        self.routes: Mapping[str, Route] = dict(routes or {})
+        self.commands = CommandDesk(hall, self.topics, devices, handlers)
         self.configs = ConfigDesk(hall, on_config)
         self.connected = asyncio.Event()
         # paho's own log: its socket errors feed the link's one clear message instead.

@@ -21,7 +21,9 @@ from pydantic import ValidationError
 
 from agent.central.contract import ConfigPush
 from agent.config import ConfigError, HallAgentConfig, validate_config
-from agent.core.engine import Event, EventClass, Refused
+from agent.core import events as ev
+from agent.core.errors import Refused
+from agent.core.events import Event
 from agent.runtime.hall import Hall
 from agent.runtime.store import Store
 
@@ -109,10 +111,8 @@ class ConfigDesk:
             if key in push.config:
                 settings[key] = push.config[key]
         event = Event(
-            "config.applied",
+            ev.ConfigApplied(version=push.version, sections=sorted(push.config)),
             dt.datetime.now(dt.UTC),
-            {"version": push.version, "sections": sorted(push.config)},
-            EventClass.OPERATIONAL,
         )
         try:
             await self.hall.reconfigure(config, settings=settings, event=event)
@@ -132,12 +132,10 @@ class ConfigDesk:
             "; ".join(reasons),
         )
         self._rejected_version = version
-        data = {"version": version, "problems": reasons}
+        rejected = ev.ConfigRejected(version=version, problems=reasons)
 
         def write(store: Store, now: dt.datetime, clock_ok: bool) -> list[Any]:
-            return store.append(
-                [Event("config.rejected", now, data, EventClass.OPERATIONAL)], clock_ok=clock_ok
-            )
+            return store.append([Event(rejected, now)], clock_ok=clock_ok)
 
         await self.hall.write(write)
 

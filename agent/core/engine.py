@@ -4,307 +4,39 @@ No I/O and no clocks: every operation takes the wall-clock time ``now`` as data 
 returns an :class:`Outcome` (the events it produced and which records it changed).
 The store writes an outcome's changes and events in one transaction; the agent runs
 operations through one serialized writer, so the engine itself needs no locking.
+
+Operations arrive as data (``agent.core.operations``) and are applied in one ``match``
+(:meth:`QueueEngine.apply`); every ticket status change goes through the move table
+(``agent.core.status``); every event is a typed payload (``agent.core.events``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import enum
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 from agent.config import HallAgentConfig, Service, Window
-
-JSON = dict[str, Any]
-
-
-class QueueError(Exception):
-    """An operation the hall's rules refuse. The message is for the person who asked."""
-
-    status = 409
-    code = "refused"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class NotFound(QueueError):
-    status = 404
-    code = "not_found"
-
-
-class Refused(QueueError):
-    """A rule of the hall says no (closed, cap reached, wrong state, ...)."""
-
-
-class TicketStatus(enum.StrEnum):
-    WAITING = "waiting"
-    CALLED = "called"
-    SERVING = "serving"
-    HELD = "held"
-    FINISHED = "finished"
-    NO_SHOW = "no_show"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-
-    @property
-    def is_open(self) -> bool:
-        return self in OPEN_STATUSES
-
-
-OPEN_STATUSES = frozenset(
-    {TicketStatus.WAITING, TicketStatus.CALLED, TicketStatus.SERVING, TicketStatus.HELD}
+from agent.core import events as ev
+from agent.core import operations as op
+from agent.core.errors import NotFound, Refused
+from agent.core.events import Event, EventData
+from agent.core.model import (
+    JSON,
+    MAX_RATING_COMMENT,
+    HallCounters,
+    Priority,
+    RatingLevel,
+    Source,
+    Ticket,
+    TicketStatus,
+    WindowState,
+    WindowStatus,
+    business_day,
 )
-
-
-class Priority(enum.StrEnum):
-    """Priority classes. Everything but ``normal`` is served before normal tickets."""
-
-    NORMAL = "normal"
-    ELDERLY = "elderly"
-    DISABLED = "disabled"
-    VETERAN = "veteran"
-    APPOINTMENT = "appointment"
-
-    @property
-    def is_green(self) -> bool:
-        return self is not Priority.NORMAL
-
-
-class Source(enum.StrEnum):
-    BUTTON = "button"
-    TOUCH = "touch"
-    QR = "qr"
-    ID_CARD = "id_card"
-    CENTRAL = "central"
-    API = "api"
-
-
-class WindowState(enum.StrEnum):
-    CLOSED = "closed"
-    OPEN = "open"
-    PAUSED = "paused"
-
-
-class EventClass(enum.IntEnum):
-    """Retention classes of the outbox: higher survives longer when storage is full."""
-
-    CHATTER = 0
-    OPERATIONAL = 1
-    BUSINESS = 2
-
-
-class RatingLevel(enum.IntEnum):
-    """The five levels of the national 好差评 scheme (GB/T 39734-2020 §7.3)."""
-
-    VERY_SATISFIED = 5
-    SATISFIED = 4
-    FAIRLY_SATISFIED = 3
-    DISSATISFIED = 2
-    VERY_DISSATISFIED = 1
-
-    @property
-    def label(self) -> str:
-        return RATING_LABELS[self]
-
-    @property
-    def is_bad(self) -> bool:
-        """差评: a reason is required and central follows it up."""
-        return self <= RatingLevel.DISSATISFIED
-
-
-RATING_LABELS: dict[RatingLevel, str] = {
-    RatingLevel.VERY_SATISFIED: "非常满意",
-    RatingLevel.SATISFIED: "满意",
-    RatingLevel.FAIRLY_SATISFIED: "基本满意",
-    RatingLevel.DISSATISFIED: "不满意",
-    RatingLevel.VERY_DISSATISFIED: "非常不满意",
-}
-# A citizen's free-text reason on the tablet.
-MAX_RATING_COMMENT = 200
-
-
-@dataclasses.dataclass(slots=True)
-class Ticket:
-    id: str
-    day: dt.date
-    number: str
-    service: str
-    issued_service: str
-    priority: Priority
-    source: Source
-    issued_at: dt.datetime
-    rank: int
-    status: TicketStatus = TicketStatus.WAITING
-    window: str | None = None
-    staff: str | None = None
-    id_hash: str | None = None
-    called_count: int = 0
-    recalls: int = 0
-    called_at: dt.datetime | None = None
-    serving_at: dt.datetime | None = None
-    ended_at: dt.datetime | None = None
-    # Issued while the clock was not trusted: which business day it belongs to is unknown
-    # until the clock is set (see QueueEngine._roll).
-    undated: bool = False
-    # The citizen's satisfaction rating (好差评), at most one per ticket.
-    rating: JSON | None = None
-
-    def to_json(self) -> JSON:
-        out: JSON = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, dt.datetime | dt.date):
-                value = value.isoformat()
-            out[f.name] = value
-        return out
-
-    @classmethod
-    def from_json(cls, data: JSON) -> Ticket:
-        def when(key: str) -> dt.datetime | None:
-            raw = data.get(key)
-            return None if raw is None else dt.datetime.fromisoformat(raw)
-
-        issued = when("issued_at")
-        assert issued is not None
-        return cls(
-            id=data["id"],
-            day=dt.date.fromisoformat(data["day"]),
-            number=data["number"],
-            service=data["service"],
-            issued_service=data["issued_service"],
-            priority=Priority(data["priority"]),
-            source=Source(data["source"]),
-            issued_at=issued,
-            rank=int(data["rank"]),
-            status=TicketStatus(data["status"]),
-            window=data.get("window"),
-            staff=data.get("staff"),
-            id_hash=data.get("id_hash"),
-            called_count=int(data.get("called_count", 0)),
-            recalls=int(data.get("recalls", 0)),
-            called_at=when("called_at"),
-            serving_at=when("serving_at"),
-            ended_at=when("ended_at"),
-            undated=bool(data.get("undated", False)),
-            rating=data.get("rating"),
-        )
-
-    def public(self) -> JSON:
-        """The ticket as shown to screens, the API and central (no identity hash)."""
-        out = self.to_json()
-        out.pop("id_hash")
-        out.pop("rank")
-        out.pop("undated")
-        return out
-
-
-@dataclasses.dataclass(slots=True)
-class WindowStatus:
-    id: str
-    state: WindowState = WindowState.CLOSED
-    staff: str | None = None
-    staff_name: str | None = None
-    current: str | None = None
-    # The rating the window's rater waits for: ticket, staff, when it was asked.
-    rating: JSON | None = None
-
-    def to_json(self) -> JSON:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: JSON) -> WindowStatus:
-        return cls(
-            id=data["id"],
-            state=WindowState(data["state"]),
-            staff=data.get("staff"),
-            staff_name=data.get("staff_name"),
-            current=data.get("current"),
-            rating=data.get("rating"),
-        )
-
-
-@dataclasses.dataclass(slots=True)
-class HallCounters:
-    """Hall-wide state that is not a ticket or a window."""
-
-    day: dt.date
-    next_rank: int = 1
-    counters: dict[str, int] = dataclasses.field(default_factory=dict)
-    durations: dict[str, list[float]] = dataclasses.field(default_factory=dict)
-
-    def to_json(self) -> JSON:
-        return {
-            "day": self.day.isoformat(),
-            "next_rank": self.next_rank,
-            "counters": dict(self.counters),
-            "durations": {k: list(v) for k, v in self.durations.items()},
-        }
-
-    @classmethod
-    def from_json(cls, data: JSON) -> HallCounters:
-        return cls(
-            day=dt.date.fromisoformat(data["day"]),
-            next_rank=int(data["next_rank"]),
-            counters={k: int(v) for k, v in data["counters"].items()},
-            durations={k: [float(x) for x in v] for k, v in data["durations"].items()},
-        )
-
-
-# Every event type the hall emits: the contract documents (hallctl/asyncapi.py) are
-# generated from this list, and an event of another type cannot be made.
-EVENT_TYPES: tuple[str, ...] = (
-    *(
-        f"ticket.{kind}"
-        for kind in (
-            "issued",
-            "called",
-            "recalled",
-            "serving",
-            "finished",
-            "no_show",
-            "held",
-            "returned",
-            "transferred",
-            "cancelled",
-            "expired",
-            "print_failed",
-            "reprinted",
-        )
-    ),
-    *(f"window.{kind}" for kind in ("opened", "paused", "resumed", "closed")),
-    "staff.signed_in",
-    "staff.signed_out",
-    "staff.roster_set",
-    "rating.requested",
-    "rating.submitted",
-    "rating.timed_out",
-    "identity.read",
-    "appointments.set",
-    "document.captured",
-    "notice.shown",
-    "device.changed",
-    "day.closed",
-    "config.applied",
-    "config.rejected",
-    "outbox.evicted",
-)
-_KNOWN_EVENTS = frozenset(EVENT_TYPES)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Event:
-    type: str
-    at: dt.datetime
-    data: JSON
-    cls: EventClass = EventClass.BUSINESS
-
-    def __post_init__(self) -> None:
-        if self.type not in _KNOWN_EVENTS:
-            raise ValueError(f"unknown event type {self.type!r}: add it to EVENT_TYPES")
+from agent.core.status import Move, allowed, check, move
 
 
 @dataclasses.dataclass(slots=True)
@@ -317,12 +49,8 @@ class Outcome:
     windows: dict[str, WindowStatus] = dataclasses.field(default_factory=dict)
     hall_changed: bool = False
     stored: list[Any] = dataclasses.field(default_factory=list)  # filled in once committed
-
-
-def business_day(now: dt.datetime, config: HallAgentConfig) -> dt.date:
-    """The business day ``now`` belongs to, in the hall's zone, starting at its start hour."""
-    local = now.astimezone(config.hall.zone)
-    return (local - dt.timedelta(hours=config.hall.day_start_hour)).date()
+    # The ticket the operation was about (issued, called, finished...), when there is one.
+    ticket: Ticket | None = None
 
 
 def _require_aware(now: dt.datetime) -> None:
@@ -374,26 +102,24 @@ class QueueEngine:
     def _touch_window(self, window: WindowStatus) -> None:
         self._out.windows[window.id] = window
 
-    def _emit(
-        self, kind: str, now: dt.datetime, data: JSON, cls: EventClass = EventClass.BUSINESS
-    ) -> None:
-        self._out.events.append(Event(kind, now, data, cls))
+    def _emit(self, payload: EventData, now: dt.datetime) -> None:
+        self._out.events.append(Event(payload, now))
 
-    def _ticket_event(self, kind: str, ticket: Ticket, now: dt.datetime, **extra: Any) -> None:
-        data: JSON = {
-            "ticket": ticket.number,
-            "ticket_id": ticket.id,
-            "service": ticket.service,
-            "day": ticket.day.isoformat(),
-            "status": ticket.status.value,
-            "priority": ticket.priority.value,
-        }
-        if ticket.window is not None:
-            data["window"] = ticket.window
-        if ticket.staff is not None:
-            data["staff"] = ticket.staff
-        data.update(extra)
-        self._emit(f"ticket.{kind}", now, data)
+    def _ticket_event(
+        self, kind: type[ev.TicketEvent], ticket: Ticket, now: dt.datetime, **extra: Any
+    ) -> None:
+        payload = kind(
+            ticket=ticket.number,
+            ticket_id=ticket.id,
+            service=ticket.service,
+            day=ticket.day.isoformat(),
+            status=ticket.status.value,
+            priority=ticket.priority.value,
+            window=ticket.window,
+            staff=ticket.staff,
+            **extra,
+        )
+        self._emit(payload, now)
 
     # -- lookups -----------------------------------------------------------------------
 
@@ -465,10 +191,10 @@ class QueueEngine:
                 self._touch(ticket)
                 carried.append(ticket)
             elif ticket.status.is_open:
-                ticket.status = TicketStatus.EXPIRED
+                move(ticket, Move.EXPIRE)
                 ticket.ended_at = now
                 self._touch(ticket)
-                self._ticket_event("expired", ticket, now, reason="business day closed")
+                self._ticket_event(ev.TicketExpired, ticket, now, reason="business day closed")
                 expired += 1
         for window in self.windows.values():
             current = self._current(window)
@@ -488,22 +214,173 @@ class QueueEngine:
             previous = self.hall.counters.get(ticket.issued_service, 0)
             self.hall.counters[ticket.issued_service] = max(previous, count)
         self._out.hall_changed = True
-        closed: JSON = {
-            "day": closing.isoformat(),
-            "next_day": today.isoformat(),
-            "issued": issued,
-            "served": served,
-            "expired": expired,
-        }
-        if carried:
-            closed["carried"] = [t.number for t in carried]
-        self._emit("day.closed", now, closed)
+        closed = ev.DayClosed(
+            day=closing.isoformat(),
+            next_day=today.isoformat(),
+            issued=issued,
+            served=served,
+            expired=expired,
+            carried=[t.number for t in carried] or None,
+        )
+        self._emit(closed, now)
         # Closed days stay in the store (history is never deleted); memory keeps today.
         self.tickets = {k: t for k, t in self.tickets.items() if t.status.is_open}
 
     def tick(self, now: dt.datetime) -> Outcome:
         """Run time-driven rules (the business-day rollover)."""
         return self._begin(now)
+
+    # -- operations as data ------------------------------------------------------------
+
+    def apply(self, operation: op.Operation, now: dt.datetime) -> Outcome:
+        """Apply one operation: the only place an operation becomes an engine call."""
+        match operation:
+            case op.Take():
+                out = self.take(
+                    operation.service,
+                    now,
+                    source=operation.source,
+                    priority=operation.priority,
+                    id_hash=operation.id_hash,
+                    birth_date=operation.birth_date,
+                )
+                if operation.card is not None and out.ticket is not None:
+                    self._identity_read(operation.card, "kiosk", now, ticket=out.ticket)
+                return out
+            case op.CardAtWindow(window=w, card=card):
+                return self.card_at_window(w, card, now)
+            case op.Cancel(number=number, reason=reason):
+                return self.cancel(number, now, reason=reason)
+            case op.CallNext(window=w):
+                return self.call_next(w, now)
+            case op.CallNumber(window=w, number=number):
+                return self.call_number(w, number, now)
+            case op.CallDigits(window=w, digits=digits):
+                return self.call_number(w, self._number_for_digits(w, digits), now)
+            case op.CallBack(window=w):
+                return self.call_number(w, self._held_ticket(w), now)
+            case op.Recall(window=w):
+                return self.recall(w, now)
+            case op.StartServing(window=w):
+                return self.start_serving(w, now)
+            case op.Finish(window=w):
+                return self.finish(w, now)
+            case op.NoShow(window=w):
+                return self.no_show(w, now)
+            case op.Hold(window=w):
+                return self.hold(w, now)
+            case op.Transfer(window=w, service=service, position=position):
+                return self.transfer(w, service, now, front=position == "front")
+            case op.TransferToPosition(window=w, position=position):
+                return self.transfer(w, self._service_by_position(position), now)
+            case op.Pause(window=w, reason=reason):
+                return self.pause(w, now, reason=reason)
+            case op.Resume(window=w):
+                return self.resume(w, now)
+            case op.TogglePause(window=w, reason=reason):
+                status = self.windows.get(w)
+                if status is not None and status.state is WindowState.PAUSED:
+                    return self.resume(w, now)
+                return self.pause(w, now, reason=reason)
+            case op.SignIn(window=w, staff=staff, name=name):
+                return self.sign_in(w, staff, now, staff_name=name)
+            case op.SignOut(window=w):
+                return self.sign_out(w, now)
+            case op.RequestRating(window=w, ticket_number=number, trigger=trigger):
+                return self.request_rating(w, now, ticket_number=number, trigger=trigger)
+            case op.Rate():
+                return self.rate(
+                    operation.window,
+                    operation.level,
+                    now,
+                    reasons=operation.reasons,
+                    comment=operation.comment,
+                    channel=operation.channel,
+                    device=operation.device,
+                    ticket_id=operation.ticket_id,
+                )
+            case op.RatingTimeout(window=w, ticket_id=ticket_id, pressed_level=pressed):
+                return self.rating_timed_out(w, ticket_id, now, pressed_level=pressed)
+            case op.Tick():
+                return self.tick(now)
+
+    def _identity_read(
+        self,
+        card: op.CardRead,
+        flow: Literal["kiosk", "window"],
+        now: dt.datetime,
+        *,
+        ticket: Ticket | None = None,
+        window: str | None = None,
+        staff: str | None = None,
+    ) -> None:
+        self._emit(
+            ev.IdentityRead(
+                flow=flow,
+                device=card.device,
+                **card.personal,
+                window=window,
+                ticket=None if ticket is None else ticket.number,
+                ticket_id=None if ticket is None else ticket.id,
+                staff=staff,
+                appointment=card.appointment,
+            ),
+            now,
+        )
+
+    def card_at_window(self, window_id: str, card: op.CardRead, now: dt.datetime) -> Outcome:
+        """An ID card read at a window, for the window's current ticket and staff."""
+        out = self._begin(now)
+        status = self.windows.get(window_id)
+        current = self._current(status) if status is not None else None
+        staff = None if status is None else status.staff
+        self._identity_read(card, "window", now, ticket=current, window=window_id, staff=staff)
+        out.result = {"window": window_id}
+        if current is not None:
+            out.result |= {"ticket": current.number, "ticket_id": current.id}
+        if staff is not None:
+            out.result["staff"] = staff
+        out.ticket = current
+        return out
+
+    def _held_ticket(self, window_id: str) -> str:
+        held = self.held(window_id)
+        if not held:
+            raise Refused(f"window {window_id} holds no ticket to call back")
+        return held[0].number
+
+    def _service_by_position(self, digits: str) -> str:
+        services = self.config.services
+        position = int(digits) if digits.isdigit() else 0
+        if not 1 <= position <= len(services):
+            listed = ", ".join(f"{i} {s.name}" for i, s in enumerate(services, 1))
+            raise Refused(f"no service {digits} to transfer to; the services are {listed}")
+        return services[position - 1].id
+
+    def _number_for_digits(self, window_id: str, digits: str) -> str:
+        """The ticket a keypad means by its digits: today's callable ticket of a service
+        this window serves whose number is those digits (a keypad cannot type the prefix).
+        A full number (a page can type it) is taken as it is."""
+        if not digits.isdigit():
+            return digits.strip().upper()
+        wanted = int(digits)
+        config = self._window_config(window_id)
+        matches = sorted(
+            t.number
+            for t in self.tickets.values()
+            if t.day == self.hall.day
+            and t.service in config.services
+            and allowed(t, Move.CALL)
+            and int("".join(ch for ch in t.number if ch.isdigit()) or -1) == wanted
+        )
+        if not matches:
+            raise Refused(f"no ticket numbered {digits} waits for window {window_id}")
+        if len(matches) > 1:
+            raise Refused(
+                f"{digits} could be {', '.join(matches)}; call it by its full number from "
+                "the web caller page"
+            )
+        return matches[0]
 
     # -- issuing -----------------------------------------------------------------------
 
@@ -572,8 +449,9 @@ class QueueEngine:
         ahead = self.people_ahead(ticket, now)
         wait = self.estimated_wait_minutes(service.id, ahead)
         self._ticket_event(
-            "issued", ticket, now, source=source.value, ahead=ahead, wait_minutes=wait
+            ev.TicketIssued, ticket, now, source=source.value, ahead=ahead, wait_minutes=wait
         )
+        out.ticket = ticket
         waiting = len(self.waiting(service.id))
         out.result = {
             "ticket": ticket.public(),
@@ -596,15 +474,11 @@ class QueueEngine:
     def cancel(self, number: str, now: dt.datetime, *, reason: str = "") -> Outcome:
         out = self._begin(now)
         ticket = self._by_number(number)
-        if ticket.status is not TicketStatus.WAITING:
-            raise Refused(
-                f"ticket {ticket.number} is {ticket.status.value}; "
-                "only waiting tickets can be cancelled"
-            )
-        ticket.status = TicketStatus.CANCELLED
+        move(ticket, Move.CANCEL)
         ticket.ended_at = now
         self._touch(ticket)
-        self._ticket_event("cancelled", ticket, now, reason=reason)
+        self._ticket_event(ev.TicketCancelled, ticket, now, reason=reason)
+        out.ticket = ticket
         out.result = {"ticket": ticket.public()}
         return out
 
@@ -635,7 +509,7 @@ class QueueEngine:
         if window.state is WindowState.CLOSED:
             window.state = WindowState.OPEN
             self._touch_window(window)
-            self._emit("window.opened", now, {"window": window.id, "staff": window.staff})
+            self._emit(ev.WindowOpened(window=window.id, staff=window.staff), now)
 
     def _finish_current(self, window: WindowStatus, now: dt.datetime, implicit: bool) -> None:
         ticket = self._current(window)
@@ -646,7 +520,7 @@ class QueueEngine:
             self._touch_window(window)
             return
         started = ticket.serving_at or ticket.called_at or now
-        ticket.status = TicketStatus.FINISHED
+        move(ticket, Move.FINISH)
         ticket.ended_at = now
         window.current = None
         self._touch(ticket)
@@ -655,7 +529,9 @@ class QueueEngine:
         if self.clock_trusted and minutes <= _LONGEST_SERVICE_MINUTES:
             # A clock set between the call and the finish is no service time.
             self._record_duration(ticket.service, minutes)
-        self._ticket_event("finished", ticket, now, minutes=round(minutes, 2), implicit=implicit)
+        self._ticket_event(
+            ev.TicketFinished, ticket, now, minutes=round(minutes, 2), implicit=implicit
+        )
         self._rating_after_finish(window, ticket, now, implicit=implicit)
 
     def _record_duration(self, service_id: str, minutes: float) -> None:
@@ -665,8 +541,14 @@ class QueueEngine:
         self.hall.durations[service_id] = list(history)
         self._out.hall_changed = True
 
-    def _call(self, window: WindowStatus, ticket: Ticket, now: dt.datetime, kind: str) -> None:
-        ticket.status = TicketStatus.CALLED
+    def _call(
+        self,
+        window: WindowStatus,
+        ticket: Ticket,
+        now: dt.datetime,
+        kind: type[ev.TicketCalled | ev.TicketReturned],
+    ) -> None:
+        move(ticket, Move.CALL)
         ticket.window = window.id
         ticket.staff = window.staff
         ticket.called_count += 1
@@ -696,8 +578,9 @@ class QueueEngine:
         if ticket is None:
             out.result = {"ticket": None, "message": f"no one is waiting for window {window_id}"}
             return out
-        self._call(window, ticket, now, "called")
+        self._call(window, ticket, now, ev.TicketCalled)
         out.result = {"ticket": ticket.public()}
+        out.ticket = ticket
         return out
 
     def call_number(self, window_id: str, number: str, now: dt.datetime) -> Outcome:
@@ -711,37 +594,33 @@ class QueueEngine:
                 f"window {window_id} does not serve {self._service(ticket.service).name} "
                 f"(ticket {ticket.number}); transfer it or call it from a window that does"
             )
-        callable_states = (TicketStatus.WAITING, TicketStatus.NO_SHOW, TicketStatus.HELD)
-        if ticket.status not in callable_states:
-            raise Refused(f"ticket {ticket.number} is {ticket.status.value} and cannot be called")
+        check(ticket, Move.CALL)
         if ticket.status is TicketStatus.HELD and ticket.window != window_id:
             raise Refused(f"ticket {ticket.number} is held by window {ticket.window}")
         if window.current == ticket.id:
             raise Refused(f"ticket {ticket.number} is already at window {window_id}; use recall")
         self._finish_current(window, now, implicit=True)
         returned = ticket.status is TicketStatus.HELD
-        self._call(window, ticket, now, "returned" if returned else "called")
+        self._call(window, ticket, now, ev.TicketReturned if returned else ev.TicketCalled)
         out.result = {"ticket": ticket.public()}
+        out.ticket = ticket
         return out
 
     def recall(self, window_id: str, now: dt.datetime) -> Outcome:
         out = self._begin(now)
         _, ticket = self._require_current(window_id)
-        if ticket.status is not TicketStatus.CALLED:
-            raise Refused(
-                f"ticket {ticket.number} is {ticket.status.value}; "
-                "only a called ticket can be recalled"
-            )
+        check(ticket, Move.RECALL)
         limit = self.config.queue.recall_limit
         if ticket.recalls >= limit:
             raise Refused(
                 f"ticket {ticket.number} was recalled {limit} times already; mark it no-show"
             )
+        move(ticket, Move.RECALL)
         ticket.recalls += 1
         self._touch(ticket)
         config = self._window_config(window_id)
         self._ticket_event(
-            "recalled",
+            ev.TicketRecalled,
             ticket,
             now,
             recalls=ticket.recalls,
@@ -754,20 +633,17 @@ class QueueEngine:
     def start_serving(self, window_id: str, now: dt.datetime) -> Outcome:
         out = self._begin(now)
         _, ticket = self._require_current(window_id)
-        if ticket.status is not TicketStatus.CALLED:
-            raise Refused(f"ticket {ticket.number} is {ticket.status.value}, not called")
-        ticket.status = TicketStatus.SERVING
+        move(ticket, Move.SERVE)
         ticket.serving_at = now
         self._touch(ticket)
-        self._ticket_event("serving", ticket, now)
+        self._ticket_event(ev.TicketServing, ticket, now)
         out.result = {"ticket": ticket.public()}
         return out
 
     def finish(self, window_id: str, now: dt.datetime) -> Outcome:
         out = self._begin(now)
         window, ticket = self._require_current(window_id)
-        if ticket.status not in (TicketStatus.CALLED, TicketStatus.SERVING):
-            raise Refused(f"ticket {ticket.number} is {ticket.status.value}; nothing to finish")
+        check(ticket, Move.FINISH)
         self._finish_current(window, now, implicit=False)
         out.result = {"ticket": ticket.public()}
         return out
@@ -775,17 +651,12 @@ class QueueEngine:
     def no_show(self, window_id: str, now: dt.datetime) -> Outcome:
         out = self._begin(now)
         window, ticket = self._require_current(window_id)
-        if ticket.status is not TicketStatus.CALLED:
-            raise Refused(
-                f"ticket {ticket.number} is {ticket.status.value}; "
-                "only a called ticket can be a no-show"
-            )
-        ticket.status = TicketStatus.NO_SHOW
+        move(ticket, Move.NO_SHOW)
         ticket.ended_at = now
         window.current = None
         self._touch(ticket)
         self._touch_window(window)
-        self._ticket_event("no_show", ticket, now, called_count=ticket.called_count)
+        self._ticket_event(ev.TicketNoShow, ticket, now, called_count=ticket.called_count)
         out.result = {"ticket": ticket.public()}
         return out
 
@@ -793,13 +664,11 @@ class QueueEngine:
         """Park the current ticket (the citizen fetches a paper); call it back by number."""
         out = self._begin(now)
         window, ticket = self._require_current(window_id)
-        if ticket.status not in (TicketStatus.CALLED, TicketStatus.SERVING):
-            raise Refused(f"ticket {ticket.number} is {ticket.status.value} and cannot be held")
-        ticket.status = TicketStatus.HELD
+        move(ticket, Move.HOLD)
         window.current = None
         self._touch(ticket)
         self._touch_window(window)
-        self._ticket_event("held", ticket, now)
+        self._ticket_event(ev.TicketHeld, ticket, now)
         out.result = {"ticket": ticket.public()}
         return out
 
@@ -820,10 +689,7 @@ class QueueEngine:
         target = self._service(service_id)
         if target.id == ticket.service:
             raise Refused(f"ticket {ticket.number} is already for {target.name}")
-        if ticket.status not in (TicketStatus.CALLED, TicketStatus.SERVING):
-            raise Refused(
-                f"ticket {ticket.number} is {ticket.status.value} and cannot be transferred"
-            )
+        check(ticket, Move.TRANSFER)
         if front:
             ranks = [t.rank for t in self.waiting(target.id)]
             rank = min([*ranks, self.hall.next_rank]) - 1
@@ -831,7 +697,7 @@ class QueueEngine:
             rank = self._next_rank()
         source_service = ticket.service
         ticket.service = target.id
-        ticket.status = TicketStatus.WAITING
+        move(ticket, Move.TRANSFER)
         ticket.rank = rank
         ticket.window = None
         ticket.staff = None
@@ -841,7 +707,7 @@ class QueueEngine:
         self._touch(ticket)
         self._touch_window(window)
         self._ticket_event(
-            "transferred",
+            ev.TicketTransferred,
             ticket,
             now,
             from_service=source_service,
@@ -859,7 +725,7 @@ class QueueEngine:
             raise Refused(f"window {window_id} is already paused")
         window.state = WindowState.PAUSED
         self._touch_window(window)
-        self._emit("window.paused", now, {"window": window_id, "reason": reason})
+        self._emit(ev.WindowPaused(window=window_id, reason=reason), now)
         out.result = {"window": window.to_json()}
         return out
 
@@ -871,7 +737,7 @@ class QueueEngine:
             raise Refused(f"window {window_id} is not paused")
         window.state = WindowState.OPEN
         self._touch_window(window)
-        self._emit("window.resumed", now, {"window": window_id})
+        self._emit(ev.WindowResumed(window=window_id), now)
         out.result = {"window": window.to_json()}
         return out
 
@@ -892,9 +758,7 @@ class QueueEngine:
         window.staff = staff_id
         window.staff_name = staff_name
         self._touch_window(window)
-        self._emit(
-            "staff.signed_in", now, {"window": window_id, "staff": staff_id}, EventClass.OPERATIONAL
-        )
+        self._emit(ev.StaffSignedIn(window=window_id, staff=staff_id), now)
         if window.state is WindowState.CLOSED:
             self._open_window(window, now)
         out.result = {"window": window.to_json()}
@@ -907,13 +771,8 @@ class QueueEngine:
         window.staff_name = None
         window.state = WindowState.CLOSED
         self._touch_window(window)
-        self._emit(
-            "staff.signed_out",
-            now,
-            {"window": window.id, "staff": staff, "reason": reason},
-            EventClass.OPERATIONAL,
-        )
-        self._emit("window.closed", now, {"window": window.id})
+        self._emit(ev.StaffSignedOut(window=window.id, staff=staff, reason=reason), now)
+        self._emit(ev.WindowClosed(window=window.id), now)
 
     def sign_out(self, window_id: str, now: dt.datetime) -> Outcome:
         out = self._begin(now)
@@ -1065,17 +924,15 @@ class QueueEngine:
         }
         self._touch_window(window)
         self._emit(
-            "rating.requested",
+            ev.RatingRequested(
+                window=window.id,
+                ticket=ticket.number,
+                ticket_id=ticket.id,
+                service=ticket.service,
+                staff=staff,
+                trigger=trigger,
+            ),
             now,
-            {
-                "window": window.id,
-                "ticket": ticket.number,
-                "ticket_id": ticket.id,
-                "service": ticket.service,
-                "staff": staff,
-                "trigger": trigger,
-            },
-            EventClass.OPERATIONAL,
         )
 
     def _rating_reasons(
@@ -1133,20 +990,19 @@ class QueueEngine:
         window.rating = None
         self._touch(ticket)
         self._touch_window(window)
-        data: JSON = {
-            "ticket": ticket.number,
-            "ticket_id": ticket.id,
-            "day": ticket.day.isoformat(),
-            "service": ticket.service,
-            "service_name": self._service(ticket.service).name,
-            "window_name": config.name,
-            "window_number": config.number,
-            **rating,
-        }
-        data.pop("rated_at")
-        if self.config.hall.region_code is not None:
-            data["region_code"] = self.config.hall.region_code
-        self._emit("rating.submitted", now, data)
+        fields = {k: v for k, v in rating.items() if k != "rated_at"}
+        submitted = ev.RatingSubmitted(
+            ticket=ticket.number,
+            ticket_id=ticket.id,
+            day=ticket.day.isoformat(),
+            service=ticket.service,
+            service_name=self._service(ticket.service).name,
+            window_name=config.name,
+            window_number=config.number,
+            region_code=self.config.hall.region_code,
+            **fields,
+        )
+        self._emit(submitted, now)
         return rating
 
     def _close_rating(
@@ -1163,18 +1019,17 @@ class QueueEngine:
         ticket = self.tickets.get(pending["ticket_id"])
         policy = self.config.rating
         pressed_bad = pressed_level is not None and pressed_level <= RatingLevel.DISSATISFIED
-        data: JSON = {
-            "window": window.id,
-            "ticket": pending["ticket"],
-            "ticket_id": pending["ticket_id"],
-            "service": pending.get("service"),
-            "staff": pending.get("staff"),
-            "requested_at": pending.get("requested_at"),
-            "reason": reason,
-            "recorded": None,
-        }
-        if pressed_level is not None:
-            data["pressed_level"] = pressed_level
+        timed_out = ev.RatingTimedOut(
+            window=window.id,
+            ticket=pending["ticket"],
+            ticket_id=pending["ticket_id"],
+            service=pending.get("service"),
+            staff=pending.get("staff"),
+            requested_at=pending.get("requested_at"),
+            reason=reason,
+            recorded=None,
+            pressed_level=pressed_level,
+        )
         window.rating = None
         self._touch_window(window)
         recorded = None
@@ -1185,8 +1040,8 @@ class QueueEngine:
             and ticket is not None
             and ticket.rating is None
         ):
-            data["recorded"] = policy.default_level
-            self._emit("rating.timed_out", now, data, EventClass.OPERATIONAL)
+            timed_out = dataclasses.replace(timed_out, recorded=policy.default_level)
+            self._emit(timed_out, now)
             window.rating = pending  # the record carries who and when
             recorded = self._record_rating(
                 window,
@@ -1200,7 +1055,7 @@ class QueueEngine:
                 defaulted=True,
             )
         else:
-            self._emit("rating.timed_out", now, data, EventClass.OPERATIONAL)
+            self._emit(timed_out, now)
         return recorded
 
     # -- figures -----------------------------------------------------------------------

@@ -19,7 +19,7 @@ import sys
 from collections.abc import AsyncIterator
 
 from agent.config import HallAgentConfig, IdReaderDevice, NetworkTransport
-from agent.core.engine import QueueError
+from agent.core.errors import QueueError
 from agent.daemon import Running
 from agent.demo.emulators.idreader import FIXTURE_CARDS, VirtualIdReader
 from agent.runtime.hall import ShuttingDown

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import logging
 import random
 import signal
@@ -33,7 +32,11 @@ from agent.config import (
     format_problems,
     load_config,
 )
-from agent.core.engine import Event, EventClass, Outcome, Priority, QueueEngine, QueueError, Source
+from agent.core import events as ev
+from agent.core.errors import QueueError
+from agent.core.events import Event
+from agent.core.model import Priority, Source
+from agent.core.operations import CallNext, SignIn, Take
 from agent.daemon import Running, running_agent
 from agent.demo import identity as identity_demo
 from agent.demo.emulators.keypad import VirtualKeypads
@@ -265,11 +268,8 @@ async def _citizens(running: Running) -> None:
         service = rng.choice(services)
         priority = Priority.ELDERLY if rng.random() < 0.15 else Priority.NORMAL
         try:
-            if running.printing is not None:
-                running.printing.check_issuing(Source.TOUCH)
-            outcome = await hall.execute(
-                functools.partial(_take, service=service, priority=priority)
-            )
+            take = Take(service=service, source=Source.TOUCH, priority=priority)
+            outcome = await running.issuing.take(take)
         except (QueueError, ShuttingDown) as err:
             log.info("citizen could not take a %s ticket: %s", service, err)
             continue
@@ -325,7 +325,7 @@ async def _demo_roster(hall: Hall) -> None:
     def write(store: Store, now: dt.datetime, clock_ok: bool) -> list[Any]:
         if store.setting("staff"):
             return []
-        event = Event("staff.roster_set", now, {"count": len(_DEMO_STAFF)}, EventClass.OPERATIONAL)
+        event = Event(ev.RosterSet(count=len(_DEMO_STAFF)), now)
         return store.append([event], clock_ok=clock_ok, settings={"staff": _DEMO_STAFF})
 
     await hall.write(write)
@@ -404,18 +404,14 @@ async def _raters(bus: VirtualKeypads) -> None:
                 await bus.rate(state.address, rng.randrange(4))
 
 
-def _take(engine: QueueEngine, now: dt.datetime, *, service: str, priority: Priority) -> Outcome:
-    return engine.take(service, now, source=Source.TOUCH, priority=priority)
-
-
 async def _staff(hall: Hall, window: str) -> None:
     rng = random.Random()  # noqa: S311 - a simulation, not a secret
     staff = f"demo-{window}"
-    await hall.execute(lambda e, n: e.sign_in(window, staff, n, staff_name="演示"))
+    await hall.execute(SignIn(window=window, staff=staff, name="演示"))
     while True:
         await asyncio.sleep(rng.uniform(6, 15))
         try:
-            outcome = await hall.execute(lambda e, n: e.call_next(window, n))
+            outcome = await hall.execute(CallNext(window=window))
         except (QueueError, ShuttingDown) as err:
             log.info("window %s: %s", window, err)
             continue

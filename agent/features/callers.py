@@ -17,14 +17,18 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
-from agent.core.engine import Outcome, QueueEngine, QueueError, Refused, TicketStatus, WindowState
+from agent.core import operations as op
+from agent.core.engine import Outcome, QueueEngine
+from agent.core.errors import QueueError
+from agent.core.operations import Operation
 from agent.features.staff import sign_in_by_key_code
 from agent.runtime.hall import Hall
 from protocols.keypad import CallerAction, CallerCommand
 
 log = logging.getLogger(__name__)
 
-Op = Callable[[QueueEngine, dt.datetime], Outcome]
+# The window's document capture (agent/features/documents.py): window, pages -> result.
+Capture = Callable[[str, int], Awaitable[dict[str, Any]]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -68,13 +72,14 @@ class CallerDesk:
         *,
         debounce_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        capture: Capture | None = None,
     ) -> None:
         self.hall = hall
         window_s = hall.config.callers.debounce_s if debounce_s is None else debounce_s
         self.debouncer = Debouncer(window_s, clock)
         self.repeats = 0
-        # The window's document capture (agent/features/documents.py), when the hall has cameras.
-        self.capture: Callable[[str, int], Awaitable[dict[str, Any]]] | None = None
+        # The window's document capture, when the hall has cameras.
+        self.capture = capture
 
     async def act(self, window_id: str, command: CallerCommand, *, source: str) -> CallerAnswer:
         """Run one press; refusals are answers (the device beeps), not exceptions."""
@@ -128,90 +133,39 @@ class CallerDesk:
     async def _run(self, window_id: str, command: CallerCommand) -> Outcome:
         if command.action is CallerAction.SIGN_IN:
             return await sign_in_by_key_code(self.hall, window_id, command.argument)
-        op = operation(window_id, command)
-        outcome: Outcome = await self.hall.execute(op)
-        return outcome
+        return await self.hall.execute(operation(window_id, command))
 
 
-def operation(window_id: str, command: CallerCommand) -> Op:
+def operation(window_id: str, command: CallerCommand) -> Operation:
     """The queue operation a caller command asks for (sign-in aside: it needs the roster)."""
     arg = command.argument
+    w = window_id
     match command.action:
         case CallerAction.NEXT:
-            return lambda e, n: e.call_next(window_id, n)
+            return op.CallNext(window=w)
         case CallerAction.CALL_NUMBER:
-            return lambda e, n: e.call_number(window_id, _number_for_digits(e, window_id, arg), n)
+            return op.CallDigits(window=w, digits=arg)
         case CallerAction.RECALL:
-            return lambda e, n: e.recall(window_id, n)
+            return op.Recall(window=w)
         case CallerAction.SERVING:
-            return lambda e, n: e.start_serving(window_id, n)
+            return op.StartServing(window=w)
         case CallerAction.FINISH:
-            return lambda e, n: e.finish(window_id, n)
+            return op.Finish(window=w)
         case CallerAction.NO_SHOW:
-            return lambda e, n: e.no_show(window_id, n)
+            return op.NoShow(window=w)
         case CallerAction.HOLD:
-            return lambda e, n: e.hold(window_id, n)
+            return op.Hold(window=w)
         case CallerAction.CALL_BACK:
-            return lambda e, n: e.call_number(window_id, _held_ticket(e, window_id), n)
+            return op.CallBack(window=w)
         case CallerAction.TRANSFER:
-            return lambda e, n: e.transfer(window_id, _service_by_position(e, arg), n)
+            return op.TransferToPosition(window=w, position=arg)
         case CallerAction.PAUSE:
-            return lambda e, n: _toggle_pause(e, window_id, n)
+            return op.TogglePause(window=w, reason="caller")
         case CallerAction.REQUEST_RATING:
-            return lambda e, n: e.request_rating(window_id, n, trigger="caller")
+            return op.RequestRating(window=w, trigger="caller")
         case CallerAction.SIGN_OUT:
-            return lambda e, n: e.sign_out(window_id, n)
+            return op.SignOut(window=w)
         case CallerAction.SIGN_IN:
             raise ValueError("sign-in needs the roster: use CallerDesk.act")
         case CallerAction.CAPTURE:
             raise ValueError("a capture is not a queue operation: use CallerDesk.act")
-
-
-def _toggle_pause(engine: QueueEngine, window_id: str, now: dt.datetime) -> Outcome:
-    status = engine.windows.get(window_id)
-    if status is not None and status.state is WindowState.PAUSED:
-        return engine.resume(window_id, now)
-    return engine.pause(window_id, now, reason="caller")
-
-
-def _held_ticket(engine: QueueEngine, window_id: str) -> str:
-    held = engine.held(window_id)
-    if not held:
-        raise Refused(f"window {window_id} holds no ticket to call back")
-    return held[0].number
-
-
-def _service_by_position(engine: QueueEngine, digits: str) -> str:
-    services = engine.config.services
-    position = int(digits) if digits.isdigit() else 0
-    if not 1 <= position <= len(services):
-        listed = ", ".join(f"{i} {s.name}" for i, s in enumerate(services, 1))
-        raise Refused(f"no service {digits} to transfer to; the services are {listed}")
-    return services[position - 1].id
-
-
-def _number_for_digits(engine: QueueEngine, window_id: str, digits: str) -> str:
-    """The ticket a keypad means by its digits: today's callable ticket of a service this
-    window serves whose number is those digits (a keypad cannot type the prefix). A full
-    number (a page can type it) is taken as it is."""
-    if not digits.isdigit():
-        return digits.strip().upper()
-    wanted = int(digits)
-    config = engine.config.window(window_id)
-    callable_states = (TicketStatus.WAITING, TicketStatus.NO_SHOW, TicketStatus.HELD)
-    matches = sorted(
-        t.number
-        for t in engine.tickets.values()
-        if t.day == engine.hall.day
-        and t.service in config.services
-        and t.status in callable_states
-        and int("".join(ch for ch in t.number if ch.isdigit()) or -1) == wanted
-    )
-    if not matches:
-        raise Refused(f"no ticket numbered {digits} waits for window {window_id}")
-    if len(matches) > 1:
-        raise Refused(
-            f"{digits} could be {', '.join(matches)}; call it by its full number from the "
-            "web caller page"
-        )
-    return matches[0]

@@ -46,7 +46,10 @@ from agent.config import (
     V4l2Transport,
     personal_data_key,
 )
-from agent.core.engine import Event, QueueEngine, Refused
+from agent.core import events as ev
+from agent.core.engine import QueueEngine
+from agent.core.errors import Refused
+from agent.core.events import Event
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall
 from agent.runtime.personal import SEAL_OVERHEAD, PersonalDataError, Vault
@@ -368,14 +371,14 @@ class DocumentDesk:
                     )
                 )
             context = await self.hall.read(_window_context(window))
-            data = c.DocumentCaptured(
+            captured = ev.DocumentCaptured(
                 document=document,
                 window=window,
                 device=device,
                 source="scanner" if isinstance(self.scanners[device], SaneScanner) else "camera",
                 cmd_id=cmd_id,
                 pages=[
-                    c.DocumentPage(
+                    ev.DocumentPage(
                         file=f.id,
                         page=f.page,
                         content_type=f.content_type,
@@ -386,13 +389,13 @@ class DocumentDesk:
                     for f in files
                 ],
                 **context,
-            ).model_dump(mode="json", exclude_none=True)
+            )
 
             def write(store: Store, at: dt.datetime, clock_ok: bool) -> list[StoredEvent]:
                 rows = [
                     tuple(getattr(f, name.strip()) for name in _COLUMNS.split(",")) for f in files
                 ]
-                event = Event("document.captured", at, data)
+                event = Event(captured, at)
                 _, stored = store.transaction(
                     lambda conn: conn.executemany(
                         f"INSERT INTO document_files ({_COLUMNS}) VALUES "
@@ -417,11 +420,11 @@ class DocumentDesk:
             sum(f.size for f in files) // 1024,
         )
         self._wake.set()
-        return {"document": document, "pages": data["pages"], "seq": stored[0].seq}
+        pages = captured.to_data()["pages"]
+        return {"document": document, "pages": pages, "seq": stored[0].seq}
 
-    async def capture_command(self, command: c.Command) -> dict[str, Any]:
-        """Central's ``capture_document`` (registered on the command desk)."""
-        assert isinstance(command, c.CaptureDocument)
+    async def capture_command(self, command: c.CaptureDocument) -> dict[str, Any]:
+        """Central's ``capture_document`` (a command handler of the link)."""
         return await self.capture(command.window, command.pages, cmd_id=command.cmd_id)
 
     # -- upload --------------------------------------------------------------------------

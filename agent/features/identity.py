@@ -42,16 +42,13 @@ from agent.config import (
     IdReaderSerialTransport,
     personal_data_key,
 )
-from agent.core.engine import (
-    Event,
-    EventClass,
-    Outcome,
-    Priority,
-    QueueEngine,
-    QueueError,
-    Refused,
-    Source,
-)
+from agent.core import events as ev
+from agent.core.engine import Outcome
+from agent.core.errors import QueueError, Refused
+from agent.core.events import Event
+from agent.core.model import Priority, Source
+from agent.core.operations import CardAtWindow, CardRead, Take
+from agent.features.issuing import Issuing
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.personal import (
@@ -79,7 +76,7 @@ from drivers.idreader import (
 from drivers.line import stop_task
 
 if TYPE_CHECKING:
-    from agent.central.link import Link
+    from agent.central.link import EnvelopeFilter
     from agent.features.documents import DocumentDesk
 
 log = logging.getLogger(__name__)
@@ -125,15 +122,6 @@ class LastRead:
     ticket: str | None = None
 
 
-def _identity_event(
-    now: dt.datetime, flow: str, device: str, window: str | None, personal: dict[str, Any]
-) -> Event:
-    data: dict[str, Any] = {"flow": flow, "device": device, **personal}
-    if window is not None:
-        data["window"] = window
-    return Event("identity.read", now, data)
-
-
 def find_appointment(
     appointments: list[dict[str, Any]], id_hashes: set[str], day: dt.date
 ) -> dict[str, Any] | None:
@@ -152,6 +140,7 @@ class IdentityDesk:
         hall: Hall,
         devices: DeviceBoard,
         *,
+        issuing: Issuing | None = None,
         vault: Vault | None = None,
         staff_sign_in: StaffSignIn | None = None,
         reader_factory: ReaderFactory = _open_reader,
@@ -159,8 +148,8 @@ class IdentityDesk:
         self.hall = hall
         self.devices = devices
         self.staff_sign_in = staff_sign_in
-        # Refuses (QueueError) a ticket from this source while it cannot be printed.
-        self.check_issuing: Callable[[str], None] | None = None
+        # Issues the card's ticket (refused while it cannot be printed).
+        self.issuing = issuing or Issuing(hall)
         self._vault = vault
         self._factory = reader_factory
         self._windows = {d: w.id for w in hall.config.windows for d in w.devices}
@@ -288,20 +277,8 @@ class IdentityDesk:
             return
         personal = identity_data(self.vault, form, card.card, card.photo, card.additional_address)
 
-        def op(engine: QueueEngine, now: dt.datetime) -> Outcome:
-            out = Outcome()
-            status = engine.windows.get(window)
-            current = engine.tickets.get(status.current) if status and status.current else None
-            extra: dict[str, Any] = {}
-            if current is not None:
-                extra = {"ticket": current.number, "ticket_id": current.id}
-            if status is not None and status.staff is not None:
-                extra["staff"] = status.staff
-            out.events.append(_identity_event(now, "window", device.id, window, personal | extra))
-            out.result = {"window": window, **extra}
-            return out
-
-        outcome = await self.hall.execute(op)
+        read = CardRead(device=device.id, personal=personal)
+        outcome = await self.hall.execute(CardAtWindow(window=window, card=read))
         ticket = outcome.result.get("ticket")
         self._remember(device.id, "identity", f"identity sent for window {window}", ticket)
 
@@ -333,37 +310,26 @@ class IdentityDesk:
         appointment: dict[str, Any] | None = None,
     ) -> Outcome:
         """Issue a ticket for the card's holder; QueueError (409) with the rule's message."""
-        if self.check_issuing is not None:
-            try:
-                self.check_issuing(Source.ID_CARD.value)
-            except QueueError as err:
-                self._remember(device_id, "refused", err.message)
-                raise
         form: Form = self.config.personal_data.send.kiosk
         personal = identity_data(self.vault, form, card.card, card.photo)
         id_hash = self.vault.id_hash(card.card.id_number)
         priority = Priority.APPOINTMENT if appointment else Priority.NORMAL
         birth = card.card.birth_date
 
-        def op(engine: QueueEngine, now: dt.datetime) -> Outcome:
-            out = engine.take(
-                service,
-                now,
-                source=Source.ID_CARD,
-                priority=priority,
-                id_hash=id_hash,
-                birth_date=birth,
-            )
-            ticket = out.result["ticket"]
-            if form != "none":
-                extra: dict[str, Any] = {"ticket": ticket["number"], "ticket_id": ticket["id"]}
-                if appointment is not None:
-                    extra["appointment"] = appointment.get("appointment_id")
-                out.events.append(_identity_event(now, "kiosk", device_id, None, personal | extra))
-            return out
-
+        read = None
+        if form != "none":
+            booked = None if appointment is None else appointment.get("appointment_id")
+            read = CardRead(device=device_id, personal=personal, appointment=booked)
+        take = Take(
+            service=service,
+            source=Source.ID_CARD,
+            priority=priority,
+            id_hash=id_hash,
+            birth_date=birth,
+            card=read,
+        )
         try:
-            outcome = await self.hall.execute(op)
+            outcome = await self.issuing.take(take)
         except QueueError as err:
             self._remember(device_id, "refused", err.message)
             log.info("kiosk ID card ticket refused: %s", err.message)
@@ -379,16 +345,13 @@ class IdentityDesk:
             self.held = None
         return outcome
 
-    async def set_appointments_command(self, command: c.Command) -> dict[str, Any]:
-        """Central's ``set_appointments`` (registered on the command desk)."""
-        assert isinstance(command, c.SetAppointments)
+    async def set_appointments_command(self, command: c.SetAppointments) -> dict[str, Any]:
+        """Central's ``set_appointments`` (a command handler of the link)."""
         items = [a.model_dump(mode="json") for a in command.appointments]
         days = sorted({a["day"] for a in items})
 
         def write(store: Store, now: dt.datetime, clock_ok: bool) -> list[StoredEvent]:
-            event = Event(
-                "appointments.set", now, {"count": len(items), "days": days}, EventClass.OPERATIONAL
-            )
+            event = Event(ev.AppointmentsSet(count=len(items), days=days), now)
             return store.append([event], clock_ok=clock_ok, settings={"appointments": items})
 
         await self.hall.write(write)
@@ -469,13 +432,17 @@ async def erase_loop(hall: Hall) -> None:
 
 @contextlib.asynccontextmanager
 async def identity_desk(
-    hall: Hall, devices: DeviceBoard, *, staff_sign_in: StaffSignIn | None = None
+    hall: Hall,
+    devices: DeviceBoard,
+    issuing: Issuing,
+    *,
+    staff_sign_in: StaffSignIn | None = None,
 ) -> AsyncIterator[IdentityDesk | None]:
     """The ID card flows, or None when no reader is configured."""
     if not any(isinstance(d, IdReaderDevice) for d in hall.config.devices):
         yield None
         return
-    async with IdentityDesk(hall, devices, staff_sign_in=staff_sign_in) as desk:
+    async with IdentityDesk(hall, devices, issuing=issuing, staff_sign_in=staff_sign_in) as desk:
         yield desk
 
 
@@ -507,24 +474,11 @@ def identity_routes(desk: IdentityDesk) -> APIRouter:
     return router
 
 
-@contextlib.asynccontextmanager
-async def linked(
-    link: Link, identity: IdentityDesk | None, documents: DocumentDesk | None
-) -> AsyncIterator[Link]:
-    """Enter the central link with the ID card and document parts attached first: sealed
-    personal data is opened as events leave (never stored opened), documents upload while
-    connected, ``file-ack`` and ``capture_document`` are handled. Attached before the link
-    starts, so nothing is published or subscribed without them."""
+def envelope_filters(
+    identity: IdentityDesk | None, documents: DocumentDesk | None
+) -> tuple[EnvelopeFilter, ...]:
+    """Sealed personal data is opened as events leave for central (never stored opened)."""
     vault = None if identity is None else identity.loaded_vault
     if vault is None and documents is not None:
         vault = documents.loaded_vault
-    if vault is not None:
-        link.envelope_filters.append(functools.partial(unseal_event, vault))
-    if identity is not None:
-        link.commands.register("set_appointments", identity.set_appointments_command)
-    if documents is not None:
-        link.commands.register("capture_document", documents.capture_command)
-        link.while_connected.append(documents.upload)
-        link.routes[link.topics.file_ack] = documents.on_file_ack
-    async with link:
-        yield link
+    return () if vault is None else (functools.partial(unseal_event, vault),)

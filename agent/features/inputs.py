@@ -21,10 +21,12 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import TYPE_CHECKING
 
 from agent.config import CodeScannerDevice, TicketButtonsDevice
-from agent.core.engine import Priority, QueueError, Source
+from agent.core.errors import QueueError
+from agent.core.model import Priority, Source
+from agent.core.operations import Take
+from agent.features.issuing import Issuing
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall, ShuttingDown
 from drivers.evdev_input import EvdevSource, InputError, KeySource, key_code
@@ -36,9 +38,6 @@ from protocols.keyboard_wedge import (
     Scanned,
     WedgeDecoder,
 )
-
-if TYPE_CHECKING:
-    from agent.features.printing import TicketPrinting
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +142,14 @@ class TicketInputs:
         self,
         hall: Hall,
         devices: DeviceBoard | None = None,
-        printing: TicketPrinting | None = None,
+        issuing: Issuing | None = None,
         *,
         sources: Mapping[str, KeySource] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.hall = hall
         self.devices = devices
-        self.printing = printing
+        self.issuing = issuing or Issuing(hall)
         self._clock = clock
         self.issued: list[dict[str, object]] = []
         self.refused: list[tuple[TakeRequest, str]] = []
@@ -208,12 +207,8 @@ class TicketInputs:
     async def take(self, request: TakeRequest) -> None:
         """Issue the ticket an input asked for; a refusal is logged, never raised."""
         try:
-            if self.printing is not None:
-                self.printing.check_issuing(request.source)
-            outcome = await self.hall.execute(
-                lambda e, n: e.take(
-                    request.service, n, source=request.source, priority=request.priority
-                )
+            outcome = await self.issuing.take(
+                Take(service=request.service, source=request.source, priority=request.priority)
             )
         except (QueueError, ShuttingDown) as err:
             log.info("%s could not issue a %s ticket: %s", request.device, request.service, err)
@@ -233,12 +228,12 @@ class TicketInputs:
 
 @contextlib.asynccontextmanager
 async def ticket_inputs(
-    hall: Hall, devices: DeviceBoard, printing: TicketPrinting | None
+    hall: Hall, devices: DeviceBoard, issuing: Issuing
 ) -> AsyncIterator[TicketInputs | None]:
     """Buttons and scanners at work, or None when none is configured."""
     kinds = (TicketButtonsDevice, CodeScannerDevice)
     if not any(isinstance(d, kinds) for d in hall.config.devices):
         yield None
         return
-    async with TicketInputs(hall, devices, printing) as inputs:
+    async with TicketInputs(hall, devices, issuing) as inputs:
         yield inputs

@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from agent.config import LedStripDevice, NetworkTransport, SerialTransport
-from agent.core.engine import QueueEngine, TicketStatus, WindowState
+from agent.core.engine import QueueEngine
+from agent.core.model import TicketStatus, WindowState
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoredEvent

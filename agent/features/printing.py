@@ -42,15 +42,11 @@ from agent.config import (
     SerialTransport,
     UsbTransport,
 )
-from agent.core.engine import (
-    Event,
-    EventClass,
-    NotFound,
-    Priority,
-    QueueEngine,
-    Refused,
-    TicketStatus,
-)
+from agent.core import events as ev
+from agent.core.engine import QueueEngine
+from agent.core.errors import NotFound, Refused
+from agent.core.events import Event
+from agent.core.model import Priority, TicketStatus
 from agent.runtime.devices import DeviceBoard, DeviceStatus
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import Store, StoredEvent, StoreError
@@ -532,17 +528,17 @@ class TicketPrinting:
             await self._save_mark(self._concluded(seq))
         return result
 
-    def _ticket_event(self, kind: str, facts: TicketFacts, **more: Any) -> Event:
+    def _ticket_event(self, kind: type[ev.TicketPrint], facts: TicketFacts, **more: Any) -> Event:
         """An event about one ticket's print on this printer (its time is set on commit)."""
-        data = {
-            "ticket": facts.number,
-            "ticket_id": facts.ticket_id,
-            "service": facts.service,
-            "day": facts.day,
-            "device": self.device.id,
+        payload = kind(
+            ticket=facts.number,
+            ticket_id=facts.ticket_id,
+            service=facts.service,
+            day=facts.day,
+            device=self.device.id,
             **more,
-        }
-        return Event(kind, dt.datetime.now(dt.UTC), data, EventClass.OPERATIONAL)
+        )
+        return Event(payload, dt.datetime.now(dt.UTC))
 
     async def _record_failure(
         self, facts: TicketFacts, result: PrintResult, *, reprint: bool, seq: int | None = None
@@ -550,7 +546,7 @@ class TicketPrinting:
         """Record ``ticket.print_failed``; with the print's ``seq``, concluded in the same
         transaction."""
         event = self._ticket_event(
-            "ticket.print_failed",
+            ev.TicketPrintFailed,
             facts,
             reason=result.reason,
             attempts=result.attempts,
@@ -586,16 +582,15 @@ class TicketPrinting:
             ) from None
         if not result.printed:
             raise Refused(f"ticket {facts.number} was not reprinted: {result.reason}")
-        event = self._ticket_event("ticket.reprinted", facts)
+        event = self._ticket_event(ev.TicketReprinted, facts)
         stored = await self.hall.write(functools.partial(_append, event))
         return {
             "result": {"ticket": facts.number, "ticket_id": facts.ticket_id, "printed": True},
             "events": [{"seq": e.seq, "type": e.type} for e in stored],
         }
 
-    async def reprint_command(self, command: c.Command) -> dict[str, Any]:
-        """The central ``reprint`` command (registered on the command desk)."""
-        assert isinstance(command, c.Reprint)
+    async def reprint_command(self, command: c.Reprint) -> dict[str, Any]:
+        """The central ``reprint`` command (a command handler of the link)."""
         answer = await self.reprint(command.number, command.day)
         result: dict[str, Any] = answer["result"]
         return result

@@ -19,13 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from agent.central import contract as c
-from agent.core.engine import Outcome, QueueEngine, QueueError, RatingLevel
+from agent.core.engine import Outcome
+from agent.core.errors import QueueError
+from agent.core.model import RatingLevel
+from agent.core.operations import Rate, RatingTimeout, RequestRating
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoredEvent, StoreError
 
@@ -90,17 +92,11 @@ class RatingDesk:
     async def request(
         self, window_id: str, *, ticket_number: str | None = None, trigger: str = "request"
     ) -> Outcome:
-        def op(engine: QueueEngine, now: dt.datetime) -> Outcome:
-            return engine.request_rating(
-                window_id, now, ticket_number=ticket_number, trigger=trigger
-            )
+        operation = RequestRating(window=window_id, ticket_number=ticket_number, trigger=trigger)
+        return await self.hall.execute(operation)
 
-        outcome: Outcome = await self.hall.execute(op)
-        return outcome
-
-    async def request_command(self, command: c.Command) -> dict[str, Any]:
+    async def request_command(self, command: c.RequestRating) -> dict[str, Any]:
         """Central's ``request_rating``: the window's current or last finished ticket."""
-        assert isinstance(command, c.RequestRating)
         outcome = await self.request(command.window, trigger="central")
         return outcome.result
 
@@ -115,22 +111,16 @@ class RatingDesk:
         device: str | None = None,
         ticket_id: str | None = None,
     ) -> Outcome:
-        reasons = list(reasons)
-
-        def op(engine: QueueEngine, now: dt.datetime) -> Outcome:
-            return engine.rate(
-                window_id,
-                level,
-                now,
-                reasons=reasons,
-                comment=comment,
-                channel=channel,
-                device=device,
-                ticket_id=ticket_id,
-            )
-
-        outcome: Outcome = await self.hall.execute(op)
-        return outcome
+        operation = Rate(
+            window=window_id,
+            level=level,
+            reasons=tuple(reasons),
+            comment=comment,
+            channel=channel,
+            device=device,
+            ticket_id=ticket_id,
+        )
+        return await self.hall.execute(operation)
 
     async def keypad_key(
         self, window_id: str, device_id: str, level: int, index: int, *, channel: str
@@ -209,7 +199,7 @@ class RatingDesk:
         pressed = bad[1] if bad is not None and bad[0] == ticket_id else None
         try:
             await self.hall.execute(
-                lambda e, n: e.rating_timed_out(window_id, ticket_id, n, pressed_level=pressed)
+                RatingTimeout(window=window_id, ticket_id=ticket_id, pressed_level=pressed)
             )
         except (QueueError, ShuttingDown, StoreError) as err:
             log.warning("the rating at window %s could not be closed: %s", window_id, err)

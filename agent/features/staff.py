@@ -10,12 +10,13 @@ the API, the web caller page or central; keypad codes and ID cards need the rost
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import logging
 from typing import Any
 
-from agent.core.engine import Outcome, QueueEngine, Refused
+from agent.core.engine import Outcome
+from agent.core.errors import Refused
+from agent.core.operations import SignIn
 from agent.runtime.hall import Hall
 
 log = logging.getLogger(__name__)
@@ -80,14 +81,11 @@ async def load_roster(hall: Hall) -> Roster:
     return Roster.from_setting(await hall.store_call(lambda s: s.setting("staff")))
 
 
-def _sign_in(window_id: str, member: StaffMember) -> Any:
-    def op(engine: QueueEngine, now: dt.datetime) -> Outcome:
-        if not member.may_work_at(window_id):
-            allowed = ", ".join(member.windows)
-            raise Refused(f"staff {member.staff} works at window {allowed}, not {window_id}")
-        return engine.sign_in(window_id, member.staff, now, staff_name=member.name)
-
-    return op
+def _sign_in(window_id: str, member: StaffMember) -> SignIn:
+    if not member.may_work_at(window_id):
+        allowed = ", ".join(member.windows)
+        raise Refused(f"staff {member.staff} works at window {allowed}, not {window_id}")
+    return SignIn(window=window_id, staff=member.staff, name=member.name)
 
 
 async def sign_in_by_key_code(hall: Hall, window_id: str, code: str) -> Outcome:

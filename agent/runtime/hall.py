@@ -20,15 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from agent.config import HallAgentConfig
-from agent.core.engine import (
-    Event,
-    HallCounters,
-    Outcome,
-    QueueEngine,
-    QueueError,
-    Refused,
-    business_day,
-)
+from agent.core.engine import Outcome, QueueEngine
+from agent.core.errors import QueueError, Refused
+from agent.core.events import Event
+from agent.core.model import HallCounters, business_day
+from agent.core.operations import Operation, Tick
 from agent.runtime.clock import plausible
 from agent.runtime.store import CommandRecord, Store, StoredEvent, StoreError, StoreFull
 
@@ -132,17 +128,16 @@ class Hall:
 
     # -- operations ------------------------------------------------------------------------
 
-    async def execute(
-        self,
-        run: Callable[[QueueEngine, dt.datetime], Outcome],
-        *,
-        record: Recorder | None = None,
-    ) -> Outcome:
+    async def execute(self, operation: Operation, *, record: Recorder | None = None) -> Outcome:
         """Apply one queue operation and persist it; answers only once it is durable.
 
         ``record`` turns the outcome (or the refusal) into the reply to a central command,
         which is then saved in the same transaction as the change.
         """
+
+        def run(engine: QueueEngine, now: dt.datetime) -> Outcome:
+            return engine.apply(operation, now)
+
         result: Outcome = await self._submit(run, mutates=True, record=record)
         return result
 
@@ -208,7 +203,7 @@ class Hall:
         return await done
 
     async def tick(self) -> Outcome:
-        return await self.execute(lambda engine, now: engine.tick(now))
+        return await self.execute(Tick())
 
     async def _write_loop(self) -> None:
         while (job := await self._jobs.get()) is not None:

@@ -22,7 +22,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.core.engine import Event, EventClass, HallCounters, Outcome, Ticket, WindowStatus
+from agent.core import events as ev
+from agent.core.engine import Outcome
+from agent.core.events import Event, EventClass
+from agent.core.model import HallCounters, Ticket, WindowStatus
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +164,21 @@ class StoredEvent:
             "clock_ok": self.clock_ok,
             "data": self.data,
         }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RawEvent:
+    """An event as the store keeps it, with no schema: for copying events between stores,
+    tests of the store itself and its retention. The agent emits typed events
+    (``agent.core.events.Event``); both have ``type``, ``at``, ``data`` and ``cls``."""
+
+    type: str
+    at: dt.datetime
+    data: dict[str, Any]
+    cls: EventClass = EventClass.BUSINESS
+
+
+Appendable = Event | RawEvent
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -349,6 +367,7 @@ class Store:
         clock_ok: bool = True,
         command: CommandRecord | None = None,
         settings: Mapping[str, Any] | None = None,
+        events: Sequence[Appendable] | None = None,
     ) -> list[StoredEvent]:
         """Write an operation's changed records and its events in one transaction.
 
@@ -400,7 +419,7 @@ class Store:
                     "INSERT INTO commands (cmd_id, name, received_at, reply) VALUES (?, ?, ?, ?)",
                     (command.cmd_id, command.name, command.received_at, _dumps(command.reply)),
                 )
-            stored = self._append(outcome.events, clock_ok)
+            stored = self._append(outcome.events if events is None else events, clock_ok)
             conn.execute("COMMIT")
         except sqlite3.Error as err:
             self._rollback()
@@ -416,7 +435,7 @@ class Store:
     def transaction(
         self,
         fn: Callable[[sqlite3.Connection], T],
-        events: Sequence[Event] = (),
+        events: Sequence[Appendable] = (),
         *,
         clock_ok: bool = True,
     ) -> tuple[T, list[StoredEvent]]:
@@ -445,7 +464,7 @@ class Store:
 
     def append(
         self,
-        events: Sequence[Event],
+        events: Sequence[Appendable],
         *,
         clock_ok: bool = True,
         command: CommandRecord | None = None,
@@ -453,14 +472,10 @@ class Store:
     ) -> list[StoredEvent]:
         """Append events that change no queue state (device, config, outbox reports)."""
         return self.commit(
-            Outcome(events=list(events)),
-            None,
-            clock_ok=clock_ok,
-            command=command,
-            settings=settings,
+            Outcome(), None, clock_ok=clock_ok, command=command, settings=settings, events=events
         )
 
-    def _append(self, events: Sequence[Event], clock_ok: bool) -> list[StoredEvent]:
+    def _append(self, events: Sequence[Appendable], clock_ok: bool) -> list[StoredEvent]:
         stored = []
         seq = self.last_seq
         rows = []
@@ -691,16 +706,14 @@ class Store:
             return []
         self._bump("evicted_total", eviction.count)
         report = Event(
-            "outbox.evicted",
+            ev.OutboxEvicted(
+                count=eviction.count,
+                by_class=eviction.by_class,
+                ranges=[list(r) for r in eviction.ranges],
+                reason=eviction.reason,
+                evicted_total=self.counter("evicted_total"),
+            ),
             now,
-            {
-                "count": eviction.count,
-                "by_class": eviction.by_class,
-                "ranges": [list(r) for r in eviction.ranges],
-                "reason": eviction.reason,
-                "evicted_total": self.counter("evicted_total"),
-            },
-            EventClass.BUSINESS,
         )
         return self._append([report], clock_ok)
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import uvicorn
@@ -23,7 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import agent
-from agent.core.engine import Outcome, Priority, QueueEngine, QueueError, Refused, Source
+from agent.core import operations as op
+from agent.core.engine import Outcome
+from agent.core.errors import QueueError, Refused
+from agent.core.model import Priority, Source
+from agent.core.operations import Operation, Take
+from agent.features.issuing import Issuing
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoreError, StoreFull
 
@@ -97,7 +102,22 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "store unavailable or agent shutting down"},
 }
 
-Op = Callable[[QueueEngine, dt.datetime], Outcome]
+# The HTTP status of each refusal, chosen here only (the engine names refusals by code).
+STATUS_OF: dict[str, int] = {"not_found": 404}
+
+
+# The window operations that take nothing but the window.
+WindowOperation = (
+    op.CallNext | op.Recall | op.StartServing | op.Finish | op.NoShow | op.Hold | op.Resume
+) | op.SignOut
+
+
+def answer(outcome: Outcome) -> OperationResult:
+    """An operation's answer: its result and the events it committed."""
+    return OperationResult(
+        result=outcome.result,
+        events=[EventRef(seq=e.seq, type=e.type) for e in outcome.stored],
+    )
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -117,7 +137,9 @@ def create_app(
     hall: Hall,
     status_extra: Callable[[], dict[str, Any]] | None = None,
     printing: TicketPrinting | None = None,
+    issuing: Issuing | None = None,
 ) -> FastAPI:
+    issuing = issuing or Issuing(hall, printing)
     app = FastAPI(
         title="hall-agent local API",
         version=agent.__version__,
@@ -126,7 +148,7 @@ def create_app(
 
     @app.exception_handler(QueueError)
     async def _queue_error(_: Request, err: QueueError) -> JSONResponse:
-        return _error(err.status, err.code, err.message)
+        return _error(STATUS_OF.get(err.code, 409), err.code, err.message)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
@@ -146,12 +168,8 @@ def create_app(
         code = "disk_full" if isinstance(err, StoreFull) else "store_unavailable"
         return _error(503, code, f"{err}; the operation was not done")
 
-    async def run(op: Op) -> OperationResult:
-        outcome = await hall.execute(op)
-        return OperationResult(
-            result=outcome.result,
-            events=[EventRef(seq=e.seq, type=e.type) for e in outcome.stored],
-        )
+    async def run(operation: Operation) -> OperationResult:
+        return answer(await hall.execute(operation))
 
     @app.get(f"{API}/status")
     async def status() -> dict[str, Any]:
@@ -194,65 +212,48 @@ def create_app(
         """Issue a ticket as the kiosk would; a printed ticket's ``result.print`` says how
         its print went (printed, failed: show the number on screen, or pending). Refused
         (409 ``printer_unavailable``) while the printer cannot print."""
-        return await _take(run, body, printing)
+        take = Take(service=body.service, source=body.source, priority=body.priority)
+        return answer(await issuing.take(take, wait_for_print=True))
 
     _printing_routes(app, printing)
 
     @app.post(f"{API}/tickets/{{number}}/cancel", responses=ERRORS)
     async def cancel(number: str, body: Annotated[Cancel | None, Body()] = None) -> OperationResult:
-        reason = body.reason if body else ""
-        return await run(lambda e, n: e.cancel(number, n, reason=reason))
+        return await run(op.Cancel(number=number, reason=body.reason if body else ""))
 
-    def window_op(path: str, summary: str, make: Callable[[str], Op]) -> None:
+    def window_op(path: str, summary: str, make: type[WindowOperation]) -> None:
         async def handler(window: str) -> OperationResult:
-            return await run(make(window))
+            return await run(make(window=window))
 
         app.post(f"{API}/windows/{{window}}/{path}", summary=summary, responses=ERRORS)(handler)
 
-    window_op("next", "Call next", lambda w: lambda e, n: e.call_next(w, n))
-    window_op("recall", "Recall the current ticket", lambda w: lambda e, n: e.recall(w, n))
-    window_op("serving", "Start serving", lambda w: lambda e, n: e.start_serving(w, n))
-    window_op("finish", "Finish the current ticket", lambda w: lambda e, n: e.finish(w, n))
-    window_op("no-show", "Mark the current ticket no-show", lambda w: lambda e, n: e.no_show(w, n))
-    window_op("hold", "Hold the current ticket", lambda w: lambda e, n: e.hold(w, n))
-    window_op("resume", "Resume a paused window", lambda w: lambda e, n: e.resume(w, n))
-    window_op("sign-out", "Sign the staff out", lambda w: lambda e, n: e.sign_out(w, n))
+    window_op("next", "Call next", op.CallNext)
+    window_op("recall", "Recall the current ticket", op.Recall)
+    window_op("serving", "Start serving", op.StartServing)
+    window_op("finish", "Finish the current ticket", op.Finish)
+    window_op("no-show", "Mark the current ticket no-show", op.NoShow)
+    window_op("hold", "Hold the current ticket", op.Hold)
+    window_op("resume", "Resume a paused window", op.Resume)
+    window_op("sign-out", "Sign the staff out", op.SignOut)
 
     @app.post(f"{API}/windows/{{window}}/call", responses=ERRORS)
     async def call_number(window: str, body: CallNumber) -> OperationResult:
         """Call a specific number (a waiting ticket, a missed one, or one held here)."""
-        return await run(lambda e, n: e.call_number(window, body.number, n))
+        return await run(op.CallNumber(window=window, number=body.number))
 
     @app.post(f"{API}/windows/{{window}}/transfer", responses=ERRORS)
     async def transfer(window: str, body: Transfer) -> OperationResult:
-        front = body.position == "front"
-        return await run(lambda e, n: e.transfer(window, body.service, n, front=front))
+        return await run(op.Transfer(window=window, service=body.service, position=body.position))
 
     @app.post(f"{API}/windows/{{window}}/pause", responses=ERRORS)
     async def pause(window: str, body: Annotated[Pause | None, Body()] = None) -> OperationResult:
-        reason = body.reason if body else ""
-        return await run(lambda e, n: e.pause(window, n, reason=reason))
+        return await run(op.Pause(window=window, reason=body.reason if body else ""))
 
     @app.post(f"{API}/windows/{{window}}/sign-in", responses=ERRORS)
     async def sign_in(window: str, body: SignIn) -> OperationResult:
-        return await run(lambda e, n: e.sign_in(window, body.staff, n, staff_name=body.name))
+        return await run(op.SignIn(window=window, staff=body.staff, name=body.name))
 
     return app
-
-
-async def _take(
-    run: Callable[[Op], Awaitable[OperationResult]],
-    body: TakeTicket,
-    printing: TicketPrinting | None,
-) -> OperationResult:
-    if printing is not None:
-        printing.check_issuing(body.source)
-    answer = await run(
-        lambda e, n: e.take(body.service, n, source=body.source, priority=body.priority)
-    )
-    if printing is not None and printing.prints(body.source):
-        answer.result["print"] = await printing.outcome(answer.result["ticket"]["id"])
-    return answer
 
 
 def _printing_routes(app: FastAPI, printing: TicketPrinting | None) -> None:

@@ -41,7 +41,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 
 from agent.config import ScreenDevice
-from agent.core.engine import QueueEngine, Ticket, TicketStatus, WindowState
+from agent.core.engine import QueueEngine
+from agent.core.model import Ticket, TicketStatus, WindowState
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoredEvent

@@ -35,8 +35,9 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.config import CallerDevice, HallAgentConfig, RaterDevice, WebTransport
-from agent.core.engine import RATING_LABELS, QueueError, RatingLevel
-from agent.features.callers import CallerDesk
+from agent.core.errors import QueueError
+from agent.core.model import RATING_LABELS, RatingLevel
+from agent.features.callers import CallerDesk, Capture
 from agent.features.keypads import WindowKeypads, device_windows
 from agent.features.rating import RatingDesk
 from agent.runtime.devices import DeviceBoard
@@ -163,7 +164,9 @@ def _write_private(path: Path, text: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def window_devices(hall: Hall, board: DeviceBoard) -> AsyncIterator[WindowDevices]:
+async def window_devices(
+    hall: Hall, board: DeviceBoard, *, capture: Capture | None = None
+) -> AsyncIterator[WindowDevices]:
     """Start the rating desk, the caller desk and the keypads; know the pages' tokens."""
     tokens = load_tokens(hall.config, board)
     windows = device_windows(hall.config)
@@ -172,7 +175,7 @@ async def window_devices(hall: Hall, board: DeviceBoard) -> AsyncIterator[Window
             board.report(device.id, "error", "not listed in any window's devices")
         elif device.id in tokens:
             board.report(device.id, "ok", "served as a page")
-    callers = CallerDesk(hall)
+    callers = CallerDesk(hall, capture=capture)
     async with (
         RatingDesk(hall) as ratings,
         WindowKeypads(hall, board, callers, ratings) as keypads,

@@ -1,0 +1,31 @@
+"""What the hall's rules refuse. The message is written for the person who asked.
+
+Which HTTP status a refusal gets is decided in ``agent/web/`` only; ``code`` is the stable
+machine-readable name of the refusal (the API's ``error`` field, central's replies).
+"""
+
+from __future__ import annotations
+
+
+class HallAgentError(Exception):
+    """The root of the agent's own exceptions."""
+
+
+class QueueError(HallAgentError):
+    """An operation the hall's rules refuse. The message is for the person who asked."""
+
+    code = "refused"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(QueueError):
+    """The window, service or ticket asked for does not exist."""
+
+    code = "not_found"
+
+
+class Refused(QueueError):
+    """A rule of the hall says no (closed, cap reached, wrong state, ...)."""

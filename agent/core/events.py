@@ -1,0 +1,544 @@
+"""Every event the hall emits: one frozen dataclass per type.
+
+An event is an :class:`Event`: a typed payload (a subclass of :class:`EventData`, whose
+``TYPE`` names it on the wire and whose ``RETENTION`` is its outbox class) and the time it
+happened. ``EVENT_TYPES``, the JSON Schemas and the AsyncAPI document (``hallctl/asyncapi.py``)
+are all derived from :data:`EVENT_CLASSES`, so an event type cannot exist without a precise
+schema for its ``data``.
+
+On the wire the envelope is unchanged: ``type`` is the class's ``TYPE`` and ``data`` is
+:meth:`EventData.to_data` (fields in declaration order; a field declared with
+:func:`omitted` is left out while it is ``None``). :func:`parse_event` turns a stored
+``(type, data)`` back into its class (validated by pydantic, unknown keys refused), so
+consumers ``match`` on classes, never on type strings or dict keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from typing import Any, ClassVar, Literal
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+JSON = dict[str, Any]
+
+
+class EventClass(enum.IntEnum):
+    """Retention classes of the outbox: higher survives longer when storage is full."""
+
+    CHATTER = 0
+    OPERATIONAL = 1
+    BUSINESS = 2
+
+
+_OMIT_NONE = "omit_none"
+
+
+def omitted() -> Any:
+    """A field left out of ``data`` while it is None (and optional when parsed)."""
+    return dataclasses.field(default=None, metadata={_OMIT_NONE: True})
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class EventData:
+    """The ``data`` of one event type. Subclasses set ``TYPE`` (and ``RETENTION``)."""
+
+    TYPE: ClassVar[str] = ""
+    RETENTION: ClassVar[EventClass] = EventClass.BUSINESS
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+
+    def to_data(self) -> JSON:
+        """The event's ``data`` as it is stored and sent."""
+        out: JSON = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.metadata.get(_OMIT_NONE):
+                continue
+            out[f.name] = _plain(value)
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not (getattr(value, f.name) is None and f.metadata.get(_OMIT_NONE))
+        }
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# -- tickets ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TicketEvent(EventData):
+    """What every queue event about a ticket carries (the ticket as it is after the move)."""
+
+    ticket: str
+    ticket_id: str
+    service: str
+    day: str
+    status: str
+    priority: str
+    window: str | None = omitted()
+    staff: str | None = omitted()
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TicketIssued(TicketEvent):
+    TYPE: ClassVar[str] = "ticket.issued"
+    source: str
+    ahead: int
+    wait_minutes: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TicketCalled(TicketEvent):
+    TYPE: ClassVar[str] = "ticket.called"
+    window_name: str
+    window_number: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TicketReturned(TicketEvent):
+    """A held ticket called back to its window."""
+
+    TYPE: ClassVar[str] = "ticket.returned"
+    window_name: str
+    window_number: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TicketRecalled(TicketEvent):
+    TYPE: ClassVar[str] = "ticket.recalled"
+    recalls: int
+    window_name: str
+    window_number: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TicketServing(TicketEvent):
+    TYPE: ClassVar[str] = "ticket.serving"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TicketFinished(TicketEvent):
+    TYPE: ClassVar[str] = "ticket.finished"
+    minutes: float
+    implicit: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TicketNoShow(TicketEvent):
+    TYPE: ClassVar[str] = "ticket.no_show"
+    called_count: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TicketHeld(TicketEvent):
+    TYPE: ClassVar[str] = "ticket.held"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TicketTransferred(TicketEvent):
+    TYPE: ClassVar[str] = "ticket.transferred"
+    from_service: str
+    from_window: str
+    position: Literal["front", "back"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TicketCancelled(TicketEvent):
+    TYPE: ClassVar[str] = "ticket.cancelled"
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TicketExpired(TicketEvent):
+    TYPE: ClassVar[str] = "ticket.expired"
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TicketPrint(EventData):
+    """A ticket's print on one printer."""
+
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    ticket: str
+    ticket_id: str
+    service: str
+    day: str
+    device: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TicketPrintFailed(TicketPrint):
+    TYPE: ClassVar[str] = "ticket.print_failed"
+    reason: str | None
+    attempts: int
+    reprint: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TicketReprinted(TicketPrint):
+    TYPE: ClassVar[str] = "ticket.reprinted"
+
+
+# -- windows and staff -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WindowOpened(EventData):
+    TYPE: ClassVar[str] = "window.opened"
+    window: str
+    staff: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WindowPaused(EventData):
+    TYPE: ClassVar[str] = "window.paused"
+    window: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WindowResumed(EventData):
+    TYPE: ClassVar[str] = "window.resumed"
+    window: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WindowClosed(EventData):
+    TYPE: ClassVar[str] = "window.closed"
+    window: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class StaffSignedIn(EventData):
+    TYPE: ClassVar[str] = "staff.signed_in"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    window: str
+    staff: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class StaffSignedOut(EventData):
+    TYPE: ClassVar[str] = "staff.signed_out"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    window: str
+    staff: str | None
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RosterSet(EventData):
+    """Central (or the demo) replaced the staff roster."""
+
+    TYPE: ClassVar[str] = "staff.roster_set"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    count: int
+
+
+# -- satisfaction rating (好差评) --------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RatingRequested(EventData):
+    TYPE: ClassVar[str] = "rating.requested"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    window: str
+    ticket: str
+    ticket_id: str
+    service: str
+    staff: str | None
+    trigger: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RatingSubmitted(EventData):
+    """A rating recorded for a ticket (GB/T 39734-2020 levels 1-5)."""
+
+    TYPE: ClassVar[str] = "rating.submitted"
+    ticket: str
+    ticket_id: str
+    day: str
+    service: str
+    service_name: str
+    window_name: str
+    window_number: int
+    level: int
+    label: str
+    bad: bool
+    reasons: list[str]
+    comment: str
+    channel: str
+    device: str | None
+    defaulted: bool
+    window: str
+    staff: str | None
+    staff_name: str | None
+    requested_at: str | None
+    region_code: str | None = omitted()
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RatingTimedOut(EventData):
+    """A rating ended without the citizen's answer (timeout, replaced, ended)."""
+
+    TYPE: ClassVar[str] = "rating.timed_out"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    window: str
+    ticket: str
+    ticket_id: str
+    service: str | None
+    staff: str | None
+    requested_at: str | None
+    reason: str
+    recorded: int | None
+    pressed_level: int | None = omitted()
+
+
+# -- identity, appointments, documents -------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class IdentityRead(EventData):
+    """An ID card read at the kiosk or a window. ``person`` is sealed at rest (form
+    ``full``) and opened only when the event is published to central."""
+
+    TYPE: ClassVar[str] = "identity.read"
+    flow: Literal["kiosk", "window"]
+    device: str
+    form: Literal["full", "masked", "hash", "none"]
+    card_type: str
+    id_hash: str
+    person: dict[str, Any] | None = omitted()
+    window: str | None = omitted()
+    ticket: str | None = omitted()
+    ticket_id: str | None = omitted()
+    staff: str | None = omitted()
+    appointment: str | None = omitted()
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AppointmentsSet(EventData):
+    TYPE: ClassVar[str] = "appointments.set"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    count: int
+    days: list[str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class DocumentPage:
+    """One page file of a captured document, uploaded in chunks."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+    file: str
+    page: int
+    content_type: str
+    size: int
+    sha256: str
+    chunks: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class DocumentCaptured(EventData):
+    """The pages central will receive as files."""
+
+    TYPE: ClassVar[str] = "document.captured"
+    document: str
+    window: str | None = omitted()
+    device: str
+    source: Literal["camera", "scanner"]
+    ticket: str | None = omitted()
+    staff: str | None = omitted()
+    cmd_id: str | None = omitted()
+    pages: list[DocumentPage]
+
+
+# -- the hall --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class NoticeShown(EventData):
+    TYPE: ClassVar[str] = "notice.shown"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    id: str
+    text: str
+    until: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceChanged(EventData):
+    TYPE: ClassVar[str] = "device.changed"
+    RETENTION: ClassVar[EventClass] = EventClass.CHATTER
+    device: str
+    kind: str
+    status: str
+    detail: str
+    since: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class DayClosed(EventData):
+    TYPE: ClassVar[str] = "day.closed"
+    day: str
+    next_day: str
+    issued: dict[str, int]
+    served: int
+    expired: int
+    carried: list[str] | None = omitted()
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigApplied(EventData):
+    TYPE: ClassVar[str] = "config.applied"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    version: str
+    sections: list[str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigRejected(EventData):
+    TYPE: ClassVar[str] = "config.rejected"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    version: str | None
+    problems: list[str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxEvicted(EventData):
+    """Seq ranges the hall dropped for good because storage was full or too old."""
+
+    TYPE: ClassVar[str] = "outbox.evicted"
+    count: int
+    by_class: dict[str, int]
+    ranges: list[list[int]]
+    reason: str
+    evicted_total: int
+
+
+EVENT_CLASSES: dict[str, type[EventData]] = {
+    c.TYPE: c
+    for c in (
+        TicketIssued,
+        TicketCalled,
+        TicketRecalled,
+        TicketServing,
+        TicketFinished,
+        TicketNoShow,
+        TicketHeld,
+        TicketReturned,
+        TicketTransferred,
+        TicketCancelled,
+        TicketExpired,
+        TicketPrintFailed,
+        TicketReprinted,
+        WindowOpened,
+        WindowPaused,
+        WindowResumed,
+        WindowClosed,
+        StaffSignedIn,
+        StaffSignedOut,
+        RosterSet,
+        RatingRequested,
+        RatingSubmitted,
+        RatingTimedOut,
+        IdentityRead,
+        AppointmentsSet,
+        DocumentCaptured,
+        NoticeShown,
+        DeviceChanged,
+        DayClosed,
+        ConfigApplied,
+        ConfigRejected,
+        OutboxEvicted,
+    )
+}
+# Every event type the hall emits, in the order the contract documents list them.
+EVENT_TYPES: tuple[str, ...] = tuple(EVENT_CLASSES)
+
+# The calls a screen, an LED strip or the voice announces.
+CALLS = (TicketCalled, TicketRecalled, TicketReturned)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """One event: its typed payload and when it happened (the hall's time at commit)."""
+
+    payload: EventData
+    at: dt.datetime
+
+    def __post_init__(self) -> None:
+        if EVENT_CLASSES.get(self.payload.TYPE) is not type(self.payload):
+            raise ValueError(f"{type(self.payload).__name__} is not in EVENT_CLASSES")
+
+    @property
+    def type(self) -> str:
+        return self.payload.TYPE
+
+    @property
+    def data(self) -> JSON:
+        return self.payload.to_data()
+
+    @property
+    def cls(self) -> EventClass:
+        return self.payload.RETENTION
+
+
+class EventDataError(ValueError):
+    """A stored event whose type is unknown or whose data does not fit its class."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Unreadable(EventData):
+    """A stored event that could not be read as its type (never emitted, never stored)."""
+
+    type: str
+    data: JSON
+    problem: str
+
+
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {}
+
+
+def adapter(cls: type[EventData]) -> TypeAdapter[Any]:
+    """The (cached) pydantic adapter that validates and describes one event class."""
+    found = _ADAPTERS.get(cls.__qualname__)
+    if found is None:
+        found = _ADAPTERS[cls.__qualname__] = TypeAdapter(cls)
+    return found
+
+
+def parse_event(type_: str, data: JSON) -> EventData:
+    """The typed payload of a stored ``(type, data)``; raises :class:`EventDataError`."""
+    cls = EVENT_CLASSES.get(type_)
+    if cls is None:
+        raise EventDataError(f"unknown event type {type_!r}")
+    try:
+        parsed: EventData = adapter(cls).validate_python(data)
+    except ValidationError as err:
+        raise EventDataError(f"{type_} data does not fit its schema: {err}") from err
+    return parsed
+
+
+def read_event(type_: str, data: JSON) -> EventData:
+    """Like :func:`parse_event`, but an unreadable event comes back as :class:`Unreadable`
+    (consumers ``match`` past it instead of stopping)."""
+    try:
+        return parse_event(type_, data)
+    except EventDataError as err:
+        return Unreadable(type=type_, data=data, problem=str(err))
+
+
+def data_schema(cls: type[EventData]) -> JSON:
+    """The JSON Schema of one event type's ``data``."""
+    schema: JSON = adapter(cls).json_schema(mode="serialization")
+    return schema
