@@ -8,6 +8,7 @@ with ``scripts/gen-contract``; ``tests/test_contract_docs.py`` fails when they a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -21,10 +22,12 @@ from pydantic.json_schema import models_json_schema
 
 from agent.central import contract as c
 from agent.config import MqttConfig
-from agent.core.events import EVENT_TYPES
+from agent.core.events import EVENT_CLASSES, EVENT_TYPES, EventData, adapter
 
 ASYNCAPI_FILE = "asyncapi.yaml"
 SCHEMA_DIR = "schemas"
+# One JSON Schema per event type for its ``data`` (file name: the type, e.g. ticket.issued).
+EVENT_SCHEMA_DIR = "schemas/events"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 MQTT_BINDING_VERSION = "0.2.0"
 HEADER = (
@@ -169,7 +172,7 @@ RECEIVE_MODELS: tuple[type[BaseModel], ...] = (
 )
 # Parts of a payload that central reads closely: the data of an outbox.evicted event and
 # the result of a replay_events reply.
-PART_MODELS: tuple[type[BaseModel], ...] = (c.EvictedData, c.ReplayResult, c.DocumentCaptured)
+PART_MODELS: tuple[type[BaseModel], ...] = (c.EvictedData, c.ReplayResult)
 
 
 def _mode(model: type[BaseModel]) -> Mode:
@@ -344,7 +347,62 @@ def component_schemas() -> dict[str, Any]:
         ref_template="#/components/schemas/{model}",
     )
     definitions: dict[str, Any] = top["$defs"]
+    for cls in EVENT_CLASSES.values():
+        schema = event_data_schema(cls, ref_template="#/components/schemas/{model}")
+        definitions.update(schema.pop("$defs", {}))
+        definitions[cls.__name__] = schema
     return dict(sorted(definitions.items()))
+
+
+def event_data_schema(
+    cls: type[EventData], ref_template: str = "#/$defs/{model}"
+) -> dict[str, Any]:
+    """The JSON Schema of one event type's ``data``, generated from its class. A field the
+    hall leaves out while it is empty is optional and, when present, never null."""
+    schema: dict[str, Any] = adapter(cls).json_schema(
+        mode="serialization", ref_template=ref_template
+    )
+    schema["description"] = _event_doc(cls)
+    omitted = {f.name for f in dataclasses.fields(cls) if f.metadata.get("omit_none")}
+    for name in omitted:
+        prop = schema["properties"][name]
+        prop.pop("default", None)
+        kinds = [k for k in prop.pop("anyOf", []) if k.get("type") != "null"]
+        if len(kinds) == 1:
+            prop.update(kinds[0])
+        elif kinds:
+            prop["anyOf"] = kinds
+    return schema
+
+
+def _event_doc(cls: type[EventData]) -> str:
+    """The class's own docstring (not the signature a dataclass makes up without one)."""
+    doc = " ".join((cls.__doc__ or "").split()).replace("``", "`")
+    if not doc or doc.startswith(f"{cls.__name__}("):
+        return f"The data of a {cls.TYPE} event."
+    return doc
+
+
+def _event_message(cls: type[EventData]) -> dict[str, Any]:
+    """The envelope of one event type: ``type`` fixed, ``data`` its class's schema."""
+    return {
+        "name": cls.TYPE,
+        "title": cls.TYPE,
+        "contentType": "application/json",
+        "summary": f"event/{cls.TYPE}: {_event_doc(cls)}",
+        "payload": {
+            "allOf": [
+                {"$ref": "#/components/schemas/EventEnvelope"},
+                {
+                    "type": "object",
+                    "properties": {
+                        "type": {"const": cls.TYPE},
+                        "data": {"$ref": f"#/components/schemas/{cls.__name__}"},
+                    },
+                },
+            ]
+        },
+    }
 
 
 def model_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -434,6 +492,11 @@ def asyncapi_document() -> dict[str, Any]:
         for model in channel.messages:
             messages[model.__name__] = _message(model, model.__name__, examples.get(model, []))
             refs[model.__name__] = {"$ref": f"#/components/messages/{model.__name__}"}
+        if channel.id == "event":  # and one message per event type, with its data's schema
+            for cls in EVENT_CLASSES.values():
+                key = f"{cls.__name__}Event"
+                messages[key] = _event_message(cls)
+                refs[key] = {"$ref": f"#/components/messages/{key}"}
         channels[channel.id] = {
             "address": f"{c.ROOT}/{{hall_id}}/{channel.suffix}",
             "title": channel.id,
@@ -445,10 +508,7 @@ def asyncapi_document() -> dict[str, Any]:
             "action": channel.action,
             "channel": {"$ref": f"#/channels/{channel.id}"},
             "summary": channel.summary,
-            "messages": [
-                {"$ref": f"#/channels/{channel.id}/messages/{model.__name__}"}
-                for model in channel.messages
-            ],
+            "messages": [{"$ref": f"#/channels/{channel.id}/messages/{key}"} for key in refs],
             "bindings": _operation_binding(channel.qos, channel.retain),
         }
 
@@ -552,6 +612,10 @@ def render() -> dict[str, str]:
     for model in payload_models():
         text = json.dumps(model_schema(model), sort_keys=True, indent=2, ensure_ascii=False)
         files[f"{SCHEMA_DIR}/{model.__name__}.json"] = text + "\n"
+    for cls in EVENT_CLASSES.values():
+        schema = {"$schema": JSON_SCHEMA_DIALECT, **event_data_schema(cls)}
+        text = json.dumps(schema, sort_keys=True, indent=2, ensure_ascii=False)
+        files[f"{EVENT_SCHEMA_DIR}/{cls.TYPE}.json"] = text + "\n"
     return files
 
 
@@ -564,20 +628,20 @@ def stale_files(directory: Path) -> list[str]:
         if not (directory / name).is_file()
         or (directory / name).read_text(encoding="utf-8") != text
     ]
-    schema_dir = directory / SCHEMA_DIR
-    if schema_dir.is_dir():
-        stale += [
-            f"{SCHEMA_DIR}/{path.name}"
-            for path in sorted(schema_dir.glob("*.json"))
-            if f"{SCHEMA_DIR}/{path.name}" not in expected
-        ]
+    for folder in (SCHEMA_DIR, EVENT_SCHEMA_DIR):
+        if (directory / folder).is_dir():
+            stale += [
+                f"{folder}/{path.name}"
+                for path in sorted((directory / folder).glob("*.json"))
+                if f"{folder}/{path.name}" not in expected
+            ]
     return stale
 
 
 def write(directory: Path) -> list[str]:
     """Write the documents; remove schema files of models that no longer exist."""
     expected = render()
-    (directory / SCHEMA_DIR).mkdir(parents=True, exist_ok=True)
+    (directory / EVENT_SCHEMA_DIR).mkdir(parents=True, exist_ok=True)
     changed = stale_files(directory)
     for name in changed:
         path = directory / name

@@ -113,8 +113,8 @@ class QueueEngine:
             ticket_id=ticket.id,
             service=ticket.service,
             day=ticket.day.isoformat(),
-            status=ticket.status.value,
-            priority=ticket.priority.value,
+            status=ticket.status,
+            priority=ticket.priority,
             window=ticket.window,
             staff=ticket.staff,
             **extra,
@@ -449,7 +449,7 @@ class QueueEngine:
         ahead = self.people_ahead(ticket, now)
         wait = self.estimated_wait_minutes(service.id, ahead)
         self._ticket_event(
-            ev.TicketIssued, ticket, now, source=source.value, ahead=ahead, wait_minutes=wait
+            ev.TicketIssued, ticket, now, source=source, ahead=ahead, wait_minutes=wait
         )
         out.ticket = ticket
         waiting = len(self.waiting(service.id))

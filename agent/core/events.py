@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from agent.core.model import Priority, Source, TicketStatus
+
 JSON = dict[str, Any]
 
 
@@ -85,16 +87,18 @@ class TicketEvent(EventData):
     ticket_id: str
     service: str
     day: str
-    status: str
-    priority: str
+    status: TicketStatus
+    priority: Priority
     window: str | None = omitted()
     staff: str | None = omitted()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class TicketIssued(TicketEvent):
+    """A ticket was issued: its place in line and the estimated wait when it was taken."""
+
     TYPE: ClassVar[str] = "ticket.issued"
-    source: str
+    source: Source
     ahead: int
     wait_minutes: int
 

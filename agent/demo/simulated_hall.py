@@ -273,8 +273,9 @@ async def _citizens(running: Running) -> None:
         except (QueueError, ShuttingDown) as err:
             log.info("citizen could not take a %s ticket: %s", service, err)
             continue
-        ticket = outcome.result["ticket"]
-        log.info("citizen took %s (%s ahead)", ticket["number"], outcome.result["ahead"])
+        if outcome.ticket is not None:
+            ahead = outcome.result["ahead"]
+            log.info("citizen took %s (%s ahead)", outcome.ticket.number, ahead)
 
 
 # -- window callers and raters (issue 6) ------------------------------------------------
@@ -415,6 +416,5 @@ async def _staff(hall: Hall, window: str) -> None:
         except (QueueError, ShuttingDown) as err:
             log.info("window %s: %s", window, err)
             continue
-        ticket = outcome.result.get("ticket")
-        if ticket is not None:
-            log.info("window %s called %s", window, ticket["number"])
+        if outcome.ticket is not None:
+            log.info("window %s called %s", window, outcome.ticket.number)

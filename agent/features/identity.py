@@ -279,7 +279,7 @@ class IdentityDesk:
 
         read = CardRead(device=device.id, personal=personal)
         outcome = await self.hall.execute(CardAtWindow(window=window, card=read))
-        ticket = outcome.result.get("ticket")
+        ticket = None if outcome.ticket is None else outcome.ticket.number
         self._remember(device.id, "identity", f"identity sent for window {window}", ticket)
 
     # -- the kiosk ---------------------------------------------------------------------------
@@ -334,13 +334,10 @@ class IdentityDesk:
             self._remember(device_id, "refused", err.message)
             log.info("kiosk ID card ticket refused: %s", err.message)
             raise
-        ticket = outcome.result["ticket"]
-        self._remember(
-            device_id,
-            "ticket",
-            f"ticket {ticket['number']} ({outcome.result['service_name']})",
-            ticket["number"],
-        )
+        if outcome.ticket is not None:
+            number = outcome.ticket.number
+            name = self.config.service(outcome.ticket.service).name
+            self._remember(device_id, "ticket", f"ticket {number} ({name})", number)
         if self.held is not None and self.held.presented is card:
             self.held = None
         return outcome

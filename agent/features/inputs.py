@@ -214,9 +214,9 @@ class TicketInputs:
             log.info("%s could not issue a %s ticket: %s", request.device, request.service, err)
             self.refused.append((request, str(err)))
         else:
-            ticket = outcome.result["ticket"]
-            log.info("%s issued %s", request.device, ticket["number"])
-            self.issued.append(ticket)
+            if outcome.ticket is not None:
+                log.info("%s issued %s", request.device, outcome.ticket.number)
+                self.issued.append(outcome.ticket.public())
         async with self._changed:
             self._changed.notify_all()
 

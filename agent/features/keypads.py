@@ -26,6 +26,7 @@ from agent.config import (
     RaterDevice,
     SerialTransport,
 )
+from agent.core import events as ev
 from agent.features.callers import CallerDesk, Debouncer
 from agent.features.rating import RatingDesk
 from agent.runtime.devices import DeviceBoard
@@ -324,7 +325,7 @@ class WindowKeypads:
     # -- output -------------------------------------------------------------------------------
 
     def _rating_event(self, window_id: str, event: StoredEvent) -> None:
-        if event.type != "rating.requested":
+        if not isinstance(event.payload, ev.RatingRequested):
             return
         for device in self._window_devices(window_id, RaterDevice):
             bus = self._bus_of.get(device.id)
@@ -341,11 +342,17 @@ class WindowKeypads:
         (the web page, central, another keypad)."""
         while True:
             event = await events.get()
-            window_id = event.data.get("window")
-            if event.type.startswith(("ticket.", "window.", "staff.")) and isinstance(
-                window_id, str
-            ):
-                await self._refresh_window(window_id)
+            match event.payload:
+                case (
+                    ev.TicketEvent(window=str() as window_id)
+                    | ev.WindowOpened(window=window_id)
+                    | ev.WindowPaused(window=window_id)
+                    | ev.WindowResumed(window=window_id)
+                    | ev.WindowClosed(window=window_id)
+                    | ev.StaffSignedIn(window=window_id)
+                    | ev.StaffSignedOut(window=window_id)
+                ):
+                    await self._refresh_window(window_id)
 
     async def _refresh_window(self, window_id: str) -> None:
         callers = [d for d in self._window_devices(window_id, CallerDevice) if d.id in self._bus_of]

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from agent.config import LedStripDevice, NetworkTransport, SerialTransport
+from agent.core import events as ev
 from agent.core.engine import QueueEngine
 from agent.core.model import TicketStatus, WindowState
 from agent.runtime.devices import DeviceBoard
@@ -41,24 +42,22 @@ log = logging.getLogger(__name__)
 
 RESYNC_S = 60.0
 RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
-CALL_EVENTS = frozenset({"ticket.called", "ticket.recalled", "ticket.returned"})
-WINDOW_EVENTS = frozenset(
-    {
-        *CALL_EVENTS,
-        "ticket.serving",
-        "ticket.finished",
-        "ticket.no_show",
-        "ticket.held",
-        "ticket.transferred",
-        "ticket.expired",
-        "window.opened",
-        "window.paused",
-        "window.resumed",
-        "window.closed",
-        "staff.signed_out",
-        "day.closed",
-        "config.applied",
-    }
+# The events that change what a window's strip shows.
+WINDOW_EVENTS = (
+    *ev.CALLS,
+    ev.TicketServing,
+    ev.TicketFinished,
+    ev.TicketNoShow,
+    ev.TicketHeld,
+    ev.TicketTransferred,
+    ev.TicketExpired,
+    ev.WindowOpened,
+    ev.WindowPaused,
+    ev.WindowResumed,
+    ev.WindowClosed,
+    ev.StaffSignedOut,
+    ev.DayClosed,
+    ev.ConfigApplied,
 )
 
 
@@ -184,12 +183,12 @@ class LedStrips:
 
     async def _follow(self, events: asyncio.Queue[StoredEvent]) -> None:
         while True:
-            event = await events.get()
-            if event.type not in WINDOW_EVENTS:
+            payload = (await events.get()).payload
+            if not isinstance(payload, WINDOW_EVENTS):
                 continue
-            if event.type in CALL_EVENTS:
+            if isinstance(payload, ev.CALLS):
                 for strip in self.strips:
-                    if strip.window == event.data.get("window"):
+                    if strip.window == payload.window:
                         strip.flash = True
                         strip.shown = None
             self._dirty.set()

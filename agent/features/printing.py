@@ -80,6 +80,9 @@ from protocols.escpos_raster import Typesetter
 
 log = logging.getLogger(__name__)
 
+# Tickets issued but not concluded when the agent stopped, with their issue events.
+_Owed = list[tuple[StoredEvent, ev.TicketIssued]]
+
 # How long the kiosk's take waits for its ticket to come out before answering "pending".
 PRINT_WAIT_S = 5.0
 # A reprint is answered once printed; the queue gives up on a job well before this.
@@ -115,17 +118,16 @@ class TicketFacts:
     wait_minutes: int | None
 
     @classmethod
-    def from_event(cls, event: StoredEvent) -> TicketFacts:
-        data = event.data
+    def from_event(cls, event: StoredEvent, issued: ev.TicketIssued) -> TicketFacts:
         return cls(
-            ticket_id=data["ticket_id"],
-            number=data["ticket"],
-            service=data["service"],
-            day=data["day"],
-            priority=Priority(data.get("priority", "normal")),
+            ticket_id=issued.ticket_id,
+            number=issued.ticket,
+            service=issued.service,
+            day=issued.day,
+            priority=Priority(issued.priority),
             issued_at=dt.datetime.fromisoformat(event.at) if event.clock_ok else None,
-            ahead=data.get("ahead"),
-            wait_minutes=data.get("wait_minutes"),
+            ahead=issued.ahead,
+            wait_minutes=issued.wait_minutes,
         )
 
 
@@ -398,14 +400,15 @@ class TicketPrinting:
     async def _follow_issued(self, issued: asyncio.Queue[StoredEvent]) -> None:
         while True:
             event = await issued.get()
-            if event.type != "ticket.issued" or event.seq <= self._highest:
+            payload = event.payload
+            if not isinstance(payload, ev.TicketIssued) or event.seq <= self._highest:
                 continue  # not a ticket, or one the start already took care of
             self._highest = event.seq
-            if self.prints(event.data.get("source", "")):
-                self._start_print(event)
+            if self.prints(payload.source):
+                self._start_print(event, payload)
 
-    def _start_print(self, event: StoredEvent) -> None:
-        facts = TicketFacts.from_event(event)
+    def _start_print(self, event: StoredEvent, issued: ev.TicketIssued) -> None:
+        facts = TicketFacts.from_event(event, issued)
         self._in_flight.add(event.seq)
         task = asyncio.create_task(self._print(facts, seq=event.seq), name=f"print-{facts.number}")
         self._following.add(task)
@@ -413,11 +416,11 @@ class TicketPrinting:
 
     # -- prints cut off by a stop ---------------------------------------------------------------
 
-    async def _unfinished(self) -> list[StoredEvent]:
+    async def _unfinished(self) -> list[tuple[StoredEvent, ev.TicketIssued]]:
         """The printed sources' tickets issued after the saved mark (their print was cut off)."""
         device = self.device.id
 
-        def read(store: Store, _now: dt.datetime, _ok: bool) -> tuple[int, int, list[StoredEvent]]:
+        def read(store: Store, _now: dt.datetime, _ok: bool) -> tuple[int, int, _Owed]:
             last = store.last_seq
             mark = store.setting(PRINT_MARK)
             fresh = {PRINT_MARK: {"epoch": store.epoch, "seq": last, "device": device}}
@@ -428,16 +431,15 @@ class TicketPrinting:
                 # First start with this printer (or a new store): nothing can be owed yet.
                 store.append([], settings=fresh)
                 return last, last, []
-            cut_off = []
+            cut_off: _Owed = []
             seq = int(mark.get("seq", last)) + 1
             while seq <= last and (chunk := store.events(seq, 1000)):
-                cut_off += [
-                    e
-                    for e in chunk
-                    if e.type == "ticket.issued"
-                    and e.seq <= last
-                    and self.prints(e.data.get("source", ""))
-                ]
+                for e in chunk:
+                    match e.payload:
+                        case ev.TicketIssued(source=source) as issued if (
+                            e.seq <= last and self.prints(source)
+                        ):
+                            cut_off.append((e, issued))
                 seq = chunk[-1].seq + 1
             return last, int(mark.get("seq", last)), cut_off
 
@@ -445,14 +447,14 @@ class TicketPrinting:
         self._highest, self._mark = last, mark
         return cut_off
 
-    async def _resume(self, cut_off: list[StoredEvent]) -> None:
+    async def _resume(self, cut_off: list[tuple[StoredEvent, ev.TicketIssued]]) -> None:
         """Print the tickets a stop cut off, or record them as not printed (see the module)."""
         now = dt.datetime.now(dt.UTC)
         today = self.hall.business_day().isoformat()
         # All owed at once: concluding one must not move the mark past another still owed.
-        self._in_flight.update(event.seq for event in cut_off)
-        for event in cut_off:
-            facts = TicketFacts.from_event(event)
+        self._in_flight.update(event.seq for event, _ in cut_off)
+        for event, issued in cut_off:
+            facts = TicketFacts.from_event(event, issued)
             age = (now - dt.datetime.fromisoformat(event.at)).total_seconds()
             if facts.day == today and -RESUME_WITHIN_S <= age <= RESUME_WITHIN_S:
                 log.warning(
@@ -461,7 +463,7 @@ class TicketPrinting:
                     facts.number,
                     age,
                 )
-                self._start_print(event)
+                self._start_print(event, issued)
                 continue
             reason = "the agent stopped before the ticket was printed (打印前程序已停止)"
             if facts.day == today:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from agent.central import contract as c
+from agent.core import events as ev
 from agent.core.engine import Outcome
 from agent.core.errors import QueueError
 from agent.core.model import RatingLevel
@@ -160,19 +161,19 @@ class RatingDesk:
     async def _follow(self, events: asyncio.Queue[StoredEvent]) -> None:
         while True:
             event = await events.get()
-            if not event.type.startswith("rating."):
-                continue
-            window_id = event.data.get("window")
-            ticket_id = event.data.get("ticket_id")
-            if not isinstance(window_id, str) or not isinstance(ticket_id, str):
-                continue
-            if event.type == "rating.requested":
-                self._arm(window_id, ticket_id)
-            else:
-                self._disarm(window_id, ticket_id)
-                bad = self._pressed_bad.get(window_id)
-                if bad is not None and bad[0] == ticket_id:
-                    del self._pressed_bad[window_id]
+            match event.payload:
+                case ev.RatingRequested(window=window_id, ticket_id=ticket_id):
+                    self._arm(window_id, ticket_id)
+                case (
+                    ev.RatingSubmitted(window=window_id, ticket_id=ticket_id)
+                    | ev.RatingTimedOut(window=window_id, ticket_id=ticket_id)
+                ):
+                    self._disarm(window_id, ticket_id)
+                    bad = self._pressed_bad.get(window_id)
+                    if bad is not None and bad[0] == ticket_id:
+                        del self._pressed_bad[window_id]
+                case _:
+                    continue
             for listener in self._listeners:
                 listener(window_id, event)
 

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 from agent.config import AlsaTransport, AnnouncerDevice, FileTransport, HallAgentConfig
+from agent.core import events as ev
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall
 from agent.runtime.store import StoredEvent
@@ -37,7 +38,6 @@ from drivers.line import stop_task
 
 log = logging.getLogger(__name__)
 
-CALL_EVENTS = frozenset({"ticket.called", "ticket.recalled", "ticket.returned"})
 CHIME = "chime"
 
 DEFAULT_TEMPLATES: dict[str, str] = {
@@ -351,18 +351,18 @@ class Announcement:
 
     @classmethod
     def from_event(cls, event: StoredEvent) -> Announcement | None:
-        data = event.data
-        number, window_number = data.get("ticket"), data.get("window_number")
-        if not isinstance(number, str) or not isinstance(window_number, int):
-            return None
-        return cls(
-            event.seq,
-            event.type,
-            number,
-            str(data.get("window", "")),
-            window_number,
-            time.monotonic(),
-        )
+        """The announcement of a call (called, recalled, returned); None for other events."""
+        match event.payload:
+            case ev.TicketCalled() | ev.TicketRecalled() | ev.TicketReturned() as call:
+                return cls(
+                    event.seq,
+                    event.type,
+                    call.ticket,
+                    call.window or "",
+                    call.window_number,
+                    time.monotonic(),
+                )
+        return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -453,8 +453,6 @@ class VoiceCalling:
     async def _follow(self, events: asyncio.Queue[StoredEvent]) -> None:
         while True:
             event = await events.get()
-            if event.type not in CALL_EVENTS:
-                continue
             announcement = Announcement.from_event(event)
             if announcement is not None:
                 self._queue.put_nowait(announcement)

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from agent.core import events as ev
 from agent.core.engine import Outcome
-from agent.core.events import Event, EventClass
+from agent.core.events import Event, EventClass, EventData, read_event
 from agent.core.model import HallCounters, Ticket, WindowStatus
 
 log = logging.getLogger(__name__)
@@ -150,6 +150,12 @@ class StoredEvent:
     at: str
     clock_ok: bool
     data: dict[str, Any]
+
+    @property
+    def payload(self) -> EventData:
+        """The event's typed data (``agent.core.events``): consumers ``match`` on its class.
+        A row that does not fit its type comes back as ``Unreadable``."""
+        return read_event(self.type, self.data)
 
     def envelope(self, hall_id: str) -> dict[str, Any]:
         """The event as central receives it (DESIGN §5)."""

@@ -32,6 +32,7 @@ from pydantic import BaseModel
 
 import agent
 from agent.central.link import Link, LinkState
+from agent.core import events as ev
 from agent.core.engine import QueueEngine
 from agent.runtime.clock import ClockState, SystemClock, timedated
 from agent.runtime.devices import DeviceBoard
@@ -140,16 +141,14 @@ class HallHealth:
                 self.count(await committed.get())
 
     def count(self, event: StoredEvent) -> None:
-        kind = event.type
-        if kind.startswith("ticket."):
-            service = str(event.data.get("service", ""))
-            self.tickets[(service, kind.removeprefix("ticket."))] += 1
-        elif kind == "rating.submitted":
-            level = str(event.data.get("level", "unknown"))
-            self.ratings[(level, str(event.data.get("label", "")))] += 1
-        elif kind == "outbox.evicted":
-            self.evicted_since_start += int(event.data.get("count", 0))
-            self._last_eviction = time.monotonic()
+        match event.payload:
+            case ev.TicketEvent(service=service) | ev.TicketPrint(service=service):
+                self.tickets[(service, event.type.removeprefix("ticket."))] += 1
+            case ev.RatingSubmitted(level=level, label=label):
+                self.ratings[(str(level), label)] += 1
+            case ev.OutboxEvicted(count=count):
+                self.evicted_since_start += count
+                self._last_eviction = time.monotonic()
 
     def _log_transition(self) -> None:
         if time.monotonic() - self.started < STARTUP_GRACE_S:

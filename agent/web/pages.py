@@ -41,6 +41,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 
 from agent.config import ScreenDevice
+from agent.core import events as ev
 from agent.core.engine import QueueEngine
 from agent.core.model import Ticket, TicketStatus, WindowState
 from agent.runtime.devices import DeviceBoard
@@ -242,14 +243,13 @@ class PageFeed:
     async def _follow(self, events: asyncio.Queue[StoredEvent]) -> None:
         while True:
             event = await events.get()
-            if event.type == "ticket.recalled":
-                ticket_id = event.data.get("ticket_id")
-                if isinstance(ticket_id, str):
+            match event.payload:
+                case ev.TicketRecalled(ticket_id=ticket_id):
                     self._recalled_at[ticket_id] = dt.datetime.fromisoformat(event.at)
-            elif event.type in ("notice.shown", "staff.roster_set"):
-                await self._load_settings()
-            elif event.type == "day.closed":
-                self._recalled_at.clear()
+                case ev.NoticeShown() | ev.RosterSet():
+                    await self._load_settings()
+                case ev.DayClosed():
+                    self._recalled_at.clear()
             self._followed = max(self._followed, event.seq)
             # Several events of one commit are one change: build once after the last.
             if events.empty():
