@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from protocols.escpos import Align, Bitmap, Block, Feed, QrCode, QrLevel, TextLine
+from protocols.escpos_model import Align, Bitmap, Block, Feed, QrCode, QrLevel, TextLine
 
 ESC, GS, FS, DLE = 0x1B, 0x1D, 0x1C, 0x10
 LF, CR = 0x0A, 0x0D

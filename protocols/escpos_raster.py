@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import qrcode  # type: ignore[import-untyped]
 from PIL import Image, ImageDraw, ImageFont
 
-from protocols.escpos import (
+from protocols.escpos_model import (
     HALF_WIDTH_DOTS,
     LINE_DOTS,
     Align,

@@ -12,21 +12,9 @@ from protocols.escpos import (
     CHINESE_OFF,
     CHINESE_ON,
     INIT,
-    Align,
-    Bitmap,
-    Feed,
-    Paper,
-    QrCode,
-    QrLevel,
-    Rule,
-    TextLine,
-    display_width,
-    document,
     encode_gb18030,
     encode_raster,
-    in_font,
     raster_command,
-    wrap,
 )
 from protocols.escpos_commands import (
     MAX_RASTER_BYTES,
@@ -37,6 +25,20 @@ from protocols.escpos_commands import (
     StatusQuery,
     TicketReader,
     read_tickets,
+)
+from protocols.escpos_model import (
+    Align,
+    Bitmap,
+    Feed,
+    Paper,
+    QrCode,
+    QrLevel,
+    Rule,
+    TextLine,
+    display_width,
+    document,
+    in_font,
+    wrap,
 )
 from protocols.escpos_raster import CJK_FONT, Typesetter, bitmap_of
 

@@ -36,7 +36,8 @@ from drivers.printer import (
     SerialTarget,
     open_printer,
 )
-from protocols.escpos import Bitmap, Paper, QrCode, TextLine, document, encode_gb18030
+from protocols.escpos import encode_gb18030
+from protocols.escpos_model import Bitmap, Paper, QrCode, TextLine, document
 from protocols.escpos_raster import CJK_FONT
 from protocols.escpos_status import PrinterStatus
 

@@ -14,8 +14,9 @@ from agent.config import ConfigError, HallAgentConfig, PrinterDevice, validate_c
 from agent.core.model import Priority
 from agent.features.printing import TicketFacts, printer_target, ticket_document
 from drivers.printer import FileTarget, NetworkTarget, SerialTarget, UsbTarget
-from protocols.escpos import Paper, QrCode, TextLine, encode_gb18030
+from protocols.escpos import encode_gb18030
 from protocols.escpos_commands import read_tickets
+from protocols.escpos_model import Paper, QrCode, TextLine
 
 
 def config_with(tmp_path: Path, ticket: dict[str, Any], **printer: Any) -> HallAgentConfig:

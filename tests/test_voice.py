@@ -26,17 +26,15 @@ from agent.features.voice import (
     GAP_S,
     SENTENCE_GAP_S,
     ClipPack,
-    VoiceError,
     VoicePacks,
     announcement_tokens,
     chime_clip,
     en_cardinal,
-    read_wav,
     scale,
     sentence_tokens,
-    write_wav,
     zh_cardinal,
 )
+from agent.features.voice_clips import VoiceError, read_wav, write_wav
 from agent.features.voice_pack import clip_specs, generate_pack
 from drivers.audio import AplaySink, AudioError, FileSink
 
@@ -55,7 +53,7 @@ def tone(seconds: float, freq: float = 440.0) -> bytes:
 def synthetic_pack(folder: Path, names: list[str]) -> Path:
     """A recorded-style pack: one short tone per clip, named by pack.json."""
     folder.mkdir(parents=True, exist_ok=True)
-    from agent.features.voice import AudioFormat
+    from agent.features.voice_clips import AudioFormat
 
     fmt = AudioFormat(1, 2, RATE)
     index = {}
@@ -112,7 +110,7 @@ def test_clip_pack_renders_one_stream_of_known_length(tmp_path: Path) -> None:
 def test_volume_scales_every_sample_towards_silence(
     width: int, data: st.DataObject, percent: int
 ) -> None:
-    from agent.features.voice import AudioFormat
+    from agent.features.voice_clips import AudioFormat
 
     fmt = AudioFormat(1, width, RATE)
     count = data.draw(st.integers(min_value=0, max_value=64))
@@ -148,7 +146,7 @@ def test_a_lower_volume_renders_a_quieter_stream(tmp_path: Path) -> None:
 
 
 def test_a_pack_of_mixed_formats_is_refused(tmp_path: Path) -> None:
-    from agent.features.voice import AudioFormat
+    from agent.features.voice_clips import AudioFormat
 
     folder = synthetic_pack(tmp_path / "zh", ["请", "号"])
     (folder / "clip1.wav").write_bytes(write_wav(tone(0.1), AudioFormat(1, 2, 16000)))
@@ -269,7 +267,7 @@ def test_espeak_ng_generates_a_usable_mandarin_pack(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("aplay") is None, reason="aplay (alsa-utils) is not installed")
 async def test_aplay_sink_plays_to_the_end_and_reports_failures() -> None:
-    from agent.features.voice import AudioFormat
+    from agent.features.voice_clips import AudioFormat
 
     wav = write_wav(tone(0.3), AudioFormat(1, 2, RATE))
     loop = asyncio.get_running_loop()

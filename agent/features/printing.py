@@ -64,7 +64,8 @@ from drivers.printer import (
     UsbTarget,
     open_printer,
 )
-from protocols.escpos import (
+from protocols.escpos import encode_gb18030, encode_raster
+from protocols.escpos_model import (
     Align,
     Block,
     Feed,
@@ -73,8 +74,6 @@ from protocols.escpos import (
     Rule,
     TextLine,
     TicketDocument,
-    encode_gb18030,
-    encode_raster,
 )
 from protocols.escpos_raster import Typesetter
 

@@ -3,7 +3,8 @@
 A call becomes *tokens* — clip names — from a template per language (Mandarin by
 default: ``请 A012 号 到 3 号窗口 办理``); the clip-pack engine turns tokens into one WAV
 stream by concatenating recorded or generated clips (:mod:`agent.features.voice_pack` makes a
-pack with espeak-ng's ``cmn-latn-pinyin`` voice); a sink plays it (ALSA through
+pack with espeak-ng's ``cmn-latn-pinyin`` voice; the clip format and WAV reading and
+writing both use are in :mod:`agent.features.voice_clips`); a sink plays it (ALSA through
 ``aplay``) or writes it (a folder of WAV files, for tests and the demo).
 
 Every announcement is made from the committed ``ticket.called`` / ``recalled`` /
@@ -19,17 +20,25 @@ import array
 import asyncio
 import contextlib
 import dataclasses
-import io
 import json
 import logging
 import math
 import time
-import wave
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 from agent.config import AlsaTransport, AnnouncerDevice, FileTransport, HallAgentConfig
 from agent.core import events as ev
+from agent.features.voice_clips import (
+    EN_TENS,
+    EN_UNITS,
+    AudioFormat,
+    Clip,
+    VoiceError,
+    read_wav,
+    write_wav,
+)
+from agent.features.voice_pack import ensure_pack
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall
 from agent.runtime.store import StoredEvent
@@ -51,33 +60,6 @@ SENTENCE_GAP_S = 0.7
 CHIME_GAP_S = 0.3
 
 _ZH_DIGITS = "0123456789"
-EN_UNITS = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-]
-EN_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-
-
-class VoiceError(Exception):
-    """An announcement cannot be made (a clip is missing, the pack is unusable)."""
 
 
 # -- tokens ---------------------------------------------------------------------------------
@@ -168,44 +150,6 @@ def announcement_tokens(
 
 
 # -- clip packs -----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class AudioFormat:
-    channels: int
-    sample_width: int
-    rate: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Clip:
-    frames: bytes
-    format: AudioFormat
-
-    @property
-    def seconds(self) -> float:
-        return len(self.frames) / (
-            self.format.channels * self.format.sample_width * self.format.rate
-        )
-
-
-def read_wav(data: bytes) -> Clip:
-    try:
-        with wave.open(io.BytesIO(data), "rb") as reader:
-            fmt = AudioFormat(reader.getnchannels(), reader.getsampwidth(), reader.getframerate())
-            return Clip(reader.readframes(reader.getnframes()), fmt)
-    except (wave.Error, EOFError) as err:
-        raise VoiceError(f"not a PCM WAV file: {err}") from err
-
-
-def write_wav(frames: bytes, fmt: AudioFormat) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as writer:
-        writer.setnchannels(fmt.channels)
-        writer.setsampwidth(fmt.sample_width)
-        writer.setframerate(fmt.rate)
-        writer.writeframes(frames)
-    return out.getvalue()
 
 
 def silence(seconds: float, fmt: AudioFormat) -> bytes:
@@ -443,8 +387,6 @@ class VoiceCalling:
         return self.packs
 
     def _load_packs(self, folder: Path) -> VoicePacks:
-        from agent.features.voice_pack import ensure_pack
-
         packs = {}
         for language in self.device.language:
             packs[language] = ClipPack.load(ensure_pack(folder / language, language))

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from agent.features.voice import EN_TENS, EN_UNITS, VoiceError
+from agent.features.voice_clips import EN_TENS, EN_UNITS, VoiceError, read_wav, write_wav
 
 ESPEAK = "espeak-ng"
 ZH_VOICE = "cmn-latn-pinyin"
@@ -82,8 +82,6 @@ def _trim(frames: bytes, rate: int) -> bytes:
 
 
 def _speak(voice: str, text: str, target: Path) -> None:
-    from agent.features.voice import read_wav, write_wav
-
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "clip.wav"
         subprocess.run(  # noqa: S603 - fixed program, arguments from our own table

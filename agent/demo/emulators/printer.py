@@ -31,7 +31,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.demo.emulators._serving import Ports, Write, run_standalone, standalone_parser
-from protocols.escpos import Paper, TextLine
 from protocols.escpos_commands import Command as EscposCommand
 from protocols.escpos_commands import (
     CommandParser,
@@ -40,6 +39,7 @@ from protocols.escpos_commands import (
     StatusQuery,
     TicketReader,
 )
+from protocols.escpos_model import Paper, TextLine
 from protocols.escpos_raster import CJK_FONT, Typesetter
 
 log = logging.getLogger(__name__)
