@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import random
 from pathlib import Path
 from typing import Any
@@ -46,11 +45,11 @@ async def work_offline(storage: Path, events: int, rng: random.Random) -> int:
         async with Hall(config, store) as hall:
             while store.last_seq < events:
                 window = rng.choice(["w1", "w2", "w3"])
-                await hall.execute(functools.partial(_take, rng.choice(SERVICES)))
-                await hall.execute(functools.partial(_take, rng.choice(SERVICES)))
-                await hall.execute(functools.partial(_call_next, window))
+                await hall.execute(_take(rng.choice(SERVICES)))
+                await hall.execute(_take(rng.choice(SERVICES)))
+                await hall.execute(_call_next(window))
                 with contextlib.suppress(QueueError):  # nobody was waiting for it
-                    await hall.execute(functools.partial(_finish, window))
+                    await hall.execute(_finish(window))
             return store.last_seq
     finally:
         store.close()

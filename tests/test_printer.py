@@ -346,7 +346,8 @@ def vp_port(running: Running) -> int:
 async def test_central_reprint_command_and_refusals(tmp_path):
     async with hall_with_printer(tmp_path) as (running, vp, client):
         number = (await take(client)).json()["result"]["ticket"]["number"]
-        handler = running.link.commands.handlers["reprint"]
+        handler = running.link.commands.handlers.reprint
+        assert handler is not None
         result = await handler(c.Reprint(cmd_id="c-1", number=number))
         assert result["ticket"] == number
         assert result["printed"] is True

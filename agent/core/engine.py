@@ -303,6 +303,7 @@ class QueueEngine:
                 return self.rating_timed_out(w, ticket_id, now, pressed_level=pressed)
             case op.Tick():
                 return self.tick(now)
+        raise TypeError(f"not a queue operation: {operation!r}")
 
     def _identity_read(
         self,
