@@ -8,6 +8,11 @@ operations through one serialized writer, so the engine itself needs no locking.
 Operations arrive as data (``agent.core.operations``) and are applied in one ``match``
 (:meth:`QueueEngine.apply`); every ticket status change goes through the move table
 (``agent.core.status``); every event is a typed payload (``agent.core.events``).
+
+Why one module of about 1,200 lines: it is one state machine. Every rule (issuing, routing,
+the window operations, the business day, 好差评) reads and changes the same tickets,
+windows and counters inside one operation, and records what it changed in the same
+``Outcome``; split into classes, each would reach into the others' state.
 """
 
 from __future__ import annotations
