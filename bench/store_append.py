@@ -35,7 +35,8 @@ from _common import bench_hall, median, percentile, print_table, scratch_dir, wr
 
 from agent.config import HallAgentConfig
 from agent.core.engine import Event, HallCounters, Outcome, QueueEngine
-from agent.runtime.store import Store, _dumps
+from agent.runtime.store import Store
+from agent.runtime.store.core import _dumps
 
 NAME = "store_append"
 TARGET_RATIO = 0.5

@@ -19,6 +19,7 @@ from agent.central.link import LinkState
 from agent.config import HallAgentConfig
 from agent.core.engine import Event
 from agent.daemon import running_agent
+from agent.runtime.store import Written
 
 
 def free_port() -> int:
@@ -91,7 +92,7 @@ async def test_metrics_count_tickets_outbox_devices_and_ratings(tmp_path: Path) 
         await client.post("/api/v1/windows/w1/no-show")
         now = dt.datetime.now(dt.UTC)
         rating = Event("rating.submitted", now, {"level": 5, "label": "非常满意"})
-        await agent.hall.write(lambda s, n, ok: s.append([rating], clock_ok=ok))
+        await agent.hall.write(lambda s, n, ok: Written.of_events(s.append([rating], clock_ok=ok)))
         health = agent.health
         assert health is not None
         await until(lambda: health.ratings.total() == 1)

@@ -23,7 +23,7 @@ from agent.central.contract import ConfigPush
 from agent.config import ConfigError, HallAgentConfig, validate_config
 from agent.core.engine import Event, EventClass, Refused
 from agent.runtime.hall import Hall
-from agent.runtime.store import Store
+from agent.runtime.store import Store, Written
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +134,11 @@ class ConfigDesk:
         self._rejected_version = version
         data = {"version": version, "problems": reasons}
 
-        def write(store: Store, now: dt.datetime, clock_ok: bool) -> list[Any]:
-            return store.append(
+        def write(store: Store, now: dt.datetime, clock_ok: bool) -> Written[None]:
+            stored = store.append(
                 [Event("config.rejected", now, data, EventClass.OPERATIONAL)], clock_ok=clock_ok
             )
+            return Written(stored, None)
 
         await self.hall.write(write)
 

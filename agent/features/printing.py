@@ -53,7 +53,7 @@ from agent.core.engine import (
 )
 from agent.runtime.devices import DeviceBoard, DeviceStatus
 from agent.runtime.hall import Hall, ShuttingDown
-from agent.runtime.store import Store, StoredEvent, StoreError
+from agent.runtime.store import Store, StoredEvent, StoreError, Written
 from drivers.line import stop_task
 from drivers.printer import (
     FileTarget,
@@ -421,7 +421,9 @@ class TicketPrinting:
         """The printed sources' tickets issued after the saved mark (their print was cut off)."""
         device = self.device.id
 
-        def read(store: Store, _now: dt.datetime, _ok: bool) -> tuple[int, int, list[StoredEvent]]:
+        def read(
+            store: Store, _now: dt.datetime, _ok: bool
+        ) -> Written[tuple[int, int, list[StoredEvent]]]:
             last = store.last_seq
             mark = store.setting(PRINT_MARK)
             fresh = {PRINT_MARK: {"epoch": store.epoch, "seq": last, "device": device}}
@@ -430,8 +432,7 @@ class TicketPrinting:
                 device,
             ):
                 # First start with this printer (or a new store): nothing can be owed yet.
-                store.append([], settings=fresh)
-                return last, last, []
+                return Written(store.append([], settings=fresh), (last, last, []))
             cut_off = []
             seq = int(mark.get("seq", last)) + 1
             while seq <= last and (chunk := store.events(seq, 1000)):
@@ -443,7 +444,7 @@ class TicketPrinting:
                     and self.prints(e.data.get("source", ""))
                 ]
                 seq = chunk[-1].seq + 1
-            return last, int(mark.get("seq", last)), cut_off
+            return Written([], (last, int(mark.get("seq", last)), cut_off))
 
         last, mark, cut_off = await self.hall.write(read)
         self._highest, self._mark = last, mark
@@ -497,7 +498,9 @@ class TicketPrinting:
         if settings is None:
             return
         try:
-            await self.hall.write(lambda store, _now, _ok: store.append([], settings=settings))
+            await self.hall.write(
+                lambda store, _now, _ok: Written(store.append([], settings=settings), None)
+            )
         except ShuttingDown:
             log.info("stopping before saving which tickets were printed; they may print again")
         except StoreError as err:  # the disk: the tickets may print again after a restart
@@ -608,8 +611,11 @@ def _append(
     clock_ok: bool,
     *,
     settings: dict[str, Any] | None = None,
-) -> list[StoredEvent]:
-    return store.append([dataclasses.replace(event, at=now)], clock_ok=clock_ok, settings=settings)
+) -> Written[list[StoredEvent]]:
+    stored = store.append(
+        [dataclasses.replace(event, at=now)], clock_ok=clock_ok, settings=settings
+    )
+    return Written.of_events(stored)
 
 
 @contextlib.asynccontextmanager
