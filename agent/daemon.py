@@ -37,7 +37,7 @@ from agent.runtime.clock import SystemClock, runtime_directory
 from agent.runtime.devices import DeviceBoard, DeviceHealth
 from agent.runtime.diskspace import RoomNeeded, SpaceGuard, make_room
 from agent.runtime.hall import Hall
-from agent.runtime.store import Eviction, Store, StoredEvent, StoreError
+from agent.runtime.store import Eviction, Store, StoreError, Written
 from agent.runtime.systemd import Notifier, supervised
 from agent.web.app import WebServer, create_app
 from agent.web.health import HallHealth, health_routes
@@ -213,7 +213,7 @@ async def retention_loop(hall: Hall, disk: SpaceGuard | None = None) -> None:
             disk.hold_reserve(state)
             room = disk.room_needed(state, disk_full=hall.writes.last_was_disk_full)
         try:
-            _, evictions = await hall.write(functools.partial(_enforce_retention, storage, room))
+            evictions = await hall.write(functools.partial(_enforce_retention, storage, room))
         except StoreError as err:
             if not failing:  # once per run of failures
                 log.warning("could not enforce the outbox limits: %s", err)
@@ -239,19 +239,20 @@ def _enforce_retention(
     store: Store,
     now: dt.datetime,
     clock_ok: bool,
-) -> tuple[list[StoredEvent], list[Eviction]]:
-    """Returns the ``outbox.evicted`` reports too, so the outbox publishes them at once.
-    With ``room``, also frees pages inside the database for a disk short of space."""
+) -> Written[list[Eviction]]:
+    """Returns the ``outbox.evicted`` reports as the events written, so the outbox
+    publishes them at once. With ``room``, also frees pages inside the database for a disk
+    short of space."""
     before = store.last_seq
     eviction = store.enforce_retention(storage.max_bytes, storage.max_days, now, clock_ok=clock_ok)
     evictions = [] if eviction is None else [eviction]
     if room is not None:
         evictions += make_room(store, room, now, clock_ok)
-    return (store.events(before + 1) if evictions else []), evictions
+    return Written(store.events(before + 1) if evictions else [], evictions)
 
 
-def _append_one(event: Event, store: Store, now: dt.datetime, clock_ok: bool) -> list[StoredEvent]:
-    return store.append([event], clock_ok=clock_ok)
+def _append_one(event: Event, store: Store, now: dt.datetime, clock_ok: bool) -> Written[None]:
+    return Written(store.append([event], clock_ok=clock_ok), None)
 
 
 async def _record_device_changes(

@@ -17,7 +17,6 @@ import json
 import os
 import pwd
 import socket
-import sqlite3
 import ssl
 import stat
 from collections.abc import Callable, Iterator
@@ -222,7 +221,7 @@ class Doctor:
             )
 
     def check_database(self) -> Iterator[Finding]:
-        from agent.runtime.store import DB_NAME, MIGRATIONS
+        from agent.runtime.store import DB_NAME, MIGRATIONS, CannotOpen, CannotRead, check_file
 
         assert self.config is not None
         directory = self.config.storage.path
@@ -240,16 +239,11 @@ class Doctor:
             yield Finding("database", "ok", f"no state yet: {path} is created at first start")
             return
         try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        except sqlite3.Error as err:
+            found = check_file(path)  # read-only: never migrates or moves the file
+        except CannotOpen as err:
             yield Finding("database", "fail", f"cannot open {path}: {err}", "check permissions")
             return
-        try:
-            check = conn.execute("PRAGMA quick_check").fetchone()[0]
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            epoch = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
-            unsent = conn.execute("SELECT COUNT(*) FROM events WHERE published = 0").fetchone()
-        except sqlite3.DatabaseError as err:
+        except CannotRead as err:
             yield Finding(
                 "database",
                 "fail",
@@ -258,29 +252,28 @@ class Doctor:
                 "epoch; keep the moved file for support",
             )
             return
-        finally:
-            conn.close()
-        if check != "ok":
+        if found.quick_check != "ok":
             yield Finding(
                 "database",
                 "fail",
-                f"{path} is damaged ({check})",
+                f"{path} is damaged ({found.quick_check})",
                 "restart the agent: it moves the file aside (kept, never deleted) and starts "
                 "a new epoch; central sees the new epoch",
             )
-        elif version > len(MIGRATIONS):
+        elif found.version > len(MIGRATIONS):
             yield Finding(
                 "database",
                 "fail",
-                f"{path} is schema version {version}, newer than this agent ({len(MIGRATIONS)})",
+                f"{path} is schema version {found.version}, newer than this agent "
+                f"({len(MIGRATIONS)})",
                 "install the newer agent again (the database is left as it is)",
             )
         else:
-            epoch_text = "?" if epoch is None else epoch[0]
+            epoch_text = "?" if found.epoch is None else found.epoch
             yield Finding(
                 "database",
                 "ok",
-                f"{path} is intact (epoch {epoch_text}, {unsent[0]} events not yet sent)",
+                f"{path} is intact (epoch {epoch_text}, {found.unpublished} events not yet sent)",
             )
 
     # -- clock --------------------------------------------------------------------------

@@ -37,7 +37,8 @@ from agent.config import HallAgentConfig
 from agent.core.engine import Outcome, QueueEngine
 from agent.core.events import Event
 from agent.core.model import HallCounters
-from agent.runtime.store import Store, _dumps
+from agent.runtime.store import Store
+from agent.runtime.store.core import _dumps
 
 NAME = "store_append"
 TARGET_RATIO = 0.5

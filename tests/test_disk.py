@@ -27,7 +27,7 @@ from agent.config import HallAgentConfig, StorageConfig
 from agent.core.events import Event, EventClass
 from agent.daemon import Running, running_agent
 from agent.runtime.diskspace import DiskState, RoomNeeded, SpaceGuard, make_room
-from agent.runtime.store import RawEvent, Store, StoreError, StoreFull
+from agent.runtime.store import RawEvent, Store, StoreError, StoreFull, Written
 from agent.runtime.systemd import Notifier
 
 MIB = 2**20
@@ -172,7 +172,9 @@ async def wait_until(check: Callable[[], Any], within: float = 20.0) -> Any:
 
 async def fill_outbox_with_chatter(agent: Running, n: int) -> None:
     events = chatter(n)
-    await agent.hall.write(lambda store, now, ok: store.append(events, clock_ok=ok))
+    await agent.hall.write(
+        lambda store, now, ok: Written.of_events(store.append(events, clock_ok=ok))
+    )
 
 
 async def integrity(agent: Running) -> tuple[str, list[int]]:

@@ -19,7 +19,7 @@ from agent.core.errors import NotFound, Refused
 from agent.core.model import WindowState
 from agent.core.operations import CallNext, Pause, Recall, SignIn, Take
 from agent.runtime.hall import Hall, ShuttingDown
-from agent.runtime.store import DB_NAME, Store, StoreError
+from agent.runtime.store import DB_NAME, Store, StoreError, Written
 
 
 @pytest.fixture
@@ -135,10 +135,10 @@ async def test_close_finishes_queued_work_then_refuses_new_work(
     await hall.__aenter__()
     busy, release = threading.Event(), threading.Event()
 
-    def slow_write(store: Store, now: dt.datetime, clock_ok: bool) -> list[object]:
+    def slow_write(store: Store, now: dt.datetime, clock_ok: bool) -> Written[None]:
         busy.set()
         release.wait(timeout=30)
-        return []
+        return Written([], None)
 
     blocking = asyncio.ensure_future(hall.write(slow_write))
     queued = [asyncio.ensure_future(hall.execute(take("social"))) for _ in range(5)]
@@ -181,7 +181,7 @@ async def test_a_store_failure_puts_memory_back_to_what_was_saved(
     hall: Hall, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     same = uuid.UUID(int=42)
-    monkeypatch.setattr("agent.runtime.store.uuid.uuid4", lambda: same)
+    monkeypatch.setattr("agent.runtime.store.core.uuid.uuid4", lambda: same)
     await hall.execute(take("social"))
 
     with pytest.raises(StoreError, match="UNIQUE constraint"):

@@ -17,8 +17,10 @@ from support import hall_config
 
 from agent.central.link import LinkState
 from agent.config import HallAgentConfig
+from agent.core import events as ev
+from agent.core.events import Event
 from agent.daemon import running_agent
-from agent.runtime.store import RawEvent
+from agent.runtime.store import Written
 
 
 def free_port() -> int:
@@ -90,8 +92,31 @@ async def test_metrics_count_tickets_outbox_devices_and_ratings(tmp_path: Path) 
         await client.post("/api/v1/windows/w1/next")
         await client.post("/api/v1/windows/w1/no-show")
         now = dt.datetime.now(dt.UTC)
-        rating = RawEvent("rating.submitted", now, {"level": 5, "label": "非常满意"})
-        await agent.hall.write(lambda s, n, ok: s.append([rating], clock_ok=ok))
+        rating = Event(
+            ev.RatingSubmitted(
+                ticket="B001",
+                ticket_id="20260101-B001",
+                day="2026-01-01",
+                service="social",
+                service_name="社保医保",
+                window_name="1号窗口",
+                window_number=1,
+                level=5,
+                label="非常满意",
+                bad=False,
+                reasons=[],
+                comment="",
+                channel="api",
+                device=None,
+                defaulted=False,
+                window="w1",
+                staff="s-1",
+                staff_name=None,
+                requested_at=None,
+            ),
+            now,
+        )
+        await agent.hall.write(lambda s, n, ok: Written.of_events(s.append([rating], clock_ok=ok)))
         health = agent.health
         assert health is not None
         await until(lambda: health.ratings.total() == 1)

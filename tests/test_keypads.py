@@ -21,7 +21,7 @@ from agent.features.keypads import WindowKeypads
 from agent.features.rating import RatingDesk
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall
-from agent.runtime.store import Store
+from agent.runtime.store import Store, Written
 from protocols.keypad import CallerAction, CallerCommand, CallerKey
 
 pytestmark = pytest.mark.timeout(60)
@@ -125,7 +125,9 @@ async def pty_hall(
 
 
 async def set_roster(hall: Hall) -> None:
-    await hall.write(lambda store, now, ok: store.append([], settings={"staff": ROSTER}))
+    await hall.write(
+        lambda store, now, ok: Written.of_events(store.append([], settings={"staff": ROSTER}))
+    )
 
 
 async def take(hall: Hall, service: str = "social", count: int = 1) -> list[str]:

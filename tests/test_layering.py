@@ -498,8 +498,7 @@ def test_the_engine_is_pure(code: Code) -> None:
             wrong.append(f"{where}:{imp.line} ({module}) imports {imp.target}")
     assert not wrong, (
         "agent/core may import only the standard library, agent.core, agent.config and "
-        "pydantic:\n"
-        + "\n".join(wrong)
+        "pydantic:\n" + "\n".join(wrong)
     )
 
 

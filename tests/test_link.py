@@ -36,7 +36,7 @@ from agent.core.events import EventClass
 from agent.core.operations import CallNext, Finish, Operation, Take
 from agent.daemon import Running, running_agent
 from agent.runtime.hall import Hall
-from agent.runtime.store import RawEvent, Store
+from agent.runtime.store import RawEvent, Store, Written
 
 HALL = "test-hall"
 SERVICES = ["social", "civil", "housing", "general"]
@@ -224,7 +224,7 @@ async def test_a_store_that_cannot_write_pauses_the_link_and_it_comes_back(
         agent_factory(broker) as agent,
     ):
         await connected(agent)
-        await agent.hall.write(lambda store, now, ok: [])  # the start-up writes are done
+        await agent.hall.write(lambda store, now, ok: Written([], None))  # start-up writes done
         # Another writer holds the database: the reply cannot be recorded (a real
         # "database is locked" after the store's busy timeout), as on a failing disk.
         holder = sqlite3.connect(tmp_path / "state" / "hall.db", isolation_level=None)
@@ -897,7 +897,7 @@ async def test_config_push_applied_reported_and_kept_and_a_bad_one_rejected(
 def chatter(count: int) -> Callable[[Store, dt.datetime, bool], list[Any]]:
     """A burst of device chatter (the lowest retention class), ~900 bytes each."""
 
-    def write(store: Store, now: dt.datetime, clock_ok: bool) -> list[Any]:
+    def write(store: Store, now: dt.datetime, clock_ok: bool) -> Written[list[Any]]:
         detail = "纸将尽 paper low " * 40
         events = [
             RawEvent(
@@ -908,7 +908,7 @@ def chatter(count: int) -> Callable[[Store, dt.datetime, bool], list[Any]]:
             )
             for i in range(count)
         ]
-        return store.append(events, clock_ok=clock_ok)
+        return Written.of_events(store.append(events, clock_ok=clock_ok))
 
     return write
 

@@ -21,7 +21,7 @@ from agent.core.events import EventClass
 from agent.core.operations import Take
 from agent.daemon import running_agent
 from agent.runtime.hall import Hall
-from agent.runtime.store import RawEvent, Store
+from agent.runtime.store import RawEvent, Store, Written
 from agent.web.pages import PageFeed, ViewNotFound
 
 
@@ -153,9 +153,10 @@ async def test_notices_appear_and_expire(tmp_path: Path) -> None:
         {"id": "n3", "text": "长期通知", "until": None},
     ]
 
-    def show(store_: Store, at: dt.datetime, clock_ok: bool) -> list[Any]:
+    def show(store_: Store, at: dt.datetime, clock_ok: bool) -> Written[list[Any]]:
         event = RawEvent("notice.shown", at, notices[0], EventClass.OPERATIONAL)
-        return store_.append([event], clock_ok=clock_ok, settings={"notices": notices})
+        stored = store_.append([event], clock_ok=clock_ok, settings={"notices": notices})
+        return Written.of_events(stored)
 
     try:
         async with Hall(config, store) as hall, PageFeed(hall) as feed:

@@ -119,7 +119,9 @@ def test_a_failed_events_insert_leaves_nothing_half_written(
     calling = engine.call_next("w2", NOW)  # window.opened + ticket.called, ticket, window
     assert len(calling.events) == 2
     same = uuid.UUID(int=7)
-    monkeypatch.setattr("agent.runtime.store.uuid.uuid4", lambda: same)  # the 2nd event id clashes
+    monkeypatch.setattr(
+        "agent.runtime.store.core.uuid.uuid4", lambda: same
+    )  # the 2nd event id clashes
 
     with pytest.raises(StoreError, match=r"could not save to .*hall\.db: UNIQUE constraint"):
         store.commit(calling, engine.hall)

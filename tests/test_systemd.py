@@ -28,6 +28,7 @@ from support import hall_config, write_config
 from agent.config import HallAgentConfig
 from agent.daemon import running_agent
 from agent.doctor import SERVICE_GROUPS
+from agent.runtime.store import Written
 from agent.runtime.systemd import Notifier, supervised
 
 REPO = Path(__file__).resolve().parent.parent
@@ -273,10 +274,10 @@ async def test_a_stuck_writer_stops_the_watchdog_pings_until_it_answers(
     release = threading.Event()
     blocked = threading.Event()
 
-    def stuck(store: object, now: object, ok: object) -> list[object]:
+    def stuck(store: object, now: object, ok: object) -> Written[None]:
         blocked.set()
         release.wait(30)  # a disk that stopped answering
-        return []
+        return Written([], None)
 
     notifier = Notifier({"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "1200000"})
     async with running_agent(config) as agent:

@@ -15,7 +15,7 @@ from agent.central import contract as c
 from agent.config import HallAgentConfig
 from agent.core.events import EventClass
 from agent.daemon import running_agent
-from agent.runtime.store import RawEvent
+from agent.runtime.store import RawEvent, Written
 from agent.web.window_pages import TOKENS_FILE, load_tokens
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,7 +45,7 @@ async def set_roster(running: Any) -> None:
 
     def write(store: Any, now: Any, ok: bool) -> Any:
         event = RawEvent("staff.roster_set", now, {"count": 1}, EventClass.OPERATIONAL)
-        return store.append([event], clock_ok=ok, settings={"staff": ROSTER})
+        return Written.of_events(store.append([event], clock_ok=ok, settings={"staff": ROSTER}))
 
     await running.hall.write(write)
 

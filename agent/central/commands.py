@@ -34,7 +34,7 @@ from agent.core.model import Priority, Source
 from agent.core.operations import Operation
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall
-from agent.runtime.store import CommandRecord, Store
+from agent.runtime.store import CommandRecord, Store, Written
 
 log = logging.getLogger(__name__)
 
@@ -264,9 +264,10 @@ class CommandDesk:
     ) -> c.Reply:
         record = _to_record(reply)
 
-        def write(store: Store, now: dt.datetime, clock_ok: bool) -> list[Any]:
+        def write(store: Store, now: dt.datetime, clock_ok: bool) -> Written[None]:
             stamped = [dataclasses.replace(e, at=now) for e in events or []]
-            return store.append(stamped, clock_ok=clock_ok, command=record, settings=settings)
+            stored = store.append(stamped, clock_ok=clock_ok, command=record, settings=settings)
+            return Written(stored, None)
 
         await self.hall.write(write)
         return reply

@@ -25,7 +25,7 @@ from agent.core import events as ev
 from agent.core.errors import Refused
 from agent.core.events import Event
 from agent.runtime.hall import Hall
-from agent.runtime.store import Store
+from agent.runtime.store import Store, Written
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +134,8 @@ class ConfigDesk:
         self._rejected_version = version
         rejected = ev.ConfigRejected(version=version, problems=reasons)
 
-        def write(store: Store, now: dt.datetime, clock_ok: bool) -> list[Any]:
-            return store.append([Event(rejected, now)], clock_ok=clock_ok)
+        def write(store: Store, now: dt.datetime, clock_ok: bool) -> Written[None]:
+            return Written(store.append([Event(rejected, now)], clock_ok=clock_ok), None)
 
         await self.hall.write(write)
 

@@ -44,7 +44,7 @@ from agent.demo.emulators.led import StripState, VirtualLedBus
 from agent.demo.emulators.printer import VirtualPrinter
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.logs import setup_logging
-from agent.runtime.store import Store
+from agent.runtime.store import Store, Written
 from protocols.keypad import CallerKey
 
 log = logging.getLogger("agent.demo")
@@ -323,11 +323,12 @@ async def _virtual_keypads(config: HallAgentConfig) -> AsyncIterator[dict[str, V
 async def _demo_roster(hall: Hall) -> None:
     """The demo's staff roster, as central's set_staff would push it."""
 
-    def write(store: Store, now: dt.datetime, clock_ok: bool) -> list[Any]:
+    def write(store: Store, now: dt.datetime, clock_ok: bool) -> Written[None]:
         if store.setting("staff"):
-            return []
+            return Written([], None)
         event = Event(ev.RosterSet(count=len(_DEMO_STAFF)), now)
-        return store.append([event], clock_ok=clock_ok, settings={"staff": _DEMO_STAFF})
+        stored = store.append([event], clock_ok=clock_ok, settings={"staff": _DEMO_STAFF})
+        return Written(stored, None)
 
     await hall.write(write)
 

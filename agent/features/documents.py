@@ -13,7 +13,8 @@ on ``file-ack``: ``complete`` (the hall deletes its copy: delivered) or the chun
 lacks (sent again). How many chunks the broker confirmed is saved as it goes (at most once
 a second), so an upload resumes about where it stopped after an outage or a restart; a
 ``complete`` without an answer is offered again after ``documents.ack_timeout_s`` (and
-after every reconnect).
+after every reconnect). The files' rows are kept by the store
+(:mod:`agent.runtime.store.documents`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import datetime as dt
 import hashlib
 import logging
 import os
-import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -53,7 +53,7 @@ from agent.core.events import Event
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall
 from agent.runtime.personal import SEAL_OVERHEAD, PersonalDataError, Vault
-from agent.runtime.store import Store, StoredEvent
+from agent.runtime.store import SpoolFile, Store, StoredEvent, Written
 from drivers.scanner import (
     FfmpegCamera,
     Page,
@@ -96,44 +96,19 @@ def open_scanner(device: CaptureDevice) -> Scanner:
     return FfmpegCamera(V4l2Source(transport.path), size=size, warmup_frames=device.warmup_frames)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class SpoolFile:
-    """A row of ``document_files``."""
-
-    id: str
-    document: str
-    page: int
-    content_type: str
-    size: int
-    sha256: str
-    chunk_bytes: int
-    chunks: int
-    spool_bytes: int
-    created_at: str
-    sent_chunks: int
-    state: str  # spooled | sent | delivered
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row | tuple[Any, ...]) -> SpoolFile:
-        return cls(*row[:12])
-
-    def complete(self) -> c.FileComplete:
-        return c.FileComplete(
-            file=self.id,
-            document=self.document,
-            page=self.page,
-            content_type=self.content_type,
-            size=self.size,
-            sha256=self.sha256,
-            chunks=self.chunks,
-            chunk_bytes=self.chunk_bytes,
-        )
-
-
-_COLUMNS = (
-    "id, document, page, content_type, size, sha256, chunk_bytes, chunks, spool_bytes, "
-    "created_at, sent_chunks, state"
-)
+def _complete(file: SpoolFile) -> c.FileComplete:
+    """The ``file/{id}/complete`` message of a spooled file (its row is
+    :class:`agent.runtime.store.SpoolFile`)."""
+    return c.FileComplete(
+        file=file.id,
+        document=file.document,
+        page=file.page,
+        content_type=file.content_type,
+        size=file.size,
+        sha256=file.sha256,
+        chunks=file.chunks,
+        chunk_bytes=file.chunk_bytes,
+    )
 
 
 class Spool:
@@ -280,7 +255,7 @@ class DocumentDesk:
 
     async def _clean_orphans(self) -> None:
         assert self.spool is not None
-        rows = await self.hall.store_call(lambda s: s.read(_all_ids))
+        rows = await self.hall.store_call(lambda s: s.pending_document_ids())
         for path in await asyncio.to_thread(self.spool.orphans, rows):
             log.warning("removing %s: its capture was never saved (a crash during it)", path)
             path.unlink(missing_ok=True)
@@ -318,7 +293,7 @@ class DocumentDesk:
         scanner = self.scanners[device]
         docs = self.config.documents
         async with self._lock:
-            used = await self.hall.store_call(lambda s: s.read(_spool_bytes))
+            used = await self.hall.store_call(lambda s: s.spool_bytes())
             if used >= docs.spool_max_bytes:
                 raise Refused(
                     f"the document spool is full ({used // 2**20} MiB wait for central); "
@@ -391,21 +366,9 @@ class DocumentDesk:
                 **context,
             )
 
-            def write(store: Store, at: dt.datetime, clock_ok: bool) -> list[StoredEvent]:
-                rows = [
-                    tuple(getattr(f, name.strip()) for name in _COLUMNS.split(",")) for f in files
-                ]
+            def write(store: Store, at: dt.datetime, clock_ok: bool) -> Written[list[StoredEvent]]:
                 event = Event(captured, at)
-                _, stored = store.transaction(
-                    lambda conn: conn.executemany(
-                        f"INSERT INTO document_files ({_COLUMNS}) VALUES "
-                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        rows,
-                    ),
-                    [event],
-                    clock_ok=clock_ok,
-                )
-                return stored
+                return Written.of_events(store.spool_document(files, event, clock_ok=clock_ok))
 
             stored = await self.hall.write(write)
         except BaseException:
@@ -430,7 +393,7 @@ class DocumentDesk:
     # -- upload --------------------------------------------------------------------------
 
     async def pending(self) -> list[SpoolFile]:
-        return await self.hall.store_call(lambda s: s.read(_pending))
+        return await self.hall.store_call(lambda s: s.pending_documents())
 
     async def on_file_ack(self, payload: bytes) -> None:
         try:
@@ -446,17 +409,8 @@ class DocumentDesk:
         self._wake.set()
 
     async def _delivered(self, file_id: str) -> None:
-        def write(store: Store, now: dt.datetime, _: bool) -> int:
-            count, _stored = store.transaction(
-                lambda conn: (
-                    conn.execute(
-                        "UPDATE document_files SET state = 'delivered', delivered_at = ? "
-                        "WHERE id = ? AND state != 'delivered'",
-                        (now.isoformat(timespec="milliseconds"), file_id),
-                    ).rowcount
-                )
-            )
-            return int(count)
+        def write(store: Store, now: dt.datetime, _: bool) -> Written[bool]:
+            return Written([], store.document_delivered(file_id, now))
 
         if await self.hall.write(write) and self.spool is not None:
             await asyncio.to_thread(self.spool.remove, file_id)
@@ -555,19 +509,14 @@ class DocumentDesk:
 
     async def _offer(self, client: aiomqtt.Client, file: SpoolFile) -> None:
         await client.publish(
-            self.topics.file_complete(file.id), file.complete().model_dump_json(), qos=1
+            self.topics.file_complete(file.id), _complete(file).model_dump_json(), qos=1
         )
         self._offered[file.id] = time.monotonic()
 
     async def _save_progress(self, file_id: str, sent: int, state: str) -> None:
-        def write(store: Store, _now: dt.datetime, _ok: bool) -> None:
-            store.transaction(
-                lambda conn: conn.execute(
-                    "UPDATE document_files SET sent_chunks = ?, state = ? "
-                    "WHERE id = ? AND state != 'delivered'",
-                    (sent, state, file_id),
-                )
-            )
+        def write(store: Store, _now: dt.datetime, _ok: bool) -> Written[None]:
+            store.save_upload_progress(file_id, sent, state)
+            return Written([], None)
 
         await self.hall.write(write)
 
@@ -596,26 +545,6 @@ def _window_context(window: str | None) -> Callable[[QueueEngine, dt.datetime], 
         return out
 
     return read
-
-
-def _pending(conn: sqlite3.Connection) -> list[SpoolFile]:
-    rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM document_files WHERE state != 'delivered' ORDER BY created_at, id"
-    ).fetchall()
-    return [SpoolFile.from_row(r) for r in rows]
-
-
-def _all_ids(conn: sqlite3.Connection) -> set[str]:
-    return {
-        str(r[0]) for r in conn.execute("SELECT id FROM document_files WHERE state != 'delivered'")
-    }
-
-
-def _spool_bytes(conn: sqlite3.Connection) -> int:
-    row = conn.execute(
-        "SELECT COALESCE(SUM(spool_bytes), 0) FROM document_files WHERE state != 'delivered'"
-    ).fetchone()
-    return int(row[0])
 
 
 @contextlib.asynccontextmanager

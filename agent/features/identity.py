@@ -56,11 +56,10 @@ from agent.runtime.personal import (
     PersonalDataError,
     Vault,
     describe,
-    erase_delivered,
     identity_data,
     unseal_event,
 )
-from agent.runtime.store import Store, StoredEvent, StoreError
+from agent.runtime.store import Store, StoreError, Written
 from drivers.idreader import (
     CardPresented,
     CardProblem,
@@ -347,9 +346,10 @@ class IdentityDesk:
         items = [a.model_dump(mode="json") for a in command.appointments]
         days = sorted({a["day"] for a in items})
 
-        def write(store: Store, now: dt.datetime, clock_ok: bool) -> list[StoredEvent]:
+        def write(store: Store, now: dt.datetime, clock_ok: bool) -> Written[None]:
             event = Event(ev.AppointmentsSet(count=len(items), days=days), now)
-            return store.append([event], clock_ok=clock_ok, settings={"appointments": items})
+            stored = store.append([event], clock_ok=clock_ok, settings={"appointments": items})
+            return Written(stored, None)
 
         await self.hall.write(write)
         return {"appointments": len(items), "days": days}
@@ -403,9 +403,8 @@ async def erase_personal_data(hall: Hall) -> int:
     """Erase sealed personal data that was delivered (or kept too long); returns how many."""
     max_hours = hall.config.personal_data.erase_after_hours
 
-    def write(store: Store, now: dt.datetime, _: bool) -> int:
-        count, _stored = store.transaction(lambda conn: erase_delivered(conn, now, max_hours))
-        return count
+    def write(store: Store, now: dt.datetime, _: bool) -> Written[int]:
+        return Written([], store.erase_personal_data(now, max_hours).count)
 
     count = await hall.write(write)
     if count:

@@ -49,7 +49,7 @@ from agent.core.events import Event
 from agent.core.model import Priority, TicketStatus
 from agent.runtime.devices import DeviceBoard, DeviceStatus
 from agent.runtime.hall import Hall, ShuttingDown
-from agent.runtime.store import Store, StoredEvent, StoreError
+from agent.runtime.store import Store, StoredEvent, StoreError, Written
 from drivers.line import stop_task
 from drivers.printer import (
     FileTarget,
@@ -419,7 +419,7 @@ class TicketPrinting:
         """The printed sources' tickets issued after the saved mark (their print was cut off)."""
         device = self.device.id
 
-        def read(store: Store, _now: dt.datetime, _ok: bool) -> tuple[int, int, _Owed]:
+        def read(store: Store, _now: dt.datetime, _ok: bool) -> Written[tuple[int, int, _Owed]]:
             last = store.last_seq
             mark = store.setting(PRINT_MARK)
             fresh = {PRINT_MARK: {"epoch": store.epoch, "seq": last, "device": device}}
@@ -428,8 +428,7 @@ class TicketPrinting:
                 device,
             ):
                 # First start with this printer (or a new store): nothing can be owed yet.
-                store.append([], settings=fresh)
-                return last, last, []
+                return Written(store.append([], settings=fresh), (last, last, []))
             cut_off: _Owed = []
             seq = int(mark.get("seq", last)) + 1
             while seq <= last and (chunk := store.events(seq, 1000)):
@@ -440,7 +439,7 @@ class TicketPrinting:
                         ):
                             cut_off.append((e, issued))
                 seq = chunk[-1].seq + 1
-            return last, int(mark.get("seq", last)), cut_off
+            return Written([], (last, int(mark.get("seq", last)), cut_off))
 
         last, mark, cut_off = await self.hall.write(read)
         self._highest, self._mark = last, mark
@@ -494,7 +493,9 @@ class TicketPrinting:
         if settings is None:
             return
         try:
-            await self.hall.write(lambda store, _now, _ok: store.append([], settings=settings))
+            await self.hall.write(
+                lambda store, _now, _ok: Written(store.append([], settings=settings), None)
+            )
         except ShuttingDown:
             log.info("stopping before saving which tickets were printed; they may print again")
         except StoreError as err:  # the disk: the tickets may print again after a restart
@@ -604,8 +605,11 @@ def _append(
     clock_ok: bool,
     *,
     settings: dict[str, Any] | None = None,
-) -> list[StoredEvent]:
-    return store.append([dataclasses.replace(event, at=now)], clock_ok=clock_ok, settings=settings)
+) -> Written[list[StoredEvent]]:
+    stored = store.append(
+        [dataclasses.replace(event, at=now)], clock_ok=clock_ok, settings=settings
+    )
+    return Written.of_events(stored)
 
 
 @contextlib.asynccontextmanager

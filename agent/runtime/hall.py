@@ -26,7 +26,7 @@ from agent.core.events import Event
 from agent.core.model import HallCounters, business_day
 from agent.core.operations import Operation, Tick
 from agent.runtime.clock import plausible
-from agent.runtime.store import CommandRecord, Store, StoredEvent, StoreError, StoreFull
+from agent.runtime.store import CommandRecord, Store, StoredEvent, StoreError, StoreFull, Written
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +141,12 @@ class Hall:
         result: Outcome = await self._submit(run, mutates=True, record=record)
         return result
 
-    async def write(self, fn: Callable[[Store, dt.datetime, bool], T]) -> T:
+    async def write(self, fn: Callable[[Store, dt.datetime, bool], Written[T]]) -> T:
         """Run a write of the store that is not a queue operation, in the writer's turn.
 
-        ``fn(store, now, clock_ok)`` runs on the store thread; committed events it returns
-        (as ``StoredEvent`` items of a list, or inside a tuple's first element) reach the
-        listeners like any other.
+        ``fn(store, now, clock_ok)`` runs on the store thread and returns ``Written``: the
+        events it committed reach the listeners like any other, and its ``value`` is what
+        this returns.
         """
         result: T = await self._submit(None, mutates=True, write=fn)
         return result
@@ -166,11 +166,11 @@ class Hall:
             if problems:
                 raise Refused("; ".join(problems))
 
-        def write(store: Store, now: dt.datetime, clock_ok: bool) -> list[StoredEvent]:
+        def write(store: Store, now: dt.datetime, clock_ok: bool) -> Written[None]:
             events = [] if event is None else [dataclasses.replace(event, at=now)]
             if not events and not settings:
-                return []
-            return store.append(events, clock_ok=clock_ok, settings=settings)
+                return Written([], None)
+            return Written(store.append(events, clock_ok=clock_ok, settings=settings), None)
 
         def swap() -> None:
             self.engine.reconfigure(config)
@@ -248,14 +248,15 @@ class Hall:
         if job.write is not None:
             if job.run is not None:
                 job.run(self.engine, now)  # a check that may refuse before anything is written
-            value = await self._in_thread(job.write, self.store, now, self._clock_ok(now))
+            written = await self._in_thread(job.write, self.store, now, self._clock_ok(now))
+            if not isinstance(written, Written):
+                raise TypeError(f"a write must return Written, not {type(written).__name__}")
             if job.after is not None:
                 job.after()
-            written = value[0] if isinstance(value, tuple) else value
-            if isinstance(written, list) and written:
+            if written.events:
                 self._write_succeeded()
-            self._notify(written)
-            return value
+            self._notify(written.events)
+            return written.value
         assert job.run is not None
         if not job.mutates:
             return job.run(self.engine, now)
@@ -302,13 +303,10 @@ class Hall:
         outcome.stored = stored
         self._notify(stored)
 
-    def _notify(self, stored: object) -> None:
-        if not isinstance(stored, list):
-            return
+    def _notify(self, stored: list[StoredEvent]) -> None:
         for listener in self._listeners:
             for event in stored:
-                if isinstance(event, StoredEvent):
-                    listener.put_nowait(event)
+                listener.put_nowait(event)
 
     async def _load(self) -> QueueEngine:
         loaded = await self._in_thread(self.store.load)

@@ -9,7 +9,8 @@
   (only a keyed hash of the ID number) or ``none``.
 - **Erased** from the outbox once central acknowledged the event, and at the latest after
   ``personal_data.erase_after_hours`` even if it never did: the sealed part is replaced by
-  ``{"erased": ...}``; the rest of the event (flow, window, ticket, hash) stays.
+  ``{"erased": ...}``; the rest of the event (flow, window, ticket, hash) stays (the
+  store does it: ``Store.erase_personal_data``, :mod:`agent.runtime.store.personal`).
 - **Logs** only ever see :func:`masked` values.
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 import functools
 import hashlib
 import hmac
@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import secrets
-import sqlite3
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -240,30 +239,6 @@ def unseal_event(vault: Vault, envelope: dict[str, Any]) -> dict[str, Any]:
         log.error("identity event %s: %s", envelope.get("seq"), err)
         opened = {"unavailable": str(err)}
     return {**envelope, "data": {**data, "person": opened}}
-
-
-# -- erasure -----------------------------------------------------------------------------
-
-_ERASE_SQL = """
-UPDATE events
-   SET data = json_set(data, '$.person', json(?)),
-       size = length(json_set(data, '$.person', json(?))) + 160
- WHERE type = 'identity.read'
-   AND json_extract(data, '$.person.sealed') IS NOT NULL
-   AND {condition}
-"""
-
-
-def erase_delivered(conn: sqlite3.Connection, now: dt.datetime, max_hours: float) -> int:
-    """Erase sealed personal data of acknowledged events, and of any older than
-    ``max_hours``; returns how many events were erased. Runs inside the caller's
-    transaction."""
-    acked = json.dumps({"erased": "acknowledged by central"})
-    count = conn.execute(_ERASE_SQL.format(condition="acked = 1"), (acked, acked)).rowcount
-    cutoff = (now - dt.timedelta(hours=max_hours)).isoformat(timespec="milliseconds")
-    aged = json.dumps({"erased": f"kept no longer than {max_hours:g} hours"})
-    count += conn.execute(_ERASE_SQL.format(condition="at < ?"), (aged, aged, cutoff)).rowcount
-    return int(count)
 
 
 Unsealer = Callable[[dict[str, Any]], dict[str, Any]]

@@ -1,0 +1,249 @@
+"""The durable store: queue state and the event outbox in one SQLite file.
+
+Every operation's state change and its events are written in one transaction (a
+transactional outbox), in WAL mode with ``synchronous=FULL`` so a commit that returned
+survives a power cut. Events get a gapless ``seq`` per ``epoch``; the epoch changes only
+when the store had to be recreated because the file was damaged. A damaged file is moved
+aside, never deleted.
+
+The store is synchronous and not thread-safe: the agent calls it from one writer thread.
+
+The package: :mod:`~agent.runtime.store.core` (errors, typed results, the connection and
+the event log's write side), :mod:`~agent.runtime.store.schema` (the file, migrations,
+epoch, damage), :mod:`~agent.runtime.store.outbox` (reading the log, confirmations,
+retention), :mod:`~agent.runtime.store.documents` (the document spool's rows) and
+:mod:`~agent.runtime.store.personal` (erasure of sealed personal data). Every SQL statement
+of the agent is in this package; the rest of the agent calls :class:`Store`'s methods.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sqlite3
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.core.engine import Outcome
+from agent.core.model import HallCounters, Ticket, WindowStatus
+from agent.runtime.store import schema
+from agent.runtime.store.core import (
+    Appendable,
+    CommandRecord,
+    DatabaseSpace,
+    Eviction,
+    LoadedState,
+    OutboxStats,
+    RawEvent,
+    StoredEvent,
+    StoreError,
+    StoreFull,
+    Written,
+    _dumps,
+    _failure,
+    _is_damage,
+)
+from agent.runtime.store.documents import DocumentRows, SpoolFile
+from agent.runtime.store.outbox import Outbox
+from agent.runtime.store.personal import Erasure, PersonalRows
+from agent.runtime.store.schema import (
+    DB_NAME,
+    EPOCH_FILE,
+    MIGRATIONS,
+    CannotOpen,
+    CannotRead,
+    FileCheck,
+    check_file,
+)
+
+__all__ = [
+    "DB_NAME",
+    "EPOCH_FILE",
+    "MIGRATIONS",
+    "CannotOpen",
+    "CannotRead",
+    "CommandRecord",
+    "DatabaseSpace",
+    "Erasure",
+    "Eviction",
+    "FileCheck",
+    "LoadedState",
+    "OutboxStats",
+    "RawEvent",
+    "SpoolFile",
+    "Store",
+    "StoreError",
+    "StoreFull",
+    "StoredEvent",
+    "Written",
+    "check_file",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Store(Outbox, DocumentRows, PersonalRows):
+    """The hall's SQLite file. Open with :meth:`open`; use from one thread only."""
+
+    # -- opening, damage and migrations -------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path) -> Store:
+        """Open (or create) the store in ``directory``.
+
+        A file SQLite reports as damaged is renamed ``hall.db.damaged-<time>`` with its
+        WAL, a new file is created and a new epoch begins.
+        """
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / DB_NAME
+        try:
+            conn = schema.connect(path)
+            epoch = schema.prepare(conn, directory)
+        except sqlite3.DatabaseError as err:
+            if not _is_damage(err):
+                # A full disk, a permission or a lock says nothing about the file: it must
+                # never be moved aside (that would start a new epoch for nothing).
+                raise _failure(f"cannot open the state database {path}", err) from err
+            aside = schema.move_aside(path)
+            log.error(
+                "state database %s was damaged (%s); moved it to %s and started a new "
+                "store; central will see a new epoch",
+                path,
+                err,
+                aside,
+            )
+            conn = schema.connect(path)
+            epoch = schema.prepare(conn, directory)
+        return cls(conn, path, epoch)
+
+    # -- state ---------------------------------------------------------------------------
+
+    def load(self) -> LoadedState:
+        """The state the queue engine needs: hall counters, today's and open tickets."""
+        row = self._conn.execute("SELECT data FROM hall WHERE id = 1").fetchone()
+        hall = None if row is None else HallCounters.from_json(json.loads(row[0]))
+        if hall is None:
+            tickets: list[Ticket] = []
+        else:
+            tickets = [
+                Ticket.from_json(json.loads(r[0]))
+                for r in self._conn.execute(
+                    "SELECT data FROM tickets WHERE day = ? OR status IN "
+                    "('waiting','called','serving','held')",
+                    (hall.day.isoformat(),),
+                )
+            ]
+        windows = [
+            WindowStatus.from_json(json.loads(r[0]))
+            for r in self._conn.execute("SELECT data FROM windows")
+        ]
+        return LoadedState(hall, tickets, windows)
+
+    def commit(
+        self,
+        outcome: Outcome,
+        hall: HallCounters | None,
+        *,
+        clock_ok: bool = True,
+        command: CommandRecord | None = None,
+        settings: Mapping[str, Any] | None = None,
+        events: Sequence[Appendable] | None = None,
+    ) -> list[StoredEvent]:
+        """Write an operation's changed records and its events in one transaction
+        (``events``, when given, instead of the outcome's).
+
+        ``command`` records the reply to a central command in the same transaction, so a
+        command is never executed twice, also across a crash; ``settings`` are values
+        central pushed (config, notices, staff) that change with the events.
+        """
+        stored: list[StoredEvent] = []
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if outcome.hall_changed and hall is not None:
+                conn.execute(
+                    "INSERT INTO hall (id, data) VALUES (1, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+                    (_dumps(hall.to_json()),),
+                )
+            if outcome.tickets:
+                conn.executemany(
+                    "INSERT INTO tickets (id, day, number, service, status, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET day = excluded.day, "
+                    "service = excluded.service, status = excluded.status, data = excluded.data",
+                    [
+                        (
+                            t.id,
+                            t.day.isoformat(),
+                            t.number,
+                            t.service,
+                            t.status.value,
+                            _dumps(t.to_json()),
+                        )
+                        for t in outcome.tickets.values()
+                    ],
+                )
+            if outcome.windows:
+                conn.executemany(
+                    "INSERT INTO windows (id, data) VALUES (?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+                    [(w.id, _dumps(w.to_json())) for w in outcome.windows.values()],
+                )
+            if settings:
+                conn.executemany(
+                    "INSERT INTO settings (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [(k, _dumps(v)) for k, v in settings.items()],
+                )
+            if command is not None:
+                conn.execute(
+                    "INSERT INTO commands (cmd_id, name, received_at, reply) VALUES (?, ?, ?, ?)",
+                    (command.cmd_id, command.name, command.received_at, _dumps(command.reply)),
+                )
+            stored = self._append(outcome.events if events is None else events, clock_ok)
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            self._rollback()
+            raise _failure(f"could not save to {self.path}", err) from err
+        except BaseException:
+            # Not the disk (e.g. a value that is not JSON): still undo the rows written so
+            # far, or the open transaction would make every later commit fail too.
+            self._rollback()
+            raise
+        self.last_seq += len(stored)
+        return stored
+
+    def append(
+        self,
+        events: Sequence[Appendable],
+        *,
+        clock_ok: bool = True,
+        command: CommandRecord | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> list[StoredEvent]:
+        """Append events that change no queue state (device, config, outbox reports)."""
+        return self.commit(
+            Outcome(), None, clock_ok=clock_ok, command=command, settings=settings, events=events
+        )
+
+    def ticket_history(self, day: dt.date) -> list[Ticket]:
+        return [
+            Ticket.from_json(json.loads(r[0]))
+            for r in self._conn.execute(
+                "SELECT data FROM tickets WHERE day = ? ORDER BY number", (day.isoformat(),)
+            )
+        ]
+
+    # -- commands and settings from central ---------------------------------------------------
+
+    def command_reply(self, cmd_id: str) -> dict[str, Any] | None:
+        row = self._conn.execute(
+            "SELECT reply FROM commands WHERE cmd_id = ?", (cmd_id,)
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def setting(self, key: str) -> Any:
+        row = self._conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])

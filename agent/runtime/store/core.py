@@ -1,0 +1,277 @@
+"""What every part of the store shares: the errors, the typed results, the connection.
+
+:class:`StoreCore` holds the connection and the event log's write side (``_append``);
+the table modules of this package (``outbox``, ``documents``, ``personal``) add their
+statements to it, and :class:`agent.runtime.store.Store` puts them together. Nothing
+outside this package sees the connection or a row: every method returns a typed value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import sqlite3
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from agent.core.events import Event, EventClass, EventData, read_event
+from agent.core.model import HallCounters, Ticket, WindowStatus
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """The store could not do what was asked; the hall's state is unchanged."""
+
+
+class StoreFull(StoreError):
+    """SQLite found no room on the disk ("database or disk is full")."""
+
+
+# SQLite's primary result codes (the low byte of an extended code).
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_NOTADB = 26
+# Sizing the -shm file failed: what opening a WAL database on a full disk reports.
+_SQLITE_IOERR_SHMSIZE = 4874
+
+
+def _primary_code(err: sqlite3.Error) -> int | None:
+    code = getattr(err, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def _is_damage(err: sqlite3.Error) -> bool:
+    """The file itself is broken (not a full disk, a permission or a lock)."""
+    code = _primary_code(err)
+    # No code: raised by our own integrity check.
+    return code is None or code in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
+def _failure(what: str, err: sqlite3.Error) -> StoreError:
+    """A StoreError that says what failed; a full disk is a StoreFull that says so."""
+    full = getattr(err, "sqlite_errorcode", None) == _SQLITE_IOERR_SHMSIZE
+    if full or _primary_code(err) == _SQLITE_FULL:
+        return StoreFull(f"{what}: the state disk is full ({err})")
+    return StoreError(f"{what}: {err}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as it was committed, with its place in the hall's log."""
+
+    epoch: int
+    seq: int
+    id: str
+    type: str
+    at: str
+    clock_ok: bool
+    data: dict[str, Any]
+
+    @property
+    def payload(self) -> EventData:
+        """The event's typed data (``agent.core.events``): consumers ``match`` on its class.
+        A row that does not fit its type comes back as ``Unreadable``."""
+        return read_event(self.type, self.data)
+
+    def envelope(self, hall_id: str) -> dict[str, Any]:
+        """The event as central receives it (DESIGN §5)."""
+        return {
+            "v": 1,
+            "hall": hall_id,
+            "epoch": self.epoch,
+            "seq": self.seq,
+            "id": self.id,
+            "type": self.type,
+            "at": self.at,
+            "clock_ok": self.clock_ok,
+            "data": self.data,
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RawEvent:
+    """An event as the store keeps it, with no schema: for copying events between stores,
+    tests of the store itself and its retention. The agent emits typed events
+    (``agent.core.events.Event``); both have ``type``, ``at``, ``data`` and ``cls``."""
+
+    type: str
+    at: dt.datetime
+    data: dict[str, Any]
+    cls: EventClass = EventClass.BUSINESS
+
+
+Appendable = Event | RawEvent
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Written(Generic[T]):
+    """What a write given to ``Hall.write`` did: the events it committed (they reach the
+    hall's listeners once the write is over) and the value ``Hall.write`` returns."""
+
+    events: list[StoredEvent]
+    value: T
+
+    @staticmethod
+    def of_events(events: list[StoredEvent]) -> Written[list[StoredEvent]]:
+        """A write whose value is the events it committed (``store.append``'s)."""
+        return Written(events, events)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommandRecord:
+    """The reply to a central command, kept so a repeated ``cmd_id`` is answered again."""
+
+    cmd_id: str
+    name: str
+    received_at: str
+    reply: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutboxStats:
+    unpublished: int
+    unacked: int
+    total: int
+    bytes: int
+    oldest_unpublished_at: str | None
+    evicted_total: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DatabaseSpace:
+    file_bytes: int
+    free_bytes: int  # free pages inside the file: room for rows without growing it
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Eviction:
+    """What one retention pass removed before central acknowledged it."""
+
+    count: int
+    by_class: dict[str, int]
+    ranges: list[tuple[int, int]]
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoadedState:
+    hall: HallCounters | None
+    tickets: list[Ticket]
+    windows: list[WindowStatus]
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def _format_at(at: dt.datetime) -> str:
+    return at.isoformat(timespec="milliseconds")
+
+
+def _ranges(seqs: Sequence[int]) -> list[tuple[int, int]]:
+    """[1, 2, 3, 7, 8] → [(1, 3), (7, 8)]."""
+    out: list[tuple[int, int]] = []
+    for seq in seqs:
+        if out and seq == out[-1][1] + 1:
+            out[-1] = (out[-1][0], seq)
+        else:
+            out.append((seq, seq))
+    return out
+
+
+class StoreCore:
+    """The connection, the event log's write side and the counters. Not used alone: see
+    :class:`agent.runtime.store.Store`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, epoch: int) -> None:
+        self._conn = conn
+        self.path = path
+        self.epoch = epoch
+        row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+        # Pruning may have removed the newest events: never hand out their seq again.
+        self.last_seq: int = max(int(row[0]), self.counter("pruned_max_seq"))
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _transaction(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        events: Sequence[Appendable] = (),
+        *,
+        clock_ok: bool = True,
+    ) -> tuple[T, list[StoredEvent]]:
+        """Run ``fn`` on the connection and append ``events``, in one transaction: for the
+        rows a feature keeps with its events (documents, personal data)."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            value = fn(self._conn)
+            stored = self._append(events, clock_ok)
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            self._rollback()
+            raise _failure(f"could not save to {self.path}", err) from err
+        except BaseException:
+            self._rollback()
+            raise
+        self.last_seq += len(stored)
+        return value, stored
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read-only ``fn`` on the connection; a failure is a StoreError."""
+        try:
+            return fn(self._conn)
+        except sqlite3.Error as err:
+            raise _failure(f"could not read {self.path}", err) from err
+
+    def _append(self, events: Sequence[Appendable], clock_ok: bool) -> list[StoredEvent]:
+        stored = []
+        seq = self.last_seq
+        rows = []
+        for event in events:
+            seq += 1
+            at = _format_at(event.at)
+            data = _dumps(event.data)
+            ev = StoredEvent(
+                self.epoch, seq, str(uuid.uuid4()), event.type, at, clock_ok, event.data
+            )
+            rows.append(
+                (seq, ev.id, event.type, at, int(clock_ok), int(event.cls), data, len(data) + 160)
+            )
+            stored.append(ev)
+        if rows:
+            self._conn.executemany(
+                "INSERT INTO events (seq, id, type, at, clock_ok, class, data, size) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        return stored
+
+    def _rollback(self) -> None:
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error as err:
+            # No transaction was open (BEGIN itself failed): nothing to undo.
+            log.debug("rollback after a failed write: %s", err)
+
+    def _row_event(self, row: tuple[Any, ...]) -> StoredEvent:
+        seq, ev_id, kind, at, clock_ok, data = row
+        return StoredEvent(self.epoch, int(seq), ev_id, kind, at, bool(clock_ok), json.loads(data))
+
+    def counter(self, name: str) -> int:
+        row = self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _bump(self, name: str, by: int) -> None:
+        self._conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            (name, by),
+        )

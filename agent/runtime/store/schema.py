@@ -1,0 +1,223 @@
+"""The database file: its schema and migrations, opening it, the epoch, damage.
+
+Also the read-only look ``hall-agent doctor`` takes at the file (:func:`check_file`),
+which never migrates, moves or writes anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from agent.runtime.store.core import StoreError
+
+DB_NAME = "hall.db"
+EPOCH_FILE = "epoch"
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the queue state and the outbox.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE hall (id INTEGER PRIMARY KEY CHECK (id = 1), data TEXT NOT NULL);
+    CREATE TABLE tickets (
+        id TEXT PRIMARY KEY,
+        day TEXT NOT NULL,
+        number TEXT NOT NULL,
+        service TEXT NOT NULL,
+        status TEXT NOT NULL,
+        data TEXT NOT NULL,
+        UNIQUE (day, number)
+    );
+    CREATE INDEX tickets_open ON tickets (status)
+        WHERE status IN ('waiting','called','serving','held');
+    CREATE TABLE windows (id TEXT PRIMARY KEY, data TEXT NOT NULL);
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        at TEXT NOT NULL,
+        clock_ok INTEGER NOT NULL,
+        class INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        published INTEGER NOT NULL DEFAULT 0,
+        acked INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX events_pending ON events (seq) WHERE published = 0;
+    """,
+    # 2: the central link: answered commands (dedupe across restarts), settings pushed by
+    # central (config, notices, staff), counters that must survive pruning.
+    """
+    CREATE TABLE commands (
+        cmd_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        reply TEXT NOT NULL
+    );
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE INDEX events_unacked ON events (class, seq) WHERE acked = 0;
+    """,
+    # 3: captured documents: one row per page file waiting in the spool
+    # (agent/runtime/store/documents.py; the spool itself is agent/features/documents.py)
+    # and how far its upload to central got.
+    """
+    CREATE TABLE document_files (
+        id TEXT PRIMARY KEY,
+        document TEXT NOT NULL,
+        page INTEGER NOT NULL,
+        content_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        chunk_bytes INTEGER NOT NULL,
+        chunks INTEGER NOT NULL,
+        spool_bytes INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        sent_chunks INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'spooled',
+        delivered_at TEXT
+    );
+    CREATE INDEX document_files_pending ON document_files (created_at)
+        WHERE state != 'delivered';
+    """,
+)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+    except sqlite3.DatabaseError:
+        # A file that is not a database fails here: close it before it is moved aside.
+        conn.close()
+        raise
+    return conn
+
+
+def prepare(conn: sqlite3.Connection, directory: Path) -> int:
+    """Check the file, apply the missing migrations; returns the store's epoch."""
+    try:
+        ok = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if ok != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {ok}")
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"the state database is schema version {version}, newer than this "
+                f"agent knows ({len(MIGRATIONS)}); install the newer agent again"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _statements(MIGRATIONS[number]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number + 1}")
+            conn.execute("COMMIT")
+        row = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+    except (sqlite3.DatabaseError, StoreError):
+        conn.close()
+        raise
+    if row is not None:
+        return int(row[0])
+    # The file is written first: a crash between the two skips an epoch, never reuses one.
+    damaged = len(list(directory.glob(f"{DB_NAME}.damaged-*[!lm]")))
+    epoch = max(_read_epoch_file(directory), damaged) + 1
+    _write_epoch_file(directory, epoch)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (str(epoch),))
+    return epoch
+
+
+def move_aside(path: Path) -> Path:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    n = 1
+    while aside.exists():  # damaged twice in one second: never overwrite the first
+        aside = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+        n += 1
+    for suffix in ("", "-wal", "-shm"):
+        part = path.with_name(path.name + suffix)
+        if part.exists():
+            part.rename(aside.with_name(aside.name + suffix))
+    return aside
+
+
+def _statements(script: str) -> Iterator[str]:
+    for part in script.split(";"):
+        if part.strip():
+            yield part.strip()
+
+
+def _read_epoch_file(directory: Path) -> int:
+    try:
+        return int((directory / EPOCH_FILE).read_text(encoding="ascii").strip())
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def _write_epoch_file(directory: Path, epoch: int) -> None:
+    """Remember the epoch beside the database, so a recreated store never reuses one."""
+    target = directory / EPOCH_FILE
+    tmp = target.with_suffix(".tmp")
+    with tmp.open("w", encoding="ascii") as fh:
+        fh.write(f"{epoch}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(target)
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# -- the doctor's look -------------------------------------------------------------------
+
+
+class CannotOpen(StoreError):
+    """The file could not be opened read-only (the message is SQLite's)."""
+
+
+class CannotRead(StoreError):
+    """The file opened but could not be read: damaged, or not a database (SQLite's words)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FileCheck:
+    """What a read-only look at the database file found."""
+
+    quick_check: str  # "ok", or what PRAGMA quick_check found wrong
+    version: int  # the schema version (PRAGMA user_version)
+    epoch: str | None  # as stored in meta; None when the file has none yet
+    unpublished: int  # events not yet confirmed by the broker
+
+
+def check_file(path: Path) -> FileCheck:
+    """Look at an existing database file without changing it (``hall-agent doctor``).
+
+    Raises :class:`CannotOpen` or :class:`CannotRead`; never migrates, never moves aside.
+    """
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as err:
+        raise CannotOpen(str(err)) from err
+    try:
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        epoch = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+        unsent = conn.execute("SELECT COUNT(*) FROM events WHERE published = 0").fetchone()
+    except sqlite3.DatabaseError as err:
+        raise CannotRead(str(err)) from err
+    finally:
+        conn.close()
+    return FileCheck(
+        quick_check=str(check),
+        version=version,
+        epoch=None if epoch is None else str(epoch[0]),
+        unpublished=int(unsent[0]),
+    )
