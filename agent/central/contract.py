@@ -203,28 +203,6 @@ class FileComplete(Message):
     chunk_bytes: int = Field(ge=1)
 
 
-class DocumentPage(Message):
-    file: str
-    page: int
-    content_type: str
-    size: int
-    sha256: str
-    chunks: int
-
-
-class DocumentCaptured(Message):
-    """``data`` of a ``document.captured`` event: the pages central will receive as files."""
-
-    document: str
-    window: str | None = None
-    device: str
-    source: Literal["camera", "scanner"]
-    ticket: str | None = None
-    staff: str | None = None
-    cmd_id: str | None = Field(default=None, description="the capture_document that asked")
-    pages: list[DocumentPage]
-
-
 # -- central → hall -------------------------------------------------------------------
 
 

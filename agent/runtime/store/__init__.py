@@ -158,10 +158,8 @@ class Store(Outbox, DocumentRows, PersonalRows):
         command is never executed twice, also across a crash; ``settings`` are values
         central pushed (config, notices, staff) that change with the events.
         """
-        stored: list[StoredEvent] = []
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+
+        def rows(conn: sqlite3.Connection) -> None:
             if outcome.hall_changed and hall is not None:
                 conn.execute(
                     "INSERT INTO hall (id, data) VALUES (1, ?) "
@@ -202,17 +200,10 @@ class Store(Outbox, DocumentRows, PersonalRows):
                     "INSERT INTO commands (cmd_id, name, received_at, reply) VALUES (?, ?, ?, ?)",
                     (command.cmd_id, command.name, command.received_at, _dumps(command.reply)),
                 )
-            stored = self._append(outcome.events if events is None else events, clock_ok)
-            conn.execute("COMMIT")
-        except sqlite3.Error as err:
-            self._rollback()
-            raise _failure(f"could not save to {self.path}", err) from err
-        except BaseException:
-            # Not the disk (e.g. a value that is not JSON): still undo the rows written so
-            # far, or the open transaction would make every later commit fail too.
-            self._rollback()
-            raise
-        self.last_seq += len(stored)
+
+        _, stored = self._transaction(
+            rows, outcome.events if events is None else events, clock_ok=clock_ok
+        )
         return stored
 
     def append(

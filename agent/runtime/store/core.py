@@ -219,6 +219,8 @@ class StoreCore:
             self._rollback()
             raise _failure(f"could not save to {self.path}", err) from err
         except BaseException:
+            # Not the disk (e.g. a value that is not JSON): still undo the rows written so
+            # far, or the open transaction would make every later commit fail too.
             self._rollback()
             raise
         self.last_seq += len(stored)
