@@ -42,7 +42,7 @@ from agent.features.keypads import WindowKeypads, device_windows
 from agent.features.rating import RatingDesk
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall
-from agent.web.app import API, ERRORS, EventRef, OperationResult
+from agent.web.app import API, ERRORS, OperationResult, answer
 from agent.web.pages import STATIC, HallView, PageFeed, ViewNotFound
 from protocols.keypad import CallerAction, CallerCommand
 
@@ -329,13 +329,13 @@ def window_routes(devices: WindowDevices, feed: PageFeed | None) -> APIRouter:
             device=device,
             ticket_id=body.ticket_id,
         )
-        return _answer(outcome)
+        return answer(outcome)
 
     @router.post(f"{API}/windows/{{window}}/request-rating", responses=ERRORS)
     async def request_rating(window: str, body: RequestRating | None = None) -> OperationResult:
         """Invite the citizen at the window to rate (current or last finished ticket)."""
         number = body.number if body else None
-        return _answer(await devices.ratings.request(window, ticket_number=number))
+        return answer(await devices.ratings.request(window, ticket_number=number))
 
     @router.post(f"{API}/windows/{{window}}/rating", responses=ERRORS)
     async def window_rating(window: str, body: Rating) -> OperationResult:
@@ -348,16 +348,10 @@ def window_routes(devices: WindowDevices, feed: PageFeed | None) -> APIRouter:
             channel="api",
             ticket_id=body.ticket_id,
         )
-        return _answer(outcome)
+        return answer(outcome)
 
     return router
 
 
 class QueueErrorAnswer(QueueError):
     """A caller's press the hall refused (answered 409 with the reason)."""
-
-
-def _answer(outcome: Any) -> OperationResult:
-    return OperationResult(
-        result=outcome.result, events=[EventRef(seq=e.seq, type=e.type) for e in outcome.stored]
-    )
