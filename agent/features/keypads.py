@@ -182,7 +182,6 @@ class WindowKeypads:
             for device in members:
                 self._bus_of[device.id] = bus
             await stack.enter_async_context(driver)
-        self.ratings.listen(self._rating_event)
         events = await stack.enter_async_context(self.hall.events())
         self._tasks.append(asyncio.create_task(self._follow(events), name="keypad-displays"))
         return self
@@ -324,9 +323,8 @@ class WindowKeypads:
 
     # -- output -------------------------------------------------------------------------------
 
-    def _rating_event(self, window_id: str, event: StoredEvent) -> None:
-        if not isinstance(event.payload, ev.RatingRequested):
-            return
+    def _start_rating(self, window_id: str) -> None:
+        """A rating was requested at the window: its bus raters light up."""
         for device in self._window_devices(window_id, RaterDevice):
             bus = self._bus_of.get(device.id)
             if bus is not None and device.address is not None:
@@ -343,6 +341,8 @@ class WindowKeypads:
         while True:
             event = await events.get()
             match event.payload:
+                case ev.RatingRequested(window=window_id):
+                    self._start_rating(window_id)
                 case (
                     ev.TicketEvent(window=str() as window_id)
                     | ev.WindowOpened(window=window_id)

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from agent.central import contract as c
@@ -55,7 +55,6 @@ class RatingDesk:
         # A bad key pressed on a keypad rater, waiting for its reason key: window ->
         # (ticket id, level).
         self._pressed_bad: dict[str, tuple[str, int]] = {}
-        self._listeners: list[Callable[[str, StoredEvent], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._follower: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()
@@ -83,10 +82,6 @@ class RatingDesk:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stack.aclose()
-
-    def listen(self, listener: Callable[[str, StoredEvent], None]) -> None:
-        """Call ``listener(window_id, event)`` for every committed rating event."""
-        self._listeners.append(listener)
 
     # -- operations --------------------------------------------------------------------------
 
@@ -172,10 +167,6 @@ class RatingDesk:
                     bad = self._pressed_bad.get(window_id)
                     if bad is not None and bad[0] == ticket_id:
                         del self._pressed_bad[window_id]
-                case _:
-                    continue
-            for listener in self._listeners:
-                listener(window_id, event)
 
     def _arm(self, window_id: str, ticket_id: str) -> None:
         self._disarm(window_id, None)
