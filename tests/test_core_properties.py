@@ -197,3 +197,19 @@ def test_a_stored_event_that_does_not_fit_its_class_is_read_as_unreadable() -> N
     assert isinstance(payload, ev.Unreadable)
     assert "ticket_id" in payload.problem
     assert isinstance(ev.read_event("no.such_type", {}), ev.Unreadable)
+
+
+def test_an_operation_is_described_as_data_without_personal_data() -> None:
+    take = op.Take(
+        service="social",
+        source=Source.ID_CARD,
+        id_hash="abc123",
+        birth_date=dt.date(1950, 1, 1),
+        card=op.CardRead(device="idreader-1", personal={"form": "masked", "id_hash": "abc123"}),
+    )
+    described = op.describe(take)
+    assert described["op"] == "Take"
+    assert described["service"] == "social"
+    assert "abc123" not in repr(described)
+    assert "1950" not in repr(described)
+    assert op.describe(op.CallNext(window="w1")) == {"op": "CallNext", "window": "w1"}

@@ -220,11 +220,16 @@ Operation = (
 )
 
 
+# Fields that carry personal data from an ID card: never in a log line.
+PERSONAL_FIELDS = frozenset({"card", "id_hash", "birth_date"})
+
+
 def describe(op: Operation) -> dict[str, object]:
-    """The operation as data, for a log line or a record."""
-    fields = {
-        f.name: getattr(op, f.name)
-        for f in dataclasses.fields(op)
-        if getattr(op, f.name) is not None
-    }
+    """The operation as data, for a log line or a record; personal fields are masked."""
+    fields: dict[str, object] = {}
+    for f in dataclasses.fields(op):
+        value = getattr(op, f.name)
+        if value is None:
+            continue
+        fields[f.name] = "***" if f.name in PERSONAL_FIELDS else value
     return {"op": type(op).__name__, **fields}
