@@ -377,32 +377,35 @@ _NOT_AVAILABLE = {
 }
 
 
+# Central's window commands that need nothing but the window.
+_WINDOW_OPERATIONS: dict[type[c.WindowCommand], type[op.WindowOperation]] = {
+    c.CallNext: op.CallNext,
+    c.Recall: op.Recall,
+    c.NoShow: op.NoShow,
+    c.Hold: op.Hold,
+    c.Finish: op.Finish,
+    c.ResumeWindow: op.Resume,
+}
+
+
 def _queue_operation(command: c.Command) -> Operation | None:
     """The queue operation a central command asks for (None: not a queue operation)."""
+    if isinstance(command, c.WindowCommand):
+        simple = _WINDOW_OPERATIONS.get(type(command))
+        if simple is not None:
+            return simple(window=command.window)
     match command:
         case c.IssueTicket():
             priority = Priority(command.priority)
             return op.Take(service=command.service, source=Source.CENTRAL, priority=priority)
-        case c.CallNext():
-            return op.CallNext(window=command.window)
-        case c.Recall():
-            return op.Recall(window=command.window)
         case c.CallNumber():
             return op.CallNumber(window=command.window, number=command.number)
-        case c.NoShow():
-            return op.NoShow(window=command.window)
-        case c.Hold():
-            return op.Hold(window=command.window)
         case c.Transfer():
             return op.Transfer(
                 window=command.window, service=command.service, position=command.position
             )
-        case c.Finish():
-            return op.Finish(window=command.window)
         case c.PauseWindow():
             return op.Pause(window=command.window, reason=command.reason)
-        case c.ResumeWindow():
-            return op.Resume(window=command.window)
     return None
 
 

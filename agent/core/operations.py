@@ -193,6 +193,11 @@ class Tick:
     """Run the time-driven rules (the business-day rollover)."""
 
 
+# The operations that need nothing but the window.
+WindowOperation = (
+    CallNext | CallBack | Recall | StartServing | Finish | NoShow | Hold | Resume | SignOut
+)
+
 Operation = (
     Take
     | Cancel

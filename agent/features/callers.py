@@ -136,36 +136,31 @@ class CallerDesk:
         return await self.hall.execute(operation(window_id, command))
 
 
+# The keys that name an operation on the window alone.
+_WINDOW_OPERATIONS: dict[CallerAction, type[op.WindowOperation]] = {
+    CallerAction.NEXT: op.CallNext,
+    CallerAction.RECALL: op.Recall,
+    CallerAction.SERVING: op.StartServing,
+    CallerAction.FINISH: op.Finish,
+    CallerAction.NO_SHOW: op.NoShow,
+    CallerAction.HOLD: op.Hold,
+    CallerAction.CALL_BACK: op.CallBack,
+    CallerAction.SIGN_OUT: op.SignOut,
+}
+
+
 def operation(window_id: str, command: CallerCommand) -> Operation:
     """The queue operation a caller command asks for (sign-in aside: it needs the roster)."""
-    arg = command.argument
-    w = window_id
+    simple = _WINDOW_OPERATIONS.get(command.action)
+    if simple is not None:
+        return simple(window=window_id)
     match command.action:
-        case CallerAction.NEXT:
-            return op.CallNext(window=w)
         case CallerAction.CALL_NUMBER:
-            return op.CallDigits(window=w, digits=arg)
-        case CallerAction.RECALL:
-            return op.Recall(window=w)
-        case CallerAction.SERVING:
-            return op.StartServing(window=w)
-        case CallerAction.FINISH:
-            return op.Finish(window=w)
-        case CallerAction.NO_SHOW:
-            return op.NoShow(window=w)
-        case CallerAction.HOLD:
-            return op.Hold(window=w)
-        case CallerAction.CALL_BACK:
-            return op.CallBack(window=w)
+            return op.CallDigits(window=window_id, digits=command.argument)
         case CallerAction.TRANSFER:
-            return op.TransferToPosition(window=w, position=arg)
+            return op.TransferToPosition(window=window_id, position=command.argument)
         case CallerAction.PAUSE:
-            return op.TogglePause(window=w, reason="caller")
+            return op.TogglePause(window=window_id, reason="caller")
         case CallerAction.REQUEST_RATING:
-            return op.RequestRating(window=w, trigger="caller")
-        case CallerAction.SIGN_OUT:
-            return op.SignOut(window=w)
-        case CallerAction.SIGN_IN:
-            raise ValueError("sign-in needs the roster: use CallerDesk.act")
-        case CallerAction.CAPTURE:
-            raise ValueError("a capture is not a queue operation: use CallerDesk.act")
+            return op.RequestRating(window=window_id, trigger="caller")
+    raise ValueError(f"{command.action.value} is not a queue operation: use CallerDesk.act")

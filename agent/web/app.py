@@ -106,12 +106,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 STATUS_OF: dict[str, int] = {"not_found": 404}
 
 
-# The window operations that take nothing but the window.
-WindowOperation = (
-    op.CallNext | op.Recall | op.StartServing | op.Finish | op.NoShow | op.Hold | op.Resume
-) | op.SignOut
-
-
 def answer(outcome: Outcome) -> OperationResult:
     """An operation's answer: its result and the events it committed."""
     return OperationResult(
@@ -221,7 +215,7 @@ def create_app(
     async def cancel(number: str, body: Annotated[Cancel | None, Body()] = None) -> OperationResult:
         return await run(op.Cancel(number=number, reason=body.reason if body else ""))
 
-    def window_op(path: str, summary: str, make: type[WindowOperation]) -> None:
+    def window_op(path: str, summary: str, make: type[op.WindowOperation]) -> None:
         async def handler(window: str) -> OperationResult:
             return await run(make(window=window))
 
