@@ -27,6 +27,8 @@ from pki import Pki
 
 from agent.central.contract import Ack, Birth, EventEnvelope, Metrics, ReplayEvents, Reply, Will
 from hallctl import cli as hallctl
+from hallctl import ingest
+from hallctl.broker import EXIT_USAGE, BrokerOptions
 from hallctl.gaps import MAX_REPLAY_INTERVAL_S, Stream, Tracker
 
 HALL = "hd-test-001"
@@ -191,7 +193,7 @@ async def test_unknown_command_and_bad_parameters_are_explained(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     base = ["--broker", "mqtt://127.0.0.1:9", "cmd", HALL]
-    assert await hallctl.run([*base, "call_nxt", "window=w1"]) == hallctl.EXIT_USAGE
+    assert await hallctl.run([*base, "call_nxt", "window=w1"]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "unknown command 'call_nxt'" in err
     assert "call_next" in err
@@ -291,11 +293,11 @@ class FakeHall:
 @asynccontextmanager
 async def running_ingest(
     broker: Broker, db: Path, **options: Any
-) -> AsyncIterator[tuple[hallctl.Ingest, asyncio.Task[None]]]:
-    store = hallctl.EventStore(db)
-    consumer = hallctl.Ingest(store, hall=HALL, **options)
-    address = hallctl.BrokerOptions("127.0.0.1", broker.port, None, None, None)
-    task = asyncio.create_task(hallctl.serve(address, consumer, f"ingest-{uuid.uuid4().hex}"))
+) -> AsyncIterator[tuple[ingest.Ingest, asyncio.Task[None]]]:
+    store = ingest.EventStore(db)
+    consumer = ingest.Ingest(store, hall=HALL, **options)
+    address = BrokerOptions("127.0.0.1", broker.port, None, None, None)
+    task = asyncio.create_task(ingest.serve(address, consumer, f"ingest-{uuid.uuid4().hex}"))
     try:
         await eventually(consumer.ready.is_set, "ingest to subscribe")
         yield consumer, task

@@ -38,16 +38,16 @@ def messages() -> Iterator[tuple[str, int, str]]:
 
 def helper_messages() -> Iterator[tuple[str, int, str]]:
     """hallctl logs through ``_warn_once(key, message, ...)``."""
-    path = REPO / "hallctl" / "cli.py"
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "_warn_once"
-            and len(node.args) >= 2
-            and isinstance(node.args[1], ast.Constant)
-        ):
-            yield "hallctl/cli.py", node.lineno, str(node.args[1].value)
+    for path in sorted((REPO / "hallctl").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "_warn_once"
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+            ):
+                yield str(path.relative_to(REPO)), node.lineno, str(node.args[1].value)
 
 
 def key_fragment(message: str) -> str:
