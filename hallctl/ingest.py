@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiomqtt
@@ -71,14 +72,17 @@ class Ingest:
         ack_every: int = 100,
         gap_timeout: float = 2.0,
         until_complete: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
+        # Monotonic seconds: when a gap opened and when it is due for a replay request.
+        self.clock = clock
         self.hall = hall
         self.ack_every = max(1, ack_every)
         self.gap_timeout = gap_timeout
         self.until_complete = until_complete
         self.tracker = Tracker()
-        self.store.restore(self.tracker, time.monotonic())
+        self.store.restore(self.tracker, self.clock())
         self.acked: dict[str, tuple[int, int]] = {}
         self.replays: dict[str, tuple[str, int, Range]] = {}  # cmd_id → what was asked
         self.stats = IngestStats()
@@ -241,14 +245,14 @@ class Ingest:
             batch = [await anext(messages)]
             while len(messages) > 0 and len(batch) < self.ack_every:
                 batch.append(await anext(messages))
-            now = time.monotonic()
+            now = self.clock()
             moved = {hall for message in batch if (hall := self.handle(message, now))}
             self.store.commit()
             await self.ack(client, moved)
         ticker.cancel()
 
     async def request_replays(self, client: aiomqtt.Client) -> None:
-        due = self.tracker.due(time.monotonic(), self.gap_timeout, limit=REPLAY_CHUNK)
+        due = self.tracker.due(self.clock(), self.gap_timeout, limit=REPLAY_CHUNK)
         for hall, epoch, (start, end) in due:
             command = ReplayEvents(cmd_id=f"ingest-{uuid.uuid4()}", from_seq=start, to_seq=end)
             self.replays[command.cmd_id] = (hall, epoch, (start, end))

@@ -377,14 +377,22 @@ async def test_ingest_stops_waiting_for_what_the_hall_evicted_or_lost(
     hall = FakeHall(events, lost={33, 34})  # 31..35 dropped; the hall still has 31, 32, 35
     db = tmp_path / "central.db"
     sent = [s for s in events if not 11 <= s <= 15 and not 31 <= s <= 35]
+    # The gap timer runs on a clock the test moves: no gap is due until everything sent
+    # has arrived (the evicted 11..15 is then known), however slow the machine is.
+    clock = [0.0]
     async with (
         client(broker, HALL) as mqtt,
-        running_ingest(broker, db, gap_timeout=0.3, until_complete=41) as (consumer, task),
+        running_ingest(broker, db, gap_timeout=0.3, until_complete=41, clock=lambda: clock[0]) as (
+            consumer,
+            task,
+        ),
     ):
         await mqtt.subscribe(f"hall/v1/{HALL}/cmd/#", qos=1)
         await mqtt.subscribe(f"hall/v1/{HALL}/ack", qos=1)
         responder = asyncio.create_task(hall.serve(mqtt))
         await hall.publish(mqtt, sent)
+        await eventually(lambda: len(stored(db)) == len(sent), "everything sent is stored")
+        clock[0] += 10.0  # the open gap 31..35 is now overdue
         await asyncio.wait_for(task, WAIT_S)
         await eventually(lambda: any(a.seq == 41 for a in hall.acks), "the final ack")
         responder.cancel()
