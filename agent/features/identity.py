@@ -39,7 +39,6 @@ from agent.central import contract as c
 from agent.config import (
     HallAgentConfig,
     IdReaderDevice,
-    IdReaderSerialTransport,
     personal_data_key,
 )
 from agent.core.engine import (
@@ -52,6 +51,7 @@ from agent.core.engine import (
     Refused,
     Source,
 )
+from agent.features._targets import line_target
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.personal import (
@@ -69,14 +69,11 @@ from drivers.idreader import (
     CardProblem,
     CardRemoved,
     IdReader,
-    NetworkTarget,
     PollSettings,
     ReaderHealth,
-    SerialTarget,
-    Target,
     open_reader,
 )
-from drivers.line import stop_task
+from drivers.transport import stop_task
 
 if TYPE_CHECKING:
     from agent.central.link import Link
@@ -91,18 +88,11 @@ StaffSignIn = Callable[[Hall, str, str], Awaitable[Outcome | None]]
 ReaderFactory = Callable[[IdReaderDevice, Callable[[ReaderHealth], None]], IdReader]
 
 
-def reader_target(device: IdReaderDevice) -> Target:
-    transport = device.transport
-    if isinstance(transport, IdReaderSerialTransport):
-        return SerialTarget(transport.port, transport.baudrate)
-    return NetworkTarget(transport.host, transport.port, transport.timeout_s)
-
-
 def _open_reader(device: IdReaderDevice, on_health: Callable[[ReaderHealth], None]) -> IdReader:
     settings = PollSettings(
         poll_interval_s=device.poll_interval_s, fingerprint=device.read_fingerprint
     )
-    return open_reader(reader_target(device), settings, on_health)
+    return open_reader(line_target(device.transport), settings, on_health)
 
 
 @dataclasses.dataclass(slots=True)
