@@ -55,10 +55,9 @@ from drivers.idreader import (  # noqa: E402
     Gat467Client,
     Gat467Watcher,
     PollSettings,
-    SerialTarget,
-    open_streams,
 )
 from drivers.scanner import FfmpegCamera, Page, Scanner, TestPatternSource  # noqa: E402
+from drivers.transport import SerialTarget, open_line  # noqa: E402
 from hallctl.files import FileReceiver, receive_files  # noqa: E402
 from protocols.gat467 import (  # noqa: E402
     FrameParser,
@@ -105,7 +104,7 @@ async def read_series(rounds: int) -> dict[str, Any]:
         async with VirtualIdReader() as reader:
             path = reader.plug(Path(folder) / "ttyIDR")
             reader.place("resident-elderly")
-            client = Gat467Client(await open_streams(SerialTarget(path)), baudrate=115200)
+            client = Gat467Client(await open_line(SerialTarget(path, 115200)), baudrate=115200)
             times = []
             for _ in range(rounds):
                 assert await client.find()
@@ -117,7 +116,7 @@ async def read_series(rounds: int) -> dict[str, Any]:
             # Placement → event at the default poll interval.
             placed = []
             settings = PollSettings(debounce_s=0.0)
-            async with Gat467Watcher(SerialTarget(path), settings) as watcher:
+            async with Gat467Watcher(SerialTarget(path, 115200), settings) as watcher:
                 while not watcher.health.ok:
                     await asyncio.sleep(0.01)
                 for _ in range(max(5, rounds // 10)):

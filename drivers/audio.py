@@ -18,11 +18,13 @@ import shutil
 import wave
 from pathlib import Path
 
+from drivers.errors import DriverError
+
 # aplay needs a moment to open the device besides the sound itself.
 APLAY_MARGIN_S = 5.0
 
 
-class AudioError(Exception):
+class AudioError(DriverError):
     """The announcement could not be played; the message says what to check."""
 
 

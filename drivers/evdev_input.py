@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from drivers.errors import DriverError
 from protocols.keyboard_wedge import EV_KEY, KeyEvent
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 REOPEN_S = 2.0
 
 
-class InputError(Exception):
+class InputError(DriverError):
     """The input device cannot be used; the message says what to check."""
 
 

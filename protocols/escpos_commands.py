@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
+from protocols.errors import ProtocolError
 from protocols.escpos_model import Align, Bitmap, Block, Feed, QrCode, QrLevel, TextLine
 
 ESC, GS, FS, DLE = 0x1B, 0x1D, 0x1C, 0x10
@@ -146,7 +147,7 @@ ParsedCommand = (
 )
 
 
-class _Incomplete(Exception):
+class _Incomplete(ProtocolError):
     """The buffer ends inside a command: wait for more bytes."""
 
 

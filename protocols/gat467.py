@@ -20,6 +20,8 @@ import dataclasses
 import enum
 from collections.abc import Iterator
 
+from protocols.errors import ProtocolError
+
 PREAMBLE = b"\xaa\xaa\xaa\x96\x69"
 
 # The largest answer of the protocol is 30 10 (text + photo + fingerprint): LEN 2314.
@@ -37,7 +39,7 @@ ADDITIONAL_ADDRESS_BYTES = 70
 SAM_ID_BYTES = 16
 
 
-class Gat467Error(Exception):
+class Gat467Error(ProtocolError):
     """Base of every error of this codec; the message says what went wrong."""
 
 

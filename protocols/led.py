@@ -35,6 +35,8 @@ import abc
 import dataclasses
 import enum
 
+from protocols.errors import ProtocolError
+
 STX = 0x02
 ETX = 0x03
 REPLY = 0x80
@@ -48,7 +50,7 @@ MAX_BUFFER = 4 * (MAX_DATA + 8)
 MAX_BOARD_NUMBER = 9999
 
 
-class LedProtocolError(ValueError):
+class LedProtocolError(ProtocolError, ValueError):
     """Text or values that a frame cannot carry (the message says what to change)."""
 
 

@@ -24,7 +24,8 @@ from agent.core.engine import Outcome, QueueEngine
 from agent.core.errors import Refused
 from agent.core.operations import CallNext, SignIn, Take
 from agent.demo.emulators.idreader import FIXTURE_CARDS, VirtualIdReader
-from agent.features.identity import IdentityDesk, erase_personal_data, reader_target
+from agent.features._targets import line_target
+from agent.features.identity import IdentityDesk, erase_personal_data
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall
 from agent.runtime.personal import PersonalDataError, Vault, read_key_file, unseal_event
@@ -40,7 +41,7 @@ STAFF = FIXTURE_CARDS["staff"].card
 
 
 def fast_reader(device: IdReaderDevice, on_health: Callable[[ReaderHealth], None]):
-    return Gat467Watcher(reader_target(device), FAST, on_health=on_health)
+    return Gat467Watcher(line_target(device.transport), FAST, on_health=on_health)
 
 
 class Rig:

@@ -15,11 +15,10 @@ from drivers.idreader import (
     CardProblem,
     CardRemoved,
     Gat467Watcher,
-    NetworkTarget,
     PollSettings,
     ReaderHealth,
-    SerialTarget,
 )
+from drivers.transport import SerialTarget, TcpTarget
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -50,7 +49,9 @@ async def on_pty(
     link = tmp_path / "ttyIDR0"
     emulator.plug(link)
     health: list[ReaderHealth] = []
-    async with Gat467Watcher(SerialTarget(str(link)), FAST, on_health=health.append) as watcher:
+    async with Gat467Watcher(
+        SerialTarget(str(link), 115200), FAST, on_health=health.append
+    ) as watcher:
         await until(lambda: watcher.health.ok)
         yield emulator, watcher, health
 
@@ -174,7 +175,7 @@ async def test_unplug_and_replug(on_pty, tmp_path: Path) -> None:
 async def test_a_failed_security_module_is_an_error_state(emulator, tmp_path: Path) -> None:
     emulator.faults.sam_fault = True
     path = emulator.plug(tmp_path / "ttyIDR1")
-    async with Gat467Watcher(SerialTarget(path), FAST) as watcher:
+    async with Gat467Watcher(SerialTarget(path, 115200), FAST) as watcher:
         await until(lambda: watcher.health.connected)
         assert not watcher.health.ok
         assert "self-test" in watcher.health.detail
@@ -185,7 +186,7 @@ async def test_a_failed_security_module_is_an_error_state(emulator, tmp_path: Pa
 async def test_over_tcp_with_fingerprint(emulator) -> None:
     port = await emulator.start_tcp()
     settings = PollSettings(poll_interval_s=0.01, fingerprint=True, additional_address=False)
-    async with Gat467Watcher(NetworkTarget("127.0.0.1", port), settings) as watcher:
+    async with Gat467Watcher(TcpTarget("127.0.0.1", port), settings) as watcher:
         emulator.place("resident")
         presented = await event(watcher)
         assert isinstance(presented, CardPresented)
@@ -193,7 +194,7 @@ async def test_over_tcp_with_fingerprint(emulator) -> None:
 
 
 async def test_nothing_listening_is_offline_with_the_reason(tmp_path: Path) -> None:
-    async with Gat467Watcher(SerialTarget(str(tmp_path / "ttyUSB9")), FAST) as watcher:
+    async with Gat467Watcher(SerialTarget(str(tmp_path / "ttyUSB9"), 115200), FAST) as watcher:
         await until(lambda: watcher.health.detail != "not connected yet")
         assert not watcher.health.connected
         assert "cannot open the ID card reader" in watcher.health.detail

@@ -20,10 +20,8 @@ from drivers.led import (
     LedBus,
     LedRefused,
     LedUnavailable,
-    SerialLinkTarget,
-    TcpLinkTarget,
-    open_link,
 )
+from drivers.transport import SerialTarget, TcpTarget, open_line
 from protocols.led import (
     MAX_DATA,
     BoardFrame,
@@ -136,9 +134,9 @@ def test_number_board_shows_the_digits_of_a_ticket() -> None:
 async def test_bus_driver_and_virtual_bus_over_tcp_and_pty() -> None:
     async with VirtualLedBus(addresses=[1, 2]) as virtual:
         port = await virtual.start_tcp("127.0.0.1", 0)
-        target = TcpLinkTarget("127.0.0.1", port)
+        target = TcpTarget("127.0.0.1", port)
         codec = TextFrameCodec()
-        async with LedBus(target.endpoint, codec, lambda: open_link(target)) as bus:
+        async with LedBus(target.endpoint, codec, lambda: open_line(target)) as bus:
             await bus.send(1, codec.show(1, "请A001号"))
             assert virtual.text(1) == "请A001号"
             with pytest.raises(LedUnavailable, match="did not answer"):
@@ -151,8 +149,8 @@ async def test_bus_driver_and_virtual_bus_over_tcp_and_pty() -> None:
             with pytest.raises(LedRefused, match="could not show the text"):
                 await bus.send(1, not_gb2312)
             assert virtual.text(1) == "请A001号"
-        serial = SerialLinkTarget(virtual.open_pty())
-        async with LedBus(serial.endpoint, codec, lambda: open_link(serial)) as bus:
+        serial = SerialTarget(virtual.open_pty())
+        async with LedBus(serial.endpoint, codec, lambda: open_line(serial)) as bus:
             await bus.send(2, codec.show(2, "暂停服务"))
             assert virtual.text(2) == "暂停服务"
 
@@ -160,9 +158,9 @@ async def test_bus_driver_and_virtual_bus_over_tcp_and_pty() -> None:
 async def test_bus_reconnects_after_the_adapter_restarts() -> None:
     async with VirtualLedBus() as virtual:
         port = await virtual.start_tcp("127.0.0.1", 0)
-        target = TcpLinkTarget("127.0.0.1", port, timeout_s=1)
+        target = TcpTarget("127.0.0.1", port, timeout_s=1)
         codec = TextFrameCodec()
-        async with LedBus(target.endpoint, codec, lambda: open_link(target)) as bus:
+        async with LedBus(target.endpoint, codec, lambda: open_line(target)) as bus:
             await bus.send(1, codec.show(1, "A001"))
             await virtual.stop_tcp()
             refused = 0

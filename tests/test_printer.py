@@ -27,15 +27,14 @@ from agent.runtime.devices import DeviceHealth
 from agent.runtime.store import Store
 from drivers.printer import (
     FileTarget,
-    NetworkTarget,
     Printer,
     PrinterHealth,
     PrinterUnavailable,
     PrintJob,
     PrintQueue,
-    SerialTarget,
     open_printer,
 )
+from drivers.transport import SerialTarget, TcpTarget
 from protocols.escpos import encode_gb18030
 from protocols.escpos_model import Bitmap, Paper, QrCode, TextLine, document
 from protocols.escpos_raster import CJK_FONT
@@ -125,7 +124,7 @@ async def test_chinese_text_and_qr_payload_survive_driver_to_virtual_printer(tmp
     data = encode_gb18030(doc, Paper.for_width(80), font_charset="gb18030")
     async with VirtualPrinter(tmp_path / "printed") as vp:
         if transport == "network":
-            target: Any = NetworkTarget("127.0.0.1", await vp.start_tcp(port=0), 2.0)
+            target: Any = TcpTarget("127.0.0.1", await vp.start_tcp(port=0), 2.0)
         else:
             target = SerialTarget(vp.open_pty(), baudrate=115200)
         async with PrintQueue(open_printer(target)) as queue:

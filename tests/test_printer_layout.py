@@ -13,7 +13,8 @@ from support import hall_config
 from agent.config import ConfigError, HallAgentConfig, PrinterDevice, validate_config
 from agent.core.model import Priority
 from agent.features.printing import TicketFacts, printer_target, ticket_document
-from drivers.printer import FileTarget, NetworkTarget, SerialTarget, UsbTarget
+from drivers.printer import FileTarget, UsbTarget
+from drivers.transport import SerialTarget, TcpTarget
 from protocols.escpos import encode_gb18030
 from protocols.escpos_commands import read_tickets
 from protocols.escpos_model import Paper, QrCode, TextLine
@@ -105,7 +106,7 @@ def test_bad_qr_templates_are_refused_with_a_fix(tmp_path, template, message):
 
 def test_transports_map_to_driver_targets(tmp_path):
     kinds = {
-        "network": ({"type": "network", "host": "10.0.0.5", "port": 9100}, NetworkTarget),
+        "network": ({"type": "network", "host": "10.0.0.5", "port": 9100}, TcpTarget),
         "serial": ({"type": "serial", "port": "/dev/ttyUSB0", "baudrate": 19200}, SerialTarget),
         "usb": ({"type": "usb", "vendor_id": "0416", "product_id": "5011"}, UsbTarget),
         "file": ({"type": "file", "path": "/dev/usb/lp0"}, FileTarget),

@@ -39,7 +39,6 @@ from agent.central import contract as c
 from agent.config import (
     HallAgentConfig,
     IdReaderDevice,
-    IdReaderSerialTransport,
     personal_data_key,
 )
 from agent.core import events as ev
@@ -48,6 +47,7 @@ from agent.core.errors import QueueError, Refused
 from agent.core.events import Event
 from agent.core.model import Priority, Source
 from agent.core.operations import CardAtWindow, CardRead, Take
+from agent.features._targets import line_target
 from agent.features.issuing import Issuing
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall, ShuttingDown
@@ -65,14 +65,11 @@ from drivers.idreader import (
     CardProblem,
     CardRemoved,
     IdReader,
-    NetworkTarget,
     PollSettings,
     ReaderHealth,
-    SerialTarget,
-    Target,
     open_reader,
 )
-from drivers.line import stop_task
+from drivers.transport import stop_task
 
 if TYPE_CHECKING:
     from agent.central.link import EnvelopeFilter
@@ -87,18 +84,11 @@ StaffSignIn = Callable[[Hall, str, str], Awaitable[Outcome | None]]
 ReaderFactory = Callable[[IdReaderDevice, Callable[[ReaderHealth], None]], IdReader]
 
 
-def reader_target(device: IdReaderDevice) -> Target:
-    transport = device.transport
-    if isinstance(transport, IdReaderSerialTransport):
-        return SerialTarget(transport.port, transport.baudrate)
-    return NetworkTarget(transport.host, transport.port, transport.timeout_s)
-
-
 def _open_reader(device: IdReaderDevice, on_health: Callable[[ReaderHealth], None]) -> IdReader:
     settings = PollSettings(
         poll_interval_s=device.poll_interval_s, fingerprint=device.read_fingerprint
     )
-    return open_reader(reader_target(device), settings, on_health)
+    return open_reader(line_target(device.transport), settings, on_health)
 
 
 @dataclasses.dataclass(slots=True)

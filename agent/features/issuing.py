@@ -25,7 +25,7 @@ class Issuing:
         self.printing = printing
 
     def check(self, source: str) -> None:
-        """Refuse (PrinterUnavailable) a ticket from ``source`` the printer cannot print."""
+        """Refuse (IssuingRefused) a ticket from ``source`` the printer cannot print."""
         if self.printing is not None:
             self.printing.check_issuing(source)
 

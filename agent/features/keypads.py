@@ -27,6 +27,7 @@ from agent.config import (
     SerialTransport,
 )
 from agent.core import events as ev
+from agent.features._targets import line_target
 from agent.features.callers import CallerDesk, Debouncer
 from agent.features.rating import RatingDesk
 from agent.runtime.devices import DeviceBoard
@@ -34,16 +35,12 @@ from agent.runtime.hall import Hall
 from agent.runtime.store import StoredEvent
 from drivers.keypad import (
     BusHealth,
-    BusTarget,
     DeviceOpener,
     EvdevKeys,
     KeypadBus,
-    LinkOpener,
-    SerialBusTarget,
-    TcpBusTarget,
     evdev_opener,
-    open_link,
 )
+from drivers.transport import LineTarget, LinkOpener, open_line
 from protocols.keypad import (
     CallerCommand,
     CallerKey,
@@ -65,18 +62,6 @@ MAX_DIGITS = 8
 def device_windows(config: HallAgentConfig) -> dict[str, str]:
     """Which window each device belongs to."""
     return {d: w.id for w in config.windows for d in w.devices}
-
-
-def bus_target(transport: SerialTransport | NetworkTransport) -> BusTarget:
-    if isinstance(transport, NetworkTransport):
-        return TcpBusTarget(transport.host, transport.port, transport.timeout_s)
-    return SerialBusTarget(
-        transport.port,
-        transport.baudrate,
-        transport.bytesize,
-        transport.parity,
-        transport.stopbits,
-    )
 
 
 def _display_digits(number: str | None) -> str:
@@ -113,14 +98,14 @@ class WindowKeypads:
         callers: CallerDesk,
         ratings: RatingDesk,
         *,
-        bus_opener: Callable[[BusTarget], LinkOpener] | None = None,
+        bus_opener: Callable[[LineTarget], LinkOpener] | None = None,
         evdev_opener_for: Callable[[EvdevTransport], DeviceOpener] | None = None,
     ) -> None:
         self.hall = hall
         self.board = board
         self.callers = callers
         self.ratings = ratings
-        self._bus_opener = bus_opener or (lambda t: functools.partial(open_link, t))
+        self._bus_opener = bus_opener or (lambda t: functools.partial(open_line, t))
         self._evdev_opener = evdev_opener_for or (lambda t: evdev_opener(t.path, t.name))
         self.windows = device_windows(hall.config)
         self.buses: dict[str, _Bus] = {}
@@ -173,7 +158,7 @@ class WindowKeypads:
             driver = KeypadBus(
                 endpoint,
                 protocol,
-                self._bus_opener(bus_target(transport)),
+                self._bus_opener(line_target(transport)),
                 functools.partial(self._bus_input, endpoint),
                 on_health=functools.partial(self._bus_health, endpoint),
             )

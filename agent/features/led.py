@@ -18,10 +18,11 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agent.config import LedStripDevice, NetworkTransport, SerialTransport
+from agent.config import LedStripDevice, NetworkTransport
 from agent.core import events as ev
 from agent.core.engine import QueueEngine
 from agent.core.model import TicketStatus, WindowState
+from agent.features._targets import line_target
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoredEvent
@@ -30,12 +31,8 @@ from drivers.led import (
     LedBus,
     LedRefused,
     LedUnavailable,
-    LinkOpener,
-    SerialLinkTarget,
-    TcpLinkTarget,
-    open_link,
 )
-from drivers.line import stop_task
+from drivers.transport import LinkOpener, open_line, stop_task
 from protocols.led import LedProtocolError, codec_for
 
 log = logging.getLogger(__name__)
@@ -78,20 +75,8 @@ def _bus_key(device: LedStripDevice) -> str:
 
 
 def _opener(device: LedStripDevice) -> LinkOpener:
-    transport = device.transport
-    target: TcpLinkTarget | SerialLinkTarget
-    if isinstance(transport, NetworkTransport):
-        target = TcpLinkTarget(transport.host, transport.port, transport.timeout_s)
-    else:
-        assert isinstance(transport, SerialTransport)
-        target = SerialLinkTarget(
-            transport.port,
-            transport.baudrate,
-            transport.bytesize,
-            transport.parity,
-            transport.stopbits,
-        )
-    return lambda: open_link(target)
+    target = line_target(device.transport)
+    return lambda: open_line(target)
 
 
 def strip_text(device: LedStripDevice, window: dict[str, Any] | None) -> str:

@@ -37,9 +37,7 @@ from agent.central import contract as c
 from agent.config import (
     FileTransport,
     HallAgentConfig,
-    NetworkTransport,
     PrinterDevice,
-    SerialTransport,
     UsbTransport,
 )
 from agent.core import events as ev
@@ -47,23 +45,22 @@ from agent.core.engine import QueueEngine
 from agent.core.errors import NotFound, Refused
 from agent.core.events import Event
 from agent.core.model import Priority, TicketStatus
+from agent.features._targets import line_target
 from agent.runtime.devices import DeviceBoard, DeviceStatus
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import Store, StoredEvent, StoreError, Written
-from drivers.line import stop_task
 from drivers.printer import (
     FileTarget,
-    NetworkTarget,
     Printer,
     PrinterHealth,
+    PrinterTarget,
     PrintJob,
     PrintQueue,
     PrintResult,
-    SerialTarget,
-    Target,
     UsbTarget,
     open_printer,
 )
+from drivers.transport import stop_task
 from protocols.escpos import encode_gb18030, encode_raster
 from protocols.escpos_model import (
     Align,
@@ -176,30 +173,22 @@ def ticket_document(
     return TicketDocument(tuple(blocks))
 
 
-class PrinterUnavailable(Refused):
+class IssuingRefused(Refused):
     """A ticket that would be printed is refused: the printer cannot print now."""
 
     code = "printer_unavailable"
 
 
-def printer_target(device: PrinterDevice) -> Target:
+def printer_target(device: PrinterDevice) -> PrinterTarget:
     """The driver's view of the configured transport."""
     transport = device.transport
     match transport:
-        case NetworkTransport():
-            return NetworkTarget(transport.host, transport.port, transport.timeout_s)
-        case SerialTransport():
-            return SerialTarget(
-                transport.port,
-                transport.baudrate,
-                transport.bytesize,
-                transport.parity,
-                transport.stopbits,
-            )
         case UsbTransport():
             return UsbTarget(transport.vendor_id, transport.product_id, transport.serial)
         case FileTransport():
             return FileTarget(transport.path)
+        case _:
+            return line_target(transport)
 
 
 def _device_state(health: PrinterHealth) -> tuple[DeviceStatus, str]:
@@ -340,10 +329,10 @@ class TicketPrinting:
         return None if ok else f"tickets cannot be printed now: {reason}"
 
     def check_issuing(self, source: str) -> None:
-        """Raise :class:`PrinterUnavailable` when a ticket from ``source`` cannot be printed."""
+        """Raise :class:`IssuingRefused` when a ticket from ``source`` cannot be printed."""
         refusal = self.issuing_refusal(source)
         if refusal is not None:
-            raise PrinterUnavailable(refusal)
+            raise IssuingRefused(refusal)
 
     def state(self) -> dict[str, Any]:
         """For the kiosk and the status page."""

@@ -43,7 +43,7 @@ from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall
 from agent.runtime.store import StoredEvent
 from drivers.audio import AplaySink, AudioError, AudioSink, FileSink
-from drivers.line import stop_task
+from drivers.transport import stop_task
 
 log = logging.getLogger(__name__)
 

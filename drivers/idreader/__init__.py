@@ -19,16 +19,13 @@ from drivers.idreader.base import (
 from drivers.idreader.gat467_reader import (
     Gat467Client,
     Gat467Watcher,
-    NetworkTarget,
     PollSettings,
-    SerialTarget,
-    Target,
-    open_streams,
 )
+from drivers.transport import LineTarget
 
 
 def open_reader(
-    target: Target,
+    target: LineTarget,
     settings: PollSettings | None = None,
     on_health: Callable[[ReaderHealth], None] | None = None,
 ) -> IdReader:
@@ -44,13 +41,9 @@ __all__ = [
     "Gat467Watcher",
     "IdReader",
     "IdReaderError",
-    "NetworkTarget",
     "PollSettings",
     "ReaderEvent",
     "ReaderHealth",
     "ReaderUnavailable",
-    "SerialTarget",
-    "Target",
     "open_reader",
-    "open_streams",
 ]

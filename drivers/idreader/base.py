@@ -6,10 +6,11 @@ import abc
 import dataclasses
 import hashlib
 
+from drivers.errors import DriverError
 from protocols.idcard import IdCard
 
 
-class IdReaderError(Exception):
+class IdReaderError(DriverError):
     """Base of the ID reader driver's errors; the message says what to do."""
 
 

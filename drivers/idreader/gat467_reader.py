@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from drivers.errors import DriverError
 from drivers.idreader.base import (
     CardPresented,
     CardProblem,
@@ -33,7 +34,15 @@ from drivers.idreader.base import (
     ReaderHealth,
     ReaderUnavailable,
 )
-from drivers.line import stop_task
+from drivers.transport import (
+    LineTarget,
+    LineUnavailable,
+    Link,
+    SerialTarget,
+    TcpTarget,
+    open_line,
+    stop_task,
+)
 from protocols.gat467 import (
     CardRejected,
     Command,
@@ -54,57 +63,21 @@ from protocols.idcard import decode_text
 
 log = logging.getLogger(__name__)
 
-Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
 # The largest answer (text + photo + fingerprint), for the answer timeout.
 _LARGEST_ANSWER = 2321
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class SerialTarget:
-    port: str
-    baudrate: int = 115200
-
-    @property
-    def endpoint(self) -> str:
-        return f"serial port {self.port}"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class NetworkTarget:
-    host: str
-    port: int
-    timeout_s: float = 5.0
-
-    @property
-    def endpoint(self) -> str:
-        return f"network {self.host}:{self.port}"
-
-
-Target = SerialTarget | NetworkTarget
-
-
-async def open_streams(target: Target) -> Streams:
-    """Connect to the reader. Raises ReaderUnavailable with the cause."""
-    try:
-        if isinstance(target, NetworkTarget):
-            async with asyncio.timeout(target.timeout_s):
-                return await asyncio.open_connection(target.host, target.port)
-        import serial_asyncio_fast
-
-        return await serial_asyncio_fast.open_serial_connection(
-            url=target.port, baudrate=target.baudrate, bytesize=8, parity="N", stopbits=1
-        )
-    except (OSError, TimeoutError, ValueError) as err:  # SerialException is an OSError
-        raise ReaderUnavailable(
-            f"cannot open the ID card reader at {target.endpoint}: {err or type(err).__name__}"
-        ) from err
+def _endpoint(target: LineTarget) -> str:
+    """Where the reader is, for people (``serial port /dev/ttyUSB0``)."""
+    if isinstance(target, TcpTarget):
+        return f"network {target.host}:{target.port}"
+    return f"serial port {target.port}"
 
 
 class Gat467Client:
     """Request/answer over one connection. Not shared: one request at a time."""
 
-    def __init__(self, streams: Streams, *, baudrate: int | None = None) -> None:
+    def __init__(self, streams: Link, *, baudrate: int | None = None) -> None:
         self._reader, self._writer = streams
         self._parser = FrameParser()
         # Bytes at 10 bits each on a serial line, plus room for the reader to think.
@@ -194,18 +167,25 @@ class Gat467Client:
         return decode_sam_id((await self.call(Command.READ_SAM_ID)).data)
 
 
-class _Garbled(Exception):
+class _Garbled(DriverError):
     """An answer with a bad checksum: ask again."""
 
 
 Connector = Callable[[], Awaitable[tuple[Gat467Client, str]]]
 
 
-def connector_for(target: Target) -> Connector:
+def connector_for(target: LineTarget) -> Connector:
+    """Connects to the reader; raises ReaderUnavailable with the cause."""
+
     async def connect() -> tuple[Gat467Client, str]:
-        streams = await open_streams(target)
+        try:
+            streams = await open_line(target)
+        except LineUnavailable as err:
+            raise ReaderUnavailable(
+                f"cannot open the ID card reader at {_endpoint(target)}: {err.reason}"
+            ) from err
         baud = target.baudrate if isinstance(target, SerialTarget) else None
-        return Gat467Client(streams, baudrate=baud), target.endpoint
+        return Gat467Client(streams, baudrate=baud), _endpoint(target)
 
     return connect
 
@@ -226,7 +206,7 @@ class Gat467Watcher(IdReader):
 
     def __init__(
         self,
-        target: Target,
+        target: LineTarget,
         settings: PollSettings | None = None,
         *,
         connector: Connector | None = None,
@@ -246,7 +226,7 @@ class Gat467Watcher(IdReader):
 
     @property
     def endpoint(self) -> str:
-        return self._target.endpoint
+        return _endpoint(self._target)
 
     @property
     def health(self) -> ReaderHealth:

@@ -10,30 +10,20 @@ own opener to run without hardware.
 from drivers.keypad.bus import (
     BusCounters,
     BusHealth,
-    BusTarget,
     KeypadBus,
-    KeypadError,
+    KeypadDriverError,
     KeypadUnavailable,
-    SerialBusTarget,
-    TcpBusTarget,
-    open_link,
 )
 from drivers.keypad.evdev_keys import DeviceOpener, EvdevKeys, InputDeviceLike, evdev_opener
-from drivers.line import LinkOpener
 
 __all__ = [
     "BusCounters",
     "BusHealth",
-    "BusTarget",
     "DeviceOpener",
     "EvdevKeys",
     "InputDeviceLike",
     "KeypadBus",
-    "KeypadError",
+    "KeypadDriverError",
     "KeypadUnavailable",
-    "LinkOpener",
-    "SerialBusTarget",
-    "TcpBusTarget",
     "evdev_opener",
-    "open_link",
 ]

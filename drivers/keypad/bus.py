@@ -19,15 +19,8 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
-from drivers.line import (
-    LineTarget,
-    Link,
-    LinkOpener,
-    SerialLineTarget,
-    TcpLineTarget,
-    open_line,
-    stop_task,
-)
+from drivers.errors import DriverError
+from drivers.transport import LineUnavailable, LinkOpener, stop_task
 from protocols.keypad import DeviceInput, Frame, KeypadProtocol, Skipped
 
 log = logging.getLogger(__name__)
@@ -42,23 +35,13 @@ RECONNECT_MAX_S = 30.0
 ACK_AFTER_S = 10.0
 
 
-class KeypadError(Exception):
+class KeypadDriverError(DriverError):
     """Base of the keypad driver's errors; the message says what to check."""
 
 
-class KeypadUnavailable(KeypadError):
-    """The bus cannot be reached."""
-
-
-# The line's targets under the names this driver has always exported.
-TcpBusTarget = TcpLineTarget
-SerialBusTarget = SerialLineTarget
-BusTarget = LineTarget
-
-
-async def open_link(target: BusTarget) -> Link:
-    """Open the bus; raises :class:`KeypadUnavailable` with the cause."""
-    return await open_line(target, KeypadUnavailable)
+class KeypadUnavailable(KeypadDriverError):
+    """The keypad cannot be reached (its input device is missing). A bus opener raises
+    this or, like :func:`drivers.transport.open_line`, ``LineUnavailable``."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -156,7 +139,7 @@ class KeypadBus:
         while True:
             try:
                 reader, writer = await self._opener()
-            except KeypadUnavailable as err:
+            except (LineUnavailable, KeypadUnavailable) as err:
                 if self.health.connected or self.health.detail != str(err):
                     log.warning("keypad bus %s: %s", self.endpoint, err)
                 self._report(BusHealth(False, str(err)))

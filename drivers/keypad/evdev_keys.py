@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from drivers.keypad.bus import BusHealth, KeypadUnavailable
-from drivers.line import stop_task
+from drivers.transport import stop_task
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@
 TCP socket) shared by every strip on it, sends one frame at a time and, for protocols
 whose strips answer, waits for the answer. It reconnects on the next frame after a
 failure and reports its health through a callback. The frame bytes come from a
-:class:`protocols.led.LedCodec`; a test passes its own :class:`LinkOpener` to run
-without hardware.
+:class:`protocols.led.LedCodec`; the line is opened by the opener it is given
+(:func:`drivers.transport.open_line`, or a test's own to run without hardware).
 """
 
 from drivers.led.bus import (
@@ -14,11 +14,7 @@ from drivers.led.bus import (
     LedError,
     LedRefused,
     LedUnavailable,
-    SerialLinkTarget,
-    TcpLinkTarget,
-    open_link,
 )
-from drivers.line import LinkOpener
 
 __all__ = [
     "BusHealth",
@@ -26,8 +22,4 @@ __all__ = [
     "LedError",
     "LedRefused",
     "LedUnavailable",
-    "LinkOpener",
-    "SerialLinkTarget",
-    "TcpLinkTarget",
-    "open_link",
 ]

@@ -9,14 +9,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from drivers.line import (
-    LineTarget,
-    Link,
-    LinkOpener,
-    SerialLineTarget,
-    TcpLineTarget,
-    open_line,
-)
+from drivers.errors import DriverError
+from drivers.transport import LineUnavailable, Link, LinkOpener
 from protocols.led import LedCodec, ParseEvent, Rejected
 
 log = logging.getLogger(__name__)
@@ -27,7 +21,7 @@ ANSWER_TIMEOUT_S = 0.5
 ATTEMPTS = 2
 
 
-class LedError(Exception):
+class LedError(DriverError):
     """Base of the LED driver's errors; the message says what to check."""
 
 
@@ -37,17 +31,6 @@ class LedUnavailable(LedError):
 
 class LedRefused(LedError):
     """The strip answered that it did not do it (bad text, unknown command)."""
-
-
-# The line's targets under the names this driver has always exported.
-TcpLinkTarget = TcpLineTarget
-SerialLinkTarget = SerialLineTarget
-LinkTarget = LineTarget
-
-
-async def open_link(target: LinkTarget) -> Link:
-    """Open the bus; raises :class:`LedUnavailable` with the cause."""
-    return await open_line(target, LedUnavailable)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -103,7 +86,10 @@ class LedBus:
     async def _connect(self) -> Link:
         if self._link is not None:
             return self._link
-        self._link = await self._opener()
+        try:
+            self._link = await self._opener()
+        except LineUnavailable as err:
+            raise LedUnavailable(str(err)) from err
         self._answers = asyncio.Queue()
         parser = self.codec.parser()
         self._reader_task = asyncio.create_task(

@@ -14,15 +14,13 @@ from drivers.printer.base import (
 from drivers.printer.escpos_backend import (
     EscposPrinter,
     FileTarget,
-    NetworkTarget,
-    SerialTarget,
-    Target,
+    PrinterTarget,
     UsbTarget,
 )
 from drivers.printer.queue import PrintJob, PrintQueue, PrintResult
 
 
-def open_printer(target: Target) -> Printer:
+def open_printer(target: PrinterTarget) -> Printer:
     """The printer for a transport (no I/O yet: it connects on first use)."""
     return EscposPrinter(target)
 
@@ -30,7 +28,6 @@ def open_printer(target: Target) -> Printer:
 __all__ = [
     "EscposPrinter",
     "FileTarget",
-    "NetworkTarget",
     "PrintJob",
     "PrintQueue",
     "PrintResult",
@@ -38,9 +35,8 @@ __all__ = [
     "PrinterError",
     "PrinterHealth",
     "PrinterNotReady",
+    "PrinterTarget",
     "PrinterUnavailable",
-    "SerialTarget",
-    "Target",
     "UsbTarget",
     "open_printer",
 ]

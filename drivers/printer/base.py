@@ -5,10 +5,11 @@ from __future__ import annotations
 import abc
 import dataclasses
 
+from drivers.errors import DriverError
 from protocols.escpos_status import PrinterStatus, describe
 
 
-class PrinterError(Exception):
+class PrinterError(DriverError):
     """Base of the printer driver's errors; the message says what to do."""
 
 

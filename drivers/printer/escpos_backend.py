@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from drivers.printer.base import Printer, PrinterUnavailable
+from drivers.transport import SerialTarget, TcpTarget
 from protocols.escpos_status import (
     PrinterStatus,
     RealTimeReply,
@@ -45,23 +46,6 @@ _ROUTINE = (StatusRequest.PRINTER, StatusRequest.OFFLINE_CAUSE, StatusRequest.PA
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class NetworkTarget:
-    host: str
-    port: int = 9100
-    timeout_s: float = 5.0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SerialTarget:
-    port: str
-    baudrate: int = 9600
-    bytesize: int = 8
-    parity: str = "N"
-    stopbits: float = 1
-    timeout_s: float = 5.0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class UsbTarget:
     vendor_id: int
     product_id: int
@@ -76,7 +60,9 @@ class FileTarget:
     path: Path
 
 
-Target = NetworkTarget | SerialTarget | UsbTarget | FileTarget
+# The serial and TCP targets are every driver's (drivers.transport); USB and device files
+# are the printer's own.
+PrinterTarget = TcpTarget | SerialTarget | UsbTarget | FileTarget
 
 
 class Link(abc.ABC):
@@ -121,7 +107,7 @@ class Link(abc.ABC):
 
 
 class _NetworkLink(Link):
-    def __init__(self, target: NetworkTarget) -> None:
+    def __init__(self, target: TcpTarget) -> None:
         super().__init__()
         self.target = target
 
@@ -258,7 +244,7 @@ class _FileLink(Link):
 
 
 _LINKS: dict[type[Any], Callable[[Any], Link]] = {
-    NetworkTarget: _NetworkLink,
+    TcpTarget: _NetworkLink,
     SerialTarget: _SerialLink,
     UsbTarget: _UsbLink,
     FileTarget: _FileLink,
@@ -273,7 +259,9 @@ def _first_line(err: BaseException) -> str:
 class EscposPrinter(Printer):
     """A :class:`Printer` over one python-escpos transport, with its worker thread."""
 
-    def __init__(self, target: Target, *, status_timeout_s: float = STATUS_TIMEOUT_S) -> None:
+    def __init__(
+        self, target: PrinterTarget, *, status_timeout_s: float = STATUS_TIMEOUT_S
+    ) -> None:
         self._link = _LINKS[type(target)](target)
         self.reads_status = self._link.reads
         self._status_timeout = status_timeout_s

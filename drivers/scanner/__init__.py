@@ -17,11 +17,13 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from drivers.errors import DriverError
+
 # A capture that takes longer is a hung device or tool.
 CAPTURE_TIMEOUT_S = 60.0
 
 
-class ScannerError(Exception):
+class ScannerError(DriverError):
     """Base of the capture drivers' errors; the message says what to do."""
 
 

@@ -16,8 +16,10 @@ import abc
 import dataclasses
 import enum
 
+from protocols.errors import ProtocolError
 
-class KeypadError(ValueError):
+
+class KeypadError(ProtocolError, ValueError):
     """A value cannot be put in a frame (an address out of range, a digit that is not one)."""
 
 
