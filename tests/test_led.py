@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from support import hall_config
 
@@ -116,7 +116,12 @@ def test_oversized_length_and_unencodable_text_are_refused() -> None:
 
 @given(st.integers(0, 255), st.integers(0, 9999), st.lists(st.integers(0, 40), max_size=4))
 def test_number_board_round_trip_any_split(address: int, number: int, cuts) -> None:
-    data = b"\x99" + encode_board_frame(BoardFrame(address, number))
+    frame = encode_board_frame(BoardFrame(address, number))
+    data = b"\x99" + frame
+    # The number board's 4-byte frames have no sync byte: a noise byte that forms a valid
+    # frame with the next three (0x99 00 04 9D for 1181 at address 0) is, on the wire, a
+    # frame. Noise is only skippable when it is not one.
+    assume(not any(isinstance(e, BoardFrame) for e in BoardFrameParser().feed(data[:4])))
     parser = BoardFrameParser()
     got = [e for piece in split(data, cuts) for e in parser.feed(piece)]
     assert BoardFrame(address, number) in got
