@@ -111,9 +111,11 @@ class LedBus:
                         log.debug("LED bus %s: %s", self.endpoint, event.reason)
                         continue
                     self._answers.put_nowait(event)
-        # The far end closed: the next frame reconnects.
+        # The far end closed: close our side too; the next frame reconnects.
         if self._link is not None and self._link[0] is reader:
+            writer = self._link[1]
             self._link = None
+            writer.close()
             self._report(BusHealth(False, "the connection was closed by the bus adapter"))
 
     async def _drop(self, why: str) -> None:
