@@ -944,8 +944,10 @@ async def test_acks_retention_by_class_and_replays_of_what_is_left(
         assert (stats.total, stats.unacked, stats.evicted_total) == (30, 20, 0)
 
         for _ in range(7):
-            await agent.hall.write(chatter(200))
-        flooded = await last_seq(agent)
+            written = await agent.hall.write(chatter(200))
+        # The last seq the flood wrote (read from the write itself: the retention loop may
+        # append its report at any moment after it).
+        flooded = written[-1].seq
         await until(
             lambda: [e for e in central.events() if e["type"] == "outbox.evicted"],
             15,
