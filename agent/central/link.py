@@ -34,6 +34,7 @@ from agent.central.commands import CommandDesk, CommandHandlers
 from agent.central.contract import Birth, DeviceState, Metrics, Topics, Will
 from agent.central.pushed import ConfigDesk
 from agent.config import HallAgentConfig, MqttConfig
+from agent.errors import HallAgentError
 from agent.runtime.devices import DeviceBoard, DeviceHealth
 from agent.runtime.hall import Hall
 from agent.runtime.store import Store, StoredEvent, StoreError
@@ -130,7 +131,7 @@ def tls_context(mqtt: MqttConfig) -> ssl.SSLContext:
     return context
 
 
-class LinkConfigError(Exception):
+class LinkConfigError(HallAgentError):
     """The link cannot start with this configuration."""
 
 

@@ -25,6 +25,7 @@ from agent.core.errors import QueueError, Refused
 from agent.core.events import Event
 from agent.core.model import HallCounters, business_day
 from agent.core.operations import Operation, Tick
+from agent.errors import HallAgentError
 from agent.runtime.clock import plausible
 from agent.runtime.store import CommandRecord, Store, StoredEvent, StoreError, StoreFull
 
@@ -42,7 +43,7 @@ def plausible_clock(now: dt.datetime) -> bool:
     return plausible(now)
 
 
-class ShuttingDown(Exception):
+class ShuttingDown(HallAgentError):
     """The hall is stopping and takes no new operations."""
 
 

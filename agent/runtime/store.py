@@ -26,6 +26,7 @@ from agent.core import events as ev
 from agent.core.engine import Outcome
 from agent.core.events import Event, EventClass, EventData, read_event
 from agent.core.model import HallCounters, Ticket, WindowStatus
+from agent.errors import HallAgentError
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-class StoreError(Exception):
+class StoreError(HallAgentError):
     """The store could not do what was asked; the hall's state is unchanged."""
 
 

@@ -28,6 +28,7 @@ from agent.core.engine import Outcome
 from agent.core.errors import QueueError, Refused
 from agent.core.model import Priority, Source
 from agent.core.operations import Operation, Take
+from agent.errors import HallAgentError
 from agent.features.issuing import Issuing
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoreError, StoreFull
@@ -285,7 +286,7 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-class WebStartError(OSError):
+class WebStartError(HallAgentError, OSError):
     """The local API could not start listening."""
 
 

@@ -44,6 +44,7 @@ from agent.config import ScreenDevice
 from agent.core import events as ev
 from agent.core.engine import QueueEngine
 from agent.core.model import Ticket, TicketStatus, WindowState
+from agent.errors import HallAgentError
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoredEvent
@@ -76,7 +77,7 @@ _STATIC_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _PHOTO_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 
 
-class ViewNotFound(Exception):
+class ViewNotFound(HallAgentError):
     """A page asked for a view or a window that does not exist (404)."""
 
 
@@ -616,7 +617,7 @@ BUILT_IN_VIEWS: dict[str, View] = {"hall": hall_view, "window": window_view, "ki
 # -- the CJK font ------------------------------------------------------------------------------
 
 
-class FontUnavailable(Exception):
+class FontUnavailable(HallAgentError):
     """The configured CJK font cannot be served (the pages fall back to local fonts)."""
 
 
