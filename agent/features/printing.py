@@ -50,7 +50,7 @@ from agent.core.model import Priority, TicketStatus
 from agent.runtime.devices import DeviceBoard, DeviceStatus
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import Store, StoredEvent, StoreError
-from drivers.line import stop_task
+from agent.runtime.tasks import BackgroundTasks, stop
 from drivers.printer import (
     FileTarget,
     NetworkTarget,
@@ -256,7 +256,7 @@ class TicketPrinting:
         self._outcomes: collections.OrderedDict[str, asyncio.Future[PrintResult]] = (
             collections.OrderedDict()
         )
-        self._following: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks()
         self._stack = contextlib.AsyncExitStack()
         # Issued tickets whose print is under way, the highest issued seq seen, and the seq
         # up to which every print is concluded (as saved).
@@ -272,10 +272,12 @@ class TicketPrinting:
         await self._load_font()
         async with contextlib.AsyncExitStack() as stack:
             issued = await stack.enter_async_context(self.hall.events())
+            # Left after the queue: the prints under way end once it has closed.
+            self._tasks = await stack.enter_async_context(BackgroundTasks())
             await stack.enter_async_context(self.queue)
             unfinished = await self._unfinished()
-            listener = asyncio.create_task(self._follow_issued(issued), name="printer-tickets")
-            stack.push_async_callback(stop_task, listener)
+            listener = self._tasks.create_task(self._follow_issued(issued), name="printer-tickets")
+            stack.push_async_callback(stop, listener)
             self._stack = stack.pop_all()
         await self._resume(unfinished)
         self._health(self.queue.health)
@@ -290,8 +292,6 @@ class TicketPrinting:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
-        if self._following:
-            await asyncio.gather(*self._following, return_exceptions=True)
 
     async def _load_font(self) -> None:
         path: Path = self.config.ticket.font
@@ -409,9 +409,8 @@ class TicketPrinting:
     def _start_print(self, event: StoredEvent, issued: ev.TicketIssued) -> None:
         facts = TicketFacts.from_event(event, issued)
         self._in_flight.add(event.seq)
-        task = asyncio.create_task(self._print(facts, seq=event.seq), name=f"print-{facts.number}")
-        self._following.add(task)
-        task.add_done_callback(self._following.discard)
+        # One task per ticket, ended when its print is concluded.
+        self._tasks.create_task(self._print(facts, seq=event.seq), name=f"print-{facts.number}")
 
     # -- prints cut off by a stop ---------------------------------------------------------------
 

@@ -48,6 +48,7 @@ from agent.errors import HallAgentError
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoredEvent
+from agent.runtime.tasks import BackgroundTasks
 
 if TYPE_CHECKING:
     from agent.features.printing import TicketPrinting
@@ -171,7 +172,7 @@ class PageFeed:
         self._notices: list[JSON] = []
         self._staff: dict[str, JSON] = {}
         self._photos: frozenset[str] = frozenset()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = BackgroundTasks()
         self._stack = contextlib.AsyncExitStack()
         # Open streams per (view, window): a screen device is "ok" while a page shows it.
         self._open: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -205,14 +206,11 @@ class PageFeed:
             self._followed = self.hall.store.last_seq
             await self._load_settings()
             await self._rebuild()
-            self._tasks = [
-                asyncio.create_task(self._follow(events), name="pages-events"),
-                asyncio.create_task(self._rebuild_loop(), name="pages-rebuild"),
-            ]
+            tasks = self._tasks = await stack.enter_async_context(BackgroundTasks())
+            tasks.create_task(self._follow(events), name="pages-events")
+            tasks.create_task(self._rebuild_loop(), name="pages-rebuild")
             if self.devices is not None:
-                self._tasks.append(
-                    asyncio.create_task(self._follow_devices(self.devices), name="pages-devices")
-                )
+                tasks.create_task(self._follow_devices(self.devices), name="pages-devices")
             self._stack = stack.pop_all()
         self._report_screens()
         return self
@@ -227,9 +225,7 @@ class PageFeed:
         self._closed = True
         async with self._changed:
             self._changed.notify_all()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.cancel()
         await self._stack.aclose()
 
     async def _load_settings(self) -> None:
