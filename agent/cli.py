@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import agent
+from agent.errors import HallAgentError
 
 DEFAULT_CONFIG = Path("/etc/hall-agent/config.yaml")
 DEFAULT_API = "http://127.0.0.1:8737"
@@ -32,7 +33,7 @@ WINDOW_ACTIONS = (
 )
 
 
-class CliError(Exception):
+class CliError(HallAgentError):
     """A problem the person at the terminal can fix; printed without a traceback."""
 
 

@@ -9,7 +9,6 @@ it could run; it was not executed).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
@@ -35,6 +34,7 @@ from agent.core.operations import Operation
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall
 from agent.runtime.store import CommandRecord, Store, Written
+from agent.runtime.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,8 @@ class CommandDesk:
         self.topics = topics
         self.devices = devices
         self.handlers = handlers or CommandHandlers()
-        self._background: set[asyncio.Task[Any]] = set()
+        # Where a command's work that outlasts its reply runs (a replay): the link's tasks.
+        self.background: BackgroundTasks | None = None
 
     async def handle(
         self,
@@ -300,11 +301,10 @@ class CommandDesk:
         )
         reply = await self._record(_ok(command, name, result.model_dump(mode="json")))
         if seqs:
-            task = asyncio.create_task(
+            assert self.background is not None, "commands arrive only while the link runs"
+            self.background.create_task(
                 _resend(replay, client, command.from_seq, to_seq), name="link-replay"
             )
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
         return reply
 
     async def _show_notice(self, name: str, command: c.ShowNotice) -> c.Reply:

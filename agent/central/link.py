@@ -34,9 +34,11 @@ from agent.central.commands import CommandDesk, CommandHandlers
 from agent.central.contract import Birth, DeviceState, Metrics, Topics, Will
 from agent.central.pushed import ConfigDesk
 from agent.config import HallAgentConfig, MqttConfig
+from agent.errors import HallAgentError
 from agent.runtime.devices import DeviceBoard, DeviceHealth
 from agent.runtime.hall import Hall
 from agent.runtime.store import Store, StoredEvent, StoreError
+from agent.runtime.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +132,7 @@ def tls_context(mqtt: MqttConfig) -> ssl.SSLContext:
     return context
 
 
-class LinkConfigError(Exception):
+class LinkConfigError(HallAgentError):
     """The link cannot start with this configuration."""
 
 
@@ -193,7 +195,8 @@ class Link:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
         self._backoff = Backoff(self.mqtt, self._rng)
         self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: BackgroundTasks | None = None
         self._client: aiomqtt.Client | None = None
         self._tls: ssl.SSLContext | None = None
         # Applied to each event's envelope as it is published (never to the stored copy):
@@ -229,7 +232,9 @@ class Link:
             self.counters.last_error = str(err)
             log.error("central link not started: %s; the hall runs offline and buffers", err)
             return self
-        self._task = asyncio.create_task(self._run(), name="central-link")
+        self._tasks = await self._stack.enter_async_context(BackgroundTasks())
+        self.commands.background = self._tasks  # a replay central asks for runs there
+        self._tasks.create_task(self._run(), name="central-link")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -247,11 +252,9 @@ class Link:
                 )
             except aiomqtt.MqttError as err:
                 log.warning("could not publish the offline state before stopping: %s", err)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._tasks is not None:
+            self._tasks.cancel()  # the connection loop, and a replay under way
+        await self._stack.aclose()
         self.state = LinkState.STOPPED
 
     # -- the connection loop ---------------------------------------------------------------

@@ -28,6 +28,7 @@ from agent.config.walk import (
     _tag,
 )
 from agent.config.yaml_loader import _load_yaml
+from agent.errors import HallAgentError
 
 ENV_PREFIX = "HALL_"
 
@@ -38,7 +39,7 @@ class _Override:
     keys: tuple[str | int, ...]
 
 
-class _OverrideError(Exception):
+class _OverrideError(HallAgentError):
     def __init__(self, message: str, hint: str) -> None:
         super().__init__(message)
         self.message = message

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from pydantic_core import PydanticCustomError
 
+from agent.errors import HallAgentError
+
 
 @dataclass(frozen=True, slots=True)
 class ConfigProblem:
@@ -29,7 +31,7 @@ def format_problems(problems: Sequence[ConfigProblem]) -> str:
     return "\n".join(str(p) for p in problems)
 
 
-class ConfigError(Exception):
+class ConfigError(HallAgentError):
     """The configuration cannot be used; ``problems`` says everything that is wrong."""
 
     def __init__(self, problems: Sequence[ConfigProblem]) -> None:
@@ -37,7 +39,7 @@ class ConfigError(Exception):
         super().__init__(format_problems(self.problems))
 
 
-class CrossCheckError(ValueError):
+class CrossCheckError(HallAgentError, ValueError):
     """Raised inside validation when fields disagree with each other (carries the paths)."""
 
     def __init__(self, problems: Sequence[ConfigProblem]) -> None:

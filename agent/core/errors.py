@@ -6,9 +6,9 @@ machine-readable name of the refusal (the API's ``error`` field, central's repli
 
 from __future__ import annotations
 
+from agent.errors import HallAgentError
 
-class HallAgentError(Exception):
-    """The root of the agent's own exceptions."""
+__all__ = ["HallAgentError", "NotFound", "QueueError", "Refused"]
 
 
 class QueueError(HallAgentError):

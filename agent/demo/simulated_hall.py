@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import random
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from agent.demo.emulators.printer import VirtualPrinter
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.logs import setup_logging
 from agent.runtime.store import Store, Written
+from agent.runtime.tasks import BackgroundTasks
 from protocols.keypad import CallerKey
 
 log = logging.getLogger("agent.demo")
@@ -126,39 +127,38 @@ async def _demo(config: HallAgentConfig, duration: float | None, simulate: bool)
         await _demo_roster(running.hall)
         _explain_windows(config, running, keypads)
         identity_demo.explain(running, id_readers)
-        simulation: list[asyncio.Task[None]] = []
-        if simulate:
-            simulation.append(asyncio.create_task(_citizens(running), name="sim-citizens"))
-            simulation.extend(
-                asyncio.create_task(
-                    _staff_at(config, keypads, running.hall, w.id), name=f"sim-{w.id}"
-                )
-                for w in config.windows
-            )
-            simulation.extend(
-                asyncio.create_task(_raters(bus), name="sim-raters") for bus in keypads.values()
-            )
-            simulation.append(
-                asyncio.create_task(
-                    identity_demo.citizens_with_cards(running, id_readers), name="sim-id-cards"
-                )
-            )
-        if id_readers:
-            simulation.append(
-                asyncio.create_task(identity_demo.console(running, id_readers), name="id-console")
-            )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        if duration is not None:
-            loop.call_later(duration, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            for task in simulation:
-                task.cancel()
-            await asyncio.gather(*simulation, return_exceptions=True)
+        async with BackgroundTasks() as simulation:
+
+            def part(name: str, coro: Coroutine[Any, Any, None]) -> None:
+                simulation.create_task(_simulated(name, coro), name=name)
+
+            if simulate:
+                part("sim-citizens", _citizens(running))
+                for w in config.windows:
+                    part(f"sim-{w.id}", _staff_at(config, keypads, running.hall, w.id))
+                for bus in keypads.values():
+                    part("sim-raters", _raters(bus))
+                part("sim-id-cards", identity_demo.citizens_with_cards(running, id_readers))
+            if id_readers:
+                part("id-console", identity_demo.console(running, id_readers))
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            if duration is not None:
+                loop.call_later(duration, stop.set)
+            try:
+                await stop.wait()
+            finally:
+                simulation.cancel()
+
+
+async def _simulated(name: str, part: Coroutine[Any, Any, None]) -> None:
+    """One part of the simulation: one that fails stops, and the demo goes on without it."""
+    try:
+        await part
+    except Exception:
+        log.info("%s stopped; the demo goes on without it", name, exc_info=True)
 
 
 @contextlib.asynccontextmanager

@@ -54,6 +54,7 @@ from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall
 from agent.runtime.personal import SEAL_OVERHEAD, PersonalDataError, Vault
 from agent.runtime.store import SpoolFile, Store, StoredEvent, Written
+from agent.runtime.tasks import BackgroundTasks
 from drivers.scanner import (
     FfmpegCamera,
     Page,
@@ -194,6 +195,7 @@ class DocumentDesk:
         self._offered: dict[str, float] = {}  # file -> monotonic time complete was sent
         self._lock = asyncio.Lock()  # one capture at a time per hall keeps the spool honest
         self._watch: asyncio.Task[None] | None = None
+        self._stack = contextlib.AsyncExitStack()
         self.uploaded_chunks = 0
         self.delivered = 0
 
@@ -227,14 +229,14 @@ class DocumentDesk:
                 scanner = self._factory(device)
                 self.scanners[device.id] = scanner
                 await self._check(device.id, scanner)
-        self._watch = asyncio.create_task(self._watch_devices(), name="document-devices")
+        tasks = await self._stack.enter_async_context(BackgroundTasks())
+        self._watch = tasks.create_task(self._watch_devices(), name="document-devices")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._watch is not None:
             self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        await self._stack.aclose()
 
     async def _watch_devices(self) -> None:
         """A camera unplugged or plugged back in shows in the device state within this."""

@@ -60,6 +60,7 @@ from agent.runtime.personal import (
     unseal_event,
 )
 from agent.runtime.store import Store, StoreError, Written
+from agent.runtime.tasks import BackgroundTasks, stop
 from drivers.idreader import (
     CardPresented,
     CardProblem,
@@ -69,7 +70,6 @@ from drivers.idreader import (
     ReaderHealth,
     open_reader,
 )
-from drivers.transport import stop_task
 
 if TYPE_CHECKING:
     from agent.central.link import EnvelopeFilter
@@ -146,6 +146,7 @@ class IdentityDesk:
         self.held: HeldCard | None = None
         self.last: dict[str, LastRead] = {}
         self._stack = contextlib.AsyncExitStack()
+        self._tasks = BackgroundTasks()
         self._changed = asyncio.Condition()
         self.problem: str | None = None
 
@@ -174,8 +175,9 @@ class IdentityDesk:
                 self.problem = str(err)
                 log.error("ID card readers are not started: %s", err)
         async with contextlib.AsyncExitStack() as stack:
-            eraser = asyncio.create_task(erase_loop(self.hall), name="personal-data-eraser")
-            stack.push_async_callback(stop_task, eraser)
+            self._tasks = await stack.enter_async_context(BackgroundTasks())
+            eraser = self._tasks.create_task(erase_loop(self.hall), name="personal-data-eraser")
+            stack.push_async_callback(stop, eraser)
             if self._vault is not None:
                 for device in self.config.devices:
                     if isinstance(device, IdReaderDevice):
@@ -198,8 +200,8 @@ class IdentityDesk:
         reader = await stack.enter_async_context(self._factory(device, health))
         self.readers[device.id] = reader
         where = self._windows.get(device.id)
-        task = asyncio.create_task(self._follow(device, reader), name=f"idcard-{device.id}")
-        stack.push_async_callback(stop_task, task)
+        task = self._tasks.create_task(self._follow(device, reader), name=f"idcard-{device.id}")
+        stack.push_async_callback(stop, task)  # before its reader closes
         log.info(
             "ID card reader %s on %s (%s)",
             device.id,

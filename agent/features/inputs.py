@@ -29,6 +29,8 @@ from agent.core.operations import Take
 from agent.features.issuing import Issuing
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall, ShuttingDown
+from agent.runtime.store import StoreError
+from agent.runtime.tasks import BackgroundTasks
 from drivers.evdev_input import EvdevSource, InputError, KeySource, key_code
 from protocols.keyboard_wedge import (
     KEY_DOWN,
@@ -175,20 +177,19 @@ class TicketInputs:
                 on_health=functools.partial(self._health, device.id),
             )
             self._inputs.append((device.id, source, mapper))
-        self._tasks: list[asyncio.Task[None]] = []
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks = BackgroundTasks()
         self._changed = asyncio.Condition()
 
     async def __aenter__(self) -> TicketInputs:
-        self._tasks = [
-            asyncio.create_task(self._run(device_id, source, mapper), name=f"input-{device_id}")
-            for device_id, source, mapper in self._inputs
-        ]
+        self._tasks = await self._stack.enter_async_context(BackgroundTasks())
+        for device_id, source, mapper in self._inputs:
+            self._tasks.create_task(self._run(device_id, source, mapper), name=f"input-{device_id}")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.cancel()
+        await self._stack.aclose()
 
     def _health(self, device_id: str, ok: bool, detail: str) -> None:
         if self.devices is not None:
@@ -210,7 +211,7 @@ class TicketInputs:
             outcome = await self.issuing.take(
                 Take(service=request.service, source=request.source, priority=request.priority)
             )
-        except (QueueError, ShuttingDown) as err:
+        except (QueueError, ShuttingDown, StoreError) as err:
             log.info("%s could not issue a %s ticket: %s", request.device, request.service, err)
             self.refused.append((request, str(err)))
         else:

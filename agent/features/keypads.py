@@ -33,6 +33,7 @@ from agent.features.rating import RatingDesk
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall
 from agent.runtime.store import StoredEvent
+from agent.runtime.tasks import BackgroundTasks
 from drivers.keypad import (
     BusHealth,
     DeviceOpener,
@@ -115,7 +116,7 @@ class WindowKeypads:
         self._queues: dict[
             str, asyncio.Queue[tuple[_CallerJob | _RaterJob, asyncio.Future[None]]]
         ] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = BackgroundTasks()
         self._stack = contextlib.AsyncExitStack()
         self._rater_presses = Debouncer(hall.config.callers.debounce_s)
         self._unknown_addresses: set[tuple[str, int]] = set()
@@ -132,6 +133,9 @@ class WindowKeypads:
 
     async def __aenter__(self) -> WindowKeypads:
         stack = self._stack
+        # Entered first: a bus that connects while starting refreshes its displays in it.
+        self._tasks = await stack.enter_async_context(BackgroundTasks())
+        stack.push_async_callback(self._tasks.stop_all)  # what drivers started while closing
         by_endpoint: dict[str, list[KeypadDevice]] = {}
         for device in self.devices:
             if device.id not in self.windows:
@@ -168,13 +172,11 @@ class WindowKeypads:
                 self._bus_of[device.id] = bus
             await stack.enter_async_context(driver)
         events = await stack.enter_async_context(self.hall.events())
-        self._tasks.append(asyncio.create_task(self._follow(events), name="keypad-displays"))
+        self._tasks.create_task(self._follow(events), name="keypad-displays")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.stop_all()  # the display follower, window workers, refreshes
         await self._stack.aclose()
 
     # -- health ---------------------------------------------------------------------------
@@ -256,9 +258,7 @@ class WindowKeypads:
         queue = self._queues.get(window_id)
         if queue is None:
             queue = self._queues[window_id] = asyncio.Queue()
-            self._tasks.append(
-                asyncio.create_task(self._work(window_id, queue), name=f"keypads-{window_id}")
-            )
+            self._tasks.create_task(self._work(window_id, queue), name=f"keypads-{window_id}")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue.put_nowait((job, done))
         return done
@@ -355,9 +355,7 @@ class WindowKeypads:
             await self._refresh_window(window_id)
 
     def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.append(task)
-        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+        self._tasks.create_task(coro, name=name)
 
 
 def _settle(future: asyncio.Future[None]) -> None:

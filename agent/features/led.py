@@ -26,13 +26,14 @@ from agent.features._targets import line_target
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoredEvent
+from agent.runtime.tasks import BackgroundTasks, stop
 from drivers.led import (
     BusHealth,
     LedBus,
     LedRefused,
     LedUnavailable,
 )
-from drivers.transport import LinkOpener, open_line, stop_task
+from drivers.transport import LinkOpener, open_line
 from protocols.led import LedProtocolError, codec_for
 
 log = logging.getLogger(__name__)
@@ -135,10 +136,11 @@ class LedStrips:
             for bus in self.buses.values():
                 await stack.enter_async_context(bus)
             events = await stack.enter_async_context(self.hall.events())
-            follow = asyncio.create_task(self._follow(events), name="led-events")
-            sync = asyncio.create_task(self._sync_loop(), name="led-sync")
-            stack.push_async_callback(stop_task, sync)
-            stack.push_async_callback(stop_task, follow)
+            tasks = await stack.enter_async_context(BackgroundTasks())
+            follow = tasks.create_task(self._follow(events), name="led-events")
+            sync = tasks.create_task(self._sync_loop(), name="led-sync")
+            stack.push_async_callback(stop, sync)
+            stack.push_async_callback(stop, follow)
             self._stack = stack.pop_all()
         self._dirty.set()
         return self

@@ -49,6 +49,7 @@ from agent.features._targets import line_target
 from agent.runtime.devices import DeviceBoard, DeviceStatus
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import Store, StoredEvent, StoreError, Written
+from agent.runtime.tasks import BackgroundTasks, stop
 from drivers.printer import (
     FileTarget,
     Printer,
@@ -60,7 +61,6 @@ from drivers.printer import (
     UsbTarget,
     open_printer,
 )
-from drivers.transport import stop_task
 from protocols.escpos import encode_gb18030, encode_raster
 from protocols.escpos_model import (
     Align,
@@ -245,7 +245,7 @@ class TicketPrinting:
         self._outcomes: collections.OrderedDict[str, asyncio.Future[PrintResult]] = (
             collections.OrderedDict()
         )
-        self._following: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks()
         self._stack = contextlib.AsyncExitStack()
         # Issued tickets whose print is under way, the highest issued seq seen, and the seq
         # up to which every print is concluded (as saved).
@@ -261,10 +261,12 @@ class TicketPrinting:
         await self._load_font()
         async with contextlib.AsyncExitStack() as stack:
             issued = await stack.enter_async_context(self.hall.events())
+            # Left after the queue: the prints under way end once it has closed.
+            self._tasks = await stack.enter_async_context(BackgroundTasks())
             await stack.enter_async_context(self.queue)
             unfinished = await self._unfinished()
-            listener = asyncio.create_task(self._follow_issued(issued), name="printer-tickets")
-            stack.push_async_callback(stop_task, listener)
+            listener = self._tasks.create_task(self._follow_issued(issued), name="printer-tickets")
+            stack.push_async_callback(stop, listener)
             self._stack = stack.pop_all()
         await self._resume(unfinished)
         self._health(self.queue.health)
@@ -279,8 +281,6 @@ class TicketPrinting:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
-        if self._following:
-            await asyncio.gather(*self._following, return_exceptions=True)
 
     async def _load_font(self) -> None:
         path: Path = self.config.ticket.font
@@ -398,9 +398,8 @@ class TicketPrinting:
     def _start_print(self, event: StoredEvent, issued: ev.TicketIssued) -> None:
         facts = TicketFacts.from_event(event, issued)
         self._in_flight.add(event.seq)
-        task = asyncio.create_task(self._print(facts, seq=event.seq), name=f"print-{facts.number}")
-        self._following.add(task)
-        task.add_done_callback(self._following.discard)
+        # One task per ticket, ended when its print is concluded.
+        self._tasks.create_task(self._print(facts, seq=event.seq), name=f"print-{facts.number}")
 
     # -- prints cut off by a stop ---------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from agent.core.model import RatingLevel
 from agent.core.operations import Rate, RatingTimeout, RequestRating
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoredEvent, StoreError
+from agent.runtime.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,7 @@ class RatingDesk:
         # A bad key pressed on a keypad rater, waiting for its reason key: window ->
         # (ticket id, level).
         self._pressed_bad: dict[str, tuple[str, int]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._follower: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks()
         self._stack = contextlib.AsyncExitStack()
         self.timed_out = 0
 
@@ -65,22 +65,17 @@ class RatingDesk:
         open_ratings = await self.hall.read(
             lambda e, _: {w.id: str(w.rating["ticket_id"]) for w in e.windows.values() if w.rating}
         )
+        self._tasks = await self._stack.enter_async_context(BackgroundTasks())
         for window_id, ticket_id in open_ratings.items():
             self._arm(window_id, ticket_id)  # a fresh full timeout after a restart
-        self._follower = asyncio.create_task(self._follow(events), name="rating-events")
+        self._tasks.create_task(self._follow(events), name="rating-events")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
         for _, handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.cancel()  # the follower, and the timeouts being recorded
         await self._stack.aclose()
 
     # -- operations --------------------------------------------------------------------------
@@ -182,9 +177,7 @@ class RatingDesk:
 
     def _spawn_expiry(self, window_id: str, ticket_id: str) -> None:
         self._timers.pop(window_id, None)
-        task = asyncio.create_task(self._expire(window_id, ticket_id), name="rating-timeout")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.create_task(self._expire(window_id, ticket_id), name="rating-timeout")
 
     async def _expire(self, window_id: str, ticket_id: str) -> None:
         bad = self._pressed_bad.get(window_id)

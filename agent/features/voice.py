@@ -42,8 +42,8 @@ from agent.features.voice_pack import ensure_pack
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall
 from agent.runtime.store import StoredEvent
+from agent.runtime.tasks import BackgroundTasks, stop
 from drivers.audio import AplaySink, AudioError, AudioSink, FileSink
-from drivers.transport import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -360,10 +360,11 @@ class VoiceCalling:
     async def __aenter__(self) -> VoiceCalling:
         async with contextlib.AsyncExitStack() as stack:
             events = await stack.enter_async_context(self.hall.events())
-            follow = asyncio.create_task(self._follow(events), name="voice-calls")
-            speak = asyncio.create_task(self._speak_loop(), name="voice-speaker")
-            stack.push_async_callback(stop_task, follow)
-            stack.push_async_callback(stop_task, speak)
+            tasks = await stack.enter_async_context(BackgroundTasks())
+            follow = tasks.create_task(self._follow(events), name="voice-calls")
+            speak = tasks.create_task(self._speak_loop(), name="voice-speaker")
+            stack.push_async_callback(stop, follow)
+            stack.push_async_callback(stop, speak)
             self._stack = stack.pop_all()
         return self
 

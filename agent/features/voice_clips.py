@@ -11,6 +11,8 @@ import dataclasses
 import io
 import wave
 
+from agent.errors import HallAgentError
+
 EN_UNITS = [
     "zero",
     "one",
@@ -36,7 +38,7 @@ EN_UNITS = [
 EN_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
 
-class VoiceError(Exception):
+class VoiceError(HallAgentError):
     """An announcement cannot be made (a clip is missing, the pack is unusable)."""
 
 

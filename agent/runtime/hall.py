@@ -25,8 +25,10 @@ from agent.core.errors import QueueError, Refused
 from agent.core.events import Event
 from agent.core.model import HallCounters, business_day
 from agent.core.operations import Operation, Tick
+from agent.errors import HallAgentError
 from agent.runtime.clock import plausible
 from agent.runtime.store import CommandRecord, Store, StoredEvent, StoreError, StoreFull, Written
+from agent.runtime.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def plausible_clock(now: dt.datetime) -> bool:
     return plausible(now)
 
 
-class ShuttingDown(Exception):
+class ShuttingDown(HallAgentError):
     """The hall is stopping and takes no new operations."""
 
 
@@ -93,6 +95,7 @@ class Hall:
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._writer: asyncio.Task[None] | None = None
+        self._stack = contextlib.AsyncExitStack()
         self._accepting = False
         self._listeners: list[asyncio.Queue[StoredEvent]] = []
         self.engine: QueueEngine = QueueEngine.fresh(config, clock())
@@ -102,7 +105,8 @@ class Hall:
 
     async def __aenter__(self) -> Hall:
         self.engine = await self._load()
-        self._writer = asyncio.create_task(self._write_loop(), name="hall-writer")
+        tasks = await self._stack.enter_async_context(BackgroundTasks())
+        self._writer = tasks.create_task(self._write_loop(), name="hall-writer")
         self._accepting = True
         log.info(
             "hall %s ready: business day %s, %d open tickets, epoch %d, last seq %d",
@@ -124,6 +128,7 @@ class Hall:
             await self._jobs.put(None)
             await self._writer
             self._writer = None
+        await self._stack.aclose()
         self._thread.shutdown(wait=True)
 
     # -- operations ------------------------------------------------------------------------

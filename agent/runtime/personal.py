@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from agent.errors import HallAgentError
 from agent.runtime.logs import mask_id_number, mask_name
 from protocols.idcard import IdCard
 
@@ -47,7 +48,7 @@ _NONCE = 12
 _SEAL_AAD = b"hall-agent/personal-data/v1"
 
 
-class PersonalDataError(Exception):
+class PersonalDataError(HallAgentError):
     """The personal data key cannot be used; the message says how to fix it."""
 
 

@@ -14,6 +14,8 @@ import os
 import socket
 from collections.abc import AsyncIterator, Callable
 
+from agent.runtime.tasks import BackgroundTasks
+
 log = logging.getLogger(__name__)
 
 
@@ -137,17 +139,14 @@ async def supervised(
 ) -> AsyncIterator[None]:
     """READY=1 on entry, watchdog pings while inside, STOPPING=1 on exit."""
     notifier.ready(ready_status)
-    task = None
-    if notifier.enabled and notifier.watchdog_s is not None:
-        log.info("systemd watchdog: pinging every %.1f s", notifier.watchdog_s / 4)
-        task = asyncio.create_task(
-            watchdog_loop(notifier, alive, period_s=notifier.watchdog_s), name="watchdog"
-        )
-    try:
-        yield
-    finally:
-        notifier.stopping()
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async with BackgroundTasks() as tasks:
+        if notifier.enabled and notifier.watchdog_s is not None:
+            log.info("systemd watchdog: pinging every %.1f s", notifier.watchdog_s / 4)
+            tasks.create_task(
+                watchdog_loop(notifier, alive, period_s=notifier.watchdog_s), name="watchdog"
+            )
+        try:
+            yield
+        finally:
+            notifier.stopping()
+            tasks.cancel()

@@ -28,9 +28,11 @@ from agent.core.engine import Outcome
 from agent.core.errors import QueueError, Refused
 from agent.core.model import Priority, Source
 from agent.core.operations import Operation, Take
+from agent.errors import HallAgentError
 from agent.features.issuing import Issuing
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoreError, StoreFull
+from agent.runtime.tasks import BackgroundTasks
 
 if TYPE_CHECKING:
     from agent.features.printing import TicketPrinting
@@ -279,7 +281,7 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-class WebStartError(OSError):
+class WebStartError(HallAgentError, OSError):
     """The local API could not start listening."""
 
 
@@ -298,22 +300,22 @@ class WebServer:
                 timeout_graceful_shutdown=2,
             )
         )
-        self._task: asyncio.Task[None] | None = None
+        self._stack = contextlib.AsyncExitStack()
         self._host = host
         self.port = port
 
     async def __aenter__(self) -> WebServer:
-        self._task = asyncio.create_task(self._server.serve(), name="web")
-        while not self._server.started:
-            if self._task.done():
-                # uvicorn logs the cause and exits when it cannot bind.
-                with contextlib.suppress(SystemExit):
-                    self._task.result()
-                raise WebStartError(
-                    f"the local API cannot listen on {self._host}:{self.port} (is another "
-                    "agent running, or the port taken?); set web.port or HALL_WEB__PORT"
-                )
-            await asyncio.sleep(0.01)
+        async with contextlib.AsyncExitStack() as stack:
+            tasks = await stack.enter_async_context(BackgroundTasks())
+            task = tasks.create_task(self._serve(), name="web")
+            while not self._server.started:
+                if task.done():
+                    raise WebStartError(
+                        f"the local API cannot listen on {self._host}:{self.port} (is another "
+                        "agent running, or the port taken?); set web.port or HALL_WEB__PORT"
+                    )
+                await asyncio.sleep(0.01)
+            self._stack = stack.pop_all()
         sockets = self._server.servers[0].sockets if self._server.servers else []
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
@@ -321,5 +323,9 @@ class WebServer:
 
     async def __aexit__(self, *exc: object) -> None:
         self._server.should_exit = True
-        if self._task is not None:
-            await self._task
+        await self._stack.aclose()
+
+    async def _serve(self) -> None:
+        # uvicorn logs the cause and exits when it cannot bind: __aenter__ says so.
+        with contextlib.suppress(SystemExit):
+            await self._server.serve()

@@ -39,6 +39,7 @@ from agent.runtime.devices import DeviceBoard
 from agent.runtime.diskspace import SpaceGuard
 from agent.runtime.hall import Hall
 from agent.runtime.store import DatabaseSpace, OutboxStats, Store, StoredEvent
+from agent.runtime.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -95,26 +96,23 @@ class HallHealth:
         self.ratings: collections.Counter[tuple[str, str]] = collections.Counter()
         self.evicted_since_start = 0
         self._last_eviction: float | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks = BackgroundTasks()
         self._status: Status | None = None
         self._probe_since: float | None = None  # a question to the writer not yet answered
 
     async def __aenter__(self) -> HallHealth:
         self.disk.look()
-        self._tasks = [
-            asyncio.create_task(self._probe_writer(), name="health-probe"),
-            asyncio.create_task(self._count_events(), name="health-events"),
-        ]
+        tasks = self._tasks = await self._stack.enter_async_context(BackgroundTasks())
+        tasks.create_task(self._probe_writer(), name="health-probe")
+        tasks.create_task(self._count_events(), name="health-events")
         if self.clock is not None:
-            self._tasks.append(asyncio.create_task(self._ask_timedated(self.clock), name="clock"))
+            tasks.create_task(self._ask_timedated(self.clock), name="clock")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._tasks.cancel()
+        await self._stack.aclose()
 
     # -- background ---------------------------------------------------------------------
 

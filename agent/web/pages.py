@@ -44,9 +44,11 @@ from agent.config import ScreenDevice
 from agent.core import events as ev
 from agent.core.engine import QueueEngine
 from agent.core.model import Ticket, TicketStatus, WindowState
+from agent.errors import HallAgentError
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoredEvent
+from agent.runtime.tasks import BackgroundTasks
 
 if TYPE_CHECKING:
     from agent.features.printing import TicketPrinting
@@ -76,7 +78,7 @@ _STATIC_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _PHOTO_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 
 
-class ViewNotFound(Exception):
+class ViewNotFound(HallAgentError):
     """A page asked for a view or a window that does not exist (404)."""
 
 
@@ -170,7 +172,7 @@ class PageFeed:
         self._notices: list[JSON] = []
         self._staff: dict[str, JSON] = {}
         self._photos: frozenset[str] = frozenset()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = BackgroundTasks()
         self._stack = contextlib.AsyncExitStack()
         # Open streams per (view, window): a screen device is "ok" while a page shows it.
         self._open: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -204,14 +206,11 @@ class PageFeed:
             self._followed = self.hall.store.last_seq
             await self._load_settings()
             await self._rebuild()
-            self._tasks = [
-                asyncio.create_task(self._follow(events), name="pages-events"),
-                asyncio.create_task(self._rebuild_loop(), name="pages-rebuild"),
-            ]
+            tasks = self._tasks = await stack.enter_async_context(BackgroundTasks())
+            tasks.create_task(self._follow(events), name="pages-events")
+            tasks.create_task(self._rebuild_loop(), name="pages-rebuild")
             if self.devices is not None:
-                self._tasks.append(
-                    asyncio.create_task(self._follow_devices(self.devices), name="pages-devices")
-                )
+                tasks.create_task(self._follow_devices(self.devices), name="pages-devices")
             self._stack = stack.pop_all()
         self._report_screens()
         return self
@@ -226,9 +225,7 @@ class PageFeed:
         self._closed = True
         async with self._changed:
             self._changed.notify_all()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.cancel()
         await self._stack.aclose()
 
     async def _load_settings(self) -> None:
@@ -616,7 +613,7 @@ BUILT_IN_VIEWS: dict[str, View] = {"hall": hall_view, "window": window_view, "ki
 # -- the CJK font ------------------------------------------------------------------------------
 
 
-class FontUnavailable(Exception):
+class FontUnavailable(HallAgentError):
     """The configured CJK font cannot be served (the pages fall back to local fonts)."""
 
 

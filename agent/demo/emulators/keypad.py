@@ -166,6 +166,7 @@ class VirtualKeypads:
                     state.rating_active = True
                 case _:
                     self.keypad(event.address).unknown_commands += 1
+        # Bare: it only wakes the waiters (the condition wants its lock) and ends at once.
         asyncio.get_running_loop().create_task(self._notify())
 
     async def _notify(self) -> None:

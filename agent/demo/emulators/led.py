@@ -140,6 +140,7 @@ class VirtualLedBus:
                 with contextlib.suppress(OSError):
                     reply(encode_text_frame(answer))
         if events:
+            # Bare: it only wakes the waiters (the condition wants its lock) and ends at once.
             asyncio.get_running_loop().create_task(self._notify())
 
     def _apply(self, frame: TextFrame) -> ReplyStatus:

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.demo.emulators._serving import Ports, Write, run_standalone, standalone_parser
+from agent.runtime.tasks import BackgroundTasks
 from protocols.escpos_commands import Command as EscposCommand
 from protocols.escpos_commands import (
     CommandParser,
@@ -150,17 +151,19 @@ class VirtualPrinter:
         self.unknown_commands = 0
         self._changed = asyncio.Condition()
         self._render_tasks: set[asyncio.Task[None]] = set()
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks = BackgroundTasks()
 
     async def __aenter__(self) -> VirtualPrinter:
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._tasks = await self._stack.enter_async_context(BackgroundTasks())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop_tcp()
         self.close_pty()
-        if self._render_tasks:
-            await asyncio.gather(*self._render_tasks, return_exceptions=True)
+        await self._stack.aclose()  # every PNG is written
 
     # -- transports --------------------------------------------------------------------------
 
@@ -238,10 +241,11 @@ class VirtualPrinter:
             text_file.write_text(ticket.as_text(), encoding="utf-8")
             if self._typesetter is not None:
                 png = self.out_dir / f"{stem}.png"
-                task = asyncio.create_task(self._render(ticket, png), name="printer-render")
+                task = self._tasks.create_task(self._render(ticket, png), name="printer-render")
                 self._render_tasks.add(task)
                 task.add_done_callback(self._render_tasks.discard)
         self.tickets.append(ReceivedTicket(seq, ticket, received_at, png, text_file))
+        # Bare: it only wakes the waiters and ends at once (also run with no group, bench/).
         asyncio.get_running_loop().create_task(self._notify())
 
     async def _render(self, ticket: PrintedTicket, path: Path) -> None:

@@ -20,13 +20,14 @@ from typing import Any, Generic, TypeVar
 
 from agent.core.events import Event, EventClass, EventData, read_event
 from agent.core.model import HallCounters, Ticket, WindowStatus
+from agent.errors import HallAgentError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class StoreError(Exception):
+class StoreError(HallAgentError):
     """The store could not do what was asked; the hall's state is unchanged."""
 
 
