@@ -116,7 +116,7 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                     app.include_router(identity_routes(identity))
                 if documents is not None:
                     app.include_router(document_routes(documents))
-                pages = PageFeed(hall, devices, printing)
+                pages = PageFeed(hall, devices, printing, issuing)
                 app.include_router(page_routes(pages))
                 app.include_router(window_routes(windows, pages))
                 # The pages' streams end before the web server stops (it waits for open ones).

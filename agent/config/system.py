@@ -24,8 +24,9 @@ class StorageConfig(Model):
         ge=1024 * 1024,
         description=(
             "Free space kept on the state disk: below it the outbox is trimmed by policy "
-            "(acknowledged first, device chatter before business events); a quarter of it, "
-            "at most 8 MiB, is held in a reserve file released when the disk fills up"
+            "(acknowledged first, device chatter before business events); never more than "
+            "half the disk; a quarter of it, at most 8 MiB, is held in a reserve file "
+            "released when the disk fills up"
         ),
     )
 

@@ -7,9 +7,12 @@ ticket that would be printed is refused while the printer cannot print, whoever 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from agent.core.engine import Outcome
+from agent.core.errors import Refused
 from agent.core.operations import Take
 from agent.runtime.hall import Hall, Recorder
 
@@ -17,17 +20,57 @@ if TYPE_CHECKING:
     from agent.features.printing import TicketPrinting
 
 
-class Issuing:
-    """Issues tickets through the hall's writer, gated by the ticket printer (if any)."""
+# What the kiosk shows while the state database refuses writes (the disk is full or failing).
+STORE_FAILING = "系统暂时无法保存新的号票，请到服务台咨询"
+# After a failed write, issuing stays off this long; then one take is let through as a
+# probe (it succeeds once the disk has room again, and that re-enables issuing).
+STORE_RETRY_S = 10.0
 
-    def __init__(self, hall: Hall, printing: TicketPrinting | None = None) -> None:
+
+class StoreUnavailable(Refused):
+    """No ticket is issued while the hall cannot save one: the kiosk says so at once."""
+
+    code = "store_unavailable"
+
+
+class Issuing:
+    """Issues tickets through the hall's writer, gated by the store and the ticket printer."""
+
+    def __init__(
+        self,
+        hall: Hall,
+        printing: TicketPrinting | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.hall = hall
         self.printing = printing
+        self._clock = clock
+
+    def _store_failing(self) -> bool:
+        writes = self.hall.writes
+        if writes.failing_since is None or writes.last_failed_at is None:
+            return False
+        return self._clock() - writes.last_failed_at < STORE_RETRY_S
 
     def check(self, source: str) -> None:
-        """Refuse (IssuingRefused) a ticket from ``source`` the printer cannot print."""
+        """Refuse a ticket from ``source`` while writes fail (StoreUnavailable) or the
+        printer cannot print it (IssuingRefused)."""
+        if self._store_failing():
+            # Citizen-facing (the kiosk shows it); the cause is in /healthz and the log.
+            raise StoreUnavailable(STORE_FAILING)
         if self.printing is not None:
             self.printing.check_issuing(source)
+
+    def state(self) -> dict[str, Any]:
+        """For the kiosk: whether it may issue now, and the reason shown when it may not."""
+        if self.printing is None:
+            state: dict[str, Any] = {"issuing": {"enabled": True, "reason": None}, "printer": None}
+        else:
+            state = self.printing.state()
+        if self._store_failing():
+            state["issuing"] = {"enabled": False, "reason": STORE_FAILING}
+        return state
 
     async def take(
         self,

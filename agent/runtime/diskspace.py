@@ -85,6 +85,13 @@ class SpaceGuard:
         self.last: DiskState | None = None
         self._low_reported = False
 
+    def reserve_for(self, total: int) -> int:
+        """The reserve on a disk of ``total`` bytes: ``storage.reserve_bytes``, but never
+        more than half the disk (a reserve larger than a small disk would keep it "low"
+        forever and trim the outbox for nothing)."""
+        configured = self.storage.reserve_bytes
+        return configured if total <= 0 else min(configured, total // 2)
+
     def look(self) -> DiskState:
         try:
             free, total = self._usage(self.path)
@@ -95,7 +102,7 @@ class SpaceGuard:
             held = self.reserve_file.stat().st_size
         except OSError:
             held = 0
-        state = DiskState(free, total, self.storage.reserve_bytes, held)
+        state = DiskState(free, total, self.reserve_for(total), held)
         self.last = state
         self._report(state)
         return state

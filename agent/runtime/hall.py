@@ -63,6 +63,8 @@ class WriteRecord:
     # Monotonic time of the first failure of the current run of failures; None once a
     # write succeeds again.
     failing_since: float | None = None
+    # Monotonic time of the latest failed write.
+    last_failed_at: float | None = None
     # Set on every failed write, cleared by whoever reacts to it (the disk guard).
     failed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
@@ -235,8 +237,9 @@ class Hall:
         record.disk_full_total += isinstance(err, StoreFull)
         record.last_error = str(err)
         record.last_was_disk_full = isinstance(err, StoreFull)
+        record.last_failed_at = time.monotonic()
         if record.failing_since is None:
-            record.failing_since = time.monotonic()
+            record.failing_since = record.last_failed_at
         record.failed.set()
 
     def _write_succeeded(self) -> None:

@@ -105,7 +105,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 # The HTTP status of each refusal, chosen here only (the engine names refusals by code).
-STATUS_OF: dict[str, int] = {"not_found": 404}
+STATUS_OF: dict[str, int] = {"not_found": 404, "store_unavailable": 503}
 
 
 def answer(outcome: Outcome) -> OperationResult:
@@ -211,7 +211,7 @@ def create_app(
         take = Take(service=body.service, source=body.source, priority=body.priority)
         return answer(await issuing.take(take, wait_for_print=True))
 
-    _printing_routes(app, printing)
+    _printing_routes(app, printing, issuing)
 
     @app.post(f"{API}/tickets/{{number}}/cancel", responses=ERRORS)
     async def cancel(number: str, body: Annotated[Cancel | None, Body()] = None) -> OperationResult:
@@ -252,15 +252,14 @@ def create_app(
     return app
 
 
-def _printing_routes(app: FastAPI, printing: TicketPrinting | None) -> None:
+def _printing_routes(app: FastAPI, printing: TicketPrinting | None, issuing: Issuing) -> None:
     """The kiosk's issuing state and reprint."""
 
     @app.get(f"{API}/issuing")
-    async def issuing() -> dict[str, Any]:
-        """Whether the kiosk may issue tickets now, and why not (the printer's state)."""
-        if printing is None:
-            return {"issuing": {"enabled": True, "reason": None}, "printer": None}
-        return printing.state()
+    async def issuing_state() -> dict[str, Any]:
+        """Whether the kiosk may issue tickets now, and why not (the store's and the
+        printer's state)."""
+        return issuing.state()
 
     @app.post(f"{API}/tickets/{{number}}/reprint", responses=ERRORS)
     async def reprint(

@@ -215,8 +215,8 @@ class HallHealth:
                 status="failing",
                 message=f"the queue writer has not answered for {silent:.0f} s",
             )
-        disk = self.disk.last
-        if disk is not None and disk.low:
+        disk = self.disk.look()  # measured when asked (statvfs is cheap)
+        if disk.low:
             yield Reason(
                 check="disk",
                 status="degraded",
@@ -334,8 +334,8 @@ class HallHealth:
             0.0 if silent is None else silent,
         )
 
-        disk = self.disk.last
-        if disk is not None:
+        disk = self.disk.look()  # measured when asked
+        if disk.total_bytes > 0:
             yield GaugeMetricFamily(
                 "hall_disk_free_bytes", "Free bytes on the state disk", disk.free_bytes
             )

@@ -51,6 +51,7 @@ from agent.runtime.store import StoredEvent
 from agent.runtime.tasks import BackgroundTasks
 
 if TYPE_CHECKING:
+    from agent.features.issuing import Issuing
     from agent.features.printing import TicketPrinting
 
 log = logging.getLogger(__name__)
@@ -156,10 +157,13 @@ class PageFeed:
         hall: Hall,
         devices: DeviceBoard | None = None,
         printing: TicketPrinting | None = None,
+        issuing: Issuing | None = None,
     ) -> None:
         self.hall = hall
         self.devices = devices
         self.printing = printing
+        # Whether the kiosk may issue (the store and the printer), shown on its page.
+        self.issuing = issuing
         self.views: dict[str, View] = {}
         self._sources: dict[str, Callable[[], Any]] = {}
         self._current: HallView | None = None
@@ -289,7 +293,9 @@ class PageFeed:
         now = dt.datetime.now(self.hall.config.hall.zone)
         notices = [n for n in self._notices if _active(n, now)]
         issuing: JSON = {"enabled": True, "reason": None}
-        if self.printing is not None:
+        if self.issuing is not None:
+            issuing = dict(self.issuing.state()["issuing"])
+        elif self.printing is not None:
             issuing = dict(self.printing.state()["issuing"])
         self._rev += 1
         view = HallView(
