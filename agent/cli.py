@@ -175,7 +175,13 @@ def _run(path: Path) -> int:
     from agent.web.app import WebStartError
 
     config = _load(path)
-    setup_logging(config.logging.level, config.logging.format)
+    setup_logging(
+        config.logging.level,
+        config.logging.format,
+        repeat_window_s=config.logging.repeat_window_s,
+        max_lines_per_s=config.logging.max_lines_per_s,
+        max_bytes_per_hour=config.logging.max_bytes_per_hour,
+    )
     try:
         asyncio.run(serve(config))
     except (StoreError, WebStartError, PermissionError) as err:

@@ -120,7 +120,7 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                 app.include_router(page_routes(pages))
                 app.include_router(window_routes(windows, pages))
                 # The pages' streams end before the web server stops (it waits for open ones).
-                async with WebServer(app, config.web.host, config.web.port) as web, pages:
+                async with WebServer(app, config.web) as web, pages:
                     url = f"http://{config.web.host}:{web.port}"
                     _write_api_url(api_url_file(config), url)
                     async with asyncio.TaskGroup() as tasks:

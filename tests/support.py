@@ -52,13 +52,28 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-class AgentProcess:
-    """``hall-agent run`` as a real subprocess, found through the API URL it writes."""
+# ``python -c`` that sets the open-file limit, then runs ``agent.cli`` as ``-m`` would.
+_WITH_OPEN_FILES = (
+    "import resource, runpy, sys; n = int(sys.argv.pop(1)); "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); "
+    "runpy.run_module('agent.cli', run_name='__main__', alter_sys=True)"
+)
 
-    def __init__(self, config_path: Path, storage: Path, log_path: Path) -> None:
+
+class AgentProcess:
+    """``hall-agent run`` as a real subprocess, found through the API URL it writes.
+
+    ``open_files`` starts it with that open-file limit, soft and hard (as systemd's
+    LimitNOFILE= would); by default it inherits the test's.
+    """
+
+    def __init__(
+        self, config_path: Path, storage: Path, log_path: Path, open_files: int | None = None
+    ) -> None:
         self.config_path = config_path
         self.storage = storage
         self.log_path = log_path
+        self.open_files = open_files
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -66,12 +81,14 @@ class AgentProcess:
         url_file = self.storage / "api-url"
         url_file.unlink(missing_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("HALL_")}
+        command = ["run", "--config", str(self.config_path)]
+        if self.open_files is None:
+            launch = [sys.executable, "-m", "agent.cli"]
+        else:
+            launch = [sys.executable, "-c", _WITH_OPEN_FILES, str(self.open_files)]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
+                [*launch, *command], stdout=log, stderr=subprocess.STDOUT, env=env
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

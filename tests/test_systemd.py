@@ -26,6 +26,7 @@ import yaml
 from support import hall_config, write_config
 
 from agent.config import HallAgentConfig
+from agent.config.system import FD_RESERVE, WebConfig
 from agent.daemon import running_agent
 from agent.doctor import SERVICE_GROUPS
 from agent.runtime.store import Written
@@ -116,6 +117,15 @@ def test_unit_runs_notify_with_watchdog_restart_and_state_directories() -> None:
     assert v["DevicePolicy"] == ["closed"]
     # The doctor judges device access with the same groups the unit gives the service.
     assert tuple(v["SupplementaryGroups"][0].split()) == SERVICE_GROUPS
+
+
+def test_the_open_file_limit_leaves_room_for_the_connection_limit() -> None:
+    # web.max_connections (docs/operations.md, "Limits of the local API") stays FD_RESERVE
+    # below LimitNOFILE, so connections never use up the agent's file descriptors.
+    v = unit_values()
+    assert int(v["LimitNOFILE"][0]) >= WebConfig().max_connections + FD_RESERVE
+    example = yaml.safe_load((REPO / "config" / "example.yaml").read_text(encoding="utf-8"))
+    assert int(v["LimitNOFILE"][0]) >= example["web"]["max_connections"] + FD_RESERVE
 
 
 def test_udev_rules_name_every_device_of_the_example_config() -> None:

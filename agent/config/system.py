@@ -4,12 +4,18 @@ the clock it trusts.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from agent.config.base import Model
+from agent.config.errors import _invalid
+
+# File descriptors the agent keeps for itself besides the local API's connections: the
+# database, devices, the central link, subprocesses, logs (docs/operations.md, "Limits").
+FD_RESERVE = 512
 
 
 class StorageConfig(Model):
@@ -32,8 +38,89 @@ class StorageConfig(Model):
 
 
 class WebConfig(Model):
+    """The local pages and API, and the limits that keep them up under a flood of
+    connections or requests (docs/operations.md, "Limits of the local API")."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=8737, ge=0, le=65535)
+    max_connections: int = Field(
+        default=1024,
+        ge=16,
+        le=65536,
+        description=(
+            "Open connections the local API keeps at most; above it the oldest idle one is "
+            f"closed. Keep it at least {FD_RESERVE} below the open-file limit (LimitNOFILE)"
+        ),
+    )
+    header_timeout_s: float = Field(
+        default=5.0,
+        ge=0.5,
+        le=120,
+        description="A connection that has not sent a whole request head within this is closed",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        ge=1,
+        le=600,
+        description="A request whose body has not fully arrived within this is closed",
+    )
+    keepalive_timeout_s: int = Field(
+        default=5,
+        ge=1,
+        le=300,
+        description="An idle kept-alive connection is closed after this",
+    )
+    max_header_bytes: int = Field(
+        default=16384,
+        ge=1024,
+        le=1048576,
+        description="Largest request head (request line and headers) accepted",
+    )
+    rate_limit_per_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=10000,
+        description="State-changing requests (POST, PUT, PATCH, DELETE) per second per client",
+    )
+    rate_limit_burst: int = Field(
+        default=30,
+        ge=1,
+        le=100000,
+        description="State-changing requests a client may send at once before the rate applies",
+    )
+    rate_limit_exempt: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description=(
+            "Client addresses or networks without a rate limit (the Pi itself: its CLI and "
+            "kiosk browser)"
+        ),
+    )
+
+    @field_validator("rate_limit_exempt")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as err:
+                raise _invalid(
+                    f"{item!r} is not an IP address or network",
+                    "write an address (192.168.1.20) or a network (192.168.1.0/24, ::1/128)",
+                ) from err
+        return value
+
+    @model_validator(mode="after")
+    def _body_after_head(self) -> WebConfig:
+        if self.body_timeout_s < self.header_timeout_s:
+            raise _invalid(
+                f"body_timeout_s ({self.body_timeout_s:g}) is shorter than header_timeout_s "
+                f"({self.header_timeout_s:g})",
+                "give the body at least as long as the head",
+            )
+        return self
+
+    def exempt_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(item, strict=False) for item in self.rate_limit_exempt]
 
 
 class PagesConfig(Model):
@@ -61,6 +148,27 @@ class PagesConfig(Model):
 class LoggingConfig(Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "text", "journald"] = "auto"
+    repeat_window_s: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description=(
+            "A warning or error repeated within this is written once, then counted: one "
+            "'repeated N times' line per window"
+        ),
+    )
+    max_lines_per_s: int = Field(
+        default=20,
+        ge=1,
+        le=10000,
+        description="Log lines written per second at most; the rest are counted as dropped",
+    )
+    max_bytes_per_hour: int = Field(
+        default=4 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024 * 1024 * 1024,
+        description="Log bytes written per hour at most (an eighth of it may come at once)",
+    )
 
 
 class ClockConfig(Model):

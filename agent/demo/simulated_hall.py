@@ -107,7 +107,13 @@ def run_demo(
     simulate: bool = True,
 ) -> int:
     config = demo_config(state, port)
-    setup_logging(config.logging.level, "text")
+    setup_logging(
+        config.logging.level,
+        "text",
+        repeat_window_s=config.logging.repeat_window_s,
+        max_lines_per_s=config.logging.max_lines_per_s,
+        max_bytes_per_hour=config.logging.max_bytes_per_hour,
+    )
     asyncio.run(_demo(config, duration, simulate))
     return 0
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import agent
+from agent.config.system import WebConfig
 from agent.core import operations as op
 from agent.core.engine import Outcome
 from agent.core.errors import QueueError, Refused
@@ -33,6 +34,13 @@ from agent.features.issuing import Issuing
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoreError, StoreFull
 from agent.runtime.tasks import BackgroundTasks
+from agent.web.connections import (
+    ACCEPT_BACKLOG,
+    ConnectionGuard,
+    accept_errors,
+    connection_limit,
+)
+from agent.web.ratelimit import RateLimit
 
 if TYPE_CHECKING:
     from agent.features.printing import TicketPrinting
@@ -285,36 +293,63 @@ class WebStartError(HallAgentError, OSError):
 
 
 class WebServer:
-    """uvicorn in the agent's own event loop; an async context manager."""
+    """uvicorn in the agent's own event loop; an async context manager.
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    Bounded under floods (docs/operations.md, "Limits of the local API"): request deadlines
+    and a connection limit below the open-file limit (:mod:`agent.web.connections`), and a
+    rate limit per client on state-changing requests (:mod:`agent.web.ratelimit`).
+    """
+
+    def __init__(self, app: FastAPI, web: WebConfig) -> None:
+        self.guard = ConnectionGuard(web.max_connections, web.header_timeout_s, web.body_timeout_s)
+        self.rate_limit = RateLimit(
+            app, web.rate_limit_per_s, web.rate_limit_burst, web.exempt_networks()
+        )
         self._server = _EmbeddedServer(
             uvicorn.Config(
-                app,
-                host=host,
-                port=port,
+                self.rate_limit,
+                host=web.host,
+                port=web.port,
                 log_config=None,
                 access_log=False,
                 lifespan="off",
                 timeout_graceful_shutdown=2,
+                http=self.guard.protocol_class(),
+                ws="none",
+                timeout_keep_alive=web.keepalive_timeout_s,
+                h11_max_incomplete_event_size=web.max_header_bytes,
+                backlog=ACCEPT_BACKLOG,
+                # No proxy in front: the client address is the TCP peer's, never a header's.
+                proxy_headers=False,
             )
         )
         self._stack = contextlib.AsyncExitStack()
-        self._host = host
-        self.port = port
+        self._host = web.host
+        self._wanted_connections = web.max_connections
+        self._loop_handler: Any = None
+        self.port = web.port
 
     async def __aenter__(self) -> WebServer:
-        async with contextlib.AsyncExitStack() as stack:
-            tasks = await stack.enter_async_context(BackgroundTasks())
-            task = tasks.create_task(self._serve(), name="web")
-            while not self._server.started:
-                if task.done():
-                    raise WebStartError(
-                        f"the local API cannot listen on {self._host}:{self.port} (is another "
-                        "agent running, or the port taken?); set web.port or HALL_WEB__PORT"
-                    )
-                await asyncio.sleep(0.01)
-            self._stack = stack.pop_all()
+        self.guard.limit = connection_limit(self._wanted_connections)
+        loop = asyncio.get_running_loop()
+        self._loop_handler = loop.get_exception_handler()
+        loop.set_exception_handler(accept_errors(self._loop_handler))
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                tasks = await stack.enter_async_context(BackgroundTasks())
+                task = tasks.create_task(self._serve(), name="web")
+                while not self._server.started:
+                    if task.done():
+                        raise WebStartError(
+                            f"the local API cannot listen on {self._host}:{self.port} (is "
+                            "another agent running, or the port taken?); set web.port or "
+                            "HALL_WEB__PORT"
+                        )
+                    await asyncio.sleep(0.01)
+                self._stack = stack.pop_all()
+        except BaseException:
+            loop.set_exception_handler(self._loop_handler)
+            raise
         sockets = self._server.servers[0].sockets if self._server.servers else []
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
@@ -322,7 +357,10 @@ class WebServer:
 
     async def __aexit__(self, *exc: object) -> None:
         self._server.should_exit = True
-        await self._stack.aclose()
+        try:
+            await self._stack.aclose()
+        finally:
+            asyncio.get_running_loop().set_exception_handler(self._loop_handler)
 
     async def _serve(self) -> None:
         # uvicorn logs the cause and exits when it cannot bind: __aenter__ says so.
