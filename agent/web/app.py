@@ -28,9 +28,11 @@ from agent.core.engine import Outcome
 from agent.core.errors import QueueError, Refused
 from agent.core.model import Priority, Source
 from agent.core.operations import Operation, Take
+from agent.features.access import Role
 from agent.features.issuing import Issuing
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoreError, StoreFull
+from agent.web.access import READERS, Gate, guard
 
 if TYPE_CHECKING:
     from agent.features.printing import TicketPrinting
@@ -96,6 +98,8 @@ class ErrorBody(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "no credential, or one that is not valid"},
+    403: {"model": ErrorBody, "description": "the credential's role may not do this"},
     404: {"model": ErrorBody, "description": "unknown window, service or ticket"},
     409: {"model": ErrorBody, "description": "refused by the hall's rules"},
     422: {"model": ErrorBody, "description": "malformed request"},
@@ -103,7 +107,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 # The HTTP status of each refusal, chosen here only (the engine names refusals by code).
-STATUS_OF: dict[str, int] = {"not_found": 404}
+STATUS_OF: dict[str, int] = {
+    "not_found": 404,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "locked_out": 429,
+}
 
 
 def answer(outcome: Outcome) -> OperationResult:
@@ -129,6 +138,7 @@ def _describe_validation(err: RequestValidationError) -> str:
 
 def create_app(
     hall: Hall,
+    gate: Gate,
     status_extra: Callable[[], dict[str, Any]] | None = None,
     printing: TicketPrinting | None = None,
     issuing: Issuing | None = None,
@@ -140,32 +150,17 @@ def create_app(
         description="The hall's queue: take tickets, operate windows, read the state.",
     )
 
-    @app.exception_handler(QueueError)
-    async def _queue_error(_: Request, err: QueueError) -> JSONResponse:
-        return _error(STATUS_OF.get(err.code, 409), err.code, err.message)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
-        return _error(422, "invalid_request", _describe_validation(err))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
-        code = "not_found" if err.status_code == 404 else "http_error"
-        return _error(err.status_code, code, str(err.detail))
-
-    @app.exception_handler(ShuttingDown)
-    async def _stopping(_: Request, err: ShuttingDown) -> JSONResponse:
-        return _error(503, "shutting_down", str(err))
-
-    @app.exception_handler(StoreError)
-    async def _store(_: Request, err: StoreError) -> JSONResponse:
-        code = "disk_full" if isinstance(err, StoreFull) else "store_unavailable"
-        return _error(503, code, f"{err}; the operation was not done")
+    _error_handlers(app)
 
     async def run(operation: Operation) -> OperationResult:
         return answer(await hall.execute(operation))
 
-    @app.get(f"{API}/status")
+    # Who may call what (agent/web/access.py; docs/security.md has the table).
+    readers = gate.allow(*READERS, action="read the hall's state")
+    reports = gate.allow(Role.MANAGER, Role.OPS, action="read the event log")
+    desk = gate.allow(Role.STAFF, Role.GUIDE, Role.OPS, action="cancel a ticket")
+
+    @app.get(f"{API}/status", dependencies=guard(readers))
     async def status() -> dict[str, Any]:
         """The hall at a glance: business day, windows, waiting counts, outbox."""
         snap = await hall.read(lambda e, n: e.snapshot(n))
@@ -187,12 +182,12 @@ def create_app(
             body["printing"] = printing.state()
         return body
 
-    @app.get(f"{API}/queue")
+    @app.get(f"{API}/queue", dependencies=guard(readers))
     async def queue() -> dict[str, Any]:
         """Every waiting ticket, every window's current ticket, per-service figures."""
         return await hall.read(lambda e, n: e.snapshot(n))
 
-    @app.get(f"{API}/events")
+    @app.get(f"{API}/events", dependencies=guard(reports))
     async def events(
         from_seq: Annotated[int, Query(ge=1)] = 1,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -201,7 +196,7 @@ def create_app(
         rows = await hall.store_call(lambda s: s.events(from_seq, limit))
         return [r.envelope(hall.config.hall.id) for r in rows]
 
-    @app.post(f"{API}/tickets", status_code=201, responses=ERRORS)
+    @app.post(f"{API}/tickets", status_code=201, responses=ERRORS, dependencies=guard(gate.take()))
     async def take(body: TakeTicket) -> OperationResult:
         """Issue a ticket as the kiosk would; a printed ticket's ``result.print`` says how
         its print went (printed, failed: show the number on screen, or pending). Refused
@@ -209,9 +204,9 @@ def create_app(
         take = Take(service=body.service, source=body.source, priority=body.priority)
         return answer(await issuing.take(take, wait_for_print=True))
 
-    _printing_routes(app, printing)
+    _printing_routes(app, printing, gate)
 
-    @app.post(f"{API}/tickets/{{number}}/cancel", responses=ERRORS)
+    @app.post(f"{API}/tickets/{{number}}/cancel", responses=ERRORS, dependencies=guard(desk))
     async def cancel(number: str, body: Annotated[Cancel | None, Body()] = None) -> OperationResult:
         return await run(op.Cancel(number=number, reason=body.reason if body else ""))
 
@@ -219,7 +214,13 @@ def create_app(
         async def handler(window: str) -> OperationResult:
             return await run(make(window=window))
 
-        app.post(f"{API}/windows/{{window}}/{path}", summary=summary, responses=ERRORS)(handler)
+        rule = gate.window(summary.lower())
+        app.post(
+            f"{API}/windows/{{window}}/{path}",
+            summary=summary,
+            responses=ERRORS,
+            dependencies=guard(rule),
+        )(handler)
 
     window_op("next", "Call next", op.CallNext)
     window_op("recall", "Recall the current ticket", op.Recall)
@@ -230,37 +231,83 @@ def create_app(
     window_op("resume", "Resume a paused window", op.Resume)
     window_op("sign-out", "Sign the staff out", op.SignOut)
 
-    @app.post(f"{API}/windows/{{window}}/call", responses=ERRORS)
+    @app.post(
+        f"{API}/windows/{{window}}/call",
+        responses=ERRORS,
+        dependencies=guard(gate.window("call a number")),
+    )
     async def call_number(window: str, body: CallNumber) -> OperationResult:
         """Call a specific number (a waiting ticket, a missed one, or one held here)."""
         return await run(op.CallNumber(window=window, number=body.number))
 
-    @app.post(f"{API}/windows/{{window}}/transfer", responses=ERRORS)
+    @app.post(
+        f"{API}/windows/{{window}}/transfer",
+        responses=ERRORS,
+        dependencies=guard(gate.window("transfer a ticket")),
+    )
     async def transfer(window: str, body: Transfer) -> OperationResult:
         return await run(op.Transfer(window=window, service=body.service, position=body.position))
 
-    @app.post(f"{API}/windows/{{window}}/pause", responses=ERRORS)
+    @app.post(
+        f"{API}/windows/{{window}}/pause",
+        responses=ERRORS,
+        dependencies=guard(gate.window("pause the window")),
+    )
     async def pause(window: str, body: Annotated[Pause | None, Body()] = None) -> OperationResult:
         return await run(op.Pause(window=window, reason=body.reason if body else ""))
 
-    @app.post(f"{API}/windows/{{window}}/sign-in", responses=ERRORS)
+    @app.post(
+        f"{API}/windows/{{window}}/sign-in", responses=ERRORS, dependencies=guard(gate.sign_in())
+    )
     async def sign_in(window: str, body: SignIn) -> OperationResult:
         return await run(op.SignIn(window=window, staff=body.staff, name=body.name))
 
     return app
 
 
-def _printing_routes(app: FastAPI, printing: TicketPrinting | None) -> None:
-    """The kiosk's issuing state and reprint."""
+def _error_handlers(app: FastAPI) -> None:
+    """Every refusal as ``{"error": code, "message": ...}`` with its HTTP status."""
 
-    @app.get(f"{API}/issuing")
+    @app.exception_handler(QueueError)
+    async def _queue_error(_: Request, err: QueueError) -> JSONResponse:
+        status = STATUS_OF.get(err.code, 409)
+        response = _error(status, err.code, err.message)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+        return _error(422, "invalid_request", _describe_validation(err))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if err.status_code == 404 else "http_error"
+        return _error(err.status_code, code, str(err.detail))
+
+    @app.exception_handler(ShuttingDown)
+    async def _stopping(_: Request, err: ShuttingDown) -> JSONResponse:
+        return _error(503, "shutting_down", str(err))
+
+    @app.exception_handler(StoreError)
+    async def _store(_: Request, err: StoreError) -> JSONResponse:
+        code = "disk_full" if isinstance(err, StoreFull) else "store_unavailable"
+        return _error(503, code, f"{err}; the operation was not done")
+
+
+def _printing_routes(app: FastAPI, printing: TicketPrinting | None, gate: Gate) -> None:
+    """The kiosk's issuing state and reprint."""
+    looking = gate.allow(Role.KIOSK, *READERS, action="read the issuing state")
+    reprinting = gate.allow(Role.STAFF, Role.GUIDE, Role.OPS, action="reprint a ticket")
+
+    @app.get(f"{API}/issuing", dependencies=guard(looking))
     async def issuing() -> dict[str, Any]:
         """Whether the kiosk may issue tickets now, and why not (the printer's state)."""
         if printing is None:
             return {"issuing": {"enabled": True, "reason": None}, "printer": None}
         return printing.state()
 
-    @app.post(f"{API}/tickets/{{number}}/reprint", responses=ERRORS)
+    @app.post(f"{API}/tickets/{{number}}/reprint", responses=ERRORS, dependencies=guard(reprinting))
     async def reprint(
         number: str, body: Annotated[Reprint | None, Body()] = None
     ) -> OperationResult:
