@@ -73,6 +73,7 @@ class Running:
     identity: IdentityDesk | None = None  # ID card readers
     documents: DocumentDesk | None = None  # document cameras and scanners, uploads
     access: HallAccess | None = None  # who may use the local API (docs/security.md)
+    app: FastAPI | None = None  # the local API, every route with its access rule
 
 
 def api_url_file(config: HallAgentConfig) -> Path:
@@ -156,6 +157,7 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                                 identity,
                                 documents,
                                 access,
+                                app,
                             )
                         finally:
                             for task in background:

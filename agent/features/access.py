@@ -108,6 +108,26 @@ class _Failures:
     reported: bool = False  # the refusal while locked was recorded (once per lock)
 
 
+# argon2id at OWASP's recommended minimum (19 MiB, 2 passes, 1 lane): about 0.1 s on a
+# Raspberry Pi 4, and little memory for a device that also runs the hall.
+ARGON2_MEMORY_KIB = 19 * 1024
+ARGON2_TIME_COST = 2
+ARGON2_PARALLELISM = 1
+
+
+def password_hasher() -> PasswordHasher:
+    return PasswordHasher(
+        time_cost=ARGON2_TIME_COST,
+        memory_cost=ARGON2_MEMORY_KIB,
+        parallelism=ARGON2_PARALLELISM,
+    )
+
+
+def _now() -> dt.datetime:
+    """The wall clock, looked up at each call (tests move it)."""
+    return wall_clock()
+
+
 def token_hash(token: str) -> str:
     """What is kept of a 256-bit random token: its SHA-256 (no slow hash needed)."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
@@ -137,14 +157,17 @@ class HallAccess:
         self,
         hall: Hall,
         *,
-        clock: Callable[[], dt.datetime] = wall_clock,
+        clock: Callable[[], dt.datetime] | None = None,
         hasher: PasswordHasher | None = None,
     ) -> None:
         self.hall = hall
         self.settings = hall.config.access
         self.ops_token_file = hall.config.storage.path / OPS_TOKEN_FILE
-        self._clock = clock
-        self._hasher = hasher or PasswordHasher()
+        self._clock = clock or _now
+        self._hasher = hasher or password_hasher()
+        # One password hash at a time: a burst of logins queues instead of taking the Pi's
+        # memory (each hash holds ARGON2_MEMORY_KIB) and every core.
+        self._hashing = asyncio.Lock()
         self._devices: dict[str, DeviceCredential] = {}  # by token hash
         self._users: dict[str, UserCredential] = {}  # by name
         self._sessions: dict[str, SessionRecord] = {}  # by token hash
@@ -272,7 +295,7 @@ class HallAccess:
         self._check_windows(windows)
         if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
             raise Refused(f"the password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
-        hashed = await asyncio.to_thread(self._hasher.hash, password)
+        hashed = await self._hash(password)
         chosen = tuple(dict.fromkeys(windows))
 
         def write(store: Store, now: dt.datetime, clock_ok: bool) -> Written[UserCredential]:
@@ -372,7 +395,7 @@ class HallAccess:
         if user is None:
             # As long as a real check: the answer's time says nothing about the name.
             if self._dummy_hash is None:
-                self._dummy_hash = await asyncio.to_thread(self._hasher.hash, new_token())
+                self._dummy_hash = await self._hash(new_token())
             hashed = self._dummy_hash
         else:
             hashed = user.password_hash
@@ -383,8 +406,13 @@ class HallAccess:
             except (VerificationError, InvalidHashError):
                 return False
 
-        ok = await asyncio.to_thread(verify)
+        async with self._hashing:
+            ok = await asyncio.to_thread(verify)
         return ok and user is not None
+
+    async def _hash(self, password: str) -> str:
+        async with self._hashing:
+            return await asyncio.to_thread(self._hasher.hash, password)
 
     async def _failed(
         self, name: str, user: UserCredential | None, failures: _Failures, now: dt.datetime
