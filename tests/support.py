@@ -90,6 +90,11 @@ class AgentProcess:
         self.kill()
         raise TimeoutError(f"agent not ready after {timeout}s: {self.log_path.read_text()}")
 
+    @property
+    def ops(self) -> dict[str, str]:
+        """Headers that authorize a request as ops (the token the agent made at start)."""
+        return ops_headers(self.storage)
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
@@ -136,3 +141,8 @@ def rater_headers(running: Any, window: str = "w1") -> dict[str, str]:
         if devices.windows.get(device_id) == window and device_id.startswith("rater"):
             return bearer(token)
     raise LookupError(f"no web rater at {window}")
+
+
+def as_ops(running: Any) -> dict[str, str]:
+    """Ops headers for an in-process running agent (``agent.daemon.Running``)."""
+    return ops_headers(running.hall.config.storage.path)

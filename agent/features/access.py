@@ -4,15 +4,16 @@ Two kinds of credentials open the API, both sent as ``Authorization: Bearer <tok
 
 - **Device tokens**: a kiosk, a screen, a window's caller or rater is *enrolled* by the ops
   person (``hall-agent enroll``); its token is 256 random bits, shown once and kept only as
-  its SHA-256. The **ops token** is one of them: the agent makes it at its first start in
-  ``<storage.path>/ops-token`` (mode 0640: root and the service's group), and the
-  ``hall-agent`` client verbs send it.
+  its SHA-256. The **ops token** opens everything but a citizen's rating: the agent makes
+  it at its first start in ``<storage.path>/ops-token`` (mode 0640: root and the service's
+  group), and the ``hall-agent`` client verbs send it. The file is that grant (no row, no
+  event); deleting it and restarting the agent replaces it.
 - **People** (staff, guides, managers) log in with a name and a password (argon2 hash) and
   get a session token that ends after ``access.session_hours``;
   ``access.lockout_failures`` failed logins in a row lock the name out for
   ``access.lockout_minutes``.
 
-Every grant, revocation, login, logout and failed login is an ``auth.*`` event, saved with
+Every other grant, revocation, login, logout and failed login is an ``auth.*`` event, saved with
 its change in one transaction; no event or log line carries a token, a hash or a password.
 Tokens are checked in memory (:meth:`HallAccess.principal`): no store read per request.
 What each role may do is decided by the web layer (``agent/web/access.py``).
@@ -44,7 +45,6 @@ from agent.runtime.store import (
     DeviceCredential,
     SessionRecord,
     Store,
-    StoreError,
     UserCredential,
     Written,
 )
@@ -52,7 +52,7 @@ from agent.runtime.store import (
 log = logging.getLogger(__name__)
 
 OPS_TOKEN_FILE = "ops-token"  # noqa: S105 - a file name
-OPS_TOKEN_NAME = "ops-token"  # noqa: S105 - the ops token's row among the devices
+OPS_TOKEN_NAME = "ops-token"  # noqa: S105 - the name the ops token goes by (a reserved device name)
 OPS_TOKEN_MODE = 0o640
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
@@ -173,6 +173,7 @@ class HallAccess:
         self._sessions: dict[str, SessionRecord] = {}  # by token hash
         self._failures: dict[str, _Failures] = {}  # by the name typed
         self._dummy_hash: str | None = None
+        self._ops: str | None = None  # the ops token's hash
 
     async def __aenter__(self) -> HallAccess:
         records = await self.hall.store_call(lambda s: s.access_records())
@@ -192,6 +193,8 @@ class HallAccess:
         if not token:
             return None
         digest = token_hash(token)
+        if self._ops is not None and secrets.compare_digest(digest, self._ops):
+            return Principal(OPS_TOKEN_NAME, Role.OPS, "device")
         device = self._devices.get(digest)
         if device is not None:
             windows = frozenset([device.window]) if device.window else frozenset()
@@ -466,7 +469,9 @@ class HallAccess:
     # -- the ops token ---------------------------------------------------------------------
 
     async def _ops_token(self) -> None:
-        """Read the ops token file, or make it; its hash is the ``ops-token`` device."""
+        """Read the ops token file, or make it. The agent's own credential: kept as its
+        hash in memory only, never a row or an event (the file is the grant; replacing
+        the file and restarting the agent is its revocation)."""
         try:
             token = await asyncio.to_thread(read_or_make_ops_token, self.ops_token_file)
         except OSError as err:
@@ -477,16 +482,7 @@ class HallAccess:
                 err.strerror or err,
             )
             return
-        digest = token_hash(token)
-        if digest in self._devices:
-            return
-        try:
-            await self._save_device(OPS_TOKEN_NAME, Role.OPS, None, token)
-        except StoreError as err:
-            log.warning("the ops token could not be recorded (%s); it works until a restart", err)
-            self._devices[digest] = DeviceCredential(
-                OPS_TOKEN_NAME, Role.OPS.value, None, digest, _iso(self._clock())
-            )
+        self._ops = token_hash(token)
 
 
 def read_or_make_ops_token(path: Path) -> str:
