@@ -498,10 +498,10 @@ def read_or_make_ops_token(path: Path) -> str:
         if mode & 0o007:
             os.chmod(path, OPS_TOKEN_MODE)
             log.warning(
-                "the ops token file %s was readable by every user (mode %o); made it %o",
+                "the ops token file %s was readable by every user (mode %s); made it %s",
                 path,
-                mode,
-                OPS_TOKEN_MODE,
+                f"{mode:o}",
+                f"{OPS_TOKEN_MODE:o}",
             )
         return token
     if token is not None:
