@@ -32,7 +32,7 @@ from agent.features.access import Role
 from agent.features.issuing import Issuing
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoreError, StoreFull
-from agent.web.access import READERS, Gate, guard
+from agent.web.access import READERS, Gate, Rule, guard
 
 if TYPE_CHECKING:
     from agent.features.printing import TicketPrinting
@@ -150,17 +150,37 @@ def create_app(
         description="The hall's queue: take tickets, operate windows, read the state.",
     )
 
-    _error_handlers(app)
+    @app.exception_handler(QueueError)
+    async def _queue_error(_: Request, err: QueueError) -> JSONResponse:
+        status = STATUS_OF.get(err.code, 409)
+        response = _error(status, err.code, err.message)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+        return _error(422, "invalid_request", _describe_validation(err))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if err.status_code == 404 else "http_error"
+        return _error(err.status_code, code, str(err.detail))
+
+    @app.exception_handler(ShuttingDown)
+    async def _stopping(_: Request, err: ShuttingDown) -> JSONResponse:
+        return _error(503, "shutting_down", str(err))
+
+    @app.exception_handler(StoreError)
+    async def _store(_: Request, err: StoreError) -> JSONResponse:
+        code = "disk_full" if isinstance(err, StoreFull) else "store_unavailable"
+        return _error(503, code, f"{err}; the operation was not done")
 
     async def run(operation: Operation) -> OperationResult:
         return answer(await hall.execute(operation))
 
-    # Who may call what (agent/web/access.py; docs/security.md has the table).
-    readers = gate.allow(*READERS, action="read the hall's state")
-    reports = gate.allow(Role.MANAGER, Role.OPS, action="read the event log")
-    desk = gate.allow(Role.STAFF, Role.GUIDE, Role.OPS, action="cancel a ticket")
-
-    @app.get(f"{API}/status", dependencies=guard(readers))
+    # Who may call what: each route's rule (agent/web/access.py; docs/security.md).
+    @app.get(f"{API}/status", dependencies=guard(readers(gate)))
     async def status() -> dict[str, Any]:
         """The hall at a glance: business day, windows, waiting counts, outbox."""
         snap = await hall.read(lambda e, n: e.snapshot(n))
@@ -182,12 +202,15 @@ def create_app(
             body["printing"] = printing.state()
         return body
 
-    @app.get(f"{API}/queue", dependencies=guard(readers))
+    @app.get(f"{API}/queue", dependencies=guard(readers(gate)))
     async def queue() -> dict[str, Any]:
         """Every waiting ticket, every window's current ticket, per-service figures."""
         return await hall.read(lambda e, n: e.snapshot(n))
 
-    @app.get(f"{API}/events", dependencies=guard(reports))
+    @app.get(
+        f"{API}/events",
+        dependencies=guard(gate.allow(Role.MANAGER, Role.OPS, action="read the event log")),
+    )
     async def events(
         from_seq: Annotated[int, Query(ge=1)] = 1,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -206,7 +229,11 @@ def create_app(
 
     _printing_routes(app, printing, gate)
 
-    @app.post(f"{API}/tickets/{{number}}/cancel", responses=ERRORS, dependencies=guard(desk))
+    @app.post(
+        f"{API}/tickets/{{number}}/cancel",
+        responses=ERRORS,
+        dependencies=guard(gate.allow(Role.STAFF, Role.GUIDE, Role.OPS, action="cancel a ticket")),
+    )
     async def cancel(number: str, body: Annotated[Cancel | None, Body()] = None) -> OperationResult:
         return await run(op.Cancel(number=number, reason=body.reason if body else ""))
 
@@ -214,12 +241,11 @@ def create_app(
         async def handler(window: str) -> OperationResult:
             return await run(make(window=window))
 
-        rule = gate.window(summary.lower())
         app.post(
             f"{API}/windows/{{window}}/{path}",
             summary=summary,
             responses=ERRORS,
-            dependencies=guard(rule),
+            dependencies=guard(gate.window(summary.lower())),
         )(handler)
 
     window_op("next", "Call next", op.CallNext)
@@ -265,34 +291,9 @@ def create_app(
     return app
 
 
-def _error_handlers(app: FastAPI) -> None:
-    """Every refusal as ``{"error": code, "message": ...}`` with its HTTP status."""
-
-    @app.exception_handler(QueueError)
-    async def _queue_error(_: Request, err: QueueError) -> JSONResponse:
-        status = STATUS_OF.get(err.code, 409)
-        response = _error(status, err.code, err.message)
-        if status == 401:
-            response.headers["WWW-Authenticate"] = "Bearer"
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
-        return _error(422, "invalid_request", _describe_validation(err))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
-        code = "not_found" if err.status_code == 404 else "http_error"
-        return _error(err.status_code, code, str(err.detail))
-
-    @app.exception_handler(ShuttingDown)
-    async def _stopping(_: Request, err: ShuttingDown) -> JSONResponse:
-        return _error(503, "shutting_down", str(err))
-
-    @app.exception_handler(StoreError)
-    async def _store(_: Request, err: StoreError) -> JSONResponse:
-        code = "disk_full" if isinstance(err, StoreFull) else "store_unavailable"
-        return _error(503, code, f"{err}; the operation was not done")
+def readers(gate: Gate) -> Rule:
+    """Who may read the hall's state (status, queue): screens, people, ops."""
+    return gate.allow(*READERS, action="read the hall's state")
 
 
 def _printing_routes(app: FastAPI, printing: TicketPrinting | None, gate: Gate) -> None:
