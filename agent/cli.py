@@ -16,6 +16,15 @@ from agent.errors import HallAgentError
 
 DEFAULT_CONFIG = Path("/etc/hall-agent/config.yaml")
 DEFAULT_API = "http://127.0.0.1:8737"
+# Where the agent keeps the ops token when no config says otherwise (storage.path).
+DEFAULT_TOKEN_FILE = Path("/var/lib/hall-agent/ops-token")
+TOKEN_HELP = (
+    "the ops token file (default: ops-token in the config's storage.path, "
+    f"else {DEFAULT_TOKEN_FILE})"
+)
+
+DEVICE_ROLES = ("kiosk", "screen", "caller", "rater")
+USER_ROLES = ("staff", "guide", "manager")
 
 WINDOW_ACTIONS = (
     "next",
@@ -69,13 +78,8 @@ def _parser() -> argparse.ArgumentParser:
         "--no-simulation", action="store_true", help="no simulated citizens and staff"
     )
 
-    def client_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--api", default=None, help=f"local API URL (default: {DEFAULT_API})")
-        p.add_argument("--config", type=Path, default=None, help="find the API from this config")
-        p.add_argument("--json", action="store_true", help="print the raw JSON answer")
-
     status = sub.add_parser("status", help="the running hall at a glance")
-    client_options(status)
+    _client_options(status)
 
     take = sub.add_parser("take", help="issue a ticket as the kiosk would")
     take.add_argument("--service", required=True, help="service id")
@@ -84,11 +88,11 @@ def _parser() -> argparse.ArgumentParser:
         default="normal",
         choices=["normal", "elderly", "disabled", "veteran", "appointment"],
     )
-    client_options(take)
+    _client_options(take)
 
     reprint = sub.add_parser("reprint", help="print a ticket of today again")
     reprint.add_argument("number", help="ticket number, e.g. A012")
-    client_options(reprint)
+    _client_options(reprint)
 
     window = sub.add_parser("window", help="operate a window: next, recall, finish, ...")
     window.add_argument("window", help="window id")
@@ -100,9 +104,53 @@ def _parser() -> argparse.ArgumentParser:
     )
     window.add_argument("--back", action="store_true", help="transfer to the back of the queue")
     window.add_argument("--reason", default="", help="pause: why the window pauses")
-    client_options(window)
+    _client_options(window)
+
+    _credential_parsers(sub)
 
     return parser
+
+
+def _client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--api", default=None, help=f"local API URL (default: {DEFAULT_API})")
+    p.add_argument("--config", type=Path, default=None, help="find the API from this config")
+    p.add_argument("--token-file", type=Path, default=None, help=TOKEN_HELP)
+    p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+
+
+def _credential_parsers(sub: Any) -> None:
+    """enroll, revoke, user add, user remove (docs/security.md)."""
+    enroll = sub.add_parser(
+        "enroll", help="enrol a device (kiosk, screen, caller, rater): prints its token once"
+    )
+    enroll.add_argument("device", help="the device's id, e.g. kiosk-1 or caller-w1")
+    enroll.add_argument("--role", required=True, choices=DEVICE_ROLES)
+    enroll.add_argument("--window", default=None, help="callers and raters: their window")
+    _client_options(enroll)
+
+    revoke = sub.add_parser("revoke", help="revoke a device's token")
+    revoke.add_argument("device")
+    _client_options(revoke)
+
+    user = sub.add_parser("user", help="people who log in: staff, guides, managers")
+    user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    add = user_sub.add_parser(
+        "add", help="add a login (or replace it); the password is read from stdin or a prompt"
+    )
+    add.add_argument("name", help="the login name; for staff, their staff number")
+    add.add_argument("--role", required=True, choices=USER_ROLES)
+    add.add_argument(
+        "--window",
+        dest="windows",
+        metavar="W",
+        action="append",
+        default=[],
+        help="staff: a window they work at (repeat for several)",
+    )
+    _client_options(add)
+    remove = user_sub.add_parser("remove", help="remove a login; its sessions end")
+    remove.add_argument("name")
+    _client_options(remove)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,6 +197,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _print_operation(args, answer)
     if command == "window":
         return _window(args)
+    if command in ("enroll", "revoke", "user"):
+        return _credentials(args)
     if command == "reprint":
         answer = _request(args, "POST", f"/tickets/{args.number}/reprint")
         if args.json:
@@ -198,9 +248,7 @@ def _api_base(args: argparse.Namespace) -> str:
     env = os.environ.get("HALL_API")
     if env:
         return env.rstrip("/")
-    config_path: Path | None = args.config
-    if config_path is None and DEFAULT_CONFIG.exists():
-        config_path = DEFAULT_CONFIG
+    config_path = _config_path(args)
     if config_path is not None:
         from agent.daemon import api_url_file
 
@@ -212,14 +260,55 @@ def _api_base(args: argparse.Namespace) -> str:
     return DEFAULT_API
 
 
+def _config_path(args: argparse.Namespace) -> Path | None:
+    config_path: Path | None = args.config
+    if config_path is None and DEFAULT_CONFIG.exists():
+        config_path = DEFAULT_CONFIG
+    return config_path
+
+
+def _token_file(args: argparse.Namespace) -> Path | None:
+    """Where the ops token is: --token-file, the config's storage.path, the default."""
+    if args.token_file is not None:
+        return Path(args.token_file)
+    config_path = _config_path(args)
+    if config_path is not None:
+        from agent.features.access import OPS_TOKEN_FILE
+
+        return Path(_load(config_path).storage.path) / OPS_TOKEN_FILE
+    return DEFAULT_TOKEN_FILE if DEFAULT_TOKEN_FILE.exists() else None
+
+
+def _token(path: Path | None) -> str | None:
+    """The ops token, or None when there is no file (the agent then answers 401)."""
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="ascii").strip() or None
+    except FileNotFoundError:
+        return None
+    except PermissionError as err:
+        raise CliError(
+            f"cannot read the ops token {path}: permission denied; run as root, or join "
+            "the service's group (sudo usermod -aG hall-agent $USER, then log in again)"
+        ) from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise CliError(f"cannot read the ops token {path}: {err}") from err
+
+
 def _request(
     args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None
 ) -> Any:
     import httpx
 
     base = _api_base(args)
+    token_file = _token_file(args)
+    token = _token(token_file)
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     try:
-        response = httpx.request(method, f"{base}/api/v1{path}", json=body, timeout=10)
+        response = httpx.request(
+            method, f"{base}/api/v1{path}", json=body, headers=headers, timeout=10
+        )
     except httpx.ConnectError as err:
         raise CliError(
             f"no agent answers at {base}; is it running? (systemctl status hall-agent, "
@@ -235,7 +324,14 @@ def _request(
         if args.json:
             print(json.dumps(answer, ensure_ascii=False, indent=2))
         message = answer.get("message") if isinstance(answer, dict) else None
-        raise CliError(message or f"the agent answered {response.status_code}")
+        message = message or f"the agent answered {response.status_code}"
+        if response.status_code == 401 and token is None:
+            where = "none was found" if token_file is None else f"{token_file} does not exist"
+            message += (
+                f"\nhall-agent sends the ops token ({where}): pass --token-file FILE, or "
+                "--config FILE for <storage.path>/ops-token"
+            )
+        raise CliError(message)
     return answer
 
 
@@ -279,6 +375,54 @@ def _window(args: argparse.Namespace) -> int:
         body = {"reason": args.reason}
     answer = _request(args, "POST", f"/windows/{args.window}/{action}", body)
     return _print_operation(args, answer)
+
+
+def _credentials(args: argparse.Namespace) -> int:
+    """enroll, revoke, user add, user remove."""
+    if args.command == "enroll":
+        body = {"device": args.device, "role": args.role, "window": args.window}
+        answer = _request(args, "POST", "/auth/devices", body)
+        if args.json:
+            print(json.dumps(answer, ensure_ascii=False, indent=2))
+            return 0
+        where = f" at window {answer['window']}" if answer.get("window") else ""
+        print(f"enrolled {answer['device']} as {answer['role']}{where}; its token, shown only now:")
+        print(answer["token"])
+        page = {"kiosk": "/pages/kiosk", "caller": f"/pages/caller/{args.device}"}
+        page["rater"] = f"/pages/rater/{args.device}"
+        if args.role in page:
+            print(f"its page: {_api_base(args)}{page[args.role]}?token={answer['token']}")
+        return 0
+    if args.command == "revoke":
+        answer = _request(args, "DELETE", f"/auth/devices/{args.device}")
+        message = f"revoked {args.device}: its token is refused from now on"
+    elif args.user_command == "add":
+        password = _read_password()
+        body = {"name": args.name, "role": args.role, "windows": args.windows}
+        answer = _request(args, "POST", "/auth/users", {**body, "password": password})
+        where = f" at {', '.join(args.windows)}" if args.windows else ""
+        message = f"user {args.name} can log in as {args.role}{where}"
+    else:
+        answer = _request(args, "DELETE", f"/auth/users/{args.name}")
+        message = f"removed user {args.name}; their sessions ended"
+    print(json.dumps(answer, ensure_ascii=False, indent=2) if args.json else message)
+    return 0
+
+
+def _read_password() -> str:
+    """A new password: typed twice at a prompt, or the first line of stdin (never an
+    argument: it would show in the process list and the shell's history)."""
+    if not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise CliError("no password on stdin (its first line is the password)")
+        return password
+    import getpass
+
+    password = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != password:
+        raise CliError("the two passwords differ; nothing was changed")
+    return password
 
 
 def _status(args: argparse.Namespace) -> int:

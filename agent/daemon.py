@@ -14,12 +14,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
+
 from agent.central.commands import CommandHandlers
 from agent.central.contract import Topics
 from agent.central.link import Link
 from agent.config import HallAgentConfig, StorageConfig
 from agent.core import events as ev
 from agent.core.events import Event
+from agent.features.access import HallAccess, Role
 from agent.features.documents import DocumentDesk, document_desk, document_routes
 from agent.features.identity import (
     IdentityDesk,
@@ -39,6 +42,7 @@ from agent.runtime.diskspace import RoomNeeded, SpaceGuard, make_room
 from agent.runtime.hall import Hall
 from agent.runtime.store import Eviction, Store, StoreError, Written
 from agent.runtime.systemd import Notifier, supervised
+from agent.web.access import Gate, access_routes, guard
 from agent.web.app import WebServer, create_app
 from agent.web.health import HallHealth, health_routes
 from agent.web.pages import PageFeed, page_routes
@@ -68,6 +72,8 @@ class Running:
     windows: WindowDevices | None = None  # callers, raters and their desks
     identity: IdentityDesk | None = None  # ID card readers
     documents: DocumentDesk | None = None  # document cameras and scanners, uploads
+    access: HallAccess | None = None  # who may use the local API (docs/security.md)
+    app: FastAPI | None = None  # the local API, every route with its access rule
 
 
 def api_url_file(config: HallAgentConfig) -> Path:
@@ -89,6 +95,7 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
         async with (
             Hall(config, store, clock_ok=clock) as hall,
             ticket_printing(hall, devices) as printing,
+            HallAccess(hall) as access,
         ):
             issuing = Issuing(hall, printing)
             async with (
@@ -97,7 +104,10 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                 ) as identity,
                 document_desk(hall, devices) as documents,
                 window_devices(
-                    hall, devices, capture=None if documents is None else documents.capture
+                    hall,
+                    devices,
+                    capture=None if documents is None else documents.capture,
+                    access=access,
                 ) as windows,
                 _link(hall, devices, printing, identity, documents, windows) as link,
                 HallHealth(hall, link, devices, disk, clock) as health,
@@ -105,20 +115,18 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                 voice_calling(hall, devices) as voice,
                 ticket_inputs(hall, devices, issuing) as inputs,
             ):
+                gate = Gate(hall, access, windows.page_principal)
                 app = create_app(
                     hall,
+                    gate,
                     status_extra=lambda: _link_status(link),
                     printing=printing,
                     issuing=issuing,
                 )
-                app.include_router(health_routes(health))
-                if identity is not None:
-                    app.include_router(identity_routes(identity))
-                if documents is not None:
-                    app.include_router(document_routes(documents))
+                _feature_routes(app, gate, health, identity, documents)
                 pages = PageFeed(hall, devices, printing, issuing)
                 app.include_router(page_routes(pages))
-                app.include_router(window_routes(windows, pages))
+                app.include_router(window_routes(windows, pages, gate))
                 # The pages' streams end before the web server stops (it waits for open ones).
                 async with WebServer(app, config.web) as web, pages:
                     url = f"http://{config.web.host}:{web.port}"
@@ -148,6 +156,8 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                                 windows,
                                 identity,
                                 documents,
+                                access,
+                                app,
                             )
                         finally:
                             for task in background:
@@ -159,6 +169,33 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
     finally:
         store.close()
         log.info("stopped; state saved in %s", store.path)
+
+
+def _feature_routes(
+    app: FastAPI,
+    gate: Gate,
+    health: HallHealth,
+    identity: IdentityDesk | None,
+    documents: DocumentDesk | None,
+) -> None:
+    """The features' routes, each guarded by its rule (docs/security.md)."""
+    app.include_router(access_routes(gate))
+    monitors = gate.allow(Role.SCREEN, Role.MANAGER, Role.OPS, action="read the metrics")
+    app.include_router(health_routes(health, metrics=guard(monitors)))
+    if identity is not None:
+        kiosk = gate.allow(Role.KIOSK, Role.OPS, action="use the kiosk's ID card reader")
+        app.include_router(
+            identity_routes(identity, read_guard=guard(kiosk), take_guard=guard(kiosk))
+        )
+    if documents is not None:
+        spool = gate.allow(Role.MANAGER, Role.OPS, action="read the document spool")
+        app.include_router(
+            document_routes(
+                documents,
+                capture_guard=guard(gate.window("capture a document")),
+                read_guard=guard(spool),
+            )
+        )
 
 
 def _link(

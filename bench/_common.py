@@ -193,6 +193,12 @@ def agent_command(config_path: Path) -> list[str]:
     return [sys.executable, "-m", "agent.cli", "run", "--config", str(config_path)]
 
 
+def ops_headers(storage: Path) -> dict[str, str]:
+    """The ops token the agent made in its state folder, as a request header."""
+    token = (storage / "ops-token").read_text(encoding="ascii").strip()
+    return {"Authorization": f"Bearer {token}"}
+
+
 class AgentProcess:
     """A real ``hall-agent run`` subprocess, found through the API URL it writes."""
 
@@ -244,6 +250,11 @@ class AgentProcess:
             time.sleep(0.05)
         self.stop()
         raise TimeoutError(f"hall-agent not ready after {timeout}s:\n{self._log_tail()}")
+
+    @property
+    def ops(self) -> dict[str, str]:
+        """Headers that authorize a request as ops (docs/security.md)."""
+        return ops_headers(self.storage)
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (the orderly stop), SIGKILL if it does not go."""

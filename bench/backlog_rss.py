@@ -80,7 +80,9 @@ class Agent:
         self.anon[phase].append(vm["RssAnon"])
 
     def poll(self) -> dict[str, Any]:
-        self.status = httpx.get(f"{self.process.url}/api/v1/status", timeout=10).json()
+        self.status = httpx.get(
+            f"{self.process.url}/api/v1/status", headers=self.process.ops, timeout=10
+        ).json()
         return self.status
 
     def figures(self, drain_s: float | None) -> dict[str, Any]:

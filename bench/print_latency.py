@@ -93,11 +93,16 @@ def agent_config(storage: Any, port: int, profile: str) -> dict[str, Any]:
 
 
 def measure(
-    url: str, printer: PrinterThread, requests: int, blocks: int, warmup: int
+    url: str,
+    printer: PrinterThread,
+    requests: int,
+    blocks: int,
+    warmup: int,
+    headers: dict[str, str],
 ) -> dict[str, Series]:
     series = {name: Series() for name in SERIES}
     printed = len(printer.printer.tickets)
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
 
         def kiosk() -> tuple[float, float]:
             nonlocal printed
@@ -170,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
                 work / "config.yaml", agent_config(storage, printer.port, profile)
             )
             with AgentProcess(config, storage, work / "agent.log") as agent_:
-                measured = measure(agent_.url, printer, args.requests, args.blocks, args.warmup)
+                measured = measure(
+                    agent_.url, printer, args.requests, args.blocks, args.warmup, agent_.ops
+                )
             job_bytes = printer.printer.bytes_received
             tickets = len(printer.printer.tickets)
         figures[profile] = {name: summarise(s) for name, s in measured.items()}

@@ -112,7 +112,7 @@ def run(calls: int, warmup: int) -> dict[str, Any]:
         try:
             with (
                 sync_playwright() as p,
-                httpx.Client(base_url=url, timeout=30) as client,
+                httpx.Client(base_url=url, headers=agent.ops, timeout=30) as client,
             ):
                 browser = p.chromium.launch_persistent_context(
                     str(tmp / "profile"),

@@ -59,11 +59,12 @@ class Load:
     0.2 ms per call when it is not installed, and would be counted as agent latency.
     """
 
-    def __init__(self, url: str, level: int) -> None:
+    def __init__(self, url: str, level: int, headers: dict[str, str]) -> None:
         self.level = level
         self.clients = [
             httpx.Client(
                 base_url=url,
+                headers=headers,
                 timeout=30,
                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
             )
@@ -121,8 +122,15 @@ class Load:
         series.block_rates.append(count / elapsed)
 
 
-def measure(url: str, levels: list[int], requests: int, blocks: int, warmup: int) -> dict[str, Any]:
-    loads = {level: Load(url, level) for level in levels}
+def measure(
+    url: str,
+    levels: list[int],
+    requests: int,
+    blocks: int,
+    warmup: int,
+    headers: dict[str, str],
+) -> dict[str, Any]:
+    loads = {level: Load(url, level, headers) for level in levels}
     series = {(level, ep): Series() for level in levels for ep in ENDPOINTS}
     try:
         for load in loads.values():
@@ -173,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         storage = work / "state"
         config = write_config(work / "config.yaml", bench_hall(storage, port=0, width=4))
         with AgentProcess(config, storage, work / "agent.log") as agent_:
-            measured = measure(agent_.url, levels, args.requests, args.blocks, args.warmup)
+            measured = measure(
+                agent_.url, levels, args.requests, args.blocks, args.warmup, agent_.ops
+            )
 
     figures: dict[str, Any] = {}
     rows = []

@@ -107,6 +107,11 @@ class AgentProcess:
         self.kill()
         raise TimeoutError(f"agent not ready after {timeout}s: {self.log_path.read_text()}")
 
+    @property
+    def ops(self) -> dict[str, str]:
+        """Headers that authorize a request as ops (the token the agent made at start)."""
+        return ops_headers(self.storage)
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
@@ -119,3 +124,42 @@ class AgentProcess:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout)
         return time.monotonic() - started
+
+
+# -- credentials (docs/security.md) ------------------------------------------------------------
+
+
+def ops_token(storage: Path) -> str:
+    """The ops token the agent made in its state folder (what the CLI sends)."""
+    return (storage / "ops-token").read_text(encoding="ascii").strip()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def ops_headers(storage: Path) -> dict[str, str]:
+    """Headers that authorize a request as ops (everything but a citizen's rating)."""
+    return bearer(ops_token(storage))
+
+
+async def enroll(running: Any, device: str, role: str, window: str | None = None) -> str:
+    """Enrol a device in a running agent; its token."""
+    from agent.features.access import Role
+
+    token: str = await running.access.enroll(device, Role(role), window)
+    return token
+
+
+def rater_headers(running: Any, window: str = "w1") -> dict[str, str]:
+    """The page token of ``window``'s web rater: the only credential that gives a rating."""
+    devices = running.windows
+    for device_id, token in devices.tokens.items():
+        if devices.windows.get(device_id) == window and device_id.startswith("rater"):
+            return bearer(token)
+    raise LookupError(f"no web rater at {window}")
+
+
+def as_ops(running: Any) -> dict[str, str]:
+    """Ops headers for an in-process running agent (``agent.daemon.Running``)."""
+    return ops_headers(running.hall.config.storage.path)

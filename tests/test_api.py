@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import hall_config
+from support import as_ops, hall_config
 
 from agent.config import HallAgentConfig
 from agent.daemon import Running, running_agent
@@ -27,7 +27,7 @@ async def agent_(tmp_path: Path) -> AsyncIterator[Running]:
 
 @pytest.fixture
 async def client(agent_: Running) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=agent_.url, timeout=10) as c:
+    async with httpx.AsyncClient(base_url=agent_.url, headers=as_ops(agent_), timeout=10) as c:
         yield c
 
 

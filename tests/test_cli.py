@@ -8,19 +8,21 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from support import AgentProcess, hall_config, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, check: bool = True, stdin: str = "") -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, "-m", "agent.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        input=stdin,
     )
     if check:
         assert result.returncode == 0, result.stderr
@@ -38,39 +40,104 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AgentPro
     agent.terminate()
 
 
+def token(agent: AgentProcess) -> tuple[str, str]:
+    """The CLI's ops token file, as an option (the config would name it too)."""
+    return ("--token-file", str(agent.storage / "ops-token"))
+
+
 def test_take_window_and_status(running: tuple[AgentProcess, Path]) -> None:
     agent, config = running
-    out = cli("take", "--service", "social", "--api", agent.url).stdout
+    out = cli("take", "--service", "social", "--api", agent.url, *token(agent)).stdout
     assert out.startswith("A001  waiting")
     assert "0 ahead" in out
     out = cli("take", "--service", "social", "--config", str(config)).stdout
     assert out.startswith("A002")
-    assert cli("window", "w1", "sign-in", "1001", "--api", agent.url).stdout.strip() == (
-        "window w1: open, staff 1001"
-    )
-    out = cli("window", "w1", "next", "--api", agent.url).stdout
+    assert cli(
+        "window", "w1", "sign-in", "1001", "--api", agent.url, *token(agent)
+    ).stdout.strip() == ("window w1: open, staff 1001")
+    out = cli("window", "w1", "next", "--api", agent.url, *token(agent)).stdout
     assert out.startswith("A001  called  window w1")
-    out = cli("window", "w1", "transfer", "civil", "--back", "--api", agent.url).stdout
+    out = cli(
+        "window", "w1", "transfer", "civil", "--back", "--api", agent.url, *token(agent)
+    ).stdout
     assert out.startswith("A001  waiting")
-    out = cli("window", "w2", "call", "A001", "--api", agent.url).stdout
+    out = cli("window", "w2", "call", "A001", "--api", agent.url, *token(agent)).stdout
     assert "called" in out
-    status = json.loads(cli("status", "--json", "--api", agent.url).stdout)
+    status = json.loads(cli("status", "--json", "--api", agent.url, *token(agent)).stdout)
     assert status["hall"]["id"] == "test-hall"
     assert status["windows"][1]["ticket"]["number"] == "A001"
-    text = cli("status", "--api", agent.url).stdout
+    text = cli("status", "--api", agent.url, *token(agent)).stdout
     assert "测试社区服务站" in text
     assert "w2" in text
 
 
 def test_refusals_are_readable(running: tuple[AgentProcess, Path]) -> None:
     agent, _ = running
-    result = cli("window", "w3", "recall", "--api", agent.url, check=False)
+    result = cli("window", "w3", "recall", "--api", agent.url, *token(agent), check=False)
     assert result.returncode == 1
     assert "no called ticket" in result.stderr
-    result = cli("take", "--service", "nope", "--api", agent.url, check=False)
+    result = cli("take", "--service", "nope", "--api", agent.url, *token(agent), check=False)
     assert "there is no service 'nope'" in result.stderr
-    result = cli("window", "w1", "transfer", "--api", agent.url, check=False)
+    result = cli("window", "w1", "transfer", "--api", agent.url, *token(agent), check=False)
     assert "needs a service id" in result.stderr
+
+
+def test_credentials_through_the_ops_token_file(running: tuple[AgentProcess, Path]) -> None:
+    agent, config = running
+    token_file = agent.storage / "ops-token"
+    assert token_file.stat().st_mode & 0o777 == 0o640
+    api = ("--api", agent.url)
+    # Without the token file the API refuses, and the CLI says where the token is.
+    refused = cli("status", *api, "--token-file", str(agent.storage / "none"), check=False)
+    assert refused.returncode == 1
+    assert "send a credential" in refused.stderr
+    assert "--token-file" in refused.stderr
+
+    enrolled = cli("enroll", "kiosk-9", "--role", "kiosk", "--config", str(config))
+    lines = enrolled.stdout.splitlines()
+    assert lines[0] == "enrolled kiosk-9 as kiosk; its token, shown only now:"
+    kiosk = lines[1]
+    assert lines[2] == f"its page: {agent.url}/pages/kiosk?token={kiosk}"
+    headers = {"Authorization": f"Bearer {kiosk}"}
+    body = {"service": "social"}
+    taken = httpx.post(f"{agent.url}/api/v1/tickets", json=body, headers=headers)
+    assert taken.status_code == 201
+    out = cli("revoke", "kiosk-9", *api, *token(agent)).stdout
+    assert out.strip() == "revoked kiosk-9: its token is refused from now on"
+    assert httpx.post(f"{agent.url}/api/v1/tickets", json=body, headers=headers).status_code == 401
+    again = cli("revoke", "kiosk-9", *api, *token(agent), check=False)
+    assert "no device 'kiosk-9' is enrolled" in again.stderr
+
+    caller = cli("enroll", "caller-9", "--role", "caller", *api, *token(agent), check=False)
+    assert "give --window" in caller.stderr
+    as_json = cli(
+        "enroll", "caller-9", "--role", "caller", "--window", "w1", "--json", *api, *token(agent)
+    )
+    assert json.loads(as_json.stdout)["window"] == "w1"
+
+    # A password is read from stdin (never an argument).
+    added = cli(
+        "user",
+        "add",
+        "1009",
+        "--role",
+        "staff",
+        "--window",
+        "w1",
+        *api,
+        *token(agent),
+        stdin="a long password\n",
+    )
+    assert added.stdout.strip() == "user 1009 can log in as staff at w1"
+    login = {"name": "1009", "password": "a long password"}
+    assert httpx.post(f"{agent.url}/api/v1/auth/login", json=login).status_code == 200
+    removed = cli("user", "remove", "1009", *api, *token(agent))
+    assert removed.stdout.strip() == "removed user 1009; their sessions ended"
+    assert httpx.post(f"{agent.url}/api/v1/auth/login", json=login).status_code == 401
+    empty = cli("user", "add", "g-9", "--role", "guide", *api, *token(agent), check=False)
+    assert "no password on stdin" in empty.stderr
+    assert "a long password" not in agent.log_path.read_text(encoding="utf-8")
+    assert kiosk not in agent.log_path.read_text(encoding="utf-8")
 
 
 def test_no_agent_running_says_so() -> None:

@@ -23,9 +23,11 @@ from support import AgentProcess, hall_config, write_config
 ROUNDS = 8
 
 
-def _take_until_killed(url: str, answered: list[str], stop: threading.Event) -> None:
+def _take_until_killed(
+    url: str, answered: list[str], stop: threading.Event, headers: dict[str, str]
+) -> None:
     services = ["social", "civil", "housing", "general"]
-    with httpx.Client(base_url=url, timeout=5) as client:
+    with httpx.Client(base_url=url, headers=headers, timeout=5) as client:
         i = 0
         while not stop.is_set():
             try:
@@ -68,7 +70,7 @@ def test_kill_minus_nine_loses_no_answered_ticket(tmp_path: Path) -> None:
         url = agent.start()
         stop = threading.Event()
         before = len(answered)
-        worker = threading.Thread(target=_take_until_killed, args=(url, answered, stop))
+        worker = threading.Thread(target=_take_until_killed, args=(url, answered, stop, agent.ops))
         worker.start()
         # Kill once the loop is under way, at a random point of it.
         deadline_hits = before + rng.randint(5, 60)
@@ -86,7 +88,7 @@ def test_kill_minus_nine_loses_no_answered_ticket(tmp_path: Path) -> None:
     # The store was never recreated: one epoch across every crash.
     assert epochs == {"1"}
     url = agent.start()
-    status = httpx.get(f"{url}/api/v1/status", timeout=5).json()
+    status = httpx.get(f"{url}/api/v1/status", headers=agent.ops, timeout=5).json()
     assert status["last_seq"] >= len(answered)
     took = agent.terminate()
     assert agent.proc is not None
@@ -137,7 +139,9 @@ def test_a_ticket_killed_before_its_print_prints_at_the_next_start(tmp_path: Pat
     try:
         held = _fill(filler)
         url = agent.start()
-        r = httpx.post(f"{url}/api/v1/tickets", json={"service": "social"}, timeout=30)
+        r = httpx.post(
+            f"{url}/api/v1/tickets", json={"service": "social"}, headers=agent.ops, timeout=30
+        )
         assert r.status_code == 201, r.text
         result = r.json()["result"]
         assert result["ticket"]["number"] == "A001"
@@ -161,7 +165,7 @@ def test_a_ticket_killed_before_its_print_prints_at_the_next_start(tmp_path: Pat
             assert time.monotonic() < deadline, "the cut-off ticket was not printed"
             time.sleep(0.05)
         assert bytes(received[:held]) == b"\0" * held  # nothing of the first run came out
-        status = httpx.get(f"{url}/api/v1/status", timeout=10).json()
+        status = httpx.get(f"{url}/api/v1/status", headers=agent.ops, timeout=10).json()
         assert status["printing"]["printer"]["failed"] == 0
         assert "printing it now" in (tmp_path / "agent.log").read_text()
         agent.terminate()

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import hall_config
+from support import as_ops, hall_config
 
 from agent.config import HallAgentConfig, StorageConfig
 from agent.core.events import Event, EventClass
@@ -191,7 +191,10 @@ async def test_a_full_database_refuses_clearly_then_evicts_chatter_and_issues_ag
 ) -> None:
     monkeypatch.setattr("agent.runtime.diskspace.CHECK_EVERY_S", 0.2)
     config = config_factory(reserve_bytes=4 * MIB)  # a 1 MiB reserve file
-    async with running_agent(config) as agent, httpx.AsyncClient(base_url=agent.url) as client:
+    async with (
+        running_agent(config) as agent,
+        httpx.AsyncClient(base_url=agent.url, headers=as_ops(agent)) as client,
+    ):
         assert (await take(client)).status_code == 201
         await fill_outbox_with_chatter(agent, 2000)  # about 1 MiB of device chatter
         await agent.hall.store_call(cap_pages)
@@ -280,7 +283,10 @@ async def test_a_real_full_disk_releases_the_reserve_keeps_issuing_and_recovers(
 ) -> None:
     monkeypatch.setattr("agent.runtime.diskspace.CHECK_EVERY_S", 0.2)
     config = config_factory(storage=small_disk / "state", reserve_bytes=8 * MIB)
-    async with running_agent(config) as agent, httpx.AsyncClient(base_url=agent.url) as client:
+    async with (
+        running_agent(config) as agent,
+        httpx.AsyncClient(base_url=agent.url, headers=as_ops(agent)) as client,
+    ):
         guard_file = small_disk / "state" / ".space-reserve"
         await wait_until(guard_file.exists)
         assert guard_file.stat().st_size == 2 * MIB

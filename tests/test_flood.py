@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import AgentProcess, hall_config, write_config
+from support import AgentProcess, as_ops, hall_config, write_config
 
 from agent.config import ConfigError, HallAgentConfig, format_problems, validate_config
 from agent.config.system import FD_RESERVE, WebConfig
@@ -140,9 +140,12 @@ def test_a_flood_of_idle_connections_leaves_the_hall_served(
         answered_s = time.monotonic() - started
         assert health.status_code == 200, health.text
         assert httpx.get(f"{url}/pages/kiosk", timeout=30).status_code == 200
-        taken = httpx.post(f"{url}/api/v1/tickets", json={"service": "social"}, timeout=30)
+        ops = agent.ops
+        taken = httpx.post(
+            f"{url}/api/v1/tickets", json={"service": "social"}, headers=ops, timeout=30
+        )
         assert taken.status_code == 201, taken.text
-        called = httpx.post(f"{url}/api/v1/windows/w1/next", timeout=30)
+        called = httpx.post(f"{url}/api/v1/windows/w1/next", headers=ops, timeout=30)
         assert called.json()["result"]["ticket"]["number"] == "A001"
         read_until(feed, b'"A001"')
         # The agent closes every connection that sent no whole request: the half-sent ones
@@ -338,7 +341,7 @@ async def test_many_changes_from_one_client_are_answered_429_while_reads_are_ser
     limits = {"rate_limit_exempt": [], "rate_limit_burst": 5, "rate_limit_per_s": 0.01}
     async with (
         agent_with(tmp_path, **limits) as (running, _),
-        httpx.AsyncClient(base_url=running.url, timeout=30) as client,
+        httpx.AsyncClient(base_url=running.url, headers=as_ops(running), timeout=30) as client,
     ):
         answers = [await client.post("/api/v1/windows/w1/next") for _ in range(40)]
         statuses = [a.status_code for a in answers]

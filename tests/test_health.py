@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import hall_config
+from support import as_ops, hall_config
 
 from agent.central.link import LinkState
 from agent.config import HallAgentConfig
@@ -52,7 +52,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def test_a_healthy_offline_hall_is_ready(tmp_path: Path) -> None:
     async with (
         running_agent(config_with(tmp_path)) as agent,
-        httpx.AsyncClient(base_url=agent.url) as client,
+        httpx.AsyncClient(base_url=agent.url, headers=as_ops(agent)) as client,
     ):
         response = await client.get("/healthz")
     assert response.status_code == 200
@@ -69,7 +69,10 @@ async def test_central_down_and_a_device_down_make_it_degraded_with_reasons(
     port = free_port()  # nobody listens there
     mqtt = {"url": f"mqtt://127.0.0.1:{port}", "reconnect_max_s": 1, "reconnect_spread_s": 0.2}
     config = config_with(tmp_path, mqtt=mqtt)
-    async with running_agent(config) as agent, httpx.AsyncClient(base_url=agent.url) as client:
+    async with (
+        running_agent(config) as agent,
+        httpx.AsyncClient(base_url=agent.url, headers=as_ops(agent)) as client,
+    ):
         await until(lambda: agent.link.state is LinkState.WAITING)
         body = (await client.get("/healthz")).json()
         assert body["status"] == "degraded"
@@ -83,7 +86,7 @@ async def test_central_down_and_a_device_down_make_it_degraded_with_reasons(
 async def test_metrics_count_tickets_outbox_devices_and_ratings(tmp_path: Path) -> None:
     async with (
         running_agent(config_with(tmp_path)) as agent,
-        httpx.AsyncClient(base_url=agent.url) as client,
+        httpx.AsyncClient(base_url=agent.url, headers=as_ops(agent)) as client,
     ):
         for service in ("social", "social", "civil"):
             response = await client.post("/api/v1/tickets", json={"service": service})
@@ -155,7 +158,10 @@ async def test_device_states_are_exported_one_series_per_status(tmp_path: Path) 
             }
         ],
     )
-    async with running_agent(config) as agent, httpx.AsyncClient(base_url=agent.url) as client:
+    async with (
+        running_agent(config) as agent,
+        httpx.AsyncClient(base_url=agent.url, headers=as_ops(agent)) as client,
+    ):
         agent.devices.report("speaker", "error", "no sound card")
         body = (await client.get("/healthz")).json()
         got = samples((await client.get("/metrics")).text)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from support import hall_config
+from support import as_ops, hall_config
 
 from agent.config import HallAgentConfig
 from agent.daemon import running_agent
@@ -210,7 +210,7 @@ async def test_strips_show_each_call_in_a_running_agent(tmp_path: Path) -> None:
         config = HallAgentConfig.model_validate(data)
         async with (
             running_agent(config) as running,
-            httpx.AsyncClient(base_url=running.url) as client,
+            httpx.AsyncClient(base_url=running.url, headers=as_ops(running)) as client,
         ):
             await virtual.wait_for_text(1, "1号窗口")
             await virtual.wait_for_text(2, "2号窗口")

@@ -26,7 +26,7 @@ from broker import Broker
 from oracle import Central, first_arrivals, publish_properties, tally, until, wait_event
 from pki import Pki
 from pydantic import ValidationError
-from support import ALWAYS, hall_config
+from support import ALWAYS, as_ops, hall_config
 
 from agent.central import contract as c
 from agent.central.commands import MAX_PAYLOAD
@@ -587,7 +587,7 @@ async def test_hostile_commands_are_each_answered_and_the_hall_keeps_serving(
         after = await central.reply_to("after-1")
         assert after["status"] == "ok", after
         assert after["result"]["ticket"]["number"] == "A001"
-        async with httpx.AsyncClient(base_url=agent.url, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=agent.url, headers=as_ops(agent), timeout=10) as http:
             r = await http.post("/api/v1/tickets", json={"service": "social"})
             assert r.status_code == 201, r.text
             assert r.json()["result"]["ticket"]["number"] == "A002"

@@ -67,8 +67,8 @@ def _finish(window: str) -> Finish:
     return Finish(window=window)
 
 
-async def take_tickets(url: str, count: int) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+async def take_tickets(url: str, count: int, headers: dict[str, str]) -> None:
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as http:
         for i in range(count):
             r = await http.post("/api/v1/tickets", json={"service": SERVICES[i % 4]})
             assert r.status_code == 201, r.text
@@ -77,8 +77,8 @@ async def take_tickets(url: str, count: int) -> None:
                 assert r.status_code == 200, r.text
 
 
-async def status(url: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+async def status(url: str, headers: dict[str, str]) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as http:
         r = await http.get("/api/v1/status")
         assert r.status_code == 200, r.text
         body: dict[str, Any] = r.json()
@@ -103,10 +103,12 @@ async def test_sigkill_while_draining_a_backlog_loses_nothing(
         broker.stop()  # the oracle's session (subscribed) is saved with the broker's state
         try:
             url = await asyncio.to_thread(agent.start)
-            await take_tickets(url, 300)  # the backlog grows while central is unreachable
-            backlog = (await status(url))["last_seq"]
+            await take_tickets(
+                url, 300, agent.ops
+            )  # the backlog grows while central is unreachable
+            backlog = (await status(url, agent.ops))["last_seq"]
             assert backlog >= 2400
-            assert (await status(url))["outbox_depth"] == backlog
+            assert (await status(url, agent.ops))["outbox_depth"] == backlog
             broker.start()
 
             for fraction in (0.25, 0.6):
@@ -121,8 +123,8 @@ async def test_sigkill_while_draining_a_backlog_loses_nothing(
             # The cap itself is proven on a moved clock in test_pacer: arrival times at a
             # subscriber measure the broker's delivery as much as the agent's pacing.
 
-            await take_tickets(url, 30)
-            last = (await status(url))["last_seq"]
+            await take_tickets(url, 30, agent.ops)
+            last = (await status(url, agent.ops))["last_seq"]
             expected = range(1, last + 1)
             await until(
                 lambda: not tally(oracle.event_seqs(), expected).missing,
@@ -135,13 +137,13 @@ async def test_sigkill_while_draining_a_backlog_loses_nothing(
             # After a crash the un-marked tail is sent again: duplicates, never a gap, and
             # the store was never recreated.
             assert {e["epoch"] for e in oracle.events()} == {1}
-            await until(lambda: _depth_zero(url), 10, "the outbox marked published")
+            await until(lambda: _depth_zero(url, agent.ops), 10, "the outbox marked published")
         finally:
             await asyncio.to_thread(agent.kill)
 
 
-async def _depth_zero(url: str) -> bool:
-    return bool((await status(url))["outbox_depth"] == 0)
+async def _depth_zero(url: str, headers: dict[str, str]) -> bool:
+    return bool((await status(url, headers))["outbox_depth"] == 0)
 
 
 @pytest.mark.timeout(60)

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import ALWAYS, hall_config
+from support import ALWAYS, as_ops, hall_config
 
 from agent.config import HallAgentConfig
 from agent.core.events import EventClass
@@ -57,7 +57,7 @@ async def test_a_state_request_after_an_action_shows_that_action(
     config = config_with(tmp_path)
     async with (
         running_agent(config) as running,
-        httpx.AsyncClient(base_url=running.url, timeout=10) as client,
+        httpx.AsyncClient(base_url=running.url, headers=as_ops(running), timeout=10) as client,
     ):
         feed = running.pages
         assert feed is not None
@@ -86,7 +86,7 @@ async def test_stream_sends_the_full_state_on_connect_and_after_each_call(tmp_pa
     config = config_with(tmp_path)
     async with (
         running_agent(config) as running,
-        httpx.AsyncClient(base_url=running.url, timeout=10) as client,
+        httpx.AsyncClient(base_url=running.url, headers=as_ops(running), timeout=10) as client,
     ):
         assert running.devices.get("hall-screen").status == "offline"
         async with client.stream("GET", "/pages/feed/hall") as response:
@@ -217,7 +217,9 @@ async def test_agent_stops_promptly_with_pages_open_and_serves_its_assets(tmp_pa
     running = await running_cm.__aenter__()
     stopped_at = 0.0
     try:
-        async with httpx.AsyncClient(base_url=running.url, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=running.url, headers=as_ops(running), timeout=30
+        ) as client:
             for page in ("/pages/hall", "/pages/kiosk", "/pages/window/w1"):
                 r = await client.get(page)
                 assert r.status_code == 200
@@ -249,7 +251,7 @@ async def test_a_page_untouched_by_changes_still_hears_pings(
     config = config_with(tmp_path)
     async with (
         running_agent(config) as running,
-        httpx.AsyncClient(base_url=running.url, timeout=10) as client,
+        httpx.AsyncClient(base_url=running.url, headers=as_ops(running), timeout=10) as client,
         client.stream("GET", "/pages/feed/window?window=w2") as response,
     ):
         lines = response.aiter_lines()

@@ -6,6 +6,7 @@ and the pages recover by themselves. Screenshots are kept in tests/artifacts/.""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -61,9 +62,10 @@ async def browser(tmp_path: Path) -> AsyncIterator[Any]:
             await context.close()
 
 
-def cli(url: str, *args: str) -> str:
+def cli(url: str, storage: Path, *args: str) -> str:
+    token = str(storage / "ops-token")
     done = subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args, "--api", url],
+        [sys.executable, "-m", "agent.cli", *args, "--api", url, "--token-file", token],
         capture_output=True,
         text=True,
         timeout=30,
@@ -85,9 +87,11 @@ async def test_kiosk_call_screens_and_recovery_after_kill(tmp_path: Path, browse
     )
     url = await asyncio.to_thread(agent.start)
     ARTIFACTS.mkdir(exist_ok=True)
+    # The kiosk is enrolled (its token shown once) and opened with its link.
+    enrolled = json.loads(cli(url, storage, "enroll", "kiosk-1", "--role", "kiosk", "--json"))
     try:
         kiosk, hall, window = [await browser.new_page() for _ in range(3)]
-        await kiosk.goto(f"{url}/pages/kiosk")
+        await kiosk.goto(f"{url}/pages/kiosk?token={enrolled['token']}")
         await hall.goto(f"{url}/pages/hall")
         await window.goto(f"{url}/pages/window/w1")
         for page in (kiosk, hall, window):
@@ -101,8 +105,8 @@ async def test_kiosk_call_screens_and_recovery_after_kill(tmp_path: Path, browse
         await kiosk.screenshot(path=str(ARTIFACTS / "pages-kiosk-ticket.png"))
 
         # Window 1 calls it from the command line.
-        cli(url, "window", "w1", "sign-in", "1001")
-        assert "A001" in cli(url, "window", "w1", "next")
+        cli(url, storage, "window", "w1", "sign-in", "1001")
+        assert "A001" in cli(url, storage, "window", "w1", "next")
         await hall.wait_for_selector("#current .call[data-ticket=A001]")
         await window.wait_for_selector("#now[data-ticket=A001]")
         assert "1号窗口" in await hall.locator("#current .call[data-ticket=A001]").inner_text()
@@ -121,10 +125,10 @@ async def test_kiosk_call_screens_and_recovery_after_kill(tmp_path: Path, browse
             await page.wait_for_selector("body[data-connection=live]", timeout=20000)
 
         # Nobody touched the pages: the next ticket and call show up on all of them.
-        async with httpx.AsyncClient(base_url=url) as client:
+        async with httpx.AsyncClient(base_url=url, headers=agent.ops) as client:
             r = await client.post("/api/v1/tickets", json={"service": "general"})
             assert r.status_code == 201
-        assert "D001" in cli(url, "window", "w1", "next")
+        assert "D001" in cli(url, storage, "window", "w1", "next")
         await hall.wait_for_selector("#current .call[data-ticket=D001]")
         await hall.wait_for_selector("#recent tr[data-ticket=A001]")
         await window.wait_for_selector("#now[data-ticket=D001]")
@@ -132,7 +136,7 @@ async def test_kiosk_call_screens_and_recovery_after_kill(tmp_path: Path, browse
         await hall.screenshot(path=str(ARTIFACTS / "pages-hall-after-restart.png"))
 
         # Paused: the window page says so (暂停服务).
-        cli(url, "window", "w1", "pause")
+        cli(url, storage, "window", "w1", "pause")
         await window.wait_for_selector("#paused")
         assert await window.locator("#paused").text_content() == "暂停服务"
         await window.screenshot(path=str(ARTIFACTS / "pages-window-paused.png"))

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import hall_config
+from support import as_ops, hall_config
 
 from agent.central import contract as c
 from agent.config import HallAgentConfig
@@ -77,7 +77,7 @@ async def hall_with_printer(
         config = printer_config(tmp_path / "state", port, **printer)
         async with (
             running_agent(config) as running,
-            httpx.AsyncClient(base_url=running.url, timeout=20) as client,
+            httpx.AsyncClient(base_url=running.url, headers=as_ops(running), timeout=20) as client,
         ):
             yield running, vp, client
 
@@ -320,6 +320,8 @@ async def test_printer_restarted_recovers_and_tickets_issued_meanwhile_are_repri
             numbers[1],
             "--api",
             running.url,
+            "--token-file",
+            str(running.hall.config.storage.path / "ops-token"),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env={k: v for k, v in os.environ.items() if not k.startswith("HALL_")},
@@ -363,7 +365,7 @@ async def test_reprint_without_a_printer_is_refused(tmp_path):
     config = HallAgentConfig.model_validate(hall_config(tmp_path / "state"))
     async with (
         running_agent(config) as running,
-        httpx.AsyncClient(base_url=running.url, timeout=10) as client,
+        httpx.AsyncClient(base_url=running.url, headers=as_ops(running), timeout=10) as client,
     ):
         number = (await take(client)).json()["result"]["ticket"]["number"]
         r = await client.post(f"{API}/tickets/{number}/reprint")

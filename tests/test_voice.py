@@ -16,7 +16,7 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support import hall_config
+from support import as_ops, hall_config
 
 from agent.config import AnnouncerDevice, HallAgentConfig
 from agent.core.operations import CallNext, Take
@@ -175,7 +175,7 @@ async def test_three_quick_calls_are_three_whole_announcements_in_call_order(
     config = HallAgentConfig.model_validate(data)
     async with (
         running_agent(config) as running,
-        httpx.AsyncClient(base_url=running.url) as client,
+        httpx.AsyncClient(base_url=running.url, headers=as_ops(running)) as client,
     ):
         assert running.voice is not None
         for service in ("social", "civil", "general"):

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import hall_config
+from support import as_ops, hall_config
 
 from agent.central import contract as c
 from agent.config import HallAgentConfig
@@ -71,7 +71,7 @@ async def test_the_caller_page_needs_its_token_and_presses_like_a_keypad(
     config = config_with(tmp_path)
     async with (
         running_agent(config) as running,
-        httpx.AsyncClient(base_url=running.url, timeout=10) as client,
+        httpx.AsyncClient(base_url=running.url, headers=as_ops(running), timeout=10) as client,
     ):
         windows = running.windows
         assert windows is not None
@@ -125,7 +125,7 @@ async def test_the_tablet_rater_shows_who_served_and_records_each_rating(tmp_pat
     config = config_with(tmp_path)
     async with (
         running_agent(config) as running,
-        httpx.AsyncClient(base_url=running.url, timeout=10) as client,
+        httpx.AsyncClient(base_url=running.url, headers=as_ops(running), timeout=10) as client,
     ):
         windows = running.windows
         assert windows is not None
@@ -170,7 +170,8 @@ async def test_the_tablet_rater_shows_who_served_and_records_each_rating(tmp_pat
         await client.post("/api/v1/windows/w1/next")
         result = await windows.ratings.request_command(command)
         assert result["rating"]["ticket"] == "A002"
-        local = await client.post("/api/v1/windows/w1/rating", json={"level": 5})
+        # Through the local API: only with the window's rater's own credential.
+        local = await client.post("/api/v1/windows/w1/rating", json={"level": 5}, headers=auth)
         assert local.status_code == 200
         event = local.json()["events"][0]
         assert event["type"] == "rating.submitted"
@@ -191,7 +192,7 @@ async def test_pages_in_chromium_call_and_rate(tmp_path: Path) -> None:
     config = config_with(tmp_path)
     async with (
         running_agent(config) as running,
-        httpx.AsyncClient(base_url=running.url, timeout=10) as client,
+        httpx.AsyncClient(base_url=running.url, headers=as_ops(running), timeout=10) as client,
         async_playwright() as p,
     ):
         windows = running.windows

@@ -12,7 +12,8 @@ The package is split by concern, each module importing only those listed before 
 - ``base``: the :class:`Model` base and text patterns; the models: ``hall`` (hall,
   services, windows, queue, callers, rating, ticket), ``system`` (storage, web, pages,
   logging, clock), ``mqtt``, ``transports``, ``devices``, ``identity`` (personal data,
-  documents) and ``root`` (:class:`HallAgentConfig`, the checks across sections);
+  documents), ``access`` (sessions, lockout) and ``root`` (:class:`HallAgentConfig`, the
+  checks across sections);
 - ``env``: the ``HALL_*`` overrides; ``messages``: pydantic errors in words for the person
   fixing the file; ``loading``: :func:`load_config`, :func:`validate_config`, the schema.
 
@@ -21,6 +22,7 @@ The names other modules use are re-exported here: ``from agent.config import ...
 
 from __future__ import annotations
 
+from agent.config.access import AccessConfig
 from agent.config.base import (
     ENV_NAME_PATTERN,
     HALL_ID_PATTERN,
@@ -119,6 +121,7 @@ __all__ = [
     "REGION_CODE_PATTERN",
     "WEEKDAYS",
     "WORKDAYS",
+    "AccessConfig",
     "AlsaTransport",
     "AnnouncerDevice",
     "BusAddress",

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from pydantic import Field, model_validator
 
+from agent.config.access import AccessConfig
 from agent.config.base import Model
 from agent.config.devices import (
     _BUS_FAMILY,
@@ -56,6 +57,7 @@ class HallAgentConfig(Model):
     clock: ClockConfig = Field(default_factory=ClockConfig)
     personal_data: PersonalDataConfig = Field(default_factory=PersonalDataConfig)
     documents: DocumentsConfig = Field(default_factory=DocumentsConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> HallAgentConfig:

@@ -29,3 +29,21 @@ class NotFound(QueueError):
 
 class Refused(QueueError):
     """A rule of the hall says no (closed, cap reached, wrong state, ...)."""
+
+
+class Unauthorized(QueueError):
+    """No credential, or one that opens nothing (unknown, revoked, expired)."""
+
+    code = "unauthorized"
+
+
+class Forbidden(QueueError):
+    """A valid credential whose role (or window) may not do this."""
+
+    code = "forbidden"
+
+
+class LockedOut(QueueError):
+    """A login refused because of repeated failures; it opens again after a while."""
+
+    code = "locked_out"

@@ -367,6 +367,71 @@ class DocumentCaptured(EventData):
     pages: list[DocumentPage]
 
 
+# -- access: who may do what (docs/security.md) -----------------------------------------------
+# Never the token, its hash, a password or its hash: only who, which role, and what happened.
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuthGranted(EventData):
+    """A device was enrolled (its token shown once) or a person's login was created."""
+
+    TYPE: ClassVar[str] = "auth.granted"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    credential: Literal["device", "user"]
+    name: str
+    role: str
+    windows: list[str]
+    replaced: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuthRevoked(EventData):
+    """A device's token or a person's login no longer opens anything (their sessions end)."""
+
+    TYPE: ClassVar[str] = "auth.revoked"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    credential: Literal["device", "user"]
+    name: str
+    role: str
+    sessions: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuthLogin(EventData):
+    """A person logged in: a session that ends at ``expires_at``."""
+
+    TYPE: ClassVar[str] = "auth.login"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    name: str
+    role: str
+    windows: list[str]
+    expires_at: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuthLogout(EventData):
+    """A person ended their session."""
+
+    TYPE: ClassVar[str] = "auth.logout"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    name: str
+    role: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuthFailed(EventData):
+    """A login refused: a wrong password (``name`` is the user's), an unknown name
+    (``name`` is null: what was typed may be a password), or a user locked out after
+    repeated failures (``locked_until``)."""
+
+    TYPE: ClassVar[str] = "auth.failed"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    name: str | None
+    reason: Literal["password", "unknown_user", "locked"]
+    failures: int
+    locked_until: str | None
+
+
 # -- the hall --------------------------------------------------------------------------------
 
 
@@ -464,6 +529,11 @@ EVENT_CLASSES: dict[str, type[EventData]] = {
         ConfigApplied,
         ConfigRejected,
         OutboxEvicted,
+        AuthGranted,
+        AuthRevoked,
+        AuthLogin,
+        AuthLogout,
+        AuthFailed,
     )
 }
 # Every event type the hall emits, in the order the contract documents list them.

@@ -162,6 +162,7 @@ def explain(running: Running, readers: dict[str, VirtualIdReader]) -> None:
         "    capture w1 2                          (two pages from window 1's camera)",
         f"  Kiosk card state: {running.url}/api/v1/identity/kiosk",
         f"  Documents waiting for central: {running.url}/api/v1/documents",
+        "  (both with the ops token, as the curl line above shows)",
         "",
     ]
     print("\n".join(lines), flush=True)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
+import os
 import random
 import signal
 from collections.abc import AsyncIterator, Coroutine
@@ -29,6 +31,7 @@ from agent.config import (
     PrinterDevice,
     RaterDevice,
     TestPatternTransport,
+    WebTransport,
     format_problems,
     load_config,
 )
@@ -42,6 +45,8 @@ from agent.demo import identity as identity_demo
 from agent.demo.emulators.keypad import VirtualKeypads
 from agent.demo.emulators.led import StripState, VirtualLedBus
 from agent.demo.emulators.printer import VirtualPrinter
+from agent.features.access import HallAccess, Role
+from agent.features.keypads import device_windows
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.logs import setup_logging
 from agent.runtime.store import Store, Written
@@ -126,12 +131,13 @@ async def _demo(config: HallAgentConfig, duration: float | None, simulate: bool)
         identity_demo.virtual_id_readers(config) as id_readers,
         running_agent(config) as running,
     ):
+        tokens = await _demo_devices(config, running)
         _explain(config, running)
         for where in printed:
             print(f"  Printed tickets (PNG and text) appear in {where}", flush=True)
-        _explain_screens(config, running, buses)
+        _explain_screens(config, running, buses, tokens)
         await _demo_roster(running.hall)
-        _explain_windows(config, running, keypads)
+        _explain_windows(config, running, keypads, tokens)
         identity_demo.explain(running, id_readers)
         async with BackgroundTasks() as simulation:
 
@@ -226,12 +232,14 @@ def _log_strip(address: int, state: StripState) -> None:
     log.info("LED strip %d shows %s", address, state.text or "(blank)")
 
 
-def _explain_screens(config: HallAgentConfig, running: Running, buses: list[str]) -> None:
+def _explain_screens(
+    config: HallAgentConfig, running: Running, buses: list[str], tokens: dict[str, str]
+) -> None:
     lines = [
         "",
         "  Screens (open in a browser; they update by themselves):",
         f"    big screen:      {running.url}/pages/hall",
-        f"    kiosk (取号):    {running.url}/pages/kiosk",
+        f"    kiosk (取号):    {running.url}/pages/kiosk?token={tokens[DEMO_KIOSK]}",
     ]
     lines += [f"    window {w.id}:       {running.url}/pages/window/{w.id}" for w in config.windows]
     lines.append(f"    large text:      {running.url}/pages/hall?large=1")
@@ -245,6 +253,8 @@ def _explain_screens(config: HallAgentConfig, running: Running, buses: list[str]
 def _explain(config: HallAgentConfig, running: Running) -> None:
     service = config.services[0].id
     window = config.windows[0].id
+    token_file = config.storage.path / "ops-token"
+    client = f"--api {running.url} --token-file {token_file}"
     lines = [
         "",
         f"  {config.hall.name} is open (demo hall '{config.hall.id}', offline: events wait in",
@@ -253,16 +263,61 @@ def _explain(config: HallAgentConfig, running: Running) -> None:
         f"  Local API and its OpenAPI page:  {running.url}/docs",
         f"  The queue as JSON:               {running.url}/api/v1/queue",
         f"  The event log (outbox):          {running.url}/api/v1/events",
+        "  The API wants a credential (docs/security.md); the ops token opens everything:",
+        f'    curl -H "Authorization: Bearer $(cat {token_file})" {running.url}/api/v1/queue',
         "",
         "  Try, in another terminal (.venv/bin/hall-agent):",
-        f"    hall-agent status --api {running.url}",
-        f"    hall-agent take --service {service} --api {running.url}",
-        f"    hall-agent window {window} next --api {running.url}",
+        f"    hall-agent status {client}",
+        f"    hall-agent take --service {service} {client}",
+        f"    hall-agent window {window} next {client}",
         "",
         "  Simulated citizens take tickets and staff call them. Ctrl-C stops the hall.",
         "",
     ]
     print("\n".join(lines), flush=True)
+
+
+# The demo's own devices, enrolled at its start (docs/security.md): the kiosk page, and the
+# web callers and raters of the config. Their tokens are kept in the demo's state so pages
+# opened in an earlier run keep working.
+DEMO_KIOSK = "demo-kiosk"
+DEMO_TOKENS = "demo-tokens.json"
+
+
+async def _demo_devices(config: HallAgentConfig, running: Running) -> dict[str, str]:
+    """Enrol the demo's kiosk and web callers and raters; their tokens by device id."""
+    access = running.access
+    assert access is not None
+    path = config.storage.path / DEMO_TOKENS
+    try:
+        kept = {str(k): str(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+    except (FileNotFoundError, ValueError):
+        kept = {}
+    windows = device_windows(config)
+    wanted: dict[str, tuple[Role, str | None]] = {DEMO_KIOSK: (Role.KIOSK, None)}
+    for device in config.devices:
+        web = isinstance(getattr(device, "transport", None), WebTransport)
+        if isinstance(device, CallerDevice | RaterDevice) and web and device.id in windows:
+            role = Role.CALLER if isinstance(device, CallerDevice) else Role.RATER
+            wanted[device.id] = (role, windows[device.id])
+    tokens = {}
+    for device_id, (role, window) in wanted.items():
+        token = kept.get(device_id)
+        if token is None or not _still_enrolled(access, token, device_id, role, window):
+            token = await access.enroll(device_id, role, window)
+        tokens[device_id] = token
+    if tokens != kept:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(tokens, fh, indent=1, sort_keys=True)
+    return tokens
+
+
+def _still_enrolled(
+    access: HallAccess, token: str, device_id: str, role: Role, window: str | None
+) -> bool:
+    found = access.device_for(token, device_id, role)
+    return found is not None and found.windows == frozenset([window] if window else [])
 
 
 async def _citizens(running: Running) -> None:
@@ -340,15 +395,18 @@ async def _demo_roster(hall: Hall) -> None:
 
 
 def _explain_windows(
-    config: HallAgentConfig, running: Running, keypads: dict[str, VirtualKeypads]
+    config: HallAgentConfig,
+    running: Running,
+    keypads: dict[str, VirtualKeypads],
+    tokens: dict[str, str],
 ) -> None:
     lines = ["  Window callers and raters (好差评):"]
-    windows = running.windows
     for device in config.devices:
         if not isinstance(device, CallerDevice | RaterDevice):
             continue
-        if windows is not None and device.id in windows.tokens:
-            lines.append(f"    {device.id:<10} page: {windows.page_url(running.url, device.id)}")
+        if device.id in tokens:
+            page = f"{running.url}/pages/{device.kind}/{device.id}?token={tokens[device.id]}"
+            lines.append(f"    {device.id:<10} page: {page}")
         elif isinstance(device.transport, NetworkTransport):
             lines.append(
                 f"    {device.id:<10} keypad at address {device.address} on the virtual bus "

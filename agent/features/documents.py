@@ -29,7 +29,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -567,15 +567,20 @@ class Capture(BaseModel):
     pages: int = Field(default=1, ge=1, le=50)
 
 
-def document_routes(desk: DocumentDesk) -> APIRouter:
+def document_routes(
+    desk: DocumentDesk, *, capture_guard: Sequence[Any], read_guard: Sequence[Any]
+) -> APIRouter:
+    """Capture at a window (``capture_guard``: the dependencies that guard it) and the
+    spool's state (``read_guard``); who may is decided by the web layer
+    (agent/web/access.py)."""
     router = APIRouter(prefix="/api/v1", tags=["documents"])
 
-    @router.post("/windows/{window}/capture", status_code=201)
+    @router.post("/windows/{window}/capture", status_code=201, dependencies=list(capture_guard))
     async def capture(window: str, body: Capture | None = None) -> dict[str, Any]:
         """Capture a document with the window's camera or scanner (409 with the reason)."""
         return await desk.capture(window, body.pages if body else 1)
 
-    @router.get("/documents")
+    @router.get("/documents", dependencies=list(read_guard))
     async def documents() -> dict[str, Any]:
         """The spool: pages waiting for central, bytes, what was delivered."""
         return await desk.state()

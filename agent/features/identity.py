@@ -29,7 +29,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
@@ -442,15 +442,20 @@ class TakeWithCard(BaseModel):
     service: str = Field(min_length=1, description="service id the citizen picked")
 
 
-def identity_routes(desk: IdentityDesk) -> APIRouter:
+def identity_routes(
+    desk: IdentityDesk, *, read_guard: Sequence[Any], take_guard: Sequence[Any]
+) -> APIRouter:
+    """The kiosk's card state (``read_guard``: the dependencies that guard it) and issuing
+    for the card waiting there (``take_guard``); who may is decided by the web layer
+    (agent/web/access.py)."""
     router = APIRouter(prefix="/api/v1/identity", tags=["identity"])
 
-    @router.get("/kiosk")
+    @router.get("/kiosk", dependencies=list(read_guard))
     async def kiosk() -> dict[str, Any]:
         """The card waiting at the kiosk (masked) and what each reader's last card did."""
         return desk.kiosk_state()
 
-    @router.post("/kiosk/take", status_code=201)
+    @router.post("/kiosk/take", status_code=201, dependencies=list(take_guard))
     async def take(body: TakeWithCard) -> dict[str, Any]:
         """Issue a ticket for the card waiting at the kiosk (409 with the rule's message)."""
         outcome = await desk.take_held(body.service)

@@ -30,10 +30,12 @@ from agent.core.errors import QueueError, Refused
 from agent.core.model import Priority, Source
 from agent.core.operations import Operation, Take
 from agent.errors import HallAgentError
+from agent.features.access import Role
 from agent.features.issuing import Issuing
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoreError, StoreFull
 from agent.runtime.tasks import BackgroundTasks
+from agent.web.access import READERS, Gate, Rule, guard
 from agent.web.connections import (
     ACCEPT_BACKLOG,
     ConnectionGuard,
@@ -106,6 +108,8 @@ class ErrorBody(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "no credential, or one that is not valid"},
+    403: {"model": ErrorBody, "description": "the credential's role may not do this"},
     404: {"model": ErrorBody, "description": "unknown window, service or ticket"},
     409: {"model": ErrorBody, "description": "refused by the hall's rules"},
     422: {"model": ErrorBody, "description": "malformed request"},
@@ -113,7 +117,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 # The HTTP status of each refusal, chosen here only (the engine names refusals by code).
-STATUS_OF: dict[str, int] = {"not_found": 404, "store_unavailable": 503}
+STATUS_OF: dict[str, int] = {
+    "not_found": 404,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "locked_out": 429,
+    "store_unavailable": 503,
+}
 
 
 def answer(outcome: Outcome) -> OperationResult:
@@ -139,6 +149,7 @@ def _describe_validation(err: RequestValidationError) -> str:
 
 def create_app(
     hall: Hall,
+    gate: Gate,
     status_extra: Callable[[], dict[str, Any]] | None = None,
     printing: TicketPrinting | None = None,
     issuing: Issuing | None = None,
@@ -152,7 +163,11 @@ def create_app(
 
     @app.exception_handler(QueueError)
     async def _queue_error(_: Request, err: QueueError) -> JSONResponse:
-        return _error(STATUS_OF.get(err.code, 409), err.code, err.message)
+        status = STATUS_OF.get(err.code, 409)
+        response = _error(status, err.code, err.message)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
@@ -175,7 +190,8 @@ def create_app(
     async def run(operation: Operation) -> OperationResult:
         return answer(await hall.execute(operation))
 
-    @app.get(f"{API}/status")
+    # Who may call what: each route's rule (agent/web/access.py; docs/security.md).
+    @app.get(f"{API}/status", dependencies=guard(readers(gate)))
     async def status() -> dict[str, Any]:
         """The hall at a glance: business day, windows, waiting counts, outbox."""
         snap = await hall.read(lambda e, n: e.snapshot(n))
@@ -197,12 +213,15 @@ def create_app(
             body["printing"] = printing.state()
         return body
 
-    @app.get(f"{API}/queue")
+    @app.get(f"{API}/queue", dependencies=guard(readers(gate)))
     async def queue() -> dict[str, Any]:
         """Every waiting ticket, every window's current ticket, per-service figures."""
         return await hall.read(lambda e, n: e.snapshot(n))
 
-    @app.get(f"{API}/events")
+    @app.get(
+        f"{API}/events",
+        dependencies=guard(gate.allow(Role.MANAGER, Role.OPS, action="read the event log")),
+    )
     async def events(
         from_seq: Annotated[int, Query(ge=1)] = 1,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -211,7 +230,7 @@ def create_app(
         rows = await hall.store_call(lambda s: s.events(from_seq, limit))
         return [r.envelope(hall.config.hall.id) for r in rows]
 
-    @app.post(f"{API}/tickets", status_code=201, responses=ERRORS)
+    @app.post(f"{API}/tickets", status_code=201, responses=ERRORS, dependencies=guard(gate.take()))
     async def take(body: TakeTicket) -> OperationResult:
         """Issue a ticket as the kiosk would; a printed ticket's ``result.print`` says how
         its print went (printed, failed: show the number on screen, or pending). Refused
@@ -219,9 +238,13 @@ def create_app(
         take = Take(service=body.service, source=body.source, priority=body.priority)
         return answer(await issuing.take(take, wait_for_print=True))
 
-    _printing_routes(app, printing, issuing)
+    _printing_routes(app, printing, issuing, gate)
 
-    @app.post(f"{API}/tickets/{{number}}/cancel", responses=ERRORS)
+    @app.post(
+        f"{API}/tickets/{{number}}/cancel",
+        responses=ERRORS,
+        dependencies=guard(gate.allow(Role.STAFF, Role.GUIDE, Role.OPS, action="cancel a ticket")),
+    )
     async def cancel(number: str, body: Annotated[Cancel | None, Body()] = None) -> OperationResult:
         return await run(op.Cancel(number=number, reason=body.reason if body else ""))
 
@@ -229,7 +252,12 @@ def create_app(
         async def handler(window: str) -> OperationResult:
             return await run(make(window=window))
 
-        app.post(f"{API}/windows/{{window}}/{path}", summary=summary, responses=ERRORS)(handler)
+        app.post(
+            f"{API}/windows/{{window}}/{path}",
+            summary=summary,
+            responses=ERRORS,
+            dependencies=guard(gate.window(summary.lower())),
+        )(handler)
 
     window_op("next", "Call next", op.CallNext)
     window_op("recall", "Recall the current ticket", op.Recall)
@@ -240,36 +268,59 @@ def create_app(
     window_op("resume", "Resume a paused window", op.Resume)
     window_op("sign-out", "Sign the staff out", op.SignOut)
 
-    @app.post(f"{API}/windows/{{window}}/call", responses=ERRORS)
+    @app.post(
+        f"{API}/windows/{{window}}/call",
+        responses=ERRORS,
+        dependencies=guard(gate.window("call a number")),
+    )
     async def call_number(window: str, body: CallNumber) -> OperationResult:
         """Call a specific number (a waiting ticket, a missed one, or one held here)."""
         return await run(op.CallNumber(window=window, number=body.number))
 
-    @app.post(f"{API}/windows/{{window}}/transfer", responses=ERRORS)
+    @app.post(
+        f"{API}/windows/{{window}}/transfer",
+        responses=ERRORS,
+        dependencies=guard(gate.window("transfer a ticket")),
+    )
     async def transfer(window: str, body: Transfer) -> OperationResult:
         return await run(op.Transfer(window=window, service=body.service, position=body.position))
 
-    @app.post(f"{API}/windows/{{window}}/pause", responses=ERRORS)
+    @app.post(
+        f"{API}/windows/{{window}}/pause",
+        responses=ERRORS,
+        dependencies=guard(gate.window("pause the window")),
+    )
     async def pause(window: str, body: Annotated[Pause | None, Body()] = None) -> OperationResult:
         return await run(op.Pause(window=window, reason=body.reason if body else ""))
 
-    @app.post(f"{API}/windows/{{window}}/sign-in", responses=ERRORS)
+    @app.post(
+        f"{API}/windows/{{window}}/sign-in", responses=ERRORS, dependencies=guard(gate.sign_in())
+    )
     async def sign_in(window: str, body: SignIn) -> OperationResult:
         return await run(op.SignIn(window=window, staff=body.staff, name=body.name))
 
     return app
 
 
-def _printing_routes(app: FastAPI, printing: TicketPrinting | None, issuing: Issuing) -> None:
-    """The kiosk's issuing state and reprint."""
+def readers(gate: Gate) -> Rule:
+    """Who may read the hall's state (status, queue): screens, people, ops."""
+    return gate.allow(*READERS, action="read the hall's state")
 
-    @app.get(f"{API}/issuing")
+
+def _printing_routes(
+    app: FastAPI, printing: TicketPrinting | None, issuing: Issuing, gate: Gate
+) -> None:
+    """The kiosk's issuing state and reprint."""
+    looking = gate.allow(Role.KIOSK, *READERS, action="read the issuing state")
+    reprinting = gate.allow(Role.STAFF, Role.GUIDE, Role.OPS, action="reprint a ticket")
+
+    @app.get(f"{API}/issuing", dependencies=guard(looking))
     async def issuing_state() -> dict[str, Any]:
         """Whether the kiosk may issue tickets now, and why not (the store's and the
         printer's state)."""
         return issuing.state()
 
-    @app.post(f"{API}/tickets/{{number}}/reprint", responses=ERRORS)
+    @app.post(f"{API}/tickets/{{number}}/reprint", responses=ERRORS, dependencies=guard(reprinting))
     async def reprint(
         number: str, body: Annotated[Reprint | None, Body()] = None
     ) -> OperationResult:

@@ -21,8 +21,8 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterator
-from typing import Literal
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
@@ -468,7 +468,9 @@ def _age_seconds(at: str | None) -> float:
     return max(0.0, (dt.datetime.now(dt.UTC) - then).total_seconds())
 
 
-def health_routes(health: HallHealth) -> APIRouter:
+def health_routes(health: HallHealth, *, metrics: Sequence[Any]) -> APIRouter:
+    """``/healthz`` is open to any monitor (the status and its reasons, no personal data);
+    ``/metrics`` is guarded by the ``metrics`` dependencies (agent/web/access.py)."""
     router = APIRouter()
 
     @router.get("/healthz", response_model=HealthReport, responses={503: {"model": HealthReport}})
@@ -478,8 +480,8 @@ def health_routes(health: HallHealth) -> APIRouter:
         code = 503 if report.status == "failing" else 200
         return JSONResponse(status_code=code, content=report.model_dump())
 
-    @router.get("/metrics", response_class=Response)
-    async def metrics() -> Response:
+    @router.get("/metrics", response_class=Response, dependencies=list(metrics))
+    async def prometheus() -> Response:
         """Prometheus text format."""
         return Response(await health.metrics(), media_type=CONTENT_TYPE_LATEST)
 

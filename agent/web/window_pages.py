@@ -10,12 +10,16 @@ the token of every web caller (the staff PC's caller page) and tablet rater. Its
   the query);
 - ``POST /api/v1/callers/{device}/press`` and ``POST /api/v1/raters/{device}/rating``,
   with ``Authorization: Bearer <token>``;
-- ``POST /api/v1/windows/{window}/request-rating`` and ``…/rating`` for the local API.
+- ``POST /api/v1/windows/{window}/request-rating`` and ``…/rating`` for the local API
+  (the window's staff, caller or ops may request a rating; only its rater may give one).
 
 No token, no access: a page device's token comes from the environment variable its
 transport names (``token_env``), or else is made once and kept in
-``<storage.path>/web-tokens.json`` (mode 0600). Listening beyond localhost is the
-``web.host`` setting, off by default.
+``<storage.path>/web-tokens.json`` (mode 0600); or the device is enrolled
+(``hall-agent enroll DEVICE --role caller|rater --window W``) and its enrolled token opens
+its page. A page token is also the device's credential on the rest of the API
+(:meth:`WindowDevices.page_principal`). Listening beyond localhost is the ``web.host``
+setting, off by default.
 """
 
 from __future__ import annotations
@@ -28,20 +32,22 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.config import CallerDevice, HallAgentConfig, RaterDevice, WebTransport
 from agent.core.errors import QueueError
 from agent.core.model import RATING_LABELS, RatingLevel
+from agent.features.access import HallAccess, Principal, Role
 from agent.features.callers import CallerDesk, Capture
 from agent.features.keypads import WindowKeypads, device_windows
 from agent.features.rating import RatingDesk
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall
+from agent.web.access import Credentials, Gate, caller_of, guard
 from agent.web.app import API, ERRORS, OperationResult, answer
 from agent.web.pages import STATIC, HallView, PageFeed, ViewNotFound
 from protocols.keypad import CallerAction, CallerCommand
@@ -53,7 +59,6 @@ TOKENS_FILE = "web-tokens.json"
 MIN_TOKEN = 16
 
 JSON = dict[str, Any]
-Auth = Annotated[str | None, Header(description="Bearer <the page's token>")]
 
 
 class Strict(BaseModel):
@@ -88,6 +93,7 @@ class WindowDevices:
     keypads: WindowKeypads
     tokens: dict[str, str]  # web device id -> token
     windows: dict[str, str]  # device id -> window id
+    access: HallAccess | None = None  # enrolled devices open their pages too
 
     def page_url(self, base: str, device_id: str) -> str:
         """Where the device's page is, token included."""
@@ -96,8 +102,29 @@ class WindowDevices:
         return f"{base}/pages/{kind}/{device_id}?token={self.tokens[device_id]}"
 
     def check(self, device_id: str, token: str | None, kind: type[Any]) -> str:
-        """The device's window when ``token`` opens it; otherwise a 404 (no hint either way
-        whether the device exists)."""
+        """The device's window when ``token`` opens it — its page token, or the token it
+        was enrolled with — otherwise a 404 (no hint either way whether the device
+        exists)."""
+        window = self._page_token_window(device_id, token, kind)
+        if window is None:
+            window = self._enrolled_window(device_id, token, kind)
+        if window is None:
+            raise ViewNotFound("no such page, or a wrong token; ask for the page's link")
+        return window
+
+    def page_principal(self, token: str) -> Principal | None:
+        """The web caller or rater whose page token ``token`` is: its credential for the
+        rest of the API (its window only)."""
+        for device_id, expected in self.tokens.items():
+            window = self.windows.get(device_id)
+            if window is None or not secrets.compare_digest(expected.encode(), token.encode()):
+                continue
+            device = self.hall.config.device(device_id)
+            role = Role.CALLER if isinstance(device, CallerDevice) else Role.RATER
+            return Principal(device_id, role, "device", frozenset([window]))
+        return None
+
+    def _page_token_window(self, device_id: str, token: str | None, kind: type[Any]) -> str | None:
         expected = self.tokens.get(device_id)
         try:
             device = self.hall.config.device(device_id)
@@ -109,8 +136,23 @@ class WindowDevices:
             or not isinstance(device, kind)
             or not secrets.compare_digest(expected.encode(), token.encode())
         ):
-            raise ViewNotFound("no such page, or a wrong token; ask for the page's link")
-        return self.windows[device_id]
+            return None
+        return self.windows.get(device_id)
+
+    def _enrolled_window(self, device_id: str, token: str | None, kind: type[Any]) -> str | None:
+        if self.access is None:
+            return None
+        role = Role.CALLER if kind is CallerDevice else Role.RATER
+        found = self.access.device_for(token, device_id, role)
+        if found is None or len(found.windows) != 1:
+            return None
+        (window,) = found.windows
+        configured = self.windows.get(device_id)
+        if configured is not None and configured != window:
+            return None  # the config puts this device at another window
+        if all(w.id != window for w in self.hall.config.windows):
+            return None
+        return window
 
 
 def web_devices(config: HallAgentConfig) -> list[CallerDevice | RaterDevice]:
@@ -165,7 +207,11 @@ def _write_private(path: Path, text: str) -> None:
 
 @contextlib.asynccontextmanager
 async def window_devices(
-    hall: Hall, board: DeviceBoard, *, capture: Capture | None = None
+    hall: Hall,
+    board: DeviceBoard,
+    *,
+    capture: Capture | None = None,
+    access: HallAccess | None = None,
 ) -> AsyncIterator[WindowDevices]:
     """Start the rating desk, the caller desk and the keypads; know the pages' tokens."""
     tokens = load_tokens(hall.config, board)
@@ -180,7 +226,7 @@ async def window_devices(
         RatingDesk(hall) as ratings,
         WindowKeypads(hall, board, callers, ratings) as keypads,
     ):
-        yield WindowDevices(hall, callers, ratings, keypads, tokens, windows)
+        yield WindowDevices(hall, callers, ratings, keypads, tokens, windows, access)
 
 
 # -- views ------------------------------------------------------------------------------------
@@ -265,13 +311,7 @@ def rater_view(devices: WindowDevices, view: HallView, query: Mapping[str, str])
 # -- routes -------------------------------------------------------------------------------------
 
 
-def _bearer(authorization: str | None) -> str | None:
-    if authorization and authorization.lower().startswith("bearer "):
-        return authorization[7:].strip()
-    return None
-
-
-def window_routes(devices: WindowDevices, feed: PageFeed | None) -> APIRouter:
+def window_routes(devices: WindowDevices, feed: PageFeed | None, gate: Gate) -> APIRouter:
     """The caller and rater pages, their actions, and rating through the local API."""
     if feed is not None:
         feed.add_view("caller", lambda view, query: caller_view(devices, view, query))
@@ -293,16 +333,22 @@ def window_routes(devices: WindowDevices, feed: PageFeed | None) -> APIRouter:
     async def rater_page(device: str, token: str | None = None) -> HTMLResponse:
         return page("rater", device, token, RaterDevice)
 
-    def opened(device: str, authorization: str | None, kind: type[Any]) -> str:
-        try:
-            return devices.check(device, _bearer(authorization), kind)
-        except ViewNotFound as err:
-            raise HTTPException(404, str(err)) from None
+    def opened(kind: type[Any]) -> Any:
+        """The page device's own token (page or enrolled) opens its action; anything else
+        is a 404, as for its page."""
+
+        async def window_of(device: str, credentials: Credentials = None) -> str:
+            token = None if credentials is None else credentials.credentials
+            try:
+                return devices.check(device, token, kind)
+            except ViewNotFound as err:
+                raise HTTPException(404, str(err)) from None
+
+        return Depends(window_of)
 
     @router.post(f"{API}/callers/{{device}}/press", responses=ERRORS)
-    async def press(device: str, body: Press, authorization: Auth = None) -> JSON:
+    async def press(device: str, body: Press, window_id: str = opened(CallerDevice)) -> JSON:
         """A web caller's button: the same operations as a keypad, debounced alike."""
-        window_id = opened(device, authorization, CallerDevice)
         answer = await devices.callers.act(
             window_id, CallerCommand(body.action, body.argument), source=device
         )
@@ -317,9 +363,10 @@ def window_routes(devices: WindowDevices, feed: PageFeed | None) -> APIRouter:
         }
 
     @router.post(f"{API}/raters/{{device}}/rating", responses=ERRORS)
-    async def rate(device: str, body: Rating, authorization: Auth = None) -> OperationResult:
+    async def rate(
+        device: str, body: Rating, window_id: str = opened(RaterDevice)
+    ) -> OperationResult:
         """The tablet's rating of the ticket it showed."""
-        window_id = opened(device, authorization, RaterDevice)
         outcome = await devices.ratings.submit(
             window_id,
             body.level,
@@ -331,21 +378,31 @@ def window_routes(devices: WindowDevices, feed: PageFeed | None) -> APIRouter:
         )
         return answer(outcome)
 
-    @router.post(f"{API}/windows/{{window}}/request-rating", responses=ERRORS)
+    @router.post(
+        f"{API}/windows/{{window}}/request-rating",
+        responses=ERRORS,
+        dependencies=guard(gate.window("request a rating")),
+    )
     async def request_rating(window: str, body: RequestRating | None = None) -> OperationResult:
         """Invite the citizen at the window to rate (current or last finished ticket)."""
         number = body.number if body else None
         return answer(await devices.ratings.request(window, ticket_number=number))
 
+    own_rater = caller_of(gate.rating())
+
     @router.post(f"{API}/windows/{{window}}/rating", responses=ERRORS)
-    async def window_rating(window: str, body: Rating) -> OperationResult:
-        """Record the rating the window's rater waits for (e.g. given on paper)."""
+    async def window_rating(
+        window: str, body: Rating, rater: Principal = own_rater
+    ) -> OperationResult:
+        """Record the rating the window's rater waits for: only that window's rater device
+        may (a staff, kiosk or ops credential never can)."""
         outcome = await devices.ratings.submit(
             window,
             body.level,
             reasons=body.reasons,
             comment=body.comment,
             channel="api",
+            device=rater.name,
             ticket_id=body.ticket_id,
         )
         return answer(outcome)

@@ -11,8 +11,9 @@ The store is synchronous and not thread-safe: the agent calls it from one writer
 The package: :mod:`~agent.runtime.store.core` (errors, typed results, the connection and
 the event log's write side), :mod:`~agent.runtime.store.schema` (the file, migrations,
 epoch, damage), :mod:`~agent.runtime.store.outbox` (reading the log, confirmations,
-retention), :mod:`~agent.runtime.store.documents` (the document spool's rows) and
-:mod:`~agent.runtime.store.personal` (erasure of sealed personal data). Every SQL statement
+retention), :mod:`~agent.runtime.store.documents` (the document spool's rows),
+:mod:`~agent.runtime.store.personal` (erasure of sealed personal data) and
+:mod:`~agent.runtime.store.access` (devices, logins, sessions). Every SQL statement
 of the agent is in this package; the rest of the agent calls :class:`Store`'s methods.
 """
 
@@ -29,6 +30,14 @@ from typing import Any
 from agent.core.engine import Outcome
 from agent.core.model import HallCounters, Ticket, WindowStatus
 from agent.runtime.store import schema
+from agent.runtime.store.access import (
+    AccessRecords,
+    AccessRows,
+    DeviceCredential,
+    Removed,
+    SessionRecord,
+    UserCredential,
+)
 from agent.runtime.store.core import (
     Appendable,
     CommandRecord,
@@ -62,21 +71,26 @@ __all__ = [
     "DB_NAME",
     "EPOCH_FILE",
     "MIGRATIONS",
+    "AccessRecords",
     "CannotOpen",
     "CannotRead",
     "CommandRecord",
     "DatabaseSpace",
+    "DeviceCredential",
     "Erasure",
     "Eviction",
     "FileCheck",
     "LoadedState",
     "OutboxStats",
     "RawEvent",
+    "Removed",
+    "SessionRecord",
     "SpoolFile",
     "Store",
     "StoreError",
     "StoreFull",
     "StoredEvent",
+    "UserCredential",
     "Written",
     "check_file",
 ]
@@ -84,7 +98,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class Store(Outbox, DocumentRows, PersonalRows):
+class Store(Outbox, DocumentRows, PersonalRows, AccessRows):
     """The hall's SQLite file. Open with :meth:`open`; use from one thread only."""
 
     # -- opening, damage and migrations -------------------------------------------------

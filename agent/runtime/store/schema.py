@@ -84,6 +84,31 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX document_files_pending ON document_files (created_at)
         WHERE state != 'delivered';
     """,
+    # 4: access (agent/runtime/store/access.py): enrolled devices, people's logins and their
+    # sessions. Tokens are kept as SHA-256, passwords as argon2 hashes, never in clear.
+    """
+    CREATE TABLE access_devices (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        window TEXT,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE access_users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        windows TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE access_sessions (
+        token_sha256 TEXT PRIMARY KEY,
+        user TEXT NOT NULL REFERENCES access_users (name) ON DELETE CASCADE,
+        expires_at TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX access_sessions_user ON access_sessions (user);
+    """,
 )
 
 
