@@ -34,6 +34,7 @@ from agent.features.access import (
     Role,
 )
 from agent.runtime.hall import Hall
+from agent.web.errors import ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +262,7 @@ def access_routes(gate: Gate) -> APIRouter:
     """``/api/v1/auth/…``: log in and out; ops enrols and revokes devices, adds and removes
     people. A token is in an answer once, never in a log line or an event."""
     access = gate.access
-    router = APIRouter(prefix=f"{API}/auth", tags=["access"])
+    router = APIRouter(prefix=f"{API}/auth", tags=["access"], responses=ERRORS)
     ops = gate.allow(Role.OPS, action="manage credentials")
     person = caller_of(gate.allow(*USER_ROLES, action="log out"))
 

@@ -42,6 +42,7 @@ from agent.web.connections import (
     accept_errors,
     connection_limit,
 )
+from agent.web.errors import ERRORS
 from agent.web.ratelimit import RateLimit
 
 if TYPE_CHECKING:
@@ -101,20 +102,6 @@ class OperationResult(BaseModel):
     result: dict[str, Any]
     events: list[EventRef]
 
-
-class ErrorBody(BaseModel):
-    error: str
-    message: str
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "no credential, or one that is not valid"},
-    403: {"model": ErrorBody, "description": "the credential's role may not do this"},
-    404: {"model": ErrorBody, "description": "unknown window, service or ticket"},
-    409: {"model": ErrorBody, "description": "refused by the hall's rules"},
-    422: {"model": ErrorBody, "description": "malformed request"},
-    503: {"model": ErrorBody, "description": "store unavailable or agent shutting down"},
-}
 
 # The HTTP status of each refusal, chosen here only (the engine names refusals by code).
 STATUS_OF: dict[str, int] = {
@@ -223,7 +210,7 @@ def create_app(
         dependencies=guard(gate.allow(Role.MANAGER, Role.OPS, action="read the event log")),
     )
     async def events(
-        from_seq: Annotated[int, Query(ge=1)] = 1,
+        from_seq: Annotated[int, Query(ge=1, le=2**63 - 1)] = 1,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         """The hall's event log (the outbox), as central receives it."""

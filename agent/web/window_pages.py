@@ -48,7 +48,8 @@ from agent.features.rating import RatingDesk
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall
 from agent.web.access import Credentials, Gate, caller_of, guard
-from agent.web.app import API, ERRORS, OperationResult, answer
+from agent.web.app import API, OperationResult, answer
+from agent.web.errors import ERRORS
 from agent.web.pages import STATIC, HallView, PageFeed, ViewNotFound
 from protocols.keypad import CallerAction, CallerCommand
 
