@@ -494,6 +494,19 @@ class OutboxEvicted(EventData):
     evicted_total: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RowQuarantined(EventData):
+    """A stored row the hall could not read (damaged on disk) was set aside, kept whole, in
+    its store's ``quarantine`` table; the hall goes on without it. Damaged event rows are
+    reported by ``outbox.evicted`` (reason ``damaged``) instead."""
+
+    TYPE: ClassVar[str] = "store.quarantined"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    table: str
+    key: str
+    reason: str
+
+
 EVENT_CLASSES: dict[str, type[EventData]] = {
     c.TYPE: c
     for c in (
@@ -534,6 +547,7 @@ EVENT_CLASSES: dict[str, type[EventData]] = {
         AuthLogin,
         AuthLogout,
         AuthFailed,
+        RowQuarantined,
     )
 }
 # Every event type the hall emits, in the order the contract documents list them.

@@ -44,6 +44,10 @@ def plausible_clock(now: dt.datetime) -> bool:
     return plausible(now)
 
 
+def _nothing(_engine: QueueEngine, _now: dt.datetime) -> None:
+    """A read that does nothing: wakes the writer, which then sets damaged rows aside."""
+
+
 class ShuttingDown(HallAgentError):
     """The hall is stopping and takes no new operations."""
 
@@ -102,11 +106,14 @@ class Hall:
         self._listeners: list[asyncio.Queue[StoredEvent]] = []
         self.engine: QueueEngine = QueueEngine.fresh(config, clock())
         self.writes = WriteRecord()
+        # A read found damaged rows and the writer was asked to set them aside.
+        self._aside_queued = False
 
     # -- life cycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> Hall:
         self.engine = await self._load()
+        await self._set_aside_damaged()
         tasks = await self._stack.enter_async_context(BackgroundTasks())
         self._writer = tasks.create_task(self._write_loop(), name="hall-writer")
         self._accepting = True
@@ -230,6 +237,28 @@ class Hall:
             else:
                 if not job.done.done():
                     job.done.set_result(value)
+            if self.store.damage_pending:
+                await self._set_aside_damaged()
+
+    async def _set_aside_damaged(self) -> None:
+        """Move the rows reads found damaged to the store's quarantine table, in the
+        writer's turn; the reports it commits reach the listeners like any event."""
+        self._aside_queued = False
+        now = self._clock().astimezone(self.config.hall.zone)
+        try:
+            stored = await self._in_thread(self.store.set_aside, now, clock_ok=self._clock_ok(now))
+        except StoreError as err:
+            if self.writes.failing_since is None:
+                log.warning(
+                    "could not set damaged rows aside (%s); reads skip them and it is tried "
+                    "again after the next write",
+                    err,
+                )
+            self._write_failed(err)
+            return
+        if stored:
+            self._write_succeeded()
+        self._notify(stored)
 
     def _write_failed(self, err: StoreError) -> None:
         record = self.writes
@@ -328,8 +357,16 @@ class Hall:
         return await loop.run_in_executor(self._thread, lambda: fn(*args, **kwargs))
 
     async def store_call(self, fn: Callable[[Store], T]) -> T:
-        """Run a read of the store on the writer thread (the connection's only thread)."""
-        return await self._in_thread(fn, self.store)
+        """Run a read of the store on the writer thread (the connection's only thread).
+
+        A read that met damaged rows left them out; the writer is asked to set them aside.
+        """
+        result = await self._in_thread(fn, self.store)
+        if self.store.damage_pending and self._accepting and not self._aside_queued:
+            self._aside_queued = True
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._jobs.put_nowait(_Job(_nothing, False, done))
+        return result
 
     # -- observers -------------------------------------------------------------------------
 

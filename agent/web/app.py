@@ -121,16 +121,34 @@ def answer(outcome: Outcome) -> OperationResult:
     )
 
 
+# SQLite's largest integer: a seq beyond it is a malformed request, not a server error.
+MAX_SEQ = 2**63 - 1
+# An error answer names the problem, never repeats what was sent at length: a field name
+# (it may be anything a client sent as a key) and a message are cut to a short prefix.
+_SHOWN_NAME = 40
+_SHOWN_MESSAGE = 200
+_SHOWN_PROBLEMS = 5
+_SHOWN_ANSWER = 500
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _error(status: int, code: str, message: str) -> JSONResponse:
+    message = _short(message, _SHOWN_ANSWER)  # a refusal may quote a path or body value
     return JSONResponse(status_code=status, content={"error": code, "message": message})
 
 
 def _describe_validation(err: RequestValidationError) -> str:
     parts = []
-    for problem in err.errors():
-        loc = ".".join(str(p) for p in problem.get("loc", ()) if p != "body")
-        msg = problem.get("msg", "invalid")
+    problems = err.errors()
+    for problem in problems[:_SHOWN_PROBLEMS]:
+        loc = ".".join(_short(str(p), _SHOWN_NAME) for p in problem.get("loc", ()) if p != "body")
+        msg = _short(str(problem.get("msg", "invalid")), _SHOWN_MESSAGE)
         parts.append(f"{loc}: {msg}" if loc else msg)
+    if len(problems) > _SHOWN_PROBLEMS:
+        parts.append(f"and {len(problems) - _SHOWN_PROBLEMS} more problems")
     return "; ".join(parts) or "the request is not valid"
 
 
@@ -210,7 +228,7 @@ def create_app(
         dependencies=guard(gate.allow(Role.MANAGER, Role.OPS, action="read the event log")),
     )
     async def events(
-        from_seq: Annotated[int, Query(ge=1, le=2**63 - 1)] = 1,
+        from_seq: Annotated[int, Query(ge=1, le=MAX_SEQ)] = 1,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         """The hall's event log (the outbox), as central receives it."""

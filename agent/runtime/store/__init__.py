@@ -12,9 +12,12 @@ The package: :mod:`~agent.runtime.store.core` (errors, typed results, the connec
 the event log's write side), :mod:`~agent.runtime.store.schema` (the file, migrations,
 epoch, damage), :mod:`~agent.runtime.store.outbox` (reading the log, confirmations,
 retention), :mod:`~agent.runtime.store.documents` (the document spool's rows),
-:mod:`~agent.runtime.store.personal` (erasure of sealed personal data) and
-:mod:`~agent.runtime.store.access` (devices, logins, sessions). Every SQL statement
-of the agent is in this package; the rest of the agent calls :class:`Store`'s methods.
+:mod:`~agent.runtime.store.personal` (erasure of sealed personal data),
+:mod:`~agent.runtime.store.access` (devices, logins, sessions),
+:mod:`~agent.runtime.store.rows` and :mod:`~agent.runtime.store.quarantine` (rows read as
+bytes and decoded defensively; a damaged row is set aside, never raised). Every SQL
+statement of the agent is in this package; the rest of the agent calls :class:`Store`'s
+methods.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.core.engine import Outcome
-from agent.core.model import HallCounters, Ticket, WindowStatus
-from agent.runtime.store import schema
+from agent.core.model import HallCounters, Ticket
+from agent.runtime.store import rows, schema
 from agent.runtime.store.access import (
     AccessRecords,
     AccessRows,
@@ -41,10 +44,12 @@ from agent.runtime.store.access import (
 from agent.runtime.store.core import (
     Appendable,
     CommandRecord,
+    Damage,
     DatabaseSpace,
     Eviction,
     LoadedState,
     OutboxStats,
+    QuarantinedRow,
     RawEvent,
     StoredEvent,
     StoreError,
@@ -75,6 +80,7 @@ __all__ = [
     "CannotOpen",
     "CannotRead",
     "CommandRecord",
+    "Damage",
     "DatabaseSpace",
     "DeviceCredential",
     "Erasure",
@@ -82,6 +88,7 @@ __all__ = [
     "FileCheck",
     "LoadedState",
     "OutboxStats",
+    "QuarantinedRow",
     "RawEvent",
     "Removed",
     "SessionRecord",
@@ -96,6 +103,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_OPEN = "('waiting','called','serving','held')"
 
 
 class Store(Outbox, DocumentRows, PersonalRows, AccessRows):
@@ -135,24 +144,25 @@ class Store(Outbox, DocumentRows, PersonalRows, AccessRows):
     # -- state ---------------------------------------------------------------------------
 
     def load(self) -> LoadedState:
-        """The state the queue engine needs: hall counters, today's and open tickets."""
-        row = self._conn.execute("SELECT data FROM hall WHERE id = 1").fetchone()
-        hall = None if row is None else HallCounters.from_json(json.loads(row[0]))
-        if hall is None:
-            tickets: list[Ticket] = []
-        else:
-            tickets = [
-                Ticket.from_json(json.loads(r[0]))
-                for r in self._conn.execute(
-                    "SELECT data FROM tickets WHERE day = ? OR status IN "
-                    "('waiting','called','serving','held')",
-                    (hall.day.isoformat(),),
-                )
-            ]
-        windows = [
-            WindowStatus.from_json(json.loads(r[0]))
-            for r in self._conn.execute("SELECT data FROM windows")
-        ]
+        """The state the queue engine needs: hall counters, today's and open tickets.
+
+        A row that does not decode is left out and noted; the hall's writer sets it aside
+        (``set_aside``). Damaged hall counters, or counters behind the tickets, are rebuilt
+        from the tickets.
+        """
+        hall, hall_row = self._hall_row()
+        if hall is not None and hall_row is not None and self._behind(hall):
+            hall = self._rebuilt(hall_row, "its business day is before the saved tickets'")
+            hall_row = None
+        tickets: list[Ticket] = []
+        if hall is not None:
+            found = self._raw(
+                rows.TICKETS.select(f"day = ? OR status IN {_OPEN}"), (hall.day.isoformat(),)
+            )
+            tickets = self._decoded(rows.TICKETS, found, rows.ticket)
+            if hall_row is not None:
+                hall = self._covering(hall, hall_row, tickets)
+        windows = self._decoded(rows.WINDOWS, self._raw(rows.WINDOWS.select()), rows.window)
         return LoadedState(hall, tickets, windows)
 
     def commit(
@@ -234,21 +244,25 @@ class Store(Outbox, DocumentRows, PersonalRows, AccessRows):
         )
 
     def ticket_history(self, day: dt.date) -> list[Ticket]:
-        return [
-            Ticket.from_json(json.loads(r[0]))
-            for r in self._conn.execute(
-                "SELECT data FROM tickets WHERE day = ? ORDER BY number", (day.isoformat(),)
-            )
-        ]
+        found = self._raw(rows.TICKETS.select("day = ? ORDER BY number"), (day.isoformat(),))
+        return self._decoded(rows.TICKETS, found, rows.ticket)
 
     # -- commands and settings from central ---------------------------------------------------
 
     def command_reply(self, cmd_id: str) -> dict[str, Any] | None:
-        row = self._conn.execute(
-            "SELECT reply FROM commands WHERE cmd_id = ?", (cmd_id,)
-        ).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+        """The reply saved for ``cmd_id``; a damaged one comes back as a ``failed`` reply
+        saying so (the command is never executed twice) and is set aside."""
+        found = self._raw(rows.COMMANDS.select("cmd_id = ?"), (cmd_id,))
+        if not found:
+            return None
+        try:
+            return rows.command_reply(cmd_id, rows.COMMANDS.values(found[0]))
+        except rows.Damaged as err:
+            self._note(rows.COMMANDS.damage(found[0], err.reason, err.replacement))
+            return None if err.replacement is None else dict(json.loads(err.replacement))
 
     def setting(self, key: str) -> Any:
-        row = self._conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        """A value central pushed (None when absent, or damaged: then it is set aside)."""
+        found = self._raw(rows.SETTINGS.select("key = ?"), (key,))
+        values = self._decoded(rows.SETTINGS, found, lambda r: rows.setting(key, r))
+        return values[0] if values else None

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from agent.core import events as ev
 from agent.core.events import Event, EventClass, EventData, read_event
 from agent.core.model import HallCounters, Ticket, WindowStatus
 from agent.errors import HallAgentError
@@ -162,6 +163,39 @@ class Eviction:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Damage:
+    """A row a read could not decode, waiting to be set aside (``Store.set_aside``).
+
+    ``raw`` is the damaged value as it is on disk (the column ``column``; the whole row as
+    ``fields``-style JSON when ``column`` is None); ``fields`` the row's other columns as JSON
+    (a byte that is not UTF-8 written as a ``\\udcXX`` escape, Python's surrogateescape, so
+    nothing is lost). ``replacement``, when set, is written in the row's place instead of
+    deleting it (a command's reply, the hall's rebuilt counters).
+    """
+
+    table: str
+    rowid: int
+    key: str
+    reason: str
+    raw: bytes
+    column: str | None
+    fields: str
+    replacement: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QuarantinedRow:
+    """A row of the ``quarantine`` table (without its bytes)."""
+
+    id: int
+    source: str
+    key: str
+    reason: str
+    at: str
+    size: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class LoadedState:
     hall: HallCounters | None
     tickets: list[Ticket]
@@ -174,6 +208,14 @@ def _dumps(data: Any) -> str:
 
 def _format_at(at: dt.datetime) -> str:
     return at.isoformat(timespec="milliseconds")
+
+
+def _class_name(value: Any) -> str:
+    """An event row's retention class by name ("unknown" for a value that is none)."""
+    try:
+        return EventClass(value).name.lower()
+    except (ValueError, TypeError):
+        return "unknown"
 
 
 def _ranges(seqs: Sequence[int]) -> list[tuple[int, int]]:
@@ -198,6 +240,8 @@ class StoreCore:
         row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
         # Pruning may have removed the newest events: never hand out their seq again.
         self.last_seq: int = max(int(row[0]), self.counter("pruned_max_seq"))
+        # Rows reads found damaged, by (table, rowid), until ``set_aside`` moves them.
+        self._damage: dict[tuple[str, int], Damage] = {}
 
     def close(self) -> None:
         self._conn.close()
@@ -264,9 +308,19 @@ class StoreCore:
             # No transaction was open (BEGIN itself failed): nothing to undo.
             log.debug("rollback after a failed write: %s", err)
 
-    def _row_event(self, row: tuple[Any, ...]) -> StoredEvent:
-        seq, ev_id, kind, at, clock_ok, data = row
-        return StoredEvent(self.epoch, int(seq), ev_id, kind, at, bool(clock_ok), json.loads(data))
+    def _evicted_event(self, eviction: Eviction, now: dt.datetime) -> Event:
+        """Count an eviction; the ``outbox.evicted`` event that reports it to central."""
+        self._bump("evicted_total", eviction.count)
+        return Event(
+            ev.OutboxEvicted(
+                count=eviction.count,
+                by_class=eviction.by_class,
+                ranges=[list(r) for r in eviction.ranges],
+                reason=eviction.reason,
+                evicted_total=self.counter("evicted_total"),
+            ),
+            now,
+        )
 
     def counter(self, name: str) -> int:
         row = self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()

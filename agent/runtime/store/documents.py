@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent.core.events import Event
-from agent.runtime.store.core import StoreCore, StoredEvent, _format_at
+from agent.runtime.store import rows
+from agent.runtime.store.core import StoredEvent, _format_at
+from agent.runtime.store.quarantine import QuarantineRows
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -34,10 +36,6 @@ class SpoolFile:
     sent_chunks: int
     state: str  # spooled | sent | delivered
 
-    @classmethod
-    def _from_row(cls, row: tuple[Any, ...]) -> SpoolFile:
-        return cls(*row[:12])
-
     def _row(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name.strip()) for name in _COLUMNS.split(","))
 
@@ -48,7 +46,7 @@ _COLUMNS = (
 )
 
 
-class DocumentRows(StoreCore):
+class DocumentRows(QuarantineRows):
     """The document spool's rows (a part of ``Store``)."""
 
     def spool_document(
@@ -97,23 +95,24 @@ class DocumentRows(StoreCore):
     def pending_documents(self) -> list[SpoolFile]:
         """The files not yet delivered, oldest first."""
 
-        def select(conn: sqlite3.Connection) -> list[SpoolFile]:
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM document_files WHERE state != 'delivered' "
-                "ORDER BY created_at, id"
-            ).fetchall()
-            return [SpoolFile._from_row(r) for r in rows]
+        def select(_: sqlite3.Connection) -> list[SpoolFile]:
+            found = self._raw(rows.DOCUMENTS.select("state != 'delivered' ORDER BY created_at, id"))
+            return [SpoolFile(**v) for v in self._decoded(rows.DOCUMENTS, found, rows.spool_file)]
 
         return self._read(select)
 
     def pending_document_ids(self) -> set[str]:
-        """The ids of the files not yet delivered (a spool file no row names is an orphan)."""
-        return self._read(
-            lambda conn: {
-                str(r[0])
-                for r in conn.execute("SELECT id FROM document_files WHERE state != 'delivered'")
-            }
-        )
+        """The ids of the files not yet delivered (a spool file no row names is an orphan),
+        and of the files whose row was set aside as damaged (their files are kept too)."""
+
+        def select(_: sqlite3.Connection) -> set[str]:
+            found = self._raw(
+                "SELECT id FROM document_files WHERE state != 'delivered' UNION "
+                "SELECT key FROM quarantine WHERE source = 'document_files'"
+            )
+            return {rows.shown(r[0]) for r in found}
+
+        return self._read(select)
 
     def spool_bytes(self) -> int:
         """The bytes the files not yet delivered hold in the spool."""

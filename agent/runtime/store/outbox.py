@@ -13,32 +13,29 @@ import datetime as dt
 import sqlite3
 from collections.abc import Iterator, Sequence
 
-from agent.core import events as ev
-from agent.core.events import Event, EventClass
+from agent.core.events import EventClass
 from agent.runtime.store.core import (
     DatabaseSpace,
     Eviction,
     OutboxStats,
-    StoreCore,
     StoredEvent,
+    _class_name,
     _failure,
     _format_at,
     _ranges,
 )
+from agent.runtime.store.quarantine import QuarantineRows
 
 
-class Outbox(StoreCore):
+class Outbox(QuarantineRows):
     """The event log's read side and its retention (a part of ``Store``)."""
 
     # -- reading the log -------------------------------------------------------------------
 
     def events(self, from_seq: int = 1, limit: int = 1000) -> list[StoredEvent]:
-        rows = self._conn.execute(
-            "SELECT seq, id, type, at, clock_ok, data FROM events WHERE seq >= ? "
-            "ORDER BY seq LIMIT ?",
-            (from_seq, limit),
-        )
-        return [self._row_event(r) for r in rows]
+        """Up to ``limit`` events from ``from_seq`` on; a damaged row is left out (and set
+        aside by the hall's writer)."""
+        return self._events_where("1", (), from_seq - 1, limit)
 
     def iter_events(self, batch: int = 1000) -> Iterator[StoredEvent]:
         seq = 1
@@ -57,20 +54,10 @@ class Outbox(StoreCore):
 
     def unpublished(self, after_seq: int, limit: int) -> list[StoredEvent]:
         """Events not yet confirmed by the broker, in seq order, after ``after_seq``."""
-        rows = self._conn.execute(
-            "SELECT seq, id, type, at, clock_ok, data FROM events "
-            "WHERE published = 0 AND seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit),
-        )
-        return [self._row_event(r) for r in rows]
+        return self._events_where("published = 0", (), after_seq, limit)
 
     def events_between(self, from_seq: int, to_seq: int, limit: int) -> list[StoredEvent]:
-        rows = self._conn.execute(
-            "SELECT seq, id, type, at, clock_ok, data FROM events "
-            "WHERE seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
-            (from_seq, to_seq, limit),
-        )
-        return [self._row_event(r) for r in rows]
+        return self._events_where("seq <= ?", (to_seq,), from_seq - 1, limit)
 
     def seqs_between(self, from_seq: int, to_seq: int) -> list[int]:
         """Which seqs of the range the outbox still holds (the rest were pruned)."""
@@ -111,15 +98,13 @@ class Outbox(StoreCore):
             "SELECT COUNT(*), COALESCE(SUM(size), 0), "
             "COALESCE(SUM(published = 0), 0), COALESCE(SUM(acked = 0), 0) FROM events"
         ).fetchone()
-        oldest = self._conn.execute(
-            "SELECT at FROM events WHERE published = 0 ORDER BY seq LIMIT 1"
-        ).fetchone()
+        oldest = self._events_where("published = 0", (), 0, 1)
         return OutboxStats(
             unpublished=int(row[2]),
             unacked=int(row[3]),
             total=int(row[0]),
             bytes=int(row[1]),
-            oldest_unpublished_at=None if oldest is None else str(oldest[0]),
+            oldest_unpublished_at=oldest[0].at if oldest else None,
             evicted_total=self.counter("evicted_total"),
         )
 
@@ -187,7 +172,7 @@ class Outbox(StoreCore):
             if evicted:
                 by_class: dict[str, int] = {}
                 for _, cls in evicted:
-                    name = EventClass(cls).name.lower()
+                    name = _class_name(cls)
                     by_class[name] = by_class.get(name, 0) + 1
                 eviction = Eviction(
                     len(evicted), by_class, _ranges([s for s, _ in evicted]), "disk"
@@ -206,18 +191,7 @@ class Outbox(StoreCore):
         """Count an eviction and report it with an ``outbox.evicted`` event."""
         if eviction is None:
             return []
-        self._bump("evicted_total", eviction.count)
-        report = Event(
-            ev.OutboxEvicted(
-                count=eviction.count,
-                by_class=eviction.by_class,
-                ranges=[list(r) for r in eviction.ranges],
-                reason=eviction.reason,
-                evicted_total=self.counter("evicted_total"),
-            ),
-            now,
-        )
-        return self._append([report], clock_ok)
+        return self._append([self._evicted_event(eviction, now)], clock_ok)
 
     def _prune(self, cutoff: str, max_bytes: int) -> Eviction | None:
         conn = self._conn
@@ -264,7 +238,7 @@ class Outbox(StoreCore):
             return None
         by_class: dict[str, int] = {}
         for _, cls in evicted:
-            name = EventClass(cls).name.lower()
+            name = _class_name(cls)
             by_class[name] = by_class.get(name, 0) + 1
         return Eviction(len(evicted), by_class, _ranges(sorted(s for s, _ in evicted)), reason)
 

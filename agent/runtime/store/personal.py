@@ -20,7 +20,7 @@ UPDATE events
    SET data = json_set(data, '$.person', json(?)),
        size = length(json_set(data, '$.person', json(?))) + 160
  WHERE type = 'identity.read'
-   AND json_extract(data, '$.person.sealed') IS NOT NULL
+   AND CASE WHEN json_valid(data) THEN json_extract(data, '$.person.sealed') END IS NOT NULL
    AND {condition}
 """
 

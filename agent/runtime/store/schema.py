@@ -109,6 +109,20 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX access_sessions_user ON access_sessions (user);
     """,
+    # 5: rows a read could not decode (damaged on disk), moved here whole and kept:
+    # agent/runtime/store/quarantine.py. ``raw`` is the damaged value's bytes as they were,
+    # ``fields`` the row's other columns as JSON.
+    """
+    CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        key TEXT NOT NULL,
+        raw BLOB NOT NULL,
+        fields TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    """,
 )
 
 
