@@ -158,7 +158,7 @@ class LoggingConfig(Model):
         ),
     )
     max_lines_per_s: int = Field(
-        default=20,
+        default=100,
         ge=1,
         le=10000,
         description="Log lines written per second at most; the rest are counted as dropped",

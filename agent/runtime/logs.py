@@ -119,7 +119,7 @@ class LogLimiter:
     def __init__(
         self,
         repeat_window_s: float = 60.0,
-        max_lines_per_s: int = 20,
+        max_lines_per_s: int = 100,
         max_bytes_per_hour: int = 4 * 1024 * 1024,
         *,
         distinct_per_window: int = 5,
@@ -356,7 +356,7 @@ def setup_logging(
     fmt: Literal["auto", "text", "journald"] = "auto",
     *,
     repeat_window_s: float = 60.0,
-    max_lines_per_s: int = 20,
+    max_lines_per_s: int = 100,
     max_bytes_per_hour: int = 4 * 1024 * 1024,
 ) -> None:
     journald = fmt == "journald" or (fmt == "auto" and under_systemd())
