@@ -75,12 +75,20 @@ class StoredEvent:
     at: str
     clock_ok: bool
     data: dict[str, Any]
+    # The typed data, read once: the same committed event reaches every listener (printing,
+    # pages, LED, voice, rating, keypads, health), which would otherwise each validate it.
+    _payload: EventData | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def payload(self) -> EventData:
         """The event's typed data (``agent.core.events``): consumers ``match`` on its class.
         A row that does not fit its type comes back as ``Unreadable``."""
-        return read_event(self.type, self.data)
+        if self._payload is None:
+            object.__setattr__(self, "_payload", read_event(self.type, self.data))
+        assert self._payload is not None
+        return self._payload
 
     def envelope(self, hall_id: str) -> dict[str, Any]:
         """The event as central receives it (DESIGN §5)."""
