@@ -99,6 +99,13 @@ class HallConfig(Model):
     region_code: Annotated[str, Field(pattern=REGION_CODE_PATTERN)] | None = Field(
         default=None, description="Administrative division code (行政区划代码) for ratings"
     )
+    phone: str | None = Field(
+        default=None,
+        min_length=3,
+        max_length=30,
+        pattern=r"^[0-9+\-() ]+$",
+        description="The hall's phone number for citizens, printed on tickets",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -116,6 +123,47 @@ class HallConfig(Model):
         return ZoneInfo(self.timezone)
 
 
+class PriorityClass(Model):
+    """One class of citizens the green channel (绿色通道) serves first."""
+
+    id: Literal["elderly", "disabled", "veteran", "pregnant"]
+    label: str = Field(min_length=1, max_length=20, description="What the kiosk shows, e.g. 老年人")
+
+
+DEFAULT_PRIORITY_CLASSES = (
+    {"id": "elderly", "label": "老年人"},
+    {"id": "disabled", "label": "残疾人"},
+    {"id": "veteran", "label": "军人、退役军人"},
+    {"id": "pregnant", "label": "孕妇"},
+)
+
+
+class GreenChannel(Model):
+    """绿色通道: priority tickets chosen by touch at the kiosk or granted at the guide desk."""
+
+    by_touch: bool = Field(
+        default=True, description="The kiosk offers the green channel to anyone who asks"
+    )
+    classes: list[PriorityClass] = Field(
+        default_factory=lambda: [PriorityClass.model_validate(c) for c in DEFAULT_PRIORITY_CLASSES],
+        min_length=1,
+        max_length=4,
+    )
+    policy: str = Field(
+        default="老年人、残疾人、军人及退役军人、孕妇等群体可走绿色通道优先办理，请如实选择。",
+        min_length=1,
+        max_length=300,
+        description="The hall's policy text shown with the choice",
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _unique_classes(cls, classes: list[PriorityClass]) -> list[PriorityClass]:
+        if len({c.id for c in classes}) != len(classes):
+            raise _invalid("a class is listed twice", "list each class once")
+        return classes
+
+
 class QueuePolicy(Model):
     """Hall-wide queue rules."""
 
@@ -124,6 +172,58 @@ class QueuePolicy(Model):
     green_channel_age: int = Field(default=65, ge=50, le=120)
     one_waiting_ticket_per_id: bool = True
     service_time_window: int = Field(default=20, ge=1, le=500)
+    green_channel: GreenChannel = Field(default_factory=GreenChannel)
+    turn_near: int | None = Field(
+        default=3,
+        ge=1,
+        le=50,
+        description=(
+            "A ticket.turn_near event fires when a waiting ticket has this many people "
+            "ahead (central may send an SMS or WeChat message); null: never"
+        ),
+    )
+
+
+class ServiceGuide(Model):
+    """The service guide (办事指南) of one service: what a citizen is told at once
+    (一次性告知) before and after taking a ticket, on the kiosk, the ticket and the
+    ticket's status page, and what the window's staff see."""
+
+    summary: str | None = Field(
+        default=None, min_length=1, max_length=400, description="What the service is for"
+    )
+    materials: list[Annotated[str, Field(min_length=1, max_length=120)]] = Field(
+        default_factory=list,
+        max_length=40,
+        description="Every material the citizen must bring, one item each (一次性告知)",
+    )
+    notes: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=10, description="Further things to know"
+    )
+    time_limit_days: int | None = Field(
+        default=None,
+        ge=0,
+        le=365,
+        description="Promised completion in working days (承诺时限); 0: done on the spot (即办)",
+    )
+    fee: str | None = Field(
+        default=None, min_length=1, max_length=60, description="The fee, e.g. 不收费"
+    )
+
+    @field_validator("materials")
+    @classmethod
+    def _unique_materials(cls, materials: list[str]) -> list[str]:
+        if len(set(materials)) != len(materials):
+            raise _invalid("a material is listed twice", "list each material once")
+        return materials
+
+    @property
+    def time_limit_text(self) -> str | None:
+        if self.time_limit_days is None:
+            return None
+        if self.time_limit_days == 0:
+            return "即办（当场办结）"
+        return f"{self.time_limit_days}个工作日"
 
 
 class Service(Model):
@@ -138,6 +238,9 @@ class Service(Model):
     hours: list[Period] = Field(default_factory=list)
     waiting_warning: int | None = Field(default=None, ge=1)
     expected_minutes: float = Field(default=5.0, gt=0, le=480)
+    guide: ServiceGuide | None = Field(
+        default=None, description="办事指南 / 一次性告知: materials, time limit, fee, notes"
+    )
 
     def open_at(self, local: dt.datetime) -> bool:
         return not self.hours or any(p.contains(local) for p in self.hours)
@@ -230,7 +333,7 @@ class RatingPolicy(Model):
         return reasons
 
 
-_TICKET_FIELDS = ("hall", "day", "ticket", "ticket_id", "service")
+_TICKET_FIELDS = ("hall", "day", "ticket", "ticket_id", "service", "token")
 PrintSource = Literal["button", "touch", "qr", "id_card", "api", "central"]
 _PRINTED_SOURCES: tuple[PrintSource, ...] = ("button", "touch", "qr", "id_card", "api")
 
@@ -254,6 +357,20 @@ class TicketLayout(Model):
         default=False, description="Elder-friendly layout: larger text, fewer lines"
     )
     show_wait: bool = Field(default=True, description="Print people ahead and estimated wait")
+    show_windows: bool = Field(default=True, description="Print the windows that serve it")
+    materials: Literal["all", "none"] | Annotated[int, Field(ge=1, le=40)] = Field(
+        default="all",
+        description=(
+            "The service guide's materials printed as a checklist: all, none, or the first N"
+        ),
+    )
+    status_page: bool = Field(
+        default=True,
+        description=(
+            "With no qr_url, the QR opens the ticket's status page on the hall's own network "
+            "(web.public_url); qr_url points it at the district's public site instead"
+        ),
+    )
     print_sources: list[PrintSource] = Field(
         default_factory=lambda: list(_PRINTED_SOURCES),
         description=(

@@ -43,6 +43,14 @@ class WebConfig(Model):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8737, ge=0, le=65535)
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+        description=(
+            "How phones on the hall's Wi-Fi reach this agent, e.g. http://192.168.1.20:8737; "
+            "the ticket's QR opens {public_url}/t/{token}. null: no QR unless ticket.qr_url"
+        ),
+    )
     max_connections: int = Field(
         default=1024,
         ge=16,
