@@ -100,10 +100,18 @@ async def test_the_kiosk_takes_a_second_ticket_at_once_and_shows_the_guide(
     kiosk = await open_kiosk(agent, browser)
 
     # The lock: a ticket, 完成, and at once another ticket, with nothing else happening.
+    # The answer to the take is held until the page has drawn the state with the new
+    # ticket (as when the ticket prints for a while): that state arrives while it is busy.
+    async def printing_slowly(route: Any) -> None:
+        answer = await route.fetch()
+        await kiosk.wait_for_selector("button[data-service=general] >> text=1 人等候")
+        await route.fulfill(response=answer)
+
+    await kiosk.route("**/api/v1/tickets", printing_slowly)
     await kiosk.click("button[data-service=general]")
     await kiosk.wait_for_selector("#taken")
     assert await kiosk.locator("#taken").text_content() == "D001"
-    await kiosk.wait_for_selector("button[data-service=general] >> text=1 人等候")
+    await kiosk.unroute("**/api/v1/tickets")
     await take_done(kiosk)
     general = kiosk.locator("button[data-service=general]")
     assert await general.is_enabled(), "the kiosk is locked after a ticket"
