@@ -15,7 +15,11 @@ from support import as_ops, bearer, enroll, hall_config
 
 from agent.config import HallAgentConfig
 from agent.core import events as ev
+from agent.core.engine import QueueEngine
+from agent.core.errors import Refused
 from agent.core.events import Event
+from agent.core.model import Priority, Ticket
+from agent.core.operations import Take
 from agent.daemon import Running, running_agent
 from agent.features.access import Role
 from agent.features.voice import GAP_S, ClipPack, kiosk_tokens
@@ -101,6 +105,7 @@ async def test_guides_ride_along_with_centrals_config_push(tmp_path: Path) -> No
             "fee": "不收费",
         }
         services[0].pop("guide")
+        services[1]["name_en"] = "Civil affairs (pushed)"
         push = {"version": "v-guides", "config": {"services": services}}
         assert await running.link.configs.on_push(json.dumps(push).encode())
         state = (await client.get("/pages/state/kiosk")).json()
@@ -109,6 +114,34 @@ async def test_guides_ride_along_with_centrals_config_push(tmp_path: Path) -> No
         assert guides["civil"]["materials"] == ["户口簿原件", "低保申请书"]
         assert guides["civil"]["time_limit"] == "20个工作日"
         assert guides["social"] is None
+        civil = next(s for s in state["services"] if s["id"] == "civil")
+        assert civil["name_en"] == "Civil affairs (pushed)"
+
+
+def test_the_engine_records_a_grant_only_on_a_priority_ticket_and_one_check_in_a_day(
+    make_config: Any,
+) -> None:
+    now = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    engine = QueueEngine.fresh(make_config(), now)
+    normal = engine.apply(Take(service="general", granted_by="self"), now)
+    assert normal.ticket is not None
+    assert normal.ticket.granted_by is None
+    assert "granted_by" not in normal.events[-1].payload.to_data()
+    green = engine.apply(
+        Take(service="general", priority=Priority.PREGNANT, granted_by="self"), now
+    )
+    assert green.ticket is not None
+    assert (green.ticket.priority, green.ticket.granted_by) == (Priority.PREGNANT, "self")
+    booked = Take(
+        service="general", priority=Priority.APPOINTMENT, granted_by="2001", appointment="YY1"
+    )
+    first = engine.apply(booked, now)
+    assert first.events[-1].payload.to_data()["appointment"] == "YY1"
+    with pytest.raises(Refused, match="already checked in"):
+        engine.apply(booked, now)
+    # Stored and read back with both fields.
+    assert first.ticket is not None
+    assert Ticket.from_json(first.ticket.to_json()) == first.ticket
 
 
 async def test_green_channel_by_touch_records_self_and_the_guide_desk_its_staff_number(

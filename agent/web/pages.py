@@ -691,7 +691,8 @@ def page_routes(feed: PageFeed) -> APIRouter:
     """The pages, their feed and their static files (include in the local API's app)."""
     router = APIRouter(prefix="/pages", include_in_schema=False)
     config = feed.hall.config
-    feed.add_source("service_names", lambda: {s.id: s.name_en for s in config.services})
+    # From the running config: a config central pushes renames services too.
+    feed.add_source("service_names", lambda: {s.id: s.name_en for s in feed.hall.config.services})
 
     @router.get("/hall")
     async def hall_page() -> HTMLResponse:
