@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response
@@ -30,9 +31,7 @@ from agent.config import AnnouncerDevice, HallAgentConfig, ServiceGuide
 from agent.features.voice import ClipPack, VoicePacks, kiosk_tokens
 from agent.features.voice_clips import VoiceError
 from agent.features.voice_pack import ensure_pack
-
-if TYPE_CHECKING:
-    from agent.web.pages import PageFeed
+from agent.runtime.hall import Hall
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +108,12 @@ def _page(name: str) -> HTMLResponse:
     return HTMLResponse((STATIC / f"{name}.html").read_text(encoding="utf-8"))
 
 
-def kiosk_routes(feed: PageFeed) -> APIRouter:
-    """The guide page, the guide desk and the kiosk's voice (included under ``/pages``)."""
+def kiosk_routes(hall: Hall, add_source: Callable[[str, Callable[[], Any]], None]) -> APIRouter:
+    """The guide page, the guide desk and the kiosk's voice (included under ``/pages``);
+    ``add_source`` is the page feed's (:meth:`agent.web.pages.PageFeed.add_source`)."""
     router = APIRouter(include_in_schema=False)
-    feed.add_source("kiosk", lambda: kiosk_settings(feed.hall.config))
-    voice = KioskVoice(feed.hall.config)
+    add_source("kiosk", lambda: kiosk_settings(hall.config))
+    voice = KioskVoice(hall.config)
 
     @router.get("/guide")
     async def guide_page() -> HTMLResponse:
@@ -130,7 +130,7 @@ def kiosk_routes(feed: PageFeed) -> APIRouter:
         ahead: Annotated[int, Query(ge=0, le=9999)] = 0,
     ) -> Response:
         try:
-            name = feed.hall.config.service(service).name
+            name = hall.config.service(service).name
         except KeyError:
             raise HTTPException(404, f"there is no service {service!r}") from None
         try:

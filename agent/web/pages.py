@@ -710,7 +710,7 @@ def page_routes(feed: PageFeed) -> APIRouter:
     async def kiosk_page() -> HTMLResponse:
         return _page("kiosk")
 
-    router.include_router(kiosk_routes(feed))
+    router.include_router(kiosk_routes(feed.hall, feed.add_source))
 
     @router.get("/feed/{view}")
     async def stream(view: str, request: Request) -> StreamingResponse:
