@@ -397,7 +397,12 @@ def _queue_operation(command: c.Command) -> Operation | None:
     match command:
         case c.IssueTicket():
             priority = Priority(command.priority)
-            return op.Take(service=command.service, source=Source.CENTRAL, priority=priority)
+            return op.Take(
+                service=command.service,
+                source=Source.CENTRAL,
+                priority=priority,
+                granted_by="central" if priority.is_green else None,
+            )
         case c.CallNumber():
             return op.CallNumber(window=command.window, number=command.number)
         case c.Transfer():
