@@ -455,16 +455,16 @@ class Hall:
                     )
                 elif job.write is not None and step.error is None:
                     try:
-                        written = job.write(store, now, clock_ok)
+                        with store.atomic():  # the write stands or falls whole
+                            written = job.write(store, now, clock_ok)
+                            if not isinstance(written, Written):
+                                raise TypeError(
+                                    f"a write must return Written, not {type(written).__name__}"
+                                )
                     except Exception as err:
                         if not store.in_transaction:
                             raise  # the disk took the group's transaction with it
                         step.error = err
-                        continue
-                    if not isinstance(written, Written):
-                        step.error = TypeError(
-                            f"a write must return Written, not {type(written).__name__}"
-                        )
                         continue
                     step.stored, step.value = written.events, written.value
 

@@ -308,10 +308,12 @@ class StoreCore:
         if self._grouping:
             self._savepoints += 1
             name = f"w{self._savepoints}"
+            start = self.last_seq
             self._conn.execute(f"SAVEPOINT {name}")
             try:
                 yield
             except BaseException as err:
+                self.last_seq = start  # the seqs of undone events are handed out again
                 if self._conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         self._conn.execute(f"ROLLBACK TO {name}")
@@ -334,6 +336,10 @@ class StoreCore:
             # far, or the open transaction would make every later commit fail too.
             self._rollback()
             raise
+
+    def atomic(self) -> contextlib.AbstractContextManager[None]:
+        """Several writes that stand or fall together (inside a group: one savepoint)."""
+        return self._atomic(f"could not save to {self.path}")
 
     def _transaction(
         self,
