@@ -335,3 +335,44 @@ def test_every_read_shows_a_prefix_of_the_committed_operations(
 
 def test_the_group_bound_is_sane() -> None:
     assert 10 <= MAX_GROUP <= 1000
+
+
+async def test_the_api_answers_reads_while_a_commit_is_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+    from support import as_ops, hall_config
+
+    from agent.daemon import running_agent
+
+    config = HallAgentConfig.model_validate(hall_config(tmp_path / "state"))
+    async with (
+        running_agent(config) as running,
+        httpx.AsyncClient(base_url=running.url, headers=as_ops(running), timeout=10) as client,
+    ):
+        r = await client.post("/api/v1/tickets", json={"service": "social"})
+        assert r.status_code == 201, r.text
+        with held_commits(monkeypatch) as release:
+            pending = asyncio.ensure_future(
+                client.post("/api/v1/tickets", json={"service": "social"})
+            )
+            hall = running.hall
+            for _ in range(500):
+                if hall.engine.hall.counters.get("social") == 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert hall.engine.hall.counters.get("social") == 2, "the take never reached the hall"
+
+            queue = await client.get("/api/v1/queue", timeout=5)
+            assert queue.status_code == 200
+            assert [t["number"] for t in queue.json()["waiting"]] == ["A001"]
+            health = await client.get("/healthz", timeout=5)
+            assert health.status_code in (200, 503), health.text
+            status = await client.get("/api/v1/status", timeout=5)
+            assert status.json()["last_seq"] == 1
+            assert not pending.done()
+            release.set()
+            taken = await asyncio.wait_for(pending, 30)
+        assert taken.status_code == 201, taken.text
+        queue = await client.get("/api/v1/queue")
+        assert [t["number"] for t in queue.json()["waiting"]] == ["A001", "A002"]
