@@ -208,18 +208,6 @@ class HallHealth:
                 message=f"the state database has refused writes for {seconds:.0f} s "
                 f"({writes.last_error}); tickets cannot be issued; {hint}",
             )
-        yield CounterMetricFamily(
-            "hall_store_commits",
-            "Transactions the writer committed (each one fsync; group commit puts every "
-            "waiting job in one)",
-            writes.commits_total,
-        )
-        yield CounterMetricFamily(
-            "hall_store_committed_jobs", "Jobs those transactions carried", writes.jobs_total
-        )
-        yield GaugeMetricFamily(
-            "hall_store_largest_group", "The most jobs one commit carried", writes.largest_group
-        )
         silent = self.writer_silent_for()
         if silent is not None and silent > WRITER_STUCK_S:
             yield Reason(
@@ -337,6 +325,18 @@ class HallHealth:
             "hall_store_disk_full",
             "Writes refused because the disk was full",
             writes.disk_full_total,
+        )
+        yield CounterMetricFamily(
+            "hall_store_commits",
+            "Transactions the writer committed (each one fsync; group commit puts every "
+            "waiting job in one)",
+            writes.commits_total,
+        )
+        yield CounterMetricFamily(
+            "hall_store_committed_jobs", "Jobs those transactions carried", writes.jobs_total
+        )
+        yield GaugeMetricFamily(
+            "hall_store_largest_group", "The most jobs one commit carried", writes.largest_group
         )
         silent = self.writer_silent_for()
         yield GaugeMetricFamily(
