@@ -200,7 +200,8 @@ def create_app(
     async def status() -> dict[str, Any]:
         """The hall at a glance: business day, windows, waiting counts, outbox."""
         snap = await hall.read(lambda e, n: e.snapshot(n))
-        depth, last_seq = await hall.store_call(lambda s: (s.outbox_depth(), s.last_seq))
+        depth = await hall.store_read(lambda s: s.outbox_depth())
+        last_seq = hall.last_seq
         body = {
             "hall": {"id": hall.config.hall.id, "name": hall.config.hall.name},
             "agent_version": agent.__version__,
@@ -232,7 +233,7 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         """The hall's event log (the outbox), as central receives it."""
-        rows = await hall.store_call(lambda s: s.events(from_seq, limit))
+        rows = await hall.store_read(lambda s: s.events(from_seq, limit))
         return [r.envelope(hall.config.hall.id) for r in rows]
 
     @app.post(f"{API}/tickets", status_code=201, responses=ERRORS, dependencies=guard(gate.take()))

@@ -237,7 +237,7 @@ class PageFeed:
         def read(store: Any) -> tuple[Any, Any]:
             return store.setting("notices"), store.setting("staff")
 
-        notices, staff = await self.hall.store_call(read)
+        notices, staff = await self.hall.store_read(read)
         self._notices = list(notices or [])
         self._staff = {m["staff"]: m for m in staff or [] if isinstance(m, dict) and "staff" in m}
         self._photos = await asyncio.to_thread(_photos, self.hall.config.pages.staff_photos)
