@@ -201,7 +201,6 @@ def create_app(
         """The hall at a glance: business day, windows, waiting counts, outbox."""
         snap = await hall.read(lambda e, n: e.snapshot(n))
         depth = await hall.store_read(lambda s: s.outbox_depth())
-        last_seq = hall.last_seq
         body = {
             "hall": {"id": hall.config.hall.id, "name": hall.config.hall.name},
             "agent_version": agent.__version__,
@@ -210,7 +209,7 @@ def create_app(
             "windows": snap["windows"],
             "waiting": len(snap["waiting"]),
             "epoch": hall.store.epoch,
-            "last_seq": last_seq,
+            "last_seq": hall.last_seq,
             "outbox_depth": depth,
         }
         if status_extra is not None:
@@ -342,7 +341,7 @@ def _guide_desk_routes(app: FastAPI, hall: Hall, issuing: Issuing, gate: Gate) -
         """The guide desk checks a citizen's appointment in by its number (central's
         ``set_appointments``): a ticket of its service with priority ``appointment``, once
         per appointment and day."""
-        pushed = await hall.store_call(lambda s: s.setting("appointments"))
+        pushed = await hall.store_read(lambda s: s.setting("appointments"))
         day = hall.business_day().isoformat()
         found = [a for a in pushed or [] if a.get("appointment_id") == appointment]
         today = next((a for a in found if a.get("day") == day), None)
