@@ -191,7 +191,7 @@ class Store(Outbox, DocumentRows, PersonalRows, AccessRows):
                     (_dumps(hall.to_json()),),
                 )
             if outcome.tickets:
-                # ``day`` is set apart, only where it changed (a held ticket carried into a
+                # ``day`` is set apart, only where it changed (an undated ticket carried into a
                 # new day): a column in the upsert's SET rewrites its index entry (here the
                 # (day, number) index, one more page per commit) even when it is unchanged.
                 conn.executemany(
