@@ -124,6 +124,10 @@ class Ticket:
     undated: bool = False
     # The citizen's satisfaction rating (好差评), at most one per ticket.
     rating: JSON | None = None
+    # The ticket's status page credential (/t/{token}): unguessable, never in public().
+    token: str | None = None
+    # ticket.turn_near was emitted for it (it fires once per ticket).
+    turn_near: bool = False
 
     def to_json(self) -> JSON:
         out: JSON = {}
@@ -163,6 +167,8 @@ class Ticket:
             ended_at=when("ended_at"),
             undated=bool(data.get("undated", False)),
             rating=data.get("rating"),
+            token=data.get("token"),
+            turn_near=bool(data.get("turn_near", False)),
         )
 
     def public(self) -> JSON:
@@ -171,6 +177,8 @@ class Ticket:
         out.pop("id_hash")
         out.pop("rank")
         out.pop("undated")
+        out.pop("token")
+        out.pop("turn_near")
         return out
 
 
