@@ -29,7 +29,7 @@ from agent.config import HallAgentConfig, Service, Window
 from agent.core import events as ev
 from agent.core import operations as op
 from agent.core.errors import NotFound, Refused
-from agent.core.estimate import Estimates, Lane, Waiter, simulate
+from agent.core.estimate import Demand, Estimates, Lane, Waiter, simulate
 from agent.core.events import Event, EventData
 from agent.core.model import (
     JSON,
@@ -1141,7 +1141,31 @@ class QueueEngine:
             {s.id: self.average_minutes(s.id) for s in self.config.services},
             aging=self.config.queue.aging_minutes,
             newcomers=newcomers,
+            demand=self._demand(now),
+            horizon=DEMAND_MINUTES,
         )
+
+    def _demand(self, now: dt.datetime) -> dict[str, Demand]:
+        """Who is likely to come in the next hour: as many as came in the last, per service
+        and channel (services not issuing now expect no one)."""
+        since = now - dt.timedelta(minutes=DEMAND_MINUTES)
+        counts: dict[str, list[int]] = {}
+        for t in self.tickets.values():
+            if since < t.issued_at <= now and t.day == self.hall.day:
+                counts.setdefault(t.service, [0, 0])[1 if t.priority.is_green else 0] += 1
+        local = now.astimezone(self.config.hall.zone)
+        demand: dict[str, Demand] = {}
+        for service_id, (normal, green) in counts.items():
+            try:
+                service = self.config.service(service_id)
+            except KeyError:
+                continue
+            full = service.daily_cap is not None and (
+                self.hall.counters.get(service_id, 0) >= service.daily_cap
+            )
+            if service.open_at(local) and not full:
+                demand[service_id] = Demand(normal / DEMAND_MINUTES, green / DEMAND_MINUTES)
+        return demand
 
     def _lane(self, window: Window, now: dt.datetime) -> Lane:
         current = self._current(self.windows[window.id])
@@ -1329,6 +1353,8 @@ class QueueEngine:
         self.windows = {k: v for k, v in self.windows.items() if k in kept}
 
 
+# Estimates expect the next this-many minutes to bring as many citizens as the last did.
+DEMAND_MINUTES = 60.0
 # Longer than any service (the config's expected_minutes allows up to 480): a clock jump.
 _LONGEST_SERVICE_MINUTES = 480.0
 

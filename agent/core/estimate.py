@@ -32,7 +32,7 @@ import heapq
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 
-# A phantom sorts after every real ticket of its service.
+# A phantom sorts after every waiting ticket of its service, and before any expected arrival.
 _LAST = (1 << 62, "~")
 
 
@@ -75,6 +75,42 @@ class Estimates:
         return None if found is None else max(0, round(found))
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Demand:
+    """Citizens expected to arrive for one service, per minute, normal and green channel
+    (the engine takes the last hour's takes as the next hour's)."""
+
+    normal: float = 0.0
+    green: float = 0.0
+
+
+@dataclasses.dataclass(slots=True)
+class _Entry:
+    id: str
+    service: str
+    rank: tuple[int, str]
+    waited: float  # minutes since issued; negative for one yet to arrive
+    real: bool = True  # a waiting ticket (False: an expected arrival or a phantom)
+    phantom: bool = False
+    arrives: float = 0.0  # minutes from now
+
+    def __post_init__(self) -> None:
+        self.arrives = max(0.0, -self.waited)
+
+
+def _arrivals(
+    service: str, rate: float, horizon: float, first_rank: int, green: bool
+) -> list[_Entry]:
+    if rate <= 0:
+        return []
+    count = int(rate * horizon + 0.5)
+    kind = "g" if green else "n"
+    return [
+        _Entry(f"~{kind}{service}{k}", service, (first_rank + k, ""), -(k + 0.5) / rate, False)
+        for k in range(count)
+    ]
+
+
 def simulate(
     lanes: Sequence[Lane],
     waiting: Iterable[Waiter],
@@ -82,51 +118,70 @@ def simulate(
     *,
     aging: float | None = None,
     newcomers: Iterable[str] = (),
+    demand: Mapping[str, Demand] | None = None,
+    horizon: float = 60.0,
 ) -> Estimates:
     """Play the queue forward (see the module); ``minutes`` is the mean service time of
-    each service, ``newcomers`` the services whose newcomer wait is wanted."""
-    greens: dict[str, deque[Waiter]] = {}
-    normals: dict[str, deque[Waiter]] = {}
+    each service, ``newcomers`` the services whose newcomer wait is wanted, ``demand`` the
+    citizens expected to arrive during the next ``horizon`` minutes (they are served in
+    their turn, and green-channel ones before the others)."""
+    greens: dict[str, deque[_Entry]] = {}
+    normals: dict[str, deque[_Entry]] = {}
     for w in sorted(waiting, key=lambda w: (w.rank, w.id)):
-        (greens if w.green else normals).setdefault(w.service, deque()).append(w)
-    phantoms = set(newcomers)
+        entry = _Entry(w.id, w.service, (w.rank, w.id), w.waited)
+        (greens if w.green else normals).setdefault(w.service, deque()).append(entry)
+    remaining = sum(len(q) for q in greens.values()) + sum(len(q) for q in normals.values())
+    for service in dict.fromkeys(newcomers):
+        phantom = _Entry(service, service, _LAST, 0.0, False, True)
+        normals.setdefault(service, deque()).append(phantom)
+        remaining += 1
+    for service, rate in (demand or {}).items():
+        later = _LAST[0] + 1
+        normals.setdefault(service, deque()).extend(
+            _arrivals(service, rate.normal, horizon, later, False)
+        )
+        greens.setdefault(service, deque()).extend(
+            _arrivals(service, rate.green, horizon, later, True)
+        )
     called: dict[str, float] = {}
     newcomer_at: dict[str, float] = {}
 
     heap = [(max(0.0, lane.free_in), i) for i, lane in enumerate(lanes)]
     heapq.heapify(heap)
-    while heap:
+    while heap and remaining:
         at, i = heapq.heappop(heap)
         lane = lanes[i]
-        best: tuple[int, int, int, str] | None = None
-        source: deque[Waiter] | None = None
-        phantom: str | None = None
+        best: tuple[int, int, tuple[int, str]] | None = None
+        source: deque[_Entry] | None = None
+        soonest: float | None = None  # when someone this window serves arrives
         for order, service in enumerate(lane.services):
-            queue = greens.get(service)
-            if queue:
-                key = (0, order, queue[0].rank, queue[0].id)
-                if best is None or key < best:
-                    best, source, phantom = key, queue, None
-            queue = normals.get(service)
-            if queue:
+            for queue, green in ((greens.get(service), True), (normals.get(service), False)):
+                if not queue:
+                    continue
                 head = queue[0]
-                aged = aging is not None and head.waited + at >= aging
-                key = (1, 0, head.rank, head.id) if aged else (2, order, head.rank, head.id)
+                if head.arrives > at:
+                    soonest = head.arrives if soonest is None else min(soonest, head.arrives)
+                    continue
+                if green:
+                    key = (0, order, head.rank)
+                elif aging is not None and not head.phantom and head.waited + at >= aging:
+                    key = (1, 0, head.rank)
+                else:
+                    key = (2, order, head.rank)
                 if best is None or key < best:
-                    best, source, phantom = key, queue, None
-            elif service in phantoms:
-                key = (2, order, *_LAST)
-                if best is None or key < best:
-                    best, source, phantom = key, None, service
-        if best is None:
-            continue  # nothing left this window would call
-        if phantom is not None:
-            phantoms.discard(phantom)
-            newcomer_at[phantom] = at
+                    best, source = key, queue
+        if source is None:
+            if soonest is not None:
+                heapq.heappush(heap, (soonest, i))  # idle until then
+            continue  # else: nothing left this window would call
+        entry = source.popleft()
+        if entry.phantom:
+            newcomer_at[entry.service] = at
+            remaining -= 1
             heapq.heappush(heap, (at, i))  # a phantom takes no time
             continue
-        assert source is not None
-        ticket = source.popleft()
-        called[ticket.id] = at
-        heapq.heappush(heap, (at + max(0.0, minutes.get(ticket.service, 0.0)), i))
+        if entry.real:
+            called[entry.id] = at
+            remaining -= 1
+        heapq.heappush(heap, (at + max(0.0, minutes.get(entry.service, 0.0)), i))
     return Estimates(called, newcomer_at)

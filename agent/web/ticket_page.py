@@ -7,25 +7,26 @@ ahead, the estimated wait, the windows that serve it and the service guide's mat
 nothing personal — and an unknown token gets the same "not found" page as a malformed one.
 
 The page's state is the ``ticket`` view of the pages' feed (``agent/web/pages.py``): every
-rebuild of the hall's view (one per commit) computes the places of today's tickets once
-(:func:`ticket_states`, one simulation of the queue for all of them), and each open page
-gets its own ticket's state over Server-Sent Events when it changed
+rebuild of the hall's view (one per commit) reads today's tickets and their places once
+(:func:`ticket_states`: a row per ticket, one simulation of the queue for all of them), and
+each open page gets its own ticket's state over Server-Sent Events when it changed
 (``/pages/feed/ticket?token=…``; ``/pages/state/ticket?token=…`` once, as JSON).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from agent.config import HallAgentConfig
 from agent.core.engine import QueueEngine
-from agent.core.model import Priority, Ticket, TicketStatus
+from agent.core.model import Priority, TicketStatus
 from agent.features.printing import checklist, wait_lines, window_names
 from agent.web.pages import STATIC, HallView, PageFeed, ViewNotFound
 
@@ -69,60 +70,84 @@ def _guide(config: HallAgentConfig, service: str) -> JSON | None:
     }
 
 
-def ticket_state(
-    engine: QueueEngine, ticket: Ticket, place: tuple[int, int] | None, now: dt.datetime
-) -> JSON:
+@dataclasses.dataclass(frozen=True, slots=True)
+class TicketBoard:
+    """The day's tickets as their pages need them, read in the hall's turn once per rebuild
+    (cheap: a row per ticket and one simulation); a page's state is made from it only for
+    the pages that are open (:func:`ticket_view`)."""
+
+    config: HallAgentConfig
+    rows: Mapping[str, _Row]  # by token
+    places: Mapping[str, tuple[int, int]]  # ticket id -> (people ahead, minutes)
+    at: dt.datetime
+
+
+class _Row(NamedTuple):
+    id: str
+    number: str
+    service: str
+    status: TicketStatus
+    window: str | None
+    priority: Priority
+    issued_at: dt.datetime
+    day: dt.date
+
+
+def ticket_states(engine: QueueEngine, now: dt.datetime) -> TicketBoard:
+    """Every ticket of the business day, by token, with the places of the waiting ones."""
+    rows = {
+        t.token: _Row(t.id, t.number, t.service, t.status, t.window, t.priority, t.issued_at, t.day)
+        for t in engine.tickets.values()
+        if t.token is not None
+    }
+    places = (
+        engine.places(now) if any(r.status is TicketStatus.WAITING for r in rows.values()) else {}
+    )
+    return TicketBoard(engine.config, rows, places, now)
+
+
+def ticket_state(board: TicketBoard, row: _Row) -> JSON:
     """What the status page of one ticket shows."""
-    config = engine.config
+    config = board.config
     try:
-        service_name = config.service(ticket.service).name
+        service_name = config.service(row.service).name
     except KeyError:
-        service_name = ticket.service
+        service_name = row.service
     window_name = None
-    if ticket.window is not None and ticket.status.is_open:
-        window_name = next((w.name for w in config.windows if w.id == ticket.window), None)
-    waiting = ticket.status is TicketStatus.WAITING and place is not None
-    ahead, wait = place if waiting and place is not None else (None, None)
-    materials, more = checklist(config, ticket.service)
+    if row.window is not None and row.status.is_open:
+        window_name = next((w.name for w in config.windows if w.id == row.window), None)
+    place = board.places.get(row.id) if row.status is TicketStatus.WAITING else None
+    ahead, wait = place if place is not None else (None, None)
+    materials, more = checklist(config, row.service)
     return {
         "hall": {"name": config.hall.name, "phone": config.hall.phone},
-        "ticket": ticket.number,
-        "service": ticket.service,
+        "ticket": row.number,
+        "service": row.service,
         "service_name": service_name,
-        "priority": _PRIORITY_TEXT.get(ticket.priority),
-        "status": ticket.status.value,
-        "status_text": STATUS_TEXT[ticket.status],
+        "priority": _PRIORITY_TEXT.get(row.priority),
+        "status": row.status.value,
+        "status_text": STATUS_TEXT[row.status],
         "ahead": ahead,
         "wait_minutes": wait,
         "wait_text": wait_lines(ahead, wait) if ahead is not None else [],
-        "windows": window_names(config, ticket.service),
+        "windows": window_names(config, row.service),
         "window_name": window_name,
-        "issued_at": f"{ticket.issued_at.astimezone(config.hall.zone):%H:%M}",
-        "day": ticket.day.isoformat(),
+        "issued_at": f"{row.issued_at.astimezone(config.hall.zone):%H:%M}",
+        "day": row.day.isoformat(),
         "materials_printed": len(materials) + more > 0,
-        "guide": _guide(config, ticket.service),
-        "updated_at": now.astimezone(config.hall.zone).isoformat(timespec="seconds"),
-    }
-
-
-def ticket_states(engine: QueueEngine, now: dt.datetime) -> dict[str, JSON]:
-    """The status page of every ticket of the business day, by token (one simulation)."""
-    places = engine.places(now)
-    return {
-        t.token: ticket_state(engine, t, places.get(t.id), now)
-        for t in engine.tickets.values()
-        if t.token is not None and (t.day == engine.hall.day or t.status.is_open)
+        "guide": _guide(config, row.service),
+        "updated_at": board.at.astimezone(config.hall.zone).isoformat(timespec="seconds"),
     }
 
 
 def ticket_view(view: HallView, query: Mapping[str, str]) -> JSON:
     """The ``ticket`` view: one ticket's status page, by its token."""
     token = query.get("token", "")
-    found = view.extras.get("tickets", {}).get(token) if TOKEN.match(token) else None
-    if found is None:
+    board = view.extras.get("tickets")
+    row = board.rows.get(token) if isinstance(board, TicketBoard) and TOKEN.match(token) else None
+    if board is None or row is None:
         raise ViewNotFound("没有找到这张号票，可能已过期；请以纸质号票为准，或到引导台咨询")
-    state: JSON = found
-    return state
+    return ticket_state(board, row)
 
 
 def ticket_routes(feed: PageFeed) -> APIRouter:
