@@ -29,6 +29,7 @@ QUICK = (
     "screens_latency",
     "keypad_latency",
     "identity_documents",
+    "estimate_error",
 )
 # The central link's: each starts its own mosquitto; together about 6 minutes.
 LINK = ("drain", "backlog_rss", "fleet")
@@ -132,6 +133,17 @@ def targets(name: str, figures: dict[str, Any]) -> list[list[Any]]:
                 f"at {d['all_drained_s']:.1f} s, missing {d['missing_total']}",
                 ">= 30 s",
                 met[figures["target"]["met"] and figures["target"]["nothing_lost"]],
+            ]
+        ]
+    if name == "estimate_error":
+        a = figures["errors"]["all"]
+        return [
+            [
+                "wait shown at take vs real wait, MAE (old formula -> simulation)",
+                f"{a['old_mae_min']:.1f} -> {a['new_mae_min']:.1f} min "
+                f"({a['mae_ratio_new_over_old']:.2f}x)",
+                "-",
+                "-",
             ]
         ]
     return []
