@@ -122,6 +122,7 @@ async def test_the_printed_qr_opens_a_status_page_that_follows_the_ticket(tmp_pa
         r = await client.post(f"{API}/tickets", json={"service": "social", "source": "touch"})
         assert r.status_code == 201, r.text
         assert r.json()["result"]["ticket"]["number"] == "A004"
+        taken_link = r.json()["result"]["status_url"]  # what the kiosk may show on screen
         printed = (await vp.wait_for_tickets(4, within=15))[-1]
         await vp.rendered()
         assert printed.number == "A004" or profile == "raster"
@@ -153,6 +154,7 @@ async def test_the_printed_qr_opens_a_status_page_that_follows_the_ticket(tmp_pa
         # The QR code, as a phone reads it: the status page on the hall's Wi-Fi.
         found = read_qr(paper)
         assert min(found.quiet) >= 4 * found.module, found.quiet
+        assert found.text == taken_link
         link = urlsplit(found.text)
         assert f"{link.scheme}://{link.netloc}" == PUBLIC
         token = link.path.removeprefix("/t/")

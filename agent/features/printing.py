@@ -44,7 +44,7 @@ from agent.core import events as ev
 from agent.core.engine import QueueEngine
 from agent.core.errors import NotFound, Refused
 from agent.core.events import Event
-from agent.core.model import Priority, TicketStatus
+from agent.core.model import Priority, Ticket, TicketStatus
 from agent.features._targets import line_target
 from agent.runtime.devices import DeviceBoard, DeviceStatus
 from agent.runtime.hall import Hall, ShuttingDown
@@ -148,6 +148,22 @@ def status_url(config: HallAgentConfig, facts: TicketFacts) -> str | None:
     if layout.status_page and config.web.public_url and facts.token:
         return f"{config.web.public_url.rstrip('/')}/t/{facts.token}"
     return None
+
+
+def ticket_status_url(config: HallAgentConfig, ticket: Ticket) -> str | None:
+    """The link the ticket's QR code carries (:func:`status_url`), from the queue's ticket."""
+    facts = TicketFacts(
+        ticket_id=ticket.id,
+        number=ticket.number,
+        service=ticket.service,
+        day=ticket.day.isoformat(),
+        priority=ticket.priority,
+        issued_at=ticket.issued_at,
+        ahead=None,
+        wait_minutes=None,
+        token=ticket.token,
+    )
+    return status_url(config, facts)
 
 
 def window_names(config: HallAgentConfig, service: str) -> list[str]:
