@@ -269,6 +269,11 @@ async def test_the_status_page_in_a_phone_browser_updates_live(tmp_path):
                     path=str(ARTIFACTS / "ticket-status-called.png"), full_page=True
                 )
                 assert await phone.evaluate("document.documentElement.scrollWidth") <= 360
+
+                # A made-up link: the citizen is told so, in Chinese, and nothing breaks.
+                await phone.goto(f"{running.url}/t/{'B' * 22}")
+                await phone.wait_for_selector("body[data-status=not_found]")
+                assert "没有找到这张号票" in await phone.locator("#status").inner_text()
             finally:
                 await browser.close()
         assert outside == []
