@@ -30,6 +30,7 @@ QUICK = (
     "keypad_latency",
     "identity_documents",
     "estimate_error",
+    "status_page_latency",
 )
 # The central link's: each starts its own mosquitto; together about 6 minutes.
 LINK = ("drain", "backlog_rss", "fleet")
@@ -133,6 +134,17 @@ def targets(name: str, figures: dict[str, Any]) -> list[list[Any]]:
                 f"at {d['all_drained_s']:.1f} s, missing {d['missing_total']}",
                 ">= 30 s",
                 met[figures["target"]["met"] and figures["target"]["nothing_lost"]],
+            ]
+        ]
+    if name == "status_page_latency":
+        c, a, load = figures["call_to_page"], figures["call_to_answer"], figures["page_load"]
+        return [
+            [
+                "call -> the ticket's status page shows its new place (Chromium)",
+                f"p50 {c['p50_ms']:.1f} ms, p95 {c['p95_ms']:.1f} ms "
+                f"(answer p50 {a['p50_ms']:.1f} ms); page load p50 {load['p50_ms']:.0f} ms",
+                "-",
+                "-",
             ]
         ]
     if name == "estimate_error":
