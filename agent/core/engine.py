@@ -93,6 +93,10 @@ class QueueEngine:
         for w in config.windows:
             self.windows.setdefault(w.id, WindowStatus(id=w.id))
         self._out = Outcome()
+        # The last estimates and what they were made from (see estimates()); every operation
+        # starts a new version.
+        self._version = 0
+        self._estimated: tuple[tuple[Any, ...], Estimates] | None = None
         # Whether ``now`` can be believed; the hall sets it before each operation from its
         # clock check. An untrusted clock never changes the business day.
         self.clock_trusted = True
@@ -110,6 +114,7 @@ class QueueEngine:
 
     def _begin(self, now: dt.datetime) -> Outcome:
         _require_aware(now)
+        self._version += 1
         self._out = Outcome()
         self._roll(now)
         return self._out
@@ -1127,9 +1132,24 @@ class QueueEngine:
             return sum(history) / len(history)
         return self._service(service_id).expected_minutes
 
-    def estimates(self, now: dt.datetime, newcomers: Iterable[str] = ()) -> Estimates:
-        """When each waiting ticket (and a newcomer of each service in ``newcomers``) is
-        likely called, by playing the routing forward (``agent.core.estimate``)."""
+    def estimates(self, now: dt.datetime) -> Estimates:
+        """When each waiting ticket, and a newcomer of each service, is likely called, by
+        playing the routing forward (``agent.core.estimate``). Kept until the next operation:
+        the take, its place events, the snapshot and the status pages share one run."""
+        key = (
+            self._version,
+            now,
+            len(self.tickets),
+            self.hall.next_rank,
+            tuple((w.state, w.current) for w in self.windows.values()),
+        )
+        if self._estimated is not None and self._estimated[0] == key:
+            return self._estimated[1]
+        found = self._estimate(now, [s.id for s in self.config.services])
+        self._estimated = (key, found)
+        return found
+
+    def _estimate(self, now: dt.datetime, newcomers: list[str]) -> Estimates:
         waiting = self.waiting()
         lanes: list[Lane] = []
         taken: set[str] = set()
@@ -1140,11 +1160,11 @@ class QueueEngine:
         served = {s for lane in lanes for s in lane.services}
         missing = ({t.service for t in waiting} | set(newcomers)) - served
         if missing:  # not open yet, or everyone serving it paused: as if they opened now
-            lanes += [
-                self._lane(w, now)
-                for w in self.config.windows
-                if w.id not in taken and missing.intersection(w.services)
-            ]
+            for w in self.config.windows:  # (for those services only: the others' estimates
+                if w.id not in taken and missing.intersection(w.services):  # stay as they are)
+                    lane = self._lane(w, now)
+                    only = tuple(s for s in lane.services if s in missing)
+                    lanes.append(dataclasses.replace(lane, services=only))
         return simulate(
             lanes,
             (
@@ -1292,7 +1312,7 @@ class QueueEngine:
     def snapshot(self, now: dt.datetime) -> JSON:
         """The whole queue as screens and the API show it."""
         services = []
-        estimates = self.estimates(now, newcomers=[s.id for s in self.config.services])
+        estimates = self.estimates(now)
         for s in self.config.services:
             waiting = len(self.waiting(s.id))
             wait = estimates.newcomer_minutes(s.id)
@@ -1366,6 +1386,7 @@ class QueueEngine:
         if problems:
             raise Refused("; ".join(problems))
         self.config = config
+        self._version += 1
         for w in config.windows:
             self.windows.setdefault(w.id, WindowStatus(id=w.id))
         kept = {w.id for w in config.windows}

@@ -146,30 +146,40 @@ def simulate(
     called: dict[str, float] = {}
     newcomer_at: dict[str, float] = {}
 
+    # Each lane's queues in its order, looked up once: (order, queue, green).
+    slots = [
+        [
+            (order, queue, green)
+            for order, service in enumerate(lane.services)
+            for queue, green in (
+                (greens.setdefault(service, deque()), True),
+                (normals.setdefault(service, deque()), False),
+            )
+        ]
+        for lane in lanes
+    ]
     heap = [(max(0.0, lane.free_in), i) for i, lane in enumerate(lanes)]
     heapq.heapify(heap)
     while heap and remaining:
         at, i = heapq.heappop(heap)
-        lane = lanes[i]
         best: tuple[int, int, tuple[int, str]] | None = None
         source: deque[_Entry] | None = None
         soonest: float | None = None  # when someone this window serves arrives
-        for order, service in enumerate(lane.services):
-            for queue, green in ((greens.get(service), True), (normals.get(service), False)):
-                if not queue:
-                    continue
-                head = queue[0]
-                if head.arrives > at:
-                    soonest = head.arrives if soonest is None else min(soonest, head.arrives)
-                    continue
-                if green:
-                    key = (0, order, head.rank)
-                elif aging is not None and not head.phantom and head.waited + at >= aging:
-                    key = (1, 0, head.rank)
-                else:
-                    key = (2, order, head.rank)
-                if best is None or key < best:
-                    best, source = key, queue
+        for order, queue, green in slots[i]:
+            if not queue:
+                continue
+            head = queue[0]
+            if head.arrives > at:
+                soonest = head.arrives if soonest is None else min(soonest, head.arrives)
+                continue
+            if green:
+                key = (0, order, head.rank)
+            elif aging is not None and not head.phantom and head.waited + at >= aging:
+                key = (1, 0, head.rank)
+            else:
+                key = (2, order, head.rank)
+            if best is None or key < best:
+                best, source = key, queue
         if source is None:
             if soonest is not None:
                 heapq.heappush(heap, (soonest, i))  # idle until then
