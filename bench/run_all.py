@@ -38,6 +38,8 @@ QUICK = (
     "keypad_latency",
     "identity_documents",
     "write_amplification",
+    "estimate_error",
+    "status_page_latency",
 )
 # The ones that take --fsync-ms and --one-core (bench/_fsync.py).
 LATENCY = ("store_append", "take_latency", "print_latency", "screens_latency", "keypad_latency")
@@ -163,6 +165,28 @@ def targets(name: str, figures: dict[str, Any]) -> list[list[Any]]:
                 f"at {d['all_drained_s']:.1f} s, missing {d['missing_total']}",
                 ">= 30 s",
                 met[figures["target"]["met"] and figures["target"]["nothing_lost"]],
+            ]
+        ]
+    if name == "status_page_latency":
+        c, a, load = figures["call_to_page"], figures["call_to_answer"], figures["page_load"]
+        return [
+            [
+                "call -> the ticket's status page shows its new place (Chromium)",
+                f"p50 {c['p50_ms']:.1f} ms, p95 {c['p95_ms']:.1f} ms "
+                f"(answer p50 {a['p50_ms']:.1f} ms); page load p50 {load['p50_ms']:.0f} ms",
+                "-",
+                "-",
+            ]
+        ]
+    if name == "estimate_error":
+        a = figures["errors"]["all"]
+        return [
+            [
+                "wait shown at take vs real wait, MAE (old formula -> simulation)",
+                f"{a['old_mae_min']:.1f} -> {a['new_mae_min']:.1f} min "
+                f"({a['mae_ratio_new_over_old']:.2f}x)",
+                "-",
+                "-",
             ]
         ]
     return []
