@@ -112,6 +112,12 @@ class QueueEngine:
         """What the operation in progress (or the last one) changed so far."""
         return self._out
 
+    def replaced(self) -> None:
+        """Records were replaced from outside (the hall's committed copy, updated after each
+        commit): what was computed from the old ones (the estimates) is dropped."""
+        self._version += 1
+        self._estimated = None
+
     def _begin(self, now: dt.datetime) -> Outcome:
         _require_aware(now)
         self._version += 1
