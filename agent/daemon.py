@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from agent.central.commands import CommandHandlers
 from agent.central.contract import Topics
 from agent.central.link import Link
+from agent.client import API_URL_FILE
 from agent.config import HallAgentConfig, StorageConfig
 from agent.core import events as ev
 from agent.core.events import Event
@@ -51,7 +52,6 @@ from agent.web.window_pages import WindowDevices, window_devices, window_routes
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 20.0
-API_URL_FILE = "api-url"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
