@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -202,9 +203,49 @@ def _printing(
 ) -> AbstractAsyncContextManager[TicketPrinting | None]:
     if not _uses(hall.config, PrinterDevice):
         return _none()
+    keep_escpos_capabilities(hall.config.storage.path)
     from agent.features.printing import ticket_printing
 
     return ticket_printing(hall, devices)
+
+
+ESCPOS_CACHE_DIR = "cache"
+ESCPOS_PICKLE_VARIABLE = "ESCPOS_CAPABILITIES_PICKLE_DIR"
+
+
+def keep_escpos_capabilities(storage: Path) -> None:
+    """Import python-escpos with a lasting place for the pickle of its capabilities.
+
+    On import it reads its printer capabilities (~100 KB of YAML: about 0.15 s on this
+    machine, several times that on a Pi) unless a pickle of them is in the directory
+    ``ESCPOS_CAPABILITIES_PICKLE_DIR`` names; by default that is a new temporary directory
+    at every import, so every start paid the parse. Here the variable names
+    ``<storage.path>/cache`` while python-escpos is imported (it reads it only then), and
+    is removed again so no child process inherits it. python-escpos parses again when its
+    own file is newer (an upgrade). A variable set by the operator wins; a cache
+    directory that cannot be made or written leaves python-escpos to its default.
+    """
+    if "escpos.capabilities" in sys.modules or ESCPOS_PICKLE_VARIABLE in os.environ:
+        return
+    cache = storage / ESCPOS_CACHE_DIR
+    try:
+        cache.mkdir(mode=0o750, exist_ok=True)
+    except OSError as err:
+        log.debug("no cache directory for python-escpos at %s: %s", cache, err)
+        return
+    if not os.access(cache, os.W_OK):
+        return
+    os.environ[ESCPOS_PICKLE_VARIABLE] = str(cache)
+    try:
+        try:
+            import escpos.capabilities  # type: ignore[import-untyped]
+        except Exception as err:  # noqa: BLE001 - e.g. a pickle cut short by a power loss
+            log.warning("python-escpos's capabilities cache was unreadable (%s); made anew", err)
+            for damaged in cache.glob("*.capabilities.pickle"):
+                damaged.unlink(missing_ok=True)
+            import escpos.capabilities  # noqa: F401 - parses its file and pickles it again
+    finally:
+        os.environ.pop(ESCPOS_PICKLE_VARIABLE, None)
 
 
 def _identity(

@@ -14,7 +14,9 @@ the ops token (the API, not only ``/healthz``). Two configs:
 
 One warm-up start per config (it creates the database and Python's bytecode caches), then
 ``--runs`` starts (5) that reopen that state, as a watchdog restart does; the figure is
-the median.
+the median. Beside the wall time, the CPU seconds the agent had used when it answered
+(utime + stime from ``/proc/<pid>/stat``, 10 ms ticks): the figure that moves least when
+other work shares the machine.
 
 Client verbs: ``hall-agent status``, ``take``, ``window w1 next`` and ``reprint`` against a
 running agent, each found through ``--config`` (the API's address and the ops token come
@@ -97,27 +99,46 @@ def _get(url: str, path: str, token: str | None, timeout: float = 2.0) -> int:
 TIME = Path("/usr/bin/time")
 
 
-def timed_run(cmd: Sequence[str], env: Mapping[str, str]) -> tuple[float, float | None, int]:
-    """Wall seconds, peak RSS in MB and the exit code of one process.
+def timed_run(
+    cmd: Sequence[str], env: Mapping[str, str]
+) -> tuple[float, float | None, float | None, int]:
+    """Wall seconds, peak RSS in MB, CPU seconds (user + system) and the exit code of one
+    process.
 
-    The peak RSS comes from GNU time run in between: Linux keeps ``ru_maxrss`` across
+    RSS and CPU come from GNU time run in between: Linux keeps ``ru_maxrss`` across
     ``exec``, so a child spawned straight from this (larger) process would report this
-    process's RSS. Without /usr/bin/time the RSS is not measured (None).
+    process's RSS. Without /usr/bin/time they are not measured (None).
     """
-    with tempfile.NamedTemporaryFile("r", suffix=".rss", dir=SCRATCH) as rss_file:
-        wrapper = [str(TIME), "-f", "%M", "-o", rss_file.name] if TIME.exists() else []
+    with tempfile.NamedTemporaryFile("r", suffix=".time", dir=SCRATCH) as out:
+        wrapper = [str(TIME), "-f", "%U %S %M", "-o", out.name] if TIME.exists() else []
         started = time.perf_counter()
         code = subprocess.call(
             [*wrapper, *cmd], env=dict(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wall = time.perf_counter() - started
-        text = rss_file.read().split()
-    # GNU time writes "Command exited with non-zero status N" before the figure.
-    return wall, int(text[-1]) / 1024 if wrapper and text else None, code
+        # GNU time writes "Command exited with non-zero status N" before the figures.
+        lines = out.read().splitlines()
+    if not wrapper or not lines:
+        return wall, None, None, code
+    user, system, rss_kb = lines[-1].split()
+    return wall, int(rss_kb) / 1024, float(user) + float(system), code
 
 
-def start_once(config: Path, storage: Path, env: Mapping[str, str], log: Path) -> float:
-    """Seconds from spawn to the first 200 of ``GET /api/v1/status`` as ops; then stop."""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a running process (what it spent itself, whatever the load)."""
+    text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def start_once(
+    config: Path, storage: Path, env: Mapping[str, str], log: Path
+) -> tuple[float, float]:
+    """Seconds from spawn to the first 200 of ``GET /api/v1/status`` as ops, and the CPU
+    seconds the agent had used by then; then stop it."""
     url_file = storage / "api-url"
     url_file.unlink(missing_ok=True)
     with log.open("ab") as out:
@@ -139,7 +160,7 @@ def start_once(config: Path, storage: Path, env: Mapping[str, str], log: Path) -
             if url:
                 try:
                     if _get(url, "/api/v1/status", token) == 200:
-                        return time.perf_counter() - started
+                        return time.perf_counter() - started, cpu_seconds(proc.pid)
                 except OSError:
                     pass
             time.sleep(POLL_S)
@@ -174,14 +195,18 @@ def measure_start(
 ) -> dict[str, Any]:
     env = _env(extra)
     log = work / f"{label}.log"
-    warm_up = start_once(config, storage, env, log)
-    times = [start_once(config, storage, env, log) for _ in range(runs)]
+    warm_up, _ = start_once(config, storage, env, log)
+    runs_ = [start_once(config, storage, env, log) for _ in range(runs)]
+    times = [wall for wall, _ in runs_]
+    cpu = [used for _, used in runs_]
     return {
         "first_start_s": warm_up,
         "median_s": median(times),
         "min_s": min(times),
         "max_s": max(times),
         "runs_s": [round(t, 4) for t in times],
+        "cpu_s_median": median(cpu),
+        "cpu_s_runs": cpu,
     }
 
 
@@ -193,13 +218,15 @@ def measure_commands(
         timed_run(cmd, env)
     walls: dict[str, list[float]] = {name: [] for name in commands}
     rss: dict[str, list[float]] = {name: [] for name in commands}  # empty: not measured
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
     codes: dict[str, set[int]] = {name: set() for name in commands}
     for _ in range(runs):
         for name, cmd in commands.items():
-            wall, mb, code = timed_run(cmd, env)
+            wall, mb, used, code = timed_run(cmd, env)
             walls[name].append(wall)
-            if mb is not None:
+            if mb is not None and used is not None:
                 rss[name].append(mb)
+                cpu[name].append(used)
             codes[name].add(code)
     return {
         name: {
@@ -207,6 +234,7 @@ def measure_commands(
             "wall_s_max": max(walls[name]),
             "rss_mb_median": median(rss[name]) if rss[name] else None,
             "rss_mb_max": max(rss[name]) if rss[name] else None,
+            "cpu_s_median": median(cpu[name]) if cpu[name] else None,
             "exit_codes": sorted(codes[name]),
             "wall_s_runs": [round(w, 4) for w in walls[name]],
         }
@@ -269,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                 "window w1 next": [*cli, "window", "w1", "next", *conf],
                 "reprint (refused)": [*cli, "reprint", "A001", *conf],
             }
-            assert timed_run([*cli, "window", "w1", "sign-in", "1001", *conf], env)[2] == 0
+            assert timed_run([*cli, "window", "w1", "sign-in", "1001", *conf], env)[-1] == 0
             figures["verbs"] = measure_commands(commands, env, args.runs)
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -290,20 +318,21 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"start -> GET /api/v1/status answered (median of {args.runs}; first start apart)")
     print_table(
-        ["config", "median s", "min s", "max s", "first start s"],
+        ["config", "median s", "min s", "max s", "first start s", "agent CPU s (median)"],
         [
-            [k, v["median_s"], v["min_s"], v["max_s"], v["first_start_s"]]
+            [k, v["median_s"], v["min_s"], v["max_s"], v["first_start_s"], v["cpu_s_median"]]
             for k, v in figures["start"].items()
         ],
     )
     print()
     print_table(
-        ["command", "wall s (median)", "x python -c pass", "RSS MB (max)", "exit"],
+        ["command", "wall s (median)", "x python -c pass", "CPU s", "RSS MB (max)", "exit"],
         [
             [
                 name,
                 v["wall_s_median"],
                 v["wall_s_median"] / pass_wall,
+                "-" if v["cpu_s_median"] is None else v["cpu_s_median"],
                 "-" if v["rss_mb_max"] is None else v["rss_mb_max"],
                 ",".join(map(str, v["exit_codes"])),
             ]
