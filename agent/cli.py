@@ -162,6 +162,10 @@ def _credential_parsers(sub: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # pydantic looks for plugins in every installed package's metadata when it builds its
+    # first model (tens of ms here, more on a Pi's SD card); the agent uses none. An
+    # operator who wants one sets PYDANTIC_DISABLE_PLUGINS themselves (even to "").
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         return _dispatch(args)
     except CliError as err:

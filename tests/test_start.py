@@ -66,3 +66,24 @@ def test_an_unwritable_state_folder_leaves_escpos_to_its_default(tmp_path: Path)
     pickle_path, flags = keep(blocked)  # <file>/cache cannot be made
     assert not pickle_path.startswith(str(blocked))
     assert flags == "False True"
+
+
+def test_the_agent_does_not_scan_installed_packages_for_pydantic_plugins() -> None:
+    program = (
+        "import sys, agent.cli\n"
+        "code = agent.cli.main(['check-config', sys.argv[1]])\n"
+        "import pydantic.plugin._loader as loader\n"
+        "print(code, loader._plugins)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    done = subprocess.run(
+        [sys.executable, "-c", program, str(ROOT / "config" / "example.yaml")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    # The config was validated (pydantic ran) without the plugin scan ever happening.
+    assert done.stdout.split() == ["ok", "0", "None"]
