@@ -24,6 +24,9 @@ from the config file, as for an ops person on a Pi with /etc/hall-agent/config.y
 Wall time from spawn to exit; peak RSS of that one process from GNU time (``%M``). ``reprint``
 is refused (the bench hall has no printer): the same client round trip, answered 409.
 
+The results record the load average: on a machine shared with other work the wall times
+grow with it, the CPU seconds far less.
+
 Baselines measured in the same run with the same interpreter: ``python -c pass``, and
 ``python -c "import agent.daemon"`` (what every verb cost when it loaded the daemon's
 stack), wall time and peak RSS, median of the same number of runs.
@@ -340,7 +343,11 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     print(json.dumps(figures["target"]))
-    parameters = {"runs": args.runs, "poll_s": POLL_S}
+    parameters = {
+        "runs": args.runs,
+        "poll_s": POLL_S,
+        "load_average": os.getloadavg(),
+    }
     write_results(NAME, parameters, figures)
     return 0
 
