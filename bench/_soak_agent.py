@@ -7,7 +7,7 @@ time its operations and events carry, and by which the business day rolls over) 
 by hour, so a week passes in minutes. Everything else (timers, the link, devices) runs
 on real time.
 
-With ``SOAK_TRACEMALLOC=1`` it traces allocations (25 frames) and writes a snapshot to
+With ``SOAK_TRACEMALLOC=<frames>`` it traces allocations and writes a snapshot to
 ``<storage>/tracemalloc-<n>.snap`` on each SIGUSR1. On SIGUSR2 it asks glibc to give
 freed heap memory back (``malloc_trim(0)``) and writes its VmRSS before and after (kB) to
 ``<storage>/trim-probe``: how much of the RSS is memory the allocator keeps, not objects.
@@ -57,8 +57,9 @@ def _rss_kb() -> int:
 
 def main() -> int:
     config_path, clock_path = Path(sys.argv[1]), Path(sys.argv[2])
-    if os.environ.get("SOAK_TRACEMALLOC") == "1":
-        tracemalloc.start(25)
+    frames = int(os.environ.get("SOAK_TRACEMALLOC") or 0)
+    if frames:
+        tracemalloc.start(frames)
     clock = FileClock(clock_path)
 
     class SimulatedHall(Hall):

@@ -36,7 +36,7 @@ over the week (end of Sunday against the end of Monday, when the first day's one
 allocations are done, and against idle).
 
 ``--tracemalloc`` runs the agent under tracemalloc and prints what grew between the end of
-Tuesday and the end of the week (largest first): for finding what grows, not for the
+Monday and the end of the last day (largest first): for finding what grows, not for the
 RSS figures (tracing costs memory itself).
 """
 
@@ -309,7 +309,7 @@ class Week:
                 f"{last['rss_kb'] / 1024:.1f} MB, {self.counts['takes']} tickets so far",
                 file=sys.stderr,
             )
-            if self.args.tracemalloc and day in (1, self.args.days - 1):
+            if self.args.tracemalloc and day in (0, self.args.days - 1):
                 await self.snapshot()
             if self.args.trim_probe:
                 self.trims.append(await self.trim_probe())
@@ -531,7 +531,7 @@ async def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         stack.callback(clock.close)
         env = {"HALL_RATER_W3_TOKEN": RATER_W3_TOKEN}
         if args.tracemalloc:
-            env["SOAK_TRACEMALLOC"] = "1"
+            env["SOAK_TRACEMALLOC"] = "12"  # frames kept per allocation
         agent = AgentProcess(
             config_path,
             storage,
@@ -712,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.trim_probe:
         print(f"end of each day, RSS before -> after malloc_trim(0): {f['trim_probe_mb']}")
     if args.tracemalloc:
-        print("tracemalloc, end of day 2 -> end of the week, largest growth first:")
+        print("tracemalloc, end of day 1 -> end of the last day, largest growth first:")
         for line in f["tracemalloc_top"]:
             print("  " + line)
     print(f"results: {path}")
