@@ -8,17 +8,22 @@ by hour, so a week passes in minutes. Everything else (timers, the link, devices
 on real time.
 
 With ``SOAK_TRACEMALLOC=<frames>`` it traces allocations and writes a snapshot to
-``<storage>/tracemalloc-<n>.snap`` on each SIGUSR1. On SIGUSR2 it asks glibc to give
-freed heap memory back (``malloc_trim(0)``) and writes its VmRSS before and after (kB) to
-``<storage>/trim-probe``: how much of the RSS is memory the allocator keeps, not objects.
+``<storage>/tracemalloc-<n>.snap`` on each SIGUSR1; without it SIGUSR1 writes the count of
+objects the garbage collector tracks, by type, to ``<storage>/objects-<n>.json``. On
+SIGUSR2 it asks glibc to give freed heap memory back (``malloc_trim(0)``) and writes its
+VmRSS before and after (kB) to ``<storage>/trim-probe``: how much of the RSS is memory the
+allocator keeps, not objects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import datetime as dt
+import gc
+import json
 import mmap
 import os
 import signal
@@ -71,11 +76,17 @@ def main() -> int:
     snapshots = [0]
 
     def dump(_signum: int, _frame: object) -> None:
+        snapshots[0] += 1
         if tracemalloc.is_tracing():
-            snapshots[0] += 1
             target = config.storage.path / f"tracemalloc-{snapshots[0]}.snap"
             tracemalloc.take_snapshot().dump(str(target))
-            (config.storage.path / "tracemalloc-done").write_text(str(snapshots[0]))
+        else:  # objects the collector tracks, by type: cheap, no tracing
+            counts = collections.Counter(
+                f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects()
+            )
+            target = config.storage.path / f"objects-{snapshots[0]}.json"
+            target.write_text(json.dumps(counts), encoding="utf-8")
+        (config.storage.path / "tracemalloc-done").write_text(str(snapshots[0]))
 
     def trim(_signum: int, _frame: object) -> None:
         before = _rss_kb()

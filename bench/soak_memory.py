@@ -35,6 +35,8 @@ kind (before the week, once the agent settled), RSS at the end of each day, and 
 over the week (end of Sunday against the end of Monday, when the first day's one-off
 allocations are done, and against idle).
 
+``--object-counts`` counts the objects the garbage collector tracks, by type, at the end
+of Monday and of the last day, and prints the types that grew (cheap: no tracing).
 ``--tracemalloc`` runs the agent under tracemalloc and prints what grew between the end of
 Monday and the end of the last day (largest first): for finding what grows, not for the
 RSS figures (tracing costs memory itself).
@@ -309,7 +311,8 @@ class Week:
                 f"{last['rss_kb'] / 1024:.1f} MB, {self.counts['takes']} tickets so far",
                 file=sys.stderr,
             )
-            if self.args.tracemalloc and day in (0, self.args.days - 1):
+            wants_snapshot = self.args.tracemalloc or self.args.object_counts
+            if wants_snapshot and day in (0, self.args.days - 1):
                 await self.snapshot()
             if self.args.trim_probe:
                 self.trims.append(await self.trim_probe())
@@ -482,9 +485,17 @@ async def screens(url: str, stop: asyncio.Event) -> None:
 
 
 def baseline_process(seconds: float) -> subprocess.Popen[bytes]:
-    code = f"import time, agent.daemon; time.sleep({seconds:g})"
+    code = f"import time, agent.daemon; print('ready', flush=True); time.sleep({seconds:g})"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE)
+
+
+async def baseline_ready(baseline: subprocess.Popen[bytes]) -> None:
+    """Until the baseline has imported agent.daemon (sampled before, it would be light)."""
+    assert baseline.stdout is not None
+    line = await asyncio.to_thread(baseline.stdout.readline)
+    if line.strip() != b"ready":
+        raise RuntimeError("the baseline process (import agent.daemon) did not start")
 
 
 async def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -557,6 +568,7 @@ async def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         stack.callback(agent.stop)
         baseline = baseline_process(args.settle + args.idle_seconds + 7200)
         stack.callback(baseline.kill)
+        await baseline_ready(baseline)
 
         stop = asyncio.Event()
         viewers = asyncio.create_task(screens(agent.url, stop))
@@ -594,6 +606,8 @@ async def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         figures["printed_tickets"] = len(printer.tickets)
         if args.tracemalloc:
             figures["tracemalloc_top"] = tracemalloc_diff(storage, args.top)
+        elif args.object_counts:
+            figures["object_growth_top"] = object_growth(storage, args.top)
         log = (work / "agent.log").read_text(encoding="utf-8", errors="replace")
         figures["agent_log_lines"] = log.count("\n")
         figures["agent_log_errors"] = log.count(" ERROR ")
@@ -659,6 +673,13 @@ def tracemalloc_diff(storage: Path, top: int) -> list[str]:
     return lines
 
 
+def object_growth(storage: Path, top: int) -> list[str]:
+    early = json.loads((storage / "objects-1.json").read_text(encoding="utf-8"))
+    late = json.loads((storage / "objects-2.json").read_text(encoding="utf-8"))
+    grown = sorted(((n - early.get(t, 0), t) for t, n in late.items()), reverse=True)
+    return [f"{d:+8d}  {t} (now {late[t]})" for d, t in grown[:top] if d > 0]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=7, help="simulated days (7)")
@@ -669,6 +690,11 @@ def main(argv: list[str] | None = None) -> int:
         "--idle-hour-s", type=float, default=0.2, help="real seconds of a closed hour (0.2)"
     )
     parser.add_argument("--tracemalloc", action="store_true", help="what grows, not RSS")
+    parser.add_argument(
+        "--object-counts",
+        action="store_true",
+        help="objects by type at the end of day 1 and of the last day (cheap)",
+    )
     parser.add_argument(
         "--trim-probe",
         action="store_true",
@@ -714,6 +740,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.tracemalloc:
         print("tracemalloc, end of day 1 -> end of the last day, largest growth first:")
         for line in f["tracemalloc_top"]:
+            print("  " + line)
+    elif args.object_counts:
+        print("objects tracked by the collector, end of day 1 -> end of the last day:")
+        for line in f["object_growth_top"]:
             print("  " + line)
     print(f"results: {path}")
     return 0
