@@ -189,6 +189,12 @@ def printer_target(device: PrinterDevice) -> PrinterTarget:
             return line_target(transport)
 
 
+def _font_head(path: Path) -> bytes:
+    """The font file's first bytes: it can be read and is not empty."""
+    with path.open("rb") as fh:
+        return fh.read(4)
+
+
 def _device_state(health: PrinterHealth) -> tuple[DeviceStatus, str]:
     if not health.connected:
         return "offline", health.reason()
@@ -283,12 +289,16 @@ class TicketPrinting:
 
     async def _load_font(self) -> None:
         path: Path = self.config.ticket.font
+        problem: str | None
         try:
-            data = await asyncio.to_thread(path.read_bytes)
+            head = await asyncio.to_thread(_font_head, path)
         except OSError as err:
+            problem = f"cannot be read ({err.strerror})"
+        else:
+            problem = None if head else "is empty"
+        if problem is not None:
             self._font_problem = (
-                f"the CJK font {path} cannot be read ({err.strerror}); install fonts-wqy-microhei "
-                "or set ticket.font"
+                f"the CJK font {path} {problem}; install fonts-wqy-microhei or set ticket.font"
             )
             if self.device.profile == "raster":
                 log.error(
@@ -301,7 +311,8 @@ class TicketPrinting:
                     self._font_problem,
                 )
             return
-        self._typesetter = Typesetter(data, self.paper.width_dots)
+        # By path: FreeType maps the file (shared page cache), no private 5 MB copy.
+        self._typesetter = Typesetter(path, self.paper.width_dots)
 
     # -- health and the kiosk ---------------------------------------------------------------
 
