@@ -1315,12 +1315,17 @@ class QueueEngine:
                 window_name=window_name,
             )
 
-    def snapshot(self, now: dt.datetime) -> JSON:
-        """The whole queue as screens and the API show it."""
+    def snapshot(self, now: dt.datetime, *, waiting_list: bool = True) -> JSON:
+        """The whole queue as screens and the API show it (``waiting_list=False``: without
+        the list of waiting tickets, which screens do not show)."""
         services = []
         estimates = self.estimates(now)
+        counts: dict[str, int] = {}
+        for t in self.tickets.values():
+            if t.status is TicketStatus.WAITING:
+                counts[t.service] = counts.get(t.service, 0) + 1
         for s in self.config.services:
-            waiting = len(self.waiting(s.id))
+            waiting = counts.get(s.id, 0)
             wait = estimates.newcomer_minutes(s.id)
             services.append(
                 {
@@ -1350,12 +1355,14 @@ class QueueEngine:
                     "held": [t.number for t in self.held(w.id)],
                 }
             )
-        return {
+        snapshot: JSON = {
             "day": self.hall.day.isoformat(),
             "services": services,
             "windows": windows,
-            "waiting": [t.public() for t in sorted(self.waiting(), key=_arrival)],
         }
+        if waiting_list:
+            snapshot["waiting"] = [t.public() for t in sorted(self.waiting(), key=_arrival)]
+        return snapshot
 
     def open_tickets(self) -> Iterator[Ticket]:
         return (t for t in self.tickets.values() if t.status.is_open)

@@ -199,7 +199,7 @@ def create_app(
     @app.get(f"{API}/status", dependencies=guard(readers(gate)))
     async def status() -> dict[str, Any]:
         """The hall at a glance: business day, windows, waiting counts, outbox."""
-        snap = await hall.read(lambda e, n: e.snapshot(n))
+        snap = await hall.read(lambda e, n: e.snapshot(n, waiting_list=False))
         depth = await hall.store_read(lambda s: s.outbox_depth())
         body = {
             "hall": {"id": hall.config.hall.id, "name": hall.config.hall.name},
@@ -207,7 +207,7 @@ def create_app(
             "day": snap["day"],
             "services": snap["services"],
             "windows": snap["windows"],
-            "waiting": len(snap["waiting"]),
+            "waiting": sum(s["waiting"] for s in snap["services"]),
             "epoch": hall.store.epoch,
             "last_seq": hall.last_seq,
             "outbox_depth": depth,

@@ -294,8 +294,7 @@ class PageFeed:
         queue_sources = dict(self._queue_sources)
 
         def build(engine: QueueEngine, now: dt.datetime) -> tuple[JSON, list[JSON], JSON]:
-            snapshot = engine.snapshot(now)
-            snapshot.pop("waiting", None)
+            snapshot = engine.snapshot(now, waiting_list=False)
             read = {name: source(engine, now) for name, source in queue_sources.items()}
             return snapshot, recent_calls(engine, recalled, limit), read
 
