@@ -373,7 +373,10 @@ async def test_reprint_without_a_printer_is_refused(tmp_path):
         assert r.status_code == 409
         assert "no ticket printer" in r.json()["message"]
         state = (await client.get(f"{API}/issuing")).json()
-        assert state == {"issuing": {"enabled": True, "reason": None}, "printer": None}
+        assert state == {
+            "issuing": {"enabled": True, "reason": None, "citizen": None},
+            "printer": None,
+        }
 
 
 @needs_font
