@@ -344,6 +344,14 @@ async def test_every_page_fits_every_screen_and_loads_nothing_from_outside(
             found = await page.evaluate(CLIPPED)
             if found:
                 problems[f"{name} {width}x{height}"] = found
+            if name == "rater":
+                # A bad rating: the reasons and the comment box must fit as well.
+                await page.click("[data-level='2']")
+                await page.wait_for_selector("#send")
+                await page.screenshot(path=str(ARTIFACTS / f"rater-reasons-{width}x{height}.png"))
+                found = await page.evaluate(CLIPPED)
+                if found:
+                    problems[f"rater reasons {width}x{height}"] = found
     # The window page and the caller show the guide of the ticket served (A001: social).
     await page.set_viewport_size({"width": 1366, "height": 768})
     await open_page(page, hall.url + hall.pages["caller"])
@@ -460,6 +468,12 @@ async def test_no_serious_accessibility_violation(
             violations = await axe(page)
             if violations:
                 found[f"{width}x{height} {phase}"] = violations
+        if name == "rater":  # and the form of a bad rating: reasons, comment, send
+            await page.click("[data-level='2']")
+            await page.wait_for_selector("#send")
+            violations = await axe(page)
+            if violations:
+                found[f"{width}x{height} reasons"] = violations
     assert found == {}, json.dumps(found, ensure_ascii=False, indent=1)
     assert outside == []
 
