@@ -152,6 +152,11 @@ def _citizen(request: Request, text: str | None) -> str | None:
     return text
 
 
+def _store_citizen(request: Request) -> str | None:
+    """A ticket refused because the store cannot write: the citizen's words."""
+    return None if _citizen(request, None) is None else wording.STORE_UNAVAILABLE
+
+
 def _describe_validation(err: RequestValidationError) -> str:
     parts = []
     problems = err.errors()
@@ -202,8 +207,7 @@ def create_app(
     @app.exception_handler(StoreError)
     async def _store(request: Request, err: StoreError) -> JSONResponse:
         code = "disk_full" if isinstance(err, StoreFull) else "store_unavailable"
-        message = f"{err}; the operation was not done"
-        return _error(503, code, message, _citizen(request, None) and wording.STORE_UNAVAILABLE)
+        return _error(503, code, f"{err}; the operation was not done", _store_citizen(request))
 
     async def run(operation: Operation) -> OperationResult:
         return answer(await hall.execute(operation))
