@@ -46,6 +46,7 @@ from agent.web.access import Gate, access_routes, guard
 from agent.web.app import WebServer, create_app
 from agent.web.health import HallHealth, health_routes
 from agent.web.pages import PageFeed, page_routes
+from agent.web.ticket_page import ticket_routes
 from agent.web.window_pages import WindowDevices, window_devices, window_routes
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                 _feature_routes(app, gate, health, identity, documents)
                 pages = PageFeed(hall, devices, printing, issuing)
                 app.include_router(page_routes(pages))
+                app.include_router(ticket_routes(pages))
                 app.include_router(window_routes(windows, pages, gate))
                 # The pages' streams end before the web server stops (it waits for open ones).
                 async with WebServer(app, config.web) as web, pages:

@@ -45,7 +45,7 @@ from agent.core import wording
 from agent.core.engine import QueueEngine
 from agent.core.errors import NotFound, Refused
 from agent.core.events import Event
-from agent.core.model import Priority, TicketStatus
+from agent.core.model import Priority, Ticket, TicketStatus
 from agent.features._targets import line_target
 from agent.runtime.devices import DeviceBoard, DeviceStatus
 from agent.runtime.hall import Hall, ShuttingDown
@@ -64,6 +64,7 @@ from drivers.printer import (
 )
 from protocols.escpos import encode_gb18030, encode_raster
 from protocols.escpos_model import (
+    LINE_DOTS,
     Align,
     Block,
     Feed,
@@ -114,6 +115,8 @@ class TicketFacts:
     issued_at: dt.datetime | None  # None when the clock was not trustworthy
     ahead: int | None
     wait_minutes: int | None
+    # The status page's credential (``Ticket.token``); None: no status-page QR code.
+    token: str | None = None
 
     @classmethod
     def from_event(cls, event: StoredEvent, issued: ev.TicketIssued) -> TicketFacts:
@@ -127,6 +130,80 @@ class TicketFacts:
             ahead=issued.ahead,
             wait_minutes=issued.wait_minutes,
         )
+
+
+def status_url(config: HallAgentConfig, facts: TicketFacts) -> str | None:
+    """Where the ticket's QR code leads: ``ticket.qr_url`` filled in (a district's site), or
+    the agent's own status page ``{web.public_url}/t/{token}``; None when there is neither."""
+    layout = config.ticket
+    if layout.qr_url:
+        if "{token}" in layout.qr_url and facts.token is None:
+            return None
+        return layout.qr_url.format(
+            hall=config.hall.id,
+            day=facts.day,
+            ticket=facts.number,
+            ticket_id=facts.ticket_id,
+            service=facts.service,
+            token=facts.token or "",
+        )
+    if layout.status_page and config.web.public_url and facts.token:
+        return f"{config.web.public_url.rstrip('/')}/t/{facts.token}"
+    return None
+
+
+def ticket_status_url(config: HallAgentConfig, ticket: Ticket) -> str | None:
+    """The link the ticket's QR code carries (:func:`status_url`), from the queue's ticket."""
+    facts = TicketFacts(
+        ticket_id=ticket.id,
+        number=ticket.number,
+        service=ticket.service,
+        day=ticket.day.isoformat(),
+        priority=ticket.priority,
+        issued_at=ticket.issued_at,
+        ahead=None,
+        wait_minutes=None,
+        token=ticket.token,
+    )
+    return status_url(config, facts)
+
+
+def window_names(config: HallAgentConfig, service: str) -> list[str]:
+    """The names of the windows that serve ``service``, in the hall's order."""
+    return [w.name for w in config.windows if service in w.services]
+
+
+def checklist(config: HallAgentConfig, service: str) -> tuple[list[str], int]:
+    """The materials printed per ``ticket.materials``, and how many are left out."""
+    try:
+        guide = config.service(service).guide
+    except KeyError:
+        return [], 0
+    materials = list(guide.materials) if guide is not None else []
+    chosen = config.ticket.materials
+    if chosen == "none":
+        return [], 0
+    if chosen == "all":
+        return materials, 0
+    return materials[:chosen], max(0, len(materials) - chosen)
+
+
+def wait_lines(ahead: int, wait_minutes: int | None) -> list[str]:
+    """People ahead and the estimate as the ticket and the status page say them."""
+    if ahead <= 0:
+        return ["即将叫号，请留意叫号屏"]
+    if not wait_minutes:
+        return [f"您前面还有 {ahead} 人", "即将叫号，请留意叫号屏"]
+    return [f"您前面还有 {ahead} 人", f"预计等待约 {wait_minutes} 分钟"]
+
+
+# Blank lines of LINE_DOTS above and below a QR code: its quiet zone (ISO/IEC 18004 asks for
+# 4 modules; a printer's native QR has none of its own).
+def _quiet_lines(module: int) -> int:
+    return -(-QUIET_MODULES * module // LINE_DOTS)
+
+
+QUIET_MODULES = 4
 
 
 def ticket_document(
@@ -153,22 +230,29 @@ def ticket_document(
     label = _PRIORITY_LABELS.get(facts.priority)
     if label:
         blocks.append(TextLine(label, scale=big, bold=True))
+    if layout.show_windows and (names := window_names(config, facts.service)):
+        blocks.append(TextLine(f"请到 {'、'.join(names)} 办理", scale=big, bold=True))
     if layout.show_wait and facts.ahead is not None:
-        blocks.append(TextLine(f"您前面还有 {facts.ahead} 人", scale=big))
-        if facts.wait_minutes:
-            blocks.append(TextLine(f"预计等待约 {facts.wait_minutes} 分钟", scale=big))
+        blocks += [
+            TextLine(text, scale=big) for text in wait_lines(facts.ahead, facts.wait_minutes)
+        ]
     if facts.issued_at is not None:
         local = facts.issued_at.astimezone(config.hall.zone)
         blocks.append(TextLine(f"取号时间 {local:%Y-%m-%d %H:%M}"))
-    if layout.qr_url:
-        url = layout.qr_url.format(
-            hall=config.hall.id,
-            day=facts.day,
-            ticket=facts.number,
-            ticket_id=facts.ticket_id,
-            service=facts.service,
-        )
-        blocks.append(QrCode(url, module=4 if narrow else 6))
+    if config.hall.phone:
+        blocks.append(TextLine(f"咨询电话 {config.hall.phone}", scale=big))
+    materials, more = checklist(config, facts.service)
+    if materials:
+        blocks += [Rule(), TextLine("请备齐以下材料（一次性告知）：", bold=True, align=Align.LEFT)]
+        blocks += [TextLine(f"□ {item}", scale=big, align=Align.LEFT) for item in materials]
+        if more:
+            blocks.append(TextLine(f"另有 {more} 项，请扫码或到引导台查看", align=Align.LEFT))
+    url = status_url(config, facts)
+    if url:
+        module = 4 if narrow else 6
+        quiet = Feed(_quiet_lines(module))
+        blocks += [quiet, QrCode(url, module=module), quiet]
+        blocks.append(TextLine("扫码查看排队进度" if facts.token else "扫码查看"))
     if layout.footer:
         blocks.append(Rule())
         blocks += [TextLine(line, scale=big, align=Align.CENTER) for line in layout.footer]
@@ -214,7 +298,7 @@ def _find_ticket(number: str, engine: QueueEngine, now: dt.datetime) -> TicketFa
         if ticket.day == engine.hall.day and ticket.number == wanted:
             waiting = ticket.status is TicketStatus.WAITING
             ahead = engine.people_ahead(ticket, now) if waiting else None
-            wait = engine.estimated_wait_minutes(ticket.service, ahead) if ahead else None
+            wait = engine.wait_minutes(ticket, now) if waiting else None
             return TicketFacts(
                 ticket_id=ticket.id,
                 number=ticket.number,
@@ -224,6 +308,7 @@ def _find_ticket(number: str, engine: QueueEngine, now: dt.datetime) -> TicketFa
                 issued_at=ticket.issued_at,
                 ahead=ahead,
                 wait_minutes=wait,
+                token=ticket.token,
             )
     raise NotFound(f"no ticket {wanted} was issued today ({engine.hall.day.isoformat()})")
 
@@ -512,6 +597,7 @@ class TicketPrinting:
     ) -> PrintResult:
         key = facts.ticket_id if not reprint else f"{facts.ticket_id}/reprint"
         job = PrintJob(key, facts.number, b"")
+        facts = await self._with_token(facts)
         ok, reason = self.can_print()
         if ok:
             try:
@@ -529,6 +615,23 @@ class TicketPrinting:
         if result.printed and seq is not None:  # bookkeeping: the ticket is in the citizen's hand
             await self._save_mark(self._concluded(seq))
         return result
+
+    async def _with_token(self, facts: TicketFacts) -> TicketFacts:
+        """The facts with the ticket's status-page token, read from the queue (the token is
+        not in ``ticket.issued``: it leaves the agent only on the printed QR code and, for a
+        district site, in ``ticket.status``)."""
+        if facts.token is not None:
+            return facts
+
+        def read(engine: QueueEngine, _now: dt.datetime) -> str | None:
+            ticket = engine.tickets.get(facts.ticket_id)
+            return None if ticket is None else ticket.token
+
+        try:
+            token = await self.hall.read(read)
+        except ShuttingDown:  # printed without the status page's QR code
+            return facts
+        return dataclasses.replace(facts, token=token)
 
     def _ticket_event(self, kind: type[ev.TicketPrint], facts: TicketFacts, **more: Any) -> Event:
         """An event about one ticket's print on this printer (its time is set on commit)."""
