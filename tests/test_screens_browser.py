@@ -51,9 +51,9 @@ FLAGS = [
     "--disable-sync",
 ]
 VIEWPORTS = [(1920, 1080), (1366, 768), (1280, 800), (1080, 1920)]
-# The citizen's kiosk, 办事指南查询 and the guide desk: screenshots, offline and audit here;
-# their layout is tested with them.
-KIOSK_PAGES = {"kiosk", "guide", "guide-desk"}
+# The citizen's kiosk, 办事指南查询, the guide desk and a ticket's status page (a phone):
+# screenshots, offline and audit here; their layout is tested with them.
+KIOSK_PAGES = {"kiosk", "guide", "guide-desk", "status"}
 SERVICES = ["social", "civil", "housing", "general", "tax", "health"]
 GUIDE = {
     "summary": "城乡居民基本养老保险参保登记、缴费档次变更",
@@ -115,6 +115,7 @@ def screens_config(storage: Path, photos: Path, port: int) -> dict[str, Any]:
     ]
     config["windows"][0]["devices"] = ["caller-w1", "rater-w1"]
     config["pages"] = {"staff_photos": str(photos)}
+    config["web"]["public_url"] = f"http://127.0.0.1:{port}"  # the tickets' status pages
     return config
 
 
@@ -197,6 +198,9 @@ def running_hall(tmp_path: Path) -> Iterator[Hall]:
         }
         for n in range(1, 7):
             hall.post(f"/api/v1/windows/w{n}/sign-in", {"staff": f"s-{n}"})
+        # A citizen's phone: the status page of a ticket (the last one taken, never called).
+        status_url = hall.post("/api/v1/tickets", {"service": "tax"})["result"]["status_url"]
+        hall.pages["status"] = urlsplit(status_url).path
         yield hall
     finally:
         hall.client.close()
@@ -258,7 +262,8 @@ async def settled(page: Any, width: int, height: int) -> None:
 
 async def open_page(page: Any, url: str) -> None:
     await page.goto(url)
-    await page.wait_for_selector("body[data-connection=live][data-rev]")
+    live = "body[data-connection=live]" if "/t/" in url else "body[data-connection=live][data-rev]"
+    await page.wait_for_selector(live)
     await page.evaluate("document.fonts.ready.then(() => true)")
 
 
@@ -423,7 +428,17 @@ async def test_the_big_screen_never_hides_a_call(running_hall: Hall, browser: An
     assert outside == []
 
 
-AUDITED = ["hall", "hall-large", "window", "caller", "rater", "kiosk", "guide", "guide-desk"]
+AUDITED = [
+    "hall",
+    "hall-large",
+    "window",
+    "caller",
+    "rater",
+    "kiosk",
+    "guide",
+    "guide-desk",
+    "status",
+]
 
 
 async def axe(page: Any) -> list[dict[str, Any]]:
