@@ -15,7 +15,7 @@ from agent.core import wording
 from agent.core.engine import Outcome
 from agent.core.errors import Refused
 from agent.core.operations import Take
-from agent.features.printing import ticket_status_url
+from agent.features.ticket_text import ticket_status_url
 from agent.runtime.hall import Hall, Recorder
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse
 from agent.config import HallAgentConfig
 from agent.core.engine import QueueEngine
 from agent.core.model import Priority, TicketStatus
-from agent.features.printing import checklist, wait_lines, window_names
+from agent.features.ticket_text import checklist, wait_lines, window_names
 from agent.web.pages import STATIC, HallView, PageFeed, ViewNotFound
 
 JSON = dict[str, Any]
