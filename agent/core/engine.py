@@ -28,6 +28,7 @@ from typing import Any, Literal
 from agent.config import HallAgentConfig, Service, Window
 from agent.core import events as ev
 from agent.core import operations as op
+from agent.core import wording
 from agent.core.errors import NotFound, Refused
 from agent.core.estimate import Demand, Estimates, Lane, Waiter, simulate
 from agent.core.events import Event, EventData
@@ -448,12 +449,16 @@ class QueueEngine:
             hours = ", ".join(
                 f"{p.start:%H:%M}-{p.end:%H:%M} ({'/'.join(p.days)})" for p in service.hours
             )
-            raise Refused(f"{service.name} is not issuing tickets now; hours: {hours}")
+            raise Refused(
+                f"{service.name} is not issuing tickets now; hours: {hours}",
+                citizen=wording.service_closed(service.name, wording.hours_text(service.hours)),
+            )
         issued = self.hall.counters.get(service.id, 0)
         if service.daily_cap is not None and issued >= service.daily_cap:
             raise Refused(
                 f"{service.name} has reached today's limit of {service.daily_cap} tickets; "
-                "please come back on the next working day"
+                "please come back on the next working day",
+                citizen=wording.daily_cap_reached(service.name, wording.hours_text(service.hours)),
             )
         if issued + 1 >= 10**service.width:
             raise Refused(
@@ -464,7 +469,8 @@ class QueueEngine:
             for t in self.tickets.values():
                 if t.id_hash == id_hash and t.service == service.id and t.status.is_open:
                     raise Refused(
-                        f"this ID card already holds ticket {t.number} for {service.name}"
+                        f"this ID card already holds ticket {t.number} for {service.name}",
+                        citizen=wording.already_holding(service.name, t.number),
                     )
         if appointment is not None:
             for t in self.tickets.values():

@@ -41,6 +41,7 @@ from agent.config import (
     UsbTransport,
 )
 from agent.core import events as ev
+from agent.core import wording
 from agent.core.engine import QueueEngine
 from agent.core.errors import NotFound, Refused
 from agent.core.events import Event
@@ -172,9 +173,14 @@ def ticket_document(
 
 
 class IssuingRefused(Refused):
-    """A ticket that would be printed is refused: the printer cannot print now."""
+    """A ticket that would be printed is refused: the printer cannot print now. The
+    message names the printer's problem (staff, the log); the citizen is told to go to
+    the guide desk (:data:`agent.core.wording.PRINTER_UNAVAILABLE`)."""
 
     code = "printer_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, citizen=wording.PRINTER_UNAVAILABLE)
 
 
 def printer_target(device: PrinterDevice) -> PrinterTarget:
@@ -350,7 +356,12 @@ class TicketPrinting:
         health = self.queue.health
         status, detail = _device_state(health)
         return {
-            "issuing": {"enabled": ok, "reason": None if ok else reason},
+            # reason: the printer's problem (staff); citizen: what the kiosk says instead.
+            "issuing": {
+                "enabled": ok,
+                "reason": None if ok else reason,
+                "citizen": None if ok else wording.PRINTER_UNAVAILABLE,
+            },
             "printer": {
                 "device": self.device.id,
                 "endpoint": self._printer.endpoint,
