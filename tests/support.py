@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,45 @@ class AgentProcess:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout)
         return time.monotonic() - started
+
+
+# -- headless Chromium (the pages' tests) ---------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# As the machine's probe starts it: without the background-networking flags Chromium tries
+# Google's hosts at every start, which a closed network refuses.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Chromium is not installed (Debian package chromium)"
+)
+
+
+@contextlib.asynccontextmanager
+async def chromium(profile: Path, *extra_flags: str) -> AsyncIterator[Any]:
+    """A headless Chromium context with its own profile folder, 1920x1080."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        context = await p.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            args=[*CHROMIUM_FLAGS, *extra_flags],
+            headless=True,
+            viewport={"width": 1920, "height": 1080},
+        )
+        try:
+            yield context
+        finally:
+            await context.close()
 
 
 def slow_fsync_shim(directory: Path) -> Path:

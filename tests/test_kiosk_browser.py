@@ -13,13 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-from support import AgentProcess, hall_config, write_config
-from test_pages_browser import ARTIFACTS, CHROMIUM, FLAGS, cli, free_port
+from support import AgentProcess, chromium, hall_config, needs_chromium, write_config
+from test_pages_browser import ARTIFACTS, cli, free_port
 
 pytestmark = [
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(), reason="Chromium is not installed (Debian package chromium)"
-    ),
+    needs_chromium,
     pytest.mark.timeout(180),
 ]
 
@@ -55,20 +53,10 @@ def agent(tmp_path: Path) -> Iterator[AgentProcess]:
 
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        context = await p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            args=[*FLAGS, "--autoplay-policy=no-user-gesture-required"],
-            headless=True,
-            viewport={"width": 1920, "height": 1080},
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
+    async with chromium(
+        tmp_path / "profile", "--autoplay-policy=no-user-gesture-required"
+    ) as context:
+        yield context
 
 
 async def open_kiosk(agent: AgentProcess, browser: Any, **viewport: int) -> Any:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,24 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from support import AgentProcess, hall_config, write_config
+from support import AgentProcess, chromium, hall_config, needs_chromium, write_config
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="Chromium is not installed (Debian package chromium)"
-)
+pytestmark = needs_chromium
 
 
 def free_port() -> int:
@@ -46,20 +32,8 @@ def free_port() -> int:
 
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        context = await p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            args=FLAGS,
-            headless=True,
-            viewport={"width": 1920, "height": 1080},
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
+    async with chromium(tmp_path / "profile") as context:
+        yield context
 
 
 def cli(url: str, storage: Path, *args: str) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -31,25 +30,22 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from support import ALWAYS, AgentProcess, hall_config, ops_headers, write_config
+from support import (
+    ALWAYS,
+    AgentProcess,
+    chromium,
+    hall_config,
+    needs_chromium,
+    ops_headers,
+    write_config,
+)
 
 from agent.core.events import EventClass
 from agent.runtime.store import RawEvent, Store
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "screens"
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 VIEWPORTS = [(1920, 1080), (1366, 768), (1280, 800), (1080, 1920)]
 # The citizen's kiosk, 办事指南查询, the guide desk and a ticket's status page (a phone):
 # screenshots, offline and audit here; their layout is tested with them.
@@ -76,9 +72,7 @@ ROSTER = [
 ROSTER[1]["photo_url"] = "https://central.example.gov.cn/photos/s-2.jpg"
 
 pytestmark = [
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(), reason="Chromium is not installed (Debian package chromium)"
-    ),
+    needs_chromium,
     pytest.mark.timeout(300),
 ]
 
@@ -209,20 +203,8 @@ def running_hall(tmp_path: Path) -> Iterator[Hall]:
 
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        context = await p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            args=FLAGS,
-            headless=True,
-            viewport={"width": 1920, "height": 1080},
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
+    async with chromium(tmp_path / "profile") as context:
+        yield context
 
 
 async def guard_offline(context: Any, agent_url: str) -> list[str]:

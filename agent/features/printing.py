@@ -218,17 +218,7 @@ def _find_ticket(number: str, engine: QueueEngine, now: dt.datetime) -> TicketFa
             waiting = ticket.status is TicketStatus.WAITING
             ahead = engine.people_ahead(ticket, now) if waiting else None
             wait = engine.wait_minutes(ticket, now) if waiting else None
-            return TicketFacts(
-                ticket_id=ticket.id,
-                number=ticket.number,
-                service=ticket.service,
-                day=ticket.day.isoformat(),
-                priority=ticket.priority,
-                issued_at=ticket.issued_at,
-                ahead=ahead,
-                wait_minutes=wait,
-                token=ticket.token,
-            )
+            return TicketFacts.of_ticket(ticket, ahead=ahead, wait_minutes=wait)
     raise NotFound(f"no ticket {wanted} was issued today ({engine.hall.day.isoformat()})")
 
 

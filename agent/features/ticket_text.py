@@ -30,6 +30,23 @@ class TicketFacts:
     token: str | None = None
 
     @classmethod
+    def of_ticket(
+        cls, ticket: Ticket, *, ahead: int | None, wait_minutes: int | None
+    ) -> TicketFacts:
+        """The facts of a ticket in the queue, with its place now."""
+        return cls(
+            ticket_id=ticket.id,
+            number=ticket.number,
+            service=ticket.service,
+            day=ticket.day.isoformat(),
+            priority=ticket.priority,
+            issued_at=ticket.issued_at,
+            ahead=ahead,
+            wait_minutes=wait_minutes,
+            token=ticket.token,
+        )
+
+    @classmethod
     def from_event(cls, event: StoredEvent, issued: ev.TicketIssued) -> TicketFacts:
         return cls(
             ticket_id=issued.ticket_id,
@@ -65,18 +82,7 @@ def status_url(config: HallAgentConfig, facts: TicketFacts) -> str | None:
 
 def ticket_status_url(config: HallAgentConfig, ticket: Ticket) -> str | None:
     """The link the ticket's QR code carries (:func:`status_url`), from the queue's ticket."""
-    facts = TicketFacts(
-        ticket_id=ticket.id,
-        number=ticket.number,
-        service=ticket.service,
-        day=ticket.day.isoformat(),
-        priority=ticket.priority,
-        issued_at=ticket.issued_at,
-        ahead=None,
-        wait_minutes=None,
-        token=ticket.token,
-    )
-    return status_url(config, facts)
+    return status_url(config, TicketFacts.of_ticket(ticket, ahead=None, wait_minutes=None))
 
 
 def window_names(config: HallAgentConfig, service: str) -> list[str]:

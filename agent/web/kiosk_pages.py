@@ -42,7 +42,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 
 def guide_json(guide: ServiceGuide | None) -> JSON | None:
-    """A service's guide as the pages show it; None when it has nothing to tell."""
+    """A service's guide (办事指南) as the pages show it; None when it has nothing to tell."""
     if guide is None:
         return None
     out: JSON = {

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 
-from agent.config import ScreenDevice, ServiceGuide
+from agent.config import ScreenDevice
 from agent.core import events as ev
 from agent.core import wording
 from agent.core.engine import QueueEngine
@@ -50,7 +50,7 @@ from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoredEvent
 from agent.runtime.tasks import BackgroundTasks
-from agent.web.kiosk_pages import kiosk_routes
+from agent.web.kiosk_pages import guide_json, kiosk_routes
 
 if TYPE_CHECKING:
     from agent.features.issuing import Issuing
@@ -193,7 +193,8 @@ class PageFeed:
         return {s.id: wording.hours_text(s.hours) for s in self.hall.config.services}
 
     def _service_guides(self) -> dict[str, JSON]:
-        return {s.id: guide_json(s.guide) for s in self.hall.config.services if s.guide}
+        guides = {s.id: guide_json(s.guide) for s in self.hall.config.services}
+        return {service: guide for service, guide in guides.items() if guide is not None}
 
     # -- extension points ----------------------------------------------------------------
 
@@ -491,17 +492,6 @@ def photo_path(folder: Path | None, staff: str) -> Path | None:
 
 
 # -- the built-in views ----------------------------------------------------------------------
-
-
-def guide_json(guide: ServiceGuide) -> JSON:
-    """A service's guide (办事指南) as pages show it."""
-    return {
-        "summary": guide.summary,
-        "materials": list(guide.materials),
-        "notes": list(guide.notes),
-        "time_limit": guide.time_limit_text,
-        "fee": guide.fee,
-    }
 
 
 def _window_rows(view: HallView) -> list[JSON]:

@@ -28,6 +28,7 @@ from agent.config import HallAgentConfig
 from agent.core.engine import QueueEngine
 from agent.core.model import Priority, TicketStatus
 from agent.features.ticket_text import checklist, wait_lines, window_names
+from agent.web.kiosk_pages import guide_json
 from agent.web.pages import STATIC, HallView, PageFeed, ViewNotFound
 
 JSON = dict[str, Any]
@@ -56,18 +57,9 @@ _PRIORITY_TEXT = {
 
 def _guide(config: HallAgentConfig, service: str) -> JSON | None:
     try:
-        guide = config.service(service).guide
+        return guide_json(config.service(service).guide)
     except KeyError:
         return None
-    if guide is None:
-        return None
-    return {
-        "summary": guide.summary,
-        "materials": list(guide.materials),
-        "notes": list(guide.notes),
-        "time_limit": guide.time_limit_text,
-        "fee": guide.fee,
-    }
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
