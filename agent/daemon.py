@@ -34,6 +34,7 @@ from agent.features.inputs import TicketInputs, ticket_inputs
 from agent.features.issuing import Issuing
 from agent.features.led import LedStrips, led_strips
 from agent.features.printing import TicketPrinting, ticket_printing
+from agent.features.reports import Reports, hall_reports, report_routes
 from agent.features.staff import sign_in_by_identity
 from agent.features.voice import VoiceCalling, voice_calling
 from agent.runtime.clock import SystemClock, runtime_directory
@@ -109,7 +110,8 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                     capture=None if documents is None else documents.capture,
                     access=access,
                 ) as windows,
-                _link(hall, devices, printing, identity, documents, windows) as link,
+                hall_reports(hall) as reports,
+                _link(hall, devices, printing, identity, documents, windows, reports) as link,
                 HallHealth(hall, link, devices, disk, clock) as health,
                 led_strips(hall, devices) as leds,
                 voice_calling(hall, devices) as voice,
@@ -123,7 +125,7 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                     printing=printing,
                     issuing=issuing,
                 )
-                _feature_routes(app, gate, health, identity, documents)
+                _feature_routes(app, gate, health, identity, documents, reports)
                 pages = PageFeed(hall, devices, printing, issuing)
                 app.include_router(page_routes(pages))
                 app.include_router(window_routes(windows, pages, gate))
@@ -177,9 +179,12 @@ def _feature_routes(
     health: HallHealth,
     identity: IdentityDesk | None,
     documents: DocumentDesk | None,
+    reports: Reports,
 ) -> None:
     """The features' routes, each guarded by its rule (docs/security.md)."""
     app.include_router(access_routes(gate))
+    managers = gate.allow(Role.MANAGER, Role.OPS, action="read the hall's reports")
+    app.include_router(report_routes(reports, read_guard=guard(managers)))
     monitors = gate.allow(Role.SCREEN, Role.MANAGER, Role.OPS, action="read the metrics")
     app.include_router(health_routes(health, metrics=guard(monitors)))
     if identity is not None:
@@ -205,6 +210,7 @@ def _link(
     identity: IdentityDesk | None,
     documents: DocumentDesk | None,
     windows: WindowDevices,
+    reports: Reports,
 ) -> Link:
     """The central link with what the device features add to it."""
     handlers = CommandHandlers(
@@ -212,6 +218,7 @@ def _link(
         request_rating=windows.ratings.request_command,
         set_appointments=None if identity is None else identity.set_appointments_command,
         capture_document=None if documents is None else documents.capture_command,
+        get_report=reports.command,
     )
     topics = Topics(hall.config.hall.id)
     return Link(

@@ -1,0 +1,242 @@
+"""Reports (统计报表): the hall's figures for any range of business days, their exports,
+the ``report.daily`` event at each rollover and central's ``get_report`` command.
+
+The records are the store's (``agent/runtime/store/stats.py``), the figures
+:mod:`agent.core.reports`'; this module reads the one, computes the other off the event
+loop, and turns a report into tables with Chinese headers: CSV (one view, or every view
+one after the other) and XLSX (one sheet per view, openpyxl). docs/reports.md says what
+each figure means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Response
+
+from agent.central import contract as c
+from agent.core import events as ev
+from agent.core.errors import Refused
+from agent.core.events import Event
+from agent.core.reports import (
+    VIEWS,
+    DutySpan,
+    TicketLife,
+    View,
+    day_bounds,
+    parse_range,
+    summarise,
+)
+from agent.features.report_tables import csv_bytes, to_xlsx
+from agent.runtime.hall import Hall
+from agent.runtime.store import Store, StoredEvent, Written
+from agent.runtime.tasks import BackgroundTasks, stop
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+
+# A longer range is split by the one asking (a year and a little: a year's comparison).
+MAX_DAYS = 400
+
+
+class Reports:
+    """Reports of one hall: read its records, compute, export."""
+
+    def __init__(self, hall: Hall) -> None:
+        self.hall = hall
+
+    def today(self) -> dt.date:
+        return self.hall.business_day()
+
+    async def now(self) -> dt.datetime:
+        """The hall's time (its clock, in its zone)."""
+        now: dt.datetime = await self.hall.read(lambda _, now: now)
+        return now
+
+    def span(
+        self, first: str | dt.date | None, last: str | dt.date | None
+    ) -> tuple[dt.date, dt.date]:
+        """The business days asked for (see :func:`agent.core.reports.parse_range`); a
+        :class:`Refused` saying what to write instead."""
+        try:
+            start, end = parse_range(first, last, self.today())
+        except ValueError as err:
+            raise Refused(str(err)) from None
+        if (end - start).days + 1 > MAX_DAYS:
+            raise Refused(f"a report covers at most {MAX_DAYS} days; ask for a shorter range")
+        return start, end
+
+    async def report(self, first: dt.date, last: dt.date, views: Iterable[View] = VIEWS) -> JSON:
+        """The report of business days ``first``..``last`` with the ``views`` asked for."""
+        config = self.hall.config
+        start, end = day_bounds(first, last, config.hall.zone, config.hall.day_start_hour)
+        now = await self.now()
+        until = min(end, now.timestamp())
+
+        def read(store: Store) -> tuple[list[TicketLife], list[DutySpan], Any, Any]:
+            tickets, spans, bad = store.report_records(first, last, start, until)
+            return tickets, spans, bad, store.setting("staff")
+
+        tickets, spans, bad, roster = await self.hall.store_call(read)
+        names: dict[View, dict[str, str]] = {
+            "service": {s.id: s.name for s in config.services},
+            "window": {w.id: w.name for w in config.windows},
+            "staff": _staff_names(roster),
+        }
+        wanted = list(views)
+        body = await asyncio.to_thread(
+            summarise,
+            tickets,
+            spans,
+            first=first,
+            last=last,
+            start=start,
+            end=until,
+            views=wanted,
+            names=names,
+            bad=bad,
+        )
+        return {
+            "hall_id": config.hall.id,
+            "hall_name": config.hall.name,
+            "generated_at": now.isoformat(timespec="seconds"),
+            **body,
+        }
+
+    async def command(self, command: c.GetReport) -> JSON:
+        """Central's ``get_report``."""
+        first, last = self.span(command.from_, command.to)
+        return await self.report(first, last, VIEWS if command.by is None else (command.by,))
+
+    async def daily_event(self, day: dt.date) -> Event:
+        """The ``report.daily`` event of a closed business day."""
+        body = await self.report(day, day, ("service", "window", "staff"))
+        views = body["views"]
+        return Event(
+            ev.ReportDaily(
+                day=day.isoformat(),
+                hall=body["hall"],
+                services=views["service"],
+                windows=views["window"],
+                staff=views["staff"],
+                bad_ratings=body["bad_ratings"],
+            ),
+            await self.now(),
+        )
+
+
+def _staff_names(roster: Any) -> dict[str, str]:
+    """Staff numbers to names from the roster central pushed (``set_staff``)."""
+    names: dict[str, str] = {}
+    if isinstance(roster, list):
+        for member in roster:
+            if isinstance(member, dict) and member.get("staff") and member.get("name"):
+                names[str(member["staff"])] = str(member["name"])
+    return names
+
+
+# -- the daily event ------------------------------------------------------------------------
+
+
+class DailyReports:
+    """Sends ``report.daily`` once each ``day.closed`` is committed. An async context
+    manager; a day whose report could not be written is logged (central can ask for it
+    with ``get_report``)."""
+
+    def __init__(self, reports: Reports) -> None:
+        self.reports = reports
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> DailyReports:
+        async with contextlib.AsyncExitStack() as stack:
+            events = await stack.enter_async_context(self.reports.hall.events())
+            tasks = await stack.enter_async_context(BackgroundTasks())
+            follow = tasks.create_task(self._follow(events), name="daily-reports")
+            stack.push_async_callback(stop, follow)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _follow(self, events: asyncio.Queue[StoredEvent]) -> None:
+        while True:
+            stored = await events.get()
+            match stored.payload:
+                case ev.DayClosed(day=day):
+                    await self.send(dt.date.fromisoformat(day))
+
+    async def send(self, day: dt.date) -> list[StoredEvent]:
+        """Compute and append the day's ``report.daily`` (its own write)."""
+        try:
+            event = await self.reports.daily_event(day)
+
+            def write(store: Store, now: dt.datetime, clock_ok: bool) -> Written[list[StoredEvent]]:
+                return Written.of_events(store.append([event], clock_ok=clock_ok))
+
+            return await self.reports.hall.write(write)
+        except Exception:
+            log.exception("could not send the report of %s; central can ask with get_report", day)
+            return []
+
+
+@contextlib.asynccontextmanager
+async def hall_reports(hall: Hall) -> AsyncIterator[Reports]:
+    """The hall's reports, with ``report.daily`` sent at every rollover."""
+    reports = Reports(hall)
+    async with DailyReports(reports):
+        yield reports
+
+
+# -- the local API ----------------------------------------------------------------------------
+
+CSV_TYPE = "text/csv; charset=utf-8"
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def report_routes(reports: Reports, *, read_guard: Sequence[Any]) -> APIRouter:
+    """``GET /api/v1/reports``: the report as JSON, CSV or XLSX (``read_guard``: who may,
+    decided by the web layer, agent/web/access.py — the manager and ops)."""
+    router = APIRouter(prefix="/api/v1", tags=["reports"])
+
+    @router.get("/reports", dependencies=list(read_guard))
+    async def report(
+        from_: Annotated[
+            str | None,
+            Query(
+                alias="from",
+                description="first business day: YYYY-MM-DD, YYYY-Www, YYYY-MM, today, "
+                "yesterday (default today)",
+            ),
+        ] = None,
+        to: Annotated[str | None, Query(description="last business day (default: from's)")] = None,
+        by: Annotated[
+            Literal["service", "window", "staff", "hour"] | None,
+            Query(description="one view; all four when absent"),
+        ] = None,
+        format: Annotated[Literal["json", "csv", "xlsx"], Query()] = "json",
+    ) -> Any:
+        """The hall's statistics for a range of business days (docs/reports.md)."""
+        first, last = reports.span(from_, to)
+        body = await reports.report(first, last, VIEWS if by is None else (by,))
+        if format == "json":
+            return body
+        name = f"report-{first.isoformat()}_{last.isoformat()}"
+        if format == "csv":
+            content, media, name = csv_bytes(body, by), CSV_TYPE, f"{name}.csv"
+        else:
+            content = await asyncio.to_thread(to_xlsx, body)
+            media, name = XLSX_TYPE, f"{name}.xlsx"
+        return Response(
+            content,
+            media_type=media,
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    return router
