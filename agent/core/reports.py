@@ -24,7 +24,7 @@ import dataclasses
 import datetime as dt
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 JSON = dict[str, Any]
@@ -161,30 +161,12 @@ class _Tally:
     by_priority: Counter[str] = dataclasses.field(default_factory=Counter)
     outcomes: Counter[str | None] = dataclasses.field(default_factory=Counter)
     transferred: int = 0
-    waits: list[float] = dataclasses.field(default_factory=list)
-    services: list[float] = dataclasses.field(default_factory=list)
+    waits: list[float] = dataclasses.field(default_factory=list)  # seconds
+    services: list[float] = dataclasses.field(default_factory=list)  # seconds
     levels: Counter[int] = dataclasses.field(default_factory=Counter)
     defaulted: int = 0
     duty_s: float = 0.0
     paused_s: float = 0.0
-
-    def ticket(self, t: TicketLife, *, issued: bool) -> None:
-        """The ticket's own figures (not its transfer or its rating)."""
-        if issued:
-            self.issued += 1
-            self.by_source[t.source] += 1
-            self.by_priority[t.priority] += 1
-        self.outcomes[t.outcome] += 1
-        if t.called_at is not None:
-            self.waits.append(max(0.0, t.called_at - t.issued_at) / 60)
-        if t.outcome == SERVED and t.service_s is not None:
-            self.services.append(t.service_s / 60)
-
-    def rating(self, t: TicketLife) -> None:
-        if t.rating is not None:
-            self.levels[t.rating] += 1
-            if t.rating_defaulted:
-                self.defaulted += 1
 
     def figures(self, *, issued: bool, duty: bool) -> JSON:
         served = self.outcomes[SERVED]
@@ -198,8 +180,8 @@ class _Tally:
             "cancelled": self.outcomes[CANCELLED],
             "expired": self.outcomes[EXPIRED],
             "open": self.outcomes[None],
-            "wait_minutes": spread(self.waits),
-            "service_minutes": spread(self.services),
+            "wait_minutes": spread(s / 60 for s in self.waits),
+            "service_minutes": spread(s / 60 for s in self.services),
             "ratings": rating_figures(self.levels, self.defaulted, served),
             "on_duty_minutes": round(self.duty_s / 60, 2) if duty else None,
             "paused_minutes": round(self.paused_s / 60, 2) if duty else None,
@@ -212,68 +194,91 @@ def _clipped(span: DutySpan, start: float, end: float) -> float:
     return max(0.0, finish - max(span.start_at, start))
 
 
-Key = Callable[[TicketLife], str | None]
-
-_TICKET_KEY: dict[View, Key] = {
-    "service": lambda t: t.issued_service,
-    "window": lambda t: t.window,
-    "staff": lambda t: t.staff,
-    "hour": lambda t: f"{t.hour:02d}",
+_F = TicketLife._fields
+_HOUR = _F.index("hour")
+# Per view: the TicketLife fields that give a ticket's group, the group of its transfer and
+# the group of its rating (None: the hall, one group).
+_COLUMNS: dict[str, tuple[int, int, int]] = {
+    "service": (_F.index("issued_service"),) * 3,
+    "window": (_F.index("window"), _F.index("transfer_window"), _F.index("rating_window")),
+    "staff": (_F.index("staff"), _F.index("transfer_staff"), _F.index("rating_staff")),
+    "hour": (_HOUR,) * 3,
 }
-_TRANSFER_KEY: dict[View, Key] = {
-    "service": lambda t: t.issued_service,
-    "window": lambda t: t.transfer_window,
-    "staff": lambda t: t.transfer_staff,
-    "hour": lambda t: f"{t.hour:02d}",
-}
-_RATING_KEY: dict[View, Key] = {
-    "service": lambda t: t.issued_service,
-    "window": lambda t: t.rating_window,
-    "staff": lambda t: t.rating_staff,
-    "hour": lambda t: f"{t.hour:02d}",
-}
+_HALL_KEY = "hall"
 
 
-def _view(
-    view: View,
-    tickets: Sequence[TicketLife],
+def _tally(
+    tickets: Sequence[TicketLife], columns: tuple[int, int, int] | None, issued: bool
+) -> dict[Any, _Tally]:
+    """One pass over the tickets: each one's figures under its group(s). Written for speed
+    (a year of a busy hall is 110 000 tickets): plain indexing, no calls per ticket."""
+    tallies: dict[Any, _Tally] = {}
+    hall = tallies[_HALL_KEY] = _Tally()
+    own: _Tally | None
+    moved: _Tally | None
+    rated: _Tally | None
+    for t in tickets:
+        if columns is None:
+            own = rated = moved = hall
+        else:
+            k = t[columns[0]]
+            own = None if k is None else tallies.get(k)
+            if own is None and k is not None:
+                own = tallies[k] = _Tally()
+            moved = rated = own
+            if columns[1] != columns[0] and t.transfers:
+                k = t[columns[1]]
+                moved = None if k is None else tallies.get(k)
+                if moved is None and k is not None:
+                    moved = tallies[k] = _Tally()
+            if columns[2] != columns[0] and t.rating is not None:
+                k = t[columns[2]]
+                rated = None if k is None else tallies.get(k)
+                if rated is None and k is not None:
+                    rated = tallies[k] = _Tally()
+        if own is not None:
+            if issued:
+                own.issued += 1
+                own.by_source[t.source] += 1
+                own.by_priority[t.priority] += 1
+            outcome = t.outcome
+            own.outcomes[outcome] += 1
+            called = t.called_at
+            if called is not None:
+                own.waits.append(max(0.0, called - t.issued_at))
+            if outcome == SERVED and t.service_s is not None:
+                own.services.append(t.service_s)
+        if moved is not None and t.transfers:
+            moved.transferred += 1
+        level = t.rating
+        if rated is not None and level is not None:
+            rated.levels[level] += 1
+            if t.rating_defaulted:
+                rated.defaulted += 1
+    if columns is not None:
+        del tallies[_HALL_KEY]
+    return tallies
+
+
+def _duty(
+    tallies: dict[Any, _Tally],
     spans: Sequence[DutySpan],
+    view: str | None,
     start: float,
     end: float,
-) -> dict[str, _Tally]:
-    tallies: dict[str, _Tally] = {}
-
-    def tally(key: str) -> _Tally:
-        found = tallies.get(key)
-        if found is None:
-            found = tallies[key] = _Tally()
-        return found
-
-    by_ticket, by_transfer, by_rating = _TICKET_KEY[view], _TRANSFER_KEY[view], _RATING_KEY[view]
-    issued = view in ("service", "hour")
-    for t in tickets:
-        key = by_ticket(t)
-        if key is not None:
-            tally(key).ticket(t, issued=issued)
-        if t.transfers:
-            key = by_transfer(t)
-            if key is not None:
-                tally(key).transferred += 1
-        if t.rating is not None:
-            key = by_rating(t)
-            if key is not None:
-                tally(key).rating(t)
-    if view in ("window", "staff"):
-        for span in spans:
-            key = span.window if view == "window" else span.staff
-            if key is None:
-                continue
-            seconds = _clipped(span, start, end)
-            if span.kind == "duty":
-                tally(key).duty_s += seconds
-            else:
-                tally(key).paused_s += seconds
-    return tallies
+) -> None:
+    for span in spans:
+        key = _HALL_KEY if view is None else span.window if view == "window" else span.staff
+        if key is None:
+            continue
+        tally = tallies.get(key)
+        if tally is None:
+            tally = tallies[key] = _Tally()
+        seconds = _clipped(span, start, end)
+        if span.kind == "duty":
+            tally.duty_s += seconds
+        else:
+            tally.paused_s += seconds
 
 
 def summarise(
@@ -294,41 +299,36 @@ def summarise(
     if last < first:
         raise ValueError(f"the range ends ({last}) before it starts ({first}); swap them")
     names = names or {}
-    hall = _Tally()
-    for t in tickets:
-        hall.ticket(t, issued=True)
-        if t.transfers:
-            hall.transferred += 1
-        hall.rating(t)
-    for span in spans:
-        seconds = _clipped(span, start, end)
-        if span.kind == "duty":
-            hall.duty_s += seconds
-        else:
-            hall.paused_s += seconds
+    whole = _tally(tickets, None, True)
+    _duty(whole, spans, None, start, end)
     out: JSON = {
         "from": first.isoformat(),
         "to": last.isoformat(),
         "days": (last - first).days + 1,
-        "hall": hall.figures(issued=True, duty=True),
+        "hall": whole[_HALL_KEY].figures(issued=True, duty=True),
         "views": {},
         "bad_ratings": [_bad_json(b, names) for b in bad],
     }
     for view in views:
         if view not in VIEWS:
             raise ValueError(f"unknown view {view!r}; the views are {', '.join(VIEWS)}")
-        tallies = _view(view, tickets, spans, start, end)
         issued = view in ("service", "hour")
         duty = view in ("window", "staff")
+        tallies = _tally(tickets, _COLUMNS[view], issued)
+        if duty:
+            _duty(tallies, spans, view, start, end)
         named = names.get(view, {})
-        out["views"][view] = [
-            {
-                "key": key,
-                "name": named.get(key, key),
-                **tallies[key].figures(issued=issued, duty=duty),
-            }
-            for key in sorted(tallies)
-        ]
+        groups = []
+        for key in sorted(tallies):
+            label = f"{key:02d}" if view == "hour" else str(key)
+            groups.append(
+                {
+                    "key": label,
+                    "name": named.get(label, label),
+                    **tallies[key].figures(issued=issued, duty=duty),
+                }
+            )
+        out["views"][view] = groups
     return out
 
 
