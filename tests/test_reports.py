@@ -24,7 +24,7 @@ from agent.config import HallAgentConfig
 from agent.core import operations as op
 from agent.core.errors import QueueError
 from agent.core.model import Priority, Source
-from agent.core.reports import parse_range, percentile, rating_figures, spread
+from agent.core.reports import parse_range, percentile, rating_figures, spread, summarise
 from agent.features.report_tables import VIEW_TITLES, csv_bytes, headers, to_csv, to_xlsx
 from agent.features.reports import DailyReports, Reports
 from agent.runtime.hall import Hall
@@ -612,3 +612,38 @@ async def test_the_report_route_the_cli_and_who_may_read(tmp_path: Path, capsys)
         assert rows[1][0] == "1001"
         assert await asyncio.to_thread(main, [*base, "--json"]) == 0
         assert '"served": 1' in capsys.readouterr().out
+
+
+async def test_an_upgraded_store_fills_the_records_from_its_saved_tickets(
+    day_hall, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    from agent.runtime.store import DB_NAME
+
+    hall, _, _ = day_hall
+    path = hall.store.path
+    copy = tmp_path / "old" / DB_NAME
+    copy.parent.mkdir()
+    source = sqlite3.connect(path)
+    target = sqlite3.connect(copy)
+    with target:
+        source.backup(target)
+    source.close()
+    # The file as the previous version left it: no statistics tables, schema version 5.
+    target.executescript("DROP TABLE stat_tickets; DROP TABLE stat_duty; PRAGMA user_version = 5;")
+    target.close()
+    store = Store.open(copy.parent)
+    try:
+        first, last = MONDAY, MONDAY
+        tickets, spans, bad = store.report_records(first, last, 0.0, 2e9)
+    finally:
+        store.close()
+    assert spans == []  # duty time is not in the saved tickets
+    assert [b.ticket for b in bad] == ["B001"]
+    report = summarise(tickets, spans, first=first, last=last, start=0.0, end=2e9, bad=bad)
+    figures = report["hall"]
+    for key in ("issued", "issued_by_source", "issued_by_priority", "served", "no_show"):
+        assert figures[key] == HALL[key], key
+    for key in ("transferred", "cancelled", "expired", "ratings", "service_minutes"):
+        assert figures[key] == HALL[key], key
