@@ -322,6 +322,10 @@ async def test_a_scripted_day_gives_exactly_the_expected_figures(day_hall) -> No
         "comment": "等太久",
         "rated_at": at(9, 46).isoformat(),
     }
+    # The closed day's tally is kept (the rollover's report.daily kept it), and a range
+    # adds kept days up; the open day comes from its records.
+    kept = await hall.store_call(lambda s: s.day_tallies(MONDAY, MONDAY))
+    assert list(kept) == ["2026-03-02"]
     # A range around it holds the same tickets; a day without tickets holds none.
     week = await Reports(hall).report(*parse_range("2026-W10", None, MONDAY))
     assert week["hall"] == HALL
@@ -631,12 +635,16 @@ async def test_an_upgraded_store_fills_the_records_from_its_saved_tickets(
         source.backup(target)
     source.close()
     # The file as the previous version left it: no statistics tables, schema version 5.
-    target.executescript("DROP TABLE stat_tickets; DROP TABLE stat_duty; PRAGMA user_version = 5;")
+    target.executescript(
+        "DROP TABLE stat_tickets; DROP TABLE stat_duty; DROP TABLE stat_days; "
+        "PRAGMA user_version = 5;"
+    )
     target.close()
     store = Store.open(copy.parent)
     try:
         first, last = MONDAY, MONDAY
-        tickets, spans, bad = store.report_records(first, last, 0.0, 2e9)
+        tickets, spans = store.report_records(first, last, 0.0, 2e9)
+        bad = store.bad_ratings(first, last)
     finally:
         store.close()
     assert spans == []  # duty time is not in the saved tickets

@@ -168,6 +168,38 @@ class _Tally:
     duty_s: float = 0.0
     paused_s: float = 0.0
 
+    def to_json(self) -> JSON:
+        """What a closed day's tally keeps (``stat_days``): counts and the raw durations."""
+        return {
+            "issued": self.issued,
+            "by_source": dict(self.by_source),
+            "by_priority": dict(self.by_priority),
+            "outcomes": {_OPEN if k is None else k: v for k, v in self.outcomes.items()},
+            "transferred": self.transferred,
+            "waits": self.waits,
+            "services": self.services,
+            "levels": {str(k): v for k, v in self.levels.items()},
+            "defaulted": self.defaulted,
+            "duty_s": self.duty_s,
+            "paused_s": self.paused_s,
+        }
+
+    def add(self, saved: JSON) -> None:
+        """Add a tally kept by :meth:`to_json` (another day's, of the same group)."""
+        self.issued += saved["issued"]
+        self.by_source.update(saved["by_source"])
+        self.by_priority.update(saved["by_priority"])
+        for key, count in saved["outcomes"].items():
+            self.outcomes[None if key == _OPEN else key] += count
+        self.transferred += saved["transferred"]
+        self.waits.extend(saved["waits"])
+        self.services.extend(saved["services"])
+        for level, count in saved["levels"].items():
+            self.levels[int(level)] += count
+        self.defaulted += saved["defaulted"]
+        self.duty_s += saved["duty_s"]
+        self.paused_s += saved["paused_s"]
+
     def figures(self, *, issued: bool, duty: bool) -> JSON:
         served = self.outcomes[SERVED]
         return {
@@ -205,6 +237,7 @@ _COLUMNS: dict[str, tuple[int, int, int]] = {
     "hour": (_HOUR,) * 3,
 }
 _HALL_KEY = "hall"
+_OPEN = "open"
 
 
 def _tally(
@@ -281,6 +314,79 @@ def _duty(
             tally.paused_s += seconds
 
 
+def day_tally(
+    tickets: Sequence[TicketLife], spans: Sequence[DutySpan], start: float, end: float
+) -> JSON:
+    """One business day's tallies for the hall and every view, as JSON: what the store
+    keeps for a closed day (``stat_days``) so a long range adds days up instead of going
+    through every ticket again. ``start``..``end``: the day's span for duty time."""
+    out: JSON = {}
+    whole = _tally(tickets, None, True)
+    _duty(whole, spans, None, start, end)
+    out["hall"] = {_HALL_KEY: whole[_HALL_KEY].to_json()}
+    for view in VIEWS:
+        tallies = _tally(tickets, _COLUMNS[view], view in ("service", "hour"))
+        if view in ("window", "staff"):
+            _duty(tallies, spans, view, start, end)
+        out[view] = {
+            (f"{key:02d}" if view == "hour" else str(key)): tally.to_json()
+            for key, tally in tallies.items()
+        }
+    return out
+
+
+def combine(
+    days: Iterable[JSON],
+    *,
+    first: dt.date,
+    last: dt.date,
+    views: Iterable[View] = VIEWS,
+    names: Mapping[View, Mapping[str, str]] | None = None,
+    bad: Sequence[BadRating] = (),
+) -> JSON:
+    """The report of business days ``first``..``last`` from their :func:`day_tally`
+    tallies: the hall's figures, each asked view's groups (ordered by key; ``names`` gives
+    each key its name) and every 差评."""
+    if last < first:
+        raise ValueError(f"the range ends ({last}) before it starts ({first}); swap them")
+    wanted = list(views)
+    for view in wanted:
+        if view not in VIEWS:
+            raise ValueError(f"unknown view {view!r}; the views are {', '.join(VIEWS)}")
+    names = names or {}
+    merged: dict[str, dict[str, _Tally]] = {"hall": {}, **{v: {} for v in wanted}}
+    for day in days:
+        for part, groups in merged.items():
+            for key, saved in day.get(part, {}).items():
+                tally = groups.get(key)
+                if tally is None:
+                    tally = groups[key] = _Tally()
+                tally.add(saved)
+    hall = merged["hall"].get(_HALL_KEY) or _Tally()
+    out: JSON = {
+        "from": first.isoformat(),
+        "to": last.isoformat(),
+        "days": (last - first).days + 1,
+        "hall": hall.figures(issued=True, duty=True),
+        "views": {},
+        "bad_ratings": [_bad_json(b, names) for b in bad],
+    }
+    for view in wanted:
+        issued = view in ("service", "hour")
+        duty = view in ("window", "staff")
+        named = names.get(view, {})
+        groups = merged[view]
+        out["views"][view] = [
+            {
+                "key": key,
+                "name": named.get(key, key),
+                **groups[key].figures(issued=issued, duty=duty),
+            }
+            for key in sorted(groups)
+        ]
+    return out
+
+
 def summarise(
     tickets: Sequence[TicketLife],
     spans: Sequence[DutySpan],
@@ -293,43 +399,10 @@ def summarise(
     names: Mapping[View, Mapping[str, str]] | None = None,
     bad: Sequence[BadRating] = (),
 ) -> JSON:
-    """The report of business days ``first``..``last``: the hall's figures, each asked
-    view's groups (ordered by key; ``names`` gives each key its name) and every 差评.
-    ``start``..``end`` (POSIX seconds) is the span duty and pause time is counted in."""
-    if last < first:
-        raise ValueError(f"the range ends ({last}) before it starts ({first}); swap them")
-    names = names or {}
-    whole = _tally(tickets, None, True)
-    _duty(whole, spans, None, start, end)
-    out: JSON = {
-        "from": first.isoformat(),
-        "to": last.isoformat(),
-        "days": (last - first).days + 1,
-        "hall": whole[_HALL_KEY].figures(issued=True, duty=True),
-        "views": {},
-        "bad_ratings": [_bad_json(b, names) for b in bad],
-    }
-    for view in views:
-        if view not in VIEWS:
-            raise ValueError(f"unknown view {view!r}; the views are {', '.join(VIEWS)}")
-        issued = view in ("service", "hour")
-        duty = view in ("window", "staff")
-        tallies = _tally(tickets, _COLUMNS[view], issued)
-        if duty:
-            _duty(tallies, spans, view, start, end)
-        named = names.get(view, {})
-        groups = []
-        for key in sorted(tallies):
-            label = f"{key:02d}" if view == "hour" else str(key)
-            groups.append(
-                {
-                    "key": label,
-                    "name": named.get(label, label),
-                    **tallies[key].figures(issued=issued, duty=duty),
-                }
-            )
-        out["views"][view] = groups
-    return out
+    """The report of business days ``first``..``last`` straight from their records
+    (``start``..``end``, POSIX seconds: the span duty and pause time is counted in)."""
+    tally = day_tally(tickets, spans, start, end)
+    return combine([tally], first=first, last=last, views=views, names=names, bad=bad)
 
 
 def _bad_json(b: BadRating, names: Mapping[View, Mapping[str, str]]) -> JSON:

@@ -25,16 +25,16 @@ from agent.core.errors import Refused
 from agent.core.events import Event
 from agent.core.reports import (
     VIEWS,
-    DutySpan,
     TicketLife,
     View,
+    combine,
     day_bounds,
+    day_tally,
     parse_range,
-    summarise,
 )
 from agent.features.report_tables import csv_bytes, to_xlsx
 from agent.runtime.hall import Hall
-from agent.runtime.store import Store, StoredEvent, Written
+from agent.runtime.store import Store, StoredEvent, StoreError, Written
 from agent.runtime.tasks import BackgroundTasks, stop
 
 log = logging.getLogger(__name__)
@@ -73,31 +73,44 @@ class Reports:
         return start, end
 
     async def report(self, first: dt.date, last: dt.date, views: Iterable[View] = VIEWS) -> JSON:
-        """The report of business days ``first``..``last`` with the ``views`` asked for."""
+        """The report of business days ``first``..``last`` with the ``views`` asked for.
+
+        A closed day is read from its kept tally (``stat_days``); a closed day without one
+        is tallied from its records once and kept; the open day (today) is tallied from
+        its records every time."""
         config = self.hall.config
-        start, end = day_bounds(first, last, config.hall.zone, config.hall.day_start_hour)
-        now = await self.now()
-        until = min(end, now.timestamp())
+        today, now = await self.hall.read(lambda engine, now: (engine.hall.day, now))
+        wanted = list(views)
+        kept: dict[str, JSON] = {}
+        if first < today:
+            closed_last = min(last, today - dt.timedelta(days=1))
+            kept = await self.hall.store_call(lambda s: s.day_tallies(first, closed_last))
+        needed = [
+            day
+            for day in _days(first, min(last, today))
+            if day == today or day.isoformat() not in kept
+        ]
+        fresh: dict[str, JSON] = {}
+        for lo, hi in _runs(needed):
+            fresh.update(await self._tally_days(lo, hi, now))
+        closed = {day: t for day, t in fresh.items() if day < today.isoformat()}
+        if closed:
+            await self._keep(closed)
 
-        def read(store: Store) -> tuple[list[TicketLife], list[DutySpan], Any, Any]:
-            tickets, spans, bad = store.report_records(first, last, start, until)
-            return tickets, spans, bad, store.setting("staff")
+        def read(store: Store) -> tuple[Any, Any]:
+            return store.bad_ratings(first, last), store.setting("staff")
 
-        tickets, spans, bad, roster = await self.hall.store_call(read)
+        bad, roster = await self.hall.store_call(read)
         names: dict[View, dict[str, str]] = {
             "service": {s.id: s.name for s in config.services},
             "window": {w.id: w.name for w in config.windows},
             "staff": _staff_names(roster),
         }
-        wanted = list(views)
         body = await asyncio.to_thread(
-            summarise,
-            tickets,
-            spans,
+            combine,
+            [*kept.values(), *fresh.values()],
             first=first,
             last=last,
-            start=start,
-            end=until,
             views=wanted,
             names=names,
             bad=bad,
@@ -108,6 +121,45 @@ class Reports:
             "generated_at": now.isoformat(timespec="seconds"),
             **body,
         }
+
+    async def _tally_days(self, first: dt.date, last: dt.date, now: dt.datetime) -> dict[str, JSON]:
+        """Each day's tally from the records (duty and pauses up to ``now`` at most)."""
+        zone, hour = self.hall.config.hall.zone, self.hall.config.hall.day_start_hour
+        start, end = day_bounds(first, last, zone, hour)
+        until = min(end, now.timestamp())
+        tickets, spans = await self.hall.store_call(
+            lambda s: s.report_records(first, last, start, until)
+        )
+
+        def tally() -> dict[str, JSON]:
+            by_day: dict[str, list[TicketLife]] = {d.isoformat(): [] for d in _days(first, last)}
+            for ticket in tickets:
+                by_day.setdefault(ticket.day, []).append(ticket)
+            out = {}
+            for day, found in by_day.items():
+                lo, hi = day_bounds(
+                    dt.date.fromisoformat(day), dt.date.fromisoformat(day), zone, hour
+                )
+                hi = min(hi, until)
+                inside = [
+                    s for s in spans if s.start_at < hi and (s.end_at is None or s.end_at > lo)
+                ]
+                out[day] = day_tally(found, inside, lo, hi)
+            return out
+
+        return await asyncio.to_thread(tally)
+
+    async def _keep(self, tallies: dict[str, JSON]) -> None:
+        """Keep closed days' tallies (a failure only costs the next report the time)."""
+
+        def write(store: Store, now: dt.datetime, clock_ok: bool) -> Written[None]:
+            store.keep_day_tallies(tallies)
+            return Written([], None)
+
+        try:
+            await self.hall.write(write)
+        except StoreError as err:
+            log.warning("could not keep the tallies of %d closed days: %s", len(tallies), err)
 
     async def command(self, command: c.GetReport) -> JSON:
         """Central's ``get_report``."""
@@ -129,6 +181,21 @@ class Reports:
             ),
             await self.now(),
         )
+
+
+def _days(first: dt.date, last: dt.date) -> list[dt.date]:
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def _runs(days: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """Consecutive days as (first, last) runs."""
+    runs: list[tuple[dt.date, dt.date]] = []
+    for day in days:
+        if runs and day == runs[-1][1] + dt.timedelta(days=1):
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
 
 
 def _staff_names(roster: Any) -> dict[str, str]:

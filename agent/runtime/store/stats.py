@@ -3,8 +3,9 @@
 ``Store.commit`` calls :meth:`StatsRows._record_stats` inside its transaction with the
 events it writes, so the records change with the events and never depend on the outbox
 keeping them (retention deletes acknowledged events). The report reads
-(:meth:`StatsRows.report_records`) are a few indexed range scans; the figures are computed
-by :mod:`agent.core.reports`.
+(:meth:`StatsRows.report_records`) are indexed range scans; a closed day's tallies are kept
+in ``stat_days`` (:meth:`StatsRows.keep_day_tallies`), so a long range adds days up. The
+figures are computed by :mod:`agent.core.reports`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from agent.core import events as ev
 from agent.core.events import Event
@@ -59,6 +61,7 @@ CREATE TABLE stat_duty (
 );
 CREATE INDEX stat_duty_start ON stat_duty (start_at);
 CREATE INDEX stat_duty_open ON stat_duty (window, kind) WHERE end_at IS NULL;
+CREATE TABLE stat_days (day TEXT PRIMARY KEY, tally TEXT NOT NULL);
 INSERT INTO stat_tickets (
     ticket_id, day, number, issued_service, service, source, priority, issued_at, hour,
     called_at, ended_at, outcome, window, staff, service_s, transfers, rating,
@@ -90,9 +93,6 @@ _SERVED = {ev.TicketFinished: "served", ev.TicketNoShow: "no_show"}
 _ENDED = {ev.TicketCancelled: "cancelled", ev.TicketExpired: "expired"}
 
 
-Records = tuple[list[TicketLife], list[DutySpan], list[BadRating]]
-
-
 def _ts(at: dt.datetime) -> float:
     return at.timestamp()
 
@@ -106,14 +106,13 @@ class StatsRows(StoreCore):
             if isinstance(event, Event):
                 _apply(conn, event)
 
-    def report_records(self, first: dt.date, last: dt.date, start: float, end: float) -> Records:
-        """Every ticket of business days ``first``..``last``, the duty and pause spans that
-        overlap ``start``..``end`` (POSIX seconds), and the 差评 of those days."""
+    def report_records(
+        self, first: dt.date, last: dt.date, start: float, end: float
+    ) -> tuple[list[TicketLife], list[DutySpan]]:
+        """Every ticket of business days ``first``..``last`` and the duty and pause spans
+        that overlap ``start``..``end`` (POSIX seconds)."""
 
-        def read(
-            conn: sqlite3.Connection,
-        ) -> tuple[list[TicketLife], list[DutySpan], list[BadRating]]:
-            days = (first.isoformat(), last.isoformat())
+        def read(conn: sqlite3.Connection) -> tuple[list[TicketLife], list[DutySpan]]:
             tickets = list(
                 map(
                     TicketLife._make,
@@ -122,7 +121,7 @@ class StatsRows(StoreCore):
                         "issued_at, called_at, outcome, window, staff, service_s, transfers, "
                         "transfer_window, transfer_staff, rating, rating_window, rating_staff, "
                         "rating_defaulted FROM stat_tickets WHERE day BETWEEN ? AND ?",
-                        days,
+                        (first.isoformat(), last.isoformat()),
                     ),
                 )
             )
@@ -136,7 +135,15 @@ class StatsRows(StoreCore):
                     ),
                 )
             )
-            bad = [
+            return tickets, spans
+
+        return self._read(read)
+
+    def bad_ratings(self, first: dt.date, last: dt.date) -> list[BadRating]:
+        """Every 差评 of business days ``first``..``last``, in the order they were given."""
+
+        def read(conn: sqlite3.Connection) -> list[BadRating]:
+            return [
                 BadRating(
                     day=r[0],
                     ticket=r[1],
@@ -154,12 +161,43 @@ class StatsRows(StoreCore):
                     "rating_staff, rating, rating_reasons, rating_comment, rated_at "
                     "FROM stat_tickets WHERE rating <= 2 AND day BETWEEN ? AND ? "
                     "ORDER BY day, rated_at, number",
-                    days,
+                    (first.isoformat(), last.isoformat()),
                 )
             ]
-            return tickets, spans, bad
 
         return self._read(read)
+
+    def day_tallies(self, first: dt.date, last: dt.date) -> dict[str, dict[str, Any]]:
+        """The kept tallies of closed business days in ``first``..``last``, by day (a
+        damaged one is left out: the report computes that day again)."""
+
+        def read(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+            found: dict[str, dict[str, Any]] = {}
+            for day, text in conn.execute(
+                "SELECT day, tally FROM stat_days WHERE day BETWEEN ? AND ?",
+                (first.isoformat(), last.isoformat()),
+            ):
+                try:
+                    tally = json.loads(text)
+                except (ValueError, TypeError):
+                    continue
+                if isinstance(tally, dict):
+                    found[str(day)] = tally
+            return found
+
+        return self._read(read)
+
+    def keep_day_tallies(self, tallies: Mapping[str, dict[str, Any]]) -> None:
+        """Keep closed days' tallies (``agent.core.reports.day_tally``), replacing any."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO stat_days (day, tally) VALUES (?, ?) "
+                "ON CONFLICT (day) DO UPDATE SET tally = excluded.tally",
+                [(day, json.dumps(t, separators=(",", ":"))) for day, t in tallies.items()],
+            )
+
+        self._transaction(write)
 
 
 def _reasons(raw: str | None) -> list[str]:
