@@ -324,7 +324,7 @@ async def test_a_scripted_day_gives_exactly_the_expected_figures(day_hall) -> No
     }
     # The closed day's tally is kept (the rollover's report.daily kept it), and a range
     # adds kept days up; the open day comes from its records.
-    kept = await hall.store_call(lambda s: s.day_tallies(MONDAY, MONDAY))
+    kept = await hall.store_call(lambda s: s.day_tallies(MONDAY, MONDAY, ["hall", "staff"]))
     assert list(kept) == ["2026-03-02"]
     # A range around it holds the same tickets; a day without tickets holds none.
     week = await Reports(hall).report(*parse_range("2026-W10", None, MONDAY))
@@ -655,3 +655,33 @@ async def test_an_upgraded_store_fills_the_records_from_its_saved_tickets(
         assert figures[key] == HALL[key], key
     for key in ("transferred", "cancelled", "expired", "ratings", "service_minutes"):
         assert figures[key] == HALL[key], key
+
+
+async def test_centrals_get_report_command(day_hall) -> None:
+    from pydantic import ValidationError
+
+    from agent.central import contract as c
+    from agent.central.commands import CommandHandlers
+
+    hall, _, _ = day_hall
+    handlers = CommandHandlers(get_report=Reports(hall).command)
+    command = c.validate_incoming(
+        c.GetReport, {"cmd_id": "r-1", "from": "2026-03-02", "by": "window"}
+    )
+    result = await handlers.run(command)
+    assert result is not None
+    assert result["hall"] == HALL
+    assert result["views"] == {"window": WINDOWS}
+    whole = await handlers.run(
+        c.validate_incoming(c.GetReport, {"cmd_id": "r-2", "from": "2026-03-02"})
+    )
+    assert whole is not None
+    assert whole["views"]["staff"] == STAFF
+    with pytest.raises(ValidationError):
+        c.validate_incoming(c.GetReport, {"cmd_id": "r-3", "from": "2026-03-02", "by": "desk"})
+    with pytest.raises(QueueError, match="swap them"):
+        await handlers.run(
+            c.validate_incoming(
+                c.GetReport, {"cmd_id": "r-4", "from": "2026-03-02", "to": "2026-03-01"}
+            )
+        )

@@ -276,11 +276,12 @@ def _tally(
                 own.by_priority[t.priority] += 1
             outcome = t.outcome
             own.outcomes[outcome] += 1
+            # Tenths of a second: a kept day's JSON stays short, fresh and kept agree.
             called = t.called_at
             if called is not None:
-                own.waits.append(max(0.0, called - t.issued_at))
+                own.waits.append(round(max(0.0, called - t.issued_at), 1))
             if outcome == SERVED and t.service_s is not None:
-                own.services.append(t.service_s)
+                own.services.append(round(t.service_s, 1))
         if moved is not None and t.transfers:
             moved.transferred += 1
         level = t.rating

@@ -84,7 +84,8 @@ class Reports:
         kept: dict[str, JSON] = {}
         if first < today:
             closed_last = min(last, today - dt.timedelta(days=1))
-            kept = await self.hall.store_call(lambda s: s.day_tallies(first, closed_last))
+            parts = ["hall", *wanted]
+            kept = await self.hall.store_call(lambda s: s.day_tallies(first, closed_last, parts))
         needed = [
             day
             for day in _days(first, min(last, today))

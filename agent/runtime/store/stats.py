@@ -61,7 +61,12 @@ CREATE TABLE stat_duty (
 );
 CREATE INDEX stat_duty_start ON stat_duty (start_at);
 CREATE INDEX stat_duty_open ON stat_duty (window, kind) WHERE end_at IS NULL;
-CREATE TABLE stat_days (day TEXT PRIMARY KEY, tally TEXT NOT NULL);
+CREATE TABLE stat_days (
+    day TEXT NOT NULL,
+    part TEXT NOT NULL,
+    tally TEXT NOT NULL,
+    PRIMARY KEY (day, part)
+) WITHOUT ROWID;
 INSERT INTO stat_tickets (
     ticket_id, day, number, issued_service, service, source, priority, issued_at, hour,
     called_at, ended_at, outcome, window, staff, service_s, transfers, rating,
@@ -167,34 +172,44 @@ class StatsRows(StoreCore):
 
         return self._read(read)
 
-    def day_tallies(self, first: dt.date, last: dt.date) -> dict[str, dict[str, Any]]:
-        """The kept tallies of closed business days in ``first``..``last``, by day (a
-        damaged one is left out: the report computes that day again)."""
+    def day_tallies(
+        self, first: dt.date, last: dt.date, parts: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The kept tallies of closed business days in ``first``..``last``: by day, the
+        ``parts`` asked for (``hall`` and views). A day missing a part, or with a damaged
+        one, is left out: the report tallies that day again."""
 
         def read(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
             found: dict[str, dict[str, Any]] = {}
-            for day, text in conn.execute(
-                "SELECT day, tally FROM stat_days WHERE day BETWEEN ? AND ?",
-                (first.isoformat(), last.isoformat()),
+            marks = ",".join("?" * len(parts))
+            for day, part, text in conn.execute(
+                f"SELECT day, part, tally FROM stat_days WHERE day BETWEEN ? AND ? "
+                f"AND part IN ({marks})",
+                (first.isoformat(), last.isoformat(), *parts),
             ):
                 try:
                     tally = json.loads(text)
                 except (ValueError, TypeError):
                     continue
                 if isinstance(tally, dict):
-                    found[str(day)] = tally
-            return found
+                    found.setdefault(str(day), {})[str(part)] = tally
+            return {day: kept for day, kept in found.items() if len(kept) == len(parts)}
 
         return self._read(read)
 
-    def keep_day_tallies(self, tallies: Mapping[str, dict[str, Any]]) -> None:
-        """Keep closed days' tallies (``agent.core.reports.day_tally``), replacing any."""
+    def keep_day_tallies(self, tallies: Mapping[str, Mapping[str, Any]]) -> None:
+        """Keep closed days' tallies (``agent.core.reports.day_tally``: by day, each part),
+        replacing any."""
 
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                "INSERT INTO stat_days (day, tally) VALUES (?, ?) "
-                "ON CONFLICT (day) DO UPDATE SET tally = excluded.tally",
-                [(day, json.dumps(t, separators=(",", ":"))) for day, t in tallies.items()],
+                "INSERT INTO stat_days (day, part, tally) VALUES (?, ?, ?) "
+                "ON CONFLICT (day, part) DO UPDATE SET tally = excluded.tally",
+                [
+                    (day, part, json.dumps(tally, separators=(",", ":")))
+                    for day, parts in tallies.items()
+                    for part, tally in parts.items()
+                ],
             )
 
         self._transaction(write)
