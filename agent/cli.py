@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     take.add_argument(
         "--priority",
         default="normal",
-        choices=["normal", "elderly", "disabled", "veteran", "appointment"],
+        choices=["normal", "elderly", "disabled", "veteran", "pregnant", "appointment"],
     )
     _client_options(take)
 

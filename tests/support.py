@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 
 ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -68,12 +70,18 @@ class AgentProcess:
     """
 
     def __init__(
-        self, config_path: Path, storage: Path, log_path: Path, open_files: int | None = None
+        self,
+        config_path: Path,
+        storage: Path,
+        log_path: Path,
+        open_files: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.config_path = config_path
         self.storage = storage
         self.log_path = log_path
         self.open_files = open_files
+        self.extra_env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -81,6 +89,7 @@ class AgentProcess:
         url_file = self.storage / "api-url"
         url_file.unlink(missing_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("HALL_")}
+        env.update(self.extra_env)
         command = ["run", "--config", str(self.config_path)]
         if self.open_files is None:
             launch = [sys.executable, "-m", "agent.cli"]
@@ -124,6 +133,23 @@ class AgentProcess:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout)
         return time.monotonic() - started
+
+
+def slow_fsync_shim(directory: Path) -> Path:
+    """bench/fsync_delay.c built into ``directory``: with LD_PRELOAD, every fsync of the
+    process sleeps HALL_BENCH_FSYNC_MS first (an SD card's fsync on a fast disk). Skips the
+    test when the machine has no C compiler."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler to build the slow-fsync shim (apt install gcc)")
+    source = Path(__file__).resolve().parent.parent / "bench" / "fsync_delay.c"
+    target = directory / "fsync_delay.so"
+    subprocess.run(
+        [compiler, "-shared", "-fPIC", "-O2", "-o", str(target), str(source), "-ldl"],
+        check=True,
+        capture_output=True,
+    )
+    return target
 
 
 # -- credentials (docs/security.md) ------------------------------------------------------------

@@ -54,6 +54,7 @@ TABLE: dict[tuple[str, str], set[str] | str] = {
     ("POST", f"{API}/tickets"): {KIOSK, GUIDE, STAFF, OPS},
     ("POST", f"{API}/tickets/{{number}}/reprint"): {STAFF, GUIDE, OPS},
     ("POST", f"{API}/tickets/{{number}}/cancel"): {STAFF, GUIDE, OPS},
+    ("POST", f"{API}/appointments/{{appointment}}/check-in"): {GUIDE, OPS},
     ("POST", f"{API}/identity/kiosk/take"): {KIOSK, OPS},
     **{
         ("POST", f"{API}/windows/{{window}}/{op}"): WINDOW
@@ -320,16 +321,27 @@ async def test_the_openapi_document_declares_the_bearer_scheme(hall: Rig) -> Non
     assert "security" not in document["paths"][f"{API}/auth/login"]["post"]
 
 
-async def test_priority_tickets_need_a_guide_or_ops(hall: Rig) -> None:
+async def test_priority_tickets_need_a_guide_or_ops_or_the_kiosks_green_channel(
+    hall: Rig,
+) -> None:
     body = {"service": "social", "priority": "elderly"}
-    for role in (KIOSK, STAFF):
-        r = await hall.client.post(f"{API}/tickets", json=body, headers=hall.as_(role))
-        assert r.status_code == 403, r.text
-        assert "priority" in r.json()["message"]
+    r = await hall.client.post(f"{API}/tickets", json=body, headers=hall.as_(STAFF))
+    assert r.status_code == 403, r.text
+    assert "priority" in r.json()["message"]
+    # The kiosk: the green channel's classes by touch (granted by the citizen: "self"),
+    # never an appointment (that comes from the ID card or the guide desk).
+    r = await hall.client.post(f"{API}/tickets", json=body, headers=hall.as_(KIOSK))
+    assert r.status_code == 201, r.text
+    assert r.json()["result"]["ticket"]["granted_by"] == "self"
+    appointment = {"service": "social", "priority": "appointment"}
+    r = await hall.client.post(f"{API}/tickets", json=appointment, headers=hall.as_(KIOSK))
+    assert r.status_code == 403, r.text
+    assert "green channel" in r.json()["message"]
     for role in (GUIDE, OPS):
         r = await hall.client.post(f"{API}/tickets", json=body, headers=hall.as_(role))
         assert r.status_code == 201, r.text
         assert r.json()["result"]["ticket"]["priority"] == "elderly"
+    assert r.json()["result"]["ticket"]["granted_by"] == "ops-token"
     r = await hall.client.post(
         f"{API}/tickets", json={"service": "social"}, headers=hall.as_(KIOSK)
     )

@@ -185,4 +185,5 @@ def test_demo_runs_and_stops_by_itself(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "/api/v1/queue" in result.stdout
+    assert "/pages/guide-desk" in result.stdout
     assert (tmp_path / "demo" / "hall.db").exists()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import AgentProcess, hall_config, write_config
+from support import AgentProcess, hall_config, slow_fsync_shim, write_config
 
 ROUNDS = 8
 
@@ -176,3 +176,71 @@ def test_a_ticket_killed_before_its_print_prints_at_the_next_start(tmp_path: Pat
             drainer.join(5)
         os.close(filler)
         os.close(reader)
+
+
+def _take_in_parallel(
+    url: str, answered: list[str], stop: threading.Event, headers: dict[str, str], service: str
+) -> None:
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        while not stop.is_set():
+            try:
+                r = client.post("/api/v1/tickets", json={"service": service})
+            except httpx.HTTPError:
+                return  # the agent died mid-request: that take was never answered
+            if r.status_code == 201:
+                answered.append(r.json()["result"]["ticket"]["id"])
+
+
+def _largest_group(url: str, headers: dict[str, str]) -> float:
+    text = httpx.get(f"{url}/metrics", headers=headers, timeout=10).text
+    for line in text.splitlines():
+        if line.startswith("hall_store_largest_group "):
+            return float(line.split()[1])
+    raise AssertionError("no hall_store_largest_group in /metrics")
+
+
+@pytest.mark.timeout(300)
+def test_kill_minus_nine_while_a_group_of_takes_commits(tmp_path: Path) -> None:
+    """Sixteen clients take tickets at once against a disk whose fsync takes 30 ms, so the
+    writer commits them in groups; kill -9 once a group of at least 10 was committed: every
+    answered take is there, nothing unanswered is half there, seq is gapless."""
+    shim = slow_fsync_shim(tmp_path)
+    storage = tmp_path / "state"
+    config = write_config(tmp_path / "hall.yaml", hall_config(storage))
+    agent = AgentProcess(
+        config,
+        storage,
+        tmp_path / "agent.log",
+        env={"LD_PRELOAD": str(shim), "HALL_BENCH_FSYNC_MS": "30"},
+    )
+    rng = random.Random(20261205)
+    answered: list[str] = []
+    services = ["social", "civil", "housing", "general"]
+    for _ in range(3):
+        url = agent.start()
+        before = len(answered)
+        stop = threading.Event()
+        workers = [
+            threading.Thread(
+                target=_take_in_parallel,
+                args=(url, answered, stop, agent.ops, services[i % 4]),
+            )
+            for i in range(16)
+        ]
+        for worker in workers:
+            worker.start()
+        deadline = time.monotonic() + 120
+        while _largest_group(url, agent.ops) < 10:
+            assert time.monotonic() < deadline, "the writer never committed a group of 10"
+            time.sleep(0.05)
+        # A random moment later: the writer is committing the next group, or about to.
+        stop.wait(rng.uniform(0.0, 0.3))
+        agent.kill()
+        stop.set()
+        for worker in workers:
+            worker.join(30)
+        assert len(answered) > before + 10
+        total = _check_store(storage / "hall.db", answered)
+        assert total >= len(answered)
+    agent.start()
+    agent.terminate()

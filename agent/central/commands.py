@@ -160,7 +160,7 @@ class CommandDesk:
                 ),
                 False,
             )
-        earlier = await self.hall.store_call(lambda s: s.command_reply(cmd_id))
+        earlier = await self.hall.store_read(lambda s: s.command_reply(cmd_id))
         if earlier is not None:
             log.info("command %s (%s) repeated: answering again, not executing", cmd_id, name)
             return _Answer(c.Reply.model_validate(earlier), False)
@@ -292,7 +292,7 @@ class CommandDesk:
         to_seq = min(command.to_seq, last)
         seqs: list[int] = []
         if command.from_seq <= to_seq:
-            seqs = await self.hall.store_call(lambda s: s.seqs_between(command.from_seq, to_seq))
+            seqs = await self.hall.store_read(lambda s: s.seqs_between(command.from_seq, to_seq))
         missing = _gaps(command.from_seq, to_seq, seqs)
         result = c.ReplayResult(
             from_seq=command.from_seq,
@@ -311,7 +311,7 @@ class CommandDesk:
         return reply
 
     async def _show_notice(self, name: str, command: c.ShowNotice) -> c.Reply:
-        notices = await self.hall.store_call(lambda s: s.setting("notices")) or []
+        notices = await self.hall.store_read(lambda s: s.setting("notices")) or []
         now = dt.datetime.now(dt.UTC)
         notice_id = command.notice_id or command.cmd_id
         kept = [
@@ -401,7 +401,12 @@ def _queue_operation(command: c.Command) -> Operation | None:
     match command:
         case c.IssueTicket():
             priority = Priority(command.priority)
-            return op.Take(service=command.service, source=Source.CENTRAL, priority=priority)
+            return op.Take(
+                service=command.service,
+                source=Source.CENTRAL,
+                priority=priority,
+                granted_by="central" if priority.is_green else None,
+            )
         case c.CallNumber():
             return op.CallNumber(window=command.window, number=command.number)
         case c.Transfer():

@@ -240,7 +240,9 @@ class Command(Incoming):
 
 class IssueTicket(Command):
     service: str
-    priority: Literal["normal", "elderly", "disabled", "veteran", "appointment"] = "normal"
+    priority: Literal["normal", "elderly", "disabled", "veteran", "pregnant", "appointment"] = (
+        "normal"
+    )
 
 
 class WindowCommand(Command):

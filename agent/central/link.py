@@ -36,8 +36,8 @@ from agent.central.pushed import ConfigDesk
 from agent.config import HallAgentConfig, MqttConfig
 from agent.errors import HallAgentError
 from agent.runtime.devices import DeviceBoard, DeviceHealth
-from agent.runtime.hall import Hall
-from agent.runtime.store import Store, StoredEvent, StoreError
+from agent.runtime.hall import Hall, ShuttingDown
+from agent.runtime.store import Store, StoredEvent, StoreError, Written
 from agent.runtime.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
@@ -210,6 +210,9 @@ class Link:
         self.commands = CommandDesk(hall, self.topics, devices, handlers)
         self.configs = ConfigDesk(hall, on_config)
         self.connected = asyncio.Event()
+        # The highest seq central acked that is not saved yet (saved every ack_apply_s).
+        self._acked_to: int | None = None
+        self._ack_arrived = asyncio.Event()
         # paho's own log: its socket errors feed the link's one clear message instead.
         self._paho_log = logging.getLogger(f"{__name__}.mqtt.{self.config.hall.id}")
         self._paho_log.propagate = False
@@ -235,6 +238,7 @@ class Link:
         self._tasks = await self._stack.enter_async_context(BackgroundTasks())
         self.commands.background = self._tasks  # a replay central asks for runs there
         self._tasks.create_task(self._run(), name="central-link")
+        self._tasks.create_task(self._apply_acks(), name="central-acks")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -254,6 +258,7 @@ class Link:
                 log.warning("could not publish the offline state before stopping: %s", err)
         if self._tasks is not None:
             self._tasks.cancel()  # the connection loop, and a replay under way
+            await self._save_acks()
         await self._stack.aclose()
         self.state = LinkState.STOPPED
 
@@ -455,7 +460,29 @@ class Link:
                 self.hall.store.epoch,
             )
             return
-        await self.hall.store_call(lambda s: s.mark_acked(ack.epoch, ack.seq))
+        self._acked_to = max(self._acked_to or 0, ack.seq)
+        self._ack_arrived.set()
+
+    async def _apply_acks(self) -> None:
+        """Save central's acks at most every ``ack_apply_s``, in the writer's next group."""
+        while True:
+            await self._ack_arrived.wait()
+            self._ack_arrived.clear()
+            await asyncio.sleep(self.mqtt.ack_apply_s)
+            await self._save_acks()
+
+    async def _save_acks(self) -> None:
+        seq = self._acked_to
+        if seq is None:
+            return
+        self._acked_to = None
+        epoch = self.hall.store.epoch
+        try:
+            await self.hall.write(lambda s, _now, _ok: Written([], s.mark_acked(epoch, seq)))
+        except (StoreError, ShuttingDown) as err:
+            # Kept for the next try: central's ack is only a permission to prune.
+            self._acked_to = max(self._acked_to or 0, seq)
+            log.debug("central's ack up to %d is saved later: %s", seq, err)
 
     # -- outgoing events ---------------------------------------------------------------------
 
@@ -482,7 +509,7 @@ class Link:
                 self.counters.published += 1
 
             while True:
-                batch = await self.hall.store_call(
+                batch = await self.hall.store_read(
                     functools.partial(Store.unpublished, after_seq=cursor, limit=_BATCH)
                 )
                 if not batch:
@@ -508,7 +535,16 @@ class Link:
             return
         seqs = confirmed[:]
         del confirmed[:]
-        await self.hall.store_call(lambda s: s.mark_published(seqs))
+
+        def mark(store: Store, _now: dt.datetime, _ok: bool) -> Written[None]:
+            store.mark_published(seqs)
+            return Written([], None)
+
+        try:
+            await self.hall.write(mark)
+        except ShuttingDown:
+            # Not lost: unmarked events are published again at the next connection.
+            log.debug("the hall stopped before %d publications were marked", len(seqs))
 
     async def _replay(self, client: aiomqtt.Client, from_seq: int, to_seq: int) -> int:
         """Re-send a retained range (central found a gap); returns how many were sent."""
@@ -517,7 +553,7 @@ class Link:
         cursor = from_seq
         while cursor <= to_seq:
             start = cursor
-            batch = await self.hall.store_call(
+            batch = await self.hall.store_read(
                 functools.partial(Store.events_between, from_seq=start, to_seq=to_seq, limit=_BATCH)
             )
             if not batch:
@@ -540,7 +576,8 @@ class Link:
             await asyncio.sleep(self.mqtt.metrics_interval_s)
 
     async def metrics(self) -> Metrics:
-        stats, last_seq = await self.hall.store_call(lambda s: (s.stats(), s.last_seq))
+        stats = await self.hall.store_read(Store.stats)
+        last_seq = self.hall.last_seq
         now = dt.datetime.now(dt.UTC)
         oldest = None
         if stats.oldest_unpublished_at is not None:

@@ -57,7 +57,7 @@ class ConfigDesk:
 
     async def load_applied(self) -> None:
         """Apply the push saved by an earlier run (before the link connects)."""
-        saved = await self.hall.store_call(lambda s: s.setting("central_config"))
+        saved = await self.hall.store_read(lambda s: s.setting("central_config"))
         if not saved:
             return
         try:

@@ -73,6 +73,15 @@ class MqttConfig(Model):
         le=3600,
         description="A connection up this long resets the reconnect backoff",
     )
+    ack_apply_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description=(
+            "Central's acks are saved at most this often, together with the writes of the "
+            "moment (an ack per event would double the SD card's writes); 0: at once"
+        ),
+    )
     metrics_interval_s: float = Field(
         default=60.0, ge=1, le=3600, description="How often metrics are published (QoS 0)"
     )

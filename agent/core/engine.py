@@ -248,6 +248,8 @@ class QueueEngine:
                     priority=operation.priority,
                     id_hash=operation.id_hash,
                     birth_date=operation.birth_date,
+                    granted_by=operation.granted_by,
+                    appointment=operation.appointment,
                 )
                 if operation.card is not None and out.ticket is not None:
                     self._identity_read(operation.card, "kiosk", now, ticket=out.ticket)
@@ -399,6 +401,8 @@ class QueueEngine:
         priority: Priority = Priority.NORMAL,
         id_hash: str | None = None,
         birth_date: dt.date | None = None,
+        granted_by: str | None = None,
+        appointment: str | None = None,
     ) -> Outcome:
         out = self._begin(now)
         service = self._service(service_id)
@@ -427,6 +431,12 @@ class QueueEngine:
                     raise Refused(
                         f"this ID card already holds ticket {t.number} for {service.name}"
                     )
+        if appointment is not None:
+            for t in self.tickets.values():
+                if t.appointment == appointment and t.day == self.hall.day:
+                    raise Refused(
+                        f"appointment {appointment} is already checked in: ticket {t.number}"
+                    )
         if (
             priority is Priority.NORMAL
             and birth_date is not None
@@ -448,6 +458,8 @@ class QueueEngine:
             rank=self._next_rank(),
             id_hash=id_hash,
             undated=not self.clock_trusted,
+            granted_by=granted_by if priority.is_green else None,
+            appointment=appointment,
         )
         self.tickets[ticket.id] = ticket
         self._touch(ticket)
@@ -455,7 +467,14 @@ class QueueEngine:
         ahead = self.people_ahead(ticket, now)
         wait = self.estimated_wait_minutes(service.id, ahead)
         self._ticket_event(
-            ev.TicketIssued, ticket, now, source=source, ahead=ahead, wait_minutes=wait
+            ev.TicketIssued,
+            ticket,
+            now,
+            source=source,
+            ahead=ahead,
+            wait_minutes=wait,
+            granted_by=ticket.granted_by,
+            appointment=appointment,
         )
         out.ticket = ticket
         waiting = len(self.waiting(service.id))

@@ -95,12 +95,19 @@ class TicketEvent(EventData):
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class TicketIssued(TicketEvent):
-    """A ticket was issued: its place in line and the estimated wait when it was taken."""
+    """A ticket was issued: its place in line and the estimated wait when it was taken.
+    ``granted_by``: who granted its priority (``self``: the citizen chose the green channel
+    at the kiosk; a staff number: a guide at the guide desk; ``central``: central's
+    ``issue_ticket``; ``ops-token``: the ops credential), absent for a normal ticket and for a
+    priority the rules gave (the ID card's age, an appointment by card or QR);
+    ``appointment``: the appointment it was checked in for at the guide desk."""
 
     TYPE: ClassVar[str] = "ticket.issued"
     source: Source
     ahead: int
     wait_minutes: int
+    granted_by: str | None = omitted()
+    appointment: str | None = omitted()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

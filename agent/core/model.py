@@ -39,11 +39,17 @@ class Priority(enum.StrEnum):
     ELDERLY = "elderly"
     DISABLED = "disabled"
     VETERAN = "veteran"
+    PREGNANT = "pregnant"
     APPOINTMENT = "appointment"
 
     @property
     def is_green(self) -> bool:
         return self is not Priority.NORMAL
+
+
+# Who granted a priority: the citizen themself at the kiosk (绿色通道 by touch); otherwise
+# the staff number (login name) of the guide or the ops credential that issued it.
+GRANTED_BY_SELF = "self"
 
 
 class Source(enum.StrEnum):
@@ -124,6 +130,10 @@ class Ticket:
     undated: bool = False
     # The citizen's satisfaction rating (好差评), at most one per ticket.
     rating: JSON | None = None
+    # Who granted its priority ("self" at the kiosk, a guide's staff number), and the
+    # appointment it was checked in for at the guide desk.
+    granted_by: str | None = None
+    appointment: str | None = None
 
     def to_json(self) -> JSON:
         out: JSON = {}
@@ -163,6 +173,8 @@ class Ticket:
             ended_at=when("ended_at"),
             undated=bool(data.get("undated", False)),
             rating=data.get("rating"),
+            granted_by=data.get("granted_by"),
+            appointment=data.get("appointment"),
         )
 
     def public(self) -> JSON:

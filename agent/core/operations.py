@@ -29,11 +29,15 @@ class CardRead:
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Take:
     """Issue a ticket for a service (with ``card``, the card's ``identity.read`` is saved in
-    the same transaction)."""
+    the same transaction). ``granted_by`` says who granted a priority: ``"self"`` (the
+    citizen at the kiosk, 绿色通道 by touch) or the guide's staff number; ``appointment``
+    is the appointment checked in at the guide desk (one ticket per appointment a day)."""
 
     service: str
     source: Source = Source.API
     priority: Priority = Priority.NORMAL
+    granted_by: str | None = None
+    appointment: str | None = None
     id_hash: str | None = None
     birth_date: dt.date | None = None
     card: CardRead | None = None

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import random
+import secrets
 import signal
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
@@ -132,10 +133,11 @@ async def _demo(config: HallAgentConfig, duration: float | None, simulate: bool)
         running_agent(config) as running,
     ):
         tokens = await _demo_devices(config, running)
+        guide = await _demo_guide(config, running)
         _explain(config, running)
         for where in printed:
             print(f"  Printed tickets (PNG and text) appear in {where}", flush=True)
-        _explain_screens(config, running, buses, tokens)
+        _explain_screens(config, running, buses, tokens, guide)
         await _demo_roster(running.hall)
         _explain_windows(config, running, keypads, tokens)
         identity_demo.explain(running, id_readers)
@@ -233,13 +235,20 @@ def _log_strip(address: int, state: StripState) -> None:
 
 
 def _explain_screens(
-    config: HallAgentConfig, running: Running, buses: list[str], tokens: dict[str, str]
+    config: HallAgentConfig,
+    running: Running,
+    buses: list[str],
+    tokens: dict[str, str],
+    guide: tuple[str, str],
 ) -> None:
     lines = [
         "",
         "  Screens (open in a browser; they update by themselves):",
         f"    big screen:      {running.url}/pages/hall",
         f"    kiosk (取号):    {running.url}/pages/kiosk?token={tokens[DEMO_KIOSK]}",
+        f"    办事指南查询:    {running.url}/pages/guide",
+        f"    guide desk:      {running.url}/pages/guide-desk  (引导台; log in as {guide[0]},"
+        f" password {guide[1]})",
     ]
     lines += [f"    window {w.id}:       {running.url}/pages/window/{w.id}" for w in config.windows]
     lines.append(f"    large text:      {running.url}/pages/hall?large=1")
@@ -311,6 +320,27 @@ async def _demo_devices(config: HallAgentConfig, running: Running) -> dict[str, 
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(tokens, fh, indent=1, sort_keys=True)
     return tokens
+
+
+DEMO_GUIDE = "guide-demo"
+DEMO_GUIDE_FILE = "demo-guide.json"
+
+
+async def _demo_guide(config: HallAgentConfig, running: Running) -> tuple[str, str]:
+    """The demo's guide (导办员) login for the guide desk page: its name and password, kept
+    in the demo's state (mode 0600) so it stays the same between runs."""
+    access = running.access
+    assert access is not None
+    path = config.storage.path / DEMO_GUIDE_FILE
+    try:
+        password = str(json.loads(path.read_text(encoding="utf-8"))["password"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        password = secrets.token_urlsafe(9)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"name": DEMO_GUIDE, "password": password}, fh)
+    await access.add_user(DEMO_GUIDE, Role.GUIDE, [], password)
+    return DEMO_GUIDE, password
 
 
 def _still_enrolled(

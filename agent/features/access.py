@@ -176,7 +176,7 @@ class HallAccess:
         self._ops: str | None = None  # the ops token's hash
 
     async def __aenter__(self) -> HallAccess:
-        records = await self.hall.store_call(lambda s: s.access_records())
+        records = await self.hall.store_read(lambda s: s.access_records())
         self._devices = {d.token_sha256: d for d in records.devices}
         self._users = {u.name: u for u in records.users}
         self._sessions = {s.token_sha256: s for s in records.sessions}

@@ -257,7 +257,7 @@ class DocumentDesk:
 
     async def _clean_orphans(self) -> None:
         assert self.spool is not None
-        rows = await self.hall.store_call(lambda s: s.pending_document_ids())
+        rows = await self.hall.store_read(lambda s: s.pending_document_ids())
         for path in await asyncio.to_thread(self.spool.orphans, rows):
             log.warning("removing %s: its capture was never saved (a crash during it)", path)
             path.unlink(missing_ok=True)
@@ -295,7 +295,7 @@ class DocumentDesk:
         scanner = self.scanners[device]
         docs = self.config.documents
         async with self._lock:
-            used = await self.hall.store_call(lambda s: s.spool_bytes())
+            used = await self.hall.store_read(lambda s: s.spool_bytes())
             if used >= docs.spool_max_bytes:
                 raise Refused(
                     f"the document spool is full ({used // 2**20} MiB wait for central); "
@@ -395,7 +395,7 @@ class DocumentDesk:
     # -- upload --------------------------------------------------------------------------
 
     async def pending(self) -> list[SpoolFile]:
-        return await self.hall.store_call(lambda s: s.pending_documents())
+        return await self.hall.store_read(lambda s: s.pending_documents())
 
     async def on_file_ack(self, payload: bytes) -> None:
         try:

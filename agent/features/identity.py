@@ -286,7 +286,7 @@ class IdentityDesk:
         await self.take_with_card(device.id, card, str(service), appointment)
 
     async def _appointment(self, card: CardPresented) -> dict[str, Any] | None:
-        pushed = await self.hall.store_call(lambda s: s.setting("appointments"))
+        pushed = await self.hall.store_read(lambda s: s.setting("appointments"))
         if not pushed:
             return None
         number = card.card.id_number.strip().upper()

@@ -96,6 +96,7 @@ _PRIORITY_LABELS = {
     Priority.ELDERLY: "绿色通道 · 老年人",
     Priority.DISABLED: "绿色通道 · 残疾人",
     Priority.VETERAN: "绿色通道 · 军人",
+    Priority.PREGNANT: "绿色通道 · 孕妇",
     Priority.APPOINTMENT: "预约",
 }
 

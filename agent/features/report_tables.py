@@ -44,6 +44,7 @@ PRIORITY_TITLES = {
     "elderly": "老年人",
     "disabled": "残疾人",
     "veteran": "军人",
+    "pregnant": "孕妇",
     "appointment": "预约",
 }
 LEVEL_TITLES = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}

@@ -78,7 +78,7 @@ def id_sha256(id_number: str) -> str:
 
 
 async def load_roster(hall: Hall) -> Roster:
-    return Roster.from_setting(await hall.store_call(lambda s: s.setting("staff")))
+    return Roster.from_setting(await hall.store_read(lambda s: s.setting("staff")))
 
 
 def _sign_in(window_id: str, member: StaffMember) -> SignIn:

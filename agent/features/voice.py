@@ -128,6 +128,29 @@ def sentence_tokens(template: str, language: str, ticket: str, window: int) -> l
     return out
 
 
+# What the kiosk says after a ticket is taken (its own speaker, not the hall's announcer):
+# the service (a clip named as the service, when the pack has one: recorded), the number
+# and the people ahead. ``{ahead}`` is read as a number (0 → 零).
+KIOSK_TEMPLATE = "{service} 您的号码是 {ticket} 号 前面还有 {ahead} 人"
+
+
+def kiosk_tokens(pack: ClipPack, service_name: str, ticket: str, ahead: int) -> list[str]:
+    """The kiosk's sentence as clip names (Mandarin); the service is left out when the pack
+    has no clip for it (generated packs do not: record one named as the service)."""
+    out: list[str] = []
+    for word in KIOSK_TEMPLATE.split():
+        if word == "{service}":
+            if service_name in pack.clips:
+                out.append(service_name)
+        elif word == "{ticket}":
+            out += ticket_tokens(ticket, "zh")
+        elif word == "{ahead}":
+            out += ["0"] if ahead <= 0 else zh_cardinal(min(ahead, 999))
+        else:
+            out.append(word)
+    return out
+
+
 def announcement_tokens(
     ticket: str,
     window: int,

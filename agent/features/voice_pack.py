@@ -43,6 +43,10 @@ _ZH_WORDS = {
     "办理": ("ban-li", "ban4 li3"),
     "十": ("shi", "shi2"),
     "百": ("bai", "bai3"),
+    # The kiosk's spoken guidance (agent.features.voice.kiosk_tokens).
+    "您的号码是": ("nin-de-hao-ma-shi", "nin2 de5 hao4 ma3 shi4"),
+    "前面还有": ("qian-mian-hai-you", "qian2 mian4 hai2 you3"),
+    "人": ("ren", "ren2"),
 }
 # Every English word the number sentences use.
 _EN_WORDS = [*EN_UNITS, *EN_TENS[2:], "hundred", "number"]

@@ -1,16 +1,26 @@
 """The hall: the queue engine behind one serialized writer, persisted by the store.
 
 Every mutation — from the local API, a device, or a central command — is queued to one
-writer task. The writer applies the operation to the in-memory engine, commits the
-changed records and their events in one SQLite transaction on a dedicated thread, and
-only then answers. A caller that goes away mid-operation does not interrupt the writer,
-so memory and disk never disagree.
+writer task. The writer takes every job waiting (up to ``MAX_GROUP``), applies them in
+order to the in-memory engine, commits their changed records and events in one SQLite
+transaction on a dedicated thread — one fsync for the whole group (group commit) — and
+only then answers each. A failed commit fails every job of the group and the engine goes
+back to what the disk holds: nothing is half applied. A caller that goes away
+mid-operation does not interrupt the writer, so memory and disk never disagree.
+
+Reads never wait for the disk. After each commit the writer publishes the committed
+state: a copy of the engine that changes only between commits (``read``), and a second,
+read-only SQLite connection on its own thread serves reads of the store
+(``store_read``). A writer is answered only after the state it wrote is published, so
+whoever wrote reads their own write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import copy
 import dataclasses
 import datetime as dt
 import logging
@@ -23,16 +33,27 @@ from agent.config import HallAgentConfig
 from agent.core.engine import Outcome, QueueEngine
 from agent.core.errors import QueueError, Refused
 from agent.core.events import Event
-from agent.core.model import HallCounters, business_day
+from agent.core.model import HallCounters, Ticket, WindowStatus, business_day
 from agent.core.operations import Operation, Tick
 from agent.errors import HallAgentError
 from agent.runtime.clock import plausible
-from agent.runtime.store import CommandRecord, Store, StoredEvent, StoreError, StoreFull, Written
+from agent.runtime.store import (
+    CommandRecord,
+    Damage,
+    Store,
+    StoredEvent,
+    StoreError,
+    StoreFull,
+    Written,
+)
 from agent.runtime.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Jobs the writer commits together at most (one transaction, one fsync).
+MAX_GROUP = 64
 
 
 def wall_clock() -> dt.datetime:
@@ -46,6 +67,41 @@ def plausible_clock(now: dt.datetime) -> bool:
 
 def _nothing(_engine: QueueEngine, _now: dt.datetime) -> None:
     """A read that does nothing: wakes the writer, which then sets damaged rows aside."""
+
+
+def _copy_ticket(ticket: Ticket) -> Ticket:
+    copied = copy.copy(ticket)
+    if ticket.rating is not None:
+        copied.rating = dict(ticket.rating)
+    return copied
+
+
+def _copy_window(window: WindowStatus) -> WindowStatus:
+    copied = copy.copy(window)
+    if window.rating is not None:
+        copied.rating = dict(window.rating)
+    return copied
+
+
+def _copy_counters(hall: HallCounters) -> HallCounters:
+    return HallCounters(
+        day=hall.day,
+        next_rank=hall.next_rank,
+        counters=dict(hall.counters),
+        durations={k: list(v) for k, v in hall.durations.items()},
+    )
+
+
+def _copy_engine(engine: QueueEngine) -> QueueEngine:
+    """A copy of the engine that shares none of its mutable records."""
+    copied = QueueEngine(
+        engine.config,
+        _copy_counters(engine.hall),
+        (_copy_ticket(t) for t in engine.tickets.values()),
+        (_copy_window(w) for w in engine.windows.values()),
+    )
+    copied.clock_trusted = engine.clock_trusted
+    return copied
 
 
 class ShuttingDown(HallAgentError):
@@ -71,6 +127,10 @@ class WriteRecord:
     last_failed_at: float | None = None
     # Set on every failed write, cleared by whoever reacts to it (the disk guard).
     failed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    # Group commit: transactions committed, jobs they carried, the largest group.
+    commits_total: int = 0
+    jobs_total: int = 0
+    largest_group: int = 0
 
 
 @dataclasses.dataclass(slots=True)
@@ -81,6 +141,32 @@ class _Job:
     record: Recorder | None = None
     write: Callable[[Store, dt.datetime, bool], Any] | None = None
     after: Callable[[], None] | None = None
+
+    @property
+    def solo(self) -> bool:
+        """A job that swaps the hall's config is committed alone."""
+        return self.after is not None
+
+
+@dataclasses.dataclass(slots=True)
+class _Step:
+    """One job of a group once it ran in memory: what to write and how to answer."""
+
+    job: _Job
+    outcome: Outcome | None = None  # the queue change to save
+    command: CommandRecord | None = None  # a central command's reply, saved with it
+    error: BaseException | None = None  # the answer is this refusal or failure
+    value: Any = None  # the answer of a job that saved no queue change
+    stored: list[StoredEvent] = dataclasses.field(default_factory=list)
+
+
+def _answer(job: _Job, *, value: Any = None, error: BaseException | None = None) -> None:
+    if job.done.done():
+        return
+    if error is not None:
+        job.done.set_exception(error)
+    else:
+        job.done.set_result(value)
 
 
 class Hall:
@@ -100,11 +186,17 @@ class Hall:
         self._clock_ok = clock_ok
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._reader_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
+        self._reader: Store | None = None
         self._writer: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()
         self._accepting = False
         self._listeners: list[asyncio.Queue[StoredEvent]] = []
+        # The live engine: the writer changes it, ahead of the disk while a group commits.
         self.engine: QueueEngine = QueueEngine.fresh(config, clock())
+        # What reads see: the engine as last committed, changed only between commits.
+        self._committed: QueueEngine = _copy_engine(self.engine)
+        self._last_seq = store.last_seq
         self.writes = WriteRecord()
         # A read found damaged rows and the writer was asked to set them aside.
         self._aside_queued = False
@@ -113,7 +205,10 @@ class Hall:
 
     async def __aenter__(self) -> Hall:
         self.engine = await self._load()
+        self._committed = _copy_engine(self.engine)
+        self._last_seq = self.store.last_seq
         await self._set_aside_damaged()
+        self._reader = await self._in_thread(self.store.reader)
         tasks = await self._stack.enter_async_context(BackgroundTasks())
         self._writer = tasks.create_task(self._write_loop(), name="hall-writer")
         self._accepting = True
@@ -139,6 +234,10 @@ class Hall:
             self._writer = None
         await self._stack.aclose()
         self._thread.shutdown(wait=True)
+        self._reader_thread.shutdown(wait=True)
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     # -- operations ------------------------------------------------------------------------
 
@@ -156,11 +255,12 @@ class Hall:
         return result
 
     async def write(self, fn: Callable[[Store, dt.datetime, bool], Written[T]]) -> T:
-        """Run a write of the store that is not a queue operation, in the writer's turn.
+        """Run a write of the store that is not a queue operation, in the writer's turn
+        (committed with the group it falls in).
 
         ``fn(store, now, clock_ok)`` runs on the store thread and returns ``Written``: the
         events it committed reach the listeners like any other, and its ``value`` is what
-        this returns.
+        this returns. A failure of ``fn`` undoes its own writes only.
         """
         result: T = await self._submit(None, mutates=True, write=fn)
         return result
@@ -197,9 +297,23 @@ class Hall:
         return self._clock_ok(self._clock())
 
     async def read(self, run: Callable[[QueueEngine, dt.datetime], T]) -> T:
-        """Read the queue between writes (never sees a change that is not yet durable)."""
-        result: T = await self._submit(run, mutates=False)
-        return result
+        """Read the queue as last committed: answered at once, never behind a write.
+
+        ``run`` gets the committed engine (never a change that is not yet durable); it must
+        not change it. Whoever was answered by ``execute`` reads their own change.
+        """
+        if not self._accepting:
+            raise ShuttingDown("the hall agent is shutting down; try again in a moment")
+        return run(self._committed, self._clock().astimezone(self.config.hall.zone))
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last committed event (what the log holds for readers)."""
+        return self._last_seq
+
+    async def ping(self) -> None:
+        """Answered in the writer's turn: a writer that does not answer is stuck."""
+        await self._submit(_nothing, mutates=False)
 
     async def _submit(
         self,
@@ -219,26 +333,198 @@ class Hall:
     async def tick(self) -> Outcome:
         return await self.execute(Tick())
 
+    # -- the writer ------------------------------------------------------------------------
+
     async def _write_loop(self) -> None:
-        while (job := await self._jobs.get()) is not None:
-            try:
-                value = await self._apply(job)
-            except StoreError as err:
-                self._write_failed(err)
-                if not job.done.done():
-                    job.done.set_exception(err)
-            except (QueueError, ShuttingDown) as err:
-                if not job.done.done():
-                    job.done.set_exception(err)
-            except Exception as err:  # a bug must not stop the writer; the caller sees it
-                log.exception("queue operation failed unexpectedly")
-                if not job.done.done():
-                    job.done.set_exception(err)
-            else:
-                if not job.done.done():
-                    job.done.set_result(value)
+        backlog: collections.deque[_Job] = collections.deque()
+        stopping = False
+        while True:
+            if not backlog:
+                if stopping:
+                    return
+                first = await self._jobs.get()
+                if first is None:
+                    return
+                backlog.append(first)
+            # Everything already waiting joins the group: one transaction, one fsync.
+            while len(backlog) < MAX_GROUP and not stopping:
+                try:
+                    waiting = self._jobs.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if waiting is None:
+                    stopping = True
+                else:
+                    backlog.append(waiting)
+            group = self._next_group(backlog)
+            again = await self._run_group(group)
+            backlog.extendleft(reversed(again))
             if self.store.damage_pending:
                 await self._set_aside_damaged()
+
+    @staticmethod
+    def _next_group(backlog: collections.deque[_Job]) -> list[_Job]:
+        """The jobs at the head of the line that commit together (a config swap alone)."""
+        if backlog[0].solo:
+            return [backlog.popleft()]
+        group: list[_Job] = []
+        while backlog and len(group) < MAX_GROUP and not backlog[0].solo:
+            group.append(backlog.popleft())
+        return group
+
+    async def _run_group(self, group: list[_Job]) -> list[_Job]:
+        """Apply the group in memory, commit it in one transaction, publish, answer.
+
+        Returns the jobs to run again: after a bug stopped one operation half-way, the
+        engine goes back to the disk and the others of the group are run again.
+        """
+        now = self._clock().astimezone(self.config.hall.zone)  # events read in hall time
+        clock_ok = self._clock_ok(now)
+        self.engine.clock_trusted = clock_ok
+        steps: list[_Step] = []
+        for index, job in enumerate(group):
+            step = _Step(job)
+            try:
+                self._run_in_memory(step, now)
+            except Exception as err:  # a bug must not stop the writer; the caller sees it
+                log.exception("queue operation failed unexpectedly")
+                self.engine = await self._load()
+                self._committed = _copy_engine(self.engine)
+                _answer(job, error=err)
+                return [s.job for s in steps] + group[index + 1 :]
+            steps.append(step)
+        if any(s.outcome is not None or (s.job.write and s.error is None) for s in steps):
+            try:
+                await self._in_thread(self._commit_steps, steps, now, clock_ok)
+            except Exception as err:  # noqa: BLE001 - every job of the group answers with it
+                await self._group_failed(steps, err)
+                return []
+        self._published(steps)
+        for step in steps:
+            if step.error is not None:
+                _answer(step.job, error=step.error)
+            elif step.outcome is not None:
+                _answer(step.job, value=step.outcome)
+            else:
+                _answer(step.job, value=step.value)
+        return []
+
+    def _run_in_memory(self, step: _Step, now: dt.datetime) -> None:
+        """Run one job's part on the live engine; a refusal is kept as its answer."""
+        job = step.job
+        if job.write is not None:
+            if job.run is not None:
+                try:
+                    job.run(self.engine, now)  # a check that may refuse before anything is written
+                except QueueError as err:
+                    step.error = err
+            return
+        assert job.run is not None
+        if not job.mutates:
+            step.value = job.run(self.engine, now)
+            return
+        try:
+            outcome: Outcome = job.run(self.engine, now)
+        except QueueError as err:
+            # A refusal may follow a change made on the way (a day rollover, a window
+            # opening): whatever memory holds, the disk must hold too.
+            partial = self.engine.pending
+            command = None if job.record is None else job.record(None, err)
+            changed = partial.events or partial.tickets or partial.windows or partial.hall_changed
+            if changed or command is not None:
+                step.outcome, step.command = partial, command
+            step.error = err
+            return
+        step.outcome = outcome
+        step.command = None if job.record is None else job.record(outcome, None)
+
+    def _commit_steps(self, steps: list[_Step], now: dt.datetime, clock_ok: bool) -> None:
+        """On the store thread: every step's writes in one transaction (one fsync).
+
+        A queue change that cannot be saved fails the group (memory already holds it); a
+        store write that fails alone is undone to its savepoint and answers with its error.
+        """
+        store = self.store
+        hall = self.engine.hall
+        with store.group():
+            for step in steps:
+                job = step.job
+                if step.outcome is not None:
+                    step.stored = store.commit(
+                        step.outcome, hall, clock_ok=clock_ok, command=step.command
+                    )
+                elif job.write is not None and step.error is None:
+                    try:
+                        with store.atomic():  # the write stands or falls whole
+                            written = job.write(store, now, clock_ok)
+                            if not isinstance(written, Written):
+                                raise TypeError(
+                                    f"a write must return Written, not {type(written).__name__}"
+                                )
+                    except Exception as err:
+                        if not store.in_transaction:
+                            raise  # the disk took the group's transaction with it
+                        step.error = err
+                        continue
+                    step.stored, step.value = written.events, written.value
+
+    async def _group_failed(self, steps: list[_Step], err: Exception) -> None:
+        """The group's commit failed: every job of it fails, memory goes back to disk."""
+        if isinstance(err, StoreError):
+            if self.writes.failing_since is None:
+                log.error(
+                    "a queue change could not be saved (%s); the last saved state is "
+                    "reloaded and operations are refused until the store takes writes",
+                    err,
+                )
+            self._write_failed(err)
+        else:
+            log.error("a group of %d writes failed unexpectedly", len(steps), exc_info=err)
+        self.engine = await self._load()
+        self._committed = _copy_engine(self.engine)
+        self._last_seq = self.store.last_seq
+        for step in steps:
+            _answer(step.job, error=err)
+
+    def _published(self, steps: list[_Step]) -> None:
+        """The group is on disk: reads see it, listeners get its events, in seq order."""
+        live, snap = self.engine, self._committed
+        tickets: set[str] = set()
+        windows: set[str] = set()
+        hall_changed = False
+        swapped = False
+        stored: list[StoredEvent] = []
+        for step in steps:
+            swapped |= step.job.solo and step.error is None
+            stored.extend(step.stored)
+            if step.outcome is not None:
+                step.outcome.stored = step.stored
+                tickets.update(step.outcome.tickets)
+                windows.update(step.outcome.windows)
+                hall_changed |= step.outcome.hall_changed
+            if step.job.after is not None and step.error is None:
+                step.job.after()
+        if swapped:
+            self._committed = _copy_engine(self.engine)
+        else:
+            for ticket_id in tickets:
+                ticket = live.tickets.get(ticket_id)
+                if ticket is None:
+                    snap.tickets.pop(ticket_id, None)
+                else:
+                    snap.tickets[ticket_id] = _copy_ticket(ticket)
+            if len(snap.tickets) != len(live.tickets):  # a new day left closed tickets out
+                for gone in snap.tickets.keys() - live.tickets.keys():
+                    del snap.tickets[gone]
+            for window_id in windows:
+                snap.windows[window_id] = _copy_window(live.windows[window_id])
+            if hall_changed or snap.hall.day != live.hall.day:
+                snap.hall = _copy_counters(live.hall)
+            snap.clock_trusted = live.clock_trusted
+        self._last_seq = self.store.last_seq
+        if stored or tickets or windows or hall_changed:
+            self._write_succeeded(len(steps))
+        self._notify(stored)
 
     async def _set_aside_damaged(self) -> None:
         """Move the rows reads found damaged to the store's quarantine table, in the
@@ -256,8 +542,9 @@ class Hall:
                 )
             self._write_failed(err)
             return
+        self._last_seq = self.store.last_seq
         if stored:
-            self._write_succeeded()
+            self._write_succeeded(1)
         self._notify(stored)
 
     def _write_failed(self, err: StoreError) -> None:
@@ -271,74 +558,16 @@ class Hall:
             record.failing_since = record.last_failed_at
         record.failed.set()
 
-    def _write_succeeded(self) -> None:
+    def _write_succeeded(self, jobs: int) -> None:
         record = self.writes
         record.ok_total += 1
+        record.commits_total += 1
+        record.jobs_total += jobs
+        record.largest_group = max(record.largest_group, jobs)
         record.last_was_disk_full = False
         if record.failing_since is not None:
             log.info("the state database takes writes again")
             record.failing_since = None
-
-    async def _apply(self, job: _Job) -> Any:
-        now = self._clock().astimezone(self.config.hall.zone)  # events read in hall time
-        self.engine.clock_trusted = self._clock_ok(now)
-        if job.write is not None:
-            if job.run is not None:
-                job.run(self.engine, now)  # a check that may refuse before anything is written
-            written = await self._in_thread(job.write, self.store, now, self._clock_ok(now))
-            if not isinstance(written, Written):
-                raise TypeError(f"a write must return Written, not {type(written).__name__}")
-            if job.after is not None:
-                job.after()
-            if written.events:
-                self._write_succeeded()
-            self._notify(written.events)
-            return written.value
-        assert job.run is not None
-        if not job.mutates:
-            return job.run(self.engine, now)
-        try:
-            outcome: Outcome = job.run(self.engine, now)
-        except QueueError as err:
-            # A refusal may follow a change made on the way (a day rollover, a window
-            # opening): whatever memory holds, the disk must hold too.
-            partial = self.engine.pending
-            command = None if job.record is None else job.record(None, err)
-            changed = partial.events or partial.tickets or partial.windows or partial.hall_changed
-            if changed or command is not None:
-                await self._commit(partial, now, command)
-            raise
-        except Exception:
-            # A bug may have stopped the operation half-way through memory: go back to disk.
-            self.engine = await self._load()
-            raise
-        command = None if job.record is None else job.record(outcome, None)
-        await self._commit(outcome, now, command)
-        return outcome
-
-    async def _commit(
-        self, outcome: Outcome, now: dt.datetime, command: CommandRecord | None = None
-    ) -> None:
-        clock_ok = self._clock_ok(now)
-        try:
-            stored = await self._in_thread(
-                self.store.commit, outcome, self.engine.hall, clock_ok=clock_ok, command=command
-            )
-        except Exception as err:
-            # Memory is ahead of the disk now, whatever failed: go back to what was saved.
-            # Anything but a StoreError is logged by the writer loop; this once per run.
-            if isinstance(err, StoreError) and self.writes.failing_since is None:
-                log.error(
-                    "a queue change could not be saved (%s); the last saved state is "
-                    "reloaded and operations are refused until the store takes writes",
-                    err,
-                )
-            self.engine = await self._load()
-            raise
-        if stored or outcome.tickets or outcome.windows or outcome.hall_changed:
-            self._write_succeeded()
-        outcome.stored = stored
-        self._notify(stored)
 
     def _notify(self, stored: list[StoredEvent]) -> None:
         for listener in self._listeners:
@@ -356,8 +585,35 @@ class Hall:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, lambda: fn(*args, **kwargs))
 
+    async def store_read(self, fn: Callable[[Store], T]) -> T:
+        """Read the store as last committed, on the reader's own connection and thread:
+        never behind a write. ``fn`` must only read (the connection refuses writes).
+
+        A read that met damaged rows left them out; the writer is asked to set them aside.
+        """
+        reader = self._reader
+        if reader is None:
+            raise ShuttingDown("the hall agent is shutting down; try again in a moment")
+
+        def call() -> tuple[T, list[Damage]]:
+            return fn(reader), reader.take_damage()
+
+        loop = asyncio.get_running_loop()
+        result, found = await loop.run_in_executor(self._reader_thread, call)
+        if found and self._accepting:
+            done: asyncio.Future[Any] = loop.create_future()
+
+            def hand_over(store: Store, _now: dt.datetime, _ok: bool) -> Written[None]:
+                store.note_damage(found)
+                return Written([], None)
+
+            self._jobs.put_nowait(_Job(None, True, done, write=hand_over))
+        return result
+
     async def store_call(self, fn: Callable[[Store], T]) -> T:
-        """Run a read of the store on the writer thread (the connection's only thread).
+        """Run ``fn`` on the writer's thread and connection, between its transactions: for
+        the few writes outside the writer's groups and for tools. Reads use
+        :meth:`store_read`, which never waits behind a commit.
 
         A read that met damaged rows left them out; the writer is asked to set them aside.
         """

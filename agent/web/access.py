@@ -83,17 +83,29 @@ class Gate:
         return Rule(self, roles, action=action)
 
     def take(self) -> Rule:
-        """Issuing: kiosk, guide, staff, ops; a priority ticket: guide or ops only (the
-        kiosk's priority tickets come from the ID card, POST /identity/kiosk/take)."""
+        """Issuing: kiosk, guide, staff, ops. A priority ticket: guide or ops; the kiosk only
+        the green channel's classes of the config while ``queue.green_channel.by_touch``
+        (the citizen chooses and confirms on the touch screen; its other priority tickets
+        come from the ID card, POST /identity/kiosk/take)."""
 
         async def priority(principal: Principal, request: Request) -> None:
             body = await _body(request)
             wanted = body.get("priority", Priority.NORMAL.value)
-            if wanted != Priority.NORMAL.value and principal.role not in (Role.GUIDE, Role.OPS):
+            if wanted == Priority.NORMAL.value or principal.role in (Role.GUIDE, Role.OPS):
+                return
+            green = self.hall.config.queue.green_channel
+            if principal.role is Role.KIOSK and green.by_touch:
+                if wanted in {c.id for c in green.classes}:
+                    return
                 raise Forbidden(
-                    f"{principal} may not issue a priority ticket ({wanted}): a guide or ops "
-                    "issues those, or the kiosk from the citizen's ID card"
+                    f"{principal} may not issue a priority ticket ({wanted}): the green "
+                    f"channel here serves {', '.join(c.id for c in green.classes)}"
                 )
+            raise Forbidden(
+                f"{principal} may not issue a priority ticket ({wanted}): a guide or ops "
+                "issues those, or the kiosk by the green channel (queue.green_channel) or "
+                "from the citizen's ID card"
+            )
 
         return Rule(
             self,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import uvicorn
-from fastapi import Body, FastAPI, Query, Request
+from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,11 +26,11 @@ import agent
 from agent.config.system import WebConfig
 from agent.core import operations as op
 from agent.core.engine import Outcome
-from agent.core.errors import QueueError, Refused
-from agent.core.model import Priority, Source
+from agent.core.errors import NotFound, QueueError, Refused
+from agent.core.model import GRANTED_BY_SELF, Priority, Source
 from agent.core.operations import Operation, Take
 from agent.errors import HallAgentError
-from agent.features.access import Role
+from agent.features.access import Principal, Role
 from agent.features.issuing import Issuing
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoreError, StoreFull
@@ -200,7 +200,7 @@ def create_app(
     async def status() -> dict[str, Any]:
         """The hall at a glance: business day, windows, waiting counts, outbox."""
         snap = await hall.read(lambda e, n: e.snapshot(n))
-        depth, last_seq = await hall.store_call(lambda s: (s.outbox_depth(), s.last_seq))
+        depth = await hall.store_read(lambda s: s.outbox_depth())
         body = {
             "hall": {"id": hall.config.hall.id, "name": hall.config.hall.name},
             "agent_version": agent.__version__,
@@ -209,7 +209,7 @@ def create_app(
             "windows": snap["windows"],
             "waiting": len(snap["waiting"]),
             "epoch": hall.store.epoch,
-            "last_seq": last_seq,
+            "last_seq": hall.last_seq,
             "outbox_depth": depth,
         }
         if status_extra is not None:
@@ -232,17 +232,25 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         """The hall's event log (the outbox), as central receives it."""
-        rows = await hall.store_call(lambda s: s.events(from_seq, limit))
+        rows = await hall.store_read(lambda s: s.events(from_seq, limit))
         return [r.envelope(hall.config.hall.id) for r in rows]
 
     @app.post(f"{API}/tickets", status_code=201, responses=ERRORS, dependencies=guard(gate.take()))
-    async def take(body: TakeTicket) -> OperationResult:
+    async def take(body: TakeTicket, request: Request) -> OperationResult:
         """Issue a ticket as the kiosk would; a printed ticket's ``result.print`` says how
         its print went (printed, failed: show the number on screen, or pending). Refused
-        (409 ``printer_unavailable``) while the printer cannot print."""
-        take = Take(service=body.service, source=body.source, priority=body.priority)
+        (409 ``printer_unavailable``) while the printer cannot print. A priority ticket
+        records who granted it (``granted_by``: ``self`` from the kiosk's green channel,
+        else the guide's staff number)."""
+        take = Take(
+            service=body.service,
+            source=body.source,
+            priority=body.priority,
+            granted_by=_granted_by(request.state.principal) if body.priority.is_green else None,
+        )
         return answer(await issuing.take(take, wait_for_print=True))
 
+    _guide_desk_routes(app, hall, issuing, gate)
     _printing_routes(app, printing, issuing, gate)
 
     @app.post(
@@ -307,9 +315,52 @@ def create_app(
     return app
 
 
+def _granted_by(principal: Principal) -> str:
+    """Who granted a priority: the citizen themself at a kiosk, else the person's name
+    (a guide's staff number) or the ops credential's."""
+    return GRANTED_BY_SELF if principal.role is Role.KIOSK else principal.name
+
+
 def readers(gate: Gate) -> Rule:
     """Who may read the hall's state (status, queue): screens, people, ops."""
     return gate.allow(*READERS, action="read the hall's state")
+
+
+def _guide_desk_routes(app: FastAPI, hall: Hall, issuing: Issuing, gate: Gate) -> None:
+    """The guide desk's appointment check-in (the guide desk page, docs/pages.md)."""
+
+    @app.post(
+        f"{API}/appointments/{{appointment}}/check-in",
+        status_code=201,
+        responses=ERRORS,
+        dependencies=guard(gate.allow(Role.GUIDE, Role.OPS, action="check an appointment in")),
+    )
+    async def check_in(
+        appointment: Annotated[str, Path(min_length=1, max_length=64)], request: Request
+    ) -> OperationResult:
+        """The guide desk checks a citizen's appointment in by its number (central's
+        ``set_appointments``): a ticket of its service with priority ``appointment``, once
+        per appointment and day."""
+        pushed = await hall.store_read(lambda s: s.setting("appointments"))
+        day = hall.business_day().isoformat()
+        found = [a for a in pushed or [] if a.get("appointment_id") == appointment]
+        today = next((a for a in found if a.get("day") == day), None)
+        if today is None:
+            if found:
+                days = ", ".join(sorted(str(a.get("day")) for a in found))
+                raise Refused(f"appointment {appointment} is for {days}, not today ({day})")
+            raise NotFound(
+                f"there is no appointment {appointment!r} in the appointments central sent; "
+                "check the number, or let the citizen use their ID card at the kiosk"
+            )
+        take = Take(
+            service=str(today.get("service")),
+            source=Source.API,
+            priority=Priority.APPOINTMENT,
+            granted_by=_granted_by(request.state.principal),
+            appointment=appointment,
+        )
+        return answer(await issuing.take(take, wait_for_print=True))
 
 
 def _printing_routes(

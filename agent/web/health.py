@@ -121,7 +121,7 @@ class HallHealth:
         while True:
             self._probe_since = time.monotonic()
             with contextlib.suppress(Exception):  # a refusal or shutdown is still an answer
-                await self.hall.read(lambda engine, now: None)
+                await self.hall.ping()
             self._probe_since = None
             self._log_transition()
             await asyncio.sleep(PROBE_EVERY_S)
@@ -268,8 +268,8 @@ class HallHealth:
         return generate_latest(registry)
 
     async def _store_figures(self) -> _StoreFigures | None:
-        def read(store: Store) -> tuple[OutboxStats, DatabaseSpace, int]:
-            return store.stats(), store.space(), store.last_seq
+        def read(store: Store) -> tuple[OutboxStats, DatabaseSpace]:
+            return store.stats(), store.space()
 
         def queue(engine: QueueEngine, now: dt.datetime) -> dict[str, tuple[int, int]]:
             return {
@@ -278,9 +278,8 @@ class HallHealth:
             }
 
         try:
-            stats, space, last_seq = await asyncio.wait_for(
-                self.hall.store_call(read), timeout=STORE_WAIT_S
-            )
+            stats, space = await asyncio.wait_for(self.hall.store_read(read), timeout=STORE_WAIT_S)
+            last_seq = self.hall.last_seq
             services = await asyncio.wait_for(self.hall.read(queue), timeout=STORE_WAIT_S)
         except Exception as err:  # noqa: BLE001 - metrics answer without the store's figures
             log.debug("metrics without the store's figures: %s", err)
@@ -326,6 +325,18 @@ class HallHealth:
             "hall_store_disk_full",
             "Writes refused because the disk was full",
             writes.disk_full_total,
+        )
+        yield CounterMetricFamily(
+            "hall_store_commits",
+            "Transactions the writer committed (each one fsync; group commit puts every "
+            "waiting job in one)",
+            writes.commits_total,
+        )
+        yield CounterMetricFamily(
+            "hall_store_committed_jobs", "Jobs those transactions carried", writes.jobs_total
+        )
+        yield GaugeMetricFamily(
+            "hall_store_largest_group", "The most jobs one commit carried", writes.largest_group
         )
         silent = self.writer_silent_for()
         yield GaugeMetricFamily(

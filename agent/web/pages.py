@@ -49,6 +49,7 @@ from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoredEvent
 from agent.runtime.tasks import BackgroundTasks
+from agent.web.kiosk_pages import kiosk_routes
 
 if TYPE_CHECKING:
     from agent.features.issuing import Issuing
@@ -236,7 +237,7 @@ class PageFeed:
         def read(store: Any) -> tuple[Any, Any]:
             return store.setting("notices"), store.setting("staff")
 
-        notices, staff = await self.hall.store_call(read)
+        notices, staff = await self.hall.store_read(read)
         self._notices = list(notices or [])
         self._staff = {m["staff"]: m for m in staff or [] if isinstance(m, dict) and "staff" in m}
         self._photos = await asyncio.to_thread(_photos, self.hall.config.pages.staff_photos)
@@ -606,10 +607,17 @@ def kiosk_view(view: HallView, query: Mapping[str, str]) -> JSON:
                 "reason": reason,
             }
         )
+    # The guides, the green channel and the phone (agent/web/kiosk_pages.py).
+    kiosk: JSON = view.extras.get("kiosk") or {}
+    guides = kiosk.get("guides", {})
+    for service in services:
+        service["guide"] = guides.get(service["id"])
     return {
         **_common(view, query),
         "issuing": {"enabled": issuing["enabled"], "reason": issuing.get("reason")},
         "services": services,
+        "green_channel": kiosk.get("green_channel"),
+        "phone": kiosk.get("phone"),
     }
 
 
@@ -683,7 +691,8 @@ def page_routes(feed: PageFeed) -> APIRouter:
     """The pages, their feed and their static files (include in the local API's app)."""
     router = APIRouter(prefix="/pages", include_in_schema=False)
     config = feed.hall.config
-    feed.add_source("service_names", lambda: {s.id: s.name_en for s in config.services})
+    # From the running config: a config central pushes renames services too.
+    feed.add_source("service_names", lambda: {s.id: s.name_en for s in feed.hall.config.services})
 
     @router.get("/hall")
     async def hall_page() -> HTMLResponse:
@@ -700,6 +709,8 @@ def page_routes(feed: PageFeed) -> APIRouter:
     @router.get("/kiosk")
     async def kiosk_page() -> HTMLResponse:
         return _page("kiosk")
+
+    router.include_router(kiosk_routes(feed.hall, feed.add_source))
 
     @router.get("/feed/{view}")
     async def stream(view: str, request: Request) -> StreamingResponse:

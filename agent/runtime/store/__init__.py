@@ -143,6 +143,13 @@ class Store(Outbox, DocumentRows, PersonalRows, AccessRows, StatsRows):
             epoch = schema.prepare(conn, directory)
         return cls(conn, path, epoch)
 
+    def reader(self) -> Store:
+        """A second, read-only connection to the same file, for reads on their own thread:
+        it sees what was committed and never waits behind the writer's fsync. Its
+        ``last_seq`` is the one of the moment it opened (ask the hall for the current one);
+        damaged rows its reads find are handed to the writer with ``take_damage``."""
+        return type(self)(schema.connect_reader(self.path), self.path, self.epoch)
+
     # -- state ---------------------------------------------------------------------------
 
     def load(self) -> LoadedState:

@@ -8,13 +8,14 @@ outside this package sees the connection or a row: every method returns a typed 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import logging
 import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -250,9 +251,95 @@ class StoreCore:
         self.last_seq: int = max(int(row[0]), self.counter("pruned_max_seq"))
         # Rows reads found damaged, by (table, rowid), until ``set_aside`` moves them.
         self._damage: dict[tuple[str, int], Damage] = {}
+        # Inside ``group()``: every write is a savepoint of the group's one transaction.
+        self._grouping = False
+        self._savepoints = 0
 
     def close(self) -> None:
         self._conn.close()
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (inside a group: whether the group still stands)."""
+        return self._conn.in_transaction
+
+    @contextlib.contextmanager
+    def group(self) -> Iterator[None]:
+        """One transaction around several writes (the hall's group commit): each write
+        inside is a savepoint, and the group ends with one COMMIT, one fsync.
+
+        A write that fails alone (not the disk) is undone to its savepoint and the others
+        stay; a failure of the disk, or of the COMMIT, undoes the whole group and raises
+        a StoreError, with ``last_seq`` back where it was.
+        """
+        if self._grouping:
+            raise RuntimeError("store groups do not nest")
+        start = self.last_seq
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as err:
+            raise _failure(f"could not save to {self.path}", err) from err
+        self._grouping = True
+        try:
+            yield
+            if not self._conn.in_transaction:
+                # SQLite rolled the whole transaction back under a write (a full disk).
+                raise StoreError(f"could not save to {self.path}: the write was rolled back")
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            self._rollback()
+            self.last_seq = start
+            raise _failure(f"could not save to {self.path}", err) from err
+        except BaseException:
+            self._rollback()
+            self.last_seq = start
+            raise
+        finally:
+            self._grouping = False
+
+    @contextlib.contextmanager
+    def _atomic(self, what: str) -> Iterator[None]:
+        """One write: its own transaction, or a savepoint inside the hall's group.
+
+        A failure undoes the write and raises (a StoreError saying ``what`` for the disk);
+        within a group, a failure that took the group's transaction with it is re-raised
+        so the group fails whole.
+        """
+        if self._grouping:
+            self._savepoints += 1
+            name = f"w{self._savepoints}"
+            start = self.last_seq
+            self._conn.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException as err:
+                self.last_seq = start  # the seqs of undone events are handed out again
+                if self._conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute(f"ROLLBACK TO {name}")
+                        self._conn.execute(f"RELEASE {name}")
+                if isinstance(err, sqlite3.Error):
+                    raise _failure(what, err) from err
+                raise
+            else:
+                self._conn.execute(f"RELEASE {name}")
+            return
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            yield
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            self._rollback()
+            raise _failure(what, err) from err
+        except BaseException:
+            # Not the disk (e.g. a value that is not JSON): still undo the rows written so
+            # far, or the open transaction would make every later commit fail too.
+            self._rollback()
+            raise
+
+    def atomic(self) -> contextlib.AbstractContextManager[None]:
+        """Several writes that stand or fall together (inside a group: one savepoint)."""
+        return self._atomic(f"could not save to {self.path}")
 
     def _transaction(
         self,
@@ -261,21 +348,11 @@ class StoreCore:
         *,
         clock_ok: bool = True,
     ) -> tuple[T, list[StoredEvent]]:
-        """Run ``fn`` on the connection and append ``events``, in one transaction: for the
-        rows a feature keeps with its events (documents, personal data)."""
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
+        """Run ``fn`` on the connection and append ``events``, in one transaction (or one
+        savepoint of the hall's group): for the rows a feature keeps with its events."""
+        with self._atomic(f"could not save to {self.path}"):
             value = fn(self._conn)
             stored = self._append(events, clock_ok)
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as err:
-            self._rollback()
-            raise _failure(f"could not save to {self.path}", err) from err
-        except BaseException:
-            # Not the disk (e.g. a value that is not JSON): still undo the rows written so
-            # far, or the open transaction would make every later commit fail too.
-            self._rollback()
-            raise
         self.last_seq += len(stored)
         return value, stored
 

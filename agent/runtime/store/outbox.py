@@ -10,7 +10,6 @@ acknowledged events first, then by class and age, each eviction reported by an
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from collections.abc import Iterator, Sequence
 
 from agent.core.events import EventClass
@@ -20,7 +19,6 @@ from agent.runtime.store.core import (
     OutboxStats,
     StoredEvent,
     _class_name,
-    _failure,
     _format_at,
     _ranges,
 )
@@ -70,27 +68,20 @@ class Outbox(QuarantineRows):
         """The broker confirmed these events (PUBACK); one transaction for the batch."""
         if not seqs:
             return
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
+        with self._atomic(f"could not mark events published in {self.path}"):
             self._conn.executemany(
                 "UPDATE events SET published = 1 WHERE seq BETWEEN ? AND ?",
                 _ranges(sorted(seqs)),
             )
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as err:
-            self._rollback()
-            raise _failure(f"could not mark events published in {self.path}", err) from err
 
     def mark_acked(self, epoch: int, seq: int) -> int:
         """Central stored every event up to ``seq``; returns how many were newly acked."""
         if epoch != self.epoch:
             return 0
-        try:
+        with self._atomic(f"could not record central's ack in {self.path}"):
             cur = self._conn.execute(
                 "UPDATE events SET acked = 1, published = 1 WHERE seq <= ? AND acked = 0", (seq,)
             )
-        except sqlite3.Error as err:
-            raise _failure(f"could not record central's ack in {self.path}", err) from err
         return cur.rowcount
 
     def stats(self) -> OutboxStats:
@@ -127,14 +118,9 @@ class Outbox(QuarantineRows):
         same transaction. Returns what was evicted, or None.
         """
         cutoff = _format_at(now - dt.timedelta(days=max_days))
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
+        with self._atomic(f"could not prune the outbox in {self.path}"):
             eviction = self._prune(cutoff, max_bytes)
             stored = self._report(eviction, now, clock_ok)
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as err:
-            self._rollback()
-            raise _failure(f"could not prune the outbox in {self.path}", err) from err
         self.last_seq += len(stored)
         return eviction
 
@@ -146,8 +132,7 @@ class Outbox(QuarantineRows):
         oldest first; business events only with ``business`` (writes already fail).
         Evictions are counted and reported as ``outbox.evicted`` like the retention's."""
         top = int(EventClass.BUSINESS) + (1 if business else 0)
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
+        with self._atomic(f"could not make room in {self.path}"):
             rows = self._conn.execute(
                 "SELECT seq, class, size, acked FROM events WHERE acked = 1 OR class < ? "
                 "ORDER BY acked DESC, class, seq",
@@ -178,10 +163,6 @@ class Outbox(QuarantineRows):
                     len(evicted), by_class, _ranges([s for s, _ in evicted]), "disk"
                 )
             stored = self._report(eviction, now, clock_ok)
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as err:
-            self._rollback()
-            raise _failure(f"could not make room in {self.path}", err) from err
         self.last_seq += len(stored)
         return eviction
 

@@ -16,7 +16,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,7 +31,6 @@ from agent.runtime.store.core import (
     StoredEvent,
     _class_name,
     _dumps,
-    _failure,
     _format_at,
     _ranges,
 )
@@ -76,6 +74,18 @@ class QuarantineRows(StoreCore):
 
     def _note(self, damage: Damage) -> None:
         self._damage.setdefault((damage.table, damage.rowid), damage)
+
+    def take_damage(self) -> list[Damage]:
+        """The damaged rows this connection's reads found (a reader hands them over to the
+        writer, which sets them aside); they are forgotten here."""
+        found = list(self._damage.values())
+        self._damage.clear()
+        return found
+
+    def note_damage(self, found: list[Damage]) -> None:
+        """Rows another connection's reads found damaged, to set aside in the next write."""
+        for damage in found:
+            self._note(damage)
 
     @property
     def damage_pending(self) -> bool:
@@ -204,8 +214,7 @@ class QuarantineRows(StoreCore):
         if not pending:
             return []
         at = _format_at(now)
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
+        with self._atomic(f"could not set damaged rows aside in {self.path}"):
             moved = [d for d in pending if self._move(d, at)]
             reports: list[Event] = [
                 Event(ev.RowQuarantined(table=d.table, key=d.key, reason=d.reason), now)
@@ -229,10 +238,6 @@ class QuarantineRows(StoreCore):
                 eviction = Eviction(len(gone), by_class, _ranges([s for s, _ in gone]), "damaged")
                 reports.append(self._evicted_event(eviction, now))
             stored = self._append(reports, clock_ok)
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as err:
-            self._rollback()
-            raise _failure(f"could not set damaged rows aside in {self.path}", err) from err
         self.last_seq += len(stored)
         self._damage.clear()
         for d in moved:

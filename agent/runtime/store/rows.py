@@ -234,7 +234,9 @@ def ticket(row: Row) -> Ticket:
     t = _fit("a ticket", Ticket.from_json, _object(loads(row["data"]), "a ticket"))
     fits = (
         all(isinstance(v, str) for v in (t.id, t.number, t.service, t.issued_service))
-        and all(_optional(v, str) for v in (t.window, t.staff, t.id_hash))
+        and all(
+            _optional(v, str) for v in (t.window, t.staff, t.id_hash, t.granted_by, t.appointment)
+        )
         and _optional(t.rating, dict)
         and isinstance(t.issued_at, dt.datetime)
         and _aware(t.issued_at, t.called_at, t.serving_at, t.ended_at)

@@ -145,6 +145,15 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """A connection that only reads (the hall's reads beside its writer): in WAL mode it
+    sees the last commit and never waits for a write in progress."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA query_only=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
 def prepare(conn: sqlite3.Connection, directory: Path) -> int:
     """Check the file, apply the missing migrations; returns the store's epoch."""
     try:
