@@ -662,6 +662,7 @@ async def test_centrals_get_report_command(day_hall) -> None:
 
     from agent.central import contract as c
     from agent.central.commands import CommandHandlers
+    from hallctl.cli import build_command
 
     hall, _, _ = day_hall
     handlers = CommandHandlers(get_report=Reports(hall).command)
@@ -679,6 +680,9 @@ async def test_centrals_get_report_command(day_hall) -> None:
     assert whole["views"]["staff"] == STAFF
     with pytest.raises(ValidationError):
         c.validate_incoming(c.GetReport, {"cmd_id": "r-3", "from": "2026-03-02", "by": "desk"})
+    # What central's console sends: "from", as the contract names it.
+    sent = build_command("get_report", ["from=2026-03-02", "by=staff"], cmd_id="r-5")
+    assert sent == {"cmd_id": "r-5", "from": "2026-03-02", "by": "staff"}
     with pytest.raises(QueueError, match="swap them"):
         await handlers.run(
             c.validate_incoming(

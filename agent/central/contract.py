@@ -355,6 +355,9 @@ class GetReport(Command):
     """The hall's statistics for business days ``from``..``to`` (docs/reports.md): the
     hall's figures, and each group of the view ``by`` (every view when absent)."""
 
+    # ``from`` is a Python keyword: the field is ``from_``, sent and read as ``from``.
+    model_config = ConfigDict(extra="forbid", strict=True, serialize_by_alias=True)
+
     from_: dt.date = Field(alias="from", description="the first business day")
     to: dt.date | None = Field(default=None, description="the last business day; from if absent")
     by: Literal["service", "window", "staff", "hour"] | None = Field(
