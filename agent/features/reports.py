@@ -36,6 +36,7 @@ from agent.features.report_tables import csv_bytes, to_xlsx
 from agent.runtime.hall import Hall
 from agent.runtime.store import Store, StoredEvent, StoreError, Written
 from agent.runtime.tasks import BackgroundTasks, stop
+from agent.web.errors import ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,19 @@ def report_routes(reports: Reports, *, read_guard: Sequence[Any]) -> APIRouter:
     decided by the web layer, agent/web/access.py — the manager and ops)."""
     router = APIRouter(prefix="/api/v1", tags=["reports"])
 
-    @router.get("/reports", dependencies=list(read_guard))
+    answers: dict[int | str, dict[str, Any]] = {
+        **ERRORS,
+        200: {
+            "description": "the report: JSON, or with format=csv or xlsx the file",
+            "content": {
+                "application/json": {},
+                CSV_TYPE.split(";", maxsplit=1)[0]: {},
+                XLSX_TYPE: {},
+            },
+        },
+    }
+
+    @router.get("/reports", dependencies=list(read_guard), responses=answers)
     async def report(
         from_: Annotated[
             str | None,
