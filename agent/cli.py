@@ -1,9 +1,15 @@
-"""The ``hall-agent`` command: run the daemon, check a config, operate the running hall."""
+"""The ``hall-agent`` command: run the daemon, check a config, operate the running hall.
+
+Only the standard library and :mod:`agent.client` are loaded before the verb is known:
+``run``, ``demo``, ``check-config`` and ``doctor`` import the daemon's stack in their own
+branch, while ``status``, ``take``, ``window``, ``reprint`` and the credential verbs talk
+to the running agent without it (pydantic, FastAPI and the daemon stay unloaded).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import functools
 import json
 import os
 import sys
@@ -12,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import agent
+from agent.client import ApiFailed, ApiUnreachable, Place, read_place, request
 from agent.errors import HallAgentError
 
 DEFAULT_CONFIG = Path("/etc/hall-agent/config.yaml")
@@ -156,6 +163,10 @@ def _credential_parsers(sub: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # pydantic looks for plugins in every installed package's metadata when it builds its
+    # first model (tens of ms here, more on a Pi's SD card); the agent uses none. An
+    # operator who wants one sets PYDANTIC_DISABLE_PLUGINS themselves (even to "").
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         return _dispatch(args)
     except CliError as err:
@@ -222,6 +233,8 @@ def _load(path: Path) -> Any:
 
 
 def _run(path: Path) -> int:
+    import asyncio
+
     from agent.daemon import serve
     from agent.runtime.logs import setup_logging
     from agent.runtime.store import StoreError
@@ -253,14 +266,19 @@ def _api_base(args: argparse.Namespace) -> str:
         return env.rstrip("/")
     config_path = _config_path(args)
     if config_path is not None:
-        from agent.daemon import api_url_file
-
-        config = _load(config_path)
-        written = api_url_file(config)
-        if written.exists():
-            return written.read_text(encoding="utf-8").strip()
-        return f"http://{config.web.host}:{config.web.port}"
+        return _place(config_path).api_base()
     return DEFAULT_API
+
+
+@functools.cache
+def _place(config_path: Path) -> Place:
+    """Where the agent of this config is: read lightly, or from the full config when the
+    light read cannot be sure (the full load then names any problem and its fix)."""
+    place = read_place(config_path)
+    if place is not None:
+        return place
+    config = _load(config_path)
+    return Place(Path(config.storage.path), config.web.host, config.web.port)
 
 
 def _config_path(args: argparse.Namespace) -> Path | None:
@@ -276,9 +294,7 @@ def _token_file(args: argparse.Namespace) -> Path | None:
         return Path(args.token_file)
     config_path = _config_path(args)
     if config_path is not None:
-        from agent.features.access import OPS_TOKEN_FILE
-
-        return Path(_load(config_path).storage.path) / OPS_TOKEN_FILE
+        return _place(config_path).token_file
     return DEFAULT_TOKEN_FILE if DEFAULT_TOKEN_FILE.exists() else None
 
 
@@ -302,33 +318,28 @@ def _token(path: Path | None) -> str | None:
 def _request(
     args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None
 ) -> Any:
-    import httpx
-
     base = _api_base(args)
     token_file = _token_file(args)
     token = _token(token_file)
-    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     try:
-        response = httpx.request(
-            method, f"{base}/api/v1{path}", json=body, headers=headers, timeout=10
-        )
-    except httpx.ConnectError as err:
+        response = request(base, method, f"/api/v1{path}", body, token, timeout=10)
+    except ApiUnreachable as err:
         raise CliError(
             f"no agent answers at {base}; is it running? (systemctl status hall-agent, "
             "or pass --api / --config)"
         ) from err
-    except httpx.HTTPError as err:
+    except ApiFailed as err:
         raise CliError(f"the agent at {base} did not answer: {err}") from err
     try:
         answer = response.json()
     except ValueError as err:
-        raise CliError(f"the agent answered {response.status_code} without JSON") from err
-    if response.status_code >= 400:
+        raise CliError(f"the agent answered {response.status} without JSON") from err
+    if response.status >= 400:
         if args.json:
             print(json.dumps(answer, ensure_ascii=False, indent=2))
         message = answer.get("message") if isinstance(answer, dict) else None
-        message = message or f"the agent answered {response.status_code}"
-        if response.status_code == 401 and token is None:
+        message = message or f"the agent answered {response.status}"
+        if response.status == 401 and token is None:
             where = "none was found" if token_file is None else f"{token_file} does not exist"
             message += (
                 f"\nhall-agent sends the ops token ({where}): pass --token-file FILE, or "

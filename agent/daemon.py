@@ -1,4 +1,12 @@
-"""The agent process: store, hall, local API and background loops, stopped in order."""
+"""The agent process: store, hall, local API and background loops, stopped in order.
+
+This is the composition root, and it imports a feature only when the config uses it: the
+ticket printer's stack (python-escpos, Pillow, qrcode) only with a printer, the document
+desk only with a camera or a scanner, the ID card desk only with a reader, and so on
+(``_printing``, ``_documents``, ... below). The types of those features come in under
+``TYPE_CHECKING``; start-up pays for what the hall has (docs/benchmarks.md, "Start and
+client commands").
+"""
 
 from __future__ import annotations
 
@@ -10,33 +18,34 @@ import functools
 import logging
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
-
-from fastapi import FastAPI
+from typing import TYPE_CHECKING, Any
 
 from agent.central.commands import CommandHandlers
 from agent.central.contract import Topics
-from agent.central.link import Link
-from agent.config import HallAgentConfig, StorageConfig
+from agent.central.link import EnvelopeFilter, Link
+from agent.client import API_URL_FILE
+from agent.config import (
+    AnnouncerDevice,
+    CameraDevice,
+    CodeScannerDevice,
+    Device,
+    DocScannerDevice,
+    HallAgentConfig,
+    IdReaderDevice,
+    LedStripDevice,
+    PrinterDevice,
+    StorageConfig,
+    TicketButtonsDevice,
+)
 from agent.core import events as ev
 from agent.core.events import Event
 from agent.features.access import HallAccess, Role
-from agent.features.documents import DocumentDesk, document_desk, document_routes
-from agent.features.identity import (
-    IdentityDesk,
-    envelope_filters,
-    identity_desk,
-    identity_routes,
-)
-from agent.features.inputs import TicketInputs, ticket_inputs
 from agent.features.issuing import Issuing
-from agent.features.led import LedStrips, led_strips
-from agent.features.printing import TicketPrinting, ticket_printing
 from agent.features.reports import Reports, hall_reports, report_routes
-from agent.features.staff import sign_in_by_identity
-from agent.features.voice import VoiceCalling, voice_calling
 from agent.runtime.clock import SystemClock, runtime_directory
 from agent.runtime.devices import DeviceBoard, DeviceHealth
 from agent.runtime.diskspace import RoomNeeded, SpaceGuard, make_room
@@ -47,12 +56,22 @@ from agent.web.access import Gate, access_routes, guard
 from agent.web.app import WebServer, create_app
 from agent.web.health import HallHealth, health_routes
 from agent.web.pages import PageFeed, page_routes
+from agent.web.ticket_page import ticket_routes
 from agent.web.window_pages import WindowDevices, window_devices, window_routes
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from agent.features.documents import DocumentDesk
+    from agent.features.identity import IdentityDesk
+    from agent.features.inputs import TicketInputs
+    from agent.features.led import LedStrips
+    from agent.features.printing import TicketPrinting
+    from agent.features.voice import VoiceCalling
 
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 20.0
-API_URL_FILE = "api-url"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -95,15 +114,13 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
         # the order they depend on each other; they stop in the reverse order.
         async with (
             Hall(config, store, clock_ok=clock) as hall,
-            ticket_printing(hall, devices) as printing,
+            _printing(hall, devices) as printing,
             HallAccess(hall) as access,
         ):
             issuing = Issuing(hall, printing)
             async with (
-                identity_desk(
-                    hall, devices, issuing, staff_sign_in=sign_in_by_identity
-                ) as identity,
-                document_desk(hall, devices) as documents,
+                _identity(hall, devices, issuing) as identity,
+                _documents(hall, devices) as documents,
                 window_devices(
                     hall,
                     devices,
@@ -113,9 +130,9 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                 hall_reports(hall) as reports,
                 _link(hall, devices, printing, identity, documents, windows, reports) as link,
                 HallHealth(hall, link, devices, disk, clock) as health,
-                led_strips(hall, devices) as leds,
-                voice_calling(hall, devices) as voice,
-                ticket_inputs(hall, devices, issuing) as inputs,
+                _leds(hall, devices) as leds,
+                _voice(hall, devices) as voice,
+                _inputs(hall, devices, issuing) as inputs,
             ):
                 gate = Gate(hall, access, windows.page_principal)
                 app = create_app(
@@ -128,6 +145,7 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                 _feature_routes(app, gate, health, identity, documents, reports)
                 pages = PageFeed(hall, devices, printing, issuing)
                 app.include_router(page_routes(pages))
+                app.include_router(ticket_routes(pages))
                 app.include_router(window_routes(windows, pages, gate))
                 # The pages' streams end before the web server stops (it waits for open ones).
                 async with WebServer(app, config.web) as web, pages:
@@ -173,6 +191,114 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
         log.info("stopped; state saved in %s", store.path)
 
 
+# -- the device features, each imported only when the config has its devices ----------
+
+
+def _uses(config: HallAgentConfig, *kinds: type[Device]) -> bool:
+    return any(isinstance(d, kinds) for d in config.devices)
+
+
+def _none() -> AbstractAsyncContextManager[None]:
+    return contextlib.nullcontext(None)
+
+
+def _printing(
+    hall: Hall, devices: DeviceBoard
+) -> AbstractAsyncContextManager[TicketPrinting | None]:
+    if not _uses(hall.config, PrinterDevice):
+        return _none()
+    keep_escpos_capabilities(hall.config.storage.path)
+    from agent.features.printing import ticket_printing
+
+    return ticket_printing(hall, devices)
+
+
+ESCPOS_CACHE_DIR = "cache"
+ESCPOS_PICKLE_VARIABLE = "ESCPOS_CAPABILITIES_PICKLE_DIR"
+
+
+def keep_escpos_capabilities(storage: Path) -> None:
+    """Import python-escpos with a lasting place for the pickle of its capabilities.
+
+    On import it reads its printer capabilities (~100 KB of YAML: about 0.15 s on this
+    machine, several times that on a Pi) unless a pickle of them is in the directory
+    ``ESCPOS_CAPABILITIES_PICKLE_DIR`` names; by default that is a new temporary directory
+    at every import, so every start paid the parse. Here the variable names
+    ``<storage.path>/cache`` while python-escpos is imported (it reads it only then), and
+    is removed again so no child process inherits it. python-escpos parses again when its
+    own file is newer (an upgrade). A variable set by the operator wins; a cache
+    directory that cannot be made or written leaves python-escpos to its default.
+    """
+    if "escpos.capabilities" in sys.modules or ESCPOS_PICKLE_VARIABLE in os.environ:
+        return
+    cache = storage / ESCPOS_CACHE_DIR
+    try:
+        cache.mkdir(mode=0o750, exist_ok=True)
+    except OSError as err:
+        log.debug("no cache directory for python-escpos at %s: %s", cache, err)
+        return
+    if not os.access(cache, os.W_OK):
+        return
+    os.environ[ESCPOS_PICKLE_VARIABLE] = str(cache)
+    try:
+        try:
+            import escpos.capabilities  # type: ignore[import-untyped]
+        except Exception as err:  # noqa: BLE001 - e.g. a pickle cut short by a power loss
+            log.warning("python-escpos's capabilities cache was unreadable (%s); made anew", err)
+            for damaged in cache.glob("*.capabilities.pickle"):
+                damaged.unlink(missing_ok=True)
+            import escpos.capabilities  # noqa: F401 - parses its file and pickles it again
+    finally:
+        os.environ.pop(ESCPOS_PICKLE_VARIABLE, None)
+
+
+def _identity(
+    hall: Hall, devices: DeviceBoard, issuing: Issuing
+) -> AbstractAsyncContextManager[IdentityDesk | None]:
+    if not _uses(hall.config, IdReaderDevice):
+        return _none()
+    from agent.features.identity import identity_desk
+    from agent.features.staff import sign_in_by_identity
+
+    return identity_desk(hall, devices, issuing, staff_sign_in=sign_in_by_identity)
+
+
+def _documents(
+    hall: Hall, devices: DeviceBoard
+) -> AbstractAsyncContextManager[DocumentDesk | None]:
+    if not _uses(hall.config, CameraDevice, DocScannerDevice):
+        return _none()
+    from agent.features.documents import document_desk
+
+    return document_desk(hall, devices)
+
+
+def _leds(hall: Hall, devices: DeviceBoard) -> AbstractAsyncContextManager[LedStrips | None]:
+    if not _uses(hall.config, LedStripDevice):
+        return _none()
+    from agent.features.led import led_strips
+
+    return led_strips(hall, devices)
+
+
+def _voice(hall: Hall, devices: DeviceBoard) -> AbstractAsyncContextManager[VoiceCalling | None]:
+    if not _uses(hall.config, AnnouncerDevice):
+        return _none()
+    from agent.features.voice import voice_calling
+
+    return voice_calling(hall, devices)
+
+
+def _inputs(
+    hall: Hall, devices: DeviceBoard, issuing: Issuing
+) -> AbstractAsyncContextManager[TicketInputs | None]:
+    if not _uses(hall.config, TicketButtonsDevice, CodeScannerDevice):
+        return _none()
+    from agent.features.inputs import ticket_inputs
+
+    return ticket_inputs(hall, devices, issuing)
+
+
 def _feature_routes(
     app: FastAPI,
     gate: Gate,
@@ -188,11 +314,15 @@ def _feature_routes(
     monitors = gate.allow(Role.SCREEN, Role.MANAGER, Role.OPS, action="read the metrics")
     app.include_router(health_routes(health, metrics=guard(monitors)))
     if identity is not None:
+        from agent.features.identity import identity_routes
+
         kiosk = gate.allow(Role.KIOSK, Role.OPS, action="use the kiosk's ID card reader")
         app.include_router(
             identity_routes(identity, read_guard=guard(kiosk), take_guard=guard(kiosk))
         )
     if documents is not None:
+        from agent.features.documents import document_routes
+
         spool = gate.allow(Role.MANAGER, Role.OPS, action="read the document spool")
         app.include_router(
             document_routes(
@@ -221,11 +351,16 @@ def _link(
         get_report=reports.command,
     )
     topics = Topics(hall.config.hall.id)
+    filters: tuple[EnvelopeFilter, ...] = ()
+    if identity is not None or documents is not None:
+        from agent.features.identity import envelope_filters
+
+        filters = envelope_filters(identity, documents)
     return Link(
         hall,
         devices,
         handlers=handlers,
-        envelope_filters=envelope_filters(identity, documents),
+        envelope_filters=filters,
         while_connected=() if documents is None else (documents.upload,),
         routes={} if documents is None else {topics.file_ack: documents.on_file_ack},
     )

@@ -208,11 +208,14 @@ class AgentProcess:
         storage: Path,
         log_path: Path,
         env: Mapping[str, str] | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.config_path = config_path
         self.storage = storage
         self.log_path = log_path
         self.env = dict(env or {})
+        # Put before the command: ``taskset -c 0`` for a one-core run (bench/_fsync.py).
+        self.prefix = list(prefix)
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -228,7 +231,7 @@ class AgentProcess:
         env.update(self.env)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                agent_command(self.config_path),
+                [*self.prefix, *agent_command(self.config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from _common import bench_hall, median, percentile, print_table, scratch_dir, write_results
+from _fsync import add_arguments, mode, raw_baseline, reexec, suffix
 
 from agent.config import HallAgentConfig
 from agent.core.operations import Take
@@ -107,15 +108,23 @@ async def run(presses: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presses", type=int, default=100)
+    add_arguments(parser)
     args = parser.parse_args()
+    # The hall's store is in this process: the shim and the pinning go on this process.
+    reexec(args.fsync_ms, args.one_core)
     figures = asyncio.run(run(args.presses))
+    figures["raw_sqlite"] = raw_baseline(args.fsync_ms, args.one_core)
     rows = [
         [series, key, value]
         for series, f in figures.items()
         for key, value in (f.items() if isinstance(f, dict) else [("", f)])
     ]
     print_table(["series", "figure", "value"], rows)
-    path = write_results(NAME, vars(args), figures)
+    path = write_results(
+        NAME + suffix(args.fsync_ms, args.one_core),
+        {**mode(args.fsync_ms, args.one_core), "presses": args.presses},
+        figures,
+    )
     print(f"wrote {path}")
     return 0
 

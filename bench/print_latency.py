@@ -42,6 +42,7 @@ from _common import (
     write_config,
     write_results,
 )
+from _fsync import NoShim, add_arguments, agent_env, mode, raw_baseline, suffix, taskset_prefix
 
 from agent.demo.emulators.printer import VirtualPrinter
 
@@ -163,8 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=6, help="interleaved blocks (6)")
     parser.add_argument("--warmup", type=int, default=20, help="per series and profile")
     parser.add_argument("--profiles", default="gb18030,raster", help="printer profiles")
+    add_arguments(parser)
     args = parser.parse_args(argv)
     profiles = args.profiles.split(",")
+    try:
+        env, prefix = agent_env(args.fsync_ms), taskset_prefix(args.one_core)
+    except NoShim as err:
+        print(f"skipped: {err}", file=sys.stderr)
+        return 0
 
     figures: dict[str, Any] = {}
     rows = []
@@ -174,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             config = write_config(
                 work / "config.yaml", agent_config(storage, printer.port, profile)
             )
-            with AgentProcess(config, storage, work / "agent.log") as agent_:
+            with AgentProcess(
+                config, storage, work / "agent.log", env=env, prefix=prefix
+            ) as agent_:
                 measured = measure(
                     agent_.url, printer, args.requests, args.blocks, args.warmup, agent_.ops
                 )
@@ -187,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 [profile, name, f["requests"], f["p50_ms"], f["p95_ms"], f["p99_ms"], f["max_ms"]]
             )
+    figures["raw_sqlite"] = raw_baseline(args.fsync_ms, args.one_core)
     parameters = {
+        **mode(args.fsync_ms, args.one_core),
         "requests_per_series_and_profile": args.requests,
         "blocks": args.blocks,
         "warmup_per_series_and_profile": args.warmup,
@@ -196,11 +207,13 @@ def main(argv: list[str] | None = None) -> int:
         "client": f"httpx {httpx.__version__} Client, keep-alive, 1 request at a time",
         "agent": "hall-agent run, fresh storage in bench/.tmp, offline, log level WARNING",
     }
-    path = write_results(NAME, parameters, figures)
+    path = write_results(NAME + suffix(args.fsync_ms, args.one_core), parameters, figures)
     print("take → printed ticket, network printer, ms")
     print_table(["profile", "series", "n", "p50", "p95", "p99", "max"], rows)
     for profile in profiles:
         print(f"{profile}: {figures[profile]['bytes_per_ticket']} bytes per ticket")
+    raw = figures["raw_sqlite"]
+    print(f"raw SQLite commit: p50 {raw['p50_ms']:.2f} ms, p99 {raw['p99_ms']:.2f} ms")
     print(f"results: {path}")
     return 0
 

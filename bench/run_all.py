@@ -3,6 +3,14 @@
     .venv/bin/python bench/run_all.py                 # the quick ones
     .venv/bin/python bench/run_all.py --all           # and the central link's (+ ~6 minutes)
     .venv/bin/python bench/run_all.py store_append    # only the ones named
+    .venv/bin/python bench/run_all.py --pi            # a Pi's disk and CPU: see below
+
+``--fsync-ms 0,5,20`` runs each latency benchmark once per fsync delay (bench/_fsync.py: an
+LD_PRELOAD shim makes every fsync of the agent's process sleep that long first, as an SD
+card's would take), ``--one-core`` once more pinned to CPU 0 at the largest delay; each
+writes ``bench/results/<name>@fsync<N>ms[@1core].json`` beside the raw-SQLite baseline
+under the same delay. ``--pi`` is ``under_load write_amplification`` plus the latency
+benchmarks with ``--fsync-ms 0,5,20 --one-core``.
 
 Each benchmark prints its table and writes bench/results/<name>.json; at the end this
 prints the figures that have a target, read back from those files.
@@ -29,15 +37,41 @@ QUICK = (
     "screens_latency",
     "keypad_latency",
     "identity_documents",
+    "write_amplification",
+    "estimate_error",
+    "status_page_latency",
+    "start_latency",
 )
+# The ones that take --fsync-ms and --one-core (bench/_fsync.py).
+LATENCY = ("store_append", "take_latency", "print_latency", "screens_latency", "keypad_latency")
+# Its own sweep of fsync delays and a one-core run: minutes, so only when named or --pi.
+PI = ("under_load",)
 # The central link's: each starts its own mosquitto; together about 6 minutes.
 LINK = ("drain", "backlog_rss", "fleet")
-BENCHMARKS = QUICK + LINK
+BENCHMARKS = QUICK + LINK + PI
 
 
 def targets(name: str, figures: dict[str, Any]) -> list[list[Any]]:
     """The rows of the summary: what, measured, target, met."""
     met = {True: "yes", False: "NO", None: "-"}
+    if "@" in name:  # a delayed run: its own figure beside the raw commit's
+        return delayed(name, figures)
+    if name == "under_load":
+        return [
+            [f"{what} ({t['configuration']})", t["measured"], t["target"], t["met"]]
+            for what, t in figures["target"].items()
+        ]
+    if name == "write_amplification":
+        w, raw = figures["written"], figures["raw_sqlite"]
+        return [
+            [
+                "bytes written per ticket's life (take..acked)",
+                f"{w['bytes_per_life'] / 1024:.1f} KiB ({w['bytes_per_commit'] / 1024:.1f} "
+                f"KiB/commit; raw {raw['bytes_per_commit'] / 1024:.1f} KiB/commit)",
+                "-",
+                "-",
+            ]
+        ]
     if name == "store_append":
         f = figures["store.commit"]
         return [
@@ -102,6 +136,33 @@ def targets(name: str, figures: dict[str, Any]) -> list[list[Any]]:
                 met[figures["target"]["cpu_met"]],
             ],
         ]
+    if name == "start_latency":
+        start, verbs, t = figures["start"], figures["verbs"], figures["target"]
+        worst = max(verbs.values(), key=lambda v: v["wall_s_median"])
+        return [
+            [
+                "start -> API answering, example config",
+                f"{start['example']['median_s']:.2f} s (agent CPU "
+                f"{start['example']['cpu_s_median']:.2f} s)",
+                "<= 1.0 s",
+                met[t["example_met"]],
+            ],
+            [
+                "start -> API answering, no devices",
+                f"{start['no-devices']['median_s']:.2f} s (agent CPU "
+                f"{start['no-devices']['cpu_s_median']:.2f} s)",
+                "<= 0.6 s",
+                met[t["no_devices_met"]],
+            ],
+            [
+                "slowest client verb (wall / RSS)",
+                f"{worst['wall_s_median']:.2f} s / "
+                f"{max(v['rss_mb_max'] or 0 for v in verbs.values()):.1f} MB "
+                f"(python -c pass {figures['baseline']['python -c pass']['wall_s_median']:.2f} s)",
+                "<= 0.15 s / <= 30 MB",
+                met[t["verbs_met"]],
+            ],
+        ]
     if name == "drain":
         f = figures["link@32"]
         return [
@@ -134,7 +195,66 @@ def targets(name: str, figures: dict[str, Any]) -> list[list[Any]]:
                 met[figures["target"]["met"] and figures["target"]["nothing_lost"]],
             ]
         ]
+    if name == "status_page_latency":
+        c, a, load = figures["call_to_page"], figures["call_to_answer"], figures["page_load"]
+        return [
+            [
+                "call -> the ticket's status page shows its new place (Chromium)",
+                f"p50 {c['p50_ms']:.1f} ms, p95 {c['p95_ms']:.1f} ms "
+                f"(answer p50 {a['p50_ms']:.1f} ms); page load p50 {load['p50_ms']:.0f} ms",
+                "-",
+                "-",
+            ]
+        ]
+    if name == "estimate_error":
+        a = figures["errors"]["all"]
+        return [
+            [
+                "wait shown at take vs real wait, MAE (old formula -> simulation)",
+                f"{a['old_mae_min']:.1f} -> {a['new_mae_min']:.1f} min "
+                f"({a['mae_ratio_new_over_old']:.2f}x)",
+                "-",
+                "-",
+            ]
+        ]
     return []
+
+
+def delayed(name: str, figures: dict[str, Any]) -> list[list[Any]]:
+    raw = figures.get("raw_sqlite") or {}
+    base = f"raw commit p50 {raw['p50_ms']:.1f} ms" if raw else ""
+    if name.startswith("take_latency"):
+        f = figures["clients_1"]["take"]
+        shown = f"take p50 {f['p50_ms']:.1f} / p99 {f['p99_ms']:.1f} ms"
+    elif name.startswith("store_append"):
+        f = figures["store.commit"]
+        shown = f"{f['events_per_s_median']:.0f} commits/s ({f['ratio_to_raw']:.2f}x raw)"
+        base = f"raw {figures['raw']['events_per_s_median']:.0f}/s"
+    elif name.startswith("print_latency"):
+        f = next(iter(v for k, v in figures.items() if k != "raw_sqlite"))
+        shown = f"kiosk -> last byte p50 {f['kiosk_to_last_byte']['p50_ms']:.1f} ms"
+    elif name.startswith("screens_latency"):
+        shown = f"call -> DOM p50 {figures['call_to_dom']['p50_ms']:.1f} ms"
+    elif name.startswith("keypad_latency"):
+        shown = f"next -> ack p50 {figures['next_to_acknowledged']['p50_ms']:.1f} ms"
+    else:
+        return []
+    return [[name, shown, base, "-"]]
+
+
+def plan(names: list[str], delays: list[str], one_core: bool) -> list[tuple[str, list[str]]]:
+    """(results name, extra arguments) for every run."""
+    runs: list[tuple[str, list[str]]] = []
+    for name in names:
+        if name not in LATENCY or not delays:
+            runs.append((name, []))
+            continue
+        for ms in delays:
+            runs.append((f"{name}@fsync{float(ms):g}ms", ["--fsync-ms", ms]))
+        if one_core:
+            ms = max(delays, key=float)
+            runs.append((f"{name}@fsync{float(ms):g}ms@1core", ["--fsync-ms", ms, "--one-core"]))
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,23 +265,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--all", action="store_true", help=f"also {', '.join(LINK)} (about 6 minutes more)"
     )
+    parser.add_argument(
+        "--fsync-ms",
+        default="",
+        help="comma-separated fsync delays (e.g. 0,5,20): each latency benchmark once per delay",
+    )
+    parser.add_argument(
+        "--one-core",
+        action="store_true",
+        help="with --fsync-ms: each latency benchmark once more on CPU 0 at the largest delay",
+    )
+    parser.add_argument(
+        "--pi",
+        action="store_true",
+        help="under_load, write_amplification and the latency benchmarks at 0, 5 and 20 ms "
+        "per fsync and on one core (about 15 minutes)",
+    )
     args = parser.parse_args(argv)
+    if args.pi:
+        args.names = args.names or ["under_load", "write_amplification", *LATENCY]
+        args.fsync_ms = args.fsync_ms or "0,5,20"
+        args.one_core = True
     names = args.names or list(BENCHMARKS if args.all else QUICK)
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
 
+    delays = [d.strip() for d in args.fsync_ms.split(",") if d.strip()]
+    runs = plan(names, delays, args.one_core)
     failed = []
-    for name in names:
-        print(f"\n== {name}", flush=True)
+    for result, extra in runs:
+        script = result.split("@")[0]
+        print(f"\n== {result}", flush=True)
         started = time.monotonic()
-        code = subprocess.call([sys.executable, str(BENCH / f"{name}.py")])
-        print(f"({name}: {time.monotonic() - started:.0f} s)", flush=True)
+        code = subprocess.call([sys.executable, str(BENCH / f"{script}.py"), *extra])
+        print(f"({result}: {time.monotonic() - started:.0f} s)", flush=True)
         if code != 0:
-            failed.append(name)
+            failed.append(result)
 
     rows = []
-    for name in names:
+    for name, _ in runs:
         path = RESULTS / f"{name}.json"
         if name in failed or not path.exists():
             continue

@@ -41,6 +41,7 @@ from _common import (
     write_config,
     write_results,
 )
+from _fsync import NoShim, add_arguments, agent_env, mode, raw_baseline, suffix, taskset_prefix
 
 from agent.demo.emulators.led import VirtualLedBus
 
@@ -101,13 +102,13 @@ def agent_config(storage: Any, led_port: int) -> dict[str, Any]:
     return config
 
 
-def run(calls: int, warmup: int) -> dict[str, Any]:
+def run(calls: int, warmup: int, env: dict[str, str], prefix: list[str]) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     series: dict[str, list[float]] = {name: [] for name in SERIES}
     with scratch_dir(NAME) as tmp, LedThread() as led:
         config = write_config(tmp / "config.yaml", agent_config(tmp / "state", led.port))
-        agent = AgentProcess(config, tmp / "state", tmp / "agent.log")
+        agent = AgentProcess(config, tmp / "state", tmp / "agent.log", env=env, prefix=prefix)
         url = agent.start()
         try:
             with (
@@ -169,19 +170,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=15)
+    add_arguments(parser)
     args = parser.parse_args(argv)
-    series = run(args.calls, args.warmup)
-    figures = {name: summary(values) for name, values in series.items()}
+    try:
+        env, prefix = agent_env(args.fsync_ms), taskset_prefix(args.one_core)
+    except NoShim as err:
+        print(f"skipped: {err}", file=sys.stderr)
+        return 0
+    series = run(args.calls, args.warmup, env, prefix)
+    figures: dict[str, Any] = {name: summary(values) for name, values in series.items()}
+    figures["raw_sqlite"] = raw_baseline(args.fsync_ms, args.one_core)
     print_table(
         ["series", "calls", "p50 ms", "p95 ms", "p99 ms", "max ms"],
         [
             [name, f["calls"], f["p50_ms"], f["p95_ms"], f["p99_ms"], f["max_ms"]]
             for name, f in figures.items()
+            if name in SERIES
         ],
     )
+    raw = figures["raw_sqlite"]
+    print(f"raw SQLite commit: p50 {raw['p50_ms']:.2f} ms, p99 {raw['p99_ms']:.2f} ms")
     write_results(
-        NAME,
+        NAME + suffix(args.fsync_ms, args.one_core),
         {
+            **mode(args.fsync_ms, args.one_core),
             "calls": args.calls,
             "warmup": args.warmup,
             "windows": 3,

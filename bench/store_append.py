@@ -32,6 +32,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from _common import bench_hall, median, percentile, print_table, scratch_dir, write_results
+from _fsync import add_arguments, reexec, suffix
+from _fsync import mode as fsync_mode
 
 from agent.config import HallAgentConfig
 from agent.core.engine import Outcome, QueueEngine
@@ -185,10 +187,20 @@ def profile_commit(takes: list[Take], top: int = 25) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--transactions", type=int, default=2000, help="per run (2000)")
-    parser.add_argument("--rounds", type=int, default=9, help="runs of each mode (9)")
+    parser.add_argument(
+        "--transactions", type=int, default=None, help="per run (2000; 200 with --fsync-ms)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="runs of each mode (9; 5 with --fsync-ms)"
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile Store.commit")
+    add_arguments(parser)
     args = parser.parse_args(argv)
+    # Its raw mode is the baseline: under the shim it pays the same delay per commit.
+    reexec(args.fsync_ms, args.one_core)
+    delayed = bool(args.fsync_ms)
+    args.transactions = args.transactions or (200 if delayed else 2000)
+    args.rounds = args.rounds or (5 if delayed else 9)
 
     with scratch_dir("store-config-") as storage:
         takes, row_size = make_takes(args.transactions, storage)
@@ -196,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
     # A warm-up run of each mode: page cache, file system metadata, imports.
     for mode in MODES:
-        one_run(mode, takes[:200], row_size)
+        one_run(mode, takes[: min(200, len(takes) // 4)], row_size)
     for r in range(args.rounds):
         order = MODES[r % len(MODES) :] + MODES[: r % len(MODES)]
         for mode in order:
@@ -239,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = profile_commit(takes)
 
     parameters = {
+        **fsync_mode(args.fsync_ms, args.one_core),
         "transactions_per_run": args.transactions,
         "rounds": args.rounds,
         "events_per_transaction": 1,
@@ -248,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         "sqlite": sqlite3.sqlite_version,
         "scratch": "bench/.tmp (same file system as the repository)",
     }
-    path = write_results(NAME, parameters, figures, profile=profile)
+    path = write_results(
+        NAME + suffix(args.fsync_ms, args.one_core), parameters, figures, profile=profile
+    )
 
     print(
         f"durable append, 1 event per transaction, {args.transactions} tx x {args.rounds} "

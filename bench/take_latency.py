@@ -36,6 +36,7 @@ from _common import (
     write_config,
     write_results,
 )
+from _fsync import NoShim, add_arguments, agent_env, mode, raw_baseline, suffix, taskset_prefix
 
 NAME = "take_latency"
 TARGET_P99_MS = 20.0
@@ -174,13 +175,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", default="1,20", help="concurrent clients (1,20)")
     parser.add_argument("--blocks", type=int, default=10, help="interleaved blocks (10)")
     parser.add_argument("--warmup", type=int, default=100, help="per level and endpoint")
+    add_arguments(parser)
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",")]
 
+    try:
+        env, prefix = agent_env(args.fsync_ms), taskset_prefix(args.one_core)
+    except NoShim as err:
+        print(f"skipped: {err}", file=sys.stderr)
+        return 0
     with scratch_dir("take-latency-") as work:
         storage = work / "state"
         config = write_config(work / "config.yaml", bench_hall(storage, port=0, width=4))
-        with AgentProcess(config, storage, work / "agent.log") as agent_:
+        with AgentProcess(config, storage, work / "agent.log", env=env, prefix=prefix) as agent_:
             measured = measure(
                 agent_.url, levels, args.requests, args.blocks, args.warmup, agent_.ops
             )
@@ -213,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         "take_p99_ms_at_1_client_max": TARGET_P99_MS,
         "met": None if p99 is None else p99 <= TARGET_P99_MS,
     }
+    figures["raw_sqlite"] = raw_baseline(args.fsync_ms, args.one_core)
     parameters = {
+        **mode(args.fsync_ms, args.one_core),
         "levels": levels,
         "requests_per_level_and_endpoint": args.requests,
         "blocks": args.blocks,
@@ -222,8 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         "client": f"httpx {httpx.__version__} Client per thread, keep-alive, 1 connection each",
         "agent": "hall-agent run, fresh storage in bench/.tmp, offline, log level WARNING",
     }
-    path = write_results(NAME, parameters, figures)
+    path = write_results(NAME + suffix(args.fsync_ms, args.one_core), parameters, figures)
 
+    raw = figures["raw_sqlite"]
+    print(
+        f"raw SQLite commit at this fsync delay: p50 {raw['p50_ms']:.2f} ms, "
+        f"p99 {raw['p99_ms']:.2f} ms"
+    )
     print(f"local API latency, {args.requests} requests per series, ms")
     print_table(
         ["clients", "request", "n", "err", "p50", "p95", "p99", "max", "req/s"],

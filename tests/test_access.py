@@ -92,6 +92,8 @@ PUBLIC = {
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
+    # A ticket's status page: its token is the credential (docs/pages.md).
+    ("GET", "/t/{token}"),
 }
 # The path and body each route is called with.
 CALLS: dict[tuple[str, str], tuple[str, Any]] = {

@@ -140,6 +140,79 @@ def test_credentials_through_the_ops_token_file(running: tuple[AgentProcess, Pat
     assert kiosk not in agent.log_path.read_text(encoding="utf-8")
 
 
+# What a client verb must not load: it talks to the running agent with the standard library.
+HEAVY = ("pydantic", "fastapi", "starlette", "uvicorn", "httpx", "agent.config", "agent.daemon")
+
+
+def loaded_modules(*args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run the CLI with ``-X importtime``: its result and every module it imported."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "agent.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    modules = {
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+    return result, modules
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [
+        ("status",),
+        ("take", "--service", "general"),
+        ("window", "w3", "sign-in", "1003"),
+        ("window", "w3", "next"),
+        ("reprint", "D001"),
+    ],
+)
+def test_client_verbs_load_neither_pydantic_nor_fastapi(
+    running: tuple[AgentProcess, Path], verb: tuple[str, ...]
+) -> None:
+    """Found through --config, as on a Pi: the config is read without the models."""
+    _, config = running
+    result, modules = loaded_modules(*verb, "--config", str(config))
+    assert "agent.client" in modules  # the check does see the CLI's own imports
+    if verb[0] == "reprint":  # the test hall has no printer: refused, by the agent
+        assert "no ticket printer" in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+    heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY or m.startswith(HEAVY))
+    assert not heavy, f"hall-agent {' '.join(verb)} imported {heavy}"
+
+
+def test_a_config_the_light_read_cannot_use_gets_the_full_loaders_error(
+    running: tuple[AgentProcess, Path], tmp_path: Path
+) -> None:
+    _, config = running
+    missing = tmp_path / "missing.yaml"
+    result = cli("status", "--config", str(missing), check=False)
+    assert result.returncode == 1
+    assert f"the config {missing} has problems" in result.stderr
+    assert "file not found" in result.stderr
+    # A key written twice: the light read steps aside, the full load names the line.
+    text = config.read_text(encoding="utf-8")
+    twice = write_text(tmp_path / "twice.yaml", text + "web:\n  port: 1\n")
+    result = cli("status", "--config", str(twice), check=False)
+    assert result.returncode == 1
+    assert "found the key 'web' twice" in result.stderr
+    # A quoted port is unusual but valid: the full load reads it, the verb works.
+    quoted = text.replace("port: 0", "port: '0'")
+    assert quoted != text
+    out = cli("status", "--config", str(write_text(tmp_path / "quoted.yaml", quoted))).stdout
+    assert "测试社区服务站" in out
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def test_no_agent_running_says_so() -> None:
     result = cli("status", "--api", "http://127.0.0.1:9", check=False)
     assert result.returncode == 1

@@ -63,7 +63,8 @@ def test_take_reports_the_ticket_and_an_issued_event(engine: QueueEngine) -> Non
     assert out.result["ticket"]["status"] == "waiting"
     assert "id_hash" not in out.result["ticket"]
     assert out.result["ahead"] == 1
-    assert out.result["wait_minutes"] == 3  # 1 ahead x 6 minutes over the 2 windows serving it
+    # 1 ahead, but two windows serve it (neither open: both assumed to open now)
+    assert out.result["wait_minutes"] == 0
     assert out.hall_changed
     (event,) = out.events
     assert event.type == "ticket.issued"
@@ -881,20 +882,21 @@ def test_people_ahead_counts_who_routing_calls_first(engine: QueueEngine) -> Non
 def test_estimated_wait_uses_open_windows_and_measured_service_time(
     engine: QueueEngine,
 ) -> None:
-    # general: expected 6 minutes, served by w1 and w2.
-    assert engine.estimated_wait_minutes("general", 4) == 12  # nobody open: count both
+    # general: expected 6 minutes, served by w1 and w2 (w2 serves social first).
+    tickets = [take(engine, "general") for _ in range(5)]
+    last = tickets[-1]
+    assert engine.wait_minutes(last, NOW) == 12  # nobody open: both as if open now
     engine.sign_in("w1", "s-1", NOW)
-    assert engine.estimated_wait_minutes("general", 4) == 24  # one open window
+    assert engine.wait_minutes(last, NOW) == 24  # one open window
     engine.sign_in("w2", "s-2", NOW)
-    assert engine.estimated_wait_minutes("general", 4) == 12
+    assert engine.wait_minutes(last, NOW) == 12
 
     for minutes in (2, 4):
-        take(engine, "general")
         engine.call_next("w1", NOW)
         engine.finish("w1", NOW + dt.timedelta(minutes=minutes))
 
     assert engine.average_minutes("general") == 3
-    assert engine.estimated_wait_minutes("general", 4) == 6
+    assert engine.wait_minutes(last, NOW) == 3  # 2 ahead over the 2 windows, 3 min each
     assert engine.average_minutes("social") == 4  # nothing measured: the configured guess
 
 
@@ -928,7 +930,8 @@ def test_snapshot_shows_services_windows_and_the_queue(engine: QueueEngine) -> N
         "issued_today": 2,
         "daily_cap": None,
         "open": True,
-        "wait_minutes": 6,
+        # A newcomer waits for A001 at w1 (just called, 6 min) and A002 after it: w2 is closed.
+        "wait_minutes": 12,
     }
     assert snap["services"][0]["open"] is True
     assert engine.snapshot(at("12:30"))["services"][0]["open"] is False

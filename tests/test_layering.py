@@ -528,3 +528,46 @@ def test_importing_the_cli_and_daemon_loads_no_demo_and_no_hallctl() -> None:
     assert "agent.daemon" in loaded
     found = [m for m in loaded if _under(m, "agent.demo") or _under(m, "hallctl")]
     assert not found, f"importing agent.cli and agent.daemon loads {found}"
+
+
+# What `hall-agent run` may load only when the config uses it (docs/benchmarks.md, "Start
+# and client commands"): the composition root imports these inside the function that
+# builds the feature.
+ONLY_WHEN_CONFIGURED = (
+    "escpos",  # a ticket printer
+    "PIL",
+    "qrcode",
+    "barcode",
+    "agent.features.printing",
+    "agent.features.documents",  # a camera or a document scanner
+    "agent.features.identity",  # an ID card reader
+    "cryptography",
+    "agent.features.voice",  # an announcer
+    "agent.features.led",  # LED strips
+    "agent.features.inputs",  # ticket buttons, code scanners
+)
+
+
+def test_importing_the_daemon_loads_no_device_feature_and_builds_no_openapi_model() -> None:
+    program = (
+        "import agent.daemon, sys\n"
+        "from fastapi.openapi.models import OpenAPI\n"
+        "from pydantic import BaseModel\n"
+        "print(OpenAPI.__pydantic_complete__, BaseModel.model_config.get('defer_build'))\n"
+        "print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    first, *loaded = done.stdout.splitlines()
+    assert "agent.web.app" in loaded
+    found = [m for m in loaded if any(_under(m, name) for name in ONLY_WHEN_CONFIGURED)]
+    assert not found, f"importing agent.daemon loads {found}"
+    # The OpenAPI document's models are built when /openapi.json is first asked for, and
+    # the deferral ended with FastAPI's import (tests/test_api.py serves the document).
+    assert first == "False None"

@@ -217,7 +217,7 @@ async def test_a_kiosk_ticket_is_saved_then_printed(tmp_path):
         assert printed.number == ticket["number"] == "A001"
         assert printed.lines[0] == f"测试社区服务站（{RARE_NAME}）"
         assert "社保医保" in printed.lines
-        assert "您前面还有 0 人" in printed.lines
+        assert "即将叫号，请留意叫号屏" in printed.lines  # no one ahead: said, not left out
         assert printed.lines[-2:] == ["过号请重新取号", "请留意叫号，谢谢！"]
         assert printed.qr_payloads == [
             f"https://hall.example.gov.cn/q/test-hall/{ticket['id']}?t=A001"

@@ -57,9 +57,11 @@ def test_standard_layout(tmp_path):
         ("测试社区服务站", 1),
         ("社保医保", 2),
         ("A012", 6),
+        ("请到 1号窗口、3号窗口 办理", 1),
         ("您前面还有 3 人", 1),
         ("预计等待约 15 分钟", 1),
         ("取号时间 2026-03-02 09:30", 1),  # in the hall's zone
+        ("扫码查看", 1),
         ("过号请重新取号", 1),
     ]
     (qr,) = [b for b in doc.blocks if isinstance(b, QrCode)]
@@ -80,6 +82,7 @@ def test_large_layout_on_58_mm_with_green_channel_and_reprint(tmp_path):
         ("社保医保", 2),
         ("A012", 5),
         ("绿色通道 · 老年人", 2),
+        ("请到 1号窗口、3号窗口 办理", 2),
     ]
     # The number still fits on one line of the narrow roll.
     (ticket,) = read_tickets(encode_gb18030(doc, Paper.for_width(58)))

@@ -222,6 +222,94 @@ def test_the_engine_rebuilt_from_the_store_is_the_live_one(store: Store, make_co
     assert replayed.hall.to_json() == engine.hall.to_json()
 
 
+def test_a_ticket_carried_into_a_new_day_is_found_under_that_day(
+    store: Store, config: HallAgentConfig
+) -> None:
+    engine = engine_from(store, config)
+    engine.clock_trusted = False  # a Pi that booted with a wrong date: the ticket is undated
+    run(store, engine, lambda: engine.take("social", NOW))
+    engine.clock_trusted = True
+    run(store, engine, lambda: engine.tick(NOW + dt.timedelta(days=1)))
+
+    assert peek(store.path.parent, "SELECT id, day FROM tickets") == [
+        ("20260302-B001", TUESDAY.isoformat())
+    ]
+    assert [t.number for t in store.ticket_history(TUESDAY)] == ["B001"]
+    assert store.ticket_history(MONDAY) == []
+    assert [t.id for t in store.load().tickets] == ["20260302-B001"]
+
+
+# -- the file's page size ------------------------------------------------------------------
+
+
+def _old_file(state_dir: Path, config: HallAgentConfig, page_size: int = 4096) -> list[tuple]:
+    """A store as an agent before 2 KiB pages made it (4 KiB pages), with queue state and
+    events; returns every row of every table, to compare after the conversion."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("agent.runtime.store.schema.PAGE_SIZE", page_size)
+        store = Store.open(state_dir)
+        engine = engine_from(store, config)
+        for _ in range(40):
+            run(store, engine, lambda: engine.take("social", NOW))
+        run(store, engine, lambda: engine.call_next("w2", NOW))
+        store.append([RawEvent("device.status", NOW, {"text": "码" * 3000})])  # overflow
+        store.close()
+    return _everything(state_dir)
+
+
+def _everything(state_dir: Path) -> list[tuple]:
+    tables = [r[0] for r in peek(state_dir, "SELECT name FROM sqlite_schema WHERE type='table'")]
+    return [(t, peek(state_dir, f"SELECT * FROM {t} ORDER BY rowid")) for t in sorted(tables)]
+
+
+def test_a_file_with_4k_pages_is_converted_once_and_keeps_every_row(
+    state_dir: Path, config: HallAgentConfig
+) -> None:
+    before = _old_file(state_dir, config)
+    assert peek(state_dir, "PRAGMA page_size") == [(4096,)]
+
+    store = Store.open(state_dir)
+    try:
+        assert store.last_seq == len(dict(before)["events"]) > 40
+        assert len(store.load().tickets) == 40
+    finally:
+        store.close()
+
+    assert peek(state_dir, "PRAGMA page_size") == [(2048,)]
+    assert peek(state_dir, "PRAGMA journal_mode") == [("wal",)]
+    assert peek(state_dir, "PRAGMA integrity_check") == [("ok",)]
+    assert _everything(state_dir) == before
+    assert not (state_dir / f"{DB_NAME}-journal").exists()
+
+
+def test_a_file_that_cannot_be_converted_now_is_opened_as_it_is(
+    state_dir: Path, config: HallAgentConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = _old_file(state_dir, config)
+    reader = sqlite3.connect(state_dir / DB_NAME)  # another process reading the file
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM events").fetchone()
+    try:
+        with caplog.at_level(logging.WARNING):
+            store = Store.open(state_dir)
+        store.close()
+    finally:
+        reader.close()
+
+    assert "keeps its 4096-byte pages for now" in caplog.text
+    assert peek(state_dir, "PRAGMA page_size") == [(4096,)]
+    assert peek(state_dir, "PRAGMA journal_mode") == [("wal",)]
+    assert _everything(state_dir) == before
+
+    Store.open(state_dir).close()  # the next start converts it
+    assert peek(state_dir, "PRAGMA page_size") == [(2048,)]
+    assert _everything(state_dir) == before
+
+
+def test_a_new_file_has_2k_pages(store: Store, state_dir: Path) -> None:
+    assert peek(state_dir, "PRAGMA page_size") == [(2048,)]
+
+
 # -- damage and epochs ---------------------------------------------------------------------
 
 

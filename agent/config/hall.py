@@ -345,7 +345,8 @@ class TicketLayout(Model):
         default=None,
         description=(
             "QR code link on the ticket (mobile tracking or rating page); "
-            "may use {hall}, {day}, {ticket}, {ticket_id}, {service}; null: no QR code"
+            "may use {hall}, {day}, {ticket}, {ticket_id}, {service}, {token} (the status "
+            "page's credential); null: the status page on web.public_url, or no QR code"
         ),
     )
     footer: list[Annotated[str, Field(min_length=1, max_length=60)]] = Field(

@@ -17,16 +17,19 @@ windows and counters inside one operation, and records what it changed in the sa
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
+import secrets
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 from agent.config import HallAgentConfig, Service, Window
 from agent.core import events as ev
 from agent.core import operations as op
 from agent.core.errors import NotFound, Refused
+from agent.core.estimate import Demand, Estimates, Lane, Waiter, simulate
 from agent.core.events import Event, EventData
 from agent.core.model import (
     JSON,
@@ -58,6 +61,11 @@ class Outcome:
     ticket: Ticket | None = None
 
 
+def new_token() -> str:
+    """A ticket's status-page credential: 128 random bits, URL-safe (22 characters)."""
+    return secrets.token_urlsafe(16)
+
+
 def _require_aware(now: dt.datetime) -> None:
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("the engine needs time-zone-aware datetimes")
@@ -72,14 +80,23 @@ class QueueEngine:
         hall: HallCounters,
         tickets: Iterable[Ticket] = (),
         windows: Iterable[WindowStatus] = (),
+        *,
+        token_source: Callable[[], str] = new_token,
     ) -> None:
         self.config = config
+        # Each ticket's status-page token; the only value the engine does not derive from
+        # its operations and ``now`` (tests may pass a deterministic source).
+        self._token_source = token_source
         self.hall = hall
         self.tickets: dict[str, Ticket] = {t.id: t for t in tickets}
         self.windows: dict[str, WindowStatus] = {w.id: w for w in windows}
         for w in config.windows:
             self.windows.setdefault(w.id, WindowStatus(id=w.id))
         self._out = Outcome()
+        # The last estimates and what they were made from (see estimates()); every operation
+        # starts a new version.
+        self._version = 0
+        self._estimated: tuple[tuple[Any, ...], Estimates] | None = None
         # Whether ``now`` can be believed; the hall sets it before each operation from its
         # clock check. An untrusted clock never changes the business day.
         self.clock_trusted = True
@@ -95,8 +112,15 @@ class QueueEngine:
         """What the operation in progress (or the last one) changed so far."""
         return self._out
 
+    def replaced(self) -> None:
+        """Records were replaced from outside (the hall's committed copy, updated after each
+        commit): what was computed from the old ones (the estimates) is dropped."""
+        self._version += 1
+        self._estimated = None
+
     def _begin(self, now: dt.datetime) -> Outcome:
         _require_aware(now)
+        self._version += 1
         self._out = Outcome()
         self._roll(now)
         return self._out
@@ -238,7 +262,18 @@ class QueueEngine:
     # -- operations as data ------------------------------------------------------------
 
     def apply(self, operation: op.Operation, now: dt.datetime) -> Outcome:
-        """Apply one operation: the only place an operation becomes an engine call."""
+        """Apply one operation: the only place an operation becomes an engine call.
+
+        Then, in the same outcome, ``ticket.turn_near`` for a ticket that moved up to
+        ``queue.turn_near`` people ahead and (with ``ticket.qr_url``) ``ticket.status``
+        for every ticket whose status or place changed."""
+        before = self._aheads() if self._follows_places() else None
+        out = self._dispatch(operation, now)
+        if before is not None:
+            self._report_places(out, before, now)
+        return out
+
+    def _dispatch(self, operation: op.Operation, now: dt.datetime) -> Outcome:
         match operation:
             case op.Take():
                 out = self.take(
@@ -460,12 +495,13 @@ class QueueEngine:
             undated=not self.clock_trusted,
             granted_by=granted_by if priority.is_green else None,
             appointment=appointment,
+            token=self._token_source(),
         )
         self.tickets[ticket.id] = ticket
         self._touch(ticket)
         out.hall_changed = True
         ahead = self.people_ahead(ticket, now)
-        wait = self.estimated_wait_minutes(service.id, ahead)
+        wait = self.wait_minutes(ticket, now)
         self._ticket_event(
             ev.TicketIssued,
             ticket,
@@ -1102,17 +1138,190 @@ class QueueEngine:
             return sum(history) / len(history)
         return self._service(service_id).expected_minutes
 
-    def estimated_wait_minutes(self, service_id: str, ahead: int) -> int:
-        serving = [w for w in self.config.windows if service_id in w.services]
-        open_ = [w for w in serving if self.windows[w.id].state is WindowState.OPEN]
-        lanes = max(1, len(open_) or len(serving))
-        return round(ahead * self.average_minutes(service_id) / lanes)
+    def estimates(self, now: dt.datetime) -> Estimates:
+        """When each waiting ticket, and a newcomer of each service, is likely called, by
+        playing the routing forward (``agent.core.estimate``). Kept until the next operation:
+        the take, its place events, the snapshot and the status pages share one run."""
+        key = (
+            self._version,
+            now,
+            len(self.tickets),
+            self.hall.next_rank,
+            tuple((w.state, w.current) for w in self.windows.values()),
+        )
+        if self._estimated is not None and self._estimated[0] == key:
+            return self._estimated[1]
+        found = self._estimate(now, [s.id for s in self.config.services])
+        self._estimated = (key, found)
+        return found
+
+    def _estimate(self, now: dt.datetime, newcomers: list[str]) -> Estimates:
+        waiting = self.waiting()
+        lanes: list[Lane] = []
+        taken: set[str] = set()
+        for w in self.config.windows:
+            if self.windows[w.id].state is WindowState.OPEN:
+                lanes.append(self._lane(w, now))
+                taken.add(w.id)
+        served = {s for lane in lanes for s in lane.services}
+        missing = ({t.service for t in waiting} | set(newcomers)) - served
+        if missing:  # not open yet, or everyone serving it paused: as if they opened now
+            for w in self.config.windows:  # (for those services only: the others' estimates
+                if w.id not in taken and missing.intersection(w.services):  # stay as they are)
+                    lane = self._lane(w, now)
+                    only = tuple(s for s in lane.services if s in missing)
+                    lanes.append(dataclasses.replace(lane, services=only))
+        return simulate(
+            lanes,
+            (
+                Waiter(
+                    t.id,
+                    t.service,
+                    t.priority.is_green,
+                    t.rank,
+                    max(0.0, (now - t.issued_at).total_seconds() / 60),
+                )
+                for t in waiting
+            ),
+            {s.id: self.average_minutes(s.id) for s in self.config.services},
+            aging=self.config.queue.aging_minutes,
+            newcomers=newcomers,
+            demand=self._demand(now),
+            horizon=DEMAND_MINUTES,
+        )
+
+    def _demand(self, now: dt.datetime) -> dict[str, Demand]:
+        """Who is likely to come in the next hour: as many as came in the last, per service
+        and channel (services not issuing now expect no one)."""
+        since = now - dt.timedelta(minutes=DEMAND_MINUTES)
+        counts: dict[str, list[int]] = {}
+        for t in self.tickets.values():
+            if since < t.issued_at <= now and t.day == self.hall.day:
+                counts.setdefault(t.service, [0, 0])[1 if t.priority.is_green else 0] += 1
+        local = now.astimezone(self.config.hall.zone)
+        demand: dict[str, Demand] = {}
+        for service_id, (normal, green) in counts.items():
+            try:
+                service = self.config.service(service_id)
+            except KeyError:
+                continue
+            full = service.daily_cap is not None and (
+                self.hall.counters.get(service_id, 0) >= service.daily_cap
+            )
+            if service.open_at(local) and not full:
+                demand[service_id] = Demand(normal / DEMAND_MINUTES, green / DEMAND_MINUTES)
+        return demand
+
+    def _lane(self, window: Window, now: dt.datetime) -> Lane:
+        current = self._current(self.windows[window.id])
+        free_in = 0.0
+        if current is not None and current.status in (TicketStatus.CALLED, TicketStatus.SERVING):
+            started = current.serving_at or current.called_at or now
+            spent = max(0.0, (now - started).total_seconds() / 60)
+            free_in = max(0.0, self.average_minutes(current.service) - spent)
+        return Lane(window.id, tuple(window.services), free_in)
+
+    def wait_minutes(
+        self, ticket: Ticket, now: dt.datetime, estimates: Estimates | None = None
+    ) -> int:
+        """The estimated wait of a waiting ticket, in whole minutes (0 for any other)."""
+        if ticket.status is not TicketStatus.WAITING:
+            return 0
+        found = (estimates or self.estimates(now)).ticket_minutes(ticket.id)
+        if found is None:  # no window serves its service at all
+            return round(self.people_ahead(ticket, now) * self.average_minutes(ticket.service))
+        return found
+
+    def places(self, now: dt.datetime) -> dict[str, tuple[int, int]]:
+        """People ahead and the estimated wait (minutes) of every waiting ticket, by id."""
+        estimates = self.estimates(now)
+        return {
+            tid: (ahead, self.wait_minutes(self.tickets[tid], now, estimates))
+            for tid, (_, ahead) in self._aheads().items()
+        }
+
+    def _aheads(self) -> dict[str, tuple[str, int]]:
+        """Each waiting ticket's service and people ahead (as :meth:`people_ahead`)."""
+        by_service: dict[str, list[tuple[tuple[int, int], str]]] = {}
+        for t in self.tickets.values():
+            if t.status is TicketStatus.WAITING:
+                key = (0 if t.priority.is_green else 1, t.rank)
+                by_service.setdefault(t.service, []).append((key, t.id))
+        out: dict[str, tuple[str, int]] = {}
+        for service, items in by_service.items():
+            keys = sorted(k for k, _ in items)
+            for key, tid in items:
+                out[tid] = (service, bisect.bisect_left(keys, key))
+        return out
+
+    def _follows_places(self) -> bool:
+        return self.config.queue.turn_near is not None or bool(self.config.ticket.qr_url)
+
+    def _report_places(
+        self, out: Outcome, before: dict[str, tuple[str, int]], now: dt.datetime
+    ) -> None:
+        """``ticket.turn_near`` and ``ticket.status`` for what the operation moved."""
+        after = self._aheads()
+        moved = {tid for tid, place in after.items() if before.get(tid, place) != place}
+        near = self.config.queue.turn_near
+        turning = [
+            tid
+            for tid in moved
+            if near is not None
+            and after[tid][1] <= near < before[tid][1]
+            and not self.tickets[tid].turn_near
+        ]
+        publish: set[str] = set()
+        if self.config.ticket.qr_url:
+            publish = moved | {
+                e.payload.ticket_id for e in out.events if isinstance(e.payload, ev.TicketEvent)
+            }
+        if not turning and not publish:
+            return
+        estimates = self.estimates(now)
+
+        def ticket(tid: str) -> Ticket | None:
+            return out.tickets.get(tid) or self.tickets.get(tid)
+
+        def order(tid: str) -> tuple[int, str]:
+            found = ticket(tid)
+            return (found.rank, tid) if found is not None else (0, tid)
+
+        for tid in sorted(turning, key=order):
+            near_turn = self.tickets[tid]
+            near_turn.turn_near = True
+            self._touch(near_turn)
+            wait = self.wait_minutes(near_turn, now, estimates)
+            self._ticket_event(
+                ev.TicketTurnNear, near_turn, now, ahead=after[tid][1], wait_minutes=wait
+            )
+        for tid in sorted(publish, key=order):
+            t = ticket(tid)
+            if t is None or t.token is None:
+                continue
+            waiting = t.status is TicketStatus.WAITING
+            window_name = None
+            if t.window is not None and t.status.is_open:
+                window_name = next(
+                    (w.name for w in self.config.windows if w.id == t.window), t.window
+                )
+            self._ticket_event(
+                ev.TicketStatusUpdate,
+                t,
+                now,
+                token=t.token,
+                ahead=after[tid][1] if waiting and tid in after else None,
+                wait_minutes=self.wait_minutes(t, now, estimates) if waiting else None,
+                window_name=window_name,
+            )
 
     def snapshot(self, now: dt.datetime) -> JSON:
         """The whole queue as screens and the API show it."""
         services = []
+        estimates = self.estimates(now)
         for s in self.config.services:
             waiting = len(self.waiting(s.id))
+            wait = estimates.newcomer_minutes(s.id)
             services.append(
                 {
                     "id": s.id,
@@ -1122,7 +1331,9 @@ class QueueEngine:
                     "issued_today": self.hall.counters.get(s.id, 0),
                     "daily_cap": s.daily_cap,
                     "open": s.open_at(now.astimezone(self.config.hall.zone)),
-                    "wait_minutes": self.estimated_wait_minutes(s.id, waiting),
+                    "wait_minutes": (
+                        round(waiting * self.average_minutes(s.id)) if wait is None else wait
+                    ),
                 }
             )
         windows = []
@@ -1181,12 +1392,15 @@ class QueueEngine:
         if problems:
             raise Refused("; ".join(problems))
         self.config = config
+        self._version += 1
         for w in config.windows:
             self.windows.setdefault(w.id, WindowStatus(id=w.id))
         kept = {w.id for w in config.windows}
         self.windows = {k: v for k, v in self.windows.items() if k in kept}
 
 
+# Estimates expect the next this-many minutes to bring as many citizens as the last did.
+DEMAND_MINUTES = 60.0
 # Longer than any service (the config's expected_minutes allows up to 480): a clock jump.
 _LONGEST_SERVICE_MINUTES = 480.0
 

@@ -178,6 +178,31 @@ class TicketExpired(TicketEvent):
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TicketTurnNear(TicketEvent):
+    """A waiting ticket moved up to ``queue.turn_near`` people ahead (or fewer): once per
+    ticket, so central can send the citizen an SMS or WeChat message."""
+
+    TYPE: ClassVar[str] = "ticket.turn_near"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    ahead: int
+    wait_minutes: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TicketStatusUpdate(TicketEvent):
+    """A ticket's place as its status page shows it, for a district site that serves the page
+    (emitted only while ``ticket.qr_url`` is set): on issue, on every status change, and when
+    the people ahead of a waiting ticket change. ``token`` is the page's credential."""
+
+    TYPE: ClassVar[str] = "ticket.status"
+    RETENTION: ClassVar[EventClass] = EventClass.CHATTER
+    token: str
+    ahead: int | None = omitted()
+    wait_minutes: int | None = omitted()
+    window_name: str | None = omitted()
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class TicketPrint(EventData):
     """A ticket's print on one printer."""
 
@@ -541,6 +566,8 @@ EVENT_CLASSES: dict[str, type[EventData]] = {
         TicketReturned,
         TicketTransferred,
         TicketCancelled,
+        TicketTurnNear,
+        TicketStatusUpdate,
         TicketExpired,
         TicketPrintFailed,
         TicketReprinted,

@@ -134,6 +134,10 @@ class Ticket:
     # appointment it was checked in for at the guide desk.
     granted_by: str | None = None
     appointment: str | None = None
+    # The ticket's status page credential (/t/{token}): unguessable, never in public().
+    token: str | None = None
+    # ticket.turn_near was emitted for it (it fires once per ticket).
+    turn_near: bool = False
 
     def to_json(self) -> JSON:
         out: JSON = {}
@@ -175,6 +179,8 @@ class Ticket:
             rating=data.get("rating"),
             granted_by=data.get("granted_by"),
             appointment=data.get("appointment"),
+            token=data.get("token"),
+            turn_near=bool(data.get("turn_near", False)),
         )
 
     def public(self) -> JSON:
@@ -183,6 +189,8 @@ class Ticket:
         out.pop("id_hash")
         out.pop("rank")
         out.pop("undated")
+        out.pop("token")
+        out.pop("turn_near")
         return out
 
 

@@ -66,6 +66,10 @@ def demo_config(state: Path | None, port: int | None) -> HallAgentConfig:
         raise SystemExit(f"the demo config is broken:\n{format_problems(err.problems)}") from err
     storage = config.storage.model_copy(update={"path": (state or config.storage.path).resolve()})
     web = config.web if port is None else config.web.model_copy(update={"port": port})
+    wildcard = web.host in ("0.0.0.0", "::")  # noqa: S104 (not bound here: no address to print)
+    if web.public_url is None and web.port and not wildcard:
+        # The printed tickets' QR codes open their status page on this machine.
+        web = web.model_copy(update={"public_url": f"http://{web.host}:{web.port}"})
     devices = [_in_state(d, storage.path) for d in config.devices]
     # The demo's personal data key lives with its state, wherever --state points.
     personal = config.personal_data.model_copy(

@@ -37,6 +37,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from agent.client import OPS_TOKEN_FILE
 from agent.core import events as ev
 from agent.core.errors import LockedOut, NotFound, Refused, Unauthorized
 from agent.core.events import Event
@@ -51,7 +52,6 @@ from agent.runtime.store import (
 
 log = logging.getLogger(__name__)
 
-OPS_TOKEN_FILE = "ops-token"  # noqa: S105 - a file name
 OPS_TOKEN_NAME = "ops-token"  # noqa: S105 - the name the ops token goes by (a reserved device name)
 OPS_TOKEN_MODE = 0o640
 MIN_PASSWORD = 8

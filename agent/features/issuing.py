@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from agent.core.engine import Outcome
 from agent.core.errors import Refused
 from agent.core.operations import Take
+from agent.features.ticket_text import ticket_status_url
 from agent.runtime.hall import Hall, Recorder
 
 if TYPE_CHECKING:
@@ -91,4 +92,8 @@ class Issuing:
             and outcome.ticket is not None
         ):
             outcome.result["print"] = await printing.outcome(outcome.ticket.id)
+        if outcome.ticket is not None:  # the kiosk can show it when the print failed
+            link = ticket_status_url(self.hall.config, outcome.ticket)
+            if link is not None:
+                outcome.result["status_url"] = link
         return outcome

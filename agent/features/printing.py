@@ -46,6 +46,13 @@ from agent.core.errors import NotFound, Refused
 from agent.core.events import Event
 from agent.core.model import Priority, TicketStatus
 from agent.features._targets import line_target
+from agent.features.ticket_text import (
+    TicketFacts,
+    checklist,
+    status_url,
+    wait_lines,
+    window_names,
+)
 from agent.runtime.devices import DeviceBoard, DeviceStatus
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import Store, StoredEvent, StoreError, Written
@@ -63,6 +70,7 @@ from drivers.printer import (
 )
 from protocols.escpos import encode_gb18030, encode_raster
 from protocols.escpos_model import (
+    LINE_DOTS,
     Align,
     Block,
     Feed,
@@ -101,31 +109,13 @@ _PRIORITY_LABELS = {
 }
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class TicketFacts:
-    """What a printed ticket says, taken from its ``ticket.issued`` event or the queue."""
+# Blank lines of LINE_DOTS above and below a QR code: its quiet zone (ISO/IEC 18004 asks for
+# 4 modules; a printer's native QR has none of its own).
+def _quiet_lines(module: int) -> int:
+    return -(-QUIET_MODULES * module // LINE_DOTS)
 
-    ticket_id: str
-    number: str
-    service: str
-    day: str
-    priority: Priority
-    issued_at: dt.datetime | None  # None when the clock was not trustworthy
-    ahead: int | None
-    wait_minutes: int | None
 
-    @classmethod
-    def from_event(cls, event: StoredEvent, issued: ev.TicketIssued) -> TicketFacts:
-        return cls(
-            ticket_id=issued.ticket_id,
-            number=issued.ticket,
-            service=issued.service,
-            day=issued.day,
-            priority=Priority(issued.priority),
-            issued_at=dt.datetime.fromisoformat(event.at) if event.clock_ok else None,
-            ahead=issued.ahead,
-            wait_minutes=issued.wait_minutes,
-        )
+QUIET_MODULES = 4
 
 
 def ticket_document(
@@ -152,22 +142,29 @@ def ticket_document(
     label = _PRIORITY_LABELS.get(facts.priority)
     if label:
         blocks.append(TextLine(label, scale=big, bold=True))
+    if layout.show_windows and (names := window_names(config, facts.service)):
+        blocks.append(TextLine(f"请到 {'、'.join(names)} 办理", scale=big, bold=True))
     if layout.show_wait and facts.ahead is not None:
-        blocks.append(TextLine(f"您前面还有 {facts.ahead} 人", scale=big))
-        if facts.wait_minutes:
-            blocks.append(TextLine(f"预计等待约 {facts.wait_minutes} 分钟", scale=big))
+        blocks += [
+            TextLine(text, scale=big) for text in wait_lines(facts.ahead, facts.wait_minutes)
+        ]
     if facts.issued_at is not None:
         local = facts.issued_at.astimezone(config.hall.zone)
         blocks.append(TextLine(f"取号时间 {local:%Y-%m-%d %H:%M}"))
-    if layout.qr_url:
-        url = layout.qr_url.format(
-            hall=config.hall.id,
-            day=facts.day,
-            ticket=facts.number,
-            ticket_id=facts.ticket_id,
-            service=facts.service,
-        )
-        blocks.append(QrCode(url, module=4 if narrow else 6))
+    if config.hall.phone:
+        blocks.append(TextLine(f"咨询电话 {config.hall.phone}", scale=big))
+    materials, more = checklist(config, facts.service)
+    if materials:
+        blocks += [Rule(), TextLine("请备齐以下材料（一次性告知）：", bold=True, align=Align.LEFT)]
+        blocks += [TextLine(f"□ {item}", scale=big, align=Align.LEFT) for item in materials]
+        if more:
+            blocks.append(TextLine(f"另有 {more} 项，请扫码或到引导台查看", align=Align.LEFT))
+    url = status_url(config, facts)
+    if url:
+        module = 4 if narrow else 6
+        quiet = Feed(_quiet_lines(module))
+        blocks += [quiet, QrCode(url, module=module), quiet]
+        blocks.append(TextLine("扫码查看排队进度" if facts.token else "扫码查看"))
     if layout.footer:
         blocks.append(Rule())
         blocks += [TextLine(line, scale=big, align=Align.CENTER) for line in layout.footer]
@@ -208,7 +205,7 @@ def _find_ticket(number: str, engine: QueueEngine, now: dt.datetime) -> TicketFa
         if ticket.day == engine.hall.day and ticket.number == wanted:
             waiting = ticket.status is TicketStatus.WAITING
             ahead = engine.people_ahead(ticket, now) if waiting else None
-            wait = engine.estimated_wait_minutes(ticket.service, ahead) if ahead else None
+            wait = engine.wait_minutes(ticket, now) if waiting else None
             return TicketFacts(
                 ticket_id=ticket.id,
                 number=ticket.number,
@@ -218,6 +215,7 @@ def _find_ticket(number: str, engine: QueueEngine, now: dt.datetime) -> TicketFa
                 issued_at=ticket.issued_at,
                 ahead=ahead,
                 wait_minutes=wait,
+                token=ticket.token,
             )
     raise NotFound(f"no ticket {wanted} was issued today ({engine.hall.day.isoformat()})")
 
@@ -501,6 +499,7 @@ class TicketPrinting:
     ) -> PrintResult:
         key = facts.ticket_id if not reprint else f"{facts.ticket_id}/reprint"
         job = PrintJob(key, facts.number, b"")
+        facts = await self._with_token(facts)
         ok, reason = self.can_print()
         if ok:
             try:
@@ -518,6 +517,23 @@ class TicketPrinting:
         if result.printed and seq is not None:  # bookkeeping: the ticket is in the citizen's hand
             await self._save_mark(self._concluded(seq))
         return result
+
+    async def _with_token(self, facts: TicketFacts) -> TicketFacts:
+        """The facts with the ticket's status-page token, read from the queue (the token is
+        not in ``ticket.issued``: it leaves the agent only on the printed QR code and, for a
+        district site, in ``ticket.status``)."""
+        if facts.token is not None:
+            return facts
+
+        def read(engine: QueueEngine, _now: dt.datetime) -> str | None:
+            ticket = engine.tickets.get(facts.ticket_id)
+            return None if ticket is None else ticket.token
+
+        try:
+            token = await self.hall.read(read)
+        except ShuttingDown:  # printed without the status page's QR code
+            return facts
+        return dataclasses.replace(facts, token=token)
 
     def _ticket_event(self, kind: type[ev.TicketPrint], facts: TicketFacts, **more: Any) -> Event:
         """An event about one ticket's print on this printer (its time is set on commit)."""

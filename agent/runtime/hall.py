@@ -521,6 +521,7 @@ class Hall:
             if hall_changed or snap.hall.day != live.hall.day:
                 snap.hall = _copy_counters(live.hall)
             snap.clock_trusted = live.clock_trusted
+            snap.replaced()
         self._last_seq = self.store.last_seq
         if stored or tickets or windows or hall_changed:
             self._write_succeeded(len(steps))

@@ -22,16 +22,17 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response
 
 from agent.config import AnnouncerDevice, HallAgentConfig, ServiceGuide
-from agent.features.voice import ClipPack, VoicePacks, kiosk_tokens
 from agent.features.voice_clips import VoiceError
-from agent.features.voice_pack import ensure_pack
 from agent.runtime.hall import Hall
+
+if TYPE_CHECKING:  # the announcer's code is loaded at the first spoken kiosk sentence
+    from agent.features.voice import ClipPack
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,9 @@ class KioskVoice:
         self._lock = asyncio.Lock()
 
     async def pack(self) -> ClipPack:
+        from agent.features.voice import ClipPack
+        from agent.features.voice_pack import ensure_pack
+
         async with self._lock:
             if self._pack is None:
                 self._pack = await asyncio.to_thread(
@@ -93,6 +97,8 @@ class KioskVoice:
             return self._pack
 
     async def render(self, service_name: str, ticket: str, ahead: int) -> bytes:
+        from agent.features.voice import VoicePacks, kiosk_tokens
+
         pack = await self.pack()
         tokens = kiosk_tokens(pack, service_name, ticket, ahead)
         missing = pack.missing(tokens)

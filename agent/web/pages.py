@@ -167,6 +167,7 @@ class PageFeed:
         self.issuing = issuing
         self.views: dict[str, View] = {}
         self._sources: dict[str, Callable[[], Any]] = {}
+        self._queue_sources: dict[str, Callable[[QueueEngine, dt.datetime], Any]] = {}
         self._current: HallView | None = None
         self._changed = asyncio.Condition()
         self._dirty = asyncio.Event()
@@ -194,6 +195,11 @@ class PageFeed:
         """Add data to every :class:`HallView` as ``extras[name]``; call :meth:`refresh`
         when it changes."""
         self._sources[name] = read
+
+    def add_queue_source(self, name: str, read: Callable[[QueueEngine, dt.datetime], Any]) -> None:
+        """Add data read from the queue to every :class:`HallView` as ``extras[name]``:
+        ``read(engine, now)`` runs in the hall's turn with the snapshot (quick, no I/O)."""
+        self._queue_sources[name] = read
 
     def refresh(self) -> None:
         """Rebuild the view soon (something pages show has changed)."""
@@ -285,12 +291,15 @@ class PageFeed:
         recalled = dict(self._recalled_at)
         limit = settings.recent_calls + len(self.hall.config.windows)
 
-        def build(engine: QueueEngine, now: dt.datetime) -> tuple[JSON, list[JSON]]:
+        queue_sources = dict(self._queue_sources)
+
+        def build(engine: QueueEngine, now: dt.datetime) -> tuple[JSON, list[JSON], JSON]:
             snapshot = engine.snapshot(now)
             snapshot.pop("waiting", None)
-            return snapshot, recent_calls(engine, recalled, limit)
+            read = {name: source(engine, now) for name, source in queue_sources.items()}
+            return snapshot, recent_calls(engine, recalled, limit), read
 
-        queue, calls = await self.hall.read(build)
+        queue, calls, from_queue = await self.hall.read(build)
         now = dt.datetime.now(self.hall.config.hall.zone)
         notices = [n for n in self._notices if _active(n, now)]
         issuing: JSON = {"enabled": True, "reason": None}
@@ -315,7 +324,7 @@ class PageFeed:
                 "highlight_s": settings.highlight_s,
                 "recent_calls": settings.recent_calls,
             },
-            extras={name: read() for name, read in self._sources.items()},
+            extras={**from_queue, **{name: read() for name, read in self._sources.items()}},
         )
         self._current = view
         async with self._changed:

@@ -201,9 +201,12 @@ class Store(Outbox, DocumentRows, PersonalRows, AccessRows, StatsRows):
                     (_dumps(hall.to_json()),),
                 )
             if outcome.tickets:
+                # ``day`` is set apart, only where it changed (an undated ticket carried into a
+                # new day): a column in the upsert's SET rewrites its index entry (here the
+                # (day, number) index, one more page per commit) even when it is unchanged.
                 conn.executemany(
                     "INSERT INTO tickets (id, day, number, service, status, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET day = excluded.day, "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
                     "service = excluded.service, status = excluded.status, data = excluded.data",
                     [
                         (
@@ -216,6 +219,10 @@ class Store(Outbox, DocumentRows, PersonalRows, AccessRows, StatsRows):
                         )
                         for t in outcome.tickets.values()
                     ],
+                )
+                conn.executemany(
+                    "UPDATE tickets SET day = ?1 WHERE id = ?2 AND day != ?1",
+                    [(t.day.isoformat(), t.id) for t in outcome.tickets.values()],
                 )
             if outcome.windows:
                 conn.executemany(

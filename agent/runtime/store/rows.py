@@ -235,7 +235,8 @@ def ticket(row: Row) -> Ticket:
     fits = (
         all(isinstance(v, str) for v in (t.id, t.number, t.service, t.issued_service))
         and all(
-            _optional(v, str) for v in (t.window, t.staff, t.id_hash, t.granted_by, t.appointment)
+            _optional(v, str)
+            for v in (t.window, t.staff, t.id_hash, t.granted_by, t.appointment, t.token)
         )
         and _optional(t.rating, dict)
         and isinstance(t.issued_at, dt.datetime)

@@ -1,0 +1,235 @@
+"""Wait estimates (agent/core/estimate.py and the engine's use of it), ticket.turn_near and
+ticket.status: pure, with a controlled clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.config import HallAgentConfig
+from agent.core import events as ev
+from agent.core import operations as op
+from agent.core.engine import QueueEngine
+from agent.core.estimate import Demand, Lane, Waiter, simulate
+from agent.core.model import Priority, Ticket
+
+NOW = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+
+
+def waiters(service: str, count: int, *, green: bool = False, first_rank: int = 1) -> list[Waiter]:
+    return [Waiter(f"{service}{i}", service, green, first_rank + i, 0.0) for i in range(count)]
+
+
+# -- the simulation ----------------------------------------------------------------------------
+
+
+@given(
+    ahead=st.integers(0, 60),
+    mean=st.floats(0.5, 60, allow_nan=False),
+    busy=st.floats(0, 30, allow_nan=False),
+)
+def test_one_service_one_window_waits_ahead_times_the_mean(ahead, mean, busy):
+    queue = waiters("s", ahead + 1)
+    found = simulate([Lane("w", ("s",), busy)], queue, {"s": mean}, newcomers=["s"])
+    mine = queue[-1].id
+    assert found.tickets[mine] == pytest.approx(busy + ahead * mean)
+    # A newcomer is behind everyone, this ticket too.
+    assert found.newcomers["s"] == pytest.approx(busy + (ahead + 1) * mean)
+
+
+def test_shared_windows_count_everyone_queued_there():
+    # One 全科 window serves 社保 before 综合: a 综合 newcomer waits for all four 社保
+    # citizens (the old formula said 0: nobody waits for 综合).
+    lane = Lane("w1", ("social", "general"), 0.0)
+    found = simulate(
+        [lane], waiters("social", 4), {"social": 8.0, "general": 3.0}, newcomers=["general"]
+    )
+    assert found.newcomer_minutes("general") == 32
+
+
+def test_the_green_channel_goes_first_and_windows_in_their_own_order():
+    lanes = [Lane("w1", ("a", "b"), 0.0), Lane("w2", ("b", "a"), 5.0)]
+    normal = waiters("a", 3)
+    green = waiters("b", 1, green=True, first_rank=10)
+    found = simulate(lanes, [*normal, *green], {"a": 10.0, "b": 4.0})
+    assert found.tickets["b0"] == 0  # w1 is free first and takes the green ticket
+    assert found.tickets["a0"] == 4  # then w1 again (w2 is busy until 5)
+    assert found.tickets["a1"] == 5  # w2 takes the next (no b waiting)
+    assert found.tickets["a2"] == 14
+
+
+def test_expected_arrivals_are_served_in_their_turn():
+    lane = Lane("w1", ("a", "b"), 0.0)
+    # One 'a' expected every 10 minutes; 'a' goes first at this window.
+    found = simulate(
+        [lane], waiters("b", 2), {"a": 6.0, "b": 5.0}, demand={"a": Demand(normal=0.1)}, horizon=60
+    )
+    # b0 at 0 (nobody else there), then the first 'a' arrives at 5 and goes first: b1 at 11.
+    assert found.tickets["b0"] == 0
+    assert found.tickets["b1"] == 11
+
+
+def test_a_service_no_window_serves_has_no_estimate():
+    found = simulate(
+        [Lane("w1", ("a",), 0.0)], waiters("b", 2), {"a": 5.0, "b": 5.0}, newcomers=["b"]
+    )
+    assert found.ticket_minutes("b0") is None
+    assert found.newcomer_minutes("b") is None
+
+
+@settings(max_examples=200)
+@given(
+    lanes=st.lists(
+        st.tuples(
+            st.lists(st.sampled_from("abc"), min_size=1, max_size=3, unique=True),
+            st.floats(-5, 30, allow_nan=False),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    tickets=st.lists(
+        st.tuples(st.sampled_from("abc"), st.booleans(), st.floats(0, 120, allow_nan=False)),
+        max_size=40,
+    ),
+    means=st.tuples(*[st.floats(0, 30, allow_nan=False)] * 3),
+    rates=st.tuples(*[st.floats(0, 0.5, allow_nan=False)] * 3),
+    aging=st.one_of(st.none(), st.floats(1, 60, allow_nan=False)),
+)
+def test_estimates_are_never_negative_and_everyone_served_is_estimated(
+    lanes, tickets, means, rates, aging
+):
+    served = {s for services, _ in lanes for s in services}
+    queue = [Waiter(f"t{i}", s, g, i, waited) for i, (s, g, waited) in enumerate(tickets)]
+    found = simulate(
+        [Lane(f"w{i}", tuple(services), free) for i, (services, free) in enumerate(lanes)],
+        queue,
+        dict(zip("abc", means, strict=True)),
+        aging=aging,
+        newcomers="abc",
+        demand={s: Demand(r, r / 4) for s, r in zip("abc", rates, strict=True)},
+    )
+    for t in queue:
+        minutes = found.ticket_minutes(t.id)
+        assert (minutes is not None) is (t.service in served)
+        assert minutes is None or minutes >= 0
+    for service in "abc":
+        minutes = found.newcomer_minutes(service)
+        assert (minutes is not None) is (service in served)
+        assert minutes is None or minutes >= 0
+
+
+# -- the engine -------------------------------------------------------------------------------
+
+
+def tokens() -> itertools.count[int]:
+    return itertools.count(1)
+
+
+def engine_for(config: HallAgentConfig) -> QueueEngine:
+    counter = tokens()
+    engine = QueueEngine.fresh(config, NOW)
+    engine._token_source = lambda: f"tok{next(counter):019d}"
+    return engine
+
+
+def take(engine: QueueEngine, service: str, now: dt.datetime = NOW, **kw: object) -> Ticket:
+    out = engine.apply(op.Take(service=service, **kw), now)  # type: ignore[arg-type]
+    assert out.ticket is not None
+    return out.ticket
+
+
+def test_when_service_times_are_the_mean_the_estimate_is_the_real_wait(make_config):
+    # general (6 min) and social (4 min) share w1 and w2, in opposite orders; fund is alone.
+    engine = engine_for(make_config())
+    for w in ("w1", "w2", "w3"):
+        engine.apply(op.SignIn(window=w, staff=f"s-{w}"), NOW)
+    services = ["general", "social", "general", "fund", "social", "general", "social", "fund"]
+    tickets = [take(engine, s) for s in services]
+    tickets.append(take(engine, "general", priority=Priority.ELDERLY))
+    # An hour later: no one else is expected (the last hour brought no one).
+    start = NOW + dt.timedelta(minutes=61)
+    estimates = engine.estimates(start)
+    shown = {t.id: estimates.tickets[t.id] for t in tickets}
+
+    # Play it out: each window calls next exactly its citizen's mean after calling them.
+    means = {"general": 6.0, "social": 4.0, "fund": 10.0}
+    free = {"w1": start, "w2": start, "w3": start}
+    real: dict[str, float] = {}
+    while len(real) < len(tickets):
+        window = min(free, key=lambda w: (free[w], w))
+        out = engine.apply(op.CallNext(window=window), free[window])
+        if out.ticket is None:
+            free[window] = start + dt.timedelta(hours=5)
+            continue
+        real[out.ticket.id] = (free[window] - start).total_seconds() / 60
+        free[window] += dt.timedelta(minutes=means[out.ticket.service])
+    assert real == shown
+
+
+def test_turn_near_fires_once_per_ticket(make_config):
+    engine = engine_for(make_config(queue={"turn_near": 2}))
+    engine.apply(op.SignIn(window="w3", staff="s-3"), NOW)
+    fund = [take(engine, "fund") for _ in range(5)]  # only w3 serves fund
+    mine = fund[-1]
+
+    def near(out) -> list[tuple[str, int]]:
+        return [
+            (e.payload.ticket, e.payload.ahead)
+            for e in out.events
+            if isinstance(e.payload, ev.TicketTurnNear)
+        ]
+
+    fired = []
+    for _ in range(2):  # C04: 3 ahead -> 2, then C05 (this one): 3 -> 2
+        fired += near(engine.apply(op.CallNext(window="w3"), NOW))
+    assert fired == [("C04", 2), (mine.number, 2)]
+    assert engine.tickets[mine.id].turn_near
+    # Two green-channel citizens push it back to 4 ahead; moving up to 2 again says nothing.
+    for _ in range(2):
+        fired += near(engine.apply(op.Take(service="fund", priority=Priority.DISABLED), NOW))
+    for _ in range(3):
+        fired += near(engine.apply(op.CallNext(window="w3"), NOW))
+    assert fired == [("C04", 2), (mine.number, 2)]
+
+
+def test_a_ticket_taken_near_its_turn_does_not_fire(make_config):
+    engine = engine_for(make_config(queue={"turn_near": 3}))
+    out = engine.apply(op.Take(service="fund"), NOW)
+    assert not [e for e in out.events if isinstance(e.payload, ev.TicketTurnNear)]
+
+
+def test_ticket_status_only_with_a_district_qr_url_and_only_for_what_moved(make_config):
+    quiet = engine_for(make_config())
+    take(quiet, "general")
+    assert not [
+        e for e in quiet.apply(op.CallNext(window="w1"), NOW).events if e.type == "ticket.status"
+    ]
+
+    engine = engine_for(make_config(ticket={"qr_url": "https://zwfw.example.gov.cn/q/{token}"}))
+    issued = engine.apply(op.Take(service="general"), NOW)
+    (status,) = [e.payload for e in issued.events if isinstance(e.payload, ev.TicketStatusUpdate)]
+    assert (status.ticket, status.status, status.ahead, status.token) == (
+        "A001",
+        "waiting",
+        0,
+        "tok0000000000000000001",
+    )
+    for _ in range(2):
+        take(engine, "general")
+    take(engine, "fund")  # another service: its place does not move when general's does
+
+    out = engine.apply(op.CallNext(window="w1"), NOW)
+
+    updates = {
+        e.payload.ticket: e.payload
+        for e in out.events
+        if isinstance(e.payload, ev.TicketStatusUpdate)
+    }
+    assert set(updates) == {"A001", "A002", "A003"}
+    assert (updates["A001"].status, updates["A001"].window_name) == ("called", "1号窗口")
+    assert (updates["A002"].ahead, updates["A003"].ahead) == (0, 1)
+    assert "token" not in engine.snapshot(NOW)["waiting"][0]  # never in the public view
