@@ -15,9 +15,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Annotated, Any, Literal
-
-from fastapi import APIRouter, Query, Response
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from agent.central import contract as c
 from agent.core import events as ev
@@ -36,7 +34,9 @@ from agent.features.report_tables import csv_bytes, to_xlsx
 from agent.runtime.hall import Hall
 from agent.runtime.store import Store, StoredEvent, StoreError, Written
 from agent.runtime.tasks import BackgroundTasks, stop
-from agent.web.errors import ERRORS
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +272,12 @@ XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 def report_routes(reports: Reports, *, read_guard: Sequence[Any]) -> APIRouter:
     """``GET /api/v1/reports``: the report as JSON, CSV or XLSX (``read_guard``: who may,
     decided by the web layer, agent/web/access.py — the manager and ops)."""
+    # FastAPI is imported here: importing the daemon must leave its models deferred (the
+    # web app sets that up when it imports FastAPI).
+    from fastapi import APIRouter, Query, Response
+
+    from agent.web.errors import ERRORS
+
     router = APIRouter(prefix="/api/v1", tags=["reports"])
 
     answers: dict[int | str, dict[str, Any]] = {

@@ -66,7 +66,7 @@ CREATE TABLE stat_days (
     part TEXT NOT NULL,
     tally TEXT NOT NULL,
     PRIMARY KEY (day, part)
-) WITHOUT ROWID;
+);
 INSERT INTO stat_tickets (
     ticket_id, day, number, issued_service, service, source, priority, issued_at, hour,
     called_at, ended_at, outcome, window, staff, service_s, transfers, rating,
