@@ -209,8 +209,11 @@ class AgentProcess:
         log_path: Path,
         env: Mapping[str, str] | None = None,
         prefix: Sequence[str] = (),
+        command: Sequence[str] | None = None,
     ) -> None:
         self.config_path = config_path
+        # Another way to start the same agent (bench/_soak_agent.py); hall-agent run if None.
+        self.command = None if command is None else list(command)
         self.storage = storage
         self.log_path = log_path
         self.env = dict(env or {})
@@ -231,7 +234,7 @@ class AgentProcess:
         env.update(self.env)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [*self.prefix, *agent_command(self.config_path)],
+                [*self.prefix, *(self.command or agent_command(self.config_path))],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,

@@ -1,7 +1,8 @@
 """Run the benchmarks, one after the other, each in its own process.
 
     .venv/bin/python bench/run_all.py                 # the quick ones
-    .venv/bin/python bench/run_all.py --all           # and the central link's (+ ~6 minutes)
+    .venv/bin/python bench/run_all.py --all           # and the central link's and the soak
+                                                      # (+ ~6 and ~15 minutes)
     .venv/bin/python bench/run_all.py store_append    # only the ones named
     .venv/bin/python bench/run_all.py --pi            # a Pi's disk and CPU: see below
 
@@ -48,7 +49,9 @@ LATENCY = ("store_append", "take_latency", "print_latency", "screens_latency", "
 PI = ("under_load",)
 # The central link's: each starts its own mosquitto; together about 6 minutes.
 LINK = ("drain", "backlog_rss", "fleet")
-BENCHMARKS = QUICK + LINK + PI
+# A simulated week of a busy hall: about 15 minutes.
+SOAK = ("soak_memory",)
+BENCHMARKS = QUICK + LINK + PI + SOAK
 
 
 def targets(name: str, figures: dict[str, Any]) -> list[list[Any]]:
@@ -183,6 +186,23 @@ def targets(name: str, figures: dict[str, Any]) -> list[list[Any]]:
                 "< 20 MB",
                 met[t["met"]],
             ]
+        ]
+    if name == "soak_memory":
+        t = figures["target"]
+        return [
+            [
+                "RSS idle, every device kind (baseline: import agent.daemon)",
+                f"{figures['idle_rss_mb']:.1f} MB ({figures['baseline_rss_mb']:.1f} MB)",
+                "<= 70 MB",
+                met[t["idle_met"]],
+            ],
+            [
+                "RSS growth over a simulated week (after day 1; from idle)",
+                f"{figures['growth_after_day1_mb']:+.1f} MB "
+                f"({figures['growth_from_idle_mb']:+.1f} MB)",
+                "<= 5 MB",
+                met[t["growth_met"]],
+            ],
         ]
     if name == "fleet":
         r, d = figures["reconnect"], figures["drain"]

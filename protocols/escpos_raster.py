@@ -2,13 +2,16 @@
 
 Used two ways: to print on printers without a Chinese font (raster profile), and by the
 virtual printer to turn what it received into a PNG a person can look at. The font is
-passed in as bytes (the caller reads the file), so nothing here touches the disk.
+passed in as bytes (the caller reads the file), or as the path of the font file, which
+FreeType then maps itself: the agent does, so a 5 MB CJK font stays in the page cache,
+shared and read only where glyphs are used, instead of a private copy in its memory.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from pathlib import Path
 
 import qrcode  # type: ignore[import-untyped]
 from PIL import Image, ImageDraw, ImageFont
@@ -47,17 +50,21 @@ PAPER = 255
 class Typesetter:
     """Draws blocks ``width`` dots wide with one CJK font (e.g. WenQuanYi Micro Hei)."""
 
-    def __init__(self, font_data: bytes, width: int) -> None:
-        if not font_data:
+    def __init__(self, font: bytes | Path, width: int) -> None:
+        """``font``: the font file's bytes, or its path (FreeType maps the file)."""
+        if isinstance(font, bytes) and not font:
             raise ValueError("the font file is empty")
-        self._font_data = font_data
+        self._font = font
         self.width = width
         self._fonts: dict[int, ImageFont.FreeTypeFont] = {}
 
     def font(self, scale: int) -> ImageFont.FreeTypeFont:
         size = _EM_PER_SCALE * scale
         if size not in self._fonts:
-            self._fonts[size] = ImageFont.truetype(io.BytesIO(self._font_data), size)
+            source = self._font
+            # BytesIO over the bytes shares them (read() whole returns the same object).
+            where = str(source) if isinstance(source, Path) else io.BytesIO(source)
+            self._fonts[size] = ImageFont.truetype(where, size)
         return self._fonts[size]
 
     def _x(self, content_width: int, align: Align) -> int:

@@ -209,6 +209,7 @@ async def test_a_full_database_refuses_clearly_then_evicts_chatter_and_issues_ag
             assert body["error"] == "disk_full"
             assert "the state disk is full" in body["message"]
             assert "the operation was not done" in body["message"]
+            assert body["citizen_message"] == "系统暂时无法保存新的号票，请到服务台咨询"
             health = (await client.get("/healthz")).json()
             assert health["status"] == "failing"
             assert health["reasons"][0]["check"] == "store"

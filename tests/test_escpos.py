@@ -308,3 +308,16 @@ def test_typesetter_draws_ink_for_text(typesetter):
     image = typesetter.text_image(TextLine("社保医保", scale=2))
     assert image.width == PAPER.width_dots
     assert image.getextrema() == (0, 255)  # black ink on white paper
+
+
+@needs_font
+def test_a_font_given_by_path_draws_what_its_bytes_draw(typesetter):
+    """The agent gives the font's path (FreeType maps the file: no private copy of a 5 MB
+    font in memory); the ticket comes out the same as from the font's bytes."""
+    by_path = Typesetter(Path(CJK_FONT), PAPER.width_dots)
+    assert by_path.render(SAMPLE.blocks).tobytes() == typesetter.render(SAMPLE.blocks).tobytes()
+
+
+def test_an_empty_font_is_refused():
+    with pytest.raises(ValueError, match="empty"):
+        Typesetter(b"", PAPER.width_dots)

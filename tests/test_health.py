@@ -144,6 +144,9 @@ async def test_metrics_count_tickets_outbox_devices_and_ratings(tmp_path: Path) 
     assert got[("hall_health", (("status", "ready"),))] == 1
     assert got[("hall_disk_free_bytes", ())] > 0
     assert got[("hall_store_writes_failed_total", ())] == 0
+    # The process's own figures (prometheus_client's process collector), memory among them.
+    assert got[("process_resident_memory_bytes", ())] > 10 * 1024 * 1024
+    assert got[("process_open_fds", ())] > 0
 
 
 @pytest.mark.timeout(60)

@@ -187,7 +187,7 @@ async def test_buttons_and_scanner_issue_tickets_in_a_hall(tmp_path: Path) -> No
         ("B001", "button", "normal"),
         ("C001", "qr", "appointment"),
     ]
-    assert inputs.refused == []
+    assert list(inputs.refused) == []
 
 
 def uinput_available() -> bool:
@@ -219,3 +219,29 @@ async def test_a_real_evdev_device_through_uinput(tmp_path: Path) -> None:
                 got = decoder.feed(await anext(batches))
         assert got == [Scanned("HALL-APPT:social:U1")]
         await batches.aclose()
+
+
+async def test_inputs_keep_only_the_latest_requests(tmp_path: Path) -> None:
+    """Kiosk buttons issue thousands of tickets a week: the inputs keep the latest
+    KEPT_RECENT issued and refused requests and count them all."""
+    from agent.features.inputs import KEPT_RECENT, TakeRequest
+
+    requests = KEPT_RECENT + 100
+    data = hall_config(tmp_path / "state")
+    data["services"][0]["daily_cap"] = requests
+    config = HallAgentConfig.model_validate(data)
+    store = Store.open(config.storage.path)
+    try:
+        async with Hall(config, store) as hall, TicketInputs(hall, sources={}) as inputs:
+            for _ in range(requests):
+                await inputs.take(TakeRequest("social", Source.BUTTON, device="kiosk-buttons"))
+            # Over the cap: each refused, kept as the latest refusals.
+            for _ in range(requests):
+                await inputs.take(TakeRequest("social", Source.BUTTON, device="kiosk-buttons"))
+            await inputs.wait_handled(2 * requests)
+    finally:
+        store.close()
+    assert (inputs.issued_total, inputs.refused_total) == (requests, requests)
+    assert len(inputs.issued) == len(inputs.refused) == KEPT_RECENT
+    assert inputs.issued[-1]["number"] == f"A{requests:03d}"
+    assert inputs.refused[-1][0].service == "social"

@@ -11,7 +11,13 @@ from support import hall_config
 
 from agent.config import validate_config
 from agent.core.operations import Take
-from agent.features.issuing import STORE_FAILING, STORE_RETRY_S, Issuing, StoreUnavailable
+from agent.features.issuing import (
+    STORE_FAILING,
+    STORE_FAILING_DETAIL,
+    STORE_RETRY_S,
+    Issuing,
+    StoreUnavailable,
+)
 from agent.runtime.hall import Hall
 from agent.runtime.store import Store, StoreFull
 
@@ -25,7 +31,7 @@ async def test_issuing_is_disabled_with_a_plain_reason_while_writes_fail(
         async with Hall(config, store) as hall:
             now = [0.0]  # the issuing path's monotonic clock, moved by the test
             issuing = Issuing(hall, clock=lambda: now[0] + time.monotonic())
-            assert issuing.state()["issuing"] == {"enabled": True, "reason": None}
+            assert issuing.state()["issuing"] == {"enabled": True, "reason": None, "citizen": None}
             first = await issuing.take(Take(service="social"))
             assert first.ticket is not None
 
@@ -36,10 +42,15 @@ async def test_issuing_is_disabled_with_a_plain_reason_while_writes_fail(
                 patched.setattr(Store, "commit", full)
                 with pytest.raises(StoreFull):
                     await issuing.take(Take(service="social"))
-                assert issuing.state()["issuing"] == {"enabled": False, "reason": STORE_FAILING}
+                assert issuing.state()["issuing"] == {
+                    "enabled": False,
+                    "reason": STORE_FAILING_DETAIL,
+                    "citizen": STORE_FAILING,
+                }
                 with pytest.raises(StoreUnavailable) as refused:
                     await issuing.take(Take(service="social"))
-                assert refused.value.message == STORE_FAILING
+                assert refused.value.message == STORE_FAILING_DETAIL
+                assert refused.value.citizen_message == STORE_FAILING
                 assert refused.value.code == "store_unavailable"
 
             # Still refused until the retry time is over; then one take is the probe, and

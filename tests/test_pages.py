@@ -197,14 +197,22 @@ async def test_kiosk_buttons_say_why_they_cannot_issue(tmp_path: Path) -> None:
                 paper_out = feed.render("kiosk", {})
     finally:
         store.close()
+    # Citizen words: plain Chinese with the service's hours, never the printer's problem.
     assert kiosk["social"]["enabled"] is False
-    assert "今日号已取完" in kiosk["social"]["reason"]
+    assert (
+        kiosk["social"]["reason"]
+        == "社保医保今日号已取完，请下个办理日再来。办理时间：每天 00:00-23:59"
+    )
     assert kiosk["civil"]["enabled"] is False
-    assert "不在取号时间" in kiosk["civil"]["reason"]
+    assert kiosk["civil"]["reason"] == "民政救助现在不在办理时间。办理时间：周日 00:00-00:01"
+    assert kiosk["civil"]["hours"] == "周日 00:00-00:01"
     assert kiosk["housing"]["enabled"] is True
     assert paper_out["issuing"]["enabled"] is False
-    assert "缺纸" in paper_out["issuing"]["reason"]
+    assert paper_out["issuing"]["reason"] == "取号机暂时无法打印，请到引导台取号"
     assert not any(s["enabled"] for s in paper_out["services"])
+    paper_reasons = {s["id"]: s["reason"] for s in paper_out["services"]}
+    assert paper_reasons["housing"] == "取号机暂时无法打印，请到引导台取号"
+    assert "paper" not in json.dumps(paper_out)
 
 
 async def test_agent_stops_promptly_with_pages_open_and_serves_its_assets(tmp_path: Path) -> None:

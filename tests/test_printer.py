@@ -223,7 +223,7 @@ async def test_a_kiosk_ticket_is_saved_then_printed(tmp_path):
             f"https://hall.example.gov.cn/q/test-hall/{ticket['id']}?t=A001"
         ]
         state = (await client.get(f"{API}/issuing")).json()
-        assert state["issuing"] == {"enabled": True, "reason": None}
+        assert state["issuing"] == {"enabled": True, "reason": None, "citizen": None}
         assert state["printer"]["printed"] == 1
         status = (await client.get(f"{API}/status")).json()
         assert status["printing"]["printer"]["status"] == "ok"
@@ -252,6 +252,7 @@ async def test_paper_out_disables_kiosk_issuing_until_paper_is_loaded(tmp_path):
         assert refused.status_code == 409
         assert refused.json()["error"] == "printer_unavailable"
         assert "out of paper" in refused.json()["message"]
+        assert refused.json()["citizen_message"] == "取号机暂时无法打印，请到引导台取号"
         # A ticket central issues is not printed, so it is still issued.
         remote = await take(client, source="central")
         assert remote.status_code == 201
@@ -372,7 +373,10 @@ async def test_reprint_without_a_printer_is_refused(tmp_path):
         assert r.status_code == 409
         assert "no ticket printer" in r.json()["message"]
         state = (await client.get(f"{API}/issuing")).json()
-        assert state == {"issuing": {"enabled": True, "reason": None}, "printer": None}
+        assert state == {
+            "issuing": {"enabled": True, "reason": None, "citizen": None},
+            "printer": None,
+        }
 
 
 @needs_font

@@ -278,3 +278,58 @@ async def test_aplay_sink_plays_to_the_end_and_reports_failures() -> None:
     with pytest.raises(AudioError, match="failed"):
         await AplaySink("no-such-alsa-device").play(wav, "A001")
     assert AplaySink("default", program="no-such-aplay").problem() is not None
+
+
+async def test_the_announcer_keeps_only_the_latest_announcements(tmp_path: Path) -> None:
+    """A hall calls thousands of tickets a week: the announcer keeps the latest
+    KEPT_RECENT of them and counts the rest, so its memory does not grow with the week."""
+    from agent.config import FileTransport
+    from agent.features.voice import KEPT_RECENT, VoiceCalling
+    from agent.runtime.hall import Hall
+    from agent.runtime.store import Store
+
+    class SilentSink(FileSink):
+        async def play(self, wav: bytes, label: str) -> Path | None:
+            return None
+
+    calls = KEPT_RECENT + 100
+    voice = synthetic_pack(tmp_path / "voice" / "zh", ZH_CLIPS).parent
+    data = hall_config(tmp_path / "state")
+    data["services"][0]["daily_cap"] = calls
+    config = HallAgentConfig.model_validate(data)
+    device = AnnouncerDevice(
+        id="speaker", transport=FileTransport(path=tmp_path / "out"), clips=voice, repeat=1
+    )
+    store = Store.open(config.storage.path)
+    try:
+        async with (
+            Hall(config, store) as hall,
+            VoiceCalling(hall, None, device, sink=SilentSink(tmp_path / "out")) as calling,
+        ):
+            for _ in range(calls):
+                await hall.execute(Take(service="social"))
+            for _ in range(calls):
+                await hall.execute(CallNext(window="w1"))
+            await calling.wait_spoken(calls, within=60)
+    finally:
+        store.close()
+    assert calling.spoken_total == calls
+    assert len(calling.spoken) == KEPT_RECENT
+    # The kept ones are the latest, in call order.
+    assert calling.spoken[-1].announcement.ticket == f"A{calls:03d}"
+    assert calling.spoken[0].announcement.ticket == f"A{calls - KEPT_RECENT + 1:03d}"
+
+
+def test_generated_clips_are_trimmed_to_their_sound() -> None:
+    from agent.features.voice_pack import KEEP_EDGE_S, SILENCE_LEVEL, _trim
+
+    rate = 1000
+    edge = int(KEEP_EDGE_S * rate)
+    quiet, loud = [0] * (3 * edge), [SILENCE_LEVEL + 1] * 50
+    samples = array.array("h", quiet + loud + [0] * 7 + loud + quiet)
+    kept = array.array("h")
+    kept.frombytes(_trim(samples.tobytes(), rate))
+    # From one edge before the first loud sample to one edge after the last (exclusive).
+    assert list(kept) == [0] * edge + loud + [0] * 7 + loud + [0] * (edge - 1)
+    silent = array.array("h", quiet).tobytes()
+    assert _trim(silent, rate) == silent

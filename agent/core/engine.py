@@ -28,6 +28,7 @@ from typing import Any, Literal
 from agent.config import HallAgentConfig, Service, Window
 from agent.core import events as ev
 from agent.core import operations as op
+from agent.core import wording
 from agent.core.errors import NotFound, Refused
 from agent.core.estimate import Demand, Estimates, Lane, Waiter, simulate
 from agent.core.events import Event, EventData
@@ -448,12 +449,16 @@ class QueueEngine:
             hours = ", ".join(
                 f"{p.start:%H:%M}-{p.end:%H:%M} ({'/'.join(p.days)})" for p in service.hours
             )
-            raise Refused(f"{service.name} is not issuing tickets now; hours: {hours}")
+            raise Refused(
+                f"{service.name} is not issuing tickets now; hours: {hours}",
+                citizen=wording.service_closed(service.name, wording.hours_text(service.hours)),
+            )
         issued = self.hall.counters.get(service.id, 0)
         if service.daily_cap is not None and issued >= service.daily_cap:
             raise Refused(
                 f"{service.name} has reached today's limit of {service.daily_cap} tickets; "
-                "please come back on the next working day"
+                "please come back on the next working day",
+                citizen=wording.daily_cap_reached(service.name, wording.hours_text(service.hours)),
             )
         if issued + 1 >= 10**service.width:
             raise Refused(
@@ -464,7 +469,8 @@ class QueueEngine:
             for t in self.tickets.values():
                 if t.id_hash == id_hash and t.service == service.id and t.status.is_open:
                     raise Refused(
-                        f"this ID card already holds ticket {t.number} for {service.name}"
+                        f"this ID card already holds ticket {t.number} for {service.name}",
+                        citizen=wording.already_holding(service.name, t.number),
                     )
         if appointment is not None:
             for t in self.tickets.values():
@@ -1315,12 +1321,17 @@ class QueueEngine:
                 window_name=window_name,
             )
 
-    def snapshot(self, now: dt.datetime) -> JSON:
-        """The whole queue as screens and the API show it."""
+    def snapshot(self, now: dt.datetime, *, waiting_list: bool = True) -> JSON:
+        """The whole queue as screens and the API show it (``waiting_list=False``: without
+        the list of waiting tickets, which screens do not show)."""
         services = []
         estimates = self.estimates(now)
+        counts: dict[str, int] = {}
+        for t in self.tickets.values():
+            if t.status is TicketStatus.WAITING:
+                counts[t.service] = counts.get(t.service, 0) + 1
         for s in self.config.services:
-            waiting = len(self.waiting(s.id))
+            waiting = counts.get(s.id, 0)
             wait = estimates.newcomer_minutes(s.id)
             services.append(
                 {
@@ -1350,12 +1361,14 @@ class QueueEngine:
                     "held": [t.number for t in self.held(w.id)],
                 }
             )
-        return {
+        snapshot: JSON = {
             "day": self.hall.day.isoformat(),
             "services": services,
             "windows": windows,
-            "waiting": [t.public() for t in sorted(self.waiting(), key=_arrival)],
         }
+        if waiting_list:
+            snapshot["waiting"] = [t.public() for t in sorted(self.waiting(), key=_arrival)]
+        return snapshot
 
     def open_tickets(self) -> Iterator[Ticket]:
         return (t for t in self.tickets.values() if t.status.is_open)

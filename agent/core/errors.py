@@ -1,5 +1,9 @@
 """What the hall's rules refuse. The message is written for the person who asked.
 
+A refusal a citizen can meet (taking a ticket) also carries ``citizen_message``: plain
+Chinese without device addresses or technical causes (``agent/core/wording.py``); the
+``message`` keeps the cause for staff, the log and the API.
+
 Which HTTP status a refusal gets is decided in ``agent/web/`` only; ``code`` is the stable
 machine-readable name of the refusal (the API's ``error`` field, central's replies).
 """
@@ -16,9 +20,11 @@ class QueueError(HallAgentError):
 
     code = "refused"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, citizen: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # What a citizen is shown (the kiosk); None: a refusal only staff meet.
+        self.citizen_message = citizen
 
 
 class NotFound(QueueError):

@@ -40,7 +40,7 @@ from agent.core import events as ev
 from agent.core.errors import QueueError
 from agent.core.events import Event
 from agent.core.model import Priority, Source
-from agent.core.operations import CallNext, SignIn, Take
+from agent.core.operations import CallNext, Take
 from agent.daemon import Running, running_agent
 from agent.demo import identity as identity_demo
 from agent.demo.emulators.keypad import VirtualKeypads
@@ -48,6 +48,7 @@ from agent.demo.emulators.led import StripState, VirtualLedBus
 from agent.demo.emulators.printer import VirtualPrinter
 from agent.features.access import HallAccess, Role
 from agent.features.keypads import device_windows
+from agent.features.staff import sign_in_by_number
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.logs import setup_logging
 from agent.runtime.store import Store, Written
@@ -506,8 +507,10 @@ async def _raters(bus: VirtualKeypads) -> None:
 
 async def _staff(hall: Hall, window: str) -> None:
     rng = random.Random()  # noqa: S311 - a simulation, not a secret
-    staff = f"demo-{window}"
-    await hall.execute(SignIn(window=window, staff=staff, name="演示"))
+    # A member of the demo's roster (only the roster's staff sign in): 1001 at w1, ...
+    position = [w.id for w in hall.config.windows].index(window)
+    staff = str(_DEMO_STAFF[position % len(_DEMO_STAFF)]["staff"])
+    await sign_in_by_number(hall, window, staff)
     while True:
         await asyncio.sleep(rng.uniform(6, 15))
         try:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 # A button pressed again within this time is a bounce or an impatient second press.
 DEBOUNCE_S = 0.8
+# How many of the latest issued and refused requests are kept (tests).
+KEPT_RECENT = 64
 # A scan arrives within milliseconds; a partial code quiet this long is dropped.
 SCAN_GAP_S = 1.0
 
@@ -153,8 +156,13 @@ class TicketInputs:
         self.devices = devices
         self.issuing = issuing or Issuing(hall)
         self._clock = clock
-        self.issued: list[dict[str, object]] = []
-        self.refused: list[tuple[TakeRequest, str]] = []
+        # The latest requests only (tests): a kiosk's buttons issue thousands a week.
+        self.issued: collections.deque[dict[str, object]] = collections.deque(maxlen=KEPT_RECENT)
+        self.refused: collections.deque[tuple[TakeRequest, str]] = collections.deque(
+            maxlen=KEPT_RECENT
+        )
+        self.issued_total = 0
+        self.refused_total = 0
         self._inputs: list[tuple[str, KeySource, Mapper]] = []
         for device in hall.config.devices:
             mapper: Mapper
@@ -214,17 +222,19 @@ class TicketInputs:
         except (QueueError, ShuttingDown, StoreError) as err:
             log.info("%s could not issue a %s ticket: %s", request.device, request.service, err)
             self.refused.append((request, str(err)))
+            self.refused_total += 1
         else:
             if outcome.ticket is not None:
                 log.info("%s issued %s", request.device, outcome.ticket.number)
                 self.issued.append(outcome.ticket.public())
+                self.issued_total += 1
         async with self._changed:
             self._changed.notify_all()
 
     async def wait_handled(self, count: int, within: float = 10.0) -> None:
         """Until ``count`` requests were issued or refused (tests)."""
         async with asyncio.timeout(within), self._changed:
-            await self._changed.wait_for(lambda: len(self.issued) + len(self.refused) >= count)
+            await self._changed.wait_for(lambda: self.issued_total + self.refused_total >= count)
 
 
 @contextlib.asynccontextmanager

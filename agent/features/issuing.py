@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from agent.core import wording
 from agent.core.engine import Outcome
 from agent.core.errors import Refused
 from agent.core.operations import Take
@@ -22,7 +23,12 @@ if TYPE_CHECKING:
 
 
 # What the kiosk shows while the state database refuses writes (the disk is full or failing).
-STORE_FAILING = "系统暂时无法保存新的号票，请到服务台咨询"
+STORE_FAILING = wording.STORE_UNAVAILABLE
+# What staff read about it (the API's message, /api/v1/issuing's reason).
+STORE_FAILING_DETAIL = (
+    "the state database refuses writes (the disk is full or failing); no ticket is issued "
+    "until a write succeeds again: see /healthz and the log"
+)
 # After a failed write, issuing stays off this long; then one take is let through as a
 # probe (it succeeds once the disk has room again, and that re-enables issuing).
 STORE_RETRY_S = 10.0
@@ -32,6 +38,9 @@ class StoreUnavailable(Refused):
     """No ticket is issued while the hall cannot save one: the kiosk says so at once."""
 
     code = "store_unavailable"
+
+    def __init__(self, message: str = STORE_FAILING_DETAIL) -> None:
+        super().__init__(message, citizen=STORE_FAILING)
 
 
 class Issuing:
@@ -58,19 +67,27 @@ class Issuing:
         """Refuse a ticket from ``source`` while writes fail (StoreUnavailable) or the
         printer cannot print it (IssuingRefused)."""
         if self._store_failing():
-            # Citizen-facing (the kiosk shows it); the cause is in /healthz and the log.
-            raise StoreUnavailable(STORE_FAILING)
+            # The kiosk shows the citizen text; the cause is in /healthz and the log.
+            raise StoreUnavailable()
         if self.printing is not None:
             self.printing.check_issuing(source)
 
     def state(self) -> dict[str, Any]:
-        """For the kiosk: whether it may issue now, and the reason shown when it may not."""
+        """Whether the kiosk may issue now: ``reason`` says why not for staff, ``citizen``
+        what the kiosk shows."""
         if self.printing is None:
-            state: dict[str, Any] = {"issuing": {"enabled": True, "reason": None}, "printer": None}
+            state: dict[str, Any] = {
+                "issuing": {"enabled": True, "reason": None, "citizen": None},
+                "printer": None,
+            }
         else:
             state = self.printing.state()
         if self._store_failing():
-            state["issuing"] = {"enabled": False, "reason": STORE_FAILING}
+            state["issuing"] = {
+                "enabled": False,
+                "reason": STORE_FAILING_DETAIL,
+                "citizen": STORE_FAILING,
+            }
         return state
 
     async def take(

@@ -200,7 +200,7 @@ class LedStrips:
         """Send every strip whose text changed; returns whether all frames went out."""
 
         def windows(engine: QueueEngine, now: dt.datetime) -> dict[str, dict[str, Any]]:
-            return {w["id"]: w for w in engine.snapshot(now)["windows"]}
+            return {w["id"]: w for w in engine.snapshot(now, waiting_list=False)["windows"]}
 
         rows = await self.hall.read(windows)
         ok = True

@@ -41,6 +41,7 @@ from agent.config import (
     UsbTransport,
 )
 from agent.core import events as ev
+from agent.core import wording
 from agent.core.engine import QueueEngine
 from agent.core.errors import NotFound, Refused
 from agent.core.events import Event
@@ -172,9 +173,14 @@ def ticket_document(
 
 
 class IssuingRefused(Refused):
-    """A ticket that would be printed is refused: the printer cannot print now."""
+    """A ticket that would be printed is refused: the printer cannot print now. The
+    message names the printer's problem (staff, the log); the citizen is told to go to
+    the guide desk (:data:`agent.core.wording.PRINTER_UNAVAILABLE`)."""
 
     code = "printer_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, citizen=wording.PRINTER_UNAVAILABLE)
 
 
 def printer_target(device: PrinterDevice) -> PrinterTarget:
@@ -187,6 +193,12 @@ def printer_target(device: PrinterDevice) -> PrinterTarget:
             return FileTarget(transport.path)
         case _:
             return line_target(transport)
+
+
+def _font_head(path: Path) -> bytes:
+    """The font file's first bytes: it can be read and is not empty."""
+    with path.open("rb") as fh:
+        return fh.read(4)
 
 
 def _device_state(health: PrinterHealth) -> tuple[DeviceStatus, str]:
@@ -283,12 +295,16 @@ class TicketPrinting:
 
     async def _load_font(self) -> None:
         path: Path = self.config.ticket.font
+        problem: str | None
         try:
-            data = await asyncio.to_thread(path.read_bytes)
+            head = await asyncio.to_thread(_font_head, path)
         except OSError as err:
+            problem = f"cannot be read ({err.strerror})"
+        else:
+            problem = None if head else "is empty"
+        if problem is not None:
             self._font_problem = (
-                f"the CJK font {path} cannot be read ({err.strerror}); install fonts-wqy-microhei "
-                "or set ticket.font"
+                f"the CJK font {path} {problem}; install fonts-wqy-microhei or set ticket.font"
             )
             if self.device.profile == "raster":
                 log.error(
@@ -301,7 +317,8 @@ class TicketPrinting:
                     self._font_problem,
                 )
             return
-        self._typesetter = Typesetter(data, self.paper.width_dots)
+        # By path: FreeType maps the file (shared page cache), no private 5 MB copy.
+        self._typesetter = Typesetter(path, self.paper.width_dots)
 
     # -- health and the kiosk ---------------------------------------------------------------
 
@@ -339,7 +356,12 @@ class TicketPrinting:
         health = self.queue.health
         status, detail = _device_state(health)
         return {
-            "issuing": {"enabled": ok, "reason": None if ok else reason},
+            # reason: the printer's problem (staff); citizen: what the kiosk says instead.
+            "issuing": {
+                "enabled": ok,
+                "reason": None if ok else reason,
+                "citizen": None if ok else wording.PRINTER_UNAVAILABLE,
+            },
             "printer": {
                 "device": self.device.id,
                 "endpoint": self._printer.endpoint,

@@ -3,8 +3,14 @@
 The roster is kept in the store (setting ``staff``); each member has a staff number, a
 name, optionally a photo, the windows they may work at, a sign-in ``key_code`` typed on a
 window caller, and the SHA-256 of their ID card number so reading their card at a
-window's ID reader signs them in. Without a roster, staff sign in by staff number through
-the API, the web caller page or central; keypad codes and ID cards need the roster.
+window's ID reader signs them in.
+
+Once a roster exists, only its members sign in: a staff number the roster does not know is
+refused (:func:`sign_in_by_number`, the API's sign-in and ``hall-agent window W sign-in``),
+and the name shown on the screens is the roster's. Without any roster (a hall that has
+never heard from central, the demo before its roster) a staff number is taken as typed,
+with a warning in the log, so a new hall can open its windows; keypad codes and ID cards
+need the roster.
 """
 
 from __future__ import annotations
@@ -86,6 +92,38 @@ def _sign_in(window_id: str, member: StaffMember) -> SignIn:
         allowed = ", ".join(member.windows)
         raise Refused(f"staff {member.staff} works at window {allowed}, not {window_id}")
     return SignIn(window=window_id, staff=member.staff, name=member.name)
+
+
+class NotOnRoster(Refused):
+    """A staff number the hall's roster does not know."""
+
+    code = "not_on_roster"
+
+
+async def sign_in_by_number(
+    hall: Hall, window_id: str, staff: str, name: str | None = None
+) -> Outcome:
+    """Sign in by staff number (the API, the CLI): only a member of the roster once there
+    is one, with the roster's name; without a roster, the number as typed."""
+    roster = await load_roster(hall)
+    number = staff.strip()
+    if not roster.members:
+        log.warning(
+            "staff %s signs in at window %s without a roster to check them against "
+            "(central's set_staff sends one)",
+            number,
+            window_id,
+        )
+        outcome: Outcome = await hall.execute(SignIn(window=window_id, staff=number, name=name))
+        return outcome
+    member = roster.by_number(number)
+    if member is None:
+        raise NotOnRoster(
+            f"工号 {number} 不在本厅人员名单中: staff number {number!r} is not on the hall's "
+            f"roster ({len(roster.members)} members, from central's set_staff); check the "
+            "number, or have central add the member"
+        )
+    return await hall.execute(_sign_in(window_id, member))
 
 
 async def sign_in_by_key_code(hall: Hall, window_id: str, code: str) -> Outcome:

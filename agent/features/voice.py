@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
@@ -56,6 +57,8 @@ DEFAULT_TEMPLATES: dict[str, str] = {
 # Silence between clips of one sentence, between the sentences of one announcement, and
 # after the chime, in seconds.
 GAP_S = 0.06
+# How many of the latest spoken and skipped announcements are kept (tests, status).
+KEPT_RECENT = 64
 SENTENCE_GAP_S = 0.7
 CHIME_GAP_S = 0.3
 
@@ -373,8 +376,11 @@ class VoiceCalling:
         self.device = device
         self.sink = sink or sink_for(device)
         self.packs = packs
-        self.spoken: list[Spoken] = []
-        self.skipped: list[Announcement] = []
+        # The latest announcements only (tests, status): a hall calls thousands a week.
+        self.spoken: collections.deque[Spoken] = collections.deque(maxlen=KEPT_RECENT)
+        self.skipped: collections.deque[Announcement] = collections.deque(maxlen=KEPT_RECENT)
+        self.spoken_total = 0
+        self.skipped_total = 0
         self.failed = 0
         self._queue: asyncio.Queue[Announcement] = asyncio.Queue()
         self._done = asyncio.Condition()
@@ -442,6 +448,7 @@ class VoiceCalling:
                     waited,
                 )
                 self.skipped.append(announcement)
+                self.skipped_total += 1
             elif packs is not None and problem is None:
                 await self._speak(packs, announcement)
             async with self._done:
@@ -475,6 +482,7 @@ class VoiceCalling:
             return
         self._report("ok", f"{self.sink.endpoint}, {'+'.join(device.language)}")
         clip = read_wav(wav)
+        self.spoken_total += 1
         self.spoken.append(
             Spoken(
                 announcement,
@@ -493,12 +501,13 @@ class VoiceCalling:
         )
 
     async def wait_spoken(self, count: int, within: float = 10.0) -> list[Spoken]:
-        """Wait until ``count`` announcements have been handled (tests, the demo)."""
+        """Wait until ``count`` announcements have been handled (tests, the demo); the
+        first ``count`` of those still kept (the latest ``KEPT_RECENT``)."""
         async with asyncio.timeout(within), self._done:
             await self._done.wait_for(
-                lambda: len(self.spoken) + len(self.skipped) + self.failed >= count
+                lambda: self.spoken_total + self.skipped_total + self.failed >= count
             )
-        return self.spoken[:count]
+        return list(self.spoken)[:count]
 
 
 @contextlib.asynccontextmanager

@@ -77,11 +77,13 @@ def clip_specs(language: str) -> dict[str, tuple[str, str, str]]:
 def _trim(frames: bytes, rate: int) -> bytes:
     samples = array.array("h")
     samples.frombytes(frames)
-    loud = [i for i, v in enumerate(samples) if abs(v) > SILENCE_LEVEL]
-    if not loud:
+    # The first and last loud sample, without a list of every loud one (a clip's worth).
+    first = next((i for i, v in enumerate(samples) if abs(v) > SILENCE_LEVEL), None)
+    if first is None:
         return frames
+    last = next(i for i in range(len(samples) - 1, -1, -1) if abs(samples[i]) > SILENCE_LEVEL)
     edge = int(KEEP_EDGE_S * rate)
-    start, end = max(0, loud[0] - edge), min(len(samples), loud[-1] + edge)
+    start, end = max(0, first - edge), min(len(samples), last + edge)
     return samples[start:end].tobytes()
 
 

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import agent
 from agent.config.system import WebConfig
 from agent.core import operations as op
+from agent.core import wording
 from agent.core.engine import Outcome
 from agent.core.errors import NotFound, QueueError, Refused
 from agent.core.model import GRANTED_BY_SELF, Priority, Source
@@ -32,6 +33,7 @@ from agent.core.operations import Operation, Take
 from agent.errors import HallAgentError
 from agent.features.access import Principal, Role
 from agent.features.issuing import Issuing
+from agent.features.staff import sign_in_by_number
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import StoreError, StoreFull
 from agent.runtime.tasks import BackgroundTasks
@@ -135,9 +137,24 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
+def _error(status: int, code: str, message: str, citizen: str | None = None) -> JSONResponse:
     message = _short(message, _SHOWN_ANSWER)  # a refusal may quote a path or body value
-    return JSONResponse(status_code=status, content={"error": code, "message": message})
+    content = {"error": code, "message": message}
+    if citizen is not None:  # a refusal a citizen can meet: what the kiosk shows
+        content["citizen_message"] = citizen
+    return JSONResponse(status_code=status, content=content)
+
+
+def _citizen(request: Request, text: str | None) -> str | None:
+    """A refused ticket always has words for the citizen (never the cause)."""
+    if text is None and request.method == "POST" and request.url.path == f"{API}/tickets":
+        return wording.GENERIC
+    return text
+
+
+def _store_citizen(request: Request) -> str | None:
+    """A ticket refused because the store cannot write: the citizen's words."""
+    return None if _citizen(request, None) is None else wording.STORE_UNAVAILABLE
 
 
 def _describe_validation(err: RequestValidationError) -> str:
@@ -167,9 +184,9 @@ def create_app(
     )
 
     @app.exception_handler(QueueError)
-    async def _queue_error(_: Request, err: QueueError) -> JSONResponse:
+    async def _queue_error(request: Request, err: QueueError) -> JSONResponse:
         status = STATUS_OF.get(err.code, 409)
-        response = _error(status, err.code, err.message)
+        response = _error(status, err.code, err.message, _citizen(request, err.citizen_message))
         if status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
@@ -188,9 +205,9 @@ def create_app(
         return _error(503, "shutting_down", str(err))
 
     @app.exception_handler(StoreError)
-    async def _store(_: Request, err: StoreError) -> JSONResponse:
+    async def _store(request: Request, err: StoreError) -> JSONResponse:
         code = "disk_full" if isinstance(err, StoreFull) else "store_unavailable"
-        return _error(503, code, f"{err}; the operation was not done")
+        return _error(503, code, f"{err}; the operation was not done", _store_citizen(request))
 
     async def run(operation: Operation) -> OperationResult:
         return answer(await hall.execute(operation))
@@ -199,7 +216,7 @@ def create_app(
     @app.get(f"{API}/status", dependencies=guard(readers(gate)))
     async def status() -> dict[str, Any]:
         """The hall at a glance: business day, windows, waiting counts, outbox."""
-        snap = await hall.read(lambda e, n: e.snapshot(n))
+        snap = await hall.read(lambda e, n: e.snapshot(n, waiting_list=False))
         depth = await hall.store_read(lambda s: s.outbox_depth())
         body = {
             "hall": {"id": hall.config.hall.id, "name": hall.config.hall.name},
@@ -207,7 +224,7 @@ def create_app(
             "day": snap["day"],
             "services": snap["services"],
             "windows": snap["windows"],
-            "waiting": len(snap["waiting"]),
+            "waiting": sum(s["waiting"] for s in snap["services"]),
             "epoch": hall.store.epoch,
             "last_seq": hall.last_seq,
             "outbox_depth": depth,
@@ -310,7 +327,8 @@ def create_app(
         f"{API}/windows/{{window}}/sign-in", responses=ERRORS, dependencies=guard(gate.sign_in())
     )
     async def sign_in(window: str, body: SignIn) -> OperationResult:
-        return await run(op.SignIn(window=window, staff=body.staff, name=body.name))
+        # Once the hall has a roster, only its members (409 not_on_roster), by its name.
+        return answer(await sign_in_by_number(hall, window, body.staff, body.name))
 
     return app
 

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class ErrorBody(BaseModel):
     error: str
-    message: str
+    message: str = Field(description="what is wrong and how to fix it, for staff and tools")
+    citizen_message: str | None = Field(
+        default=None,
+        description=(
+            "for a refusal a citizen can meet (taking a ticket): what a kiosk shows, in plain "
+            "Chinese, without device addresses or technical causes"
+        ),
+    )
 
 
 # Declared on every route, so the OpenAPI lists what a client may be answered.

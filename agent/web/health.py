@@ -26,7 +26,12 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import BaseModel
 
@@ -265,6 +270,8 @@ class HallHealth:
         figures = await self._store_figures()
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Families(list(self._families(figures))))
+        # process_resident_memory_bytes, CPU seconds, open fds: memory should stay flat.
+        ProcessCollector(registry=registry)
         return generate_latest(registry)
 
     async def _store_figures(self) -> _StoreFigures | None:

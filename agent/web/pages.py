@@ -40,8 +40,9 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 
-from agent.config import ScreenDevice
+from agent.config import ScreenDevice, ServiceGuide
 from agent.core import events as ev
+from agent.core import wording
 from agent.core.engine import QueueEngine
 from agent.core.model import Ticket, TicketStatus, WindowState
 from agent.errors import HallAgentError
@@ -184,6 +185,15 @@ class PageFeed:
         self._open: collections.Counter[tuple[str, str]] = collections.Counter()
         for name, view in BUILT_IN_VIEWS.items():
             self.add_view(name, view)
+        # Read at every rebuild, so a config central pushed shows at once.
+        self.add_source("service_hours", self._service_hours)
+        self.add_source("service_guides", self._service_guides)
+
+    def _service_hours(self) -> dict[str, str]:
+        return {s.id: wording.hours_text(s.hours) for s in self.hall.config.services}
+
+    def _service_guides(self) -> dict[str, JSON]:
+        return {s.id: guide_json(s.guide) for s in self.hall.config.services if s.guide}
 
     # -- extension points ----------------------------------------------------------------
 
@@ -294,8 +304,7 @@ class PageFeed:
         queue_sources = dict(self._queue_sources)
 
         def build(engine: QueueEngine, now: dt.datetime) -> tuple[JSON, list[JSON], JSON]:
-            snapshot = engine.snapshot(now)
-            snapshot.pop("waiting", None)
+            snapshot = engine.snapshot(now, waiting_list=False)
             read = {name: source(engine, now) for name, source in queue_sources.items()}
             return snapshot, recent_calls(engine, recalled, limit), read
 
@@ -484,6 +493,17 @@ def photo_path(folder: Path | None, staff: str) -> Path | None:
 # -- the built-in views ----------------------------------------------------------------------
 
 
+def guide_json(guide: ServiceGuide) -> JSON:
+    """A service's guide (办事指南) as pages show it."""
+    return {
+        "summary": guide.summary,
+        "materials": list(guide.materials),
+        "notes": list(guide.notes),
+        "time_limit": guide.time_limit_text,
+        "fee": guide.fee,
+    }
+
+
 def _window_rows(view: HallView) -> list[JSON]:
     rows: list[JSON] = view.queue["windows"]
     return rows
@@ -556,7 +576,8 @@ def hall_view(view: HallView, query: Mapping[str, str]) -> JSON:
 
 
 def window_view(view: HallView, query: Mapping[str, str]) -> JSON:
-    """One window's screen: its number, the ticket it calls, the staff member, paused."""
+    """One window's screen: its number, the ticket it calls and its service guide, the
+    staff member, paused."""
     wanted = query.get("window", "")
     row = next((w for w in _window_rows(view) if w["id"] == wanted), None)
     if row is None:
@@ -565,10 +586,13 @@ def window_view(view: HallView, query: Mapping[str, str]) -> JSON:
     ticket = row.get("ticket")
     call = next((c for c in view.calls if c["window"] == wanted), None)
     showing = None
+    guide = None
     if ticket is not None and ticket["status"] in (TicketStatus.CALLED, TicketStatus.SERVING):
+        guide = view.extras.get("service_guides", {}).get(ticket["service"])
         showing = {
             "ticket": ticket["number"],
             "status": ticket["status"],
+            "service": ticket["service"],
             "service_name": next(
                 (s["name"] for s in view.queue["services"] if s["id"] == ticket["service"]),
                 ticket["service"],
@@ -587,6 +611,8 @@ def window_view(view: HallView, query: Mapping[str, str]) -> JSON:
             "closed": row["state"] == WindowState.CLOSED,
         },
         "current": showing,
+        # The service guide of the ticket at the window (办事指南: what to check it has).
+        "guide": guide,
         "staff": _staff_card(view, row),
     }
 
@@ -594,16 +620,22 @@ def window_view(view: HallView, query: Mapping[str, str]) -> JSON:
 def kiosk_view(view: HallView, query: Mapping[str, str]) -> JSON:
     """The kiosk: a button per service, with why it cannot issue when it cannot."""
     issuing = view.issuing
+    # Citizen words only (agent/core/wording.py): the printer's problem is for staff.
+    citizen = None
+    if not issuing["enabled"]:
+        citizen = issuing.get("citizen") or wording.PRINTER_UNAVAILABLE
     services = []
     config_names = view.extras.get("service_names", {})
+    all_hours = view.extras.get("service_hours", {})
     for s in view.queue["services"]:
+        hours = all_hours.get(s["id"], "")
         reason = None
         if not s["open"]:
-            reason = "不在取号时间 Not issuing now"
+            reason = wording.service_closed(s["name"], hours)
         elif s["daily_cap"] is not None and s["issued_today"] >= s["daily_cap"]:
-            reason = "今日号已取完 All tickets for today are taken"
-        elif not issuing["enabled"]:
-            reason = "暂停取号 Issuing paused"
+            reason = wording.daily_cap_reached(s["name"], hours)
+        elif citizen is not None:
+            reason = citizen
         services.append(
             {
                 "id": s["id"],
@@ -612,6 +644,7 @@ def kiosk_view(view: HallView, query: Mapping[str, str]) -> JSON:
                 "prefix": s["prefix"],
                 "waiting": s["waiting"],
                 "wait_minutes": s["wait_minutes"],
+                "hours": hours,
                 "enabled": reason is None,
                 "reason": reason,
             }
@@ -623,7 +656,7 @@ def kiosk_view(view: HallView, query: Mapping[str, str]) -> JSON:
         service["guide"] = guides.get(service["id"])
     return {
         **_common(view, query),
-        "issuing": {"enabled": issuing["enabled"], "reason": issuing.get("reason")},
+        "issuing": {"enabled": issuing["enabled"], "reason": citizen},
         "services": services,
         "green_channel": kiosk.get("green_channel"),
         "phone": kiosk.get("phone"),

@@ -39,6 +39,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.config import CallerDevice, HallAgentConfig, RaterDevice, WebTransport
+from agent.core import wording
 from agent.core.errors import QueueError
 from agent.core.model import RATING_LABELS, RatingLevel
 from agent.features.access import HallAccess, Principal, Role
@@ -238,10 +239,13 @@ def _row(view: HallView, window_id: str) -> JSON:
 
 
 def _staff_card(view: HallView, staff: str | None, fallback_name: str | None) -> JSON | None:
+    """Who serves (亮明身份). The photo is only ever the agent's own copy in
+    ``pages.staff_photos``: never the roster's ``photo_url`` (central's server: a page must
+    not load anything from outside the hall); without one the page shows an initial."""
     if not staff:
         return None
     member = view.staff.get(staff, {})
-    photo = f"/pages/staff/{staff}/photo" if staff in view.photos else member.get("photo_url")
+    photo = f"/pages/staff/{staff}/photo" if staff in view.photos else None
     return {"staff": staff, "name": member.get("name") or fallback_name or "", "photo": photo}
 
 
@@ -265,10 +269,16 @@ def caller_view(devices: WindowDevices, view: HallView, query: Mapping[str, str]
         else {
             "ticket": ticket["number"],
             "status": ticket["status"],
+            "status_text": wording.status_text(ticket["status"]),
+            "service": ticket["service"],
             "service_name": names.get(ticket["service"], ticket["service"]),
             "recalls": ticket["recalls"],
             "called_count": ticket["called_count"],
         },
+        # The service guide of the ticket being served (办事指南: check the materials).
+        "guide": None
+        if ticket is None
+        else view.extras.get("service_guides", {}).get(ticket["service"]),
         "held": row["held"],
         "waiting": sum(s["waiting"] for s in view.queue["services"] if s["id"] in serves),
         "rating": None if row.get("rating") is None else {"ticket": row["rating"]["ticket"]},

@@ -1,0 +1,111 @@
+"""Words for citizens: what the kiosk, the screens and the ticket say when the hall refuses.
+
+Every refusal a citizen can meet has two texts. The *staff* text (``QueueError.message``,
+the API's ``message``, the log, /healthz) names the cause and the fix, device addresses
+included. The *citizen* text (``QueueError.citizen_message``, the API's
+``citizen_message``, the kiosk) is plain Chinese: what happened and what to do, never a
+device address, a technical cause or English. This module holds the citizen texts, so
+they are written once and read alike everywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+# The printer cannot print (out of paper, cover open, unreachable, no font, ...).
+PRINTER_UNAVAILABLE = "取号机暂时无法打印，请到引导台取号"
+# The state database refuses writes (the disk is full or failing).
+STORE_UNAVAILABLE = "系统暂时无法保存新的号票，请到服务台咨询"
+# Any other refusal a citizen might meet: never the technical cause.
+GENERIC = "暂时无法办理，请到引导台咨询"
+
+_DAY_NAMES = {
+    "mon": "周一",
+    "tue": "周二",
+    "wed": "周三",
+    "thu": "周四",
+    "fri": "周五",
+    "sat": "周六",
+    "sun": "周日",
+}
+_ORDER = tuple(_DAY_NAMES)
+
+
+class _Period(Protocol):
+    @property
+    def days(self) -> Sequence[str]: ...
+
+    @property
+    def start(self) -> dt.time: ...
+
+    @property
+    def end(self) -> dt.time: ...
+
+
+def days_text(days: Iterable[str]) -> str:
+    """``[mon, tue, wed, thu, fri]`` → 周一至周五; ``[mon, wed]`` → 周一、周三; all → 每天."""
+    chosen = sorted(set(days), key=_ORDER.index)
+    if len(chosen) == len(_ORDER):
+        return "每天"
+    runs: list[list[str]] = []
+    for day in chosen:
+        if runs and _ORDER.index(day) == _ORDER.index(runs[-1][-1]) + 1:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    parts = []
+    for run in runs:
+        if len(run) >= 3:
+            parts.append(f"{_DAY_NAMES[run[0]]}至{_DAY_NAMES[run[-1]]}")
+        else:
+            parts.extend(_DAY_NAMES[d] for d in run)
+    return "、".join(parts)
+
+
+def hours_text(periods: Sequence[_Period]) -> str:
+    """A service's hours for citizens: 周一至周五 09:00-12:00、13:30-17:00；周六 09:00-12:00.
+
+    Periods on the same days are put together, in the order of the config. No periods:
+    the service is always open (全天).
+    """
+    if not periods:
+        return "全天"
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for period in periods:
+        key = tuple(sorted(set(period.days), key=_ORDER.index))
+        groups.setdefault(key, []).append(f"{period.start:%H:%M}-{period.end:%H:%M}")
+    return "；".join(f"{days_text(days)} {'、'.join(times)}" for days, times in groups.items())
+
+
+def service_closed(service: str, hours: str) -> str:
+    """A service outside its hours (the kiosk's button and its refusal)."""
+    return f"{service}现在不在办理时间。办理时间：{hours}"
+
+
+def daily_cap_reached(service: str, hours: str) -> str:
+    """Today's tickets for the service are all taken."""
+    return f"{service}今日号已取完，请下个办理日再来。办理时间：{hours}"
+
+
+def already_holding(service: str, number: str) -> str:
+    """One waiting ticket per ID card and service."""
+    return f"您已取过{service}的号（{number}号），请留意叫号"
+
+
+# A ticket's status in words (the caller page, the ticket's status page).
+STATUS_WORDS = {
+    "waiting": "等候中",
+    "called": "已叫号，等候到窗口",
+    "serving": "办理中",
+    "held": "已挂起",
+    "finished": "已办结",
+    "no_show": "已过号",
+    "cancelled": "已取消",
+    "expired": "已失效",
+}
+
+
+def status_text(status: str) -> str:
+    return STATUS_WORDS.get(status, status)
