@@ -45,7 +45,7 @@ from agent.core import events as ev
 from agent.core.events import Event
 from agent.features.access import HallAccess, Role
 from agent.features.issuing import Issuing
-from agent.features.reports import Reports, hall_reports, report_routes
+from agent.features.reports import Reports, hall_reports
 from agent.runtime.clock import SystemClock, runtime_directory
 from agent.runtime.devices import DeviceBoard, DeviceHealth
 from agent.runtime.diskspace import RoomNeeded, SpaceGuard, make_room
@@ -56,6 +56,7 @@ from agent.web.access import Gate, access_routes, guard
 from agent.web.app import WebServer, create_app
 from agent.web.health import HallHealth, health_routes
 from agent.web.pages import PageFeed, page_routes
+from agent.web.report_routes import report_routes
 from agent.web.ticket_page import ticket_routes
 from agent.web.window_pages import WindowDevices, window_devices, window_routes
 

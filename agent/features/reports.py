@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 from agent.central import contract as c
 from agent.core import events as ev
@@ -30,13 +30,9 @@ from agent.core.reports import (
     day_tally,
     parse_range,
 )
-from agent.features.report_tables import csv_bytes, to_xlsx
 from agent.runtime.hall import Hall
 from agent.runtime.store import Store, StoredEvent, StoreError, Written
 from agent.runtime.tasks import BackgroundTasks, stop
-
-if TYPE_CHECKING:
-    from fastapi import APIRouter
 
 log = logging.getLogger(__name__)
 
@@ -261,69 +257,3 @@ async def hall_reports(hall: Hall) -> AsyncIterator[Reports]:
     reports = Reports(hall)
     async with DailyReports(reports):
         yield reports
-
-
-# -- the local API ----------------------------------------------------------------------------
-
-CSV_TYPE = "text/csv; charset=utf-8"
-XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-
-
-def report_routes(reports: Reports, *, read_guard: Sequence[Any]) -> APIRouter:
-    """``GET /api/v1/reports``: the report as JSON, CSV or XLSX (``read_guard``: who may,
-    decided by the web layer, agent/web/access.py — the manager and ops)."""
-    # FastAPI is imported here: importing the daemon must leave its models deferred (the
-    # web app sets that up when it imports FastAPI).
-    from fastapi import APIRouter, Query, Response
-
-    from agent.web.errors import ERRORS
-
-    router = APIRouter(prefix="/api/v1", tags=["reports"])
-
-    answers: dict[int | str, dict[str, Any]] = {
-        **ERRORS,
-        200: {
-            "description": "the report: JSON, or with format=csv or xlsx the file",
-            "content": {
-                "application/json": {},
-                CSV_TYPE.split(";", maxsplit=1)[0]: {},
-                XLSX_TYPE: {},
-            },
-        },
-    }
-
-    @router.get("/reports", dependencies=list(read_guard), responses=answers)
-    async def report(
-        from_: Annotated[
-            str | None,
-            Query(
-                alias="from",
-                description="first business day: YYYY-MM-DD, YYYY-Www, YYYY-MM, today, "
-                "yesterday (default today)",
-            ),
-        ] = None,
-        to: Annotated[str | None, Query(description="last business day (default: from's)")] = None,
-        by: Annotated[
-            Literal["service", "window", "staff", "hour"] | None,
-            Query(description="one view; all four when absent"),
-        ] = None,
-        format: Annotated[Literal["json", "csv", "xlsx"], Query()] = "json",
-    ) -> Any:
-        """The hall's statistics for a range of business days (docs/reports.md)."""
-        first, last = reports.span(from_, to)
-        body = await reports.report(first, last, VIEWS if by is None else (by,))
-        if format == "json":
-            return body
-        name = f"report-{first.isoformat()}_{last.isoformat()}"
-        if format == "csv":
-            content, media, name = csv_bytes(body, by), CSV_TYPE, f"{name}.csv"
-        else:
-            content = await asyncio.to_thread(to_xlsx, body)
-            media, name = XLSX_TYPE, f"{name}.xlsx"
-        return Response(
-            content,
-            media_type=media,
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
-        )
-
-    return router
