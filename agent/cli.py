@@ -114,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     _client_options(window)
 
     _credential_parsers(sub)
+    _report_parser(sub)
 
     return parser
 
@@ -210,6 +211,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _window(args)
     if command in ("enroll", "revoke", "user"):
         return _credentials(args)
+    if command == "report":
+        return _report(args)
     if command == "reprint":
         answer = _request(args, "POST", f"/tickets/{args.number}/reprint")
         if args.json:
@@ -461,6 +464,54 @@ def _status(args: argparse.Namespace) -> int:
         staff = w.get("staff") or "-"
         print(f"  {w['id']:<8} {w['name']:<10} {w['state']:<7} now {ticket:<6} staff {staff}")
     return 0
+
+
+# -- reports (docs/reports.md) -----------------------------------------------------------
+
+
+def _report_parser(sub: Any) -> None:
+    report = sub.add_parser(
+        "report", help="the hall's statistics for a day, week, month or range; CSV/XLSX export"
+    )
+    report.add_argument(
+        "--from",
+        dest="first",
+        default=None,
+        help="first business day: YYYY-MM-DD, YYYY-Www, YYYY-MM, today, yesterday (today)",
+    )
+    report.add_argument("--to", dest="last", default=None, help="last business day (from's)")
+    report.add_argument("--by", choices=["service", "window", "staff", "hour"], default=None)
+    out = report.add_mutually_exclusive_group()
+    out.add_argument("--csv", type=Path, default=None, metavar="FILE", help="write CSV")
+    out.add_argument("--xlsx", type=Path, default=None, metavar="FILE", help="write XLSX")
+    _client_options(report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Asks the running agent (GET /api/v1/reports, the ops token) and prints or writes."""
+    from urllib.parse import urlencode
+
+    from agent.features import report_tables
+
+    query = {k: v for k, v in (("from", args.first), ("to", args.last), ("by", args.by)) if v}
+    answer = _request(args, "GET", "/reports" + (f"?{urlencode(query)}" if query else ""))
+    if args.csv is not None:
+        _write(args.csv, report_tables.csv_bytes(answer, args.by))
+    elif args.xlsx is not None:
+        _write(args.xlsx, report_tables.to_xlsx(answer))
+    elif args.json:
+        print(json.dumps(answer, ensure_ascii=False, indent=2))
+    else:
+        print(report_tables.text(answer, args.by))
+    return 0
+
+
+def _write(path: Path, content: bytes) -> None:
+    try:
+        path.write_bytes(content)
+    except OSError as err:
+        raise CliError(f"cannot write {path}: {err.strerror or err}") from err
+    print(f"wrote {path} ({len(content)} bytes)")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from agent.core import events as ev
 from agent.core.events import Event
 from agent.features.access import HallAccess, Role
 from agent.features.issuing import Issuing
+from agent.features.reports import Reports, hall_reports
 from agent.runtime.clock import SystemClock, runtime_directory
 from agent.runtime.devices import DeviceBoard, DeviceHealth
 from agent.runtime.diskspace import RoomNeeded, SpaceGuard, make_room
@@ -55,6 +56,7 @@ from agent.web.access import Gate, access_routes, guard
 from agent.web.app import WebServer, create_app
 from agent.web.health import HallHealth, health_routes
 from agent.web.pages import PageFeed, page_routes
+from agent.web.report_routes import report_routes
 from agent.web.ticket_page import ticket_routes
 from agent.web.window_pages import WindowDevices, window_devices, window_routes
 
@@ -126,7 +128,8 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                     capture=None if documents is None else documents.capture,
                     access=access,
                 ) as windows,
-                _link(hall, devices, printing, identity, documents, windows) as link,
+                hall_reports(hall) as reports,
+                _link(hall, devices, printing, identity, documents, windows, reports) as link,
                 HallHealth(hall, link, devices, disk, clock) as health,
                 _leds(hall, devices) as leds,
                 _voice(hall, devices) as voice,
@@ -140,7 +143,7 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                     printing=printing,
                     issuing=issuing,
                 )
-                _feature_routes(app, gate, health, identity, documents)
+                _feature_routes(app, gate, health, identity, documents, reports)
                 pages = PageFeed(hall, devices, printing, issuing)
                 app.include_router(page_routes(pages))
                 app.include_router(ticket_routes(pages))
@@ -303,9 +306,12 @@ def _feature_routes(
     health: HallHealth,
     identity: IdentityDesk | None,
     documents: DocumentDesk | None,
+    reports: Reports,
 ) -> None:
     """The features' routes, each guarded by its rule (docs/security.md)."""
     app.include_router(access_routes(gate))
+    managers = gate.allow(Role.MANAGER, Role.OPS, action="read the hall's reports")
+    app.include_router(report_routes(reports, read_guard=guard(managers)))
     monitors = gate.allow(Role.SCREEN, Role.MANAGER, Role.OPS, action="read the metrics")
     app.include_router(health_routes(health, metrics=guard(monitors)))
     if identity is not None:
@@ -335,6 +341,7 @@ def _link(
     identity: IdentityDesk | None,
     documents: DocumentDesk | None,
     windows: WindowDevices,
+    reports: Reports,
 ) -> Link:
     """The central link with what the device features add to it."""
     handlers = CommandHandlers(
@@ -342,6 +349,7 @@ def _link(
         request_rating=windows.ratings.request_command,
         set_appointments=None if identity is None else identity.set_appointments_command,
         capture_document=None if documents is None else documents.capture_command,
+        get_report=reports.command,
     )
     topics = Topics(hall.config.hall.id)
     filters: tuple[EnvelopeFilter, ...] = ()

@@ -48,6 +48,7 @@ TABLE: dict[tuple[str, str], set[str] | str] = {
     ("GET", f"{API}/issuing"): {KIOSK} | READERS,
     ("GET", f"{API}/events"): {MANAGER, OPS},
     ("GET", f"{API}/documents"): {MANAGER, OPS},
+    ("GET", f"{API}/reports"): {MANAGER, OPS},
     ("GET", f"{API}/identity/kiosk"): {KIOSK, OPS},
     ("GET", "/metrics"): {SCREEN, MANAGER, OPS},
     ("POST", f"{API}/tickets"): {KIOSK, GUIDE, STAFF, OPS},

@@ -77,6 +77,7 @@ class CommandHandlers:
     request_rating: Callable[[c.RequestRating], Awaitable[dict[str, Any]]] | None = None
     set_appointments: Callable[[c.SetAppointments], Awaitable[dict[str, Any]]] | None = None
     capture_document: Callable[[c.CaptureDocument], Awaitable[dict[str, Any]]] | None = None
+    get_report: Callable[[c.GetReport], Awaitable[dict[str, Any]]] | None = None
 
     async def run(self, command: c.Command) -> dict[str, Any] | None:
         """The feature's result; None when no feature takes this command here."""
@@ -89,6 +90,8 @@ class CommandHandlers:
                 return await self.set_appointments(command)
             case c.CaptureDocument() if self.capture_document is not None:
                 return await self.capture_document(command)
+            case c.GetReport() if self.get_report is not None:
+                return await self.get_report(command)
         return None
 
 
@@ -374,6 +377,7 @@ _NOT_AVAILABLE = {
     "reprint": "this hall has no ticket printer running; reprint is not available",
     "request_rating": "this window has no satisfaction rater running",
     "capture_document": "this window has no document camera running",
+    "get_report": "this hall's reports are not running",
 }
 
 

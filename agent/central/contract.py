@@ -351,6 +351,20 @@ class GetStatus(Command):
     pass
 
 
+class GetReport(Command):
+    """The hall's statistics for business days ``from``..``to`` (docs/reports.md): the
+    hall's figures, and each group of the view ``by`` (every view when absent)."""
+
+    # ``from`` is a Python keyword: the field is ``from_``, sent and read as ``from``.
+    model_config = ConfigDict(extra="forbid", strict=True, serialize_by_alias=True)
+
+    from_: dt.date = Field(alias="from", description="the first business day")
+    to: dt.date | None = Field(default=None, description="the last business day; from if absent")
+    by: Literal["service", "window", "staff", "hour"] | None = Field(
+        default=None, description="one view; all four when absent"
+    )
+
+
 COMMANDS: dict[str, type[Command]] = {
     "issue_ticket": IssueTicket,
     "call_next": CallNext,
@@ -370,4 +384,5 @@ COMMANDS: dict[str, type[Command]] = {
     "set_appointments": SetAppointments,
     "replay_events": ReplayEvents,
     "get_status": GetStatus,
+    "get_report": GetReport,
 }

@@ -499,6 +499,20 @@ class DayClosed(EventData):
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ReportDaily(EventData):
+    """A closed business day's figures (docs/reports.md): the hall's, each service's,
+    window's and staff member's, and every 差评, sent once after ``day.closed``."""
+
+    TYPE: ClassVar[str] = "report.daily"
+    day: str
+    hall: dict[str, Any]
+    services: list[dict[str, Any]]
+    windows: list[dict[str, Any]]
+    staff: list[dict[str, Any]]
+    bad_ratings: list[dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ConfigApplied(EventData):
     TYPE: ClassVar[str] = "config.applied"
     RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
@@ -573,6 +587,7 @@ EVENT_CLASSES: dict[str, type[EventData]] = {
         NoticeShown,
         DeviceChanged,
         DayClosed,
+        ReportDaily,
         ConfigApplied,
         ConfigRejected,
         OutboxEvicted,

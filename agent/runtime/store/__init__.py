@@ -14,6 +14,7 @@ epoch, damage), :mod:`~agent.runtime.store.outbox` (reading the log, confirmatio
 retention), :mod:`~agent.runtime.store.documents` (the document spool's rows),
 :mod:`~agent.runtime.store.personal` (erasure of sealed personal data),
 :mod:`~agent.runtime.store.access` (devices, logins, sessions),
+:mod:`~agent.runtime.store.stats` (the per-ticket and duty records reports read),
 :mod:`~agent.runtime.store.rows` and :mod:`~agent.runtime.store.quarantine` (rows read as
 bytes and decoded defensively; a damaged row is set aside, never raised). Every SQL
 statement of the agent is in this package; the rest of the agent calls :class:`Store`'s
@@ -71,6 +72,7 @@ from agent.runtime.store.schema import (
     FileCheck,
     check_file,
 )
+from agent.runtime.store.stats import StatsRows
 
 __all__ = [
     "DB_NAME",
@@ -107,7 +109,7 @@ log = logging.getLogger(__name__)
 _OPEN = "('waiting','called','serving','held')"
 
 
-class Store(Outbox, DocumentRows, PersonalRows, AccessRows):
+class Store(Outbox, DocumentRows, PersonalRows, AccessRows, StatsRows):
     """The hall's SQLite file. Open with :meth:`open`; use from one thread only."""
 
     # -- opening, damage and migrations -------------------------------------------------
@@ -191,6 +193,7 @@ class Store(Outbox, DocumentRows, PersonalRows, AccessRows):
         """
 
         def rows(conn: sqlite3.Connection) -> None:
+            self._record_stats(conn, outcome.events if events is None else events)
             if outcome.hall_changed and hall is not None:
                 conn.execute(
                     "INSERT INTO hall (id, data) VALUES (1, ?) "

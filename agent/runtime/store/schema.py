@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from agent.runtime.store.core import StoreError
+from agent.runtime.store.stats import STATS_MIGRATION
 
 DB_NAME = "hall.db"
 EPOCH_FILE = "epoch"
@@ -139,6 +140,10 @@ MIGRATIONS: tuple[str, ...] = (
         at TEXT NOT NULL
     );
     """,
+    # 6: statistics (agent/runtime/store/stats.py): one row per ticket's life and one per
+    # staff member's duty or a window's pause, written with the events that change them,
+    # so reports never depend on events the outbox's retention deletes.
+    STATS_MIGRATION,
 )
 
 
