@@ -97,7 +97,7 @@ class QueueEngine:
         # The last estimates and what they were made from (see estimates()); every operation
         # starts a new version.
         self._version = 0
-        self._estimated: tuple[tuple[Any, ...], Estimates] | None = None
+        self._estimated: tuple[tuple[tuple[Any, ...], dt.datetime], Estimates] | None = None
         # Whether ``now`` can be believed; the hall sets it before each operation from its
         # clock check. An untrusted clock never changes the business day.
         self.clock_trusted = True
@@ -1146,19 +1146,22 @@ class QueueEngine:
 
     def estimates(self, now: dt.datetime) -> Estimates:
         """When each waiting ticket, and a newcomer of each service, is likely called, by
-        playing the routing forward (``agent.core.estimate``). Kept until the next operation:
-        the take, its place events, the snapshot and the status pages share one run."""
+        playing the routing forward (``agent.core.estimate``). Kept until the next operation
+        and for at most ``ESTIMATE_REUSE`` of clock time: the take, its place events, the
+        snapshot, the status pages and the reads between two commits share one run (an
+        estimate is in whole minutes; seconds later it says the same)."""
         key = (
             self._version,
-            now,
             len(self.tickets),
             self.hall.next_rank,
             tuple((w.state, w.current) for w in self.windows.values()),
         )
-        if self._estimated is not None and self._estimated[0] == key:
-            return self._estimated[1]
+        if self._estimated is not None:
+            (kept_key, at), found = self._estimated
+            if kept_key == key and abs(now - at) <= ESTIMATE_REUSE:
+                return found
         found = self._estimate(now, [s.id for s in self.config.services])
-        self._estimated = (key, found)
+        self._estimated = ((key, now), found)
         return found
 
     def _estimate(self, now: dt.datetime, newcomers: list[str]) -> Estimates:
@@ -1414,6 +1417,9 @@ class QueueEngine:
 
 # Estimates expect the next this-many minutes to bring as many citizens as the last did.
 DEMAND_MINUTES = 60.0
+# How long (clock time) one run of the estimate serves the same queue: screens and the API
+# read it many times a second, and it is shown in whole minutes.
+ESTIMATE_REUSE = dt.timedelta(seconds=2)
 # Longer than any service (the config's expected_minutes allows up to 480): a clock jump.
 _LONGEST_SERVICE_MINUTES = 480.0
 
