@@ -278,3 +278,40 @@ async def test_a_page_untouched_by_changes_still_hears_pings(
                 if line.startswith("event: "):
                     kinds.append(line.removeprefix("event: "))
     assert kinds.count("state") == 1
+
+
+async def test_the_big_screen_shows_the_guides_of_services_people_wait_for(
+    tmp_path: Path,
+) -> None:
+    data = hall_config(tmp_path / "state")
+    guide = {"materials": ["居民身份证", "户口簿"], "time_limit_days": 0}
+    for service in data["services"]:
+        if service["id"] in ("social", "civil"):
+            service["guide"] = guide
+    config = HallAgentConfig.model_validate(data)
+    async with (
+        running_agent(config) as running,
+        httpx.AsyncClient(base_url=running.url, headers=as_ops(running), timeout=10) as client,
+    ):
+        before = (await client.get("/pages/state/hall")).json()
+        assert before["guides"] == []  # no one waits yet
+        assert before["guide_rotation_s"] == 15.0
+        for service in ("social", "housing"):
+            taken = await client.post("/api/v1/tickets", json={"service": service})
+            assert taken.status_code == 201, taken.text
+        state = (await client.get("/pages/state/hall")).json()
+        # social: a guide and people waiting; civil: a guide, no one waiting; housing: no guide.
+        assert [g["service"] for g in state["guides"]] == ["social"]
+        assert state["guides"][0]["materials"] == ["居民身份证", "户口簿"]
+        assert state["guides"][0]["time_limit"] == "即办（当场办结）"
+
+    data["pages"] = {"guide_rotation_s": None}
+    data["storage"] = {"path": str(tmp_path / "state-2")}
+    async with (
+        running_agent(HallAgentConfig.model_validate(data)) as running,
+        httpx.AsyncClient(base_url=running.url, headers=as_ops(running), timeout=10) as client,
+    ):
+        await client.post("/api/v1/tickets", json={"service": "social"})
+        state = (await client.get("/pages/state/hall")).json()
+        assert state["guides"] == []
+        assert state["guide_rotation_s"] is None

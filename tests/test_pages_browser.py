@@ -120,3 +120,50 @@ async def test_kiosk_call_screens_and_recovery_after_kill(tmp_path: Path, browse
         assert fonts is True
     finally:
         agent.kill()
+
+
+async def test_the_big_screen_turns_through_the_guides_without_hiding_calls(
+    tmp_path: Path, browser: Any
+) -> None:
+    storage = tmp_path / "state"
+    config = hall_config(storage, port=free_port(), pages={"guide_rotation_s": 5})
+    for service in config["services"]:
+        if service["id"] in ("social", "civil"):
+            service["guide"] = {"materials": [f"{service['name']}申请表", "居民身份证"]}
+    agent = AgentProcess(
+        write_config(tmp_path / "config.yaml", config), storage, tmp_path / "agent.log"
+    )
+    url = await asyncio.to_thread(agent.start)
+    try:
+        async with httpx.AsyncClient(base_url=url, headers=agent.ops) as client:
+            for service in ("social", "civil", "social"):
+                r = await client.post("/api/v1/tickets", json={"service": service})
+                assert r.status_code == 201, r.text
+        cli(url, storage, "window", "w1", "sign-in", "1001")
+        assert "A001" in cli(url, storage, "window", "w1", "next")
+        hall = await browser.new_page()
+        await hall.goto(f"{url}/pages/hall")
+        await hall.wait_for_selector("#current .call[data-ticket=A001]")
+        # Both guides come in turn (every 5 s), one line each, the call still on screen.
+        shown = set()
+        for _ in range(2):
+            await hall.wait_for_function(
+                "(seen) => { const g = document.getElementById('guide');"
+                " return g.dataset.service && !seen.includes(g.dataset.service); }",
+                arg=sorted(shown),
+                timeout=20000,
+            )
+            shown.add(await hall.get_attribute("#guide", "data-service"))
+            text = await hall.locator("#guide").inner_text()
+            assert "请带齐" in text
+            assert "居民身份证" in text
+            box = await hall.locator("#guide").bounding_box()
+            call = await hall.locator("#current .call[data-ticket=A001]").bounding_box()
+            assert box is not None
+            assert call is not None
+            assert box["height"] < 80  # one line
+            assert call["y"] + call["height"] <= box["y"]  # the call is above it, whole
+        assert shown == {"social", "civil"}
+        await hall.screenshot(path=str(ARTIFACTS / "pages-hall-guides.png"))
+    finally:
+        agent.kill()

@@ -147,6 +147,15 @@ class PagesConfig(Model):
         default=None,
         description="Folder of staff photos, <staff number>.jpg/.png, shown on window pages",
     )
+    guide_rotation_s: float | None = Field(
+        default=15.0,
+        ge=5,
+        le=300,
+        description=(
+            "The big screen shows the service guide (办事指南: materials, time limit) of each "
+            "service people wait for, one at a time for this long; null: not shown"
+        ),
+    )
     font: Path = Field(
         default=Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),
         description="CJK font served to the pages (Debian package fonts-wqy-microhei)",

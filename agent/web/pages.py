@@ -33,7 +33,7 @@ import datetime as dt
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -332,6 +332,7 @@ class PageFeed:
             settings={
                 "large_text": settings.large_text,
                 "highlight_s": settings.highlight_s,
+                "guide_rotation_s": settings.guide_rotation_s,
                 "recent_calls": settings.recent_calls,
             },
             extras={**from_queue, **{name: read() for name, read in self._sources.items()}},
@@ -562,7 +563,29 @@ def hall_view(view: HallView, query: Mapping[str, str]) -> JSON:
             for s in services.values()
         ],
         "windows": windows,
+        **_rotating_guides(view, services.values()),
     }
+
+
+def _rotating_guides(view: HallView, services: Iterable[JSON]) -> JSON:
+    """The guides the big screen shows in turn: of the services people wait for, with
+    materials to bring (一次性告知 where everyone waiting can read it)."""
+    rotation = view.settings.get("guide_rotation_s")
+    guides = view.extras.get("service_guides", {})
+    shown = []
+    if rotation is not None:
+        for s in services:
+            guide = guides.get(s["id"])
+            if s["waiting"] and guide is not None and guide["materials"]:
+                shown.append(
+                    {
+                        "service": s["id"],
+                        "name": s["name"],
+                        "materials": guide["materials"],
+                        "time_limit": guide["time_limit"],
+                    }
+                )
+    return {"guides": shown, "guide_rotation_s": rotation}
 
 
 def window_view(view: HallView, query: Mapping[str, str]) -> JSON:
