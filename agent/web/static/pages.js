@@ -157,5 +157,21 @@ const HallPages = (() => {
     return params;
   }
 
-  return { connect, el, replace, isFresh, remember, applyCommon, startClock, pageParams };
+  // The service guide of the ticket at a window (办事指南 · 一次性告知): what staff check
+  // the citizen brought (the window screen and the caller page).
+  function guideNodes(guide) {
+    if (!guide) return [];
+    const facts = [];
+    if (guide.time_limit) facts.push(`办理时限：${guide.time_limit}`);
+    if (guide.fee) facts.push(`收费：${guide.fee}`);
+    return [
+      el("h2", {}, "办事指南 · 所需材料"),
+      guide.summary ? el("p", { class: "summary" }, guide.summary) : null,
+      guide.materials.length ? el("ol", { id: "materials" }, guide.materials.map((m) => el("li", {}, m))) : null,
+      facts.length ? el("p", { class: "facts" }, facts.join("　")) : null,
+      guide.notes.length ? el("ul", { class: "notes" }, guide.notes.map((n) => el("li", {}, n))) : null,
+    ];
+  }
+
+  return { connect, el, replace, isFresh, remember, applyCommon, startClock, pageParams, guideNodes };
 })();
