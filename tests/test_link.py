@@ -987,3 +987,18 @@ async def test_acks_retention_by_class_and_replays_of_what_is_left(
             60,  # paced at drain_rate (200/s): about 6 s for 1,244 events, more on a busy host
             "the replayed range at central",
         )
+
+
+def test_a_closed_handshake_with_a_client_certificate_names_both_causes() -> None:
+    """Under TLS 1.3 a broker refuses a client certificate after the handshake; a busy hall
+    may read only the closed socket. With a certificate configured, the message names it."""
+    import ssl as ssl_module
+
+    from agent.central.link import describe_connect_error
+
+    eof = ssl_module.SSLEOFError(8, "EOF occurred in violation of protocol (_ssl.c:2427)")
+    named = describe_connect_error(eof, True, client_cert=True)
+    assert named.startswith("TLS: the broker refused this hall's client certificate, or closed")
+    assert "mqtt.tls.cert_file" in named
+    # Without a client certificate there is none to blame.
+    assert "certificate" not in describe_connect_error(eof, True, client_cert=False)

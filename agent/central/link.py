@@ -80,8 +80,14 @@ class _SocketErrors(logging.Handler):
         self.last = record.getMessage()
 
 
-def describe_connect_error(err: Exception, clock_ok: bool, socket_error: str | None = None) -> str:
-    """A person-readable cause for a failed connection, TLS causes named as such."""
+def describe_connect_error(
+    err: Exception, clock_ok: bool, socket_error: str | None = None, *, client_cert: bool = False
+) -> str:
+    """A person-readable cause for a failed connection, TLS causes named as such.
+
+    ``client_cert``: the hall presents a client certificate. A broker that refuses it under
+    TLS 1.3 sends its alert after the handshake; a busy hall may read only the closed
+    socket ("EOF occurred in violation of protocol"), which then names both causes."""
     text = str(err)
     if socket_error and ("ssl" in socket_error.lower() or "alert" in socket_error.lower()):
         text = f"{text}: {socket_error}"
@@ -104,6 +110,12 @@ def describe_connect_error(err: Exception, clock_ok: bool, socket_error: str | N
         return (
             f"TLS: the broker refused this hall's client certificate ({text}); check "
             "mqtt.tls.cert_file and key_file"
+        )
+    if client_cert and "eof occurred in violation of protocol" in lowered:
+        return (
+            f"TLS: the broker refused this hall's client certificate, or closed the connection "
+            f"during the TLS handshake ({text}); check mqtt.tls.cert_file and key_file, then "
+            "the broker's log"
         )
     # Only a refused CONNECT: paho's own error numbers (4 is "not connected") overlap.
     if isinstance(err, MqttConnectError) and err.rc is not None:
@@ -326,7 +338,12 @@ class Link:
             except* aiomqtt.MqttError as group:
                 # A drop surfaces from the connection's TaskGroup wrapped in a group.
                 err = _first_error(group)
-                reason = describe_connect_error(err, self.hall.clock_ok(), self._socket_errors.last)
+                reason = describe_connect_error(
+                    err,
+                    self.hall.clock_ok(),
+                    self._socket_errors.last,
+                    client_cert=self.mqtt.tls.cert_file is not None,
+                )
                 self.counters.last_error = reason
                 if reason != failing:
                     log.warning("central link down: %s; the hall keeps running and buffers", reason)
