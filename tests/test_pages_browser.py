@@ -144,7 +144,7 @@ async def test_the_big_screen_turns_through_the_guides_without_hiding_calls(
         hall = await browser.new_page()
         await hall.goto(f"{url}/pages/hall")
         await hall.wait_for_selector("#current .call[data-ticket=A001]")
-        # Both guides come in turn (every 5 s), one line each, the call still on screen.
+        # Both guides come in turn (every 5 s), whole, the call still on screen above them.
         shown = set()
         for _ in range(2):
             await hall.wait_for_function(
@@ -161,7 +161,6 @@ async def test_the_big_screen_turns_through_the_guides_without_hiding_calls(
             call = await hall.locator("#current .call[data-ticket=A001]").bounding_box()
             assert box is not None
             assert call is not None
-            assert box["height"] < 80  # one line
             assert call["y"] + call["height"] <= box["y"]  # the call is above it, whole
         assert shown == {"social", "civil"}
         await hall.screenshot(path=str(ARTIFACTS / "pages-hall-guides.png"))
