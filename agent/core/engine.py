@@ -30,7 +30,7 @@ from agent.core import events as ev
 from agent.core import operations as op
 from agent.core import wording
 from agent.core.errors import NotFound, Refused
-from agent.core.estimate import Demand, Estimates, Lane, Waiter, simulate
+from agent.core.estimate import Estimates, estimate_queue
 from agent.core.events import Event, EventData
 from agent.core.model import (
     JSON,
@@ -1160,75 +1160,9 @@ class QueueEngine:
             (kept_key, at), found = self._estimated
             if kept_key == key and abs(now - at) <= ESTIMATE_REUSE:
                 return found
-        found = self._estimate(now, [s.id for s in self.config.services])
+        found = estimate_queue(self, now, [s.id for s in self.config.services])
         self._estimated = ((key, now), found)
         return found
-
-    def _estimate(self, now: dt.datetime, newcomers: list[str]) -> Estimates:
-        waiting = self.waiting()
-        lanes: list[Lane] = []
-        taken: set[str] = set()
-        for w in self.config.windows:
-            if self.windows[w.id].state is WindowState.OPEN:
-                lanes.append(self._lane(w, now))
-                taken.add(w.id)
-        served = {s for lane in lanes for s in lane.services}
-        missing = ({t.service for t in waiting} | set(newcomers)) - served
-        if missing:  # not open yet, or everyone serving it paused: as if they opened now
-            for w in self.config.windows:  # (for those services only: the others' estimates
-                if w.id not in taken and missing.intersection(w.services):  # stay as they are)
-                    lane = self._lane(w, now)
-                    only = tuple(s for s in lane.services if s in missing)
-                    lanes.append(dataclasses.replace(lane, services=only))
-        return simulate(
-            lanes,
-            (
-                Waiter(
-                    t.id,
-                    t.service,
-                    t.priority.is_green,
-                    t.rank,
-                    max(0.0, (now - t.issued_at).total_seconds() / 60),
-                )
-                for t in waiting
-            ),
-            {s.id: self.average_minutes(s.id) for s in self.config.services},
-            aging=self.config.queue.aging_minutes,
-            newcomers=newcomers,
-            demand=self._demand(now),
-            horizon=DEMAND_MINUTES,
-        )
-
-    def _demand(self, now: dt.datetime) -> dict[str, Demand]:
-        """Who is likely to come in the next hour: as many as came in the last, per service
-        and channel (services not issuing now expect no one)."""
-        since = now - dt.timedelta(minutes=DEMAND_MINUTES)
-        counts: dict[str, list[int]] = {}
-        for t in self.tickets.values():
-            if since < t.issued_at <= now and t.day == self.hall.day:
-                counts.setdefault(t.service, [0, 0])[1 if t.priority.is_green else 0] += 1
-        local = now.astimezone(self.config.hall.zone)
-        demand: dict[str, Demand] = {}
-        for service_id, (normal, green) in counts.items():
-            try:
-                service = self.config.service(service_id)
-            except KeyError:
-                continue
-            full = service.daily_cap is not None and (
-                self.hall.counters.get(service_id, 0) >= service.daily_cap
-            )
-            if service.open_at(local) and not full:
-                demand[service_id] = Demand(normal / DEMAND_MINUTES, green / DEMAND_MINUTES)
-        return demand
-
-    def _lane(self, window: Window, now: dt.datetime) -> Lane:
-        current = self._current(self.windows[window.id])
-        free_in = 0.0
-        if current is not None and current.status in (TicketStatus.CALLED, TicketStatus.SERVING):
-            started = current.serving_at or current.called_at or now
-            spent = max(0.0, (now - started).total_seconds() / 60)
-            free_in = max(0.0, self.average_minutes(current.service) - spent)
-        return Lane(window.id, tuple(window.services), free_in)
 
     def wait_minutes(
         self, ticket: Ticket, now: dt.datetime, estimates: Estimates | None = None
@@ -1415,8 +1349,6 @@ class QueueEngine:
         self.windows = {k: v for k, v in self.windows.items() if k in kept}
 
 
-# Estimates expect the next this-many minutes to bring as many citizens as the last did.
-DEMAND_MINUTES = 60.0
 # How long (clock time) one run of the estimate serves the same queue: screens and the API
 # read it many times a second, and it is shown in whole minutes.
 ESTIMATE_REUSE = dt.timedelta(seconds=2)

@@ -28,9 +28,17 @@ The run is O(tickets × services per window + tickets × log windows): 200 waiti
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import heapq
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
+
+from agent.config import HallAgentConfig, Window
+from agent.core.model import HallCounters, Ticket, TicketStatus, WindowState, WindowStatus
+
+# Estimates expect the next this-many minutes to bring as many citizens as the last did.
+DEMAND_MINUTES = 60.0
 
 # A phantom sorts after every waiting ticket of its service, and before any expected arrival.
 _LAST = (1 << 62, "~")
@@ -195,3 +203,92 @@ def simulate(
             remaining -= 1
         heapq.heappush(heap, (at + max(0.0, minutes.get(entry.service, 0.0)), i))
     return Estimates(called, newcomer_at)
+
+
+# -- the hall's queue as the simulation sees it ------------------------------------------
+
+
+class Queue(Protocol):
+    """What the estimate reads of the queue engine (``agent.core.engine.QueueEngine``)."""
+
+    config: HallAgentConfig
+    hall: HallCounters
+    tickets: dict[str, Ticket]
+    windows: dict[str, WindowStatus]
+
+    def waiting(self, service_id: str | None = None) -> list[Ticket]: ...
+
+    def average_minutes(self, service_id: str) -> float: ...
+
+
+def estimate_queue(engine: Queue, now: dt.datetime, newcomers: list[str]) -> Estimates:
+    """The engine's queue played forward: its open windows (and, for a service no open
+    window serves, the windows that serve it as if they opened now), its waiting tickets,
+    each service's mean time and the last hour's arrivals expected again."""
+    waiting = engine.waiting()
+    lanes: list[Lane] = []
+    taken: set[str] = set()
+    for w in engine.config.windows:
+        if engine.windows[w.id].state is WindowState.OPEN:
+            lanes.append(_lane(engine, w, now))
+            taken.add(w.id)
+    served = {s for lane in lanes for s in lane.services}
+    missing = ({t.service for t in waiting} | set(newcomers)) - served
+    if missing:  # not open yet, or everyone serving it paused: as if they opened now
+        for w in engine.config.windows:  # (for those services only: the others' estimates
+            if w.id not in taken and missing.intersection(w.services):  # stay as they are)
+                lane = _lane(engine, w, now)
+                only = tuple(s for s in lane.services if s in missing)
+                lanes.append(dataclasses.replace(lane, services=only))
+    return simulate(
+        lanes,
+        (
+            Waiter(
+                t.id,
+                t.service,
+                t.priority.is_green,
+                t.rank,
+                max(0.0, (now - t.issued_at).total_seconds() / 60),
+            )
+            for t in waiting
+        ),
+        {s.id: engine.average_minutes(s.id) for s in engine.config.services},
+        aging=engine.config.queue.aging_minutes,
+        newcomers=newcomers,
+        demand=_demand(engine, now),
+        horizon=DEMAND_MINUTES,
+    )
+
+
+def _demand(engine: Queue, now: dt.datetime) -> dict[str, Demand]:
+    """Who is likely to come in the next hour: as many as came in the last, per service
+    and channel (services not issuing now expect no one)."""
+    since = now - dt.timedelta(minutes=DEMAND_MINUTES)
+    counts: dict[str, list[int]] = {}
+    for t in engine.tickets.values():
+        if since < t.issued_at <= now and t.day == engine.hall.day:
+            counts.setdefault(t.service, [0, 0])[1 if t.priority.is_green else 0] += 1
+    local = now.astimezone(engine.config.hall.zone)
+    demand: dict[str, Demand] = {}
+    for service_id, (normal, green) in counts.items():
+        try:
+            service = engine.config.service(service_id)
+        except KeyError:
+            continue
+        full = service.daily_cap is not None and (
+            engine.hall.counters.get(service_id, 0) >= service.daily_cap
+        )
+        if service.open_at(local) and not full:
+            demand[service_id] = Demand(normal / DEMAND_MINUTES, green / DEMAND_MINUTES)
+    return demand
+
+
+def _lane(engine: Queue, window: Window, now: dt.datetime) -> Lane:
+    status = engine.windows[window.id]
+    current = None if status.current is None else engine.tickets.get(status.current)
+    free_in = 0.0
+    if current is not None and current.status in (TicketStatus.CALLED, TicketStatus.SERVING):
+        started = current.serving_at or current.called_at or now
+        spent = max(0.0, (now - started).total_seconds() / 60)
+        free_in = max(0.0, engine.average_minutes(current.service) - spent)
+    return Lane(window.id, tuple(window.services), free_in)
