@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.central.commands import CommandHandlers
 from agent.central.contract import Topics
+from agent.central.diagnostics import Diagnostics
 from agent.central.link import EnvelopeFilter, Link
 from agent.client import API_URL_FILE
 from agent.config import (
@@ -102,7 +103,9 @@ def api_url_file(config: HallAgentConfig) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
+async def running_agent(
+    config: HallAgentConfig, config_path: Path | None = None
+) -> AsyncIterator[Running]:
     """Start everything; on exit stop intake, finish the write in progress, close."""
     disk = SpaceGuard(config.storage)
     store = await disk.open_store()
@@ -129,7 +132,16 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                     access=access,
                 ) as windows,
                 hall_reports(hall) as reports,
-                _link(hall, devices, printing, identity, documents, windows, reports) as link,
+                _link(
+                    hall,
+                    devices,
+                    printing,
+                    identity,
+                    documents,
+                    windows,
+                    reports,
+                    Diagnostics(config, config_path),
+                ) as link,
                 HallHealth(hall, link, devices, disk, clock) as health,
                 _leds(hall, devices) as leds,
                 _voice(hall, devices) as voice,
@@ -342,6 +354,7 @@ def _link(
     documents: DocumentDesk | None,
     windows: WindowDevices,
     reports: Reports,
+    diagnostics: Diagnostics,
 ) -> Link:
     """The central link with what the device features add to it."""
     handlers = CommandHandlers(
@@ -350,6 +363,9 @@ def _link(
         set_appointments=None if identity is None else identity.set_appointments_command,
         capture_document=None if documents is None else documents.capture_command,
         get_report=reports.command,
+        run_doctor=diagnostics.run_doctor,
+        get_logs=diagnostics.get_logs,
+        get_config=diagnostics.get_config,
     )
     topics = Topics(hall.config.hall.id)
     filters: tuple[EnvelopeFilter, ...] = ()
@@ -477,6 +493,7 @@ async def serve(
     config: HallAgentConfig,
     *,
     on_ready: Callable[[Running], Awaitable[None] | None] | None = None,
+    config_path: Path | None = None,
 ) -> None:
     """Run until SIGTERM or SIGINT, then stop in order."""
     stop = asyncio.Event()
@@ -485,7 +502,7 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     notifier = Notifier()
     notifier.status("starting: opening the state database")
-    async with running_agent(config) as agent_:
+    async with running_agent(config, config_path) as agent_:
         log.info(
             "hall %s (%s) running; local API at %s",
             config.hall.id,

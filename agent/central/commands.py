@@ -78,6 +78,9 @@ class CommandHandlers:
     set_appointments: Callable[[c.SetAppointments], Awaitable[dict[str, Any]]] | None = None
     capture_document: Callable[[c.CaptureDocument], Awaitable[dict[str, Any]]] | None = None
     get_report: Callable[[c.GetReport], Awaitable[dict[str, Any]]] | None = None
+    run_doctor: Callable[[c.RunDoctor], Awaitable[dict[str, Any]]] | None = None
+    get_logs: Callable[[c.GetLogs], Awaitable[dict[str, Any]]] | None = None
+    get_config: Callable[[c.GetConfig], Awaitable[dict[str, Any]]] | None = None
 
     async def run(self, command: c.Command) -> dict[str, Any] | None:
         """The feature's result; None when no feature takes this command here."""
@@ -92,6 +95,12 @@ class CommandHandlers:
                 return await self.capture_document(command)
             case c.GetReport() if self.get_report is not None:
                 return await self.get_report(command)
+            case c.RunDoctor() if self.run_doctor is not None:
+                return await self.run_doctor(command)
+            case c.GetLogs() if self.get_logs is not None:
+                return await self.get_logs(command)
+            case c.GetConfig() if self.get_config is not None:
+                return await self.get_config(command)
         return None
 
 
@@ -378,6 +387,9 @@ _NOT_AVAILABLE = {
     "request_rating": "this window has no satisfaction rater running",
     "capture_document": "this window has no document camera running",
     "get_report": "this hall's reports are not running",
+    "run_doctor": "diagnostics are not running in this agent",
+    "get_logs": "diagnostics are not running in this agent",
+    "get_config": "diagnostics are not running in this agent",
 }
 
 

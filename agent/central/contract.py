@@ -365,6 +365,25 @@ class GetReport(Command):
     )
 
 
+class RunDoctor(Command):
+    """The findings of ``hall-agent doctor --json`` (docs/fleet.md); rate-limited."""
+
+
+class GetLogs(Command):
+    """The hall's last log lines (masked: no ID or phone number whole), newest last;
+    rate-limited, bounded to one reply."""
+
+    since: dt.datetime | None = Field(default=None, description="only lines at or after this")
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="this level and above"
+    )
+    lines: int = Field(default=200, ge=1, le=1000, description="at most this many lines")
+
+
+class GetConfig(Command):
+    """The applied config with every secret replaced by ``<redacted>``; rate-limited."""
+
+
 COMMANDS: dict[str, type[Command]] = {
     "issue_ticket": IssueTicket,
     "call_next": CallNext,
@@ -385,4 +404,7 @@ COMMANDS: dict[str, type[Command]] = {
     "replay_events": ReplayEvents,
     "get_status": GetStatus,
     "get_report": GetReport,
+    "run_doctor": RunDoctor,
+    "get_logs": GetLogs,
+    "get_config": GetConfig,
 }

@@ -11,6 +11,7 @@ import re
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, TextIO
@@ -351,6 +352,71 @@ class BoundedStreamHandler(logging.StreamHandler[TextIO]):
         super().close()
 
 
+@dataclass(frozen=True, slots=True)
+class RecentLine:
+    created: float  # seconds since the epoch
+    levelno: int
+    logger: str
+    message: str  # masked (PersonalDataFilter), cut to MAX_LINE_CHARS
+
+
+class RecentLog(logging.Handler):
+    """The last log lines, in memory, for central's ``get_logs`` (docs/fleet.md).
+
+    Bounded by count; each line is masked and cut like the lines written to the journal.
+    It keeps what the loggers emit at the configured level, before the rate limiter: a
+    burst the journal summarised is still here line by line, up to :attr:`capacity`.
+    """
+
+    def __init__(self, capacity: int = 1000) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self._lines: deque[RecentLine] = deque(maxlen=capacity)
+        self.dropped = 0  # lines pushed out by newer ones
+        self.addFilter(PersonalDataFilter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = cut_line(record.getMessage())
+            if record.exc_info and record.exc_info[1] is not None:
+                message = cut_line(f"{message} | {_first_line(repr(record.exc_info[1]))}")
+            message = _MOBILE.sub(r"\1****\2", mask_id_number(message))
+            if len(self._lines) == self.capacity:
+                self.dropped += 1
+            self._lines.append(RecentLine(record.created, record.levelno, record.name, message))
+        except Exception:  # noqa: BLE001 - logging never raises into the agent
+            self.handleError(record)
+
+    def lines(
+        self, *, level: int = logging.INFO, since: float | None = None, limit: int = 200
+    ) -> list[RecentLine]:
+        """The newest ``limit`` lines at ``level`` or above, created at or after
+        ``since``, oldest first."""
+        with self._locked():
+            kept = [
+                line
+                for line in self._lines
+                if line.levelno >= level and (since is None or line.created >= since)
+            ]
+        return kept[-limit:] if limit > 0 else []
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+
+_RECENT = RecentLog()
+
+
+def recent_log() -> RecentLog:
+    """The process's one :class:`RecentLog` (installed by :func:`setup_logging`)."""
+    return _RECENT
+
+
 def setup_logging(
     level: str = "INFO",
     fmt: Literal["auto", "text", "journald"] = "auto",
@@ -376,6 +442,8 @@ def setup_logging(
         if isinstance(old, BoundedStreamHandler):
             old.close()
     root.addHandler(handler)
+    if _RECENT not in root.handlers:
+        root.addHandler(_RECENT)
     root.setLevel(level)
     for noisy in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
