@@ -292,6 +292,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hall", default="+", help="hall id (default: all)")
     p.add_argument("--client-id", default="hallctl-files", help="fixed, for the session")
     p.set_defaults(run=files)
+
+    from hallctl import release
+
+    release.add_parser(sub)
     return parser
 
 
