@@ -249,10 +249,9 @@ def _run(path: Path) -> int:
         max_bytes_per_hour=config.logging.max_bytes_per_hour,
     )
     try:
-        asyncio.run(serve(config, config_path=path))
+        return asyncio.run(serve(config, config_path=path))
     except (StoreError, WebStartError, PermissionError) as err:
         raise CliError(str(err)) from err
-    return 0
 
 
 # -- talking to the running agent ------------------------------------------------------

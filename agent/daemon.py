@@ -47,6 +47,7 @@ from agent.core.events import Event
 from agent.features.access import HallAccess, Role
 from agent.features.issuing import Issuing
 from agent.features.reports import Reports, hall_reports
+from agent.features.updates import RESTART_EXIT, Updates, agent_updates
 from agent.runtime.clock import SystemClock, runtime_directory
 from agent.runtime.devices import DeviceBoard, DeviceHealth
 from agent.runtime.diskspace import RoomNeeded, SpaceGuard, make_room
@@ -96,6 +97,7 @@ class Running:
     documents: DocumentDesk | None = None  # document cameras and scanners, uploads
     access: HallAccess | None = None  # who may use the local API (docs/security.md)
     app: FastAPI | None = None  # the local API, every route with its access rule
+    updates: Updates | None = None  # central's signed updates (docs/fleet.md)
 
 
 def api_url_file(config: HallAgentConfig) -> Path:
@@ -132,6 +134,7 @@ async def running_agent(
                     access=access,
                 ) as windows,
                 hall_reports(hall) as reports,
+                agent_updates(hall, config.update, config.storage.path) as updates,
                 _link(
                     hall,
                     devices,
@@ -141,6 +144,7 @@ async def running_agent(
                     windows,
                     reports,
                     Diagnostics(config, config_path),
+                    updates,
                 ) as link,
                 HallHealth(hall, link, devices, disk, clock) as health,
                 _leds(hall, devices) as leds,
@@ -172,6 +176,12 @@ async def running_agent(
                                 _record_device_changes(hall, devices, device_changes),
                                 name="devices",
                             ),
+                            tasks.create_task(
+                                updates.after_start(
+                                    lambda: config.mqtt.url is None or link.connected.is_set()
+                                ),
+                                name="update-outcome",
+                            ),
                         ]
                         try:
                             yield Running(
@@ -191,6 +201,7 @@ async def running_agent(
                                 documents,
                                 access,
                                 app,
+                                updates,
                             )
                         finally:
                             for task in background:
@@ -355,6 +366,7 @@ def _link(
     windows: WindowDevices,
     reports: Reports,
     diagnostics: Diagnostics,
+    updates: Updates,
 ) -> Link:
     """The central link with what the device features add to it."""
     handlers = CommandHandlers(
@@ -366,6 +378,7 @@ def _link(
         run_doctor=diagnostics.run_doctor,
         get_logs=diagnostics.get_logs,
         get_config=diagnostics.get_config,
+        update_agent=updates.command,
     )
     topics = Topics(hall.config.hall.id)
     filters: tuple[EnvelopeFilter, ...] = ()
@@ -494,8 +507,9 @@ async def serve(
     *,
     on_ready: Callable[[Running], Awaitable[None] | None] | None = None,
     config_path: Path | None = None,
-) -> None:
-    """Run until SIGTERM or SIGINT, then stop in order."""
+) -> int:
+    """Run until SIGTERM or SIGINT, then stop in order; the exit status (RESTART_EXIT
+    when an update asks to be started again)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -519,7 +533,12 @@ async def serve(
         async with supervised(notifier, alive, f"serving hall {config.hall.id} at {agent_.url}"):
             await stop.wait()
             log.info("stop requested")
+        restart = agent_.updates is not None and agent_.updates.restart.requested
     notifier.close()
+    if restart:
+        log.info("exiting with status %d: start me again (an update)", RESTART_EXIT)
+        return RESTART_EXIT
+    return 0
 
 
 def _write_api_url(path: Path, url: str) -> None:

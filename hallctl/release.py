@@ -152,6 +152,19 @@ def sign(bundle: Path, private: Path) -> str:
     return public_key_text(raw)
 
 
+def pack(bundle: Path, out: Path) -> tuple[str, int]:
+    """The bundle as one tar file for halls to download: (SHA-256, size)."""
+    import tarfile
+
+    read_manifest(bundle)
+    if not (bundle / SIGNATURE).exists():
+        raise ReleaseError(f"{bundle} is not signed yet: hallctl release sign {bundle} --key KEY")
+    with tarfile.open(out, "w") as tar:
+        for name in (MANIFEST, SIGNATURE, "wheels"):
+            tar.add(bundle / name, arcname=name)
+    return sha256_file(out), out.stat().st_size
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("release", help="make, sign and check release bundles (docs/fleet.md)")
     verbs = p.add_subparsers(dest="verb", required=True)
@@ -172,6 +185,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     s = verbs.add_parser("sign", help="sign a bundle's manifest")
     s.add_argument("bundle", type=Path)
     s.add_argument("--key", type=Path, required=True, help="the private key (PEM)")
+    t = verbs.add_parser("pack", help="a signed bundle as one file to serve to the halls")
+    t.add_argument("bundle", type=Path)
+    t.add_argument("--out", type=Path, required=True, help="the tar file to write")
     v = verbs.add_parser("verify", help="check a bundle as a hall would")
     v.add_argument("bundle", type=Path)
     v.add_argument("--trusted", action="append", required=True, help="ed25519:… (repeat)")
@@ -195,6 +211,14 @@ async def run(args: argparse.Namespace) -> int:
                 f"{args.out}: hall-agent {manifest.version}, {len(manifest.files)} files, "
                 f"{manifest.size / 1e6:.1f} MB; now sign it: hallctl release sign {args.out} "
                 "--key KEY"
+            )
+        elif args.verb == "pack":
+            digest, size = pack(args.bundle, args.out)
+            _data, manifest = read_manifest(args.bundle)
+            print(
+                f"{args.out}: {size} bytes, sha256 {digest}\nserve it over HTTPS, then: "
+                f"hallctl cmd HALL update_agent version={manifest.version} url=URL "
+                f"sha256={digest} size={size}"
             )
         elif args.verb == "sign":
             print(f"signed; halls trusting {sign(args.bundle, args.key)} will install it")

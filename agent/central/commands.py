@@ -81,6 +81,7 @@ class CommandHandlers:
     run_doctor: Callable[[c.RunDoctor], Awaitable[dict[str, Any]]] | None = None
     get_logs: Callable[[c.GetLogs], Awaitable[dict[str, Any]]] | None = None
     get_config: Callable[[c.GetConfig], Awaitable[dict[str, Any]]] | None = None
+    update_agent: Callable[[c.UpdateAgent], Awaitable[dict[str, Any]]] | None = None
 
     async def run(self, command: c.Command) -> dict[str, Any] | None:
         """The feature's result; None when no feature takes this command here."""
@@ -101,6 +102,8 @@ class CommandHandlers:
                 return await self.get_logs(command)
             case c.GetConfig() if self.get_config is not None:
                 return await self.get_config(command)
+            case c.UpdateAgent() if self.update_agent is not None:
+                return await self.update_agent(command)
         return None
 
 
@@ -390,6 +393,7 @@ _NOT_AVAILABLE = {
     "run_doctor": "diagnostics are not running in this agent",
     "get_logs": "diagnostics are not running in this agent",
     "get_config": "diagnostics are not running in this agent",
+    "update_agent": "updates are not running in this agent",
 }
 
 

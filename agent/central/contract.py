@@ -384,6 +384,19 @@ class GetConfig(Command):
     """The applied config with every secret replaced by ``<redacted>``; rate-limited."""
 
 
+class UpdateAgent(Command):
+    """Install a signed release (docs/fleet.md): fetched from ``url``, checked against
+    ``sha256`` and ``size`` and the signature, installed beside the running version, then
+    switched to and restarted; rolled back if it does not get healthy."""
+
+    version: Annotated[str, Field(min_length=1, max_length=64)]
+    url: Annotated[str, Field(pattern=r"^https?://", max_length=2000)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="SHA-256 (hex) of the bundle file"
+    )
+    size: int = Field(ge=1, le=2 << 30, description="bytes of the bundle file")
+
+
 COMMANDS: dict[str, type[Command]] = {
     "issue_ticket": IssueTicket,
     "call_next": CallNext,
@@ -407,4 +420,5 @@ COMMANDS: dict[str, type[Command]] = {
     "run_doctor": RunDoctor,
     "get_logs": GetLogs,
     "get_config": GetConfig,
+    "update_agent": UpdateAgent,
 }

@@ -34,7 +34,14 @@ from agent.config.hall import (
 )
 from agent.config.identity import DocumentsConfig, PersonalDataConfig
 from agent.config.mqtt import MqttConfig
-from agent.config.system import ClockConfig, LoggingConfig, PagesConfig, StorageConfig, WebConfig
+from agent.config.system import (
+    ClockConfig,
+    LoggingConfig,
+    PagesConfig,
+    StorageConfig,
+    UpdateConfig,
+    WebConfig,
+)
 from agent.config.transports import SerialTransport
 
 
@@ -58,6 +65,7 @@ class HallAgentConfig(Model):
     personal_data: PersonalDataConfig = Field(default_factory=PersonalDataConfig)
     documents: DocumentsConfig = Field(default_factory=DocumentsConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
+    update: UpdateConfig = Field(default_factory=UpdateConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> HallAgentConfig:

@@ -4,6 +4,8 @@ the clock it trusts.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from pathlib import Path
 from typing import Literal
@@ -197,3 +199,57 @@ class ClockConfig(Model):
             "trusted (a VM or container whose host keeps the time)"
         ),
     )
+
+
+KEY_PREFIX = "ed25519:"
+
+
+def parse_public_key(text: str) -> bytes:
+    """The 32 raw bytes of ``ed25519:BASE64``; ValueError saying what is wrong."""
+    if not text.startswith(KEY_PREFIX):
+        raise ValueError(f"a trusted key starts with {KEY_PREFIX!r} (hallctl release keygen)")
+    try:
+        raw = base64.b64decode(text[len(KEY_PREFIX) :], validate=True)
+    except binascii.Error as err:
+        raise ValueError("a trusted key's base64 is damaged; copy it again") from err
+    if len(raw) != 32:
+        raise ValueError(f"an Ed25519 public key has 32 bytes, this one {len(raw)}")
+    return raw
+
+
+class UpdateConfig(Model):
+    """Signed updates from central (docs/fleet.md)."""
+
+    trusted_keys: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description=(
+            "Public keys (ed25519:BASE64, from hallctl release keygen) whose signed "
+            "bundles this hall installs; empty: updates are refused"
+        ),
+    )
+    releases: Path | None = Field(
+        default=None,
+        description="Where versions are installed and switched; default <storage.path>/releases",
+    )
+    base: Path = Field(
+        default=Path("/opt/hall-agent/venv/bin/hall-agent"),
+        description="The base install's hall-agent command (what runs without an update)",
+    )
+    healthy_within_s: float = Field(
+        default=300, ge=10, le=3600, description="A new version must get healthy within this"
+    )
+    max_starts: int = Field(
+        default=3, ge=1, le=10, description="Starts of a new version before it is rolled back"
+    )
+    download_timeout_s: float = Field(default=60, gt=0, le=600)
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            try:
+                parse_public_key(key)
+            except ValueError as err:
+                raise _invalid(str(err), "paste the line hallctl release keygen printed") from err
+        return keys

@@ -553,6 +553,64 @@ class RowQuarantined(EventData):
     reason: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateDownloading(EventData):
+    """An update from central is being fetched (docs/fleet.md)."""
+
+    TYPE: ClassVar[str] = "update.downloading"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    version: str
+    running: str
+    size: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateInstalled(EventData):
+    """The bundle verified (signature, every file) and its version installed beside the
+    running one; the switch and restart follow."""
+
+    TYPE: ClassVar[str] = "update.installed"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    version: str
+    running: str
+    key: str
+    took_s: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateActivated(EventData):
+    """The new version runs and got healthy; the previous one stays for a rollback."""
+
+    TYPE: ClassVar[str] = "update.activated"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    version: str
+    previous: str | None
+    starts: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateRolledBack(EventData):
+    """The new version did not get healthy; the previous version runs again."""
+
+    TYPE: ClassVar[str] = "update.rolled_back"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    version: str
+    to: str | None
+    cause: str
+    database: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateFailed(EventData):
+    """An update stopped before the switch; the running version was not touched."""
+
+    TYPE: ClassVar[str] = "update.failed"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    version: str
+    stage: str
+    error: str
+
+
 EVENT_CLASSES: dict[str, type[EventData]] = {
     c.TYPE: c
     for c in (
@@ -597,6 +655,11 @@ EVENT_CLASSES: dict[str, type[EventData]] = {
         AuthLogout,
         AuthFailed,
         RowQuarantined,
+        UpdateDownloading,
+        UpdateInstalled,
+        UpdateActivated,
+        UpdateRolledBack,
+        UpdateFailed,
     )
 }
 # Every event type the hall emits, in the order the contract documents list them.

@@ -27,11 +27,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.config.system import KEY_PREFIX, parse_public_key
 from agent.errors import HallAgentError
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
-KEY_PREFIX = "ed25519:"
 NAME = "hall-agent"
 # A file path inside a bundle: relative, plain characters (no "..": see _safe_path).
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+/-]{0,199}$")
@@ -107,19 +107,6 @@ def newer(candidate: str, running: str) -> bool:
 def public_key_text(raw: bytes) -> str:
     """How a public key is written in the config: ``ed25519:`` and base64 of 32 bytes."""
     return KEY_PREFIX + base64.b64encode(raw).decode("ascii")
-
-
-def parse_public_key(text: str) -> bytes:
-    """The 32 raw bytes of ``ed25519:BASE64``; ValueError saying what is wrong."""
-    if not text.startswith(KEY_PREFIX):
-        raise ValueError(f"a trusted key starts with {KEY_PREFIX!r} (hallctl release keygen)")
-    try:
-        raw = base64.b64decode(text[len(KEY_PREFIX) :], validate=True)
-    except binascii.Error as err:
-        raise ValueError("a trusted key's base64 is damaged; copy it again") from err
-    if len(raw) != 32:
-        raise ValueError(f"an Ed25519 public key has 32 bytes, this one {len(raw)}")
-    return raw
 
 
 def sha256_file(path: Path) -> str:

@@ -339,3 +339,28 @@ def check_file(path: Path) -> FileCheck:
         epoch=None if epoch is None else str(epoch[0]),
         unpublished=int(unsent[0]),
     )
+
+
+def copy_file(path: Path, copy: Path) -> int:
+    """A consistent copy of the database at ``path`` (its WAL included) into the new file
+    ``copy``, through SQLite's backup API; the copy's schema version. Used before an
+    update's first start (docs/fleet.md): a rollback restores it if the new version
+    migrated the file."""
+    if copy.exists():
+        raise FileExistsError(f"{copy} exists; it would be overwritten")
+    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        target = sqlite3.connect(copy)
+        try:
+            source.backup(target)
+            version = int(target.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            target.close()
+    finally:
+        source.close()
+    return version
+
+
+def known_version() -> int:
+    """The schema version this agent's migrations lead to."""
+    return len(MIGRATIONS)
