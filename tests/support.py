@@ -230,3 +230,29 @@ def rater_headers(running: Any, window: str = "w1") -> dict[str, str]:
 def as_ops(running: Any) -> dict[str, str]:
     """Ops headers for an in-process running agent (``agent.daemon.Running``)."""
     return ops_headers(running.hall.config.storage.path)
+
+
+# -- the project's own source, as a release is built from it (docs/fleet.md) ---------------
+
+PROJECT = Path(__file__).resolve().parent.parent
+# What a wheel of the agent is built from (the rest of a checkout is not in the wheel).
+_WHEEL_SOURCE = ("agent", "drivers", "protocols", "hallctl", "pyproject.toml", "README.md")
+
+
+def project_copy(dest: Path, version: str) -> Path:
+    """The project's source in ``dest`` with its version set to ``version``."""
+    dest.mkdir(parents=True)
+    for name in _WHEEL_SOURCE:
+        src = PROJECT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    for path, old, new in (
+        (dest / "pyproject.toml", 'version = "0.1.0"', f'version = "{version}"'),
+        (dest / "agent" / "__init__.py", '__version__ = "0.1.0"', f'__version__ = "{version}"'),
+    ):
+        text = path.read_text(encoding="utf-8")
+        assert old in text, f"{path.name} no longer says {old}"
+        path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return dest

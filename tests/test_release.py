@@ -8,37 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support import project_copy
 
 from agent.runtime.release import BundleRefused, verify_bundle
 from hallctl.cli import run as hallctl
-
-ROOT = Path(__file__).resolve().parent.parent
-# What a wheel of the agent is built from (the rest of a checkout is not in the wheel).
-SOURCE = ("agent", "drivers", "protocols", "hallctl", "pyproject.toml", "README.md", "LICENSE")
-
-
-def project_copy(dest: Path, version: str) -> Path:
-    """The project's source in ``dest`` with its version set to ``version``."""
-    dest.mkdir(parents=True)
-    for name in SOURCE:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy2(src, dest / name)
-    pyproject = dest / "pyproject.toml"
-    text = pyproject.read_text(encoding="utf-8")
-    pyproject.write_text(
-        text.replace('version = "0.1.0"', f'version = "{version}"', 1), encoding="utf-8"
-    )
-    init = dest / "agent" / "__init__.py"
-    init.write_text(
-        init.read_text(encoding="utf-8").replace(
-            '__version__ = "0.1.0"', f'__version__ = "{version}"'
-        ),
-        encoding="utf-8",
-    )
-    return dest
 
 
 @pytest.fixture(scope="module")

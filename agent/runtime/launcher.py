@@ -135,15 +135,28 @@ def link_target(link: Path) -> str | None:
     return os.readlink(link) if link.is_symlink() else None
 
 
-def preflight(python: Path) -> str | None:
+def release_env(layout: Layout) -> dict[str, str]:
+    """The environment a version starts with: a release runs its own code only, so a
+    PYTHONPATH (a developer's checkout) is dropped for it."""
+    env = dict(os.environ)
+    if layout.command() != layout.base:
+        env.pop("PYTHONPATH", None)
+    return env
+
+
+def preflight(layout: Layout) -> str | None:
     """None when the version's Python imports the agent; else the error's last line."""
+    python = layout.python()
     try:
         done = subprocess.run(  # noqa: S603 - a version's own interpreter
-            [str(python), "-c", "import agent.daemon, agent.cli"],
+            # -I: isolated, as systemd starts it (no current folder or PYTHON* on the path).
+            [str(python), "-I", "-c", "import agent.daemon, agent.cli"],
+            cwd="/",
             capture_output=True,
             text=True,
             timeout=PREFLIGHT_TIMEOUT_S,
             check=False,
+            env=release_env(layout),
         )
     except subprocess.TimeoutExpired:
         return f"importing the agent took over {PREFLIGHT_TIMEOUT_S:.0f} s"
@@ -222,7 +235,7 @@ def decide(layout: Layout, now: float) -> dict[str, Any]:
         return rollback(layout, state, "the new version did not get healthy in time", now)
     if starts == 0:
         _copy_database(layout, pending)
-    error = preflight(layout.python())
+    error = preflight(layout)
     if error is not None:
         return rollback(layout, state, f"the new version fails to start: {error}", now)
     pending["starts"] = starts + 1
@@ -260,7 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = [a for a in options.args if a != "--"] or ["run"]
     decide(layout, time.time())
     command = layout.command()
-    os.execv(command, [str(command), *args])  # noqa: S606 - the agent replaces the launcher
+    # The agent replaces the launcher: systemd's notifications and signals reach it.
+    os.execve(command, [str(command), *args], release_env(layout))  # noqa: S606
     return 0  # pragma: no cover - execv does not return
 
 
