@@ -293,9 +293,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--client-id", default="hallctl-files", help="fixed, for the session")
     p.set_defaults(run=files)
 
-    from hallctl import release
+    from hallctl import release, rollout
 
     release.add_parser(sub)
+    rollout.add_parser(sub)
     return parser
 
 

@@ -57,8 +57,10 @@ def checkable_unit(tmp_path: Path) -> Path:
     checks that the program exists; /opt/hall-agent is not installed here)."""
     program = Path(sys.executable).parent / "hall-agent"
     assert program.exists()
-    text = UNIT.read_text(encoding="utf-8").replace(
-        "/opt/hall-agent/venv/bin/hall-agent", str(program)
+    text = (
+        UNIT.read_text(encoding="utf-8")
+        .replace("/opt/hall-agent/venv/bin/hall-agent", str(program))
+        .replace("/opt/hall-agent/venv/bin/python", sys.executable)
     )
     target = tmp_path / "hall-agent.service"
     target.write_text(text, encoding="utf-8")
