@@ -40,7 +40,7 @@ async def played_halls(
     async def serve(client: aiomqtt.Client) -> None:
         async for message in client.messages:
             hall = message.topic.value.split("/")[2]
-            command = json.loads(message.payload)  # type: ignore[arg-type]
+            command = json.loads(message.payload)
             received.append(hall)
             reply = {"cmd_id": command["cmd_id"], "name": "update_agent", "status": "ok"}
             await client.publish(f"hall/v1/{hall}/reply", json.dumps(reply), qos=1)
