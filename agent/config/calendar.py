@@ -300,8 +300,8 @@ def calendar_warnings(calendar: CalendarConfig, today: dt.date) -> list[ConfigPr
         warnings.append(
             ConfigProblem(
                 "calendar.years",
-                f"there is no calendar for {today.year + 1} yet: from 1 January the hall "
-                "would open on its holidays",
+                f"there is no calendar for {today.year + 1} yet: from 1 January its "
+                "holidays are not known and the hall would keep its usual hours on them",
                 f"add calendar.years.{today.year + 1} from the State Council's notice "
                 "(published in November), or have central push it",
             )
