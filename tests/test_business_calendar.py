@@ -27,6 +27,7 @@ pytestmark = pytest.mark.timeout(90)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "example.yaml"
+ARTIFACTS = ROOT / "tests" / "artifacts" / "screens"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 API = "/api/v1"
 
@@ -403,6 +404,8 @@ async def test_the_kiosk_refuses_on_a_holiday_and_issues_on_a_make_up_saturday(
         state = (await client.get("/pages/state/kiosk", headers=kiosk)).json()
         social = next(s for s in state["services"] if s["id"] == "social")
         assert (social["enabled"], social["reason"]) == (False, holiday)
+        # Its usual hours are the hall's (calendar.hours), which it keeps.
+        assert social["hours"] == "周一至周五 09:00-12:00、13:30-17:00；周六 09:00-12:00"
 
         clock.now = at("2026-10-10T10:00")  # the make-up Saturday (调休上班)
         issued = await client.post(f"{API}/tickets", json={"service": "general"}, headers=kiosk)
@@ -520,4 +523,5 @@ async def test_the_big_screen_shows_todays_hours(tmp_path: Path) -> None:
                 "dayOff": False,
                 "calls": [True],
             }, (width, height)
-        await page.screenshot(path=str(tmp_path / "hall-today-hours.png"))
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "hall-today-hours-1080x1920.png"))

@@ -27,6 +27,7 @@ from agent.config.hall import (
     WEEKDAYS,
     CallerPolicy,
     HallConfig,
+    Period,
     QueuePolicy,
     RatingPolicy,
     Service,
@@ -79,6 +80,11 @@ class HallAgentConfig(Model):
             if s.id == service_id:
                 return s
         raise KeyError(service_id)
+
+    def weekly_hours(self, service: Service) -> list[Period]:
+        """A service's usual hours: its own, else the hall's (``calendar.hours``); empty:
+        all day."""
+        return service.hours or self.calendar.hours
 
     def working_days(self) -> WorkingDays:
         """The hall's working days: weekends, holidays and make-up days (调休) of every

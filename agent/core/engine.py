@@ -449,7 +449,7 @@ class QueueEngine:
         # The business calendar: holidays, make-up days (调休), special dates, hours.
         found = opening(self.config, service, local)
         if self.clock_trusted and not found.open:
-            hours = ", ".join(str(p) for p in service.hours or self.config.calendar.hours)
+            hours = ", ".join(str(p) for p in self.config.weekly_hours(service))
             then = "" if found.next_open is None else f"; it opens {found.next_open:%Y-%m-%d %H:%M}"
             raise Refused(
                 f"{service.name} is not issuing tickets now ({found.reason}{then}); "
@@ -461,7 +461,9 @@ class QueueEngine:
             raise Refused(
                 f"{service.name} has reached today's limit of {service.daily_cap} tickets; "
                 "please come back on the next working day",
-                citizen=wording.daily_cap_reached(service.name, wording.hours_text(service.hours)),
+                citizen=wording.daily_cap_reached(
+                    service.name, wording.hours_text(self.config.weekly_hours(service))
+                ),
             )
         if issued + 1 >= 10**service.width:
             raise Refused(

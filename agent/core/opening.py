@@ -79,7 +79,7 @@ def day_hours(config: HallAgentConfig, service: Service | None, day: dt.date) ->
     make_up = day in working.make_up_days
     if working.is_holiday(day) and not make_up:
         return DayHours(day, closed="holiday", holiday=calendar.holiday_name(day))
-    weekly = (service.hours if service is not None else []) or calendar.hours
+    weekly = calendar.hours if service is None else config.weekly_hours(service)
     if not weekly:
         return DayHours(day, all_day=True, make_up=make_up)
     weekday = calendar.make_up_day_hours if make_up else WEEKDAYS[day.weekday()]

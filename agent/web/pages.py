@@ -191,7 +191,8 @@ class PageFeed:
         self.add_queue_source("today_hours", _today_hours)
 
     def _service_hours(self) -> dict[str, str]:
-        return {s.id: wording.hours_text(s.hours) for s in self.hall.config.services}
+        config = self.hall.config
+        return {s.id: wording.hours_text(config.weekly_hours(s)) for s in config.services}
 
     def _service_guides(self) -> dict[str, JSON]:
         guides = {s.id: guide_json(s.guide) for s in self.hall.config.services}
