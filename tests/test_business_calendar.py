@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -270,6 +273,22 @@ def test_check_config_warns_when_next_years_calendar_is_missing_in_december(
         )
         == []
     )
+
+
+def test_check_config_prints_the_warnings_on_standard_error(tmp_path: Path) -> None:
+    """The file is valid (``ok``, exit 0); what the date it runs on adds goes to stderr."""
+    path = write_yaml(tmp_path, "calendar:\n  years:\n    2020:\n      holidays: [2020-10-01]\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("HALL_")},
+        check=False,
+    )
+    this_year = dt.datetime.now(SHANGHAI).year
+    assert (done.returncode, done.stdout) == (0, "ok\n")
+    assert f"warning: calendar.years: there is no calendar for {this_year}:" in done.stderr
 
 
 # -- opening: hours per weekday, the lunch break, special dates -------------------------------
