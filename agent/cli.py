@@ -176,6 +176,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _config_warnings(path: Path) -> list[str]:
+    """What a valid config should still have, today in the hall (next year's calendar)."""
+    import datetime as dt
+
+    from agent.config import load_config
+    from agent.config.calendar import calendar_warnings
+
+    config = load_config(path)
+    today = dt.datetime.now(config.hall.zone).date()
+    return [str(w) for w in calendar_warnings(config.calendar, today)]
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     command: str = args.command
     if command == "check-config":
@@ -183,6 +195,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         code, text = check_config_file(args.file)
         print(text, file=sys.stdout if code == 0 else sys.stderr)
+        if code == 0:
+            for warning in _config_warnings(args.file):
+                print(f"warning: {warning}", file=sys.stderr)
         return code
     if command == "run":
         return _run(args.config)

@@ -51,7 +51,7 @@ from agent.features.updates import RESTART_EXIT, Updates, agent_updates
 from agent.runtime.clock import SystemClock, runtime_directory
 from agent.runtime.devices import DeviceBoard, DeviceHealth
 from agent.runtime.diskspace import RoomNeeded, SpaceGuard, make_room
-from agent.runtime.hall import Hall
+from agent.runtime.hall import Hall, wall_clock
 from agent.runtime.store import Eviction, Store, StoreError, Written
 from agent.runtime.systemd import Notifier, supervised
 from agent.web.access import Gate, access_routes, guard
@@ -106,9 +106,15 @@ def api_url_file(config: HallAgentConfig) -> Path:
 
 @contextlib.asynccontextmanager
 async def running_agent(
-    config: HallAgentConfig, config_path: Path | None = None
+    config: HallAgentConfig,
+    config_path: Path | None = None,
+    *,
+    wall: Callable[[], dt.datetime] = wall_clock,
 ) -> AsyncIterator[Running]:
-    """Start everything; on exit stop intake, finish the write in progress, close."""
+    """Start everything; on exit stop intake, finish the write in progress, close.
+
+    ``wall`` is the hall's wall clock (tests pass one they move by hand: a holiday, a
+    make-up Saturday, the lunch break)."""
     disk = SpaceGuard(config.storage)
     store = await disk.open_store()
     devices = DeviceBoard(config)
@@ -119,7 +125,7 @@ async def running_agent(
         # The composition root: each component gets what it needs when it is built, in
         # the order they depend on each other; they stop in the reverse order.
         async with (
-            Hall(config, store, clock_ok=clock) as hall,
+            Hall(config, store, clock=wall, clock_ok=clock) as hall,
             _printing(hall, devices) as printing,
             HallAccess(hall) as access,
         ):

@@ -103,8 +103,14 @@ async def test_refused_tickets_carry_citizen_words_and_staff_words(tmp_path: Pat
     assert over["citizen_message"] == (
         "社保医保今日号已取完，请下个办理日再来。办理时间：每天 00:00-23:59"
     )
-    assert "hours: 00:00-00:01" in closed["message"]
-    assert closed["citizen_message"] == "民政救助现在不在办理时间。办理时间：周日 00:00-00:01"
+    assert "hours: 00:00-00:01 sun" in closed["message"]
+    # Why it is closed today (the weekend, or a day it does not run) and when it next
+    # opens: the calendar's words (agent/core/opening.py; tests/test_business_calendar.py).
+    assert closed["citizen_message"].startswith(
+        ("今天是周末，民政救助不办理。", "民政救助今天不办理。", "民政救助今天的办理时间已结束。")
+    )
+    assert "下次办理时间：" in closed["citizen_message"]
+    assert closed["citizen_message"].endswith(" 00:00")
     assert unknown["citizen_message"] == wording.GENERIC
     for text in (over["citizen_message"], closed["citizen_message"], unknown["citizen_message"]):
         assert plain_chinese(text.replace("00:00-23:59", "").replace("00:00-00:01", "")), text

@@ -930,6 +930,8 @@ def test_snapshot_shows_services_windows_and_the_queue(engine: QueueEngine) -> N
         "issued_today": 2,
         "daily_cap": None,
         "open": True,
+        "closed_reason": None,
+        "next_open": None,
         # A newcomer waits for A001 at w1 (just called, 6 min) and A002 after it: w2 is closed.
         "wait_minutes": 12,
     }

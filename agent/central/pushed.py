@@ -1,6 +1,7 @@
 """Config pushed by central on the retained ``config`` topic.
 
-Central manages the hall's services, windows, queue rules, notices and staff; the rest of
+Central manages the hall's services, windows, queue rules, business calendar (holidays,
+make-up days, hours, special dates), notices and staff; the rest of
 the config (hall identity, devices, broker, storage, web) stays in the local file. A push
 is validated as a whole config (the file's sections merged with central's), checked
 against the live queue (no service with waiting tickets may vanish), then applied
@@ -29,7 +30,9 @@ from agent.runtime.store import Store, Written
 
 log = logging.getLogger(__name__)
 
-QUEUE_SECTIONS = ("services", "windows", "queue")
+# Config sections central may replace; ``calendar`` is the business calendar (holidays and
+# make-up days per year, the hall's hours, special dates: agent/config/calendar.py).
+QUEUE_SECTIONS = ("services", "windows", "queue", "calendar")
 SETTING_SECTIONS = ("notices", "staff")
 CENTRAL_SECTIONS = QUEUE_SECTIONS + SETTING_SECTIONS
 

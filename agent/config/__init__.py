@@ -10,7 +10,8 @@ The package is split by concern, each module importing only those listed before 
 - ``errors``: :class:`ConfigProblem`, :class:`ConfigError` and the validation error with
   its fix; ``walk``: seeing through the model types; ``yaml_loader``: the file's YAML;
 - ``base``: the :class:`Model` base and text patterns; the models: ``hall`` (hall,
-  services, windows, queue, callers, rating, ticket), ``system`` (storage, web, pages,
+  services, windows, queue, callers, rating, ticket), ``calendar`` (holidays, make-up
+  days, the hall's hours, special dates), ``system`` (storage, web, pages,
   logging, clock), ``mqtt``, ``transports``, ``devices``, ``identity`` (personal data,
   documents), ``access`` (sessions, lockout) and ``root`` (:class:`HallAgentConfig`, the
   checks across sections);
@@ -35,6 +36,7 @@ from agent.config.base import (
     KeyName,
     Model,
 )
+from agent.config.calendar import CalendarConfig, CalendarYear, Holiday, calendar_warnings
 from agent.config.devices import (
     DEVICE_KINDS,
     AnnouncerDevice,
@@ -72,8 +74,10 @@ from agent.config.hall import (
     RatingPolicy,
     Service,
     ServiceGuide,
+    SpecialDay,
     TicketLayout,
     TimeOfDay,
+    TimeSpan,
     Weekday,
     Window,
 )
@@ -130,6 +134,8 @@ __all__ = [
     "AlsaTransport",
     "AnnouncerDevice",
     "BusAddress",
+    "CalendarConfig",
+    "CalendarYear",
     "CallerDevice",
     "CallerKeyName",
     "CallerPolicy",
@@ -148,6 +154,7 @@ __all__ = [
     "GreenChannel",
     "HallAgentConfig",
     "HallConfig",
+    "Holiday",
     "IdReaderDevice",
     "IdReaderSerialTransport",
     "Identifier",
@@ -176,11 +183,13 @@ __all__ = [
     "SerialTransport",
     "Service",
     "ServiceGuide",
+    "SpecialDay",
     "StorageConfig",
     "TestPatternTransport",
     "TicketButtonsDevice",
     "TicketLayout",
     "TimeOfDay",
+    "TimeSpan",
     "Transport",
     "UsbId",
     "UsbTransport",
@@ -189,6 +198,7 @@ __all__ = [
     "WebTransport",
     "Weekday",
     "Window",
+    "calendar_warnings",
     "check_config_file",
     "config_schema",
     "format_problems",

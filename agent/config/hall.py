@@ -37,12 +37,20 @@ TimeOfDay = Annotated[
 ]
 
 
-class Period(Model):
-    """One opening period, e.g. ``09:00-12:00`` on weekdays. The end is exclusive."""
+class TimeSpan(Model):
+    """A span of a day, e.g. ``09:00-12:00``. The end is exclusive."""
 
     start: TimeOfDay
     end: TimeOfDay
-    days: list[Weekday] = Field(default_factory=lambda: list(WORKDAYS), min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _span_text(cls, value: object) -> object:
+        # "09:00-12:00" (as a special date's hours are pasted) is {start, end}.
+        if isinstance(value, str) and value.count("-") == 1:
+            start, end = (part.strip() for part in value.split("-"))
+            return {"start": start, "end": end}
+        return value
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -56,15 +64,8 @@ class Period(Model):
             return "0" + value
         return value
 
-    @field_validator("days")
-    @classmethod
-    def _unique_days(cls, days: list[Weekday]) -> list[Weekday]:
-        if len(set(days)) != len(days):
-            raise _invalid("a day is listed twice", "list each day once, e.g. [mon, tue, wed]")
-        return days
-
     @model_validator(mode="after")
-    def _ordered(self) -> Period:
+    def _ordered(self) -> TimeSpan:
         if self.end <= self.start:
             raise _invalid(
                 f"the period ends ({self.end:%H:%M}) before it starts ({self.start:%H:%M})",
@@ -72,6 +73,22 @@ class Period(Model):
                 at="end",
             )
         return self
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+class Period(TimeSpan):
+    """One opening period, e.g. ``09:00-12:00`` on weekdays. The end is exclusive."""
+
+    days: list[Weekday] = Field(default_factory=lambda: list(WORKDAYS), min_length=1)
+
+    @field_validator("days")
+    @classmethod
+    def _unique_days(cls, days: list[Weekday]) -> list[Weekday]:
+        if len(set(days)) != len(days):
+            raise _invalid("a day is listed twice", "list each day once, e.g. [mon, tue, wed]")
+        return days
 
     def contains(self, local: dt.datetime) -> bool:
         return WEEKDAYS[local.weekday()] in self.days and self.start <= local.time() < self.end
@@ -83,6 +100,53 @@ class Period(Model):
 
     def __str__(self) -> str:
         return f"{self.start:%H:%M}-{self.end:%H:%M} {','.join(self.days)}"
+
+
+class SpecialDay(Model):
+    """A date whose hours differ from the usual ones: closed (``closed``), or open at the
+    hours given (``{hours: ["09:00-12:00"]}``), e.g. New Year's Eve until noon, or a
+    holiday on which the hall opens (全年不打烊)."""
+
+    closed: bool = Field(default=False, description="The hall (or the service) is closed")
+    hours: list[TimeSpan] = Field(
+        default_factory=list, max_length=6, description="The hours that day, in order"
+    )
+    reason: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=40,
+        description="Shown to citizens, e.g. 系统升级 or 跨年值班",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: object) -> object:
+        if value == "closed":
+            return {"closed": True}
+        if isinstance(value, list):
+            return {"hours": value}
+        return value
+
+    @model_validator(mode="after")
+    def _hours_or_closed(self) -> SpecialDay:
+        if self.closed and self.hours:
+            raise _invalid(
+                "the date is closed and has hours", "write either closed or hours, not both"
+            )
+        if not self.closed and not self.hours:
+            raise _invalid(
+                "the date has neither hours nor closed",
+                'write closed, or hours: ["09:00-12:00", "13:30-17:00"]',
+            )
+        for i, later in enumerate(self.hours[1:], 1):
+            earlier = self.hours[i - 1]
+            if later.start < earlier.end:
+                raise _invalid(
+                    f"{later} starts before {earlier} ends",
+                    "list the hours in order of the day, each ending before the next starts",
+                    at=f"hours[{i}]",
+                )
+        return self
 
 
 class HallConfig(Model):
@@ -235,7 +299,17 @@ class Service(Model):
     prefix: Annotated[str, Field(pattern=PREFIX_PATTERN)]
     width: int = Field(default=3, ge=2, le=5)
     daily_cap: int | None = Field(default=None, ge=1)
-    hours: list[Period] = Field(default_factory=list)
+    hours: list[Period] = Field(
+        default_factory=list,
+        description=(
+            "When the kiosk issues tickets for the service; empty: the hall's hours "
+            "(calendar.hours), and when those are empty too, all day"
+        ),
+    )
+    special_dates: dict[dt.date, SpecialDay] = Field(
+        default_factory=dict,
+        description="Dates with other hours for this service, or closed (before the hall's)",
+    )
     waiting_warning: int | None = Field(default=None, ge=1)
     expected_minutes: float = Field(default=5.0, gt=0, le=480)
     guide: ServiceGuide | None = Field(
@@ -243,6 +317,8 @@ class Service(Model):
     )
 
     def open_at(self, local: dt.datetime) -> bool:
+        """Within the service's own weekly hours (no calendar: holidays, make-up days and
+        special dates are :func:`agent.core.opening.opening`'s)."""
         return not self.hours or any(p.contains(local) for p in self.hours)
 
 

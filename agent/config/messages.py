@@ -5,7 +5,9 @@ the fix.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
+import re
 import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from agent.config.walk import (
 )
 
 DOCS_HINT = "see docs/configuration.md"
+_DATE_KEY = re.compile(r"^datetime\.date\((\d+), (\d+), (\d+)\)$")
 
 # What each pattern means, in words, for the person fixing the file.
 _PATTERN_HINTS: dict[str, str] = {
@@ -76,7 +79,8 @@ def _locate(loc: Sequence[str | int], data: object) -> _Place:
     model: type[BaseModel] | None = None
     field: str | None = None
     is_key = False
-    for item in loc:
+    for raw in loc:
+        item = raw
         tp = _strip(tp)
         members = _models_of_union(tp)
         if members:
@@ -85,7 +89,16 @@ def _locate(loc: Sequence[str | int], data: object) -> _Place:
                 tp = chosen
                 continue
             tp = _pick_member(members, data)
-        if isinstance(item, int):
+        if isinstance(raw, str) and _DATE_KEY.match(raw):
+            # pydantic writes a date key (calendar.special_dates) as its repr.
+            item = dt.date(*(int(n) for n in _DATE_KEY.findall(raw)[0])).isoformat()
+        if isinstance(item, int) and get_origin(tp) is dict:
+            # An int key (calendar.years.2026), not a list index.
+            path = _join(path, str(item))
+            data = data.get(item, data.get(str(item))) if isinstance(data, dict) else None
+            tp = get_args(tp)[1]
+            keys.append(item)
+        elif isinstance(item, int):
             path += _index_label(item, data[item] if isinstance(data, list) else None)
             data = data[item] if isinstance(data, list) and 0 <= item < len(data) else None
             tp = get_args(tp)[0] if get_origin(tp) is list else None

@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from agent.config.access import AccessConfig
 from agent.config.base import Model
+from agent.config.calendar import CalendarConfig
 from agent.config.devices import (
     _BUS_FAMILY,
     _HALL_WIDE_KINDS,
@@ -26,6 +27,7 @@ from agent.config.hall import (
     WEEKDAYS,
     CallerPolicy,
     HallConfig,
+    Period,
     QueuePolicy,
     RatingPolicy,
     Service,
@@ -43,6 +45,7 @@ from agent.config.system import (
     WebConfig,
 )
 from agent.config.transports import SerialTransport
+from agent.core.calendar import WorkingDays
 
 
 class HallAgentConfig(Model):
@@ -50,6 +53,7 @@ class HallAgentConfig(Model):
 
     hall: HallConfig
     queue: QueuePolicy = Field(default_factory=QueuePolicy)
+    calendar: CalendarConfig = Field(default_factory=CalendarConfig)
     services: list[Service] = Field(min_length=1)
     windows: list[Window] = Field(min_length=1)
     devices: list[Device] = Field(default_factory=list)
@@ -84,6 +88,16 @@ class HallAgentConfig(Model):
             if s.id == service_id:
                 return s
         raise KeyError(service_id)
+
+    def weekly_hours(self, service: Service) -> list[Period]:
+        """A service's usual hours: its own, else the hall's (``calendar.hours``); empty:
+        all day."""
+        return service.hours or self.calendar.hours
+
+    def working_days(self) -> WorkingDays:
+        """The hall's working days: weekends, holidays and make-up days (调休) of every
+        configured year (promised dates and deadlines count in these)."""
+        return self.calendar.working_days()
 
     def window(self, window_id: str) -> Window:
         for w in self.windows:

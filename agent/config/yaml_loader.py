@@ -73,6 +73,19 @@ _YamlLoader.add_implicit_resolver(
 _YamlLoader.add_constructor(_INT_TAG, _construct_int)
 
 
+def _construct_timestamp(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    """A date (calendar.years, special_dates); one that is no date (2026-13-01) stays text,
+    so that validation says which and why instead of the loader failing."""
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)  # type: ignore[arg-type]
+    except ValueError:
+        assert isinstance(node, yaml.ScalarNode)
+        return str(loader.construct_scalar(node))
+
+
+_YamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+
+
 def _load_yaml(text: str) -> Any:
     loader = _YamlLoader(text)
     try:

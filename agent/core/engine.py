@@ -45,6 +45,7 @@ from agent.core.model import (
     WindowStatus,
     business_day,
 )
+from agent.core.opening import citizen_text, opening
 from agent.core.status import Move, allowed, check, move
 
 
@@ -445,20 +446,24 @@ class QueueEngine:
         local = now.astimezone(self.config.hall.zone)
         # An untrusted clock cannot tell office hours: a hall that is open with the wrong
         # date on its Pi still issues tickets (the cap and other rules still apply).
-        if self.clock_trusted and not service.open_at(local):
-            hours = ", ".join(
-                f"{p.start:%H:%M}-{p.end:%H:%M} ({'/'.join(p.days)})" for p in service.hours
-            )
+        # The business calendar: holidays, make-up days (调休), special dates, hours.
+        found = opening(self.config, service, local)
+        if self.clock_trusted and not found.open:
+            hours = ", ".join(str(p) for p in self.config.weekly_hours(service))
+            then = "" if found.next_open is None else f"; it opens {found.next_open:%Y-%m-%d %H:%M}"
             raise Refused(
-                f"{service.name} is not issuing tickets now; hours: {hours}",
-                citizen=wording.service_closed(service.name, wording.hours_text(service.hours)),
+                f"{service.name} is not issuing tickets now ({found.reason}{then}); "
+                f"hours: {hours or 'all day'}",
+                citizen=citizen_text(service.name, found),
             )
         issued = self.hall.counters.get(service.id, 0)
         if service.daily_cap is not None and issued >= service.daily_cap:
             raise Refused(
                 f"{service.name} has reached today's limit of {service.daily_cap} tickets; "
                 "please come back on the next working day",
-                citizen=wording.daily_cap_reached(service.name, wording.hours_text(service.hours)),
+                citizen=wording.daily_cap_reached(
+                    service.name, wording.hours_text(self.config.weekly_hours(service))
+                ),
             )
         if issued + 1 >= 10**service.width:
             raise Refused(
@@ -1267,9 +1272,11 @@ class QueueEngine:
         for t in self.tickets.values():
             if t.status is TicketStatus.WAITING:
                 counts[t.service] = counts.get(t.service, 0) + 1
+        local = now.astimezone(self.config.hall.zone)
         for s in self.config.services:
             waiting = counts.get(s.id, 0)
             wait = estimates.newcomer_minutes(s.id)
+            found = opening(self.config, s, local)
             services.append(
                 {
                     "id": s.id,
@@ -1278,7 +1285,10 @@ class QueueEngine:
                     "waiting": waiting,
                     "issued_today": self.hall.counters.get(s.id, 0),
                     "daily_cap": s.daily_cap,
-                    "open": s.open_at(now.astimezone(self.config.hall.zone)),
+                    "open": found.open,
+                    # Why not, in citizen words, and when it next opens (the kiosk).
+                    "closed_reason": citizen_text(s.name, found),
+                    "next_open": None if found.next_open is None else found.next_open.isoformat(),
                     "wait_minutes": (
                         round(waiting * self.average_minutes(s.id)) if wait is None else wait
                     ),

@@ -36,6 +36,7 @@ from typing import Protocol
 
 from agent.config import HallAgentConfig, Window
 from agent.core.model import HallCounters, Ticket, TicketStatus, WindowState, WindowStatus
+from agent.core.opening import opening
 
 # Estimates expect the next this-many minutes to bring as many citizens as the last did.
 DEMAND_MINUTES = 60.0
@@ -278,7 +279,7 @@ def _demand(engine: Queue, now: dt.datetime) -> dict[str, Demand]:
         full = service.daily_cap is not None and (
             engine.hall.counters.get(service_id, 0) >= service.daily_cap
         )
-        if service.open_at(local) and not full:
+        if opening(engine.config, service, local).open and not full:
             demand[service_id] = Demand(normal / DEMAND_MINUTES, green / DEMAND_MINUTES)
     return demand
 

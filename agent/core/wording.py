@@ -84,6 +84,81 @@ def service_closed(service: str, hours: str) -> str:
     return f"{service}现在不在办理时间。办理时间：{hours}"
 
 
+_HOLIDAY = "法定节假日"
+
+
+def spans_text(spans: Iterable[tuple[dt.time, dt.time]]) -> str:
+    """A day's hours: ``09:00–12:00 13:30–17:00``."""
+    return " ".join(f"{start:%H:%M}–{end:%H:%M}" for start, end in spans)
+
+
+def when_text(moment: dt.datetime, today: dt.date) -> str:
+    """A moment to come: ``今天 13:30``, ``明天 09:00`` or ``10月8日 09:00``."""
+    if moment.date() == today:
+        day = "今天"
+    elif moment.date() == today + dt.timedelta(days=1):
+        day = "明天"
+    else:
+        day = f"{moment.month}月{moment.day}日"
+    return f"{day} {moment:%H:%M}"
+
+
+def day_off_text(closed: str, holiday: str | None, note: str | None) -> str:
+    """Why a whole day is off, for 今日休息（…）: 法定节假日：国庆节, 周末, ..."""
+    if closed == "holiday":
+        return f"{_HOLIDAY}：{holiday}" if holiday else _HOLIDAY
+    if closed == "weekend":
+        return "周末"
+    if closed == "special_date":
+        return note or "休息日"
+    return "本日不办理"
+
+
+def today_hours_text(
+    spans: Sequence[tuple[dt.time, dt.time]],
+    *,
+    all_day: bool = False,
+    closed: str | None = None,
+    holiday: str | None = None,
+    note: str | None = None,
+) -> str:
+    """The big screen's line: 今日办理时间 09:00–12:00 13:30–17:00, or 今日休息（周末）."""
+    if all_day:
+        return "今日全天办理"
+    if closed is not None or not spans:
+        return f"今日休息（{day_off_text(closed or '', holiday, note)}）"
+    line = f"今日办理时间 {spans_text(spans)}"
+    return f"{line}（{note}）" if note else line
+
+
+def not_open_now(
+    service: str,
+    reason: str,
+    *,
+    today: dt.date,
+    next_open: dt.datetime | None,
+    holiday: str | None = None,
+    note: str | None = None,
+) -> str:
+    """A service the calendar keeps closed now: why, and when it next opens."""
+    then = "" if next_open is None else f"下次办理时间：{when_text(next_open, today)}"
+    if reason == "holiday":
+        name = f"（{holiday}）" if holiday else ""
+        return f"今天是{_HOLIDAY}{name}，大厅休息。{then}"
+    if reason == "weekend":
+        return f"今天是周末，{service}不办理。{then}"
+    if reason == "special_date":
+        why = f"（{note}）" if note else ""
+        return f"{service}今天暂停办理{why}。{then}"
+    if reason == "lunch_break" and next_open is not None:
+        return f"现在是午间休息时间，{service}{next_open:%H:%M}恢复办理。"
+    if reason == "before_hours" and next_open is not None:
+        return f"{service}今天{next_open:%H:%M}开始办理，请稍候。"
+    if reason == "after_hours":
+        return f"{service}今天的办理时间已结束。{then}"
+    return f"{service}今天不办理。{then}"
+
+
 def daily_cap_reached(service: str, hours: str) -> str:
     """Today's tickets for the service are all taken."""
     return f"{service}今日号已取完，请下个办理日再来。办理时间：{hours}"

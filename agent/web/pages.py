@@ -42,7 +42,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingRes
 
 from agent.config import ScreenDevice
 from agent.core import events as ev
-from agent.core import wording
+from agent.core import opening, wording
 from agent.core.engine import QueueEngine
 from agent.core.model import Ticket, TicketStatus, WindowState
 from agent.errors import HallAgentError
@@ -188,9 +188,11 @@ class PageFeed:
         # Read at every rebuild, so a config central pushed shows at once.
         self.add_source("service_hours", self._service_hours)
         self.add_source("service_guides", self._service_guides)
+        self.add_queue_source("today_hours", _today_hours)
 
     def _service_hours(self) -> dict[str, str]:
-        return {s.id: wording.hours_text(s.hours) for s in self.hall.config.services}
+        config = self.hall.config
+        return {s.id: wording.hours_text(config.weekly_hours(s)) for s in config.services}
 
     def _service_guides(self) -> dict[str, JSON]:
         guides = {s.id: guide_json(s.guide) for s in self.hall.config.services}
@@ -563,8 +565,15 @@ def hall_view(view: HallView, query: Mapping[str, str]) -> JSON:
             for s in services.values()
         ],
         "windows": windows,
+        "today_hours": view.extras.get("today_hours"),
         **_rotating_guides(view, services.values()),
     }
+
+
+def _today_hours(engine: QueueEngine, now: dt.datetime) -> str:
+    """The big screen's line: 今日办理时间 09:00–12:00 13:30–17:00, or 今日休息（…）."""
+    local = now.astimezone(engine.config.hall.zone)
+    return opening.today_line(opening.hall_day(engine.config, local.date()))
 
 
 def _rotating_guides(view: HallView, services: Iterable[JSON]) -> JSON:
@@ -644,7 +653,9 @@ def kiosk_view(view: HallView, query: Mapping[str, str]) -> JSON:
         hours = all_hours.get(s["id"], "")
         reason = None
         if not s["open"]:
-            reason = wording.service_closed(s["name"], hours)
+            # Why (holiday, weekend, lunch break...) and when it next opens; the hours as
+            # a fallback for a snapshot without the reason.
+            reason = s.get("closed_reason") or wording.service_closed(s["name"], hours)
         elif s["daily_cap"] is not None and s["issued_today"] >= s["daily_cap"]:
             reason = wording.daily_cap_reached(s["name"], hours)
         elif citizen is not None:
