@@ -399,3 +399,37 @@ async def test_the_storage_cap_refuses_and_names_what_to_delete(tmp_path: Path) 
         assert (await hall.client.get(f"/pages/content/images/{first}")).status_code == 404
         r = await hall.upload(picture(900, 700, fmt="JPEG", seed=1), "again.jpg")
         assert r.status_code == 201, r.text
+
+
+def test_the_offline_demo_shows_one_notice_and_one_news_item(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from agent.runtime.store import Store
+
+    state = tmp_path / "demo"
+    args = ["demo", "--duration", "3", "--port", "0", "--state", str(state), "--no-simulation"]
+    done = subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "/pages/manager/content" in done.stdout
+    store = Store.open(state)
+    try:
+        items = store.content_items()
+        images = store.content_images()
+    finally:
+        store.close()
+    now = dt.datetime.now(dt.UTC)
+    notices = screen_notices(items, [], now)
+    bulletins = screen_bulletins(items, now)
+    assert len(notices) == 1
+    assert len(bulletins) == 1
+    assert bulletins[0]["kind_name"] == "社区动态"
+    assert len(images) == 1
+    assert bulletins[0]["image"] == f"/pages/content/images/{images[0].id}"
+    assert (state / "content" / images[0].file).is_file()
