@@ -146,8 +146,10 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                     issuing=issuing,
                 )
                 _feature_routes(app, gate, health, identity, documents, reports)
+                content = ScreenContent(hall)
+                await content.tidy()
                 editors = gate.allow(Role.MANAGER, Role.OPS, action="edit the screens' content")
-                app.include_router(content_routes(ScreenContent(hall), edit_rule=editors))
+                app.include_router(content_routes(content, edit_rule=editors))
                 pages = PageFeed(hall, devices, printing, issuing)
                 app.include_router(page_routes(pages))
                 app.include_router(ticket_routes(pages))

@@ -433,3 +433,22 @@ def test_the_offline_demo_shows_one_notice_and_one_news_item(tmp_path: Path) -> 
     assert len(images) == 1
     assert bulletins[0]["image"] == f"/pages/content/images/{images[0].id}"
     assert (state / "content" / images[0].file).is_file()
+
+
+async def test_content_survives_a_restart_and_unfinished_uploads_are_swept(
+    tmp_path: Path,
+) -> None:
+    config = config_for(tmp_path)
+    async with started(config) as hall:
+        image = (await hall.upload(picture(), "a.png")).json()
+        body = {"title": "招聘", "text": "两名", "image": image["id"]}
+        r = await hall.client.post(f"{API}/content/jobs", json=body, headers=hall.ops)
+        assert r.status_code == 201, r.text
+    folder = config.storage.path / "content"
+    (folder / "0123456789abcdef0123.jpg").write_bytes(b"cut off before its row")
+    (folder / "0123456789abcdef0123.tmp").write_bytes(b"half written")
+    async with started(config) as hall:
+        assert hall.content_files() == {f"{image['id']}.jpg"}
+        state = await hall.hall_state()
+        assert [b["title"] for b in state["bulletins"]] == ["招聘"]
+        assert (await hall.client.get(image["url"])).status_code == 200

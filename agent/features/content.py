@@ -16,6 +16,7 @@ Pillow is imported only when an image is checked.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
@@ -340,6 +341,24 @@ class ScreenContent:
         path = self.folder / f"{image_id}.jpg"
         return path if path.is_file() else None
 
+    async def tidy(self) -> int:
+        """At start: remove files in the content folder that no stored image names (an
+        upload cut off between its file and its row, a temporary file); returns how many."""
+        known = {i.file for i in await self.hall.store_read(lambda s: s.content_images())}
+
+        def sweep() -> int:
+            if not self.folder.is_dir():
+                return 0
+            strays = [p for p in self.folder.iterdir() if p.is_file() and p.name not in known]
+            for path in strays:
+                path.unlink(missing_ok=True)
+            return len(strays)
+
+        removed = await asyncio.to_thread(sweep)
+        if removed:
+            log.info("removed %d unfinished upload(s) from %s", removed, self.folder)
+        return removed
+
     # -- edits -------------------------------------------------------------------------------
 
     async def save(
@@ -407,8 +426,6 @@ class ScreenContent:
 
     async def upload(self, data: bytes, name: str, by: str) -> ContentImage:
         """Check, re-encode and keep an uploaded image; raises :class:`ContentRefused`."""
-        import asyncio
-
         limits = self.limits
         prepared = await asyncio.to_thread(check_image, data, limits)
         path = self.folder / f"{prepared.id}.jpg"
