@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import uuid
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -148,33 +147,32 @@ def check_image(data: bytes, limits: ScreenContentConfig) -> PreparedImage:
     )
     side = limits.image_max_side
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[kind])
-            width, height = image.size
-            if width > side or height > side or width * height > side * side:
-                raise ContentRefused(
-                    "image_too_many_pixels",
-                    f"图片尺寸 {width}×{height} 像素，超过上限（每边不超过 {side} 像素）：请先"
-                    f"把图片缩小到每边 {side} 像素以内再上传（屏幕只需要 1920×1080）",
-                )
-            if kind == "JPEG":  # decode at a reduced scale when that is enough
-                image.draft("RGB", SCREEN_BOX)
-            image.load()
-            frame = ImageOps.exif_transpose(image)
-            frame.thumbnail(SCREEN_BOX)
-            if frame.mode in ("RGBA", "LA", "P", "PA"):
-                rgba = frame.convert("RGBA")
-                flat = Image.new("RGB", rgba.size, (19, 49, 92))  # the screen's panel colour
-                flat.paste(rgba, mask=rgba.getchannel("A"))
-                frame = flat
-            else:
-                frame = frame.convert("RGB")
-            out = io.BytesIO()
-            frame.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
+        # Only the header is read here; Pillow itself refuses past twice MAX_IMAGE_PIXELS.
+        image = Image.open(io.BytesIO(data), formats=[kind])
+        width, height = image.size
+        if width > side or height > side or width * height > side * side:
+            raise ContentRefused(
+                "image_too_many_pixels",
+                f"图片尺寸 {width}×{height} 像素，超过上限（每边不超过 {side} 像素）：请先"
+                f"把图片缩小到每边 {side} 像素以内再上传（屏幕只需要 1920×1080）",
+            )
+        if kind == "JPEG":  # decode at a reduced scale when that is enough
+            image.draft("RGB", SCREEN_BOX)
+        image.load()
+        frame = ImageOps.exif_transpose(image)
+        frame.thumbnail(SCREEN_BOX)
+        if frame.mode in ("RGBA", "LA", "P", "PA"):
+            rgba = frame.convert("RGBA")
+            flat = Image.new("RGB", rgba.size, (19, 49, 92))  # the screen's panel colour
+            flat.paste(rgba, mask=rgba.getchannel("A"))
+            frame = flat
+        else:
+            frame = frame.convert("RGB")
+        out = io.BytesIO()
+        frame.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
     except ContentRefused:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+    except Image.DecompressionBombError as err:
         raise ContentRefused(
             "image_too_many_pixels",
             f"图片像素太多，无法安全打开：请先把图片缩小到每边 {side} 像素以内再上传",
