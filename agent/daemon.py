@@ -45,6 +45,7 @@ from agent.config import (
 from agent.core import events as ev
 from agent.core.events import Event
 from agent.features.access import HallAccess, Role
+from agent.features.content import ScreenContent
 from agent.features.issuing import Issuing
 from agent.features.reports import Reports, hall_reports
 from agent.features.updates import RESTART_EXIT, Updates, agent_updates
@@ -56,6 +57,7 @@ from agent.runtime.store import Eviction, Store, StoreError, Written
 from agent.runtime.systemd import Notifier, supervised
 from agent.web.access import Gate, access_routes, guard
 from agent.web.app import WebServer, create_app
+from agent.web.content_routes import content_routes
 from agent.web.health import HallHealth, health_routes
 from agent.web.pages import PageFeed, page_routes
 from agent.web.report_routes import report_routes
@@ -166,6 +168,10 @@ async def running_agent(
                     issuing=issuing,
                 )
                 _feature_routes(app, gate, health, identity, documents, reports)
+                content = ScreenContent(hall)
+                await content.tidy()
+                editors = gate.allow(Role.MANAGER, Role.OPS, action="edit the screens' content")
+                app.include_router(content_routes(content, edit_rule=editors))
                 pages = PageFeed(hall, devices, printing, issuing)
                 app.include_router(page_routes(pages))
                 app.include_router(ticket_routes(pages))

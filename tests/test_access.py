@@ -83,6 +83,20 @@ TABLE: dict[tuple[str, str], set[str] | str] = {
     ("DELETE", f"{API}/auth/devices/{{device}}"): {OPS},
     ("POST", f"{API}/auth/users"): {OPS},
     ("DELETE", f"{API}/auth/users/{{name}}"): {OPS},
+    # The hall's screen content (docs/screens.md): the manager and ops.
+    **{
+        (method, f"{API}/{path}"): {MANAGER, OPS}
+        for path in ("notices", "content/news", "content/jobs")
+        for method in ("GET", "POST")
+    },
+    **{
+        (method, f"{API}/{path}/{{item}}"): {MANAGER, OPS}
+        for path in ("notices", "content/news", "content/jobs")
+        for method in ("PUT", "DELETE")
+    },
+    ("GET", f"{API}/content/images"): {MANAGER, OPS},
+    ("POST", f"{API}/content/images"): {MANAGER, OPS},
+    ("DELETE", f"{API}/content/images/{{image}}"): {MANAGER, OPS},
 }
 # Open to anyone on purpose: logging in, the health check, the API's description.
 PUBLIC = {
@@ -119,6 +133,25 @@ CALLS: dict[tuple[str, str], tuple[str, Any]] = {
         {"name": "extra", "role": "guide", "password": PASSWORD},
     ),
     ("DELETE", f"{API}/auth/users/{{name}}"): (f"{API}/auth/users/nobody", None),
+    ("POST", f"{API}/notices"): (f"{API}/notices", {"text": "通知"}),
+    ("PUT", f"{API}/notices/{{item}}"): (f"{API}/notices/nosuch", {"text": "通知"}),
+    ("DELETE", f"{API}/notices/{{item}}"): (f"{API}/notices/nosuch", None),
+    **{
+        key: value
+        for path in ("news", "jobs")
+        for key, value in (
+            (
+                ("POST", f"{API}/content/{path}"),
+                (f"{API}/content/{path}", {"title": "t", "text": "x"}),
+            ),
+            (
+                ("PUT", f"{API}/content/{path}/{{item}}"),
+                (f"{API}/content/{path}/nosuch", {"title": "t", "text": "x"}),
+            ),
+            (("DELETE", f"{API}/content/{path}/{{item}}"), (f"{API}/content/{path}/nosuch", None)),
+        )
+    },
+    ("DELETE", f"{API}/content/images/{{image}}"): (f"{API}/content/images/nosuch", None),
 }
 
 

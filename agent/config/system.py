@@ -133,6 +133,38 @@ class WebConfig(Model):
         return [ipaddress.ip_network(item, strict=False) for item in self.rate_limit_exempt]
 
 
+class ScreenContentConfig(Model):
+    """What the hall edits itself for the big screen: notices, community news and job
+    information with images (docs/screens.md, "The hall's own content")."""
+
+    rotation_s: float = Field(
+        default=12.0,
+        ge=3,
+        le=300,
+        description="The big screen shows each news or job item (社区动态, 招聘信息) this long",
+    )
+    image_max_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=64 * 1024,
+        le=32 * 1024 * 1024,
+        description="The largest image file a manager may upload",
+    )
+    image_max_side: int = Field(
+        default=4096,
+        ge=256,
+        le=10000,
+        description="The widest or tallest image, in pixels, a manager may upload",
+    )
+    images_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description=(
+            "All stored content images together (after re-encoding for the screen); an "
+            "upload past it is refused and names the images to delete"
+        ),
+    )
+
+
 class PagesConfig(Model):
     """The pages the agent serves to screens and the kiosk (docs/pages.md)."""
 
@@ -161,6 +193,10 @@ class PagesConfig(Model):
     font: Path = Field(
         default=Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),
         description="CJK font served to the pages (Debian package fonts-wqy-microhei)",
+    )
+    content: ScreenContentConfig = Field(
+        default_factory=ScreenContentConfig,
+        description="Notices, news and jobs the hall edits on /pages/manager/content",
     )
 
 

@@ -477,6 +477,22 @@ class NoticeShown(EventData):
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ContentChanged(EventData):
+    """The hall's own screen content changed (docs/screens.md): a notice, a community news
+    item (``news``, 社区动态), a job item (``job``, 招聘信息) or an uploaded ``image`` was
+    created, updated or deleted, by ``by`` (the manager's login name, or ``ops-token``).
+    ``title`` is the notice's text or the item's title, cut to 60 characters."""
+
+    TYPE: ClassVar[str] = "content.changed"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    kind: Literal["notice", "news", "job", "image"]
+    id: str
+    action: Literal["created", "updated", "deleted"]
+    by: str
+    title: str | None = omitted()
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class DeviceChanged(EventData):
     TYPE: ClassVar[str] = "device.changed"
     RETENTION: ClassVar[EventClass] = EventClass.CHATTER
@@ -643,6 +659,7 @@ EVENT_CLASSES: dict[str, type[EventData]] = {
         AppointmentsSet,
         DocumentCaptured,
         NoticeShown,
+        ContentChanged,
         DeviceChanged,
         DayClosed,
         ReportDaily,

@@ -43,6 +43,7 @@ from agent.core.model import Priority, Source
 from agent.core.operations import CallNext, Take
 from agent.daemon import Running, running_agent
 from agent.demo import identity as identity_demo
+from agent.demo.content import demo_content
 from agent.demo.emulators.keypad import VirtualKeypads
 from agent.demo.emulators.led import StripState, VirtualLedBus
 from agent.demo.emulators.printer import VirtualPrinter
@@ -144,6 +145,7 @@ async def _demo(config: HallAgentConfig, duration: float | None, simulate: bool)
             print(f"  Printed tickets (PNG and text) appear in {where}", flush=True)
         _explain_screens(config, running, buses, tokens, guide)
         await _demo_roster(running.hall)
+        await demo_content(running.hall)
         _explain_windows(config, running, keypads, tokens)
         identity_demo.explain(running, id_readers)
         async with BackgroundTasks() as simulation:
@@ -257,6 +259,10 @@ def _explain_screens(
     ]
     lines += [f"    window {w.id}:       {running.url}/pages/window/{w.id}" for w in config.windows]
     lines.append(f"    large text:      {running.url}/pages/hall?large=1")
+    lines.append(
+        f"    screen content:  {running.url}/pages/manager/content  (通知、社区动态、招聘信息; a"
+        " manager logs in: hall-agent user add NAME --role manager)"
+    )
     for bus in buses:
         lines.append(f"  LED strips: a virtual bus on {bus} (their text is logged below)")
     if running.voice is not None:

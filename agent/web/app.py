@@ -112,6 +112,12 @@ STATUS_OF: dict[str, int] = {
     "forbidden": 403,
     "locked_out": 429,
     "store_unavailable": 503,
+    # The hall's screen content (agent/features/content.py): uploads and time windows.
+    "image_too_large": 413,
+    "not_an_image": 415,
+    "image_damaged": 422,
+    "image_too_many_pixels": 422,
+    "invalid_window": 422,
 }
 
 

@@ -46,9 +46,10 @@ from agent.core import opening, wording
 from agent.core.engine import QueueEngine
 from agent.core.model import Ticket, TicketStatus, WindowState
 from agent.errors import HallAgentError
+from agent.features.content import next_change, screen_bulletins, screen_notices
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall, ShuttingDown
-from agent.runtime.store import StoredEvent
+from agent.runtime.store import ContentItem, StoredEvent
 from agent.runtime.tasks import BackgroundTasks
 from agent.web.kiosk_pages import guide_json, kiosk_routes
 
@@ -177,6 +178,7 @@ class PageFeed:
         self._followed = 0  # the seq of the last event taken into account
         self._recalled_at: dict[str, dt.datetime] = {}
         self._notices: list[JSON] = []
+        self._content: list[ContentItem] = []  # the hall's own (agent/features/content.py)
         self._staff: dict[str, JSON] = {}
         self._photos: frozenset[str] = frozenset()
         self._tasks = BackgroundTasks()
@@ -253,11 +255,11 @@ class PageFeed:
         await self._stack.aclose()
 
     async def _load_settings(self) -> None:
-        def read(store: Any) -> tuple[Any, Any]:
-            return store.setting("notices"), store.setting("staff")
+        def read(store: Any) -> tuple[Any, Any, list[ContentItem]]:
+            return store.setting("notices"), store.setting("staff"), store.content_items()
 
-        notices, staff = await self.hall.store_read(read)
-        self._notices = list(notices or [])
+        notices, staff, self._content = await self.hall.store_read(read)
+        self._notices = [n for n in notices or [] if isinstance(n, dict)]
         self._staff = {m["staff"]: m for m in staff or [] if isinstance(m, dict) and "staff" in m}
         self._photos = await asyncio.to_thread(_photos, self.hall.config.pages.staff_photos)
 
@@ -267,7 +269,7 @@ class PageFeed:
             match event.payload:
                 case ev.TicketRecalled(ticket_id=ticket_id):
                     self._recalled_at[ticket_id] = dt.datetime.fromisoformat(event.at)
-                case ev.NoticeShown() | ev.RosterSet():
+                case ev.NoticeShown() | ev.RosterSet() | ev.ContentChanged():
                     await self._load_settings()
                 case ev.DayClosed():
                     self._recalled_at.clear()
@@ -288,7 +290,7 @@ class PageFeed:
     async def _rebuild_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(REBUILD_S):
+                async with asyncio.timeout(self._until_next_change()):
                     await self._dirty.wait()
             self._dirty.clear()
             try:
@@ -297,6 +299,15 @@ class PageFeed:
                 return
             except Exception:  # a bug in a view source must not freeze every screen
                 log.exception("the pages' view could not be built")
+
+    def _until_next_change(self) -> float:
+        """Seconds to the next rebuild: REBUILD_S, or sooner when a notice, news or job
+        item starts or ends (it appears and disappears on time)."""
+        now = dt.datetime.now(self.hall.config.hall.zone)
+        change = next_change(self._content, self._notices, now)
+        if change is None:
+            return REBUILD_S
+        return min(REBUILD_S, max(0.05, (change - now).total_seconds() + 0.05))
 
     async def _rebuild(self) -> None:
         settings = self.hall.config.pages
@@ -313,7 +324,6 @@ class PageFeed:
 
         queue, calls, from_queue = await self.hall.read(build)
         now = dt.datetime.now(self.hall.config.hall.zone)
-        notices = [n for n in self._notices if _active(n, now)]
         issuing: JSON = {"enabled": True, "reason": None}
         if self.issuing is not None:
             issuing = dict(self.issuing.state()["issuing"])
@@ -327,7 +337,7 @@ class PageFeed:
             hall={"id": self.hall.config.hall.id, "name": self.hall.config.hall.name},
             queue=queue,
             calls=calls,
-            notices=[{"id": n.get("id"), "text": n.get("text", "")} for n in notices],
+            notices=screen_notices(self._content, self._notices, now),
             staff=self._staff,
             issuing=issuing,
             photos=self._photos,
@@ -336,8 +346,13 @@ class PageFeed:
                 "highlight_s": settings.highlight_s,
                 "guide_rotation_s": settings.guide_rotation_s,
                 "recent_calls": settings.recent_calls,
+                "bulletin_rotation_s": settings.content.rotation_s,
             },
-            extras={**from_queue, **{name: read() for name, read in self._sources.items()}},
+            extras={
+                **from_queue,
+                **{name: read() for name, read in self._sources.items()},
+                "bulletins": screen_bulletins(self._content, now),
+            },
         )
         self._current = view
         async with self._changed:
@@ -466,16 +481,6 @@ def _sse_raw(event: str, data: str) -> str:
     return f"event: {event}\ndata: {data}\n\n"
 
 
-def _active(notice: Mapping[str, Any], now: dt.datetime) -> bool:
-    until = notice.get("until")
-    if not until:
-        return True
-    try:
-        return dt.datetime.fromisoformat(str(until)) > now
-    except ValueError:
-        return True
-
-
 def _photos(folder: Path | None) -> frozenset[str]:
     if folder is None or not folder.is_dir():
         return frozenset()
@@ -567,6 +572,9 @@ def hall_view(view: HallView, query: Mapping[str, str]) -> JSON:
         "windows": windows,
         "today_hours": view.extras.get("today_hours"),
         **_rotating_guides(view, services.values()),
+        # The hall's news and jobs (社区动态, 招聘信息), one at a time beside the calls.
+        "bulletins": view.extras.get("bulletins", []),
+        "bulletin_rotation_s": view.settings.get("bulletin_rotation_s"),
     }
 
 

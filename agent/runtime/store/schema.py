@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from agent.runtime.store.content import CONTENT_MIGRATION
 from agent.runtime.store.core import StoreError
 from agent.runtime.store.stats import STATS_MIGRATION
 
@@ -144,6 +145,10 @@ MIGRATIONS: tuple[str, ...] = (
     # staff member's duty or a window's pause, written with the events that change them,
     # so reports never depend on events the outbox's retention deletes.
     STATS_MIGRATION,
+    # 7: the hall's own screen content (agent/runtime/store/content.py): notices, community
+    # news and job items, and the images uploaded for them (their files under
+    # <storage.path>/content/).
+    CONTENT_MIGRATION,
 )
 
 

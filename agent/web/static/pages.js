@@ -108,7 +108,8 @@ const HallPages = (() => {
     }
     const ticker = document.getElementById("notices");
     if (ticker) {
-      const texts = (state.notices || []).map((n) => n.text);
+      // By priority; central's notices are marked (【上级通知】) beside the hall's own.
+      const texts = (state.notices || []).map((n) => (n.label ? `【${n.label}】${n.text}` : n.text));
       const key = JSON.stringify(texts);
       if (ticker.dataset.key !== key) {
         ticker.dataset.key = key;
