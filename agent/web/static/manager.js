@@ -293,11 +293,13 @@ const Manager = (() => {
     groupTable("windows", report.views.window || []);
     badTable(report.bad_ratings || []);
     root.dataset.range = `${report.from}_${report.to}`;
+    root.dataset.width = String(window.innerWidth); // drawn for this width
     root.dataset.generated = report.generated_at || "";
   }
 
   function kpis(report) {
     const h = report.hall;
+    const isToday = report.from === today && report.to === today;
     const cards = [
       ["issued", "取号数", num(h.issued), "张"],
       ["served", "接待量", num(h.served), "人"],
@@ -306,7 +308,7 @@ const Manager = (() => {
       ["good-rate", "好评率", percent(h.ratings.good_rate), ""],
       ["bad", "差评", num(h.ratings.bad), "条"],
       ["no-show", "过号", num(h.no_show), "张"],
-      ["open", report.from === today && report.to === today ? "未结" : "过期", num(report.to === today ? h.open : h.expired), "张"],
+      isToday ? ["open", "未结", num(h.open), "张"] : ["open", "过期", num(h.expired), "张"],
     ];
     replace("kpis", cards.map(([key, label, value, unit]) => el("div", { class: "kpi", "data-kpi": key },
       el("span", { class: "label" }, label),
@@ -335,13 +337,14 @@ const Manager = (() => {
     const width = Math.max(box.clientWidth, 200);
     const height = Math.round(14 * r);
     const pad = { left: 2.6 * r, right: 0.5 * r, top: 1.6 * r, bottom: 1.8 * r };
-    const top = niceMax(Math.max(...counts.values(), 1));
+    const step = niceMax(Math.max(...counts.values(), 1) / 4, true);
+    const top = step * Math.ceil(Math.max(...counts.values(), 1) / step);
     const plotW = width - pad.left - pad.right;
     const plotH = height - pad.top - pad.bottom;
-    const step = plotW / hoursShown.length;
+    const slot = plotW / hoursShown.length;
     const font = Math.max(0.85 * r, 13);
     const parts = [];
-    for (const tick of ticks(top)) {
+    for (let tick = 0; tick <= top; tick += step) {
       const y = pad.top + plotH - (tick / top) * plotH;
       parts.push(svg("line", { x1: pad.left, x2: width - pad.right, y1: y, y2: y, class: "grid" }));
       parts.push(svg("text", { x: pad.left - 0.3 * r, y: y + font * 0.35, "text-anchor": "end", class: "axis", "font-size": font }, tick));
@@ -349,13 +352,13 @@ const Manager = (() => {
     hoursShown.forEach((hour, i) => {
       const value = counts.get(hour) || 0;
       const h = (value / top) * plotH;
-      const x = pad.left + i * step + step * 0.15;
+      const x = pad.left + i * slot + slot * 0.15;
       const y = pad.top + plotH - h;
       const label = String(hour).padStart(2, "0");
       parts.push(svg("g", { class: "bar", "data-hour": label, "data-value": value },
-        svg("rect", { x, y, width: step * 0.7, height: Math.max(h, 0), rx: 2, fill: "#ffd23f" }),
-        value ? svg("text", { x: x + step * 0.35, y: y - 0.25 * r, "text-anchor": "middle", class: "value", "font-size": font }, value) : null));
-      parts.push(svg("text", { x: x + step * 0.35, y: height - 0.5 * r, "text-anchor": "middle", class: "axis", "font-size": font }, label));
+        svg("rect", { x, y, width: slot * 0.7, height: Math.max(h, 0), rx: 2, fill: "#ffd23f" }),
+        value ? svg("text", { x: x + slot * 0.35, y: y - 0.25 * r, "text-anchor": "middle", class: "value", "font-size": font }, value) : null));
+      parts.push(svg("text", { x: x + slot * 0.35, y: height - 0.5 * r, "text-anchor": "middle", class: "axis", "font-size": font }, label));
     });
     const summary = hoursShown.filter((h) => counts.get(h)).map((h) => `${h}时 ${counts.get(h)}张`).join("，");
     replace(box, svg("svg", { width, height, role: "img", "aria-label": `各时段取号数：${summary}` }, parts),
@@ -372,7 +375,7 @@ const Manager = (() => {
     }
     const r = rem();
     const width = Math.max(box.clientWidth, 200);
-    const labelW = Math.min(9 * r, width * 0.38);
+    const labelW = Math.min(11 * r, width * 0.4);
     const rowH = 2.6 * r;
     const height = Math.round(rows.length * rowH + 0.6 * r);
     const font = Math.max(0.85 * r, 13);
@@ -383,7 +386,7 @@ const Manager = (() => {
       const y = 0.3 * r + i * rowH;
       const mean = g.wait_minutes.mean || 0;
       const p90 = g.wait_minutes.p90 || 0;
-      const name = g.name.length > 9 ? `${g.name.slice(0, 8)}…` : g.name;
+      const name = g.name.length > 10 ? `${g.name.slice(0, 9)}…` : g.name;
       parts.push(svg("g", { class: "wait", "data-service": g.key, "data-mean": mean, "data-p90": p90 },
         svg("title", {}, `${g.name}：平均 ${mean.toFixed(1)} 分钟，P90 ${p90.toFixed(1)} 分钟`),
         svg("text", { x: labelW - 0.4 * r, y: y + rowH * 0.45, "text-anchor": "end", class: "axis", "font-size": font }, name),
@@ -475,17 +478,15 @@ const Manager = (() => {
       el("td", {}, b.comment || "—"))));
   }
 
-  function niceMax(value) {
+  // The smallest round number (1, 2, 2.5 or 5 times a power of ten) at least value;
+  // whole (at least 1, no 2.5) when counting.
+  function niceMax(value, whole) {
+    if (whole && value <= 1) return 1;
     const magnitude = 10 ** Math.floor(Math.log10(value));
-    for (const m of [1, 2, 2.5, 5, 10]) {
-      if (m * magnitude >= value) return m * magnitude;
+    for (const m of whole ? [1, 2, 5, 10] : [1, 2, 2.5, 5, 10]) {
+      if (m * magnitude >= value && (!whole || Number.isInteger(m * magnitude))) return m * magnitude;
     }
     return 10 * magnitude;
-  }
-
-  function ticks(top) {
-    const step = top / 4;
-    return [0, step, 2 * step, 3 * step, top].map((t) => Math.round(t * 100) / 100);
   }
 
   // -- start ---------------------------------------------------------------------------
@@ -503,7 +504,7 @@ const Manager = (() => {
     let resized = null;
     window.addEventListener("resize", () => {
       clearTimeout(resized);
-      resized = setTimeout(() => { if (shown) render(shown); }, 150);
+      resized = setTimeout(() => { if (shown) render(shown); }, 100);
     });
     show();
     HallPages.startClock("clock");
