@@ -195,3 +195,21 @@ def test_the_demo_month_is_played_through_the_engine_and_kept(tmp_path: Path) ->
     assert issued_on == {today}
     # A second start finds the history there and leaves it alone.
     assert fill_history(config, _DEMO_STAFF, days=30, now=now) is None
+
+
+def test_the_demo_started_before_opening_time_plays_nothing_of_today(tmp_path: Path) -> None:
+    config = demo_config(tmp_path / "demo", 0)
+    zone = config.hall.zone
+    now = dt.datetime(2026, 3, 31, 6, 30, tzinfo=zone)  # before the hall opens
+    filled = fill_history(config, _DEMO_STAFF, days=2, now=now)
+    assert filled is not None
+    store = Store.open(config.storage.path)
+    try:
+        tickets, _ = store.report_records(filled.first, filled.last, 0.0, now.timestamp() + 1)
+        events = store.events(1, 100_000)
+    finally:
+        store.close()
+    assert {t.day for t in tickets} == {"2026-03-29", "2026-03-30"}
+    # Nothing is later than the moment the demo started.
+    assert all(dt.datetime.fromisoformat(e.at) <= now for e in events)
+    assert all((t.issued_at <= now.timestamp()) for t in tickets)

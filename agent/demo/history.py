@@ -73,6 +73,7 @@ class _Window:
     lunch: tuple[float, float] = (0.0, 0.0)
     lunch_done: bool = False
     closed: bool = False
+    signed_in: bool = False
 
 
 class _Day:
@@ -159,15 +160,17 @@ class _Day:
             self.later(hour * 60 + rng.uniform(0, 60), "arrive", "")
         open_at = OPEN_AT.hour * 60 + OPEN_AT.minute
         close_at = CLOSE_AT.hour * 60 + CLOSE_AT.minute
+        cutoff = None
+        if self.until is not None:
+            local = self.until.astimezone(self.zone)
+            cutoff = (local - self.at(0)).total_seconds() / 60
+        if cutoff is not None and cutoff <= open_at - 15:
+            return  # today has not begun yet: the running hall opens it
         self.apply(open_at - 15, op.Tick())  # the day opens: yesterday closes
         for window in self.windows.values():
             self.later(open_at + rng.uniform(0, 10), "sign_in", window.id)
             self.later(window.lunch[0], "lunch", window.id)
             self.later(close_at, "close", window.id)
-        cutoff = None
-        if self.until is not None:
-            local = self.until.astimezone(self.zone)
-            cutoff = (local - self.at(0)).total_seconds() / 60
         while self.queue:
             minutes, _, kind, what = heapq.heappop(self.queue)
             if cutoff is not None and minutes >= cutoff:
@@ -181,7 +184,7 @@ class _Day:
         for window in self.windows.values():
             if window.busy:
                 self.apply(minutes, op.Finish(window=window.id))
-            if window.staff is not None and not window.closed:
+            if window.signed_in and not window.closed:
                 self.apply(minutes, op.SignOut(window=window.id))
 
     # -- what happens --------------------------------------------------------------------
@@ -215,6 +218,7 @@ class _Day:
         window = self.windows[window_id]
         assert window.staff is not None
         self.apply(minutes, op.SignIn(window=window_id, staff=window.staff))
+        window.signed_in = True
         self.later(minutes + 0.5, "free", window_id)
 
     def _lunch(self, minutes: float, window_id: str) -> None:
@@ -339,6 +343,13 @@ def fill_history(
             # The day's rota: as many of the staff as there are windows, turn by turn.
             turn = offset % len(staff)
             rota = (staff[turn:] + staff[:turn])[: len(config.windows)]
+            # As the hall after a restart: the open tickets only (the ended ones are saved).
+            engine = QueueEngine(
+                quiet,
+                engine.hall,
+                [t for t in engine.tickets.values() if t.status.is_open],
+                engine.windows.values(),
+            )
             played = _Day(engine, store, day, rota, rng, now if day == today else None)
             played.play()
             played.commit()

@@ -373,6 +373,8 @@ def _explain_manager(running: Running, manager: tuple[str, str], past: Filled | 
             f"    behind it: {past.days} simulated days from {past.first} and today so far, "
             f"{past.tickets} tickets (made in {past.seconds:.1f} s)"
         )
+    else:
+        lines.append("    (no simulated month: only a new state folder gets one; try --state DIR)")
     print("\n".join([*lines, ""]), flush=True)
 
 

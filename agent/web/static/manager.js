@@ -22,6 +22,7 @@ const Manager = (() => {
   const LEVEL_NAMES = Object.fromEntries(LEVELS.map((l) => [l.level, l.name]));
   const LIVE_POLL_MS = 30000;
   const LIVE_DEBOUNCE_MS = 2000;
+  const MAX_DAYS = 400; // as the API (agent/features/reports.py)
 
   let session = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
   let today = null; // the hall's business day (YYYY-MM-DD), from the first report
@@ -196,6 +197,10 @@ const Manager = (() => {
       return;
     }
     if (to < from) [from, to] = [to, from];
+    if (Math.round((dateOf(to) - dateOf(from)) / 86400000) + 1 > MAX_DAYS) {
+      say("message", `一次最多查询 ${MAX_DAYS} 天，请缩短日期范围`, false);
+      return;
+    }
     range = { kind: from === today && to === today ? "today" : "custom", from, to };
     load();
   }
@@ -229,7 +234,7 @@ const Manager = (() => {
       return;
     }
     if (!answer.ok) {
-      say("message", `查询失败：${reply.message || answer.status}`, false);
+      say("message", `查询失败（${answer.status}），请稍后再试或缩短日期范围`, false);
       return;
     }
     if (range.kind === "today") today = reply.from;
