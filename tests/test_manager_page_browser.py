@@ -243,6 +243,8 @@ async def test_the_manager_sees_today_live_and_a_scripted_day_as_the_api_says(
             await page.goto(f"{url}/pages/manager")
             await page.wait_for_selector("body[data-connection=live]")
             assert await page.locator("#report").is_hidden()
+            violations = await axe(page)  # the login form
+            assert not violations, json.dumps(violations, ensure_ascii=False, indent=1)
 
             # A staff login is not a manager's: the page says so and shows nothing.
             await page.fill("#login-name", "1001")
