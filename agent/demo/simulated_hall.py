@@ -52,7 +52,7 @@ from agent.features.keypads import device_windows
 from agent.features.staff import sign_in_by_number
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.logs import setup_logging
-from agent.runtime.store import Store, Written
+from agent.runtime.store import DB_NAME, Store, Written
 from agent.runtime.tasks import BackgroundTasks
 from protocols.keypad import CallerKey
 
@@ -134,6 +134,8 @@ def run_demo(
 async def _demo(
     config: HallAgentConfig, duration: float | None, simulate: bool, history: bool = True
 ) -> None:
+    if history and not (config.storage.path / DB_NAME).exists():
+        print("  A new demo hall: playing its past month first (a few seconds)…", flush=True)
     past = await asyncio.to_thread(fill_history, config, _DEMO_STAFF) if history else None
     async with (
         _virtual_printers(config) as printed,
