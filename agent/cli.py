@@ -84,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--no-simulation", action="store_true", help="no simulated citizens and staff"
     )
+    demo.add_argument(
+        "--no-history",
+        action="store_true",
+        help="no simulated month behind the manager's page (a new state only)",
+    )
 
     status = sub.add_parser("status", help="the running hall at a glance")
     _client_options(status)
@@ -215,6 +220,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             port=args.port,
             duration=args.duration,
             simulate=not args.no_simulation,
+            history=not args.no_history,
         )
     if command == "status":
         return _status(args)

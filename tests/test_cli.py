@@ -259,4 +259,7 @@ def test_demo_runs_and_stops_by_itself(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "/api/v1/queue" in result.stdout
     assert "/pages/guide-desk" in result.stdout
+    # The manager's page, its login and the simulated month behind it.
+    assert "/pages/manager  (log in as manager-demo, password " in result.stdout
+    assert "30 simulated days from" in result.stdout
     assert (tmp_path / "demo" / "hall.db").exists()

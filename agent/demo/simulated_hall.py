@@ -47,12 +47,13 @@ from agent.demo.content import demo_content
 from agent.demo.emulators.keypad import VirtualKeypads
 from agent.demo.emulators.led import StripState, VirtualLedBus
 from agent.demo.emulators.printer import VirtualPrinter
+from agent.demo.history import Filled, fill_history
 from agent.features.access import HallAccess, Role
 from agent.features.keypads import device_windows
 from agent.features.staff import sign_in_by_number
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.logs import setup_logging
-from agent.runtime.store import Store, Written
+from agent.runtime.store import DB_NAME, Store, Written
 from agent.runtime.tasks import BackgroundTasks
 from protocols.keypad import CallerKey
 
@@ -117,6 +118,7 @@ def run_demo(
     port: int | None = None,
     duration: float | None = None,
     simulate: bool = True,
+    history: bool = True,
 ) -> int:
     config = demo_config(state, port)
     setup_logging(
@@ -126,11 +128,16 @@ def run_demo(
         max_lines_per_s=config.logging.max_lines_per_s,
         max_bytes_per_hour=config.logging.max_bytes_per_hour,
     )
-    asyncio.run(_demo(config, duration, simulate))
+    asyncio.run(_demo(config, duration, simulate, history))
     return 0
 
 
-async def _demo(config: HallAgentConfig, duration: float | None, simulate: bool) -> None:
+async def _demo(
+    config: HallAgentConfig, duration: float | None, simulate: bool, history: bool = True
+) -> None:
+    if history and not (config.storage.path / DB_NAME).exists():
+        print("  A new demo hall: playing its past month first (a few seconds)…", flush=True)
+    past = await asyncio.to_thread(fill_history, config, _DEMO_STAFF) if history else None
     async with (
         _virtual_printers(config) as printed,
         _virtual_led_buses(config) as buses,
@@ -140,10 +147,12 @@ async def _demo(config: HallAgentConfig, duration: float | None, simulate: bool)
     ):
         tokens = await _demo_devices(config, running)
         guide = await _demo_guide(config, running)
+        manager = await _demo_login(config, running, DEMO_MANAGER, Role.MANAGER)
         _explain(config, running)
         for where in printed:
             print(f"  Printed tickets (PNG and text) appear in {where}", flush=True)
         _explain_screens(config, running, buses, tokens, guide)
+        _explain_manager(running, manager, past)
         await _demo_roster(running.hall)
         await demo_content(running.hall)
         _explain_windows(config, running, keypads, tokens)
@@ -334,24 +343,47 @@ async def _demo_devices(config: HallAgentConfig, running: Running) -> dict[str, 
 
 
 DEMO_GUIDE = "guide-demo"
-DEMO_GUIDE_FILE = "demo-guide.json"
+DEMO_MANAGER = "manager-demo"
 
 
 async def _demo_guide(config: HallAgentConfig, running: Running) -> tuple[str, str]:
-    """The demo's guide (导办员) login for the guide desk page: its name and password, kept
-    in the demo's state (mode 0600) so it stays the same between runs."""
+    """The demo's guide (导办员) login for the guide desk page."""
+    return await _demo_login(config, running, DEMO_GUIDE, Role.GUIDE)
+
+
+async def _demo_login(
+    config: HallAgentConfig, running: Running, name: str, role: Role
+) -> tuple[str, str]:
+    """A login of the demo (the guide's for the guide desk, the manager's for the
+    manager's page): its name and password, kept in the demo's state (mode 0600) so it
+    stays the same between runs."""
     access = running.access
     assert access is not None
-    path = config.storage.path / DEMO_GUIDE_FILE
+    path = config.storage.path / f"demo-{role.value}.json"
     try:
         password = str(json.loads(path.read_text(encoding="utf-8"))["password"])
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         password = secrets.token_urlsafe(9)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"name": DEMO_GUIDE, "password": password}, fh)
-    await access.add_user(DEMO_GUIDE, Role.GUIDE, [], password)
-    return DEMO_GUIDE, password
+            json.dump({"name": name, "password": password}, fh)
+    await access.add_user(name, role, [], password)
+    return name, password
+
+
+def _explain_manager(running: Running, manager: tuple[str, str], past: Filled | None) -> None:
+    lines = [
+        "  The manager's page (统计报表: today live, any range, charts, CSV and Excel):",
+        f"    {running.url}/pages/manager  (log in as {manager[0]}, password {manager[1]})",
+    ]
+    if past is not None:
+        lines.append(
+            f"    behind it: {past.days} simulated days from {past.first} and today so far, "
+            f"{past.tickets} tickets (made in {past.seconds:.1f} s)"
+        )
+    else:
+        lines.append("    (no simulated month: only a new state folder gets one; try --state DIR)")
+    print("\n".join([*lines, ""]), flush=True)
 
 
 def _still_enrolled(
@@ -387,6 +419,8 @@ _DEMO_STAFF = [
     {"staff": "d-1001", "name": "王芳", "key_code": "1001", "windows": []},
     {"staff": "d-1002", "name": "李明", "key_code": "1002", "windows": []},
     {"staff": "d-1003", "name": "张丽", "key_code": "1003", "windows": []},
+    {"staff": "d-1004", "name": "陈静", "key_code": "1004", "windows": []},
+    {"staff": "d-1005", "name": "刘洋", "key_code": "1005", "windows": []},
 ]
 
 

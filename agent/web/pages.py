@@ -52,6 +52,7 @@ from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import ContentItem, StoredEvent
 from agent.runtime.tasks import BackgroundTasks
 from agent.web.kiosk_pages import guide_json, kiosk_routes
+from agent.web.manager_page import manager_routes
 
 if TYPE_CHECKING:
     from agent.features.issuing import Issuing
@@ -785,6 +786,7 @@ def page_routes(feed: PageFeed) -> APIRouter:
         return _page("kiosk")
 
     router.include_router(kiosk_routes(feed.hall, feed.add_source))
+    router.include_router(manager_routes())
 
     @router.get("/feed/{view}")
     async def stream(view: str, request: Request) -> StreamingResponse:

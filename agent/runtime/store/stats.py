@@ -111,6 +111,12 @@ class StatsRows(StoreCore):
             if isinstance(event, Event):
                 _apply(conn, event)
 
+    def record_stats(self, events: Sequence[Event]) -> None:
+        """Apply events to the statistics records alone, without appending them to the
+        outbox (one transaction): a simulated past — the demo's month, the reports'
+        benchmark — that central never receives."""
+        self._transaction(lambda conn: self._record_stats(conn, events))
+
     def report_records(
         self, first: dt.date, last: dt.date, start: float, end: float
     ) -> tuple[list[TicketLife], list[DutySpan]]:
