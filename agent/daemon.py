@@ -44,6 +44,7 @@ from agent.config import (
 from agent.core import events as ev
 from agent.core.events import Event
 from agent.features.access import HallAccess, Role
+from agent.features.cases import CaseDesk, case_desk
 from agent.features.issuing import Issuing
 from agent.features.reports import Reports, hall_reports
 from agent.runtime.clock import SystemClock, runtime_directory
@@ -54,6 +55,7 @@ from agent.runtime.store import Eviction, Store, StoreError, Written
 from agent.runtime.systemd import Notifier, supervised
 from agent.web.access import Gate, access_routes, guard
 from agent.web.app import WebServer, create_app
+from agent.web.case_routes import case_routes
 from agent.web.health import HallHealth, health_routes
 from agent.web.pages import PageFeed, page_routes
 from agent.web.report_routes import report_routes
@@ -94,6 +96,7 @@ class Running:
     identity: IdentityDesk | None = None  # ID card readers
     documents: DocumentDesk | None = None  # document cameras and scanners, uploads
     access: HallAccess | None = None  # who may use the local API (docs/security.md)
+    cases: CaseDesk | None = None  # proxy cases (docs/cases.md)
     app: FastAPI | None = None  # the local API, every route with its access rule
 
 
@@ -129,7 +132,10 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                     access=access,
                 ) as windows,
                 hall_reports(hall) as reports,
-                _link(hall, devices, printing, identity, documents, windows, reports) as link,
+                case_desk(hall, printing) as cases,
+                _link(
+                    hall, devices, printing, identity, documents, windows, reports, cases
+                ) as link,
                 HallHealth(hall, link, devices, disk, clock) as health,
                 _leds(hall, devices) as leds,
                 _voice(hall, devices) as voice,
@@ -144,6 +150,7 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                     issuing=issuing,
                 )
                 _feature_routes(app, gate, health, identity, documents, reports)
+                app.include_router(case_routes(cases, gate))
                 pages = PageFeed(hall, devices, printing, issuing)
                 app.include_router(page_routes(pages))
                 app.include_router(ticket_routes(pages))
@@ -178,7 +185,8 @@ async def running_agent(config: HallAgentConfig) -> AsyncIterator[Running]:
                                 identity,
                                 documents,
                                 access,
-                                app,
+                                cases=cases,
+                                app=app,
                             )
                         finally:
                             for task in background:
@@ -342,6 +350,7 @@ def _link(
     documents: DocumentDesk | None,
     windows: WindowDevices,
     reports: Reports,
+    cases: CaseDesk,
 ) -> Link:
     """The central link with what the device features add to it."""
     handlers = CommandHandlers(
@@ -350,13 +359,14 @@ def _link(
         set_appointments=None if identity is None else identity.set_appointments_command,
         capture_document=None if documents is None else documents.capture_command,
         get_report=reports.command,
+        case_result=cases.result_command,
     )
     topics = Topics(hall.config.hall.id)
-    filters: tuple[EnvelopeFilter, ...] = ()
+    filters: tuple[EnvelopeFilter, ...] = (cases.envelope_filter(),)
     if identity is not None or documents is not None:
         from agent.features.identity import envelope_filters
 
-        filters = envelope_filters(identity, documents)
+        filters += envelope_filters(identity, documents)
     return Link(
         hall,
         devices,

@@ -78,6 +78,7 @@ class CommandHandlers:
     set_appointments: Callable[[c.SetAppointments], Awaitable[dict[str, Any]]] | None = None
     capture_document: Callable[[c.CaptureDocument], Awaitable[dict[str, Any]]] | None = None
     get_report: Callable[[c.GetReport], Awaitable[dict[str, Any]]] | None = None
+    case_result: Callable[[c.CaseResult], Awaitable[dict[str, Any]]] | None = None
 
     async def run(self, command: c.Command) -> dict[str, Any] | None:
         """The feature's result; None when no feature takes this command here."""
@@ -92,6 +93,8 @@ class CommandHandlers:
                 return await self.capture_document(command)
             case c.GetReport() if self.get_report is not None:
                 return await self.get_report(command)
+            case c.CaseResult() if self.case_result is not None:
+                return await self.case_result(command)
         return None
 
 
@@ -378,6 +381,7 @@ _NOT_AVAILABLE = {
     "request_rating": "this window has no satisfaction rater running",
     "capture_document": "this window has no document camera running",
     "get_report": "this hall's reports are not running",
+    "case_result": "this hall's proxy cases are not running",
 }
 
 

@@ -365,6 +365,16 @@ class GetReport(Command):
     )
 
 
+class CaseResult(Command):
+    """Central's result for a proxy case (docs/cases.md): its new status, a note for staff
+    and the citizen's receipt desk, and optionally a new promised date."""
+
+    case: str = Field(min_length=1, max_length=32, description="the case number")
+    status: Literal["processing", "done", "returned", "closed"]
+    note: str | None = Field(default=None, max_length=200)
+    promised: dt.date | None = Field(default=None, description="a new promised date")
+
+
 COMMANDS: dict[str, type[Command]] = {
     "issue_ticket": IssueTicket,
     "call_next": CallNext,
@@ -385,4 +395,5 @@ COMMANDS: dict[str, type[Command]] = {
     "replay_events": ReplayEvents,
     "get_status": GetStatus,
     "get_report": GetReport,
+    "case_result": CaseResult,
 }

@@ -35,6 +35,7 @@ from agent.config.base import (
     KeyName,
     Model,
 )
+from agent.config.cases import CasesConfig
 from agent.config.devices import (
     DEVICE_KINDS,
     AnnouncerDevice,
@@ -134,6 +135,7 @@ __all__ = [
     "CallerKeyName",
     "CallerPolicy",
     "CameraDevice",
+    "CasesConfig",
     "ClockConfig",
     "CodeScannerDevice",
     "ConfigError",

@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from agent.config.access import AccessConfig
 from agent.config.base import Model
+from agent.config.cases import CasesConfig
 from agent.config.devices import (
     _BUS_FAMILY,
     _HALL_WIDE_KINDS,
@@ -58,6 +59,7 @@ class HallAgentConfig(Model):
     personal_data: PersonalDataConfig = Field(default_factory=PersonalDataConfig)
     documents: DocumentsConfig = Field(default_factory=DocumentsConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
+    cases: CasesConfig = Field(default_factory=CasesConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> HallAgentConfig:

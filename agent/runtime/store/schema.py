@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from agent.runtime.store.cases import CASES_MIGRATION
 from agent.runtime.store.core import StoreError
 from agent.runtime.store.stats import STATS_MIGRATION
 
@@ -144,6 +145,9 @@ MIGRATIONS: tuple[str, ...] = (
     # staff member's duty or a window's pause, written with the events that change them,
     # so reports never depend on events the outbox's retention deletes.
     STATS_MIGRATION,
+    # 9: proxy cases (agent/runtime/store/cases.py): one row per case, its citizen sealed
+    # in ``person`` until the case closes.
+    CASES_MIGRATION,
 )
 
 
