@@ -423,8 +423,29 @@ class CaseDesk:
             "day": today.isoformat(),
             "warn_working_days": self.config.cases.warn_working_days,
             "statuses": {s.value: STAFF_STATUS[s] for s in CaseStatus},
+            "services": self._services(),
+            "windows": [
+                {"id": w.id, "name": w.name}
+                for w in self.config.windows
+                if window is None or w.id == window
+            ],
             "cases": views,
         }
+
+    def _services(self) -> list[JSON]:
+        """The services with what registering needs: the guide's materials and limit."""
+        out = []
+        for service in self.config.services:
+            guide = service.guide
+            out.append(
+                {
+                    "id": service.id,
+                    "name": service.name,
+                    "materials": [] if guide is None else list(guide.materials),
+                    "time_limit_days": None if guide is None else guide.time_limit_days,
+                }
+            )
+        return out
 
     # -- changes ---------------------------------------------------------------------------
 

@@ -9,7 +9,9 @@
   window's staff, the manager, ops);
 - ``GET /api/v1/cases/{number}/public`` — anyone with the number: status and promised
   date, nothing personal (the kiosk's 办件查询);
-- ``GET /pages/manager/cases`` — the manager's page of cases.
+- ``GET /pages/manager/cases`` — the cases page (the manager: every case; staff: their
+  windows' cases and registering);
+- ``GET /pages/kiosk/case`` — the kiosk's 办件查询.
 """
 
 from __future__ import annotations
@@ -192,5 +194,11 @@ def case_routes(desk: CaseDesk, gate: Gate) -> APIRouter:
     @router.get("/pages/manager/cases", include_in_schema=False)
     async def manager_page() -> HTMLResponse:
         return HTMLResponse((STATIC / "manager-cases.html").read_text(encoding="utf-8"))
+
+    @router.get("/pages/kiosk/case", include_in_schema=False)
+    async def lookup_page() -> HTMLResponse:
+        page = (STATIC / "case-lookup.html").read_text(encoding="utf-8")
+        prefix = desk.config.cases.number_prefix  # [A-Z]{1,4}: safe in an attribute
+        return HTMLResponse(page.replace("<html ", f'<html data-prefix="{prefix}" ', 1))
 
     return router
