@@ -174,7 +174,7 @@ async def test_the_deadline_warning_comes_once_on_the_right_working_day(desk) ->
 
 
 async def test_a_result_stops_the_clock_and_closing_erases_the_citizen(desk) -> None:
-    cases, clock, store = desk
+    cases, clock, _store = desk
     number = (await cases.register(registration()))["case"]["number"]
     done = await cases.update(number, cases_status("done"), by="central", note="已出证")
     assert done["case"]["status_text"] == "已办结待领取"
@@ -192,10 +192,12 @@ async def test_a_result_stops_the_clock_and_closing_erases_the_citizen(desk) -> 
         "promised_text": "2026年3月10日（星期二）",
     }
     record = await cases.hall.store_call(lambda s: s.case_record(number))
-    assert record is not None and record[1] is not None  # sealed until it closes
+    assert record is not None
+    assert record[1] is not None
     await cases.update(number, cases_status("closed"), by="window", staff="1001")
     record = await cases.hall.store_call(lambda s: s.case_record(number))
-    assert record is not None and record[1] is None
+    assert record is not None
+    assert record[1] is None
     (closed,) = await case_events(cases, ev.CaseClosed)
     assert (closed.previous, closed.by, closed.overdue) == ("done", "window", False)
     with pytest.raises(Refused, match="closed"):
@@ -251,7 +253,8 @@ async def test_the_citizen_is_sealed_at_rest_and_masked_in_logs_and_events(
             assert value.encode(encoding) not in held, (value, encoding)
     # The hall's copy opens with its key (the receipt desk knows whom to hand it to).
     record = await cases.hall.store_call(lambda s: s.case_record(number))
-    assert record is not None and record[1] is not None
+    assert record is not None
+    assert record[1] is not None
     assert cases.vault.unseal(record[1], b"case")["name"] == NAME
 
     # The event's sealed copy is erased after personal_data.erase_after_hours anyway.
@@ -334,7 +337,8 @@ async def test_the_receipt_is_printed_and_reads_back(tmp_path: Path, profile: st
     if profile == "raster":  # the whole receipt is an image, as wide as the paper
         assert printed.lines == []
         images = [b for b in printed.ticket.blocks if isinstance(b, Bitmap)]
-        assert images and all(i.width == 576 for i in images)
+        assert images
+        assert all(i.width == 576 for i in images)
         image = paper_image(printed.ticket, Paper.for_width(80))
         ink = sum(image.histogram()[:128])
         assert 0.03 < ink / (image.width * image.height) < 0.5  # text and QR, not blank
