@@ -420,6 +420,7 @@ class CaseDesk:
         elif due_filter is not None:
             views = [v for v in views if v["due"] == due_filter]
         return {
+            "hall": self.config.hall.name,
             "day": today.isoformat(),
             "warn_working_days": self.config.cases.warn_working_days,
             "statuses": {s.value: STAFF_STATUS[s] for s in CaseStatus},
