@@ -45,7 +45,7 @@ from agent.core.cases import (
 from agent.core.errors import NotFound, Refused
 from agent.core.events import Event
 from agent.core.model import business_day
-from agent.runtime.hall import Hall
+from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.personal import Vault, citizen_data, mask_citizen, unseal_event
 from agent.runtime.store import Store, StoredEvent, StoreError, Written
 from agent.runtime.tasks import BackgroundTasks, stop
@@ -618,7 +618,7 @@ class CaseDesk:
                 await self.hall.write(
                     lambda store, now, _ok: Written([], store.erase_personal_data(now, hours))
                 )
-            except StoreError as err:
+            except (StoreError, ShuttingDown) as err:
                 log.warning("could not look at the proxy cases' deadlines: %s", err)
             await asyncio.sleep(self.config.cases.check_interval_s)
 
