@@ -25,7 +25,7 @@ from support import as_ops, bearer, hall_config
 from agent.config import HallAgentConfig
 from agent.core import events as ev
 from agent.core.calendar import WorkingDays
-from agent.core.cases import chinese_date, due, promised_date, warning_day
+from agent.core.cases import chinese_date, due, last_near_promise, promised_date, warning_day
 from agent.core.errors import NotFound, Refused
 from agent.daemon import running_agent
 from agent.demo.emulators.printer import VirtualPrinter
@@ -97,6 +97,20 @@ def test_the_promised_date_and_the_warning_day_skip_the_holiday() -> None:
     assert due(dt.date(2026, 3, 10), dt.date(2026, 3, 9), 1, DAYS) == "near"
     assert due(dt.date(2026, 3, 10), dt.date(2026, 3, 11), 1, DAYS) == "overdue"
     assert chinese_date(dt.date(2026, 3, 10)) == "2026年3月10日（星期二）"
+
+
+@pytest.mark.parametrize("warn", [0, 1, 2, 5])
+def test_the_watcher_reads_exactly_the_promised_dates_that_can_be_near(warn: int) -> None:
+    # Every (today, promised) pair of two months around a holiday and a make-up Sunday: a
+    # case near its deadline is never promised after the bound the store reads up to, and
+    # every date up to the bound is near or overdue.
+    days = WorkingDays.of(holidays=[HOLIDAY], make_up_days=[dt.date(2026, 3, 15)])
+    span = [dt.date(2026, 2, 20) + dt.timedelta(days=n) for n in range(60)]
+    for today in span:
+        bound = last_near_promise(today, warn, days)
+        for promised in span:
+            state = due(promised, today, warn, days)
+            assert (state is not None) == (promised <= bound), (today, promised, state)
 
 
 # -- the hall, its clock moved by hand -------------------------------------------------------

@@ -40,6 +40,7 @@ from agent.core.cases import (
     case_number,
     chinese_date,
     due,
+    last_near_promise,
     promised_date,
 )
 from agent.core.errors import NotFound, Refused
@@ -571,7 +572,7 @@ class CaseDesk:
                 return Written.of_events([])
             today = business_day(now, config)
             stored: list[StoredEvent] = []
-            for row in store.open_cases():
+            for row in store.deadline_candidates(today, last_near_promise(today, warn, days)):
                 case = Case.from_json(row)
                 state = due(case.promised, today, warn, days)
                 payload: ev.EventData

@@ -23,11 +23,14 @@ CREATE TABLE cases (
     window TEXT NOT NULL,
     status TEXT NOT NULL,
     promised TEXT NOT NULL,
+    warned TEXT NOT NULL DEFAULT '',
     data TEXT NOT NULL,
     person TEXT
 );
 CREATE INDEX cases_day ON cases (day);
 CREATE INDEX cases_open ON cases (promised) WHERE status IN ('received', 'processing');
+CREATE INDEX cases_watch ON cases (promised)
+    WHERE status IN ('received', 'processing') AND warned != 'overdue';
 CREATE INDEX cases_window ON cases (window, status);
 """
 
@@ -67,16 +70,17 @@ class CaseRows(StoreCore):
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO cases (number, day, window, status, promised, data, person) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (number) DO UPDATE SET "
+                "INSERT INTO cases (number, day, window, status, promised, warned, data, person) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (number) DO UPDATE SET "
                 "window = excluded.window, status = excluded.status, "
-                "promised = excluded.promised, data = excluded.data",
+                "promised = excluded.promised, warned = excluded.warned, data = excluded.data",
                 (
                     data["number"],
                     data["day"],
                     data["window"],
                     data["status"],
                     data["promised"],
+                    data.get("warned", ""),
                     json.dumps(data, ensure_ascii=False, separators=(",", ":")),
                     person,
                 ),
@@ -130,11 +134,17 @@ class CaseRows(StoreCore):
 
         return self._read(select)
 
-    def open_cases(self) -> list[dict[str, Any]]:
-        """Every case still waiting for its result (the deadline watcher's work)."""
+    def deadline_candidates(self, today: dt.date, near_until: dt.date) -> list[dict[str, Any]]:
+        """The open cases the deadline watcher must look at on ``today``: not yet warned and
+        promised on or before ``near_until``, or not yet reported overdue and promised
+        before ``today`` (an index range, however many cases are open)."""
 
         def select(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = conn.execute(f"SELECT data FROM cases WHERE status IN {_OPEN} ORDER BY promised")
+            rows = conn.execute(
+                f"SELECT data FROM cases WHERE status IN {_OPEN} AND warned != 'overdue' "
+                "AND promised <= ? AND (warned = '' OR promised < ?) ORDER BY promised",
+                (max(near_until, today).isoformat(), today.isoformat()),
+            )
             return [dict(json.loads(r[0])) for r in rows]
 
         return self._read(select)
