@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from support import chromium, enroll, hall_config, needs_chromium
+from test_screens_browser import axe
 
 from agent.config import HallAgentConfig
 from agent.core.cases import chinese_date
@@ -83,6 +84,7 @@ async def test_the_kiosk_looks_a_case_up_by_its_number(hall: tuple[Running, Any]
     for value in (NAME, "欧***", ID_NUMBER, ID_NUMBER[-4:], "1号窗口", "1001"):
         assert value not in shown
     await page.screenshot(path=str(ARTIFACTS / "kiosk-case-lookup.png"))
+    assert await axe(page) == []  # WCAG 2.1 AA: no serious or critical violation
 
     await page.click("#clear")
     for digit in "20990101001":
@@ -118,6 +120,7 @@ async def test_the_cases_page_and_the_window_page_show_a_case_near_its_deadline(
     assert "即将到期" in (await row.text_content() or "")
     assert NAME not in (await page.text_content("body") or "")
     await page.screenshot(path=str(ARTIFACTS / "manager-cases.png"), full_page=True)
+    assert await axe(page) == []
 
     # The window page, opened with its caller's page token, reminds staff of that case.
     assert running.windows is not None
@@ -129,3 +132,4 @@ async def test_the_cases_page_and_the_window_page_show_a_case_near_its_deadline(
     assert await reminder.get_attribute("data-due") == "near"
     assert await window.locator(f"#cases-due li[data-case='{later['number']}']").count() == 0
     assert "token=" not in window.url  # taken out of the address bar
+    assert await axe(window) == []
