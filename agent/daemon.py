@@ -45,6 +45,7 @@ from agent.config import (
 from agent.core import events as ev
 from agent.core.events import Event
 from agent.features.access import HallAccess, Role
+from agent.features.cases import CaseDesk, case_desk
 from agent.features.content import ScreenContent
 from agent.features.issuing import Issuing
 from agent.features.reports import Reports, hall_reports
@@ -57,6 +58,7 @@ from agent.runtime.store import Eviction, Store, StoreError, Written
 from agent.runtime.systemd import Notifier, supervised
 from agent.web.access import Gate, access_routes, guard
 from agent.web.app import WebServer, create_app
+from agent.web.case_routes import case_routes
 from agent.web.content_routes import content_routes
 from agent.web.health import HallHealth, health_routes
 from agent.web.pages import PageFeed, page_routes
@@ -98,6 +100,7 @@ class Running:
     identity: IdentityDesk | None = None  # ID card readers
     documents: DocumentDesk | None = None  # document cameras and scanners, uploads
     access: HallAccess | None = None  # who may use the local API (docs/security.md)
+    cases: CaseDesk | None = None  # proxy cases (docs/cases.md)
     app: FastAPI | None = None  # the local API, every route with its access rule
     updates: Updates | None = None  # central's signed updates (docs/fleet.md)
 
@@ -143,6 +146,7 @@ async def running_agent(
                 ) as windows,
                 hall_reports(hall) as reports,
                 agent_updates(hall, config.update, config.storage.path) as updates,
+                case_desk(hall, printing) as cases,
                 _link(
                     hall,
                     devices,
@@ -153,6 +157,7 @@ async def running_agent(
                     reports,
                     Diagnostics(config, config_path),
                     updates,
+                    cases,
                 ) as link,
                 HallHealth(hall, link, devices, disk, clock) as health,
                 _leds(hall, devices) as leds,
@@ -172,6 +177,7 @@ async def running_agent(
                 await content.tidy()
                 editors = gate.allow(Role.MANAGER, Role.OPS, action="edit the screens' content")
                 app.include_router(content_routes(content, edit_rule=editors))
+                app.include_router(case_routes(cases, gate))
                 pages = PageFeed(hall, devices, printing, issuing)
                 app.include_router(page_routes(pages))
                 app.include_router(ticket_routes(pages))
@@ -212,8 +218,9 @@ async def running_agent(
                                 identity,
                                 documents,
                                 access,
-                                app,
-                                updates,
+                                cases=cases,
+                                app=app,
+                                updates=updates,
                             )
                         finally:
                             for task in background:
@@ -379,6 +386,7 @@ def _link(
     reports: Reports,
     diagnostics: Diagnostics,
     updates: Updates,
+    cases: CaseDesk,
 ) -> Link:
     """The central link with what the device features add to it."""
     handlers = CommandHandlers(
@@ -391,13 +399,14 @@ def _link(
         get_logs=diagnostics.get_logs,
         get_config=diagnostics.get_config,
         update_agent=updates.command,
+        case_result=cases.result_command,
     )
     topics = Topics(hall.config.hall.id)
-    filters: tuple[EnvelopeFilter, ...] = ()
+    filters: tuple[EnvelopeFilter, ...] = (cases.envelope_filter(),)
     if identity is not None or documents is not None:
         from agent.features.identity import envelope_filters
 
-        filters = envelope_filters(identity, documents)
+        filters += envelope_filters(identity, documents)
     return Link(
         hall,
         devices,

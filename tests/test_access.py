@@ -78,6 +78,12 @@ TABLE: dict[tuple[str, str], set[str] | str] = {
     ("POST", f"{API}/windows/{{window}}/rating"): {RATER},
     ("POST", f"{API}/callers/{{device}}/press"): PAGE_DEVICE,
     ("POST", f"{API}/raters/{{device}}/rating"): PAGE_DEVICE,
+    ("POST", f"{API}/windows/{{window}}/cases"): {STAFF, MANAGER, OPS},
+    ("GET", f"{API}/windows/{{window}}/cases"): {STAFF, CALLER, MANAGER, OPS},
+    ("GET", f"{API}/cases"): {MANAGER, OPS},
+    ("GET", f"{API}/cases/{{number}}"): {STAFF, MANAGER, OPS},
+    ("POST", f"{API}/cases/{{number}}/status"): {STAFF, MANAGER, OPS},
+    ("POST", f"{API}/cases/{{number}}/receipt"): {STAFF, MANAGER, OPS},
     ("POST", f"{API}/auth/logout"): {STAFF, GUIDE, MANAGER},
     ("POST", f"{API}/auth/devices"): {OPS},
     ("DELETE", f"{API}/auth/devices/{{device}}"): {OPS},
@@ -108,6 +114,8 @@ PUBLIC = {
     ("GET", "/redoc"),
     # A ticket's status page: its token is the credential (docs/pages.md).
     ("GET", "/t/{token}"),
+    # A proxy case's status and promised date for whoever holds its number (docs/cases.md).
+    ("GET", f"{API}/cases/{{number}}/public"),
 }
 # The path and body each route is called with.
 CALLS: dict[tuple[str, str], tuple[str, Any]] = {

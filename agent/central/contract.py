@@ -397,6 +397,16 @@ class UpdateAgent(Command):
     size: int = Field(ge=1, le=2 << 30, description="bytes of the bundle file")
 
 
+class CaseResult(Command):
+    """Central's result for a proxy case (docs/cases.md): its new status, a note for staff
+    and the citizen's receipt desk, and optionally a new promised date."""
+
+    case: str = Field(min_length=1, max_length=32, description="the case number")
+    status: Literal["processing", "done", "returned", "closed"]
+    note: str | None = Field(default=None, max_length=200)
+    promised: dt.date | None = Field(default=None, description="a new promised date")
+
+
 COMMANDS: dict[str, type[Command]] = {
     "issue_ticket": IssueTicket,
     "call_next": CallNext,
@@ -421,4 +431,5 @@ COMMANDS: dict[str, type[Command]] = {
     "get_logs": GetLogs,
     "get_config": GetConfig,
     "update_agent": UpdateAgent,
+    "case_result": CaseResult,
 }

@@ -37,6 +37,7 @@ from agent.config.base import (
     Model,
 )
 from agent.config.calendar import CalendarConfig, CalendarYear, Holiday, calendar_warnings
+from agent.config.cases import CasesConfig
 from agent.config.devices import (
     DEVICE_KINDS,
     AnnouncerDevice,
@@ -140,6 +141,7 @@ __all__ = [
     "CallerKeyName",
     "CallerPolicy",
     "CameraDevice",
+    "CasesConfig",
     "ClockConfig",
     "CodeScannerDevice",
     "ConfigError",

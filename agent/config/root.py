@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from agent.config.access import AccessConfig
 from agent.config.base import Model
 from agent.config.calendar import CalendarConfig
+from agent.config.cases import CasesConfig
 from agent.config.devices import (
     _BUS_FAMILY,
     _HALL_WIDE_KINDS,
@@ -70,6 +71,7 @@ class HallAgentConfig(Model):
     documents: DocumentsConfig = Field(default_factory=DocumentsConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
     update: UpdateConfig = Field(default_factory=UpdateConfig)
+    cases: CasesConfig = Field(default_factory=CasesConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> HallAgentConfig:

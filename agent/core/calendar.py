@@ -12,6 +12,8 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from agent.errors import HallAgentError
+
 # Monday is 0, as in ``date.weekday()``.
 SATURDAY, SUNDAY = 5, 6
 # A bound on the days walked to find a working day: a calendar that has none in a year
@@ -19,7 +21,7 @@ SATURDAY, SUNDAY = 5, 6
 _MAX_WALK = 366
 
 
-class NoWorkingDay(ValueError):
+class NoWorkingDay(HallAgentError, ValueError):
     """The calendar has no working day within a year of the date asked about."""
 
 

@@ -399,6 +399,88 @@ class DocumentCaptured(EventData):
     pages: list[DocumentPage]
 
 
+# -- proxy cases (代收代办, docs/cases.md) -------------------------------------------------------
+# A citizen's name and ID number never appear in clear: ``person`` is sealed at rest (form
+# ``full``, opened only as the event is published) or masked, as for ID cards.
+
+CaseStatusName = Literal["received", "processing", "done", "returned", "closed"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CaseRegistered(EventData):
+    """A window took a case for handling elsewhere; the citizen holds a printed receipt."""
+
+    TYPE: ClassVar[str] = "case.registered"
+    case: str
+    service: str
+    window: str
+    staff: str | None = omitted()
+    day: str
+    promised: str
+    promised_by: Literal["guide", "staff"]
+    time_limit_days: int | None = omitted()
+    materials: list[str]
+    form: Literal["full", "masked", "hash", "none"]
+    id_hash: str | None = omitted()
+    person: dict[str, Any] | None = omitted()
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CaseUpdated(EventData):
+    """A case's status or promised date changed (by its window, the manager or central)."""
+
+    TYPE: ClassVar[str] = "case.updated"
+    case: str
+    service: str
+    window: str
+    status: CaseStatusName
+    previous: CaseStatusName
+    promised: str
+    by: Literal["window", "manager", "central"]
+    staff: str | None = omitted()
+    note: str | None = omitted()
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CaseDeadlineNear(EventData):
+    """An open case reached its warning day (``cases.warn_working_days`` before its promised
+    date, in working days); raised once per case."""
+
+    TYPE: ClassVar[str] = "case.deadline_near"
+    case: str
+    service: str
+    window: str
+    promised: str
+    working_days_left: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CaseOverdue(EventData):
+    """An open case passed its promised date without a result; raised once per case."""
+
+    TYPE: ClassVar[str] = "case.overdue"
+    case: str
+    service: str
+    window: str
+    promised: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CaseClosed(EventData):
+    """A case ended (the citizen collected the result, or it was withdrawn); the hall's
+    sealed copy of the citizen's personal data was erased with it."""
+
+    TYPE: ClassVar[str] = "case.closed"
+    case: str
+    service: str
+    window: str
+    previous: CaseStatusName
+    by: Literal["window", "manager", "central"]
+    staff: str | None = omitted()
+    note: str | None = omitted()
+    overdue: bool
+
+
 # -- access: who may do what (docs/security.md) -----------------------------------------------
 # Never the token, its hash, a password or its hash: only who, which role, and what happened.
 
@@ -658,6 +740,11 @@ EVENT_CLASSES: dict[str, type[EventData]] = {
         IdentityRead,
         AppointmentsSet,
         DocumentCaptured,
+        CaseRegistered,
+        CaseUpdated,
+        CaseDeadlineNear,
+        CaseOverdue,
+        CaseClosed,
         NoticeShown,
         ContentChanged,
         DeviceChanged,

@@ -369,7 +369,12 @@ class TicketPrinting:
     # -- printing -----------------------------------------------------------------------------
 
     def encode(self, facts: TicketFacts, *, reprint: bool = False) -> bytes:
-        doc = ticket_document(self.config, self.device, facts, reprint=reprint)
+        return self.encode_document(
+            ticket_document(self.config, self.device, facts, reprint=reprint)
+        )
+
+    def encode_document(self, doc: TicketDocument) -> bytes:
+        """Any layout in this printer's profile (a ticket, a proxy case's receipt)."""
         if self.device.profile == "raster":
             assert self._typesetter is not None
             return encode_raster(doc, self.paper, self._typesetter)
@@ -529,6 +534,21 @@ class TicketPrinting:
         if result.printed and seq is not None:  # bookkeeping: the ticket is in the citizen's hand
             await self._save_mark(self._concluded(seq))
         return result
+
+    async def print_document(self, key: str, label: str, doc: TicketDocument) -> PrintResult:
+        """Print a layout that is not a ticket (a proxy case's receipt) on the ticket
+        printer, through the same queue; its failure is the caller's to record."""
+        await self.queue.check()  # a person waits at the window: look now
+        job = PrintJob(key, label, b"")
+        ok, reason = self.can_print()
+        if ok:
+            try:
+                job = dataclasses.replace(job, data=self.encode_document(doc))
+            except ValueError as err:
+                ok, reason = False, f"the receipt cannot be laid out: {err}"
+        if not ok:
+            return PrintResult(job, False, 0, reason)
+        return await self.queue.submit(job)
 
     async def _with_token(self, facts: TicketFacts) -> TicketFacts:
         """The facts with the ticket's status-page token, read from the queue (the token is

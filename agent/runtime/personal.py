@@ -173,6 +173,10 @@ class Vault:
 
 SEAL_OVERHEAD = _NONCE + 16
 
+# The events whose ``person`` may hold sealed personal data: opened as they are published,
+# erased once central acknowledged them (agent/runtime/store/personal.py).
+SEALED_EVENT_TYPES = ("identity.read", "case.registered")
+
 
 def masked(card: IdCard) -> dict[str, Any]:
     """What may be shown in logs and sent in the ``masked`` form."""
@@ -229,7 +233,7 @@ def identity_data(
 def unseal_event(vault: Vault, envelope: dict[str, Any]) -> dict[str, Any]:
     """The envelope central receives: a sealed person opened (at publish time only)."""
     data = envelope.get("data")
-    if envelope.get("type") != "identity.read" or not isinstance(data, dict):
+    if envelope.get("type") not in SEALED_EVENT_TYPES or not isinstance(data, dict):
         return envelope
     held = data.get("person")
     if not isinstance(held, dict) or "sealed" not in held:
@@ -237,9 +241,50 @@ def unseal_event(vault: Vault, envelope: dict[str, Any]) -> dict[str, Any]:
     try:
         opened = vault.unseal(str(held["sealed"]))
     except PersonalDataError as err:
-        log.error("identity event %s: %s", envelope.get("seq"), err)
+        log.error("%s event %s: %s", envelope.get("type"), envelope.get("seq"), err)
         opened = {"unavailable": str(err)}
     return {**envelope, "data": {**data, "person": opened}}
+
+
+def mask_phone(phone: str) -> str:
+    """``13812345678`` → ``138****5678``; a short number keeps its last two digits."""
+    digits = phone.strip()
+    if len(digits) >= 7:
+        return digits[:3] + "*" * (len(digits) - 7) + digits[-4:]
+    return "*" * max(0, len(digits) - 2) + digits[-2:]
+
+
+def mask_citizen(name: str, id_number: str, phone: str | None) -> dict[str, Any]:
+    """A citizen as logs, lists and the ``masked`` form show them."""
+    number = id_number.strip().upper()
+    shown = (
+        mask_id_number(number)
+        if len(number) == 18
+        else number[:3] + "*" * max(0, len(number) - 5) + number[-2:]
+    )
+    return {
+        "name": mask_name(name.strip()),
+        "id_number": shown,
+        "phone": None if not phone else mask_phone(phone),
+    }
+
+
+def citizen_data(
+    vault: Vault, form: Form, name: str, id_number: str, phone: str | None
+) -> tuple[dict[str, Any], str]:
+    """A proxy case's citizen: the personal part of its ``case.registered`` event, per
+    ``form`` as for an ID card read at a window, and the sealed copy the hall keeps until
+    the case closes."""
+    number = id_number.strip().upper()
+    person = {"name": name.strip(), "id_number": number, "phone": phone}
+    out: dict[str, Any] = {"form": form}
+    if form != "none":
+        out["id_hash"] = vault.id_hash(number)
+    if form == "full":
+        out["person"] = {"sealed": vault.seal(person), "key": vault.key_id}
+    elif form == "masked":
+        out["person"] = mask_citizen(name, id_number, phone)
+    return out, vault.seal(person, b"case")
 
 
 Unsealer = Callable[[dict[str, Any]], dict[str, Any]]

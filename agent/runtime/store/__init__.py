@@ -16,6 +16,7 @@ retention), :mod:`~agent.runtime.store.documents` (the document spool's rows),
 :mod:`~agent.runtime.store.access` (devices, logins, sessions),
 :mod:`~agent.runtime.store.stats` (the per-ticket and duty records reports read),
 :mod:`~agent.runtime.store.content` (the hall's own screen content),
+:mod:`~agent.runtime.store.cases` (proxy cases),
 :mod:`~agent.runtime.store.rows` and :mod:`~agent.runtime.store.quarantine` (rows read as
 bytes and decoded defensively; a damaged row is set aside, never raised). Every SQL
 statement of the agent is in this package; the rest of the agent calls :class:`Store`'s
@@ -43,6 +44,7 @@ from agent.runtime.store.access import (
     SessionRecord,
     UserCredential,
 )
+from agent.runtime.store.cases import CaseRows
 from agent.runtime.store.content import ContentImage, ContentItem, ContentRows
 from agent.runtime.store.core import (
     Appendable,
@@ -113,7 +115,7 @@ log = logging.getLogger(__name__)
 _OPEN = "('waiting','called','serving','held')"
 
 
-class Store(Outbox, DocumentRows, PersonalRows, AccessRows, StatsRows, ContentRows):
+class Store(Outbox, DocumentRows, PersonalRows, AccessRows, StatsRows, ContentRows, CaseRows):
     """The hall's SQLite file. Open with :meth:`open`; use from one thread only."""
 
     # -- opening, damage and migrations -------------------------------------------------

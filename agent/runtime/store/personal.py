@@ -1,7 +1,7 @@
 """Erasing sealed personal data from the outbox (see :mod:`agent.runtime.personal`).
 
-An ``identity.read`` event that holds a sealed person keeps it only until central
-acknowledged the event, and at the latest ``max_hours`` after it was read: then the
+An ``identity.read`` or ``case.registered`` event that holds a sealed person keeps it only
+until central acknowledged the event, and at the latest ``max_hours`` after it was read: then the
 sealed part is replaced by ``{"erased": ...}``; the rest of the event (flow, window,
 ticket, hash) stays, and its size is counted again for retention.
 """
@@ -19,7 +19,7 @@ _ERASE_SQL = """
 UPDATE events
    SET data = json_set(data, '$.person', json(?)),
        size = length(json_set(data, '$.person', json(?))) + 160
- WHERE type = 'identity.read'
+ WHERE type IN ('identity.read', 'case.registered')
    AND CASE WHEN json_valid(data) THEN json_extract(data, '$.person.sealed') END IS NOT NULL
    AND {condition}
 """

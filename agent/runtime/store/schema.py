@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from agent.runtime.store.cases import CASES_MIGRATION
 from agent.runtime.store.content import CONTENT_MIGRATION
 from agent.runtime.store.core import StoreError
 from agent.runtime.store.stats import STATS_MIGRATION
@@ -149,6 +150,9 @@ MIGRATIONS: tuple[str, ...] = (
     # news and job items, and the images uploaded for them (their files under
     # <storage.path>/content/).
     CONTENT_MIGRATION,
+    # 8: proxy cases (agent/runtime/store/cases.py): one row per case, its citizen sealed
+    # in ``person`` until the case closes.
+    CASES_MIGRATION,
 )
 
 
