@@ -30,6 +30,7 @@ from agent.central import contract as c
 from agent.config.system import UpdateConfig
 from agent.core import events as ev
 from agent.core.errors import Refused
+from agent.errors import HallAgentError
 from agent.core.events import Event
 from agent.runtime.hall import Hall
 from agent.runtime.launcher import CURRENT, Layout, link_target, point, read_state, write_state
@@ -46,7 +47,7 @@ _CHUNK = 256 * 1024
 _PIP_TIMEOUT_S = 900.0
 
 
-class UpdateFailed(Exception):
+class UpdateFailed(HallAgentError):
     def __init__(self, stage: str, message: str) -> None:
         super().__init__(message)
         self.stage = stage
