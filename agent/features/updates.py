@@ -30,8 +30,8 @@ from agent.central import contract as c
 from agent.config.system import UpdateConfig
 from agent.core import events as ev
 from agent.core.errors import Refused
-from agent.errors import HallAgentError
 from agent.core.events import Event
+from agent.errors import HallAgentError
 from agent.runtime.hall import Hall
 from agent.runtime.launcher import CURRENT, Layout, link_target, point, read_state, write_state
 from agent.runtime.release import BundleRefused, Manifest, newer, parse_version, verify_bundle
