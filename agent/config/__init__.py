@@ -12,8 +12,8 @@ The package is split by concern, each module importing only those listed before 
 - ``base``: the :class:`Model` base and text patterns; the models: ``hall`` (hall,
   services, windows, queue, callers, rating, ticket), ``system`` (storage, web, pages,
   logging, clock), ``mqtt``, ``transports``, ``devices``, ``identity`` (personal data,
-  documents), ``access`` (sessions, lockout) and ``root`` (:class:`HallAgentConfig`, the
-  checks across sections);
+  documents), ``access`` (sessions, lockout), ``staffing`` (roster, AB岗, rota) and
+  ``root`` (:class:`HallAgentConfig`, the checks across sections);
 - ``env``: the ``HALL_*`` overrides; ``messages``: pydantic errors in words for the person
   fixing the file; ``loading``: :func:`load_config`, :func:`validate_config`, the schema.
 
@@ -94,6 +94,7 @@ from agent.config.loading import (
 from agent.config.messages import DOCS_HINT
 from agent.config.mqtt import MqttConfig, MqttTls
 from agent.config.root import HallAgentConfig, personal_data_key
+from agent.config.staffing import Post, Rota, RotaEntry, Shift, StaffEntry
 from agent.config.system import ClockConfig, LoggingConfig, PagesConfig, StorageConfig, WebConfig
 from agent.config.transports import (
     AlsaTransport,
@@ -164,6 +165,7 @@ __all__ = [
     "PersonalDataConfig",
     "PersonalDataForm",
     "PersonalDataSend",
+    "Post",
     "PrintSource",
     "PrinterDevice",
     "PriorityClass",
@@ -171,11 +173,15 @@ __all__ = [
     "RaterDevice",
     "RatingLevelValue",
     "RatingPolicy",
+    "Rota",
+    "RotaEntry",
     "SaneTransport",
     "ScreenDevice",
     "SerialTransport",
     "Service",
     "ServiceGuide",
+    "Shift",
+    "StaffEntry",
     "StorageConfig",
     "TestPatternTransport",
     "TicketButtonsDevice",

@@ -669,9 +669,7 @@ class QueueEngine:
         self._open_window(window, now)
         return window
 
-    def call_next(
-        self, window_id: str, now: dt.datetime, *, staff: str | None = None
-    ) -> Outcome:
+    def call_next(self, window_id: str, now: dt.datetime, *, staff: str | None = None) -> Outcome:
         """Finish the window's current ticket, if any, and call the next one."""
         out = self._begin(now)
         window = self._ready_window(window_id, now)
@@ -893,7 +891,7 @@ class QueueEngine:
         window = self.windows[window_id]
         here = window.signed_in()
         limit = min(self.config.queue.staff_per_window, MAX_STAFF_PER_WINDOW)
-        if staff_id not in here and len(here) >= limit and limit > 1:
+        if staff_id not in here and len(here) >= limit > 1:
             raise Refused(
                 f"window {window_id} already has {limit} staff signed in ({', '.join(here)}); "
                 "one of them signs out first"

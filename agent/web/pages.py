@@ -45,6 +45,7 @@ from agent.core import events as ev
 from agent.core import wording
 from agent.core.engine import QueueEngine
 from agent.core.model import Ticket, TicketStatus, WindowState
+from agent.core.rota import duty_board
 from agent.errors import HallAgentError
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall, ShuttingDown
@@ -188,6 +189,8 @@ class PageFeed:
         # Read at every rebuild, so a config central pushed shows at once.
         self.add_source("service_hours", self._service_hours)
         self.add_source("service_guides", self._service_guides)
+        # Who is on duty at each window (AB岗, 轮班): the big screen's staff board.
+        self.add_queue_source("duty", lambda e, now: duty_board(e.config, e.windows, now))
 
     def _service_hours(self) -> dict[str, str]:
         return {s.id: wording.hours_text(s.hours) for s in self.hall.config.services}
@@ -256,6 +259,8 @@ class PageFeed:
 
         notices, staff = await self.hall.store_read(read)
         self._notices = list(notices or [])
+        if staff is None:  # no roster from central yet: the config's
+            staff = [m.model_dump() for m in self.hall.config.staff]
         self._staff = {m["staff"]: m for m in staff or [] if isinstance(m, dict) and "staff" in m}
         self._photos = await asyncio.to_thread(_photos, self.hall.config.pages.staff_photos)
 
@@ -265,7 +270,7 @@ class PageFeed:
             match event.payload:
                 case ev.TicketRecalled(ticket_id=ticket_id):
                     self._recalled_at[ticket_id] = dt.datetime.fromisoformat(event.at)
-                case ev.NoticeShown() | ev.RosterSet():
+                case ev.NoticeShown() | ev.RosterSet() | ev.ConfigApplied():
                     await self._load_settings()
                 case ev.DayClosed():
                     self._recalled_at.clear()
@@ -512,6 +517,28 @@ def _staff_card(view: HallView, window: JSON) -> JSON | None:
     }
 
 
+def staff_board(view: HallView) -> list[JSON]:
+    """The big screen's staff board (服务人员公示): per window, who is on duty now with their
+    role (A 主岗, B 备岗; ``stands_in``: B 顶岗 while A is absent), name, 工号, photo."""
+    board: list[JSON] = view.extras.get("duty") or []
+    return [
+        {
+            **row,
+            "people": [
+                {
+                    **person,
+                    **(
+                        _staff_card(view, {"staff": person["staff"], "staff_name": person["name"]})
+                        or {}
+                    ),
+                }
+                for person in row["people"]
+            ],
+        }
+        for row in board
+    ]
+
+
 def _common(view: HallView, query: Mapping[str, str]) -> JSON:
     large = query.get("large")
     return {
@@ -563,6 +590,7 @@ def hall_view(view: HallView, query: Mapping[str, str]) -> JSON:
             for s in services.values()
         ],
         "windows": windows,
+        "staff_board": staff_board(view),
         **_rotating_guides(view, services.values()),
     }
 
@@ -626,8 +654,21 @@ def window_view(view: HallView, query: Mapping[str, str]) -> JSON:
         "current": showing,
         # The service guide of the ticket at the window (办事指南: what to check it has).
         "guide": guide,
-        "staff": _staff_card(view, row),
+        **_serving(view, row),
     }
+
+
+def _serving(view: HallView, row: JSON) -> JSON:
+    """Who serves at a window (the staff member of its ticket, else the first signed in),
+    and who else is signed in there (two staff at one window)."""
+    ticket = row.get("ticket") or {}
+    everyone = [{"staff": row.get("staff"), "staff_name": row.get("staff_name")}] + [
+        {"staff": o["staff"], "staff_name": o.get("name")} for o in row.get("others") or []
+    ]
+    serving = ticket.get("staff") if ticket.get("status") in ("called", "serving") else None
+    first = next((p for p in everyone if p["staff"] == serving), everyone[0])
+    cards = [_staff_card(view, p) for p in [first, *(p for p in everyone if p is not first)]]
+    return {"staff": cards[0], "with_staff": [c for c in cards[1:] if c is not None]}
 
 
 def kiosk_view(view: HallView, query: Mapping[str, str]) -> JSON:
