@@ -9,8 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import SHANGHAI, ManualClock
+from support import bearer, hall_config, ops_token
 
 from agent.central.pushed import merge
 from agent.config import ConfigError, HallAgentConfig, validate_config
@@ -20,6 +22,8 @@ from agent.core.errors import Refused
 from agent.core.events import EVENT_CLASSES
 from agent.core.model import WindowState
 from agent.core.rota import duty_board
+from agent.daemon import running_agent
+from agent.features.access import Role
 from agent.features.reports import Reports
 from agent.runtime.hall import Hall
 from agent.runtime.store import Store
@@ -367,3 +371,55 @@ def test_central_pushes_the_rota_checked_with_the_config(shift_config: HallAgent
         merge(shift_config, {"staff": STAFF[:1], "rota": ROTA})
     paths = [p.path for p in caught.value.problems]
     assert "rota.posts[0].b" in paths  # s-2 is not on the pushed roster
+
+
+# -- the local API: each staff member's own session ------------------------------------------
+
+
+async def test_each_staff_session_presses_as_themself(tmp_path: Path) -> None:
+    data = hall_config(tmp_path / "state", staff=STAFF[:3])
+    config = HallAgentConfig.model_validate(data)
+    password = "correct horse 1"
+    async with (
+        running_agent(config) as running,
+        httpx.AsyncClient(base_url=running.url, timeout=30) as client,
+    ):
+        assert running.access is not None
+        ops = bearer(ops_token(config.storage.path))
+        session: dict[str, dict[str, str]] = {}
+        for name in ("s-1", "s-2", "s-3"):
+            await running.access.add_user(name, Role.STAFF, ["w1"], password)
+            r = await client.post("/api/v1/auth/login", json={"name": name, "password": password})
+            session[name] = bearer(r.json()["token"])
+        for name in ("s-1", "s-2"):
+            r = await client.post(
+                "/api/v1/windows/w1/sign-in", json={"staff": name}, headers=session[name]
+            )
+            assert r.status_code == 200, r.text
+        r = await client.post(
+            "/api/v1/windows/w1/sign-in", json={"staff": "s-3"}, headers=session["s-3"]
+        )
+        assert r.status_code == 409
+        assert "already has 2 staff signed in (s-1, s-2)" in r.json()["message"]
+        await client.post("/api/v1/tickets", json={"service": "social"}, headers=ops)
+
+        r = await client.post("/api/v1/windows/w1/next", headers=session["s-2"])
+        assert r.status_code == 200, r.text
+        assert r.json()["result"]["ticket"]["staff"] == "s-2"
+        # s-1 may not sign s-2 out; s-2 signs out themself and s-1 keeps the window.
+        r = await client.post(
+            "/api/v1/windows/w1/sign-out", json={"staff": "s-2"}, headers=session["s-1"]
+        )
+        assert r.status_code == 409
+        assert "signs out only themself" in r.json()["message"]
+        r = await client.post("/api/v1/windows/w1/sign-out", headers=session["s-2"])
+        assert r.status_code == 200, r.text
+        window = r.json()["result"]["window"]
+        assert (window["state"], window["staff"], window["others"]) == ("open", "s-1", [])
+        r = await client.post("/api/v1/windows/w1/next", headers=session["s-2"])
+        assert r.status_code == 403
+        events = (await client.get("/api/v1/events?limit=1000", headers=ops)).json()
+    called = [e["data"] for e in events if e["type"] == "ticket.called"]
+    assert [(c["staff"], c["with_staff"]) for c in called] == [("s-2", ["s-1"])]
+    (out,) = [e["data"] for e in events if e["type"] == "staff.signed_out"]
+    assert (out["staff"], out["remaining"]) == ("s-2", ["s-1"])
