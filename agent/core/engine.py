@@ -410,6 +410,8 @@ class QueueEngine:
         status = self.windows.get(window_id)
         current = self._current(status) if status is not None else None
         staff = None if status is None else status.staff
+        if current is not None and current.staff is not None:
+            staff = current.staff  # who serves the ticket (two may be signed in)
         self._identity_read(card, "window", now, ticket=current, window=window_id, staff=staff)
         out.result = {"window": window_id}
         if current is not None:
