@@ -164,6 +164,22 @@ def test_a_transfer_names_who_sent_it(shift_config: HallAgentConfig) -> None:
     assert "staff" not in moved  # the ticket waits again, served by nobody
 
 
+def test_a_card_read_at_the_window_names_who_serves(shift_config: HallAgentConfig) -> None:
+    engine = QueueEngine.fresh(shift_config, at(9))
+    engine.sign_in("w1", "s-1", at(9))
+    engine.sign_in("w1", "s-2", at(9))
+    engine.take("general", at(9))
+    engine.apply(op.CallNext(window="w1", staff="s-2"), at(9, 1))
+    card = op.CardRead(
+        device="idr-w1", personal={"form": "hash", "card_type": "resident", "id_hash": "ab12"}
+    )
+
+    out = engine.apply(op.CardAtWindow(window="w1", card=card), at(9, 2))
+
+    read = data_of(out, "identity.read")
+    assert (read["ticket"], read["staff"]) == ("A001", "s-2")
+
+
 def test_signing_one_out_leaves_the_other_with_the_ticket(shift_config: HallAgentConfig) -> None:
     engine = QueueEngine.fresh(shift_config, at(9))
     engine.sign_in("w1", "s-1", at(9), staff_name="王芳")
