@@ -50,6 +50,17 @@ def duty_board(
     rota = config.rota
     shift, running = shift_for(rota.shifts, local.time())
     names = {m.staff: m.name for m in config.staff}
+    shown = (
+        None
+        if shift is None
+        else {
+            "id": shift.id,
+            "name": shift.name,
+            "start": f"{shift.start:%H:%M}",
+            "end": f"{shift.end:%H:%M}",
+            "running": running,
+        }
+    )
     board: list[JSON] = []
     for window in config.windows:
         status = windows.get(window.id) or WindowStatus(id=window.id)
@@ -63,15 +74,7 @@ def duty_board(
                 "name": window.name,
                 "number": window.number,
                 "state": status.state.value,
-                "shift": None
-                if shift is None or post is None
-                else {
-                    "id": shift.id,
-                    "name": shift.name,
-                    "start": f"{shift.start:%H:%M}",
-                    "end": f"{shift.end:%H:%M}",
-                    "running": running,
-                },
+                "shift": None if post is None else dict(shown or {}) or None,
                 "a": None if post is None else post.a,
                 "b": None if post is None else post.b,
                 "a_absent": a_absent,
