@@ -112,7 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     window.add_argument(
         "argument",
         nargs="?",
-        help="transfer: service id; call: ticket number; sign-in: staff number",
+        help=(
+            "transfer: service id; call: ticket number; sign-in: staff number; sign-out: "
+            "staff number (that one only; none: everyone)"
+        ),
     )
     window.add_argument("--back", action="store_true", help="transfer to the back of the queue")
     window.add_argument("--reason", default="", help="pause: why the window pauses")
@@ -386,7 +389,9 @@ def _print_operation(args: argparse.Namespace, answer: dict[str, Any]) -> int:
         print(line)
     elif "window" in result:
         window = result["window"]
-        staff = f", staff {window['staff']}" if window.get("staff") else ""
+        people = [window["staff"]] if window.get("staff") else []
+        people += [o["staff"] for o in window.get("others") or []]
+        staff = f", staff {' + '.join(people)}" if people else ""
         print(f"window {window['id']}: {window['state']}{staff}")
     if result.get("warning"):
         print(f"note: {result['warning']}")
@@ -405,6 +410,8 @@ def _window(args: argparse.Namespace) -> int:
         body = {"number": args.argument}
     elif action == "sign-in":
         body = {"staff": args.argument}
+    elif action == "sign-out" and args.argument:
+        body = {"staff": args.argument}  # that one only; the other stays
     elif action == "pause":
         body = {"reason": args.reason}
     answer = _request(args, "POST", f"/windows/{args.window}/{action}", body)
@@ -481,7 +488,8 @@ def _status(args: argparse.Namespace) -> int:
     print("windows:")
     for w in answer["windows"]:
         ticket = w["ticket"]["number"] if w.get("ticket") else "-"
-        staff = w.get("staff") or "-"
+        staff = " + ".join([w["staff"]] if w.get("staff") else []) or "-"
+        staff += "".join(f" + {o['staff']}" for o in w.get("others") or [])
         print(f"  {w['id']:<8} {w['name']:<10} {w['state']:<7} now {ticket:<6} staff {staff}")
     return 0
 

@@ -192,6 +192,7 @@ async def test_the_rater_shows_only_local_photos(tmp_path: Path) -> None:
         view = f"/pages/state/rater?device=rater-w1&token={token}"
         await client.post("/api/v1/windows/w1/sign-in", json={"staff": "s-1024"})
         without = (await client.get(view)).json()
+        await client.post("/api/v1/windows/w1/sign-out", json={"staff": "s-1024"})
         await client.post("/api/v1/windows/w1/sign-in", json={"staff": "s-2048"})
         with_photo = (await client.get(view)).json()
         served = await client.get(with_photo["staff"]["photo"])

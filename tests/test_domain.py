@@ -734,7 +734,11 @@ def test_staff_moving_windows_signs_out_of_the_old_one(engine: QueueEngine) -> N
     assert engine.windows["w2"].staff == "s-007"
 
 
-def test_new_staff_replaces_the_one_at_the_window(engine: QueueEngine) -> None:
+def test_with_one_staff_per_window_a_new_one_replaces_the_first(
+    config: HallAgentConfig,
+) -> None:
+    queue = config.queue.model_copy(update={"staff_per_window": 1})
+    engine = QueueEngine.fresh(config.model_copy(update={"queue": queue}), NOW)
     engine.sign_in("w1", "s-007", NOW)
 
     out = engine.sign_in("w1", "s-008", NOW)

@@ -286,7 +286,30 @@ class QueueDays(RuleBasedStateMachine):
     def sign_in(self, window: str, staff: str) -> None:
         self.apply(lambda now: self.engine.sign_in(window, staff, now))
 
+    @rule(window=WINDOWS, staff=st.sampled_from(["s-1", "s-2", "s-3", None]))
+    def sign_out(self, window: str, staff: str | None) -> None:
+        self.apply(lambda now: self.engine.sign_out(window, now, staff=staff))
+
+    @rule(window=WINDOWS, staff=st.sampled_from(["s-1", "s-2", "s-3"]))
+    def next_pressed_by(self, window: str, staff: str) -> None:
+        self.apply(lambda now: self.engine.call_next(window, now, staff=staff))
+
     # -- what must always hold ---------------------------------------------------------------
+
+    @invariant()
+    def staff_are_at_one_window_at_most_two_together(self) -> None:
+        seen: set[str] = set()
+        for window in self.engine.windows.values():
+            here = window.signed_in()
+            assert len(here) <= 2, f"{window.id}: {here}"
+            assert not seen & set(here), f"{seen & set(here)} signed in at two windows"
+            seen |= set(here)
+            if here:  # someone signed in: the window is open (or paused)
+                assert window.state.value != "closed", window.id
+            current = None if window.current is None else self.engine.tickets[window.current]
+            if current is not None and current.staff is not None and here:
+                # Who serves the window's ticket is signed in there.
+                assert current.staff in here, (window.id, current.staff, here)
 
     @invariant()
     def each_called_ticket_is_at_one_window(self) -> None:

@@ -402,7 +402,7 @@ _NOT_AVAILABLE = {
 
 
 # Central's window commands that need nothing but the window.
-_WINDOW_OPERATIONS: dict[type[c.WindowCommand], type[op.WindowOperation]] = {
+_WINDOW_OPERATIONS: dict[type[c.PressCommand], type[op.WindowOperation]] = {
     c.CallNext: op.CallNext,
     c.Recall: op.Recall,
     c.NoShow: op.NoShow,
@@ -414,10 +414,10 @@ _WINDOW_OPERATIONS: dict[type[c.WindowCommand], type[op.WindowOperation]] = {
 
 def _queue_operation(command: c.Command) -> Operation | None:
     """The queue operation a central command asks for (None: not a queue operation)."""
-    if isinstance(command, c.WindowCommand):
+    if isinstance(command, c.PressCommand):
         simple = _WINDOW_OPERATIONS.get(type(command))
         if simple is not None:
-            return simple(window=command.window)
+            return simple(window=command.window, staff=command.staff)
     match command:
         case c.IssueTicket():
             priority = Priority(command.priority)
@@ -428,13 +428,16 @@ def _queue_operation(command: c.Command) -> Operation | None:
                 granted_by="central" if priority.is_green else None,
             )
         case c.CallNumber():
-            return op.CallNumber(window=command.window, number=command.number)
+            return op.CallNumber(window=command.window, number=command.number, staff=command.staff)
         case c.Transfer():
             return op.Transfer(
-                window=command.window, service=command.service, position=command.position
+                window=command.window,
+                service=command.service,
+                position=command.position,
+                staff=command.staff,
             )
         case c.PauseWindow():
-            return op.Pause(window=command.window, reason=command.reason)
+            return op.Pause(window=command.window, reason=command.reason, staff=command.staff)
     return None
 
 

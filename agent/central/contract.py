@@ -249,40 +249,54 @@ class WindowCommand(Command):
     window: str
 
 
-class CallNext(WindowCommand):
+class PressCommand(WindowCommand):
+    """A window operation central does on behalf of someone at the window."""
+
+    staff: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=32,
+        description=(
+            "who pressed: a staff member signed in at the window (two may be); recorded "
+            "as who served. Absent: the first signed in there"
+        ),
+    )
+
+
+class CallNext(PressCommand):
     pass
 
 
-class Recall(WindowCommand):
+class Recall(PressCommand):
     pass
 
 
-class CallNumber(WindowCommand):
+class CallNumber(PressCommand):
     number: Annotated[str, Field(pattern=r"^[A-Za-z]{1,2}\d{2,5}$")]
 
 
-class NoShow(WindowCommand):
+class NoShow(PressCommand):
     pass
 
 
-class Hold(WindowCommand):
+class Hold(PressCommand):
     pass
 
 
-class Transfer(WindowCommand):
+class Transfer(PressCommand):
     service: str
     position: Literal["front", "back"] = "front"
 
 
-class Finish(WindowCommand):
+class Finish(PressCommand):
     pass
 
 
-class PauseWindow(WindowCommand):
+class PauseWindow(PressCommand):
     reason: str = Field(default="", max_length=200)
 
 
-class ResumeWindow(WindowCommand):
+class ResumeWindow(PressCommand):
     pass
 
 

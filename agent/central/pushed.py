@@ -1,7 +1,8 @@
 """Config pushed by central on the retained ``config`` topic.
 
 Central manages the hall's services, windows, queue rules, business calendar (holidays,
-make-up days, hours, special dates), notices and staff; the rest of
+make-up days, hours, special dates), notices, staff and the rota (AB岗 and 轮班, checked
+against the windows and the staff); the rest of
 the config (hall identity, devices, broker, storage, web) stays in the local file. A push
 is validated as a whole config (the file's sections merged with central's), checked
 against the live queue (no service with waiting tickets may vanish), then applied
@@ -33,14 +34,17 @@ log = logging.getLogger(__name__)
 # Config sections central may replace; ``calendar`` is the business calendar (holidays and
 # make-up days per year, the hall's hours, special dates: agent/config/calendar.py).
 QUEUE_SECTIONS = ("services", "windows", "queue", "calendar")
+# Merged into the config and checked with it: the roster and the rota (AB岗, 轮班) name
+# windows and staff the config must know.
+CONFIG_SECTIONS = (*QUEUE_SECTIONS, "staff", "rota")
 SETTING_SECTIONS = ("notices", "staff")
-CENTRAL_SECTIONS = QUEUE_SECTIONS + SETTING_SECTIONS
+CENTRAL_SECTIONS = tuple(dict.fromkeys(CONFIG_SECTIONS + SETTING_SECTIONS))
 
 
 def merge(base: HallAgentConfig, sections: dict[str, Any]) -> HallAgentConfig:
-    """The file config with central's queue sections in place of the file's."""
+    """The file config with central's sections in place of the file's."""
     data = base.model_dump(mode="json")
-    for key in QUEUE_SECTIONS:
+    for key in CONFIG_SECTIONS:
         if key in sections:
             data[key] = sections[key]
     return validate_config(data)

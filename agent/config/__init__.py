@@ -13,8 +13,8 @@ The package is split by concern, each module importing only those listed before 
   services, windows, queue, callers, rating, ticket), ``calendar`` (holidays, make-up
   days, the hall's hours, special dates), ``system`` (storage, web, pages,
   logging, clock), ``mqtt``, ``transports``, ``devices``, ``identity`` (personal data,
-  documents), ``access`` (sessions, lockout) and ``root`` (:class:`HallAgentConfig`, the
-  checks across sections);
+  documents), ``access`` (sessions, lockout), ``staffing`` (roster, AB岗, rota) and
+  ``root`` (:class:`HallAgentConfig`, the checks across sections);
 - ``env``: the ``HALL_*`` overrides; ``messages``: pydantic errors in words for the person
   fixing the file; ``loading``: :func:`load_config`, :func:`validate_config`, the schema.
 
@@ -99,6 +99,7 @@ from agent.config.loading import (
 from agent.config.messages import DOCS_HINT
 from agent.config.mqtt import MqttConfig, MqttTls
 from agent.config.root import HallAgentConfig, personal_data_key
+from agent.config.staffing import Post, Rota, RotaEntry, Shift, StaffEntry
 from agent.config.system import ClockConfig, LoggingConfig, PagesConfig, StorageConfig, WebConfig
 from agent.config.transports import (
     AlsaTransport,
@@ -173,6 +174,7 @@ __all__ = [
     "PersonalDataConfig",
     "PersonalDataForm",
     "PersonalDataSend",
+    "Post",
     "PrintSource",
     "PrinterDevice",
     "PriorityClass",
@@ -180,12 +182,16 @@ __all__ = [
     "RaterDevice",
     "RatingLevelValue",
     "RatingPolicy",
+    "Rota",
+    "RotaEntry",
     "SaneTransport",
     "ScreenDevice",
     "SerialTransport",
     "Service",
     "ServiceGuide",
+    "Shift",
     "SpecialDay",
+    "StaffEntry",
     "StorageConfig",
     "TestPatternTransport",
     "TicketButtonsDevice",

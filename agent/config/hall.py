@@ -246,6 +246,15 @@ class QueuePolicy(Model):
             "ahead (central may send an SMS or WeChat message); null: never"
         ),
     )
+    staff_per_window: int = Field(
+        default=2,
+        ge=1,
+        le=2,
+        description=(
+            "Staff signed in at one window at once (2: A serving and B assisting, or two "
+            "sharing a shift; 1: a second sign-in replaces the first)"
+        ),
+    )
 
 
 class ServiceGuide(Model):

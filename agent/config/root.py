@@ -37,6 +37,7 @@ from agent.config.hall import (
 )
 from agent.config.identity import DocumentsConfig, PersonalDataConfig
 from agent.config.mqtt import MqttConfig
+from agent.config.staffing import Post, Rota, StaffEntry
 from agent.config.system import (
     ClockConfig,
     LoggingConfig,
@@ -72,6 +73,15 @@ class HallAgentConfig(Model):
     access: AccessConfig = Field(default_factory=AccessConfig)
     update: UpdateConfig = Field(default_factory=UpdateConfig)
     cases: CasesConfig = Field(default_factory=CasesConfig)
+    staff: list[StaffEntry] = Field(
+        default_factory=list,
+        max_length=500,
+        description="The hall's roster (工号, name, photo); central may push it",
+    )
+    rota: Rota = Field(
+        default_factory=Rota,
+        description="AB岗 and 轮班: each window's A and B by weekday and shift",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> HallAgentConfig:
@@ -80,6 +90,7 @@ class HallAgentConfig(Model):
             *_check_hours(self),
             *_check_windows(self),
             *_check_devices(self),
+            *_check_staffing(self),
         ]
         if problems:
             raise CrossCheckError(problems)
@@ -299,3 +310,123 @@ def _check_shared(
                 "give every device on one bus its own address (set on the device itself)",
             )
         addresses.setdefault(address, at)
+
+
+def _check_staffing(cfg: HallAgentConfig) -> Iterator[ConfigProblem]:
+    """The roster, the shifts and the rota: known windows, shifts and staff, nobody twice."""
+    window_ids = [w.id for w in cfg.windows]
+    windows_hint = f"use one of the windows: {', '.join(window_ids)}"
+    roster = {m.staff: m for m in cfg.staff}
+    for i, member, j in _first_use(cfg.staff, operator.attrgetter("staff")):
+        yield ConfigProblem(
+            f"staff[{i}].staff",
+            f"staff number {member.staff!r} is already used by staff[{j}]",
+            "give every member their own staff number (工号)",
+        )
+    coded = [m for m in cfg.staff if m.key_code is not None]
+    for _, member, j in _first_use(coded, operator.attrgetter("key_code")):
+        yield ConfigProblem(
+            f"staff[{cfg.staff.index(member)}].key_code",
+            f"sign-in code {member.key_code} is already used by staff {coded[j].staff}",
+            "give every member their own key_code",
+        )
+    for i, member in enumerate(cfg.staff):
+        for k, wid in enumerate(member.windows):
+            if wid not in window_ids:
+                yield ConfigProblem(
+                    f"staff[{i}].windows[{k}]", f"unknown window {wid!r}", windows_hint
+                )
+    rota = cfg.rota
+    for i, shift, j in _first_use(rota.shifts, operator.attrgetter("id")):
+        yield ConfigProblem(
+            f"rota.shifts[{i}].id",
+            f"shift id {shift.id!r} is already used by rota.shifts[{j}]",
+            "give every shift its own id",
+        )
+    for b, later in enumerate(rota.shifts):
+        for a, earlier in enumerate(rota.shifts[:b]):
+            if later.start < earlier.end and earlier.start < later.end:
+                yield ConfigProblem(
+                    f"rota.shifts[{b}]",
+                    f"{later.name} {later.start:%H:%M}-{later.end:%H:%M} overlaps "
+                    f"rota.shifts[{a}] ({earlier.name} {earlier.start:%H:%M}-"
+                    f"{earlier.end:%H:%M})",
+                    "make one shift end at or before the next starts",
+                )
+    shift_ids = [s.id for s in rota.shifts]
+
+    def people(at: str, post: Post) -> Iterator[ConfigProblem]:
+        if post.window not in window_ids:
+            yield ConfigProblem(f"{at}.window", f"unknown window {post.window!r}", windows_hint)
+        for role, number in (("a", post.a), ("b", post.b)):
+            if number is None:
+                continue
+            member = roster.get(number)
+            if member is None:
+                hint = (
+                    f"use a staff number of the roster ({', '.join(roster)}), or add them "
+                    "under staff"
+                    if roster
+                    else "list the hall's staff under staff (工号, name); central pushes "
+                    "staff with the rota"
+                )
+                yield ConfigProblem(f"{at}.{role}", f"unknown staff {number!r}", hint)
+            elif not member.may_work_at(post.window):
+                yield ConfigProblem(
+                    f"{at}.{role}",
+                    f"staff {number} ({member.name}) works at window "
+                    f"{', '.join(member.windows)}, not {post.window}",
+                    f"add {post.window!r} to their windows, or put someone else here",
+                )
+
+    for i, post, j in _first_use(rota.posts, operator.attrgetter("window")):
+        yield ConfigProblem(
+            f"rota.posts[{i}].window",
+            f"window {post.window!r} already has its post in rota.posts[{j}]",
+            "give each window one post (its A and B); use rota.week for changes by day",
+        )
+    for i, post in enumerate(rota.posts):
+        yield from people(f"rota.posts[{i}]", post)
+    covered: dict[tuple[str, str, str], int] = {}
+    for i, entry in enumerate(rota.week):
+        at = f"rota.week[{i}]"
+        yield from people(at, entry)
+        for k, sid in enumerate(entry.shifts):
+            if sid not in shift_ids:
+                yield ConfigProblem(
+                    f"{at}.shifts[{k}]",
+                    f"unknown shift {sid!r}",
+                    f"use one of the shifts: {', '.join(shift_ids)}",
+                )
+        for day in entry.days:
+            for sid in entry.shifts or shift_ids:
+                j = covered.setdefault((entry.window, day, sid), i)
+                if j != i:
+                    yield ConfigProblem(
+                        at,
+                        f"window {entry.window} on {day} ({sid}) is already given by "
+                        f"rota.week[{j}]",
+                        "give each window, day and shift one entry",
+                    )
+    yield from _check_double_duty(rota, window_ids)
+
+
+def _check_double_duty(rota: Rota, window_ids: list[str]) -> Iterator[ConfigProblem]:
+    """Nobody is A (主岗) at two windows in the same shift."""
+    told: set[tuple[str, str, str]] = set()
+    for day in WEEKDAYS:
+        for shift in rota.shifts:
+            seen: dict[str, str] = {}
+            for wid in window_ids:
+                post = rota.post(wid, day, shift.id)
+                if post is None:
+                    continue
+                other = seen.setdefault(post.a, wid)
+                if other != wid and (post.a, other, wid) not in told:
+                    told.add((post.a, other, wid))
+                    yield ConfigProblem(
+                        "rota",
+                        f"staff {post.a} is A (主岗) at windows {other} and {wid} on {day} "
+                        f"({shift.name})",
+                        "one person serves at one window at a time: change one of them",
+                    )

@@ -35,6 +35,7 @@ from agent.core.events import Event, EventData
 from agent.core.model import (
     JSON,
     MAX_RATING_COMMENT,
+    MAX_STAFF_PER_WINDOW,
     HallCounters,
     Priority,
     RatingLevel,
@@ -139,6 +140,7 @@ class QueueEngine:
     def _ticket_event(
         self, kind: type[ev.TicketEvent], ticket: Ticket, now: dt.datetime, **extra: Any
     ) -> None:
+        extra.setdefault("with_staff", self._with_staff(ticket.window, ticket.staff))
         payload = kind(
             ticket=ticket.number,
             ticket_id=ticket.id,
@@ -151,6 +153,36 @@ class QueueEngine:
             **extra,
         )
         self._emit(payload, now)
+
+    def _with_staff(self, window_id: str | None, staff: str | None) -> list[str] | None:
+        """Who else is signed in at the window besides ``staff`` (None: nobody)."""
+        status = None if window_id is None else self.windows.get(window_id)
+        if status is None:
+            return None
+        return [s for s in status.signed_in() if s != staff] or None
+
+    def _actor(self, window: WindowStatus, staff: str | None) -> str | None:
+        """Who pressed: ``staff`` when given (they must be signed in here), else the one
+        who serves at the window."""
+        if staff is None:
+            return window.staff
+        staff = staff.strip()
+        if staff not in window.signed_in():
+            here = ", ".join(window.signed_in()) or "nobody"
+            raise Refused(
+                f"staff {staff} is not signed in at window {window.id} (signed in: {here}); "
+                "sign in there first"
+            )
+        return staff
+
+    def _pressed_by(self, window: WindowStatus, ticket: Ticket, staff: str | None) -> None:
+        """A staff member named as pressing for the window's ticket serves it from now on."""
+        if staff is None:
+            return
+        actor = self._actor(window, staff)
+        if ticket.staff != actor:
+            ticket.staff = actor
+            self._touch(ticket)
 
     # -- lookups -----------------------------------------------------------------------
 
@@ -295,41 +327,41 @@ class QueueEngine:
                 return self.card_at_window(w, card, now)
             case op.Cancel(number=number, reason=reason):
                 return self.cancel(number, now, reason=reason)
-            case op.CallNext(window=w):
-                return self.call_next(w, now)
-            case op.CallNumber(window=w, number=number):
-                return self.call_number(w, number, now)
-            case op.CallDigits(window=w, digits=digits):
-                return self.call_number(w, self._number_for_digits(w, digits), now)
-            case op.CallBack(window=w):
-                return self.call_number(w, self._held_ticket(w), now)
-            case op.Recall(window=w):
-                return self.recall(w, now)
-            case op.StartServing(window=w):
-                return self.start_serving(w, now)
-            case op.Finish(window=w):
-                return self.finish(w, now)
-            case op.NoShow(window=w):
-                return self.no_show(w, now)
-            case op.Hold(window=w):
-                return self.hold(w, now)
-            case op.Transfer(window=w, service=service, position=position):
-                return self.transfer(w, service, now, front=position == "front")
-            case op.TransferToPosition(window=w, position=position):
-                return self.transfer(w, self._service_by_position(position), now)
-            case op.Pause(window=w, reason=reason):
-                return self.pause(w, now, reason=reason)
-            case op.Resume(window=w):
-                return self.resume(w, now)
-            case op.TogglePause(window=w, reason=reason):
+            case op.CallNext(window=w, staff=by):
+                return self.call_next(w, now, staff=by)
+            case op.CallNumber(window=w, number=number, staff=by):
+                return self.call_number(w, number, now, staff=by)
+            case op.CallDigits(window=w, digits=digits, staff=by):
+                return self.call_number(w, self._number_for_digits(w, digits), now, staff=by)
+            case op.CallBack(window=w, staff=by):
+                return self.call_number(w, self._held_ticket(w), now, staff=by)
+            case op.Recall(window=w, staff=by):
+                return self.recall(w, now, staff=by)
+            case op.StartServing(window=w, staff=by):
+                return self.start_serving(w, now, staff=by)
+            case op.Finish(window=w, staff=by):
+                return self.finish(w, now, staff=by)
+            case op.NoShow(window=w, staff=by):
+                return self.no_show(w, now, staff=by)
+            case op.Hold(window=w, staff=by):
+                return self.hold(w, now, staff=by)
+            case op.Transfer(window=w, service=service, position=position, staff=by):
+                return self.transfer(w, service, now, front=position == "front", staff=by)
+            case op.TransferToPosition(window=w, position=position, staff=by):
+                return self.transfer(w, self._service_by_position(position), now, staff=by)
+            case op.Pause(window=w, reason=reason, staff=by):
+                return self.pause(w, now, reason=reason, staff=by)
+            case op.Resume(window=w, staff=by):
+                return self.resume(w, now, staff=by)
+            case op.TogglePause(window=w, reason=reason, staff=by):
                 status = self.windows.get(w)
                 if status is not None and status.state is WindowState.PAUSED:
-                    return self.resume(w, now)
-                return self.pause(w, now, reason=reason)
+                    return self.resume(w, now, staff=by)
+                return self.pause(w, now, reason=reason, staff=by)
             case op.SignIn(window=w, staff=staff, name=name):
                 return self.sign_in(w, staff, now, staff_name=name)
-            case op.SignOut(window=w):
-                return self.sign_out(w, now)
+            case op.SignOut(window=w, staff=staff):
+                return self.sign_out(w, now, staff=staff)
             case op.RequestRating(window=w, ticket_number=number, trigger=trigger):
                 return self.request_rating(w, now, ticket_number=number, trigger=trigger)
             case op.Rate():
@@ -379,6 +411,8 @@ class QueueEngine:
         status = self.windows.get(window_id)
         current = self._current(status) if status is not None else None
         staff = None if status is None else status.staff
+        if current is not None and current.staff is not None:
+            staff = current.staff  # who serves the ticket (two may be signed in)
         self._identity_read(card, "window", now, ticket=current, window=window_id, staff=staff)
         out.result = {"window": window_id}
         if current is not None:
@@ -619,10 +653,11 @@ class QueueEngine:
         ticket: Ticket,
         now: dt.datetime,
         kind: type[ev.TicketCalled | ev.TicketReturned],
+        actor: str | None,
     ) -> None:
         move(ticket, Move.CALL)
         ticket.window = window.id
-        ticket.staff = window.staff
+        ticket.staff = actor
         ticket.called_count += 1
         # The recall limit counts per call: a no-show or held ticket called back starts afresh.
         ticket.recalls = 0
@@ -641,24 +676,31 @@ class QueueEngine:
         self._open_window(window, now)
         return window
 
-    def call_next(self, window_id: str, now: dt.datetime) -> Outcome:
+    def call_next(self, window_id: str, now: dt.datetime, *, staff: str | None = None) -> Outcome:
         """Finish the window's current ticket, if any, and call the next one."""
         out = self._begin(now)
         window = self._ready_window(window_id, now)
+        actor = self._actor(window, staff)
         ticket = self.next_for(window_id, now)
+        current = self._current(window)
+        if current is not None:
+            self._pressed_by(window, current, staff)
         self._finish_current(window, now, implicit=True)
         if ticket is None:
             out.result = {"ticket": None, "message": f"no one is waiting for window {window_id}"}
             return out
-        self._call(window, ticket, now, ev.TicketCalled)
+        self._call(window, ticket, now, ev.TicketCalled, actor)
         out.result = {"ticket": ticket.public()}
         out.ticket = ticket
         return out
 
-    def call_number(self, window_id: str, number: str, now: dt.datetime) -> Outcome:
+    def call_number(
+        self, window_id: str, number: str, now: dt.datetime, *, staff: str | None = None
+    ) -> Outcome:
         """Call a specific ticket: a waiting one, or one that missed its call (过号)."""
         out = self._begin(now)
         window = self._ready_window(window_id, now)
+        actor = self._actor(window, staff)
         ticket = self._by_number(number)
         config = self._window_config(window_id)
         if ticket.service not in config.services:
@@ -671,22 +713,27 @@ class QueueEngine:
             raise Refused(f"ticket {ticket.number} is held by window {ticket.window}")
         if window.current == ticket.id:
             raise Refused(f"ticket {ticket.number} is already at window {window_id}; use recall")
+        current = self._current(window)
+        if current is not None:
+            self._pressed_by(window, current, staff)
         self._finish_current(window, now, implicit=True)
         returned = ticket.status is TicketStatus.HELD
-        self._call(window, ticket, now, ev.TicketReturned if returned else ev.TicketCalled)
+        kind = ev.TicketReturned if returned else ev.TicketCalled
+        self._call(window, ticket, now, kind, actor)
         out.result = {"ticket": ticket.public()}
         out.ticket = ticket
         return out
 
-    def recall(self, window_id: str, now: dt.datetime) -> Outcome:
+    def recall(self, window_id: str, now: dt.datetime, *, staff: str | None = None) -> Outcome:
         out = self._begin(now)
-        _, ticket = self._require_current(window_id)
+        window, ticket = self._require_current(window_id)
         check(ticket, Move.RECALL)
         limit = self.config.queue.recall_limit
         if ticket.recalls >= limit:
             raise Refused(
                 f"ticket {ticket.number} was recalled {limit} times already; mark it no-show"
             )
+        self._pressed_by(window, ticket, staff)
         move(ticket, Move.RECALL)
         ticket.recalls += 1
         self._touch(ticket)
@@ -702,9 +749,13 @@ class QueueEngine:
         out.result = {"ticket": ticket.public()}
         return out
 
-    def start_serving(self, window_id: str, now: dt.datetime) -> Outcome:
+    def start_serving(
+        self, window_id: str, now: dt.datetime, *, staff: str | None = None
+    ) -> Outcome:
         out = self._begin(now)
-        _, ticket = self._require_current(window_id)
+        window, ticket = self._require_current(window_id)
+        check(ticket, Move.SERVE)
+        self._pressed_by(window, ticket, staff)
         move(ticket, Move.SERVE)
         ticket.serving_at = now
         self._touch(ticket)
@@ -712,17 +763,20 @@ class QueueEngine:
         out.result = {"ticket": ticket.public()}
         return out
 
-    def finish(self, window_id: str, now: dt.datetime) -> Outcome:
+    def finish(self, window_id: str, now: dt.datetime, *, staff: str | None = None) -> Outcome:
         out = self._begin(now)
         window, ticket = self._require_current(window_id)
         check(ticket, Move.FINISH)
+        self._pressed_by(window, ticket, staff)
         self._finish_current(window, now, implicit=False)
         out.result = {"ticket": ticket.public()}
         return out
 
-    def no_show(self, window_id: str, now: dt.datetime) -> Outcome:
+    def no_show(self, window_id: str, now: dt.datetime, *, staff: str | None = None) -> Outcome:
         out = self._begin(now)
         window, ticket = self._require_current(window_id)
+        check(ticket, Move.NO_SHOW)
+        self._pressed_by(window, ticket, staff)
         move(ticket, Move.NO_SHOW)
         ticket.ended_at = now
         window.current = None
@@ -732,10 +786,12 @@ class QueueEngine:
         out.result = {"ticket": ticket.public()}
         return out
 
-    def hold(self, window_id: str, now: dt.datetime) -> Outcome:
+    def hold(self, window_id: str, now: dt.datetime, *, staff: str | None = None) -> Outcome:
         """Park the current ticket (the citizen fetches a paper); call it back by number."""
         out = self._begin(now)
         window, ticket = self._require_current(window_id)
+        check(ticket, Move.HOLD)
+        self._pressed_by(window, ticket, staff)
         move(ticket, Move.HOLD)
         window.current = None
         self._touch(ticket)
@@ -753,7 +809,13 @@ class QueueEngine:
         return sorted(held, key=_arrival)
 
     def transfer(
-        self, window_id: str, service_id: str, now: dt.datetime, *, front: bool = True
+        self,
+        window_id: str,
+        service_id: str,
+        now: dt.datetime,
+        *,
+        front: bool = True,
+        staff: str | None = None,
     ) -> Outcome:
         """Send the current ticket to another service's queue, at its front or its back."""
         out = self._begin(now)
@@ -762,6 +824,9 @@ class QueueEngine:
         if target.id == ticket.service:
             raise Refused(f"ticket {ticket.number} is already for {target.name}")
         check(ticket, Move.TRANSFER)
+        self._pressed_by(window, ticket, staff)
+        from_staff = ticket.staff
+        with_staff = self._with_staff(window_id, from_staff)
         if front:
             ranks = [t.rank for t in self.waiting(target.id)]
             rank = min([*ranks, self.hall.next_rank]) - 1
@@ -784,75 +849,134 @@ class QueueEngine:
             now,
             from_service=source_service,
             from_window=window_id,
+            from_staff=from_staff,
+            with_staff=with_staff,
             position="front" if front else "back",
         )
         out.result = {"ticket": ticket.public()}
         return out
 
-    def pause(self, window_id: str, now: dt.datetime, *, reason: str = "") -> Outcome:
+    def pause(
+        self, window_id: str, now: dt.datetime, *, reason: str = "", staff: str | None = None
+    ) -> Outcome:
         out = self._begin(now)
         self._window_config(window_id)
         window = self.windows[window_id]
         if window.state is WindowState.PAUSED:
             raise Refused(f"window {window_id} is already paused")
+        actor = self._actor(window, staff)
         window.state = WindowState.PAUSED
         self._touch_window(window)
-        self._emit(ev.WindowPaused(window=window_id, reason=reason), now)
+        self._emit(ev.WindowPaused(window=window_id, reason=reason, staff=actor), now)
         out.result = {"window": window.to_json()}
         return out
 
-    def resume(self, window_id: str, now: dt.datetime) -> Outcome:
+    def resume(self, window_id: str, now: dt.datetime, *, staff: str | None = None) -> Outcome:
         out = self._begin(now)
         self._window_config(window_id)
         window = self.windows[window_id]
         if window.state is not WindowState.PAUSED:
             raise Refused(f"window {window_id} is not paused")
+        actor = self._actor(window, staff)
         window.state = WindowState.OPEN
         self._touch_window(window)
-        self._emit(ev.WindowResumed(window=window_id), now)
+        self._emit(ev.WindowResumed(window=window_id, staff=actor), now)
         out.result = {"window": window.to_json()}
         return out
 
     def sign_in(
         self, window_id: str, staff_id: str, now: dt.datetime, *, staff_name: str | None = None
     ) -> Outcome:
+        """Sign a staff member in. Up to ``queue.staff_per_window`` at once (two: A serving
+        and B assisting); the first serves, a press without a name is theirs. With one
+        allowed, a second sign-in replaces the first."""
         out = self._begin(now)
         self._window_config(window_id)
         staff_id = staff_id.strip()
         if not staff_id:
             raise Refused("a staff number is needed to sign in")
-        for other in self.windows.values():
-            if other.staff == staff_id and other.id != window_id:
-                self._sign_out(other, now, reason=f"signed in at window {window_id}")
         window = self.windows[window_id]
-        if window.staff is not None and window.staff != staff_id:
+        here = window.signed_in()
+        limit = min(self.config.queue.staff_per_window, MAX_STAFF_PER_WINDOW)
+        if staff_id not in here and len(here) >= limit > 1:
+            raise Refused(
+                f"window {window_id} already has {limit} staff signed in ({', '.join(here)}); "
+                "one of them signs out first"
+            )
+        for other in self.windows.values():
+            if other.id != window_id and staff_id in other.signed_in():
+                self._sign_out_one(other, staff_id, now, reason=f"signed in at window {window_id}")
+        if staff_id not in here and len(here) >= limit:
             self._sign_out(window, now, reason=f"replaced by {staff_id}")
-        window.staff = staff_id
-        window.staff_name = staff_name
+        with_staff = [s for s in window.signed_in() if s != staff_id] or None
+        if window.staff is None or window.staff == staff_id:
+            window.staff = staff_id
+            window.staff_name = staff_name
+        else:
+            window.others = [o for o in window.others if o["staff"] != staff_id]
+            window.others.append({"staff": staff_id, "name": staff_name})
         self._touch_window(window)
-        self._emit(ev.StaffSignedIn(window=window_id, staff=staff_id), now)
+        self._emit(ev.StaffSignedIn(window=window_id, staff=staff_id, with_staff=with_staff), now)
         if window.state is WindowState.CLOSED:
             self._open_window(window, now)
         out.result = {"window": window.to_json()}
         return out
 
     def _sign_out(self, window: WindowStatus, now: dt.datetime, reason: str) -> None:
-        staff = window.staff
+        """Everyone signs out: the current ticket is finished and the window closes."""
+        everyone: list[str | None] = [*window.signed_in()] or [None]
         self._finish_current(window, now, implicit=True)
         window.staff = None
         window.staff_name = None
+        window.others = []
         window.state = WindowState.CLOSED
         self._touch_window(window)
-        self._emit(ev.StaffSignedOut(window=window.id, staff=staff, reason=reason), now)
+        for staff in everyone:
+            self._emit(ev.StaffSignedOut(window=window.id, staff=staff, reason=reason), now)
         self._emit(ev.WindowClosed(window=window.id), now)
 
-    def sign_out(self, window_id: str, now: dt.datetime) -> Outcome:
+    def _sign_out_one(
+        self, window: WindowStatus, staff: str, now: dt.datetime, reason: str
+    ) -> None:
+        """One staff member signs out; with someone left the window stays open and its
+        ticket passes to them."""
+        remaining = [s for s in window.signed_in() if s != staff]
+        if not remaining:
+            self._sign_out(window, now, reason)
+            return
+        if window.staff == staff:
+            first = window.others.pop(0)
+            window.staff, window.staff_name = str(first["staff"]), first.get("name")
+        else:
+            window.others = [o for o in window.others if o["staff"] != staff]
+        current = self._current(window)
+        if current is not None and current.staff == staff:
+            current.staff = window.staff
+            self._touch(current)
+        self._touch_window(window)
+        self._emit(
+            ev.StaffSignedOut(window=window.id, staff=staff, reason=reason, remaining=remaining),
+            now,
+        )
+
+    def sign_out(self, window_id: str, now: dt.datetime, *, staff: str | None = None) -> Outcome:
+        """``staff`` signs out (the others stay); without a name, everyone does and the
+        window closes."""
         out = self._begin(now)
         self._window_config(window_id)
         window = self.windows[window_id]
-        if window.staff is None and window.state is WindowState.CLOSED:
-            raise Refused(f"window {window_id} is already closed")
-        self._sign_out(window, now, reason="signed out")
+        if staff is not None:
+            staff = staff.strip()
+            if staff not in window.signed_in():
+                here = ", ".join(window.signed_in()) or "nobody"
+                raise Refused(
+                    f"staff {staff} is not signed in at window {window_id} (signed in: {here})"
+                )
+            self._sign_out_one(window, staff, now, reason="signed out")
+        else:
+            if window.staff is None and window.state is WindowState.CLOSED:
+                raise Refused(f"window {window_id} is already closed")
+            self._sign_out(window, now, reason="signed out")
         out.result = {"window": window.to_json()}
         return out
 
@@ -985,12 +1109,14 @@ class QueueEngine:
                 return  # already waiting for this one
             self._close_rating(window, now, "replaced")
         staff = ticket.staff or window.staff
+        with_staff = self._with_staff(window.id, staff)
         window.rating = {
             "ticket_id": ticket.id,
             "ticket": ticket.number,
             "service": ticket.service,
             "staff": staff,
-            "staff_name": window.staff_name if staff == window.staff else None,
+            "staff_name": window.name_of(staff),
+            "with_staff": with_staff,
             "requested_at": now.isoformat(),
             "trigger": trigger,
         }
@@ -1003,6 +1129,7 @@ class QueueEngine:
                 service=ticket.service,
                 staff=staff,
                 trigger=trigger,
+                with_staff=with_staff,
             ),
             now,
         )
@@ -1055,6 +1182,7 @@ class QueueEngine:
             "window": window.id,
             "staff": pending.get("staff", ticket.staff),
             "staff_name": pending.get("staff_name"),
+            "with_staff": pending.get("with_staff"),
             "requested_at": pending.get("requested_at"),
             "rated_at": now.isoformat(),
         }
@@ -1101,6 +1229,7 @@ class QueueEngine:
             reason=reason,
             recorded=None,
             pressed_level=pressed_level,
+            with_staff=pending.get("with_staff"),
         )
         window.rating = None
         self._touch_window(window)

@@ -81,7 +81,9 @@ def _plain(value: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class TicketEvent(EventData):
-    """What every queue event about a ticket carries (the ticket as it is after the move)."""
+    """What every queue event about a ticket carries (the ticket as it is after the move).
+    ``staff``: who serves it (who called it, or who pressed since); ``with_staff``: who
+    else was signed in at its window (two staff at one window, AB岗)."""
 
     ticket: str
     ticket_id: str
@@ -91,6 +93,7 @@ class TicketEvent(EventData):
     priority: Priority
     window: str | None = omitted()
     staff: str | None = omitted()
+    with_staff: list[str] | None = omitted()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,6 +165,7 @@ class TicketTransferred(TicketEvent):
     TYPE: ClassVar[str] = "ticket.transferred"
     from_service: str
     from_window: str
+    from_staff: str | None = omitted()
     position: Literal["front", "back"]
 
 
@@ -242,12 +246,14 @@ class WindowPaused(EventData):
     TYPE: ClassVar[str] = "window.paused"
     window: str
     reason: str
+    staff: str | None = omitted()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class WindowResumed(EventData):
     TYPE: ClassVar[str] = "window.resumed"
     window: str
+    staff: str | None = omitted()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -258,19 +264,25 @@ class WindowClosed(EventData):
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class StaffSignedIn(EventData):
+    """``with_staff``: who was signed in at the window already (up to two at once)."""
+
     TYPE: ClassVar[str] = "staff.signed_in"
     RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
     window: str
     staff: str
+    with_staff: list[str] | None = omitted()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class StaffSignedOut(EventData):
+    """``remaining``: who is still signed in at the window (it stays open for them)."""
+
     TYPE: ClassVar[str] = "staff.signed_out"
     RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
     window: str
     staff: str | None
     reason: str
+    remaining: list[str] | None = omitted()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -295,6 +307,7 @@ class RatingRequested(EventData):
     service: str
     staff: str | None
     trigger: str
+    with_staff: list[str] | None = omitted()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -322,6 +335,7 @@ class RatingSubmitted(EventData):
     staff_name: str | None
     requested_at: str | None
     region_code: str | None = omitted()
+    with_staff: list[str] | None = omitted()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -339,6 +353,7 @@ class RatingTimedOut(EventData):
     reason: str
     recorded: int | None
     pressed_level: int | None = omitted()
+    with_staff: list[str] | None = omitted()
 
 
 # -- identity, appointments, documents -------------------------------------------------------

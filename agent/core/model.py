@@ -194,15 +194,33 @@ class Ticket:
         return out
 
 
+# Staff signed in at one window at once (A serving and B assisting, two sharing a shift).
+MAX_STAFF_PER_WINDOW = 2
+
+
 @dataclasses.dataclass(slots=True)
 class WindowStatus:
     id: str
     state: WindowState = WindowState.CLOSED
+    # Who serves: the first staff member signed in; a press without a name is theirs.
     staff: str | None = None
     staff_name: str | None = None
     current: str | None = None
     # The rating the window's rater waits for: ticket, staff, when it was asked.
     rating: JSON | None = None
+    # Who else is signed in here ({"staff", "name"}), in the order they signed in.
+    others: list[JSON] = dataclasses.field(default_factory=list)
+
+    def signed_in(self) -> list[str]:
+        """Every staff number signed in here, the one who serves first."""
+        first = [] if self.staff is None else [self.staff]
+        return first + [str(o["staff"]) for o in self.others]
+
+    def name_of(self, staff: str | None) -> str | None:
+        if staff is not None and staff == self.staff:
+            return self.staff_name
+        found = next((o for o in self.others if o["staff"] == staff), None)
+        return None if found is None else found.get("name")
 
     def to_json(self) -> JSON:
         return dataclasses.asdict(self)
@@ -216,6 +234,9 @@ class WindowStatus:
             staff_name=data.get("staff_name"),
             current=data.get("current"),
             rating=data.get("rating"),
+            others=[
+                {"staff": str(o["staff"]), "name": o.get("name")} for o in data.get("others") or []
+            ],
         )
 
 

@@ -62,6 +62,8 @@ class CallNext:
     """Finish the window's current ticket, if any, and call the next one."""
 
     window: str
+    # Who pressed: staff signed in at the window (None: the one serving there).
+    staff: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +72,8 @@ class CallNumber:
 
     window: str
     number: str
+    # Who pressed: staff signed in at the window (None: the one serving there).
+    staff: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +83,8 @@ class CallDigits:
 
     window: str
     digits: str
+    # Who pressed: staff signed in at the window (None: the one serving there).
+    staff: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,31 +92,43 @@ class CallBack:
     """Call back the oldest ticket held at the window."""
 
     window: str
+    # Who pressed: staff signed in at the window (None: the one serving there).
+    staff: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Recall:
     window: str
+    # Who pressed: staff signed in at the window (None: the one serving there).
+    staff: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class StartServing:
     window: str
+    # Who pressed: staff signed in at the window (None: the one serving there).
+    staff: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Finish:
     window: str
+    # Who pressed: staff signed in at the window (None: the one serving there).
+    staff: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class NoShow:
     window: str
+    # Who pressed: staff signed in at the window (None: the one serving there).
+    staff: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Hold:
     window: str
+    # Who pressed: staff signed in at the window (None: the one serving there).
+    staff: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,6 +138,8 @@ class Transfer:
     window: str
     service: str
     position: Literal["front", "back"] = "front"
+    # Who pressed: staff signed in at the window (None: the one serving there).
+    staff: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,17 +148,23 @@ class TransferToPosition:
 
     window: str
     position: str
+    # Who pressed: staff signed in at the window (None: the one serving there).
+    staff: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Pause:
     window: str
     reason: str = ""
+    # Who pressed: staff signed in at the window (None: the one serving there).
+    staff: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Resume:
     window: str
+    # Who pressed: staff signed in at the window (None: the one serving there).
+    staff: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +173,8 @@ class TogglePause:
 
     window: str
     reason: str = "caller"
+    # Who pressed: staff signed in at the window (None: the one serving there).
+    staff: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,6 +187,8 @@ class SignIn:
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class SignOut:
     window: str
+    # Who signs out (None: everyone signed in there; the window closes).
+    staff: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

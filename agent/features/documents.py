@@ -542,8 +542,11 @@ def _window_context(window: str | None) -> Callable[[QueueEngine, dt.datetime], 
         out: dict[str, Any] = {}
         if status is not None and status.current and status.current in engine.tickets:
             out["ticket"] = engine.tickets[status.current].number
+            # Who serves that ticket (two staff may be signed in at the window).
+            if engine.tickets[status.current].staff:
+                out["staff"] = engine.tickets[status.current].staff
         if status is not None and status.staff:
-            out["staff"] = status.staff
+            out.setdefault("staff", status.staff)
         return out
 
     return read

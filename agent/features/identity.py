@@ -259,7 +259,9 @@ class IdentityDesk:
                 self._remember(device.id, "refused", err.message)
                 raise
             if signed is not None:
-                staff = signed.result.get("window", {}).get("staff")
+                # Who the card signed in (a second staff member joins the first).
+                joined = [e.payload for e in signed.events]
+                staff = next((p.staff for p in joined if isinstance(p, ev.StaffSignedIn)), None)
                 self._remember(device.id, "staff", f"staff {staff} signed in at window {window}")
                 return
         form = self.config.personal_data.send.window

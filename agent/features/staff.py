@@ -84,7 +84,12 @@ def id_sha256(id_number: str) -> str:
 
 
 async def load_roster(hall: Hall) -> Roster:
-    return Roster.from_setting(await hall.store_read(lambda s: s.setting("staff")))
+    """Central's roster (``set_staff``, or ``staff`` in its config push); before any, the
+    config file's ``staff``."""
+    saved = await hall.store_read(lambda s: s.setting("staff"))
+    if saved is None:
+        saved = [m.model_dump() for m in hall.config.staff]
+    return Roster.from_setting(saved)
 
 
 def _sign_in(window_id: str, member: StaffMember) -> SignIn:

@@ -125,7 +125,7 @@ class Gate:
                 raise Forbidden(f"{principal} may not {action} at window {window}: not its window")
             if principal.role is Role.STAFF:
                 status = await self.hall.read(lambda e, _: e.windows.get(window))
-                if status is None or status.staff != principal.name:
+                if status is None or principal.name not in status.signed_in():
                     raise Forbidden(
                         f"{principal} may not {action} at window {window}: sign in there first"
                     )

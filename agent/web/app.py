@@ -85,6 +85,15 @@ class Pause(Strict):
     reason: str = Field(default="", max_length=200)
 
 
+class SignOut(Strict):
+    staff: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=32,
+        description="who signs out (the other stays); absent: everyone, the window closes",
+    )
+
+
 class Cancel(Strict):
     reason: str = Field(default="", max_length=200)
 
@@ -285,8 +294,8 @@ def create_app(
         return await run(op.Cancel(number=number, reason=body.reason if body else ""))
 
     def window_op(path: str, summary: str, make: type[op.WindowOperation]) -> None:
-        async def handler(window: str) -> OperationResult:
-            return await run(make(window=window))
+        async def handler(window: str, request: Request) -> OperationResult:
+            return await run(make(window=window, staff=_presser(request.state.principal)))
 
         app.post(
             f"{API}/windows/{{window}}/{path}",
@@ -302,32 +311,52 @@ def create_app(
     window_op("no-show", "Mark the current ticket no-show", op.NoShow)
     window_op("hold", "Hold the current ticket", op.Hold)
     window_op("resume", "Resume a paused window", op.Resume)
-    window_op("sign-out", "Sign the staff out", op.SignOut)
+
+    _sign_out_route(app, hall, gate)
 
     @app.post(
         f"{API}/windows/{{window}}/call",
         responses=ERRORS,
         dependencies=guard(gate.window("call a number")),
     )
-    async def call_number(window: str, body: CallNumber) -> OperationResult:
+    async def call_number(window: str, body: CallNumber, request: Request) -> OperationResult:
         """Call a specific number (a waiting ticket, a missed one, or one held here)."""
-        return await run(op.CallNumber(window=window, number=body.number))
+        return await run(
+            op.CallNumber(
+                window=window, number=body.number, staff=_presser(request.state.principal)
+            )
+        )
 
     @app.post(
         f"{API}/windows/{{window}}/transfer",
         responses=ERRORS,
         dependencies=guard(gate.window("transfer a ticket")),
     )
-    async def transfer(window: str, body: Transfer) -> OperationResult:
-        return await run(op.Transfer(window=window, service=body.service, position=body.position))
+    async def transfer(window: str, body: Transfer, request: Request) -> OperationResult:
+        return await run(
+            op.Transfer(
+                window=window,
+                service=body.service,
+                position=body.position,
+                staff=_presser(request.state.principal),
+            )
+        )
 
     @app.post(
         f"{API}/windows/{{window}}/pause",
         responses=ERRORS,
         dependencies=guard(gate.window("pause the window")),
     )
-    async def pause(window: str, body: Annotated[Pause | None, Body()] = None) -> OperationResult:
-        return await run(op.Pause(window=window, reason=body.reason if body else ""))
+    async def pause(
+        window: str, request: Request, body: Annotated[Pause | None, Body()] = None
+    ) -> OperationResult:
+        return await run(
+            op.Pause(
+                window=window,
+                reason=body.reason if body else "",
+                staff=_presser(request.state.principal),
+            )
+        )
 
     @app.post(
         f"{API}/windows/{{window}}/sign-in", responses=ERRORS, dependencies=guard(gate.sign_in())
@@ -337,6 +366,31 @@ def create_app(
         return answer(await sign_in_by_number(hall, window, body.staff, body.name))
 
     return app
+
+
+def _sign_out_route(app: FastAPI, hall: Hall, gate: Gate) -> None:
+    @app.post(
+        f"{API}/windows/{{window}}/sign-out",
+        summary="Sign the staff out",
+        responses=ERRORS,
+        dependencies=guard(gate.window("sign the staff out")),
+    )
+    async def sign_out(
+        window: str, request: Request, body: Annotated[SignOut | None, Body()] = None
+    ) -> OperationResult:
+        """A staff member signs themself out (the other staff member at the window stays);
+        a caller or ops names who (``staff``), or signs everyone out and closes it."""
+        presser = _presser(request.state.principal)
+        named = body.staff if body is not None else None
+        if presser is not None and named not in (None, presser):
+            raise Refused(f"staff {presser} signs out only themself, not {named}")
+        return answer(await hall.execute(op.SignOut(window=window, staff=presser or named)))
+
+
+def _presser(principal: Principal) -> str | None:
+    """Who pressed, for the ticket's record: a staff member's own session names them (two
+    may be signed in at one window); a caller device or ops does not."""
+    return principal.name if principal.role is Role.STAFF else None
 
 
 def _granted_by(principal: Principal) -> str:

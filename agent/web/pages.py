@@ -45,6 +45,7 @@ from agent.core import events as ev
 from agent.core import opening, wording
 from agent.core.engine import QueueEngine
 from agent.core.model import Ticket, TicketStatus, WindowState
+from agent.core.rota import duty_board
 from agent.errors import HallAgentError
 from agent.features.content import next_change, screen_bulletins, screen_notices
 from agent.runtime.devices import DeviceBoard
@@ -192,6 +193,8 @@ class PageFeed:
         self.add_source("service_hours", self._service_hours)
         self.add_source("service_guides", self._service_guides)
         self.add_queue_source("today_hours", _today_hours)
+        # Who is on duty at each window (AB岗, 轮班): the big screen's staff board.
+        self.add_queue_source("duty", lambda e, now: duty_board(e.config, e.windows, now))
 
     def _service_hours(self) -> dict[str, str]:
         config = self.hall.config
@@ -261,6 +264,8 @@ class PageFeed:
 
         notices, staff, self._content = await self.hall.store_read(read)
         self._notices = [n for n in notices or [] if isinstance(n, dict)]
+        if staff is None:  # no roster from central yet: the config's
+            staff = [m.model_dump() for m in self.hall.config.staff]
         self._staff = {m["staff"]: m for m in staff or [] if isinstance(m, dict) and "staff" in m}
         self._photos = await asyncio.to_thread(_photos, self.hall.config.pages.staff_photos)
 
@@ -270,7 +275,7 @@ class PageFeed:
             match event.payload:
                 case ev.TicketRecalled(ticket_id=ticket_id):
                     self._recalled_at[ticket_id] = dt.datetime.fromisoformat(event.at)
-                case ev.NoticeShown() | ev.RosterSet() | ev.ContentChanged():
+                case ev.NoticeShown() | ev.RosterSet() | ev.ContentChanged() | ev.ConfigApplied():
                     await self._load_settings()
                 case ev.DayClosed():
                     self._recalled_at.clear()
@@ -520,6 +525,28 @@ def _staff_card(view: HallView, window: JSON) -> JSON | None:
     }
 
 
+def staff_board(view: HallView) -> list[JSON]:
+    """The big screen's staff board (服务人员公示): per window, who is on duty now with their
+    role (A 主岗, B 备岗; ``stands_in``: B 顶岗 while A is absent), name, 工号, photo."""
+    board: list[JSON] = view.extras.get("duty") or []
+    return [
+        {
+            **row,
+            "people": [
+                {
+                    **person,
+                    **(
+                        _staff_card(view, {"staff": person["staff"], "staff_name": person["name"]})
+                        or {}
+                    ),
+                }
+                for person in row["people"]
+            ],
+        }
+        for row in board
+    ]
+
+
 def _common(view: HallView, query: Mapping[str, str]) -> JSON:
     large = query.get("large")
     return {
@@ -572,6 +599,7 @@ def hall_view(view: HallView, query: Mapping[str, str]) -> JSON:
         ],
         "windows": windows,
         "today_hours": view.extras.get("today_hours"),
+        "staff_board": staff_board(view),
         **_rotating_guides(view, services.values()),
         # The hall's news and jobs (社区动态, 招聘信息), one at a time beside the calls.
         "bulletins": view.extras.get("bulletins", []),
@@ -644,8 +672,21 @@ def window_view(view: HallView, query: Mapping[str, str]) -> JSON:
         "current": showing,
         # The service guide of the ticket at the window (办事指南: what to check it has).
         "guide": guide,
-        "staff": _staff_card(view, row),
+        **_serving(view, row),
     }
+
+
+def _serving(view: HallView, row: JSON) -> JSON:
+    """Who serves at a window (the staff member of its ticket, else the first signed in),
+    and who else is signed in there (two staff at one window)."""
+    ticket = row.get("ticket") or {}
+    everyone = [{"staff": row.get("staff"), "staff_name": row.get("staff_name")}] + [
+        {"staff": o["staff"], "staff_name": o.get("name")} for o in row.get("others") or []
+    ]
+    serving = ticket.get("staff") if ticket.get("status") in ("called", "serving") else None
+    first = next((p for p in everyone if p["staff"] == serving), everyone[0])
+    cards = [_staff_card(view, p) for p in [first, *(p for p in everyone if p is not first)]]
+    return {"staff": cards[0], "with_staff": [c for c in cards[1:] if c is not None]}
 
 
 def kiosk_view(view: HallView, query: Mapping[str, str]) -> JSON:

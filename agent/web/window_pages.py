@@ -249,6 +249,23 @@ def _staff_card(view: HallView, staff: str | None, fallback_name: str | None) ->
     return {"staff": staff, "name": member.get("name") or fallback_name or "", "photo": photo}
 
 
+def _serving_now(row: JSON) -> str | None:
+    """Who serves at the window now: the staff member of its ticket (two may be signed in
+    there), else the first signed in."""
+    ticket = row.get("ticket") or {}
+    if ticket.get("status") in ("called", "serving") and ticket.get("staff"):
+        return str(ticket["staff"])
+    staff: str | None = row.get("staff")
+    return staff
+
+
+def _name_at(row: JSON, staff: str | None) -> str | None:
+    if staff is not None and staff == row.get("staff"):
+        name: str | None = row.get("staff_name")
+        return name
+    return next((o.get("name") for o in row.get("others") or [] if o["staff"] == staff), None)
+
+
 def _service_names(view: HallView) -> dict[str, str]:
     return {s["id"]: s["name"] for s in view.queue["services"]}
 
@@ -294,8 +311,8 @@ def rater_view(devices: WindowDevices, view: HallView, query: Mapping[str, str])
     window_id = devices.check(query.get("device", ""), query.get("token"), RaterDevice)
     row = _row(view, window_id)
     pending = row.get("rating")
-    staff = pending.get("staff") if pending else row.get("staff")
-    name = pending.get("staff_name") if pending else row.get("staff_name")
+    staff = pending.get("staff") if pending else _serving_now(row)
+    name = pending.get("staff_name") if pending else _name_at(row, staff)
     config = devices.hall.config
     rating = None
     if pending is not None:

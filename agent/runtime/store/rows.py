@@ -263,6 +263,7 @@ def window(row: Row) -> WindowStatus:
         isinstance(w.id, str)
         and all(_optional(v, str) for v in (w.staff, w.staff_name, w.current))
         and _optional(w.rating, dict)
+        and all(_optional(o["name"], str) for o in w.others)
     )
     if not fits:
         raise Damaged("its data does not fit a window (a value of the wrong type)")

@@ -291,11 +291,12 @@ def _apply(conn: sqlite3.Connection, event: Event) -> None:
             )
         case ev.TicketTransferred():
             # The right-hand sides read the row as it was: who had it before the transfer.
+            # ``from_staff``: who pressed transfer (an older event: who had it).
             conn.execute(
                 "UPDATE stat_tickets SET transfers = transfers + 1, transfer_window = ?, "
-                "transfer_staff = staff, window = NULL, staff = NULL, service = ? "
-                "WHERE ticket_id = ?",
-                (payload.from_window, payload.service, payload.ticket_id),
+                "transfer_staff = COALESCE(?, staff), window = NULL, staff = NULL, "
+                "service = ? WHERE ticket_id = ?",
+                (payload.from_window, payload.from_staff, payload.service, payload.ticket_id),
             )
         case ev.RatingSubmitted():
             conn.execute(
@@ -314,20 +315,24 @@ def _apply(conn: sqlite3.Connection, event: Event) -> None:
                 ),
             )
         case ev.StaffSignedIn():
-            _close(conn, at, payload.window, ("duty",))
+            # Up to two staff at one window: each has their own span.
+            _close(conn, at, payload.window, ("duty",), payload.staff)
             conn.execute(
                 "INSERT INTO stat_duty (kind, window, staff, start_at) VALUES ('duty', ?, ?, ?)",
                 (payload.window, payload.staff, at),
             )
         case ev.StaffSignedOut():
-            _close(conn, at, payload.window, ("duty", "paused"))
+            if payload.remaining:
+                _close(conn, at, payload.window, ("duty",), payload.staff)
+            else:
+                _close(conn, at, payload.window, ("duty", "paused"))
         case ev.WindowPaused():
             _close(conn, at, payload.window, ("paused",))
             conn.execute(
                 "INSERT INTO stat_duty (kind, window, staff, start_at) VALUES ('paused', ?, "
-                "(SELECT staff FROM stat_duty WHERE window = ? AND kind = 'duty' "
-                "AND end_at IS NULL ORDER BY id DESC LIMIT 1), ?)",
-                (payload.window, payload.window, at),
+                "COALESCE(?, (SELECT staff FROM stat_duty WHERE window = ? AND kind = 'duty' "
+                "AND end_at IS NULL ORDER BY id LIMIT 1)), ?)",
+                (payload.window, payload.staff, payload.window, at),
             )
         case ev.WindowResumed() | ev.WindowClosed():
             _close(conn, at, payload.window, ("paused",))
@@ -335,10 +340,18 @@ def _apply(conn: sqlite3.Connection, event: Event) -> None:
             pass
 
 
-def _close(conn: sqlite3.Connection, at: float, window: str, kinds: tuple[str, ...]) -> None:
+def _close(
+    conn: sqlite3.Connection,
+    at: float,
+    window: str,
+    kinds: tuple[str, ...],
+    staff: str | None = None,
+) -> None:
+    """End the open spans of these kinds at the window (only ``staff``'s, when named)."""
     marks = ",".join("?" * len(kinds))
+    who = "" if staff is None else " AND staff = ?"
     conn.execute(
         f"UPDATE stat_duty SET end_at = MAX(start_at, ?) WHERE window = ? "
-        f"AND end_at IS NULL AND kind IN ({marks})",
-        (at, window, *kinds),
+        f"AND end_at IS NULL AND kind IN ({marks}){who}",
+        (at, window, *kinds, *(() if staff is None else (staff,))),
     )
