@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import gc
 import logging
 import os
 import signal
@@ -500,9 +501,24 @@ async def serve(
         alive = (lambda: None) if health is None else health.writer_silent_for
         # READY=1 once config, store, link and local API are up; STOPPING=1 on the way out.
         async with supervised(notifier, alive, f"serving hall {config.hall.id} at {agent_.url}"):
+            loop.call_later(SETTLE_S, settle_start_up_objects)
             await stop.wait()
             log.info("stop requested")
     notifier.close()
+
+
+# How long after READY the start's objects are settled (the first requests come first).
+SETTLE_S = 1.0
+
+
+def settle_start_up_objects() -> None:
+    """Collect the start's garbage once, then move every object alive now (modules,
+    classes, models, routes: they live as long as the process) to the collector's
+    permanent generation, so later collections never walk them again; and switch the
+    collector on (``hall-agent run`` starts with it off: agent/cli.py)."""
+    gc.collect()
+    gc.freeze()
+    gc.enable()
 
 
 def _write_api_url(path: Path, url: str) -> None:
