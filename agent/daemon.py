@@ -484,6 +484,9 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # A start that waits (a full disk: agent/runtime/diskspace.py) does not wait with the
+    # collector off (agent/cli.py turns it off for the start).
+    loop.call_later(START_WITHOUT_GC_S, gc.enable)
     notifier = Notifier()
     notifier.status("starting: opening the state database")
     async with running_agent(config) as agent_:
@@ -509,6 +512,8 @@ async def serve(
 
 # How long after READY the start's objects are settled (the first requests come first).
 SETTLE_S = 1.0
+# The collector is back on after this long even if the agent is not READY by then.
+START_WITHOUT_GC_S = 30.0
 
 
 def settle_start_up_objects() -> None:
