@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import gc
 import logging
 import os
 import signal
@@ -535,6 +536,9 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # A start that waits (a full disk: agent/runtime/diskspace.py) does not wait with the
+    # collector off (agent/cli.py turns it off for the start).
+    loop.call_later(START_WITHOUT_GC_S, gc.enable)
     notifier = Notifier()
     notifier.status("starting: opening the state database")
     async with running_agent(config, config_path) as agent_:
@@ -552,6 +556,7 @@ async def serve(
         alive = (lambda: None) if health is None else health.writer_silent_for
         # READY=1 once config, store, link and local API are up; STOPPING=1 on the way out.
         async with supervised(notifier, alive, f"serving hall {config.hall.id} at {agent_.url}"):
+            loop.call_later(SETTLE_S, settle_start_up_objects)
             await stop.wait()
             log.info("stop requested")
         restart = agent_.updates is not None and agent_.updates.restart.requested
@@ -560,6 +565,22 @@ async def serve(
         log.info("exiting with status %d: start me again (an update)", RESTART_EXIT)
         return RESTART_EXIT
     return 0
+
+
+# How long after READY the start's objects are settled (the first requests come first).
+SETTLE_S = 1.0
+# The collector is back on after this long even if the agent is not READY by then.
+START_WITHOUT_GC_S = 30.0
+
+
+def settle_start_up_objects() -> None:
+    """Collect the start's garbage once, then move every object alive now (modules,
+    classes, models, routes: they live as long as the process) to the collector's
+    permanent generation, so later collections never walk them again; and switch the
+    collector on (``hall-agent run`` starts with it off: agent/cli.py)."""
+    gc.collect()
+    gc.freeze()
+    gc.enable()
 
 
 def _write_api_url(path: Path, url: str) -> None:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -104,6 +105,50 @@ RATER_W3_TOKEN = "soak-rater-w3-page-token"  # rater-w3's page (token_env in the
 
 
 # -- the agent's config ----------------------------------------------------------------------
+
+
+def rss_by_mapping(pid: int) -> dict[str, int]:
+    """Resident kB of a process by what is mapped (``/proc/<pid>/smaps``): each shared
+    library or file by its package or name, the malloc heap, and anonymous memory (Python's
+    object arenas, thread stacks, large allocations). Shows which part of a growth is code
+    pages of libraries first used (file-backed, shared, reclaimable) and which is data."""
+    out: collections.Counter[str] = collections.Counter()
+    name = "?"
+    for line in (
+        Path(f"/proc/{pid}/smaps").read_text(encoding="utf-8", errors="replace").split("\n")
+    ):
+        fields = line.split(maxsplit=5)
+        if fields and "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:
+            name = _mapping_group(fields[5].strip() if len(fields) > 5 else "")
+        elif line.startswith("Rss:"):
+            out[name] += int(fields[1])
+    return dict(out)
+
+
+def _mapping_group(path: str) -> str:
+    if not path:
+        return "anonymous (Python's arenas, thread stacks, large allocations)"
+    if path.startswith("["):
+        return {"[heap]": "malloc heap"}.get(path, path)
+    if "site-packages/" in path:
+        package = path.split("site-packages/", 1)[1].split("/", 1)[0]
+        return f"{package.split('.')[0]} (library files)"
+    if path.endswith((".db", ".db-wal", ".db-shm")) or "/state" in path:
+        return "the state database"
+    if path.endswith((".ttf", ".ttc", ".otf")):
+        return "fonts"
+    return Path(path).name.split(".so")[0] or path
+
+
+def mapping_growth(before: dict[str, int], after: dict[str, int], top: int) -> list[list[Any]]:
+    """The largest changes between two ``rss_by_mapping``, in MB, largest first."""
+    keys = set(before) | set(after)
+    grown = sorted(keys, key=lambda k: after.get(k, 0) - before.get(k, 0), reverse=True)
+    return [
+        [key, round((after.get(key, 0) - before.get(key, 0)) / 1024, 2)]
+        for key in grown[:top]
+        if after.get(key, 0) != before.get(key, 0)
+    ]
 
 
 def soak_config(work: Path, ports: dict[str, int], broker_url: str) -> dict[str, Any]:
@@ -267,6 +312,7 @@ class Week:
         }
         self.step = 0
         self.trims: list[tuple[int, int]] = []
+        self.maps: list[dict[str, int]] = []  # rss_by_mapping at the end of each day
         self.w1_turns = 0
 
     def sample(self, day: int, hour: int) -> None:
@@ -305,6 +351,7 @@ class Week:
                 self.outage(day, hour)
                 await self.hour(day, hour, at)
                 self.sample(day, hour)
+            self.maps.append(rss_by_mapping(self.agent.pid))
             last = self.hourly[-1]
             print(
                 f"day {day + 1} ({(start + dt.timedelta(days=day)):%a}): RSS "
@@ -581,6 +628,7 @@ async def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             idle.append(read_vm(agent.pid)["VmRSS"])
             idle_base.append(read_vm(baseline.pid)["VmRSS"])
         idle_vm = read_vm(agent.pid)
+        idle_maps = rss_by_mapping(agent.pid)
 
         week = Week(args, agent, clock, broker, keypads, readers, baseline.pid)
         began = time.monotonic()
@@ -604,6 +652,14 @@ async def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "link": status.get("central"),
         }
         figures["printed_tickets"] = len(printer.tickets)
+        # Where the growth is, by mapping: idle -> end of day 1, end of day 1 -> the end.
+        figures["growth_by_mapping_mb"] = {
+            "idle_to_day1": mapping_growth(idle_maps, week.maps[0], 12),
+            "day1_to_end": mapping_growth(week.maps[0], week.maps[-1], 12),
+        }
+        figures["idle_by_mapping_mb"] = {
+            k: round(v / 1024, 2) for k, v in sorted(idle_maps.items(), key=lambda kv: -kv[1])[:15]
+        }
         if args.tracemalloc:
             figures["tracemalloc_top"] = tracemalloc_diff(storage, args.top)
         elif args.object_counts:
@@ -735,6 +791,10 @@ def main(argv: list[str] | None = None) -> int:
         f"from idle; peak hourly {f['peak_hourly_rss_mb']:.1f} MB"
     )
     print(f"central: {f['central']}")
+    for span, rows_ in f["growth_by_mapping_mb"].items():
+        print(f"RSS growth by mapping, {span.replace('_', ' ')}:")
+        for key, grown in rows_:
+            print(f"  {grown:+6.2f} MB  {key}")
     if args.trim_probe:
         print(f"end of each day, RSS before -> after malloc_trim(0): {f['trim_probe_mb']}")
     if args.tracemalloc:

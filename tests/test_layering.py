@@ -545,6 +545,10 @@ ONLY_WHEN_CONFIGURED = (
     "agent.features.voice",  # an announcer
     "agent.features.led",  # LED strips
     "agent.features.inputs",  # ticket buttons, code scanners
+    "aiomqtt",  # the central link's first connection (mqtt.url)
+    "paho",
+    "prometheus_client",  # the first scrape of /metrics
+    "pydantic.v1",  # never: FastAPI's v1 check answers without it (agent/web/__init__.py)
 )
 
 

@@ -87,3 +87,108 @@ def test_the_agent_does_not_scan_installed_packages_for_pydantic_plugins() -> No
     )
     # The config was validated (pydantic ran) without the plugin scan ever happening.
     assert done.stdout.split() == ["ok", "0", "None"]
+
+
+# An offline hall without devices, started in a fresh interpreter: it answers its API,
+# then says which of the libraries a start need not pay for were loaded.
+OFFLINE_START = (
+    "import asyncio, sys\n"
+    "from pathlib import Path\n"
+    "import httpx\n"
+    "sys.path.insert(0, 'tests')\n"
+    "from support import as_ops, hall_config\n"
+    "from agent.config import HallAgentConfig\n"
+    "from agent.daemon import running_agent\n"
+    "async def main():\n"
+    "    config = HallAgentConfig.model_validate(hall_config(Path(sys.argv[1])))\n"
+    "    async with running_agent(config) as agent:\n"
+    "        async with httpx.AsyncClient(base_url=agent.url, headers=as_ops(agent)) as c:\n"
+    "            status = (await c.get('/api/v1/status')).status_code\n"
+    "            queue = (await c.get('/api/v1/queue')).status_code\n"
+    "            loaded = [m for m in sys.argv[2:] if m in sys.modules]\n"
+    "            metrics = await c.get('/metrics')\n"
+    "            print(status, queue, agent.link.state.value, *loaded)\n"
+    "            print(metrics.status_code, metrics.headers['content-type'].split(';')[0],\n"
+    "                  'hall_outbox_bytes' in metrics.text, 'prometheus_client' in sys.modules)\n"
+    "asyncio.run(main())\n"
+)
+
+
+def test_an_offline_hall_starts_without_mqtt_metrics_or_pydantic_v1(tmp_path: Path) -> None:
+    """aiomqtt and paho come with the first connection (an offline hall never makes one),
+    prometheus_client with the first scrape of /metrics, and FastAPI's routes are built
+    without importing pydantic.v1 (agent/web/__init__.py)."""
+    unwanted = ["aiomqtt", "paho.mqtt.client", "prometheus_client", "pydantic.v1"]
+    done = subprocess.run(
+        [sys.executable, "-c", OFFLINE_START, str(tmp_path / "state"), *unwanted],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    started, scraped = done.stdout.splitlines()
+    # Both routes answered, the link is built (offline), and none of the four is loaded.
+    assert started.split() == ["200", "200", "disabled"]
+    # /metrics still answers in Prometheus's text format, with the hall's figures.
+    assert scraped.split() == ["200", "text/plain", "True", "True"]
+
+
+def test_fastapi_still_recognises_a_pydantic_v1_model_once_v1_is_imported() -> None:
+    """The v1 check is skipped only while pydantic.v1 is not loaded: a route declared with a
+    v1 model is refused by FastAPI as before."""
+    program = (
+        "import warnings, sys\n"
+        "import agent.web\n"
+        "from fastapi import FastAPI\n"
+        "from fastapi._compat import shared\n"
+        "from pydantic import BaseModel\n"
+        "class V2(BaseModel):\n"
+        "    x: int\n"
+        "print(shared.is_pydantic_v1_model_class(V2), 'pydantic.v1' in sys.modules)\n"
+        "with warnings.catch_warnings():\n"
+        "    warnings.simplefilter('ignore')\n"
+        "    from pydantic import v1\n"
+        "class V1(v1.BaseModel):\n"
+        "    x: int\n"
+        "print(shared.is_pydantic_v1_model_class(V1), shared.is_pydantic_v1_model_class(V2))\n"
+        "app = FastAPI()\n"
+        "try:\n"
+        "    def route(body: V1) -> None: ...\n"
+        "    app.post('/v1-route')(route)\n"
+        "except Exception as err:\n"
+        "    print(type(err).__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["False False", "True False", "PydanticV1NotSupportedError"]
+
+
+def test_settling_the_start_freezes_its_objects_and_turns_the_collector_on() -> None:
+    """`hall-agent run` starts with the cyclic collector off (agent/cli.py); once the agent
+    answers, serve() collects once, freezes what start made and turns it back on."""
+    program = (
+        "import gc\n"
+        "gc.disable()\n"
+        "from agent.daemon import settle_start_up_objects\n"
+        "before = gc.get_freeze_count()\n"
+        "settle_start_up_objects()\n"
+        "print(before, gc.get_freeze_count() > 10000, gc.isenabled())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split() == ["0", "True", "True"]

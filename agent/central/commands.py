@@ -16,11 +16,8 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
 from agent.central import contract as c
@@ -36,9 +33,14 @@ from agent.runtime.hall import Hall
 from agent.runtime.store import CommandRecord, Store, Written
 from agent.runtime.tasks import BackgroundTasks
 
+if TYPE_CHECKING:
+    # Imported when the link connects (agent/central/link.py): an offline hall never does.
+    import aiomqtt
+    from paho.mqtt.properties import Properties
+
 log = logging.getLogger(__name__)
 
-Replayer = Callable[[aiomqtt.Client, int, int], Awaitable[int]]
+Replayer = Callable[["aiomqtt.Client", int, int], Awaitable[int]]
 # A handler a device feature registers (reprint, request_rating, capture_document):
 # it returns the reply's result, or raises QueueError for a refusal.
 Handler = Callable[[c.Command], Awaitable[dict[str, Any]]]
@@ -381,6 +383,9 @@ class CommandDesk:
         await client.publish(self.topics.reply, body, qos=1)
         response_topic = getattr(properties, "ResponseTopic", None) if properties else None
         if response_topic:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             correlation = getattr(properties, "CorrelationData", None)
             if correlation is not None:
@@ -442,6 +447,8 @@ def _queue_operation(command: c.Command) -> Operation | None:
 
 
 async def _resend(replay: Replayer, client: aiomqtt.Client, from_seq: int, to_seq: int) -> None:
+    import aiomqtt
+
     try:
         sent = await replay(client, from_seq, to_seq)
     except aiomqtt.MqttError as err:

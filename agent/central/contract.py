@@ -20,10 +20,15 @@ Status = Literal["ok", "degraded", "offline", "error"]
 ReplyStatus = Literal["ok", "rejected", "failed", "expired"]
 
 
+# Every model of the contract is built on its first use (``defer_build``), not when this
+# module is imported: an offline hall never uses most of them, and a connected one builds
+# each once, at its first message (docs/benchmarks.md, "Start and client commands").
+
+
 class Message(BaseModel):
     """A payload central receives: extra fields are allowed so the hall may add some."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
 
 class Incoming(BaseModel):
@@ -33,7 +38,7 @@ class Incoming(BaseModel):
     Strict: validate with ``model_validate_json`` (dates and times are ISO 8601 strings in
     JSON; :func:`validate_incoming` does it for an already parsed payload)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
 
 _M = TypeVar("_M", bound=Incoming)
@@ -370,7 +375,9 @@ class GetReport(Command):
     hall's figures, and each group of the view ``by`` (every view when absent)."""
 
     # ``from`` is a Python keyword: the field is ``from_``, sent and read as ``from``.
-    model_config = ConfigDict(extra="forbid", strict=True, serialize_by_alias=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, serialize_by_alias=True, defer_build=True
+    )
 
     from_: dt.date = Field(alias="from", description="the first business day")
     to: dt.date | None = Field(default=None, description="the last business day; from if absent")

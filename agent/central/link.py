@@ -22,12 +22,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import Any
-
-import aiomqtt
-from aiomqtt.exceptions import MqttConnectError
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from typing import TYPE_CHECKING, Any
 
 import agent
 from agent.central.commands import CommandDesk, CommandHandlers
@@ -39,6 +34,12 @@ from agent.runtime.devices import DeviceBoard, DeviceHealth
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import Store, StoredEvent, StoreError, Written
 from agent.runtime.tasks import BackgroundTasks
+
+if TYPE_CHECKING:
+    # aiomqtt and paho are imported when the link first connects (an offline hall, one
+    # without mqtt.url, never loads them: docs/benchmarks.md, "Start and client commands").
+    import aiomqtt
+    from paho.mqtt.properties import Properties
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ def describe_connect_error(
             "the broker's log"
         )
     # Only a refused CONNECT: paho's own error numbers (4 is "not connected") overlap.
+    from aiomqtt.exceptions import MqttConnectError
+
     if isinstance(err, MqttConnectError) and err.rc is not None:
         code = getattr(err.rc, "value", err.rc)
         if code in (134, 135, 4, 5):
@@ -172,7 +175,7 @@ class Backoff:
 
 # An envelope rewritten as it is published; a task run while connected; a topic's handler.
 EnvelopeFilter = Callable[[dict[str, Any]], dict[str, Any]]
-ConnectedTask = Callable[[aiomqtt.Client], Coroutine[Any, Any, None]]
+ConnectedTask = Callable[["aiomqtt.Client"], Coroutine[Any, Any, None]]
 Route = Callable[[bytes], Awaitable[None]]
 
 
@@ -261,6 +264,8 @@ class Link:
         self._stop.set()
         client = self._client
         if client is not None and self.connected.is_set():
+            import aiomqtt
+
             will = Will(boot_id=self.boot_id, session=self.session, clean=True)
             try:
                 await client.publish(
@@ -277,6 +282,10 @@ class Link:
     # -- the connection loop ---------------------------------------------------------------
 
     def _make_client(self) -> aiomqtt.Client:
+        import aiomqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
         mqtt = self.mqtt
         assert mqtt.host is not None
         assert mqtt.port is not None
@@ -313,6 +322,10 @@ class Link:
         await self._pause(
             self._rng.uniform(0, min(self.mqtt.reconnect_spread_s, FIRST_CONNECT_SPREAD_S))
         )
+        # After that wait, so the import (~40 ms here) is not paid before the local API
+        # answers at start.
+        import aiomqtt
+
         while not self._stop.is_set():
             self.session += 1
             self.state = LinkState.CONNECTING
@@ -432,6 +445,8 @@ class Link:
     # -- incoming ----------------------------------------------------------------------------
 
     async def _receive(self, client: aiomqtt.Client) -> None:
+        import aiomqtt
+
         async for message in client.messages:
             topic = str(message.topic)
             payload = message.payload if isinstance(message.payload, bytes) else b""
@@ -616,6 +631,8 @@ class Link:
 
 
 def _first_error(group: BaseExceptionGroup[aiomqtt.MqttError]) -> aiomqtt.MqttError:
+    import aiomqtt
+
     found: BaseException = group
     while isinstance(found, BaseExceptionGroup):
         found = found.exceptions[0]

@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import enum
+import functools
 import hashlib
 import logging
 import os
@@ -33,9 +34,7 @@ import re
 import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
+from typing import TYPE_CHECKING
 
 from agent.client import OPS_TOKEN_FILE
 from agent.core import events as ev
@@ -49,6 +48,10 @@ from agent.runtime.store import (
     UserCredential,
     Written,
 )
+
+if TYPE_CHECKING:
+    # argon2 is imported at the first password hashed or checked, not at start.
+    from argon2 import PasswordHasher
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +119,8 @@ ARGON2_PARALLELISM = 1
 
 
 def password_hasher() -> PasswordHasher:
+    from argon2 import PasswordHasher
+
     return PasswordHasher(
         time_cost=ARGON2_TIME_COST,
         memory_cost=ARGON2_MEMORY_KIB,
@@ -164,7 +169,7 @@ class HallAccess:
         self.settings = hall.config.access
         self.ops_token_file = hall.config.storage.path / OPS_TOKEN_FILE
         self._clock = clock or _now
-        self._hasher = hasher or password_hasher()
+        self._given_hasher = hasher
         # One password hash at a time: a burst of logins queues instead of taking the Pi's
         # memory (each hash holds ARGON2_MEMORY_KIB) and every core.
         self._hashing = asyncio.Lock()
@@ -404,6 +409,8 @@ class HallAccess:
             hashed = user.password_hash
 
         def verify() -> bool:
+            from argon2.exceptions import InvalidHashError, VerificationError
+
             try:
                 return bool(self._hasher.verify(hashed, password))
             except (VerificationError, InvalidHashError):
@@ -412,6 +419,10 @@ class HallAccess:
         async with self._hashing:
             ok = await asyncio.to_thread(verify)
         return ok and user is not None
+
+    @functools.cached_property
+    def _hasher(self) -> PasswordHasher:
+        return self._given_hasher or password_hasher()
 
     async def _hash(self, password: str) -> str:
         async with self._hashing:

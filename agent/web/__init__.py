@@ -1,15 +1,24 @@
 """The local API: FastAPI routes, pages, health, access rules.
 
-FastAPI is imported here first, with pydantic told to defer building the models it
-declares (``defer_build``): the ~100 models of the OpenAPI document (``fastapi.openapi.
-models``) are otherwise built at every start, and are needed only when ``/openapi.json``
-or ``/docs`` is asked for; each model is then built on its first use. Only the models
-FastAPI declares while it is being imported are deferred; the agent's own are not.
+FastAPI is imported here first, with two start-up costs taken out:
+
+- pydantic is told to defer building the models FastAPI declares while it is imported
+  (``defer_build``): the ~100 models of the OpenAPI document (``fastapi.openapi.models``)
+  are otherwise built at every start, and are needed only when ``/openapi.json`` or
+  ``/docs`` is asked for; each model is then built on its first use. Only the models
+  FastAPI declares while it is being imported are deferred; the agent's own are not.
+- FastAPI asks of every parameter and response type of every route whether it is a
+  pydantic v1 model, and imports ``pydantic.v1`` (a second copy of pydantic, ~50 ms and
+  ~3 MB here) to answer. A class can be a v1 model only once ``pydantic.v1`` has been
+  imported, so while nothing has imported it the answer is "no" without importing it;
+  once something has, FastAPI's own check answers (see :func:`_skip_pydantic_v1`).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
 
 
 def _import_fastapi_deferring_its_models() -> None:
@@ -31,4 +40,34 @@ def _import_fastapi_deferring_its_models() -> None:
             config["defer_build"] = before
 
 
+def _unless_v1_is_loaded(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    def is_v1(obj: Any) -> bool:
+        return "pydantic.v1" in sys.modules and check(obj)
+
+    is_v1.__wrapped__ = check  # type: ignore[attr-defined]
+    return is_v1
+
+
+def _skip_pydantic_v1() -> None:
+    """Answer FastAPI's "is this a pydantic v1 model?" without importing pydantic.v1.
+
+    Exact, not a guess: ``isinstance``/``issubclass`` against ``pydantic.v1.BaseModel``
+    can only be true when that module is loaded. The checks are looked up where FastAPI
+    calls them (``fastapi._compat.shared`` for routes, ``fastapi.encoders`` for
+    responses); a FastAPI without them is left as it is.
+    """
+    from fastapi import encoders
+    from fastapi._compat import shared
+
+    for module, name in (
+        (shared, "is_pydantic_v1_model_class"),
+        (shared, "is_pydantic_v1_model_instance"),
+        (encoders, "is_pydantic_v1_model_instance"),
+    ):
+        check = getattr(module, name, None)
+        if callable(check) and not hasattr(check, "__wrapped__"):
+            setattr(module, name, _unless_v1_is_loaded(check))
+
+
 _import_fastapi_deferring_its_models()
+_skip_pydantic_v1()

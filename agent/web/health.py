@@ -22,17 +22,10 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    ProcessCollector,
-    generate_latest,
-)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import BaseModel
 
 import agent
@@ -45,6 +38,10 @@ from agent.runtime.diskspace import SpaceGuard
 from agent.runtime.hall import Hall
 from agent.runtime.store import DatabaseSpace, OutboxStats, Store, StoredEvent
 from agent.runtime.tasks import BackgroundTasks
+
+if TYPE_CHECKING:
+    # prometheus_client is imported at the first scrape of /metrics, not at start.
+    from prometheus_client.core import Metric
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +264,8 @@ class HallHealth:
     # -- /metrics -------------------------------------------------------------------------
 
     async def metrics(self) -> bytes:
+        from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+
         figures = await self._store_figures()
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Families(list(self._families(figures))))
@@ -300,6 +299,8 @@ class HallHealth:
             yield from _store_families(figures)
 
     def _agent_families(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         hall = self.hall
         report = self.report()
         info = GaugeMetricFamily(
@@ -370,6 +371,8 @@ class HallHealth:
             )
 
     def _hall_families(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         link = self.link
         yield GaugeMetricFamily(
             "hall_central_connected",
@@ -415,6 +418,8 @@ class HallHealth:
 
 
 def _store_families(figures: _StoreFigures) -> Iterator[Metric]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
     stats = figures.stats
     outbox = GaugeMetricFamily(
         "hall_outbox_events",
@@ -501,6 +506,8 @@ def health_routes(health: HallHealth, *, metrics: Sequence[Any]) -> APIRouter:
     @router.get("/metrics", response_class=Response, dependencies=list(metrics))
     async def prometheus() -> Response:
         """Prometheus text format."""
+        from prometheus_client import CONTENT_TYPE_LATEST
+
         return Response(await health.metrics(), media_type=CONTENT_TYPE_LATEST)
 
     return router
