@@ -521,7 +521,9 @@ class Hall:
             if hall_changed or snap.hall.day != live.hall.day:
                 snap.hall = _copy_counters(live.hall)
             snap.clock_trusted = live.clock_trusted
-            snap.replaced()
+            # Its records equal the live engine's now: the estimates and places the group's
+            # operations kept up are the committed state's too (reads need not play again).
+            snap.replaced(like=live)
         self._last_seq = self.store.last_seq
         if stored or tickets or windows or hall_changed:
             self._write_succeeded(len(steps))
