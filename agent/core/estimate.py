@@ -132,14 +132,17 @@ class Simulation:
     """A play of the queue (see the module) that can take one more ticket at the back of
     a service's normal line without playing everything again.
 
-    Until the moment the service's phantom reaches the head of its line, a ticket added
-    behind everyone of that service changes nothing (it is never at the head, and the
-    service's expected arrivals are behind it); from that moment on it is called where the
-    phantom was and takes its service's time. So the play keeps its state at each such
-    moment (a :class:`_Mark` per service: the lanes' heap and a position per line) and
-    :meth:`append` goes on from there, with the service's arrivals re-counted: the result
-    is the same as a play of the whole queue with the ticket in it (``tests/test_estimate.py``
-    checks this against :func:`simulate`).
+    Until the moment the service's phantom is called, a ticket added behind everyone of
+    that service changes nothing: routing sees only the heads of lines, and the ticket is
+    at the head only where the phantom would be, with the same key (the service's expected
+    arrivals are behind it). It is called then in the phantom's place and takes its
+    service's time. So the play keeps its state at that moment (a :class:`_Mark` per
+    service: the lanes' heap and a position per line) and :meth:`append` goes on from
+    there, with the service's arrivals re-counted: the result is the same as a play of
+    the whole queue with the ticket in it (``tests/test_estimate.py`` checks this against
+    :func:`simulate`). With aging, a real ticket at the head may age and be called before
+    the phantom would be: the mark is then where the phantom reached the head. In a long
+    queue the play after the mark is short: a take costs a few steps, not a whole play.
     """
 
     def __init__(
@@ -186,9 +189,10 @@ class Simulation:
         heap = [(max(0.0, lane.free_in), i) for i, lane in enumerate(lanes)]
         heapq.heapify(heap)
         start = _Mark(0, [0] * len(self._lines), heap, 0)
-        for line in self._lines:
-            if line.phantom and not line.reals:
-                self._marks[line.service] = _Mark(0, list(start.pos), list(heap), 0)
+        if aging is not None:
+            for line in self._lines:
+                if line.phantom and not line.reals:
+                    self._marks[line.service] = _Mark(0, list(start.pos), list(heap), 0)
         self._play(start)
 
     def _line(self, service: str, green: bool) -> _Line:
@@ -247,6 +251,14 @@ class Simulation:
                 if soonest is not None:
                     heapq.heappush(heap, (soonest, i))  # idle until then
                 continue  # else: nothing left this window would call
+            line = lines[source]
+            if aging is None and line.phantom and pos[source] == len(line.reals):
+                # The phantom is called now: a ticket added behind everyone of its service
+                # would be called here in its place (without aging nothing tells them apart
+                # before), so a play with it goes on from just before this step.
+                mark = _Mark(step - 1, list(pos), list(heap), done)
+                heapq.heappush(mark.heap, (at, i))
+                self._marks[line.service] = mark
             done += self._pop(source, at, i, _Mark(step, pos, heap, done))
 
     def _pop(self, source: int, at: float, lane: int, state: _Mark) -> int:
@@ -265,7 +277,10 @@ class Simulation:
         if p >= n:
             return 0  # an expected arrival
         self.called[line.reals[p][1]] = at
-        if p + 1 == n and line.phantom:  # the phantom is at the head now
+        if p + 1 == n and line.phantom and self._aging is not None:
+            # The phantom is at the head now. With aging, a ticket behind everyone may be
+            # called sooner than the phantom (it ages, a phantom does not): a play with it
+            # goes on from here.
             self._marks[line.service] = _Mark(state.step, list(pos), list(heap), state.done + 1)
         return 1
 
