@@ -978,3 +978,22 @@ def test_a_ticket_to_json_names_every_field_and_public_leaves_out_the_private_on
     shown_window["rating"]["reasons"].append("changed")  # a copy, not the window's own
     assert window.rating["reasons"] == ["slow"]
     assert WindowStatus.from_json(window.to_json()) == window
+
+
+def test_a_snapshot_is_kept_until_the_queue_its_estimates_or_an_opening_change(
+    engine: QueueEngine,
+) -> None:
+    first = engine.snapshot(NOW)
+    assert engine.snapshot(NOW) is first  # every read of the same state shares it
+    take(engine, "general")
+    taken = engine.snapshot(NOW)
+    assert [t["number"] for t in taken["waiting"]] == ["A001"]
+    assert first["waiting"] == []  # what was handed out before is left as it was
+    engine.sign_in("w1", "s-1", NOW)
+    engine.call_next("w1", NOW)
+    called = engine.snapshot(NOW)
+    assert called["waiting"] == []
+    assert called["windows"][0]["ticket"]["number"] == "A001"
+    later = NOW + dt.timedelta(minutes=5)  # a new play of the estimates: made afresh
+    assert engine.snapshot(later) is not called
+    assert engine.snapshot(at("12:30"))["services"][0]["open"] is False

@@ -147,6 +147,8 @@ class QueueEngine:
         # The last play of the queue (see estimates()) and the last places (see _aheads()).
         self._kept: _Kept | None = None
         self._places: Places | None = None
+        # The last snapshot with and without the waiting list, and what it was made from.
+        self._snapshots: dict[bool, tuple[tuple[Any, ...], Estimates, JSON]] = {}
         # Whether ``now`` can be believed; the hall sets it before each operation from its
         # clock check. An untrusted clock never changes the business day.
         self.clock_trusted = True
@@ -1457,14 +1459,28 @@ class QueueEngine:
 
     def snapshot(self, now: dt.datetime, *, waiting_list: bool = True) -> JSON:
         """The whole queue as screens and the API show it (``waiting_list=False``: without
-        the list of waiting tickets, which screens do not show)."""
-        services = []
+        the list of waiting tickets, which screens do not show).
+
+        Kept until the records, the estimates or a service's opening change: every read of
+        the same state gets the same dict, which must not be changed."""
         estimates = self.estimates(now)
+        local = now.astimezone(self.config.hall.zone)
+        opened = tuple(s.open_at(local) for s in self.config.services)
+        key = (self._state_key(), opened)
+        kept = self._snapshots.get(waiting_list)
+        if kept is not None and kept[0] == key and kept[1] is estimates:
+            return kept[2]
+        found = self._snapshot(estimates, opened, waiting_list)
+        self._snapshots[waiting_list] = (key, estimates, found)
+        return found
+
+    def _snapshot(self, estimates: Estimates, opened: tuple[bool, ...], waiting_list: bool) -> JSON:
+        services = []
         counts: dict[str, int] = {}
         for t in self.tickets.values():
             if t.status is TicketStatus.WAITING:
                 counts[t.service] = counts.get(t.service, 0) + 1
-        for s in self.config.services:
+        for s, open_now in zip(self.config.services, opened, strict=True):
             waiting = counts.get(s.id, 0)
             wait = estimates.newcomer_minutes(s.id)
             services.append(
@@ -1475,7 +1491,7 @@ class QueueEngine:
                     "waiting": waiting,
                     "issued_today": self.hall.counters.get(s.id, 0),
                     "daily_cap": s.daily_cap,
-                    "open": s.open_at(now.astimezone(self.config.hall.zone)),
+                    "open": open_now,
                     "wait_minutes": (
                         round(waiting * self.average_minutes(s.id)) if wait is None else wait
                     ),
