@@ -31,7 +31,7 @@ import dataclasses
 import datetime as dt
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from agent.config import HallAgentConfig, Window
 from agent.core.model import HallCounters, Ticket, TicketStatus, WindowState, WindowStatus
@@ -52,9 +52,8 @@ class Lane:
     free_in: float  # minutes from now
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Waiter:
-    """A waiting ticket as routing sees it."""
+class Waiter(NamedTuple):
+    """A waiting ticket as routing sees it (a tuple: a play makes one per waiting ticket)."""
 
     id: str
     service: str
@@ -101,7 +100,7 @@ class _Line:
     waiting tickets, then (normal lines of a newcomer service) the phantom, then the
     expected arrivals. A play walks it with a position (``Simulation._pos``)."""
 
-    __slots__ = ("count", "first_rank", "green", "phantom", "rate", "reals", "service")
+    __slots__ = ("count", "first_rank", "green", "minutes", "phantom", "rate", "reals", "service")
 
     def __init__(self, service: str, green: bool) -> None:
         self.service = service
@@ -111,6 +110,7 @@ class _Line:
         self.rate = 0.0
         self.count = 0
         self.first_rank = _LAST[0] + 1
+        self.minutes = 0.0  # the service's mean time (never below 0)
 
     def expect(self, rate: float, horizon: float) -> None:
         self.rate = rate
@@ -200,7 +200,9 @@ class Simulation:
         found = self._index.get(key)
         if found is None:
             found = self._index[key] = len(self._lines)
-            self._lines.append(_Line(service, green))
+            line = _Line(service, green)
+            line.minutes = max(0.0, self._minutes.get(service, 0.0))
+            self._lines.append(line)
         return self._lines[found]
 
     def _index_of(self, service: str, green: bool) -> int:
@@ -259,13 +261,21 @@ class Simulation:
                 mark = _Mark(step - 1, list(pos), list(heap), done)
                 heapq.heappush(mark.heap, (at, i))
                 self._marks[line.service] = mark
-            done += self._pop(source, at, i, _Mark(step, pos, heap, done))
+            done += self._pop(line, source, at, i, pos, heap, step, done)
 
-    def _pop(self, source: int, at: float, lane: int, state: _Mark) -> int:
-        """Lane ``lane`` takes the head of line ``source`` at ``at``; how many waiting
-        tickets or phantoms that called (0 or 1)."""
-        line = self._lines[source]
-        pos, heap = state.pos, state.heap
+    def _pop(
+        self,
+        line: _Line,
+        source: int,
+        at: float,
+        lane: int,
+        pos: list[int],
+        heap: list[tuple[float, int]],
+        step: int,
+        done: int,
+    ) -> int:
+        """Lane ``lane`` takes the head of ``line`` (index ``source``) at ``at``; how many
+        waiting tickets or phantoms that called (0 or 1)."""
         p = pos[source]
         pos[source] = p + 1
         n = len(line.reals)
@@ -273,7 +283,7 @@ class Simulation:
             self.newcomer_at[line.service] = at
             heapq.heappush(heap, (at, lane))  # a phantom takes no time
             return 1
-        heapq.heappush(heap, (at + max(0.0, self._minutes.get(line.service, 0.0)), lane))
+        heapq.heappush(heap, (at + line.minutes, lane))
         if p >= n:
             return 0  # an expected arrival
         self.called[line.reals[p][1]] = at
@@ -281,7 +291,7 @@ class Simulation:
             # The phantom is at the head now. With aging, a ticket behind everyone may be
             # called sooner than the phantom (it ages, a phantom does not): a play with it
             # goes on from here.
-            self._marks[line.service] = _Mark(state.step, list(pos), list(heap), state.done + 1)
+            self._marks[line.service] = _Mark(step, list(pos), list(heap), done + 1)
         return 1
 
     def expected(self, service: str) -> Demand:
