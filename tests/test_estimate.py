@@ -355,6 +355,10 @@ def test_what_the_engine_keeps_equals_counting_and_playing_again(tmp_path_factor
         at = engine._kept.at if engine._kept is not None else now
         again = estimate_queue(copy, at, services)
         assert (kept.tickets, kept.newcomers) == (again.tickets, again.newcomers)
+        assert engine.places(now) == {
+            t.id: (copy.people_ahead(t, at), copy.wait_minutes(t, at, again))
+            for t in copy.waiting()
+        }
         if isinstance(operation, op.Take) and out.ticket is not None:
             assert out.result["wait_minutes"] == copy.wait_minutes(out.ticket, at, again)
             assert out.result["ahead"] == copy.people_ahead(out.ticket, at)

@@ -147,6 +147,8 @@ class QueueEngine:
         # The last play of the queue (see estimates()) and the last places (see _aheads()).
         self._kept: _Kept | None = None
         self._places: Places | None = None
+        # The last places() answer and the places and estimates it was made from.
+        self._placed: tuple[Places, Estimates, dict[str, tuple[int, int]]] | None = None
         # The last snapshot with and without the waiting list, and what it was made from.
         self._snapshots: dict[bool, tuple[tuple[Any, ...], Estimates, JSON]] = {}
         # Whether ``now`` can be believed; the hall sets it before each operation from its
@@ -1325,12 +1327,25 @@ class QueueEngine:
         return found
 
     def places(self, now: dt.datetime) -> dict[str, tuple[int, int]]:
-        """People ahead and the estimated wait (minutes) of every waiting ticket, by id."""
+        """People ahead and the estimated wait (minutes) of every waiting ticket, by id
+        (as :meth:`people_ahead` and :meth:`wait_minutes`). Kept with the places and
+        estimates it was made from: every read of the same state shares it (do not change
+        it)."""
         estimates = self.estimates(now)
-        return {
-            tid: (ahead, self.wait_minutes(self.tickets[tid], now, estimates))
-            for tid, (_, ahead) in self._aheads().items()
-        }
+        placed = self._places_now()
+        kept = self._placed
+        if kept is not None and kept[0] is placed and kept[1] is estimates:
+            return kept[2]
+        found = estimates.tickets
+        out: dict[str, tuple[int, int]] = {}
+        for tid, (service, ahead) in placed.places.items():
+            minutes = found.get(tid)
+            if minutes is None:  # no window serves it at all
+                out[tid] = (ahead, round(ahead * self.average_minutes(service)))
+            else:
+                out[tid] = (ahead, max(0, round(minutes)))
+        self._placed = (placed, estimates, out)
+        return out
 
     def _aheads(self) -> dict[str, tuple[str, int]]:
         """Each waiting ticket's service and people ahead (as :meth:`people_ahead`)."""
