@@ -98,7 +98,7 @@ _Real = tuple[tuple[int, str], str, float]
 class _Line:
     """One service's green-channel or normal line, in the order routing takes it: the
     waiting tickets, then (normal lines of a newcomer service) the phantom, then the
-    expected arrivals. A play walks it with a position (``Simulation._pos``)."""
+    expected arrivals. A play walks it with a position (one per line in a ``_Mark``)."""
 
     __slots__ = ("count", "first_rank", "green", "minutes", "phantom", "rate", "reals", "service")
 
