@@ -213,13 +213,13 @@ def replay(cfg: HallAgentConfig, seed: int, count: int) -> Day:
             service, green, out.result["wait_minutes"], old_formula(engine, service, ahead), at
         )
         # Timing: the estimate as the take computes it, against the old formula.
-        engine._estimated = None  # a fresh run, not the one the take kept
+        engine._kept = None  # a fresh run, not the one the take kept
         t0 = time.perf_counter()
         engine.wait_minutes(ticket, at)
         t1 = time.perf_counter()
         old_formula(engine, service, ahead)
         t2 = time.perf_counter()
-        engine._estimated = None
+        engine._kept = None
         engine.snapshot(at)
         t3 = time.perf_counter()
         without = engine.estimates

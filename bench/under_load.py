@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 import threading
 import time
@@ -71,6 +72,12 @@ def agent_config(storage: Path) -> dict[str, Any]:
     config["windows"][0]["devices"] = ["caller-w1"]
     config["callers"] = {"debounce_s": 0}
     return config
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def client(url: str, headers: dict[str, str]) -> httpx.Client:
@@ -180,7 +187,9 @@ def one_configuration(delay: float, one_core: bool, args: argparse.Namespace) ->
             warm.close()
 
             single = Takers(agent.url, ops, 1)
+            cpu = cpu_seconds(agent.pid)
             single.run(args.single)
+            single_cpu = cpu_seconds(agent.pid) - cpu
             single.close()
 
             takers = Takers(agent.url, ops, args.takers)
@@ -204,7 +213,9 @@ def one_configuration(delay: float, one_core: bool, args: argparse.Namespace) ->
             takers.close()
 
             burst = Takers(agent.url, ops, args.clients)
+            cpu = cpu_seconds(agent.pid)
             burst_s = burst.run(args.burst)
+            burst_cpu = cpu_seconds(agent.pid) - cpu
             burst.close()
 
     load: dict[str, Any] = {
@@ -220,12 +231,19 @@ def one_configuration(delay: float, one_core: bool, args: argparse.Namespace) ->
             load[name]["presses_that_called"] = called
     return {
         **mode(delay, one_core),
-        "take_1_client": {**summary(single.latencies), "errors": single.errors},
+        "take_1_client": {
+            **summary(single.latencies),
+            "errors": single.errors,
+            # The agent's CPU per take (user + system): steadier than latency on a busy
+            # machine, and what a slower CPU multiplies.
+            "agent_cpu_ms_per_take": 1000 * single_cpu / max(1, len(single.latencies)),
+        },
         "load_4_takers": load,
         f"take_{args.clients}_clients": {
             **summary(burst.latencies),
             "errors": burst.errors,
             "takes_per_s": len(burst.latencies) / burst_s,
+            "agent_cpu_ms_per_take": 1000 * burst_cpu / max(1, len(burst.latencies)),
         },
         "raw_sqlite": raw_baseline(delay, one_core, args.raw_ops),
     }
@@ -274,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{load['take']['takes_per_s']:.0f}",
                 f"{burst['takes_per_s']:.0f}",
                 f"{burst['p50_ms']:.0f}/{burst['p99_ms']:.0f}",
+                f"{f['take_1_client']['agent_cpu_ms_per_take']:.1f}/"
+                f"{burst['agent_cpu_ms_per_take']:.1f}",
             ]
         )
     figures: dict[str, Any] = dict(runs)
@@ -306,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             "takes/s load",
             f"takes/s @{args.clients}",
             f"take@{args.clients}",
+            f"cpu ms/take @1/@{args.clients}",
         ],
         rows,
     )

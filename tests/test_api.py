@@ -183,3 +183,61 @@ async def test_concurrent_next_never_hands_out_a_ticket_twice(
     called = [n for n in numbers if n is not None]
     assert len(called) == len(set(called))
     assert len(called) == 40  # 60 presses, 40 tickets: each ticket called exactly once
+
+
+async def test_the_queue_answer_shows_every_write_at_once(
+    agent_: Running, client: httpx.AsyncClient
+) -> None:
+    """GET /queue is encoded once per committed state and each waiting ticket's JSON is
+    kept while its record is unchanged: after each write by this client, the next read
+    shows it, and equals the committed snapshot encoded afresh."""
+
+    async def queue() -> dict:
+        r = await client.get(f"{API}/queue")
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "application/json"
+        again = await client.get(f"{API}/queue")
+        assert again.content == r.content  # nothing written in between: the same answer
+        fresh = await agent_.hall.read(lambda e, n: e.snapshot(n))
+        assert r.json() == json.loads(json.dumps(fresh))
+        return r.json()
+
+    def waiting(answer: dict) -> dict[str, dict]:
+        return {t["number"]: t for t in answer["waiting"]}
+
+    assert (await queue())["waiting"] == []
+    for service in ("social", "social", "civil"):
+        await take(client, service)
+    assert list(waiting(await queue())) == ["A001", "A002", "B001"]
+    social = next(s for s in (await queue())["services"] if s["id"] == "social")
+    assert social["waiting"] == 2
+
+    await client.post(f"{API}/windows/w1/next")  # A001 to w1
+    answer = await queue()
+    assert list(waiting(answer)) == ["A002", "B001"]
+    w1 = next(w for w in answer["windows"] if w["id"] == "w1")
+    assert w1["ticket"]["number"] == "A001"
+
+    # A001 goes back to the queue as 综合咨询: the same ticket, a changed record.
+    r = await client.post(
+        f"{API}/windows/w1/transfer", json={"service": "general", "position": "back"}
+    )
+    assert r.status_code == 200, r.text
+    moved = waiting(await queue())["A001"]
+    assert (moved["service"], moved["status"]) == ("general", "waiting")
+
+    r = await client.post(f"{API}/tickets/B001/cancel", json={"reason": "left"})
+    assert r.status_code == 200, r.text
+    assert "B001" not in waiting(await queue())
+    await take(client, "social")
+    assert list(waiting(await queue())) == ["A002", "A001", "A003"]
+
+    # Called and sent back with no read in between: its kept JSON is of the old record.
+    called = (await client.post(f"{API}/windows/w1/next")).json()["result"]["ticket"]
+    assert called["number"] == "A002"
+    r = await client.post(
+        f"{API}/windows/w1/transfer", json={"service": "housing", "position": "front"}
+    )
+    assert r.status_code == 200, r.text
+    back = waiting(await queue())["A002"]
+    assert (back["service"], back["called_count"]) == ("housing", 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from zoneinfo import ZoneInfo
 
@@ -10,7 +11,16 @@ import pytest
 from agent.config import HallAgentConfig
 from agent.core.engine import Outcome, QueueEngine
 from agent.core.errors import NotFound, Refused
-from agent.core.model import Priority, Source, Ticket, TicketStatus, WindowState, business_day
+from agent.core.model import (
+    PRIVATE_TICKET_FIELDS,
+    Priority,
+    Source,
+    Ticket,
+    TicketStatus,
+    WindowState,
+    WindowStatus,
+    business_day,
+)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 MONDAY = dt.date(2026, 3, 2)
@@ -949,3 +959,47 @@ def test_snapshot_shows_services_windows_and_the_queue(engine: QueueEngine) -> N
     assert w1["services"] == ["general", "social"]
     assert w1["ticket"]["number"] == "A001"
     assert [t["number"] for t in snap["waiting"]] == ["A002", "B001"]
+
+
+def test_a_ticket_to_json_names_every_field_and_public_leaves_out_the_private_ones(
+    engine: QueueEngine,
+) -> None:
+    ticket = take(engine, "general")
+    engine.sign_in("w1", "s-1", NOW)
+    engine.call_next("w1", NOW)
+    engine.start_serving("w1", NOW)
+    engine.finish("w1", NOW + dt.timedelta(minutes=3))
+    whole = ticket.to_json()
+    assert list(whole) == [f.name for f in dataclasses.fields(Ticket)]
+    for f in dataclasses.fields(Ticket):
+        value = getattr(ticket, f.name)
+        shown = value.isoformat() if isinstance(value, dt.date) else value
+        assert whole[f.name] == shown, f.name
+    assert Ticket.from_json(whole) == ticket
+    assert ticket.public() == {k: v for k, v in whole.items() if k not in PRIVATE_TICKET_FIELDS}
+    window = engine.windows["w1"]
+    window.rating = {"ticket": ticket.number, "reasons": ["slow"]}
+    shown_window = window.to_json()
+    assert shown_window == dataclasses.asdict(window)
+    shown_window["rating"]["reasons"].append("changed")  # a copy, not the window's own
+    assert window.rating["reasons"] == ["slow"]
+    assert WindowStatus.from_json(window.to_json()) == window
+
+
+def test_a_snapshot_is_kept_until_the_queue_its_estimates_or_an_opening_change(
+    engine: QueueEngine,
+) -> None:
+    first = engine.snapshot(NOW)
+    assert engine.snapshot(NOW) is first  # every read of the same state shares it
+    take(engine, "general")
+    taken = engine.snapshot(NOW)
+    assert [t["number"] for t in taken["waiting"]] == ["A001"]
+    assert first["waiting"] == []  # what was handed out before is left as it was
+    engine.sign_in("w1", "s-1", NOW)
+    engine.call_next("w1", NOW)
+    called = engine.snapshot(NOW)
+    assert called["waiting"] == []
+    assert called["windows"][0]["ticket"]["number"] == "A001"
+    later = NOW + dt.timedelta(minutes=5)  # a new play of the estimates: made afresh
+    assert engine.snapshot(later) is not called
+    assert engine.snapshot(at("12:30"))["services"][0]["open"] is False

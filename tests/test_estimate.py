@@ -7,6 +7,7 @@ import datetime as dt
 import itertools
 
 import pytest
+from conftest import queue_hall_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,8 +15,9 @@ from agent.config import HallAgentConfig
 from agent.core import events as ev
 from agent.core import operations as op
 from agent.core.engine import QueueEngine
-from agent.core.estimate import Demand, Lane, Waiter, simulate
-from agent.core.model import Priority, Ticket
+from agent.core.errors import QueueError
+from agent.core.estimate import Demand, Lane, Simulation, Waiter, estimate_queue, simulate
+from agent.core.model import HallCounters, Priority, Ticket, WindowStatus
 
 NOW = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 
@@ -120,6 +122,62 @@ def test_estimates_are_never_negative_and_everyone_served_is_estimated(
         minutes = found.newcomer_minutes(service)
         assert (minutes is not None) is (service in served)
         assert minutes is None or minutes >= 0
+
+
+@settings(max_examples=300)
+@given(
+    lanes=st.lists(
+        st.tuples(
+            st.lists(st.sampled_from("abc"), min_size=1, max_size=3, unique=True),
+            st.floats(0, 30, allow_nan=False),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    tickets=st.lists(
+        st.tuples(st.sampled_from("abc"), st.booleans(), st.floats(0, 120, allow_nan=False)),
+        max_size=30,
+    ),
+    added=st.lists(st.sampled_from("abc"), min_size=1, max_size=6),
+    means=st.tuples(*[st.floats(0, 30, allow_nan=False)] * 3),
+    rates=st.tuples(*[st.floats(0, 0.5, allow_nan=False)] * 3),
+    aging=st.one_of(st.none(), st.floats(1, 60, allow_nan=False)),
+)
+def test_a_ticket_added_at_the_back_is_estimated_as_if_the_queue_were_played_again(
+    lanes, tickets, added, means, rates, aging
+):
+    """Simulation.append (a take reusing the last play) gives every ticket and newcomer the
+    same estimate as a play of the whole queue with the new tickets in it."""
+    played = [Lane(f"w{i}", tuple(services), free) for i, (services, free) in enumerate(lanes)]
+    queue = [Waiter(f"t{i}", s, g, i, waited) for i, (s, g, waited) in enumerate(tickets)]
+    minutes = dict(zip("abc", means, strict=True))
+    demand = {s: Demand(r, r / 4) for s, r in zip("abc", rates, strict=True)}
+    options = {"aging": aging, "newcomers": "abc", "horizon": 60.0}
+    kept = Simulation(played, queue, minutes, demand=demand, **options)
+    before = kept.estimates()
+    frozen = (dict(before.tickets), dict(before.newcomers))
+    for k, service in enumerate(added):
+        ticket = Waiter(f"n{k}", service, False, len(tickets) + k, 0.0)
+        queue.append(ticket)
+        more = demand[service]
+        demand[service] = Demand(more.normal + 1 / 60, more.green)
+        mine = kept.append(ticket, demand[service])
+        again = simulate(played, queue, minutes, demand=demand, **options)
+        assert mine == again.tickets.get(ticket.id)
+        after = kept.estimates()
+        assert after.tickets == again.tickets
+        assert after.newcomers == again.newcomers
+    # What was handed out before stays as it was.
+    assert (before.tickets, before.newcomers) == frozen
+
+
+def test_only_a_normal_ticket_behind_everyone_joins_a_kept_play():
+    kept = Simulation([Lane("w1", ("a",), 0.0)], waiters("a", 3), {"a": 5.0}, newcomers="a")
+    with pytest.raises(ValueError, match="normal"):
+        kept.append(Waiter("g", "a", True, 10, 0.0))
+    with pytest.raises(ValueError, match="behind"):
+        kept.append(Waiter("early", "a", False, 0, 0.0))
+    assert kept.append(Waiter("late", "a", False, 10, 0.0)) == 15.0
 
 
 # -- the engine -------------------------------------------------------------------------------
@@ -233,3 +291,74 @@ def test_ticket_status_only_with_a_district_qr_url_and_only_for_what_moved(make_
     assert (updates["A001"].status, updates["A001"].window_name) == ("called", "1号窗口")
     assert (updates["A002"].ahead, updates["A003"].ahead) == (0, 1)
     assert "token" not in engine.snapshot(NOW)["waiting"][0]  # never in the public view
+
+
+# What the engine keeps between operations: the play and the places.
+
+OPERATIONS = st.one_of(
+    st.builds(
+        op.Take,
+        service=st.sampled_from(["general", "social", "fund"]),
+        priority=st.sampled_from([Priority.NORMAL] * 4 + [Priority.ELDERLY]),
+    ),
+    st.builds(op.CallNext, window=st.sampled_from(["w1", "w2", "w3"])),
+    st.builds(op.Finish, window=st.sampled_from(["w1", "w2", "w3"])),
+    st.builds(op.NoShow, window=st.sampled_from(["w1", "w2", "w3"])),
+    st.builds(
+        op.Transfer,
+        window=st.sampled_from(["w1", "w2", "w3"]),
+        service=st.sampled_from(["general", "social", "fund"]),
+        position=st.sampled_from(["front", "back"]),
+    ),
+    st.builds(op.Pause, window=st.sampled_from(["w1", "w2", "w3"])),
+    st.builds(op.Resume, window=st.sampled_from(["w1", "w2", "w3"])),
+    st.builds(op.Cancel, number=st.sampled_from(["A001", "A002", "B001", "B003", "C002"])),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(st.tuples(OPERATIONS, st.sampled_from([0, 0, 0, 1, 30, 90, 600])), max_size=40),
+    aging=st.sampled_from([None, 5]),
+)
+def test_what_the_engine_keeps_equals_counting_and_playing_again(tmp_path_factory, steps, aging):
+    """Takes join the kept play and every operation updates the kept places; after each
+    operation both must equal a recount and a new play of the same queue (at the play's
+    time), and a take shows what the new play says."""
+    data = queue_hall_data(tmp_path_factory.mktemp("state"))
+    data["services"][2]["daily_cap"] = 6  # the last ticket of the day expects no one after
+    config = HallAgentConfig.model_validate(
+        {
+            **data,
+            "queue": {"recall_limit": 2, "aging_minutes": aging, "turn_near": 2},
+            "ticket": {"qr_url": "https://zwfw.example.gov.cn/q/{token}"},
+        }
+    )
+    engine = engine_for(config)
+    now = NOW
+    engine.apply(op.SignIn(window="w1", staff="s-1"), now)
+    services = [s.id for s in config.services]
+    for operation, seconds in steps:
+        now += dt.timedelta(seconds=seconds)
+        try:
+            out = engine.apply(operation, now)
+        except QueueError:
+            continue
+        copy = QueueEngine(
+            config,
+            HallCounters.from_json(engine.hall.to_json()),
+            [Ticket.from_json(t.to_json()) for t in engine.tickets.values()],
+            [WindowStatus.from_json(w.to_json()) for w in engine.windows.values()],
+        )
+        assert engine._aheads() == copy._aheads()
+        kept = engine.estimates(now)
+        at = engine._kept.at if engine._kept is not None else now
+        again = estimate_queue(copy, at, services)
+        assert (kept.tickets, kept.newcomers) == (again.tickets, again.newcomers)
+        assert engine.places(now) == {
+            t.id: (copy.people_ahead(t, at), copy.wait_minutes(t, at, again))
+            for t in copy.waiting()
+        }
+        if isinstance(operation, op.Take) and out.ticket is not None:
+            assert out.result["wait_minutes"] == copy.wait_minutes(out.ticket, at, again)
+            assert out.result["ahead"] == copy.people_ahead(out.ticket, at)

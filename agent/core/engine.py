@@ -30,7 +30,14 @@ from agent.core import events as ev
 from agent.core import operations as op
 from agent.core import wording
 from agent.core.errors import NotFound, Refused
-from agent.core.estimate import Estimates, estimate_queue
+from agent.core.estimate import (
+    DEMAND_MINUTES,
+    Demand,
+    Estimates,
+    Simulation,
+    Waiter,
+    play_queue,
+)
 from agent.core.events import Event, EventData
 from agent.core.model import (
     JSON,
@@ -46,7 +53,7 @@ from agent.core.model import (
     WindowStatus,
     business_day,
 )
-from agent.core.opening import citizen_text, opening
+from agent.core.opening import Opening, citizen_text, opening
 from agent.core.status import Move, allowed, check, move
 
 
@@ -62,6 +69,46 @@ class Outcome:
     stored: list[Any] = dataclasses.field(default_factory=list)  # filled in once committed
     # The ticket the operation was about (issued, called, finished...), when there is one.
     ticket: Ticket | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class _Kept:
+    """The last play of the queue (agent.core.estimate) and the state it stands for."""
+
+    key: tuple[Any, ...]  # the engine's _state_key() it was played (or kept up) for
+    at: dt.datetime  # the clock time it was played at
+    play: Simulation | None  # None in a copy that only reads (the hall's committed engine)
+    estimates: Estimates | None = None  # made from the play when first asked for
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Places:
+    """Every waiting ticket's place: each service's line in routing order (green channel
+    first, then by rank) and, by ticket id, its service and the people ahead of it.
+    Never changed once made (an operation makes a new one), so copies can share it."""
+
+    version: int
+    lines: dict[str, list[tuple[tuple[int, int], str]]]
+    places: dict[str, tuple[str, int]]
+
+
+def _place_key(ticket: Ticket) -> tuple[int, int]:
+    return (0 if ticket.priority.is_green else 1, ticket.rank)
+
+
+def _placed(
+    lines: dict[str, list[tuple[tuple[int, int], str]]], service: str
+) -> list[tuple[str, tuple[str, int]]]:
+    """(id, (service, people ahead)) for one sorted line: tickets with the same key (a
+    transfer to the front can share a rank) have the same people ahead."""
+    out = []
+    ahead = 0
+    previous: tuple[int, int] | None = None
+    for i, (key, tid) in enumerate(lines.get(service, ())):
+        if key != previous:
+            ahead, previous = i, key
+        out.append((tid, (service, ahead)))
+    return out
 
 
 def new_token() -> str:
@@ -96,10 +143,16 @@ class QueueEngine:
         for w in config.windows:
             self.windows.setdefault(w.id, WindowStatus(id=w.id))
         self._out = Outcome()
-        # The last estimates and what they were made from (see estimates()); every operation
-        # starts a new version.
+        # Every operation (and every replacement of records from outside) starts a new
+        # version; what is computed from the records is kept with the version it is for.
         self._version = 0
-        self._estimated: tuple[tuple[tuple[Any, ...], dt.datetime], Estimates] | None = None
+        # The last play of the queue (see estimates()) and the last places (see _aheads()).
+        self._kept: _Kept | None = None
+        self._places: Places | None = None
+        # The last places() answer and the places and estimates it was made from.
+        self._placed: tuple[Places, Estimates, dict[str, tuple[int, int]]] | None = None
+        # The last snapshot with and without the waiting list, and what it was made from.
+        self._snapshots: dict[bool, tuple[tuple[Any, ...], Estimates, JSON]] = {}
         # Whether ``now`` can be believed; the hall sets it before each operation from its
         # clock check. An untrusted clock never changes the business day.
         self.clock_trusted = True
@@ -115,11 +168,27 @@ class QueueEngine:
         """What the operation in progress (or the last one) changed so far."""
         return self._out
 
-    def replaced(self) -> None:
+    def replaced(self, like: QueueEngine | None = None) -> None:
         """Records were replaced from outside (the hall's committed copy, updated after each
-        commit): what was computed from the old ones (the estimates) is dropped."""
+        commit): what was computed from the old ones (estimates, places) is dropped, or,
+        with ``like`` (an engine whose records are now equal to these), taken from it when
+        it has them for its current records."""
         self._version += 1
-        self._estimated = None
+        self._kept = None
+        self._places = None
+        if like is None:
+            return
+        if self._state_key()[1:] != like._state_key()[1:]:
+            return  # not the same records after all
+        kept = like._kept
+        if kept is not None and kept.key == like._state_key():
+            found = kept.estimates
+            if found is None and kept.play is not None:
+                found = kept.estimates = kept.play.estimates()
+            self._kept = _Kept(self._state_key(), kept.at, None, found)
+        places = like._places
+        if places is not None and places.version == like._version:
+            self._places = Places(self._version, places.lines, places.places)
 
     def _begin(self, now: dt.datetime) -> Outcome:
         _require_aware(now)
@@ -301,10 +370,17 @@ class QueueEngine:
         Then, in the same outcome, ``ticket.turn_near`` for a ticket that moved up to
         ``queue.turn_near`` people ahead and (with ``ticket.qr_url``) ``ticket.status``
         for every ticket whose status or place changed."""
-        before = self._aheads() if self._follows_places() else None
+        follows = self._follows_places()
+        kept = self._places
+        before = kept if kept is not None and kept.version == self._version else None
+        if before is None and follows:
+            before = self._places_now()
         out = self._dispatch(operation, now)
         if before is not None:
-            self._report_places(out, before, now)
+            after, moved = self._places_after(before, out)
+            self._places = after
+            if follows:
+                self._report_places(out, before.places, after.places, moved, now)
         return out
 
     def _dispatch(self, operation: op.Operation, now: dt.datetime) -> Outcome:
@@ -476,6 +552,12 @@ class QueueEngine:
         appointment: str | None = None,
     ) -> Outcome:
         out = self._begin(now)
+        # What was kept for the queue as the last operation left it (estimates, places)
+        # serves this take too, unless the day rolled over on the way here.
+        quiet = not (out.events or out.tickets or out.windows or out.hall_changed)
+        before = self._state_key(self._version - 1) if quiet else None
+        kept = self._places
+        places = kept if quiet and kept is not None and kept.version == self._version - 1 else None
         service = self._service(service_id)
         local = now.astimezone(self.config.hall.zone)
         # An untrusted clock cannot tell office hours: a hall that is open with the wrong
@@ -545,8 +627,7 @@ class QueueEngine:
         self.tickets[ticket.id] = ticket
         self._touch(ticket)
         out.hall_changed = True
-        ahead = self.people_ahead(ticket, now)
-        wait = self.wait_minutes(ticket, now)
+        ahead, wait, waiting = self._issued_place(ticket, places, before, now)
         self._ticket_event(
             ev.TicketIssued,
             ticket,
@@ -558,7 +639,6 @@ class QueueEngine:
             appointment=appointment,
         )
         out.ticket = ticket
-        waiting = len(self.waiting(service.id))
         out.result = {
             "ticket": ticket.public(),
             "service_name": service.name,
@@ -570,6 +650,32 @@ class QueueEngine:
                 f"{waiting} people are waiting for {service.name}; the wait will be long"
             )
         return out
+
+    def _issued_place(
+        self,
+        ticket: Ticket,
+        places: Places | None,
+        before: tuple[Any, ...] | None,
+        now: dt.datetime,
+    ) -> tuple[int, int, int]:
+        """A ticket just issued: people ahead, estimated wait (minutes), people waiting for
+        its service with it. From what was kept for the queue just before (``places``,
+        ``before``: the state key then), when there is that."""
+        if places is not None:
+            line = places.lines.get(ticket.service, [])
+            ahead = bisect.bisect_left(line, (_place_key(ticket), ""))
+            waiting = len(line) + 1
+        else:
+            ahead = self.people_ahead(ticket, now)
+            waiting = len(self.waiting(ticket.service))
+        joined, found = (False, None) if before is None else self._join_kept(ticket, before, now)
+        if not joined:
+            wait = self.wait_minutes(ticket, now)
+        elif found is None:  # no window serves it at all (as wait_minutes says then)
+            wait = round(ahead * self.average_minutes(ticket.service))
+        else:
+            wait = max(0, round(found))
+        return ahead, wait, waiting
 
     def _next_rank(self) -> int:
         rank = self.hall.next_rank
@@ -1283,20 +1389,65 @@ class QueueEngine:
         playing the routing forward (``agent.core.estimate``). Kept until the next operation
         and for at most ``ESTIMATE_REUSE`` of clock time: the take, its place events, the
         snapshot, the status pages and the reads between two commits share one run (an
-        estimate is in whole minutes; seconds later it says the same)."""
-        key = (
-            self._version,
+        estimate is in whole minutes; seconds later it says the same). A take of a normal
+        ticket within that time adds the ticket to the kept run (see ``take``)."""
+        kept = self._kept
+        fresh = kept is not None and abs(now - kept.at) <= ESTIMATE_REUSE
+        if kept is not None and fresh and kept.key == self._state_key():
+            if kept.estimates is None:
+                assert kept.play is not None
+                kept.estimates = kept.play.estimates()
+            return kept.estimates
+        play = play_queue(self, now, [s.id for s in self.config.services])
+        found = play.estimates()
+        self._kept = _Kept(self._state_key(), now, play, found)
+        return found
+
+    def _state_key(self, version: int | None = None) -> tuple[Any, ...]:
+        """What the kept estimates must have been made for (tests may change records in
+        place between operations: the counts and windows catch most of that)."""
+        return (
+            self._version if version is None else version,
             len(self.tickets),
             self.hall.next_rank,
             tuple((w.state, w.current) for w in self.windows.values()),
         )
-        if self._estimated is not None:
-            (kept_key, at), found = self._estimated
-            if kept_key == key and abs(now - at) <= ESTIMATE_REUSE:
-                return found
-        found = estimate_queue(self, now, [s.id for s in self.config.services])
-        self._estimated = ((key, now), found)
-        return found
+
+    def _join_kept(
+        self, ticket: Ticket, before: tuple[Any, ...], now: dt.datetime
+    ) -> tuple[bool, float | None]:
+        """A normal ticket just taken, added to the kept run when that run was made for the
+        queue as it was just before (``before``) and not longer ago than ESTIMATE_REUSE:
+        whether it joined and its estimate, as a new run would give it (None: no window
+        serves it), without playing everyone again (the run goes on from where the
+        service's newcomer reached the head of its line, agent.core.estimate.Simulation).
+        Not joined: the caller plays the queue."""
+        kept = self._kept
+        if (
+            kept is None
+            or kept.play is None
+            or kept.key != before
+            or abs(now - kept.at) > ESTIMATE_REUSE
+            or ticket.priority.is_green
+            or not self.clock_trusted
+        ):
+            return False, None
+        service = self._service(ticket.service)
+        if service.daily_cap is not None and (
+            self.hall.counters.get(service.id, 0) >= service.daily_cap
+        ):
+            return False, None  # the last ticket of the day: no one else is expected
+        # The kept run stands for the queue at ``kept.at``: a ticket issued since counts
+        # as waiting for no time yet, and in the last hour's arrivals only if issued then.
+        expected = kept.play.expected(service.id)
+        more = 1 / DEMAND_MINUTES if ticket.issued_at <= kept.at else 0.0
+        found = kept.play.append(
+            Waiter(ticket.id, ticket.service, False, ticket.rank, 0.0),
+            Demand(expected.normal + more, expected.green),
+        )
+        kept.key = self._state_key()
+        kept.estimates = None
+        return True, found
 
     def wait_minutes(
         self, ticket: Ticket, now: dt.datetime, estimates: Estimates | None = None
@@ -1310,36 +1461,130 @@ class QueueEngine:
         return found
 
     def places(self, now: dt.datetime) -> dict[str, tuple[int, int]]:
-        """People ahead and the estimated wait (minutes) of every waiting ticket, by id."""
+        """People ahead and the estimated wait (minutes) of every waiting ticket, by id
+        (as :meth:`people_ahead` and :meth:`wait_minutes`). Kept with the places and
+        estimates it was made from: every read of the same state shares it (do not change
+        it)."""
         estimates = self.estimates(now)
-        return {
-            tid: (ahead, self.wait_minutes(self.tickets[tid], now, estimates))
-            for tid, (_, ahead) in self._aheads().items()
-        }
+        placed = self._places_now()
+        kept = self._placed
+        if kept is not None and kept[0] is placed and kept[1] is estimates:
+            return kept[2]
+        found = estimates.tickets
+        out: dict[str, tuple[int, int]] = {}
+        for tid, (service, ahead) in placed.places.items():
+            minutes = found.get(tid)
+            if minutes is None:  # no window serves it at all
+                out[tid] = (ahead, round(ahead * self.average_minutes(service)))
+            else:
+                out[tid] = (ahead, max(0, round(minutes)))
+        self._placed = (placed, estimates, out)
+        return out
 
     def _aheads(self) -> dict[str, tuple[str, int]]:
         """Each waiting ticket's service and people ahead (as :meth:`people_ahead`)."""
-        by_service: dict[str, list[tuple[tuple[int, int], str]]] = {}
+        return self._places_now().places
+
+    def _places_now(self) -> Places:
+        """The waiting tickets' places, kept with the version they are for: an operation
+        applied through :meth:`apply` updates them for the services it touched."""
+        kept = self._places
+        if kept is not None and kept.version == self._version:
+            return kept
+        lines: dict[str, list[tuple[tuple[int, int], str]]] = {}
         for t in self.tickets.values():
             if t.status is TicketStatus.WAITING:
-                key = (0 if t.priority.is_green else 1, t.rank)
-                by_service.setdefault(t.service, []).append((key, t.id))
-        out: dict[str, tuple[str, int]] = {}
-        for service, items in by_service.items():
-            keys = sorted(k for k, _ in items)
-            for key, tid in items:
-                out[tid] = (service, bisect.bisect_left(keys, key))
-        return out
+                lines.setdefault(t.service, []).append((_place_key(t), t.id))
+        places: dict[str, tuple[str, int]] = {}
+        for service, line in lines.items():
+            line.sort()
+            places.update(_placed(lines, service))
+        self._places = Places(self._version, lines, places)
+        return self._places
+
+    def _places_after(self, before: Places, out: Outcome) -> tuple[Places, set[str]]:
+        """The places after one operation, from those before it: only the lines of the
+        services whose tickets it touched change (every ticket an operation changes is in
+        its outcome, or it would not be saved). Also the ids whose place moved."""
+        if self._version != before.version + 1 or out is not self._out:
+            after = self._places_now()  # not one operation after ``before``: count again
+            changed = after.places.items()
+            return after, {tid for tid, place in changed if before.places.get(tid, place) != place}
+        touched = out.tickets
+        affected: set[str] = set()
+        for tid, ticket in touched.items():
+            old = before.places.get(tid)
+            if old is not None:
+                affected.add(old[0])
+            if ticket.status is TicketStatus.WAITING:
+                affected.add(ticket.service)
+        if not affected:
+            self._places = Places(self._version, before.lines, before.places)
+            return self._places, set()
+        lines = dict(before.lines)
+        places = dict(before.places)
+        if self._joined_at_the_back(before, touched, lines, places):
+            self._places = Places(self._version, lines, places)
+            return self._places, set()
+        for tid in touched:
+            places.pop(tid, None)
+        moved: set[str] = set()
+        for service in affected:
+            line = [item for item in before.lines.get(service, ()) if item[1] not in touched]
+            line.extend(
+                (_place_key(t), t.id)
+                for t in touched.values()
+                if t.status is TicketStatus.WAITING and t.service == service
+            )
+            line.sort()
+            lines[service] = line
+            for tid, place in _placed(lines, service):
+                places[tid] = place
+                if before.places.get(tid, place) != place:
+                    moved.add(tid)
+        self._places = Places(self._version, lines, places)
+        return self._places, moved
 
     def _follows_places(self) -> bool:
         return self.config.queue.turn_near is not None or bool(self.config.ticket.qr_url)
 
+    @staticmethod
+    def _joined_at_the_back(
+        before: Places,
+        touched: dict[str, Ticket],
+        lines: dict[str, list[tuple[tuple[int, int], str]]],
+        places: dict[str, tuple[str, int]],
+    ) -> bool:
+        """A take's usual case: the only tickets touched are new, waiting and behind
+        everyone of their service. Then each joins the end of its line (in ``lines`` and
+        ``places``, copies of ``before``'s) and no one else's place moves. False (and
+        nothing changed) otherwise."""
+        joined: list[tuple[str, tuple[tuple[int, int], str]]] = []
+        for tid, ticket in touched.items():
+            if tid in before.places or ticket.status is not TicketStatus.WAITING:
+                return False
+            key = _place_key(ticket)
+            line = before.lines.get(ticket.service, [])
+            if line and line[-1][0] >= key:
+                return False
+            joined.append((ticket.service, (key, tid)))
+        if len({service for service, _ in joined}) != len(joined):
+            return False  # two in one line: counted the usual way
+        for service, item in joined:
+            line = lines.get(service, [])
+            places[item[1]] = (service, len(line))
+            lines[service] = [*line, item]
+        return True
+
     def _report_places(
-        self, out: Outcome, before: dict[str, tuple[str, int]], now: dt.datetime
+        self,
+        out: Outcome,
+        before: dict[str, tuple[str, int]],
+        after: dict[str, tuple[str, int]],
+        moved: set[str],
+        now: dt.datetime,
     ) -> None:
         """``ticket.turn_near`` and ``ticket.status`` for what the operation moved."""
-        after = self._aheads()
-        moved = {tid for tid, place in after.items() if before.get(tid, place) != place}
         near = self.config.queue.turn_near
         turning = [
             tid
@@ -1394,18 +1639,33 @@ class QueueEngine:
 
     def snapshot(self, now: dt.datetime, *, waiting_list: bool = True) -> JSON:
         """The whole queue as screens and the API show it (``waiting_list=False``: without
-        the list of waiting tickets, which screens do not show)."""
-        services = []
+        the list of waiting tickets, which screens do not show).
+
+        Kept until the records, the estimates or a service's opening change: every read of
+        the same state gets the same dict, which must not be changed."""
         estimates = self.estimates(now)
+        local = now.astimezone(self.config.hall.zone)
+        # Whether each service is open now, and if not why and when next (the calendar).
+        openings = tuple(opening(self.config, s, local) for s in self.config.services)
+        key = (self._state_key(), openings)
+        kept = self._snapshots.get(waiting_list)
+        if kept is not None and kept[0] == key and kept[1] is estimates:
+            return kept[2]
+        found = self._snapshot(estimates, openings, waiting_list)
+        self._snapshots[waiting_list] = (key, estimates, found)
+        return found
+
+    def _snapshot(
+        self, estimates: Estimates, openings: tuple[Opening, ...], waiting_list: bool
+    ) -> JSON:
+        services = []
         counts: dict[str, int] = {}
         for t in self.tickets.values():
             if t.status is TicketStatus.WAITING:
                 counts[t.service] = counts.get(t.service, 0) + 1
-        local = now.astimezone(self.config.hall.zone)
-        for s in self.config.services:
+        for s, found in zip(self.config.services, openings, strict=True):
             waiting = counts.get(s.id, 0)
             wait = estimates.newcomer_minutes(s.id)
-            found = opening(self.config, s, local)
             services.append(
                 {
                     "id": s.id,

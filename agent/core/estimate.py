@@ -30,9 +30,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import heapq
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from agent.config import HallAgentConfig, Window
 from agent.core.model import HallCounters, Ticket, TicketStatus, WindowState, WindowStatus
@@ -54,9 +53,8 @@ class Lane:
     free_in: float  # minutes from now
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Waiter:
-    """A waiting ticket as routing sees it."""
+class Waiter(NamedTuple):
+    """A waiting ticket as routing sees it (a tuple: a play makes one per waiting ticket)."""
 
     id: str
     service: str
@@ -93,31 +91,246 @@ class Demand:
     green: float = 0.0
 
 
+# A line's entries: a waiting ticket is (rank, id, waited); the line's phantom and its
+# expected arrivals are not stored (see _Line.head).
+_Real = tuple[tuple[int, str], str, float]
+
+
+class _Line:
+    """One service's green-channel or normal line, in the order routing takes it: the
+    waiting tickets, then (normal lines of a newcomer service) the phantom, then the
+    expected arrivals. A play walks it with a position (one per line in a ``_Mark``)."""
+
+    __slots__ = ("count", "first_rank", "green", "minutes", "phantom", "rate", "reals", "service")
+
+    def __init__(self, service: str, green: bool) -> None:
+        self.service = service
+        self.green = green
+        self.reals: list[_Real] = []
+        self.phantom = False
+        self.rate = 0.0
+        self.count = 0
+        self.first_rank = _LAST[0] + 1
+        self.minutes = 0.0  # the service's mean time (never below 0)
+
+    def expect(self, rate: float, horizon: float) -> None:
+        self.rate = rate
+        self.count = int(rate * horizon + 0.5) if rate > 0 else 0
+
+
 @dataclasses.dataclass(slots=True)
-class _Entry:
-    id: str
-    service: str
-    rank: tuple[int, str]
-    waited: float  # minutes since issued; negative for one yet to arrive
-    real: bool = True  # a waiting ticket (False: an expected arrival or a phantom)
-    phantom: bool = False
-    arrives: float = 0.0  # minutes from now
+class _Mark:
+    """The play's state at one moment: where it stood in every line, the lanes' heap, how
+    many waiting tickets and phantoms were called, and how many steps led there."""
 
-    def __post_init__(self) -> None:
-        self.arrives = max(0.0, -self.waited)
+    step: int
+    pos: list[int]
+    heap: list[tuple[float, int]]
+    done: int
 
 
-def _arrivals(
-    service: str, rate: float, horizon: float, first_rank: int, green: bool
-) -> list[_Entry]:
-    if rate <= 0:
-        return []
-    count = int(rate * horizon + 0.5)
-    kind = "g" if green else "n"
-    return [
-        _Entry(f"~{kind}{service}{k}", service, (first_rank + k, ""), -(k + 0.5) / rate, False)
-        for k in range(count)
-    ]
+class Simulation:
+    """A play of the queue (see the module) that can take one more ticket at the back of
+    a service's normal line without playing everything again.
+
+    Until the moment the service's phantom is called, a ticket added behind everyone of
+    that service changes nothing: routing sees only the heads of lines, and the ticket is
+    at the head only where the phantom would be, with the same key (the service's expected
+    arrivals are behind it). It is called then in the phantom's place and takes its
+    service's time. So the play keeps its state at that moment (a :class:`_Mark` per
+    service: the lanes' heap and a position per line) and :meth:`append` goes on from
+    there, with the service's arrivals re-counted: the result is the same as a play of
+    the whole queue with the ticket in it (``tests/test_estimate.py`` checks this against
+    :func:`simulate`). With aging, a real ticket at the head may age and be called before
+    the phantom would be: the mark is then where the phantom reached the head. In a long
+    queue the play after the mark is short: a take costs a few steps, not a whole play.
+    """
+
+    def __init__(
+        self,
+        lanes: Sequence[Lane],
+        waiting: Iterable[Waiter],
+        minutes: Mapping[str, float],
+        *,
+        aging: float | None = None,
+        newcomers: Iterable[str] = (),
+        demand: Mapping[str, Demand] | None = None,
+        horizon: float = 60.0,
+    ) -> None:
+        self._minutes = minutes
+        self._aging = aging
+        self._horizon = horizon
+        self._lines: list[_Line] = []
+        self._index: dict[tuple[str, bool], int] = {}
+        total = 0
+        for w in sorted(waiting, key=lambda w: (w.rank, w.id)):
+            self._line(w.service, w.green).reals.append(((w.rank, w.id), w.id, w.waited))
+            total += 1
+        for service in dict.fromkeys(newcomers):
+            self._line(service, False).phantom = True
+            total += 1
+        for service, rate in (demand or {}).items():
+            self._line(service, False).expect(rate.normal, horizon)
+            self._line(service, True).expect(rate.green, horizon)
+        # Each lane's lines in its order, looked up once: (order, line index, green).
+        self._slots = [
+            [
+                (order, self._index_of(service, green), green)
+                for order, service in enumerate(lane.services)
+                for green in (True, False)
+            ]
+            for lane in lanes
+        ]
+        self._total = total
+        self.called: dict[str, float] = {}
+        self.newcomer_at: dict[str, float] = {}
+        # Where each newcomer service's phantom came to the head of its line.
+        self._marks: dict[str, _Mark] = {}
+        self._shared = False
+        heap = [(max(0.0, lane.free_in), i) for i, lane in enumerate(lanes)]
+        heapq.heapify(heap)
+        start = _Mark(0, [0] * len(self._lines), heap, 0)
+        if aging is not None:
+            for line in self._lines:
+                if line.phantom and not line.reals:
+                    self._marks[line.service] = _Mark(0, list(start.pos), list(heap), 0)
+        self._play(start)
+
+    def _line(self, service: str, green: bool) -> _Line:
+        key = (service, green)
+        found = self._index.get(key)
+        if found is None:
+            found = self._index[key] = len(self._lines)
+            line = _Line(service, green)
+            line.minutes = max(0.0, self._minutes.get(service, 0.0))
+            self._lines.append(line)
+        return self._lines[found]
+
+    def _index_of(self, service: str, green: bool) -> int:
+        self._line(service, green)
+        return self._index[(service, green)]
+
+    def _play(self, mark: _Mark) -> None:
+        """Play on from ``mark`` (which it consumes) until everyone waiting and every
+        phantom is called or no lane is left that serves them."""
+        lines, slots, aging = self._lines, self._slots, self._aging
+        pos, heap, done, step, total = mark.pos, mark.heap, mark.done, mark.step, self._total
+        while heap and done < total:
+            at, i = heapq.heappop(heap)
+            step += 1
+            best: tuple[int, int, tuple[int, str]] | None = None
+            source = -1
+            soonest: float | None = None  # when someone this window serves arrives
+            for order, index, green in slots[i]:
+                line = lines[index]
+                p = pos[index]
+                n = len(line.reals)
+                phantom = False
+                if p < n:
+                    rank, _, waited = line.reals[p]
+                elif line.phantom and p == n:
+                    rank, waited, phantom = _LAST, 0.0, True
+                else:
+                    k = p - n - line.phantom
+                    if k >= line.count:
+                        continue
+                    arrives = (k + 0.5) / line.rate
+                    if arrives > at:
+                        soonest = arrives if soonest is None or arrives < soonest else soonest
+                        continue
+                    rank, waited = (line.first_rank + k, ""), -arrives
+                if waited < 0 and -waited > at:  # not yet arrived (a waiting ticket never)
+                    soonest = -waited if soonest is None or -waited < soonest else soonest
+                    continue
+                if green:
+                    key = (0, order, rank)
+                elif aging is not None and not phantom and waited + at >= aging:
+                    key = (1, 0, rank)
+                else:
+                    key = (2, order, rank)
+                if best is None or key < best:
+                    best, source = key, index
+            if source < 0:
+                if soonest is not None:
+                    heapq.heappush(heap, (soonest, i))  # idle until then
+                continue  # else: nothing left this window would call
+            line = lines[source]
+            if aging is None and line.phantom and pos[source] == len(line.reals):
+                # The phantom is called now: a ticket added behind everyone of its service
+                # would be called here in its place (without aging nothing tells them apart
+                # before), so a play with it goes on from just before this step.
+                mark = _Mark(step - 1, list(pos), list(heap), done)
+                heapq.heappush(mark.heap, (at, i))
+                self._marks[line.service] = mark
+            done += self._pop(line, source, at, i, pos, heap, step, done)
+
+    def _pop(
+        self,
+        line: _Line,
+        source: int,
+        at: float,
+        lane: int,
+        pos: list[int],
+        heap: list[tuple[float, int]],
+        step: int,
+        done: int,
+    ) -> int:
+        """Lane ``lane`` takes the head of ``line`` (index ``source``) at ``at``; how many
+        waiting tickets or phantoms that called (0 or 1)."""
+        p = pos[source]
+        pos[source] = p + 1
+        n = len(line.reals)
+        if line.phantom and p == n:
+            self.newcomer_at[line.service] = at
+            heapq.heappush(heap, (at, lane))  # a phantom takes no time
+            return 1
+        heapq.heappush(heap, (at + line.minutes, lane))
+        if p >= n:
+            return 0  # an expected arrival
+        self.called[line.reals[p][1]] = at
+        if p + 1 == n and line.phantom and self._aging is not None:
+            # The phantom is at the head now. With aging, a ticket behind everyone may be
+            # called sooner than the phantom (it ages, a phantom does not): a play with it
+            # goes on from here.
+            self._marks[line.service] = _Mark(step, list(pos), list(heap), done + 1)
+        return 1
+
+    def expected(self, service: str) -> Demand:
+        """The arrivals the play expects for ``service``, per minute."""
+        found = [self._index.get((service, green)) for green in (False, True)]
+        rates = [0.0 if i is None else self._lines[i].rate for i in found]
+        return Demand(rates[0], rates[1])
+
+    def estimates(self) -> Estimates:
+        """The play's estimates as they stand (kept as they are: a later :meth:`append`
+        works on copies)."""
+        self._shared = True
+        return Estimates(self.called, self.newcomer_at)
+
+    def append(self, waiter: Waiter, demand: Demand | None = None) -> float | None:
+        """Add a normal ticket behind every waiting ticket of its service (a take) and
+        play on; returns its estimate (None: no lane serves the service). ``demand``:
+        the service's expected arrivals now (the new ticket counts in the last hour's)."""
+        if waiter.green:
+            raise ValueError("only a normal ticket joins at the back of its line")
+        line = self._line(waiter.service, False)
+        if line.reals and line.reals[-1][0] >= (waiter.rank, waiter.id):
+            raise ValueError(f"ticket {waiter.id} is not behind everyone of its service")
+        if not line.phantom:
+            raise ValueError(f"{waiter.service} was not played with a newcomer")
+        mark = self._marks.pop(waiter.service, None)
+        if self._shared:
+            self.called, self.newcomer_at = dict(self.called), dict(self.newcomer_at)
+            self._shared = False
+        line.reals.append(((waiter.rank, waiter.id), waiter.id, waiter.waited))
+        self._total += 1
+        if demand is not None:
+            line.expect(demand.normal, self._horizon)
+        if mark is None:  # no lane reaches this service: nobody is called
+            return None
+        self._marks = {s: m for s, m in self._marks.items() if m.step <= mark.step}
+        self._play(_Mark(mark.step, list(mark.pos), list(mark.heap), mark.done))
+        return self.called.get(waiter.id)
 
 
 def simulate(
@@ -134,76 +347,15 @@ def simulate(
     each service, ``newcomers`` the services whose newcomer wait is wanted, ``demand`` the
     citizens expected to arrive during the next ``horizon`` minutes (they are served in
     their turn, and green-channel ones before the others)."""
-    greens: dict[str, deque[_Entry]] = {}
-    normals: dict[str, deque[_Entry]] = {}
-    for w in sorted(waiting, key=lambda w: (w.rank, w.id)):
-        entry = _Entry(w.id, w.service, (w.rank, w.id), w.waited)
-        (greens if w.green else normals).setdefault(w.service, deque()).append(entry)
-    remaining = sum(len(q) for q in greens.values()) + sum(len(q) for q in normals.values())
-    for service in dict.fromkeys(newcomers):
-        phantom = _Entry(service, service, _LAST, 0.0, False, True)
-        normals.setdefault(service, deque()).append(phantom)
-        remaining += 1
-    for service, rate in (demand or {}).items():
-        later = _LAST[0] + 1
-        normals.setdefault(service, deque()).extend(
-            _arrivals(service, rate.normal, horizon, later, False)
-        )
-        greens.setdefault(service, deque()).extend(
-            _arrivals(service, rate.green, horizon, later, True)
-        )
-    called: dict[str, float] = {}
-    newcomer_at: dict[str, float] = {}
-
-    # Each lane's queues in its order, looked up once: (order, queue, green).
-    slots = [
-        [
-            (order, queue, green)
-            for order, service in enumerate(lane.services)
-            for queue, green in (
-                (greens.setdefault(service, deque()), True),
-                (normals.setdefault(service, deque()), False),
-            )
-        ]
-        for lane in lanes
-    ]
-    heap = [(max(0.0, lane.free_in), i) for i, lane in enumerate(lanes)]
-    heapq.heapify(heap)
-    while heap and remaining:
-        at, i = heapq.heappop(heap)
-        best: tuple[int, int, tuple[int, str]] | None = None
-        source: deque[_Entry] | None = None
-        soonest: float | None = None  # when someone this window serves arrives
-        for order, queue, green in slots[i]:
-            if not queue:
-                continue
-            head = queue[0]
-            if head.arrives > at:
-                soonest = head.arrives if soonest is None else min(soonest, head.arrives)
-                continue
-            if green:
-                key = (0, order, head.rank)
-            elif aging is not None and not head.phantom and head.waited + at >= aging:
-                key = (1, 0, head.rank)
-            else:
-                key = (2, order, head.rank)
-            if best is None or key < best:
-                best, source = key, queue
-        if source is None:
-            if soonest is not None:
-                heapq.heappush(heap, (soonest, i))  # idle until then
-            continue  # else: nothing left this window would call
-        entry = source.popleft()
-        if entry.phantom:
-            newcomer_at[entry.service] = at
-            remaining -= 1
-            heapq.heappush(heap, (at, i))  # a phantom takes no time
-            continue
-        if entry.real:
-            called[entry.id] = at
-            remaining -= 1
-        heapq.heappush(heap, (at + max(0.0, minutes.get(entry.service, 0.0)), i))
-    return Estimates(called, newcomer_at)
+    return Simulation(
+        lanes,
+        waiting,
+        minutes,
+        aging=aging,
+        newcomers=newcomers,
+        demand=demand,
+        horizon=horizon,
+    ).estimates()
 
 
 # -- the hall's queue as the simulation sees it ------------------------------------------
@@ -223,6 +375,11 @@ class Queue(Protocol):
 
 
 def estimate_queue(engine: Queue, now: dt.datetime, newcomers: list[str]) -> Estimates:
+    """The engine's queue played forward (see :func:`play_queue`)."""
+    return play_queue(engine, now, newcomers).estimates()
+
+
+def play_queue(engine: Queue, now: dt.datetime, newcomers: list[str]) -> Simulation:
     """The engine's queue played forward: its open windows (and, for a service no open
     window serves, the windows that serve it as if they opened now), its waiting tickets,
     each service's mean time and the last hour's arrivals expected again."""
@@ -241,7 +398,7 @@ def estimate_queue(engine: Queue, now: dt.datetime, newcomers: list[str]) -> Est
                 lane = _lane(engine, w, now)
                 only = tuple(s for s in lane.services if s in missing)
                 lanes.append(dataclasses.replace(lane, services=only))
-    return simulate(
+    return Simulation(
         lanes,
         (
             Waiter(
@@ -261,12 +418,19 @@ def estimate_queue(engine: Queue, now: dt.datetime, newcomers: list[str]) -> Est
     )
 
 
-def _demand(engine: Queue, now: dt.datetime) -> dict[str, Demand]:
+def service_demand(engine: Queue, now: dt.datetime, service: str) -> Demand:
+    """One service's expected arrivals (see :func:`_demand`)."""
+    return _demand(engine, now, only=service).get(service, Demand())
+
+
+def _demand(engine: Queue, now: dt.datetime, only: str | None = None) -> dict[str, Demand]:
     """Who is likely to come in the next hour: as many as came in the last, per service
     and channel (services not issuing now expect no one)."""
     since = now - dt.timedelta(minutes=DEMAND_MINUTES)
     counts: dict[str, list[int]] = {}
     for t in engine.tickets.values():
+        if only is not None and t.service != only:
+            continue
         if since < t.issued_at <= now and t.day == engine.hall.day:
             counts.setdefault(t.service, [0, 0])[1 if t.priority.is_green else 0] += 1
     local = now.astimezone(engine.config.hall.zone)

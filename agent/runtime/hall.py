@@ -23,6 +23,7 @@ import contextlib
 import copy
 import dataclasses
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -67,6 +68,11 @@ def plausible_clock(now: dt.datetime) -> bool:
 
 def _nothing(_engine: QueueEngine, _now: dt.datetime) -> None:
     """A read that does nothing: wakes the writer, which then sets damaged rows aside."""
+
+
+def _json(value: Any) -> bytes:
+    """JSON as the local API writes it (FastAPI's JSONResponse: compact, UTF-8)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _copy_ticket(ticket: Ticket) -> Ticket:
@@ -200,6 +206,10 @@ class Hall:
         self.writes = WriteRecord()
         # A read found damaged rows and the writer was asked to set them aside.
         self._aside_queued = False
+        # GET /api/v1/queue's last answer (for the snapshot it was made from) and each
+        # waiting ticket's JSON (for the committed record it was made from): queue_json().
+        self._queue_json: tuple[dict[str, Any], bytes] | None = None
+        self._ticket_json: dict[str, tuple[Ticket, bytes]] = {}
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -305,6 +315,33 @@ class Hall:
         if not self._accepting:
             raise ShuttingDown("the hall agent is shutting down; try again in a moment")
         return run(self._committed, self._clock().astimezone(self.config.hall.zone))
+
+    async def queue_json(self) -> bytes:
+        """The committed queue's snapshot (``QueueEngine.snapshot``, with the waiting list)
+        as JSON, as ``GET /api/v1/queue`` answers it: made once per committed state (and
+        estimate) and shared by every read of it; each waiting ticket's JSON is kept while
+        its committed record is the same object (the writer replaces a record it changes,
+        never alters it)."""
+        if not self._accepting:
+            raise ShuttingDown("the hall agent is shutting down; try again in a moment")
+        engine = self._committed
+        head = engine.snapshot(self._clock().astimezone(self.config.hall.zone), waiting_list=False)
+        kept = self._queue_json
+        if kept is not None and kept[0] is head:
+            return kept[1]
+        fragments = self._ticket_json
+        parts: list[bytes] = []
+        fresh: dict[str, tuple[Ticket, bytes]] = {}
+        for ticket in sorted(engine.waiting(), key=lambda t: (t.rank, t.id)):
+            found = fragments.get(ticket.id)
+            if found is None or found[0] is not ticket:
+                found = (ticket, _json(ticket.public()))
+            fresh[ticket.id] = found
+            parts.append(found[1])
+        self._ticket_json = fresh
+        body = _json(head)[:-1] + b',"waiting":[' + b",".join(parts) + b"]}"
+        self._queue_json = (head, body)
+        return body
 
     @property
     def last_seq(self) -> int:
@@ -521,7 +558,9 @@ class Hall:
             if hall_changed or snap.hall.day != live.hall.day:
                 snap.hall = _copy_counters(live.hall)
             snap.clock_trusted = live.clock_trusted
-            snap.replaced()
+            # Its records equal the live engine's now: the estimates and places the group's
+            # operations kept up are the committed state's too (reads need not play again).
+            snap.replaced(like=live)
         self._last_seq = self.store.last_seq
         if stored or tickets or windows or hall_changed:
             self._write_succeeded(len(steps))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import uvicorn
 from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -250,10 +250,11 @@ def create_app(
             body["printing"] = printing.state()
         return body
 
-    @app.get(f"{API}/queue", dependencies=guard(readers(gate)))
-    async def queue() -> dict[str, Any]:
+    @app.get(f"{API}/queue", dependencies=guard(readers(gate)), response_model=dict[str, Any])
+    async def queue() -> Response:
         """Every waiting ticket, every window's current ticket, per-service figures."""
-        return await hall.read(lambda e, n: e.snapshot(n))
+        # Encoded once per committed state, not once per read (Hall.queue_json).
+        return Response(await hall.queue_json(), media_type="application/json")
 
     @app.get(
         f"{API}/events",
