@@ -278,6 +278,7 @@ class WindowStatus:
             "staff_name": self.staff_name,
             "current": self.current,
             "rating": None if self.rating is None else copy.deepcopy(self.rating),
+            "others": [dict(o) for o in self.others],
         }
 
     @classmethod
