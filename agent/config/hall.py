@@ -37,6 +37,24 @@ TimeOfDay = Annotated[
 ]
 
 
+def time_text(value: object) -> object:
+    """A time of day as the file writes it: ``9:00`` is 09:00; a number is refused (pydantic
+    would read 9 as seconds after midnight: silently 00:00:09)."""
+    if isinstance(value, int | float):
+        raise _invalid(
+            f"{value!r} is a number, not a time of day", "write the time as HH:MM, e.g. 09:00"
+        )
+    if isinstance(value, str) and _SHORT_TIME.match(value):
+        return "0" + value
+    return value
+
+
+def unique_days(days: list[Weekday]) -> list[Weekday]:
+    if len(set(days)) != len(days):
+        raise _invalid("a day is listed twice", "list each day once, e.g. [mon, tue, wed]")
+    return days
+
+
 class TimeSpan(Model):
     """A span of a day, e.g. ``09:00-12:00``. The end is exclusive."""
 
@@ -52,17 +70,7 @@ class TimeSpan(Model):
             return {"start": start, "end": end}
         return value
 
-    @field_validator("start", "end", mode="before")
-    @classmethod
-    def _time_text(cls, value: object) -> object:
-        # pydantic reads a number as seconds after midnight: 9 would silently be 00:00:09.
-        if isinstance(value, int | float):
-            raise _invalid(
-                f"{value!r} is a number, not a time of day", "write the time as HH:MM, e.g. 09:00"
-            )
-        if isinstance(value, str) and _SHORT_TIME.match(value):
-            return "0" + value
-        return value
+    _time_text = field_validator("start", "end", mode="before")(time_text)
 
     @model_validator(mode="after")
     def _ordered(self) -> TimeSpan:
@@ -83,12 +91,7 @@ class Period(TimeSpan):
 
     days: list[Weekday] = Field(default_factory=lambda: list(WORKDAYS), min_length=1)
 
-    @field_validator("days")
-    @classmethod
-    def _unique_days(cls, days: list[Weekday]) -> list[Weekday]:
-        if len(set(days)) != len(days):
-            raise _invalid("a day is listed twice", "list each day once, e.g. [mon, tue, wed]")
-        return days
+    _unique_days = field_validator("days")(unique_days)
 
     def contains(self, local: dt.datetime) -> bool:
         return WEEKDAYS[local.weekday()] in self.days and self.start <= local.time() < self.end

@@ -11,19 +11,17 @@ now, and whether its B stands in, is :func:`agent.core.rota.duty_board`.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
 from agent.config.base import Identifier, Model
 from agent.config.errors import _invalid
-from agent.config.hall import WEEKDAYS, TimeOfDay, Weekday
+from agent.config.hall import WEEKDAYS, TimeOfDay, Weekday, time_text, unique_days
 
 StaffNumber = Annotated[
     str, Field(min_length=1, max_length=32, pattern=r"^[^\s]+$", description="工号")
 ]
-_SHORT_TIME = re.compile(r"^\d:\d\d$")
 
 
 class StaffEntry(Model):
@@ -55,16 +53,7 @@ class Shift(Model):
     start: TimeOfDay
     end: TimeOfDay
 
-    @field_validator("start", "end", mode="before")
-    @classmethod
-    def _time_text(cls, value: object) -> object:
-        if isinstance(value, int | float):
-            raise _invalid(
-                f"{value!r} is a number, not a time of day", "write the time as HH:MM, e.g. 09:00"
-            )
-        if isinstance(value, str) and _SHORT_TIME.match(value):
-            return "0" + value
-        return value
+    _time_text = field_validator("start", "end", mode="before")(time_text)
 
     @model_validator(mode="after")
     def _ordered(self) -> Shift:
@@ -115,12 +104,7 @@ class RotaEntry(Post):
         default_factory=list, description="the shifts of rota.shifts it covers (empty: all)"
     )
 
-    @field_validator("days")
-    @classmethod
-    def _unique_days(cls, days: list[Weekday]) -> list[Weekday]:
-        if len(set(days)) != len(days):
-            raise _invalid("a day is listed twice", "list each day once, e.g. [mon, tue, wed]")
-        return days
+    _unique_days = field_validator("days")(unique_days)
 
 
 class Rota(Model):

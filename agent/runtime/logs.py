@@ -265,6 +265,16 @@ class LogLimiter:
         return min(times) if times else None
 
 
+@contextlib.contextmanager
+def _holding(handler: logging.Handler) -> Iterator[None]:
+    """The handler's lock, held for a ``with`` block."""
+    handler.acquire()
+    try:
+        yield
+    finally:
+        handler.release()
+
+
 class BoundedStreamHandler(logging.StreamHandler[TextIO]):
     """A stream handler that writes what its :class:`LogLimiter` lets through.
 
@@ -329,13 +339,8 @@ class BoundedStreamHandler(logging.StreamHandler[TextIO]):
                 self._write_due(everything=False)
                 self._arm()
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return _holding(self)
 
     def flush_due(self) -> None:
         """Write the summaries due now (what the timer does)."""
@@ -400,13 +405,8 @@ class RecentLog(logging.Handler):
             ]
         return kept[-limit:] if limit > 0 else []
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return _holding(self)
 
 
 _RECENT = RecentLog()
