@@ -272,9 +272,24 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd)
 
     p = sub.add_parser("ingest", help="reference consumer: store, dedupe, replay gaps, ack")
-    p.add_argument("--db", type=Path, required=True, help="SQLite file")
+    p.add_argument(
+        "--db",
+        required=True,
+        help="SQLite file (one process), or postgresql://USER@HOST/DB: one worker of a"
+        " scale-out ingest (run several, each with its own --client-id)",
+    )
     p.add_argument("--hall", default="+", help="hall id (default: all)")
-    p.add_argument("--ack-every", type=int, default=100, help="events per commit and ack")
+    p.add_argument("--ack-every", type=int, default=100, help="SQLite: events per commit and ack")
+    p.add_argument(
+        "--group", default="ingest", help="PostgreSQL: the shared subscription's group name"
+    )
+    p.add_argument("--batch", type=int, default=500, help="PostgreSQL: most events per transaction")
+    p.add_argument(
+        "--ack-interval",
+        type=float,
+        default=1.0,
+        help="PostgreSQL: at most one ack per hall per this many seconds (default 1)",
+    )
     p.add_argument(
         "--gap-timeout", type=float, default=2.0, help="seconds a gap may stay open (default 2)"
     )
