@@ -246,17 +246,30 @@ async def test_a_worker_killed_mid_batch_loses_nothing(
         await two.wait()
         two = await start("ingest-b")
         await subscribed(3)
+
+        def acked() -> bool:
+            for task in running:
+                if task.done():
+                    task.result()  # a simulated hall failed: say why
+            return all(h.acked == h.last for h in halls)
+
         try:
-            await eventually(lambda: all(h.acked == h.last for h in halls), "every hall acked")
+            await eventually(acked, "every hall acked")
         except AssertionError as err:
             state = rows(database, "SELECT * FROM streams ORDER BY hall")
             gaps = rows(database, "SELECT * FROM gaps")
+            gaps += rows(
+                database,
+                "SELECT pid, state, wait_event_type, wait_event, left(query, 60)"
+                " FROM pg_stat_activity WHERE datname = current_database()",
+            )
             acked = {h.hall: (h.acked, h.replays) for h in halls}
             raise AssertionError(f"{err}; streams {state}; gaps {gaps}; halls {acked}") from err
     finally:
         for task in running:
             task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*running, return_exceptions=True), 10)
         for proc in (one, two):
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
