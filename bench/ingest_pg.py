@@ -4,8 +4,9 @@ against the SQLite ingest (the baseline), in the same run, for 100 and 2,000 hal
 Method (as the issue measured the SQLite ingest): the consumers' persistent sessions are
 created (each ``hallctl ingest`` process subscribes, then stops), ``--events`` events are
 published round-robin over the halls while the consumers are down, so they queue in the
-broker, then the consumers start and the clock runs from the first stored event until every event is in the
-database (polled every 50 ms). A counting subscriber on ``hall/v1/+/ack`` gives the acks per event.
+broker, then the consumers start and the clock runs from the first stored event until
+every event is in the database (polled every 50 ms). A counting subscriber on
+``hall/v1/+/ack`` gives the acks per event.
 PostgreSQL is a throw-away cluster with ``fsync`` on (durable, like SQLite's
 ``synchronous=FULL``); mosquitto is the tests' (tests/broker.py).
 
@@ -37,10 +38,12 @@ from postgres import Postgres  # type: ignore[import-not-found]
 NAME = "ingest_pg"
 
 
-def command(broker: Broker, db: str, client_id: str) -> list[str]:
+def command(broker: Broker, db: str, client_id: str, group: str) -> list[str]:
+    # A group of its own per run: the previous run's workers keep persistent sessions in
+    # their group, and the broker would still give them their turn.
     return [
         sys.executable, "-m", "hallctl.cli", "--broker", broker.url, "ingest", "--db", db,
-        "--client-id", client_id, "--gap-timeout", "5",
+        "--client-id", client_id, "--gap-timeout", "5", "--group", group,
     ]  # fmt: skip
 
 
@@ -115,7 +118,8 @@ async def one_run(
                 return int(row[0]) if row else 0
 
     tag = f"{kind}-{workers}-{halls}-{time.monotonic_ns()}"
-    argvs = [command(broker, db, f"{tag}-{i}") for i in range(workers)]
+    group = f"g{time.monotonic_ns()}"
+    argvs = [command(broker, db, f"{tag}-{i}", group) for i in range(workers)]
     log = work / f"{tag}.log"
     # 1. the sessions (and, for PostgreSQL, the schema)
     procs = [await start(argv, log) for argv in argvs]

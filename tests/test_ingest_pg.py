@@ -274,8 +274,11 @@ async def test_a_worker_killed_mid_batch_loses_nothing(
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in (one, two):
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()  # never leave a worker behind
+                await proc.wait()
     assert one.returncode == 0
     assert two.returncode == 0
     counts = rows(
