@@ -4,8 +4,9 @@ Run as many as the load needs, each with its own ``--client-id``: they share the
 events through an MQTT 5 shared subscription (``$share/{group}/hall/v1/+/event/#``, and
 the same for ``reply`` and ``metrics``), so the broker hands each message to one of them.
 A worker keeps nothing in memory that another needs: every batch is one PostgreSQL
-transaction (store, note, move the marks; hallctl/pgstore.py), and the gap sweep (replay
-requests) and the ack sweep run on whichever worker takes the database's advisory lock
+transaction that only inserts (the events and the seqs that arrived; hallctl/pgstore.py),
+and three sweeps — the marks (each hall's contiguous high-water mark), the gaps (replay
+requests) and the acks — run on whichever worker takes the database's advisory lock
 first, so a gap is asked for once and a hall gets at most one ack per ``--ack-interval``,
 always its contiguous mark, only once the events under it are committed.
 
@@ -270,6 +271,7 @@ class PgIngest:
         interval = min(0.25, self.gap_timeout / 4, self.ack_interval / 4)
         while True:
             await asyncio.sleep(interval)
+            await self.sweeper.advance()
             await self.request_replays(client)
             await self.send_acks(client, self.ack_interval)
             if await self.complete():

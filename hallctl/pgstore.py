@@ -11,11 +11,13 @@ PostgreSQL ingest is in this module.
 
 Locking, so that workers never deadlock and never double-count:
 
-- a batch is one transaction: insert the events (sorted by key), note what arrived, then
-  lock the touched ``streams`` rows in key order and move their marks;
-- the gap sweep and the ack sweep each run under a transaction-level advisory lock that
-  only one worker holds at a time (the others skip that round), and write only their own
-  tables (``gaps``/``replays``, ``acks``), reading the marks without locking them.
+- a batch is one transaction that only inserts: the events (sorted by key) and the seqs
+  that arrived (``pending``); batches of different workers never wait on each other
+  (except on the same duplicate);
+- the marks' sweep (``advance``), the gap sweep and the ack sweep each run under a
+  transaction-level advisory lock that only one worker holds at a time (the others skip
+  that round); only the marks' sweep writes ``streams`` (and a hall's ``metrics``, rarely,
+  its ``top``); the other two write only their own tables (``gaps``/``replays``, ``acks``).
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from typing import Any
 import psycopg
 
 # Advisory lock keys (any bigint unique to this application): the migration, the gap
-# sweep, the ack sweep and the creation of day partitions.
+# sweep, the ack sweep, the creation of day partitions and the marks' sweep.
 LOCK_MIGRATE = 0x4841_4C4C_0001
 LOCK_GAPS = 0x4841_4C4C_0002
 LOCK_ACKS = 0x4841_4C4C_0003
 LOCK_PARTITIONS = 0x4841_4C4C_0004
+LOCK_ADVANCE = 0x4841_4C4C_0005
 
 # Each entry is applied once, in order, in its own transaction; never edit one that has
 # shipped, append another.
@@ -274,17 +277,11 @@ class PgStore:
                     " ON CONFLICT DO NOTHING",
                     (hall, epoch, start, end, hall, epoch),
                 )
-            tops: dict[tuple[str, int], int] = {}
-            for r in rows:
-                key = (r.hall, r.epoch)
-                tops[key] = max(tops.get(key, 0), r.seq)
-            for hall, epoch, _, end in batch.gone:
-                tops[(hall, epoch)] = max(tops.get((hall, epoch), 0), end)
-            for hall, epoch, last in batch.announced:
-                tops[(hall, epoch)] = max(tops.get((hall, epoch), 0), last)
-            if tops:
+            if batch.announced:
+                tops: dict[tuple[str, int], int] = {}
+                for hall, epoch, last in batch.announced:
+                    tops[(hall, epoch)] = max(tops.get((hall, epoch), 0), last)
                 keys = sorted(tops)
-                # Locks the touched streams in key order (no deadlock between workers).
                 await self.conn.execute(
                     "INSERT INTO streams (hall, epoch, top)"
                     " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[])"
@@ -292,34 +289,49 @@ class PgStore:
                     " SET top = greatest(streams.top, excluded.top)",
                     ([h for h, _ in keys], [e for _, e in keys], [tops[k] for k in keys]),
                 )
-                await self._advance([h for h, _ in keys], [e for _, e in keys])
         return Applied(stored=stored, duplicates=len(rows) - stored)
 
-    async def _advance(self, halls: list[str], epochs: list[int]) -> None:
-        """Move each touched stream's mark over the seqs now contiguous above it, then
-        forget those seqs (``pending`` only holds what is above a mark)."""
-        await self.conn.execute(
-            "WITH touched AS ("
-            "  SELECT s.hall, s.epoch, s.high_water FROM streams s"
-            "  JOIN unnest(%s::text[], %s::bigint[]) AS t(hall, epoch) USING (hall, epoch)),"
-            " runs AS ("
-            "  SELECT p.hall, p.epoch, p.seq,"
-            "   p.seq - t.high_water"
-            "   - row_number() OVER (PARTITION BY p.hall, p.epoch ORDER BY p.seq) AS off"
-            "  FROM pending p JOIN touched t USING (hall, epoch) WHERE p.seq > t.high_water),"
-            " moved AS ("
-            "  SELECT hall, epoch, max(seq) AS high_water FROM runs WHERE off = 0"
-            "  GROUP BY hall, epoch)"
-            " UPDATE streams s SET high_water = moved.high_water"
-            " FROM moved WHERE s.hall = moved.hall AND s.epoch = moved.epoch",
-            (halls, epochs),
-        )
-        await self.conn.execute(
-            "DELETE FROM pending p USING streams s"
-            " WHERE s.hall = p.hall AND s.epoch = p.epoch AND p.seq <= s.high_water"
-            " AND (s.hall, s.epoch) IN (SELECT * FROM unnest(%s::text[], %s::bigint[]))",
-            (halls, epochs),
-        )
+    async def advance(self) -> bool:
+        """Move every stream's mark over the seqs now contiguous above it (and its top to
+        the highest seq seen), then forget those seqs: ``pending`` only holds what is above
+        a mark. One worker at a time (False: another holds it); batches never lock the
+        ``streams`` rows, so workers do not wait on each other's marks."""
+        async with self.conn.transaction():
+            cursor = await self.conn.execute(
+                "SELECT pg_try_advisory_xact_lock(%s)", (LOCK_ADVANCE,)
+            )
+            row = await cursor.fetchone()
+            if row is None or not row[0]:
+                return False
+            await self.conn.execute(
+                "INSERT INTO streams (hall, epoch, top)"
+                " SELECT hall, epoch, max(seq) FROM pending GROUP BY hall, epoch"
+                " ORDER BY hall, epoch"
+                " ON CONFLICT (hall, epoch) DO UPDATE"
+                " SET top = greatest(streams.top, excluded.top)"
+            )
+            await self.conn.execute(
+                "WITH touched AS ("
+                "  SELECT s.hall, s.epoch, s.high_water FROM streams s"
+                "  WHERE EXISTS (SELECT 1 FROM pending p"
+                "   WHERE p.hall = s.hall AND p.epoch = s.epoch AND p.seq = s.high_water + 1)),"
+                " runs AS ("
+                "  SELECT p.hall, p.epoch, p.seq,"
+                "   p.seq - t.high_water"
+                "   - row_number() OVER (PARTITION BY p.hall, p.epoch ORDER BY p.seq) AS off"
+                "  FROM pending p JOIN touched t USING (hall, epoch) WHERE p.seq > t.high_water),"
+                " moved AS ("
+                "  SELECT hall, epoch, max(seq) AS high_water FROM runs WHERE off = 0"
+                "  GROUP BY hall, epoch)"
+                " UPDATE streams s SET high_water = moved.high_water,"
+                "  top = greatest(s.top, moved.high_water)"
+                " FROM moved WHERE s.hall = moved.hall AND s.epoch = moved.epoch"
+            )
+            await self.conn.execute(
+                "DELETE FROM pending p USING streams s"
+                " WHERE s.hall = p.hall AND s.epoch = p.epoch AND p.seq <= s.high_water"
+            )
+        return True
 
     # -- replies to replay_events ----------------------------------------------------------
 

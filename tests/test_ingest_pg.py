@@ -129,6 +129,7 @@ async def test_events_are_typed_partitioned_by_the_halls_day_and_deduplicated(
         again = await store.apply(batch)
         assert (first.stored, first.duplicates) == (2, 0)
         assert (again.stored, again.duplicates) == (0, 2)
+        assert await store.advance()
     finally:
         await store.close()
     found = rows(
