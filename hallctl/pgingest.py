@@ -51,6 +51,7 @@ DEFAULT_ACK_INTERVAL_S = 1.0
 DEFAULT_BATCH = 500
 # A batch that met another worker's transaction in a deadlock is tried again this often.
 RETRIES = 5
+CLOSE_TIMEOUT_S = 5.0
 
 
 def is_postgres(db: str) -> bool:
@@ -312,8 +313,13 @@ async def open_worker(url: str, **options: object) -> PgIngest:
 
 
 async def close_worker(worker: PgIngest) -> None:
-    await worker.store.close()
-    await worker.sweeper.close()
+    """Close both connections; a connection still busy with a cancelled query gets a few
+    seconds, then the process's exit closes it (stopping must never hang)."""
+    for store in (worker.store, worker.sweeper):
+        try:
+            await asyncio.wait_for(store.close(), CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("a PostgreSQL connection did not close within %gs", CLOSE_TIMEOUT_S)
 
 
 async def ingest_postgres(args: argparse.Namespace) -> int:
