@@ -47,7 +47,6 @@ from hallctl.broker import (
     _hall_of,
     _json,
 )
-from hallctl.ingest import ingest
 
 log = logging.getLogger("hallctl")
 
@@ -206,6 +205,25 @@ async def cmd(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(json.dumps(reply.model_dump(mode="json"), ensure_ascii=False, indent=2))
     return EXIT_OK if reply.status == "ok" else EXIT_FAILED
+
+
+# -- ingest --------------------------------------------------------------------------------
+
+
+async def ingest(args: argparse.Namespace) -> int:
+    """``--db postgresql://…``: one worker of the scale-out ingest (psycopg is imported only
+    then); else the SQLite ingest."""
+    if args.db.startswith(("postgresql://", "postgres://")):
+        try:
+            from hallctl.pgingest import ingest_postgres
+        except ImportError as err:
+            raise UsageError(
+                f"--db {args.db.split('@')[-1]!r} needs psycopg: pip install 'hall-agent[central]'"
+            ) from err
+        return await ingest_postgres(args)
+    from hallctl.ingest import ingest as ingest_sqlite
+
+    return await ingest_sqlite(args)
 
 
 # -- files ---------------------------------------------------------------------------------

@@ -327,11 +327,7 @@ async def serve(broker: BrokerOptions, consumer: Consumer, client_id: str) -> No
 
 
 async def ingest(args: argparse.Namespace) -> int:
-    """``--db postgresql://…``: one worker of the scale-out ingest; else a SQLite file."""
-    from hallctl.pgingest import ingest_postgres, is_postgres
-
-    if is_postgres(args.db):
-        return await ingest_postgres(args)
+    """The SQLite ingest (``--db FILE``); hallctl/pgingest.py runs ``--db postgresql://…``."""
     broker = BrokerOptions.from_args(args)
     store = EventStore(Path(args.db))
     consumer = Ingest(

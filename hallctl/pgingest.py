@@ -54,10 +54,6 @@ RETRIES = 5
 CLOSE_TIMEOUT_S = 5.0
 
 
-def is_postgres(db: str) -> bool:
-    return db.startswith(("postgresql://", "postgres://"))
-
-
 @dataclass
 class WorkerStats:
     stored: int = 0
