@@ -320,7 +320,9 @@ class Link:
             self._rng.uniform(0, min(self.mqtt.reconnect_spread_s, FIRST_CONNECT_SPREAD_S))
         )
         while not self._stop.is_set():
-            self.session += 1
+            # The number this connection gets if it succeeds (its will carries it already):
+            # attempts that fail while the broker is away do not count.
+            self.session = self.counters.connects + 1
             self.state = LinkState.CONNECTING
             self._socket_errors.last = None
             started = time.monotonic()
