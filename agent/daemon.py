@@ -493,9 +493,9 @@ async def _record_device_changes(
     try:
         while True:
             health = await changes.get()
-            event = Event(
-                ev.DeviceChanged(device=health.device_id, **health.payload()), health.since
-            )
+            # In the hall's offset like every other event (the board's clock is UTC).
+            at = health.since.astimezone(hall.config.hall.zone)
+            event = Event(ev.DeviceChanged(device=health.device_id, **health.payload()), at)
             try:
                 await hall.write(functools.partial(_append_one, event))
             except StoreError as err:

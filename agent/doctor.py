@@ -3,8 +3,9 @@
 Each finding says what is wrong and what to do. Device access is judged for the service
 user with the groups the systemd unit gives it (``SERVICE_GROUPS``), not for whoever runs
 the doctor (usually root, who can open anything). Nothing is changed: the state database
-is opened read-only and the broker only sees a TLS handshake, never an MQTT login that
-would take over the running agent's session.
+is opened read-only, and the broker sees one MQTT 5 CONNECT under a client id of the
+doctor's own (``{hall}-doctor``, clean start, no session kept), never the agent's: the
+running agent's session is untouched.
 """
 
 from __future__ import annotations
@@ -442,9 +443,13 @@ class Doctor:
                 "port); the hall keeps running and buffers meanwhile",
             )
             return
+        client_id = f"{self.config.hall.id}-doctor"
+        password = mqtt.password.get_secret_value() if mqtt.password else None
         with raw:
             if not mqtt.uses_tls:
                 yield Finding("central", "ok", f"the broker at {host}:{port} answers (plain TCP)")
+                raw.settimeout(CONNECT_TIMEOUT_S)
+                yield mqtt5_connect(raw, f"{host}:{port}", client_id, mqtt.username, password)
                 return
             clock_ok = SystemClock(self.config.clock.trust)(dt.datetime.now(dt.UTC))
             try:
@@ -452,6 +457,9 @@ class Doctor:
                 raw.settimeout(CONNECT_TIMEOUT_S)
                 with context.wrap_socket(raw, server_hostname=host) as tls:
                     version = tls.version()
+                    connected = mqtt5_connect(
+                        tls, f"{host}:{port}", client_id, mqtt.username, password
+                    )
             except LinkConfigError as err:
                 yield Finding("central", "fail", str(err), "fix mqtt.tls in the config")
                 return
@@ -466,6 +474,7 @@ class Doctor:
         yield Finding(
             "central", "ok", f"the broker at {host}:{port} accepts this hall's TLS ({version})"
         )
+        yield connected
 
     def _tls_files(self) -> Iterator[Finding]:
         assert self.config is not None
@@ -540,6 +549,90 @@ class Doctor:
                 f"the agent at {base} is {status}: {text}",
                 "see docs/operations.md for each message",
             )
+
+
+# MQTT 5 CONNACK reason codes an operator can act on.
+_CONNACK_REASONS = {
+    0x84: "does not support MQTT 5 (Unsupported Protocol Version)",
+    0x85: "refused the client id",
+    0x86: "refused the username or password",
+    0x87: "says this hall is not authorized",
+    0x8C: "refused the authentication method",
+}
+
+
+def _utf8(text: str) -> bytes:
+    data = text.encode()
+    return len(data).to_bytes(2, "big") + data
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value % 128, value // 128
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_exact(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def mqtt5_connect(
+    sock: socket.socket, where: str, client_id: str, username: str | None, password: str | None
+) -> Finding:
+    """Send one MQTT 5 CONNECT (protocol level 5, clean start) on ``sock`` and read the
+    CONNACK: does the broker speak MQTT 5 and accept this hall? Disconnects cleanly."""
+    flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+    variable = _utf8("MQTT") + bytes([5, flags]) + (30).to_bytes(2, "big") + _varint(0)
+    payload = _utf8(client_id)
+    if username is not None:
+        payload += _utf8(username)
+    if password is not None:
+        secret = password.encode()
+        payload += len(secret).to_bytes(2, "big") + secret
+    body = variable + payload
+    fix = "the hall needs an MQTT 5 broker (mosquitto 2, EMQX 5); see docs/central-integration.md"
+    try:
+        sock.sendall(b"\x10" + _varint(len(body)) + body)
+        head = _read_exact(sock, 2)
+        if len(head) < 2:
+            return Finding(
+                "central",
+                "fail",
+                f"the broker at {where} closed the connection on an MQTT 5 CONNECT",
+                f"it may not speak MQTT 5, or refused this hall's login; {fix}",
+            )
+        if head[0] != 0x20:
+            return Finding(
+                "central", "fail", f"{where} did not answer an MQTT CONNECT like a broker", fix
+            )
+        rest = _read_exact(sock, head[1]) if head[1] < 0x80 else b""
+    except OSError as err:
+        return Finding("central", "fail", f"MQTT 5 CONNECT to {where} failed: {err}", fix)
+    if head[1] == 2 and len(rest) == 2 and rest[1] == 0x01:
+        return Finding(
+            "central", "fail", f"the broker at {where} speaks MQTT 3.1.1 only, not MQTT 5", fix
+        )
+    reason = rest[1] if len(rest) >= 2 else 0xFF
+    if reason != 0:
+        why = _CONNACK_REASONS.get(reason, f"refused the CONNECT (reason 0x{reason:02x})")
+        return Finding(
+            "central",
+            "fail",
+            f"the broker at {where} {why}",
+            fix if reason == 0x84 else "check mqtt.username/password, the certificate and the ACL",
+        )
+    with contextlib.suppress(OSError):
+        sock.sendall(b"\xe0\x00")  # DISCONNECT, normal: no will, nothing kept
+    return Finding("central", "ok", f"the broker at {where} accepts an MQTT 5 CONNECT")
 
 
 def _existing_parent(path: Path) -> Path:

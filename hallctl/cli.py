@@ -47,7 +47,6 @@ from hallctl.broker import (
     _hall_of,
     _json,
 )
-from hallctl.ingest import ingest
 
 log = logging.getLogger("hallctl")
 
@@ -208,6 +207,25 @@ async def cmd(args: argparse.Namespace) -> int:
     return EXIT_OK if reply.status == "ok" else EXIT_FAILED
 
 
+# -- ingest --------------------------------------------------------------------------------
+
+
+async def ingest(args: argparse.Namespace) -> int:
+    """``--db postgresql://…``: one worker of the scale-out ingest (psycopg is imported only
+    then); else the SQLite ingest."""
+    if args.db.startswith(("postgresql://", "postgres://")):
+        try:
+            from hallctl.pgingest import ingest_postgres
+        except ImportError as err:
+            raise UsageError(
+                f"--db {args.db.split('@')[-1]!r} needs psycopg: pip install 'hall-agent[central]'"
+            ) from err
+        return await ingest_postgres(args)
+    from hallctl.ingest import ingest as ingest_sqlite
+
+    return await ingest_sqlite(args)
+
+
 # -- files ---------------------------------------------------------------------------------
 
 
@@ -272,9 +290,24 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd)
 
     p = sub.add_parser("ingest", help="reference consumer: store, dedupe, replay gaps, ack")
-    p.add_argument("--db", type=Path, required=True, help="SQLite file")
+    p.add_argument(
+        "--db",
+        required=True,
+        help="SQLite file (one process), or postgresql://USER@HOST/DB: one worker of a"
+        " scale-out ingest (run several, each with its own --client-id)",
+    )
     p.add_argument("--hall", default="+", help="hall id (default: all)")
-    p.add_argument("--ack-every", type=int, default=100, help="events per commit and ack")
+    p.add_argument("--ack-every", type=int, default=100, help="SQLite: events per commit and ack")
+    p.add_argument(
+        "--group", default="ingest", help="PostgreSQL: the shared subscription's group name"
+    )
+    p.add_argument("--batch", type=int, default=500, help="PostgreSQL: most events per transaction")
+    p.add_argument(
+        "--ack-interval",
+        type=float,
+        default=1.0,
+        help="PostgreSQL: at most one ack per hall per this many seconds (default 1)",
+    )
     p.add_argument(
         "--gap-timeout", type=float, default=2.0, help="seconds a gap may stay open (default 2)"
     )

@@ -12,6 +12,8 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import aiomqtt
 from pydantic import ValidationError
@@ -289,7 +291,16 @@ class Ingest:
             group.create_task(self.receive(client, ticker), name="ingest-events")
 
 
-async def serve(broker: BrokerOptions, consumer: Ingest, client_id: str) -> None:
+class Consumer(Protocol):
+    """What ``serve`` runs: the SQLite ingest, or a PostgreSQL worker (hallctl/pgingest.py)."""
+
+    @property
+    def ready(self) -> asyncio.Event: ...
+
+    async def run_connected(self, client: aiomqtt.Client) -> None: ...
+
+
+async def serve(broker: BrokerOptions, consumer: Consumer, client_id: str) -> None:
     """Run ``consumer`` until it is complete (or cancelled), reconnecting as needed."""
     delay = 1.0
     failing = False
@@ -316,8 +327,9 @@ async def serve(broker: BrokerOptions, consumer: Ingest, client_id: str) -> None
 
 
 async def ingest(args: argparse.Namespace) -> int:
+    """The SQLite ingest (``--db FILE``); hallctl/pgingest.py runs ``--db postgresql://…``."""
     broker = BrokerOptions.from_args(args)
-    store = EventStore(args.db)
+    store = EventStore(Path(args.db))
     consumer = Ingest(
         store,
         hall=args.hall,

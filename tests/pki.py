@@ -177,3 +177,15 @@ def make_pki(directory: Path, client_name: str = "hd-test-001") -> Pki:
         wrong_client_cert=wrong_client_cert,
         wrong_client_key=wrong_client_key,
     )
+
+
+def issue_client(pki: Pki, common_name: str) -> tuple[Path, Path]:
+    """A client certificate for ``common_name`` (a hall id, or a central role) signed by
+    the PKI's CA: ``(cert, key)`` in the PKI's folder."""
+    ca = _Issued(
+        x509.load_pem_x509_certificate(pki.ca_cert.read_bytes()),
+        serialization.load_pem_private_key(pki.ca_key.read_bytes(), None),  # type: ignore[arg-type]
+    )
+    return _write(
+        pki.dir, f"client-{common_name}", _leaf(ca, common_name, ExtendedKeyUsageOID.CLIENT_AUTH)
+    )

@@ -9,11 +9,13 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from broker import Broker
 from support import hall_config, write_config
 
 from agent.doctor import Account, Doctor, Finding
@@ -87,15 +89,53 @@ def test_an_unreachable_broker_fails_and_the_hall_still_runs(tmp_path: Path) -> 
     assert "firewall" in found.action
 
 
-def test_a_reachable_plain_broker_is_ok(tmp_path: Path) -> None:
+def test_a_reachable_plain_broker_is_ok_and_speaks_mqtt_5(
+    tmp_path: Path, broker_factory: Callable[..., Broker]
+) -> None:
+    broker = broker_factory()
+    config = doctor_config(tmp_path, mqtt={"url": broker.url})
+    findings = [f for f in examine(config) if f.check == "central"]
+    assert [f.level for f in findings] == ["ok", "ok"]
+    assert "answers" in findings[0].message
+    assert "accepts an MQTT 5 CONNECT" in findings[1].message
+    # Under a client id of its own, and gone again: the agent's session is untouched.
+    log = broker.log_text()
+    assert "as test-hall-doctor (p5, c1" in log
+    assert "Received DISCONNECT from test-hall-doctor" in log
+
+
+def _answer_once(server: socket.socket, reply: bytes) -> None:
+    conn, _ = server.accept()
+    with conn:
+        conn.recv(1024)
+        if reply:
+            conn.sendall(reply)
+
+
+@pytest.mark.parametrize(
+    ("reply", "says"),
+    [
+        (b"\x20\x02\x00\x01", "speaks MQTT 3.1.1 only, not MQTT 5"),
+        (b"\x20\x03\x00\x84\x00", "does not support MQTT 5"),
+        (b"", "closed the connection on an MQTT 5 CONNECT"),
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", "did not answer an MQTT CONNECT like a broker"),
+    ],
+)
+def test_a_listener_that_does_not_speak_mqtt_5_fails(
+    tmp_path: Path, reply: bytes, says: str
+) -> None:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
         port = server.getsockname()[1]
+        answering = threading.Thread(target=_answer_once, args=(server, reply))
+        answering.start()
         config = doctor_config(tmp_path, mqtt={"url": f"mqtt://127.0.0.1:{port}"})
         found = finding(examine(config), "central")
-    assert found.level == "ok"
-    assert "answers" in found.message
+        answering.join(10)
+    assert found.level == "fail"
+    assert says in found.message
+    assert "MQTT 5" in found.action or "ACL" in found.action
 
 
 def test_a_disk_below_the_reserve_warns_and_a_full_one_fails(tmp_path: Path) -> None:

@@ -16,8 +16,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("agent", "drivers", "protocols", "hallctl")
-# Where SQL may live: the agent's store package and hallctl's ingest store.
-STORES = (ROOT / "agent" / "runtime" / "store", ROOT / "hallctl" / "store.py")
+# Where SQL may live: the agent's store package and hallctl's ingest stores (SQLite, PostgreSQL).
+STORES = (
+    ROOT / "agent" / "runtime" / "store",
+    ROOT / "hallctl" / "store.py",
+    ROOT / "hallctl" / "pgstore.py",
+)
 SQL_CALLS = {"execute", "executemany", "executescript"}
 
 

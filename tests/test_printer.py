@@ -273,6 +273,8 @@ async def test_paper_out_disables_kiosk_issuing_until_paper_is_loaded(tmp_path):
         assert printed[1].number == again.json()["result"]["ticket"]["number"]
         changed = await events_of(client, "device.changed")
         assert changed[-1]["data"]["status"] == "ok"
+        # In the hall's offset, like every other event (the device board's clock is UTC).
+        assert {e["at"][-6:] for e in changed} == {"+08:00"}
 
 
 async def test_paper_near_end_is_a_warning_and_issuing_goes_on(tmp_path):

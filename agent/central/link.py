@@ -67,6 +67,12 @@ class LinkCounters:
     connects: int = 0
     last_error: str | None = None
     connected_since: float | None = None
+    # Central's acks: the highest one applied (this epoch), and those the hall could not
+    # apply as sent (malformed, for another epoch, or beyond the last seq it gave out).
+    acked_seq: int = 0
+    acks_malformed: int = 0
+    acks_wrong_epoch: int = 0
+    acks_beyond_last: int = 0
 
 
 class _SocketErrors(logging.Handler):
@@ -327,7 +333,9 @@ class Link:
         import aiomqtt
 
         while not self._stop.is_set():
-            self.session += 1
+            # The number this connection gets if it succeeds (its will carries it already):
+            # attempts that fail while the broker is away do not count.
+            self.session = self.counters.connects + 1
             self.state = LinkState.CONNECTING
             self._socket_errors.last = None
             started = time.monotonic()
@@ -483,16 +491,30 @@ class Link:
         try:
             ack = Ack.model_validate_json(payload)
         except ValueError as err:
+            self.counters.acks_malformed += 1
             log.warning("ignored a malformed ack from central: %s", str(err).splitlines()[0])
             return
         if ack.epoch != self.hall.store.epoch:
+            self.counters.acks_wrong_epoch += 1
             log.info(
                 "ignored central's ack for epoch %d (this store is epoch %d)",
                 ack.epoch,
                 self.hall.store.epoch,
             )
             return
-        self._acked_to = max(self._acked_to or 0, ack.seq)
+        seq = ack.seq
+        last = self.hall.last_seq
+        if seq > last:
+            self.counters.acks_beyond_last += 1
+            log.warning(
+                "central acked seq %d but this hall has given out only up to %d; taken as %d",
+                seq,
+                last,
+                last,
+            )
+            seq = last
+        self.counters.acked_seq = max(self.counters.acked_seq, seq)
+        self._acked_to = max(self._acked_to or 0, seq)
         self._ack_arrived.set()
 
     async def _apply_acks(self) -> None:

@@ -385,6 +385,20 @@ class HallHealth:
         yield CounterMetricFamily(
             "hall_central_published", "Events central's broker confirmed", link.counters.published
         )
+        yield GaugeMetricFamily(
+            "hall_central_acked_seq",
+            "Highest seq of this epoch central acknowledged (as applied)",
+            link.counters.acked_seq,
+        )
+        refused = CounterMetricFamily(
+            "hall_central_acks_refused",
+            "Acks from central the hall could not apply as sent, by reason",
+            labels=["reason"],
+        )
+        refused.add_metric(["malformed"], link.counters.acks_malformed)
+        refused.add_metric(["wrong_epoch"], link.counters.acks_wrong_epoch)
+        refused.add_metric(["beyond_last_seq"], link.counters.acks_beyond_last)
+        yield refused
 
         devices = GaugeMetricFamily(
             "hall_device_status",

@@ -75,9 +75,14 @@ class Outbox(QuarantineRows):
             )
 
     def mark_acked(self, epoch: int, seq: int) -> int:
-        """Central stored every event up to ``seq``; returns how many were newly acked."""
+        """Central stored every event up to ``seq``; returns how many were newly acked.
+
+        An ack beyond the last seq this store ever gave out is capped there: central cannot
+        have stored what does not exist yet, and seqs given out later are not acked by it.
+        """
         if epoch != self.epoch:
             return 0
+        seq = min(seq, self.last_seq)
         with self._atomic(f"could not record central's ack in {self.path}"):
             cur = self._conn.execute(
                 "UPDATE events SET acked = 1, published = 1 WHERE seq <= ? AND acked = 0", (seq,)

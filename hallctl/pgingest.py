@@ -1,0 +1,347 @@
+"""``hallctl ingest --db postgresql://…``: one stateless worker of a scale-out ingest.
+
+Run as many as the load needs, each with its own ``--client-id``: they share the halls'
+events through an MQTT 5 shared subscription (``$share/{group}/hall/v1/+/event/#``, and
+the same for ``reply`` and ``metrics``), so the broker hands each message to one of them.
+A worker keeps nothing in memory that another needs: every batch is one PostgreSQL
+transaction that only inserts (the events and the seqs that arrived; hallctl/pgstore.py),
+and three sweeps — the marks (each hall's contiguous high-water mark), the gaps (replay
+requests) and the acks — run on whichever worker takes the database's advisory lock
+first, so a gap is asked for once and a hall gets at most one ack per ``--ack-interval``,
+always its contiguous mark, only once the events under it are committed.
+
+A worker that dies loses nothing the halls have not kept: what it had received but not
+committed was never acked to the hall, and shows up as a gap (later events, or the
+hall's ``metrics`` saying what it published) that the next sweep asks the hall to replay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiomqtt
+import psycopg
+from pydantic import ValidationError
+
+from agent.central.contract import (
+    ROOT,
+    Ack,
+    EventEnvelope,
+    EvictedData,
+    Metrics,
+    ReplayEvents,
+    ReplayResult,
+    Reply,
+)
+from hallctl.broker import EXIT_OK, BrokerOptions, HallctlError, _expiry, _hall_of, _json
+from hallctl.gaps import MAX_REPLAY_INTERVAL_S
+from hallctl.ingest import REPLAY_CHUNK, REPLAY_EXPIRY_S, serve
+from hallctl.pgstore import Batch, PgStore, Row
+
+log = logging.getLogger("hallctl")
+
+DEFAULT_GROUP = "ingest"
+DEFAULT_ACK_INTERVAL_S = 1.0
+DEFAULT_BATCH = 500
+# A batch that met another worker's transaction in a deadlock is tried again this often.
+RETRIES = 5
+CLOSE_TIMEOUT_S = 5.0
+
+
+@dataclass
+class WorkerStats:
+    stored: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    batches: int = 0
+    replays_requested: int = 0
+    acks: int = 0
+
+
+class ParseError(ValueError):
+    pass
+
+
+def to_row(event: EventEnvelope) -> Row:
+    """The events table's row; ``day`` is the hall's local date of ``at``."""
+    try:
+        at = dt.datetime.fromisoformat(event.at)
+    except ValueError as err:
+        raise ParseError(f"at {event.at!r} is not an ISO 8601 time") from err
+    if at.tzinfo is None:
+        raise ParseError(f"at {event.at!r} has no UTC offset")
+    return Row(
+        hall=event.hall,
+        epoch=event.epoch,
+        seq=event.seq,
+        day=at.date(),
+        id=event.id,
+        type=event.type,
+        at=at,
+        clock_ok=event.clock_ok,
+        data=event.data,
+    )
+
+
+class PgIngest:
+    """One worker: receive a batch → one transaction; a ticker for the two sweeps."""
+
+    def __init__(
+        self,
+        store: PgStore,
+        sweeper: PgStore,
+        *,
+        hall: str = "+",
+        group: str = DEFAULT_GROUP,
+        batch: int = DEFAULT_BATCH,
+        gap_timeout: float = 2.0,
+        ack_interval: float = DEFAULT_ACK_INTERVAL_S,
+        until_complete: int | None = None,
+        make_id: Callable[[], str] = lambda: f"ingest-{uuid.uuid4()}",
+    ) -> None:
+        self.store = store  # the batches' connection
+        self.sweeper = sweeper  # the sweeps' connection (runs while a batch waits)
+        self.hall = hall
+        self.group = group
+        self.batch = max(1, batch)
+        self.gap_timeout = gap_timeout
+        self.ack_interval = ack_interval
+        self.until_complete = until_complete
+        self.make_id = make_id
+        self.stats = WorkerStats()
+        self.ready = asyncio.Event()
+        self.done = asyncio.Event()
+        self._warned: set[str] = set()
+
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
+
+    @property
+    def subscriptions(self) -> list[tuple[str, int]]:
+        base = f"$share/{self.group}/{ROOT}/{self.hall}"
+        return [(f"{base}/event/#", 1), (f"{base}/reply", 1), (f"{base}/metrics", 0)]
+
+    # -- one batch -------------------------------------------------------------------------
+
+    async def collect(self, messages: list[aiomqtt.Message]) -> Batch:
+        rows: list[Row] = []
+        gone: list[tuple[str, int, int, int]] = []
+        announced: list[tuple[str, int, int]] = []
+        for message in messages:
+            topic = message.topic.value
+            kind = topic.split("/")[3] if topic.count("/") >= 3 else ""
+            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+            hall = _hall_of(topic)
+            if kind == "event":
+                row = self._event(hall, bytes(payload))
+                if row is not None:
+                    rows.append(row)
+                    if row.type == "outbox.evicted":
+                        gone += self._evicted(row)
+            elif kind == "reply":
+                gone += await self._reply(hall, bytes(payload))
+            elif kind == "metrics":
+                try:
+                    metrics = Metrics.model_validate_json(payload)
+                except ValidationError:
+                    continue
+                # Only a drained outbox says "everything up to last_seq was published".
+                if metrics.outbox_depth == 0 and metrics.last_seq > 0:
+                    announced.append((hall, metrics.epoch, metrics.last_seq))
+        return Batch(rows=rows, gone=gone, announced=announced)
+
+    def _event(self, hall: str, payload: bytes) -> Row | None:
+        try:
+            event = EventEnvelope.model_validate_json(payload)
+            if event.hall != hall:
+                raise ParseError(f"an event of hall {event.hall} on {hall}'s topic")
+            return to_row(event)
+        except (ValidationError, ParseError) as err:
+            self.stats.invalid += 1
+            self._warn_once(f"invalid:{hall}", "%s sent an invalid event: %s", hall, err)
+            return None
+
+    def _evicted(self, row: Row) -> list[tuple[str, int, int, int]]:
+        try:
+            evicted = EvictedData.model_validate(row.data)
+        except ValidationError as err:
+            self._warn_once(f"evicted:{row.hall}", "bad outbox.evicted data: %s", err)
+            return []
+        for start, end in evicted.ranges:
+            log.warning("%s evicted seqs %d..%d of epoch %d", row.hall, start, end, row.epoch)
+        return [(row.hall, row.epoch, s, e) for s, e in evicted.ranges if 1 <= s <= e]
+
+    async def _reply(self, hall: str, payload: bytes) -> list[tuple[str, int, int, int]]:
+        try:
+            reply = Reply.model_validate_json(payload)
+        except ValidationError:
+            return []
+        asked = await self.store.take_replay(reply.cmd_id)
+        if asked is None:
+            return []  # a reply to somebody else's command
+        _, epoch, start, end = asked
+        if reply.status != "ok":
+            log.warning(
+                "%s answered replay %d..%d with %s: %s", hall, start, end, reply.status, reply.error
+            )
+            return []
+        try:
+            result = ReplayResult.model_validate(reply.result or {})
+        except ValidationError as err:
+            self._warn_once(f"replay-result:{hall}", "bad replay_events result: %s", err)
+            return []
+        if result.epoch not in (None, epoch):
+            return []
+        for s, e in result.missing:
+            log.warning("%s no longer has seqs %d..%d of epoch %d", hall, s, e, epoch)
+        return [(hall, epoch, s, e) for s, e in result.missing if 1 <= s <= e]
+
+    async def apply(self, batch: Batch) -> None:
+        for attempt in range(RETRIES):
+            try:
+                applied = await self.store.apply(batch)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                if attempt == RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+                continue
+            self.stats.stored += applied.stored
+            self.stats.duplicates += applied.duplicates
+            self.stats.batches += 1
+            return
+
+    async def receive(self, client: aiomqtt.Client) -> None:
+        messages = client.messages
+        while True:
+            batch = [await anext(messages)]
+            while len(messages) > 0 and len(batch) < self.batch:
+                batch.append(await anext(messages))
+            await self.apply(await self.collect(batch))
+
+    # -- the sweeps ------------------------------------------------------------------------
+
+    async def request_replays(self, client: aiomqtt.Client) -> None:
+        asks = await self.sweeper.due_gaps(
+            timeout_s=self.gap_timeout,
+            max_wait_s=MAX_REPLAY_INTERVAL_S,
+            chunk=REPLAY_CHUNK,
+            make_id=self.make_id,
+        )
+        for cmd_id, gap in asks or []:
+            command = ReplayEvents(cmd_id=cmd_id, from_seq=gap.start, to_seq=gap.end)
+            log.info(
+                "asking %s to replay %d..%d of epoch %d", gap.hall, gap.start, gap.end, gap.epoch
+            )
+            await client.publish(
+                f"{ROOT}/{gap.hall}/cmd/replay_events",
+                _json(command),
+                qos=1,
+                properties=_expiry(REPLAY_EXPIRY_S),
+            )
+            self.stats.replays_requested += 1
+
+    async def send_acks(self, client: aiomqtt.Client, interval: float) -> bool:
+        """False when another worker held the ack sweep."""
+
+        async def send(due: list[tuple[str, int, int]]) -> None:
+            for hall, epoch, seq in due:
+                await client.publish(f"{ROOT}/{hall}/ack", _json(Ack(epoch=epoch, seq=seq)), qos=1)
+            self.stats.acks += len(due)
+
+        return await self.sweeper.ack_sweep(interval, send) is not None
+
+    async def complete(self) -> bool:
+        if self.until_complete is None:
+            return False
+        marks = await self.sweeper.marks()
+        return bool(marks) and all(seq >= self.until_complete for _, seq in marks.values())
+
+    async def tick(self, client: aiomqtt.Client, receiver: asyncio.Task[None]) -> None:
+        interval = min(0.25, self.gap_timeout / 4, self.ack_interval / 4)
+        while True:
+            await asyncio.sleep(interval)
+            await self.sweeper.advance()
+            await self.request_replays(client)
+            await self.send_acks(client, self.ack_interval)
+            if await self.complete():
+                # The final marks, now (another worker may hold the sweep for a moment).
+                for _ in range(100):
+                    if await self.send_acks(client, 0.0):
+                        break
+                    await asyncio.sleep(interval)
+                receiver.cancel()
+                self.done.set()
+                return
+
+    async def run_connected(self, client: aiomqtt.Client) -> None:
+        for topic, qos in self.subscriptions:
+            await client.subscribe(topic, qos=qos)
+        log.info(
+            "ingest worker %s subscribed to %s",
+            client.identifier,
+            ", ".join(t for t, _ in self.subscriptions),
+        )
+        self.ready.set()
+        async with asyncio.TaskGroup() as group:
+            receiver = group.create_task(self.receive(client), name="ingest-events")
+            group.create_task(self.tick(client, receiver), name="ingest-sweeps")
+        # (receiving ends only when the ticker found every hall complete)
+
+
+async def open_worker(url: str, **options: object) -> PgIngest:
+    """Connect (twice: batches and sweeps), migrate, and build a worker."""
+    try:
+        store = await PgStore.connect(url)
+        sweeper = await PgStore.connect(url)
+    except psycopg.OperationalError as err:
+        raise HallctlError(f"cannot connect to PostgreSQL: {err}".strip()) from err
+    version = await store.migrate()
+    log.info("PostgreSQL schema at version %d", version)
+    return PgIngest(store, sweeper, **options)  # type: ignore[arg-type]
+
+
+async def close_worker(worker: PgIngest) -> None:
+    """Close both connections; a connection still busy with a cancelled query gets a few
+    seconds, then the process's exit closes it (stopping must never hang)."""
+    for store in (worker.store, worker.sweeper):
+        try:
+            await asyncio.wait_for(store.close(), CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("a PostgreSQL connection did not close within %gs", CLOSE_TIMEOUT_S)
+
+
+async def ingest_postgres(args: argparse.Namespace) -> int:
+    broker = BrokerOptions.from_args(args)
+    worker = await open_worker(
+        args.db,
+        hall=args.hall,
+        group=args.group,
+        batch=args.batch,
+        gap_timeout=args.gap_timeout,
+        ack_interval=args.ack_interval,
+        until_complete=args.until_complete,
+    )
+    try:
+        await serve(broker, worker, args.client_id)
+    finally:
+        await close_worker(worker)
+        s = worker.stats
+        log.info(
+            "ingest worker stopped: %d stored, %d duplicates, %d invalid, %d batches,"
+            " %d replays asked, %d acks",
+            s.stored,
+            s.duplicates,
+            s.invalid,
+            s.batches,
+            s.replays_requested,
+            s.acks,
+        )
+    return EXIT_OK

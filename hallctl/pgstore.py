@@ -1,0 +1,482 @@
+"""``hallctl ingest --db postgresql://…``: central's copy of the halls' events in PostgreSQL,
+shared by any number of stateless ingest workers.
+
+Everything a worker would otherwise keep in memory is here, so any worker can carry on
+from any other: the events (deduplicated on ``(hall, epoch, seq)``), each stream's
+contiguous high-water mark (``streams``), the seqs received above it (``pending``), the
+ranges a hall reported gone, the open gaps with when they were asked for (``gaps``: one
+replay request per gap whichever worker sees it), the replay commands in flight
+(``replays``) and the last ack sent to each hall (``acks``). Every SQL statement of the
+PostgreSQL ingest is in this module.
+
+Locking, so that workers never deadlock and never double-count:
+
+- a batch is one transaction that only inserts: the events (sorted by key) and the seqs
+  that arrived (``pending``); batches of different workers never wait on each other
+  (except on the same duplicate);
+- the marks' sweep (``advance``), the gap sweep and the ack sweep each run under a
+  transaction-level advisory lock that only one worker holds at a time (the others skip
+  that round); only the marks' sweep writes ``streams`` (and a hall's ``metrics``, rarely,
+  its ``top``); the other two write only their own tables (``gaps``/``replays``, ``acks``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+# Advisory lock keys (any bigint unique to this application): the migration, the gap
+# sweep, the ack sweep, the creation of day partitions and the marks' sweep.
+LOCK_MIGRATE = 0x4841_4C4C_0001
+LOCK_GAPS = 0x4841_4C4C_0002
+LOCK_ACKS = 0x4841_4C4C_0003
+LOCK_PARTITIONS = 0x4841_4C4C_0004
+LOCK_ADVANCE = 0x4841_4C4C_0005
+
+# Each entry is applied once, in order, in its own transaction; never edit one that has
+# shipped, append another.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: events by day, the streams' bookkeeping, the halls' directory.
+    """
+    CREATE TABLE events (
+        hall text NOT NULL,
+        epoch bigint NOT NULL,
+        seq bigint NOT NULL,
+        day date NOT NULL,
+        id text NOT NULL,
+        type text NOT NULL,
+        at timestamptz NOT NULL,
+        clock_ok boolean NOT NULL,
+        data jsonb NOT NULL,
+        received_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (hall, epoch, seq, day)
+    ) PARTITION BY RANGE (day);
+    COMMENT ON COLUMN events.day IS
+        'the hall''s local date of at (at keeps the hall''s offset): the partition key';
+    CREATE INDEX events_hall_day ON events (hall, day, at);
+    CREATE INDEX events_type_day ON events (type, day, at);
+
+    CREATE TABLE streams (
+        hall text NOT NULL,
+        epoch bigint NOT NULL,
+        high_water bigint NOT NULL DEFAULT 0,
+        top bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (hall, epoch)
+    );
+    CREATE INDEX streams_open ON streams (hall, epoch) WHERE top > high_water;
+
+    CREATE TABLE pending (
+        hall text NOT NULL,
+        epoch bigint NOT NULL,
+        seq bigint NOT NULL,
+        PRIMARY KEY (hall, epoch, seq)
+    );
+
+    CREATE TABLE gone (
+        hall text NOT NULL,
+        epoch bigint NOT NULL,
+        start_seq bigint NOT NULL,
+        end_seq bigint NOT NULL,
+        noted_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (hall, epoch, start_seq, end_seq)
+    );
+
+    CREATE TABLE gaps (
+        hall text NOT NULL,
+        epoch bigint NOT NULL,
+        start_seq bigint NOT NULL,
+        end_seq bigint NOT NULL,
+        noticed_at timestamptz NOT NULL,
+        asked_at timestamptz,
+        requests integer NOT NULL DEFAULT 0,
+        PRIMARY KEY (hall, epoch, start_seq)
+    );
+
+    CREATE TABLE replays (
+        cmd_id text PRIMARY KEY,
+        hall text NOT NULL,
+        epoch bigint NOT NULL,
+        start_seq bigint NOT NULL,
+        end_seq bigint NOT NULL,
+        asked_at timestamptz NOT NULL DEFAULT now()
+    );
+
+    CREATE TABLE acks (
+        hall text PRIMARY KEY,
+        epoch bigint NOT NULL,
+        seq bigint NOT NULL,
+        acked_at timestamptz NOT NULL
+    );
+
+    CREATE TABLE halls (
+        hall text PRIMARY KEY,
+        district text,
+        name text
+    );
+    COMMENT ON TABLE halls IS
+        'central''s directory of halls (filled by central, not by ingest), for queries';
+    """,
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One received event, ready for the events table."""
+
+    hall: str
+    epoch: int
+    seq: int
+    day: dt.date
+    id: str
+    type: str
+    at: dt.datetime
+    clock_ok: bool
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Gap:
+    hall: str
+    epoch: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one worker received in one go, applied in one transaction."""
+
+    rows: Sequence[Row] = ()
+    # (hall, epoch, start, end): seqs the hall evicted or no longer has.
+    gone: Sequence[tuple[str, int, int, int]] = ()
+    # (hall, epoch, last_seq): a drained outbox says everything up to last_seq was sent.
+    announced: Sequence[tuple[str, int, int]] = ()
+
+
+@dataclass(frozen=True)
+class Applied:
+    stored: int
+    duplicates: int
+
+
+def _partition(day: dt.date) -> str:
+    return f"events_{day:%Y%m%d}"
+
+
+class PgStore:
+    """One worker's connection to central's database."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+        self._days: set[dt.date] = set()
+
+    @classmethod
+    async def connect(cls, url: str) -> PgStore:
+        conn = await psycopg.AsyncConnection.connect(url)
+        return cls(conn)
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    # -- schema ----------------------------------------------------------------------------
+
+    async def migrate(self) -> int:
+        """Apply the migrations this database lacks; returns its schema version."""
+        async with self.conn.transaction():
+            await self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_MIGRATE,))
+            await self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS hallctl_migrations ("
+                " version integer PRIMARY KEY,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cursor = await self.conn.execute(
+                "SELECT coalesce(max(version), 0) FROM hallctl_migrations"
+            )
+            row = await cursor.fetchone()
+            version = int(row[0]) if row else 0
+            if version > len(MIGRATIONS):
+                raise RuntimeError(
+                    f"the database is at schema version {version}, newer than this hallctl"
+                    f" ({len(MIGRATIONS)}): upgrade hallctl"
+                )
+            for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+                await self.conn.execute(sql)  # constant DDL
+                await self.conn.execute(
+                    "INSERT INTO hallctl_migrations (version) VALUES (%s)", (number,)
+                )
+        return len(MIGRATIONS)
+
+    async def ensure_days(self, days: Iterable[dt.date]) -> None:
+        """A partition for each day (created once, whichever worker comes first)."""
+        missing = sorted(set(days) - self._days)
+        if not missing:
+            return
+        async with self.conn.transaction():
+            await self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_PARTITIONS,))
+            for day in missing:
+                following = day + dt.timedelta(days=1)
+                await self.conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {_partition(day)} PARTITION OF events"
+                    f" FOR VALUES FROM ('{day.isoformat()}') TO ('{following.isoformat()}')"
+                )
+        self._days.update(missing)
+
+    # -- a batch ---------------------------------------------------------------------------
+
+    async def apply(self, batch: Batch) -> Applied:
+        """Store the events, note what arrived or is gone, move the touched marks."""
+        rows = sorted(batch.rows, key=lambda r: (r.hall, r.epoch, r.seq))
+        await self.ensure_days(r.day for r in rows)
+        stored = 0
+        async with self.conn.transaction():
+            if rows:
+                cursor = await self.conn.execute(
+                    "INSERT INTO events (hall, epoch, seq, day, id, type, at, clock_ok, data)"
+                    " SELECT hall, epoch, seq, day, id, type, at, clock_ok, data::jsonb"
+                    " FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::date[],"
+                    "  %s::text[], %s::text[], %s::timestamptz[], %s::boolean[], %s::text[])"
+                    "  AS b(hall, epoch, seq, day, id, type, at, clock_ok, data)"
+                    " ON CONFLICT DO NOTHING RETURNING hall, epoch, seq",
+                    (
+                        [r.hall for r in rows],
+                        [r.epoch for r in rows],
+                        [r.seq for r in rows],
+                        [r.day for r in rows],
+                        [r.id for r in rows],
+                        [r.type for r in rows],
+                        [r.at for r in rows],
+                        [r.clock_ok for r in rows],
+                        [json.dumps(r.data, ensure_ascii=False) for r in rows],
+                    ),
+                )
+                new = sorted(await cursor.fetchall())
+                stored = len(new)
+                if new:
+                    await self.conn.execute(
+                        "INSERT INTO pending (hall, epoch, seq)"
+                        " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[])"
+                        " ON CONFLICT DO NOTHING",
+                        ([h for h, _, _ in new], [e for _, e, _ in new], [s for _, _, s in new]),
+                    )
+            for hall, epoch, start, end in sorted(batch.gone):
+                await self.conn.execute(
+                    "INSERT INTO gone (hall, epoch, start_seq, end_seq) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    (hall, epoch, start, end),
+                )
+                await self.conn.execute(
+                    "INSERT INTO pending (hall, epoch, seq)"
+                    " SELECT %s, %s, s FROM generate_series(%s::bigint, %s::bigint) AS s"
+                    " WHERE s > coalesce((SELECT high_water FROM streams"
+                    "  WHERE hall = %s AND epoch = %s), 0)"
+                    " ON CONFLICT DO NOTHING",
+                    (hall, epoch, start, end, hall, epoch),
+                )
+            if batch.announced:
+                tops: dict[tuple[str, int], int] = {}
+                for hall, epoch, last in batch.announced:
+                    tops[(hall, epoch)] = max(tops.get((hall, epoch), 0), last)
+                keys = sorted(tops)
+                await self.conn.execute(
+                    "INSERT INTO streams (hall, epoch, top)"
+                    " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[])"
+                    " ON CONFLICT (hall, epoch) DO UPDATE"
+                    " SET top = greatest(streams.top, excluded.top)",
+                    ([h for h, _ in keys], [e for _, e in keys], [tops[k] for k in keys]),
+                )
+        return Applied(stored=stored, duplicates=len(rows) - stored)
+
+    async def advance(self) -> bool:
+        """Move every stream's mark over the seqs now contiguous above it (and its top to
+        the highest seq seen), then forget those seqs: ``pending`` only holds what is above
+        a mark. One worker at a time (False: another holds it); batches never lock the
+        ``streams`` rows, so workers do not wait on each other's marks."""
+        async with self.conn.transaction():
+            cursor = await self.conn.execute(
+                "SELECT pg_try_advisory_xact_lock(%s)", (LOCK_ADVANCE,)
+            )
+            row = await cursor.fetchone()
+            if row is None or not row[0]:
+                return False
+            await self.conn.execute(
+                "INSERT INTO streams (hall, epoch, top)"
+                " SELECT hall, epoch, max(seq) FROM pending GROUP BY hall, epoch"
+                " ORDER BY hall, epoch"
+                " ON CONFLICT (hall, epoch) DO UPDATE"
+                " SET top = greatest(streams.top, excluded.top)"
+            )
+            await self.conn.execute(
+                "WITH touched AS ("
+                "  SELECT s.hall, s.epoch, s.high_water FROM streams s"
+                "  WHERE EXISTS (SELECT 1 FROM pending p"
+                "   WHERE p.hall = s.hall AND p.epoch = s.epoch AND p.seq = s.high_water + 1)),"
+                " runs AS ("
+                "  SELECT p.hall, p.epoch, p.seq,"
+                "   p.seq - t.high_water"
+                "   - row_number() OVER (PARTITION BY p.hall, p.epoch ORDER BY p.seq) AS off"
+                "  FROM pending p JOIN touched t USING (hall, epoch) WHERE p.seq > t.high_water),"
+                " moved AS ("
+                "  SELECT hall, epoch, max(seq) AS high_water FROM runs WHERE off = 0"
+                "  GROUP BY hall, epoch)"
+                " UPDATE streams s SET high_water = moved.high_water,"
+                "  top = greatest(s.top, moved.high_water)"
+                " FROM moved WHERE s.hall = moved.hall AND s.epoch = moved.epoch"
+            )
+            await self.conn.execute(
+                "DELETE FROM pending p USING streams s"
+                " WHERE s.hall = p.hall AND s.epoch = p.epoch AND p.seq <= s.high_water"
+            )
+        return True
+
+    # -- replies to replay_events ----------------------------------------------------------
+
+    async def take_replay(self, cmd_id: str) -> tuple[str, int, int, int] | None:
+        """The replay request ``cmd_id`` answered, forgotten; None if not ours."""
+        async with self.conn.transaction():
+            cursor = await self.conn.execute(
+                "DELETE FROM replays WHERE cmd_id = %s RETURNING hall, epoch, start_seq, end_seq",
+                (cmd_id,),
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        return str(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+    # -- the sweeps (one worker at a time) -------------------------------------------------
+
+    async def due_gaps(
+        self, *, timeout_s: float, max_wait_s: float, chunk: int, make_id: Any
+    ) -> list[tuple[str, Gap]] | None:
+        """The replay requests to send now, recorded as sent: ``[(cmd_id, gap)]``.
+
+        None when another worker holds the sweep. A gap is asked for once it stayed the
+        same for ``timeout_s`` (the events of a busy hall are spread over workers and may
+        commit out of order), then again after twice as long each time, up to
+        ``max_wait_s``. Only each hall's current epoch is replayed.
+        """
+        async with self.conn.transaction():
+            cursor = await self.conn.execute(
+                "SELECT pg_try_advisory_xact_lock(%s), now()", (LOCK_GAPS,)
+            )
+            row = await cursor.fetchone()
+            if row is None or not row[0]:
+                return None
+            now: dt.datetime = row[1]
+            cursor = await self.conn.execute(
+                "WITH cur AS ("
+                "  SELECT DISTINCT ON (hall) hall, epoch, high_water, top FROM streams"
+                "  ORDER BY hall, epoch DESC),"
+                " open AS (SELECT * FROM cur WHERE top > high_water),"
+                " have AS ("
+                "  SELECT p.hall, p.epoch, p.seq FROM pending p JOIN open o USING (hall, epoch)"
+                "  WHERE p.seq > o.high_water"
+                "  UNION ALL SELECT hall, epoch, high_water FROM open"
+                "  UNION ALL SELECT hall, epoch, top + 1 FROM open),"
+                " spaced AS ("
+                "  SELECT hall, epoch, seq,"
+                "   lead(seq) OVER (PARTITION BY hall, epoch ORDER BY seq) AS next FROM have)"
+                " SELECT hall, epoch, seq + 1, next - 1 FROM spaced WHERE next > seq + 1"
+                " ORDER BY hall, epoch, seq"
+            )
+            current = [
+                Gap(str(h), int(e), int(s), int(t)) for h, e, s, t in await cursor.fetchall()
+            ]
+            cursor = await self.conn.execute(
+                "SELECT hall, epoch, start_seq, end_seq, noticed_at, asked_at, requests FROM gaps"
+            )
+            known = {(str(r[0]), int(r[1]), int(r[2])): r for r in await cursor.fetchall()}
+            keep: list[tuple[Any, ...]] = []
+            asks: list[tuple[str, Gap]] = []
+            for gap in current:
+                old = known.get((gap.hall, gap.epoch, gap.start))
+                if old is None or int(old[3]) != gap.end:
+                    # New, or changed since (part of it arrived): quiet from now on.
+                    requests = 0 if old is None else int(old[6])
+                    keep.append((gap.hall, gap.epoch, gap.start, gap.end, now, None, requests))
+                    continue
+                noticed_at, asked_at, requests = old[4], old[5], int(old[6])
+                since = asked_at or noticed_at
+                wait = min(timeout_s * 2 ** min(requests, 16), max(timeout_s, max_wait_s))
+                if (now - since).total_seconds() >= wait:
+                    end = min(gap.end, gap.start + chunk - 1)
+                    asks.append((str(make_id()), Gap(gap.hall, gap.epoch, gap.start, end)))
+                    keep.append(
+                        (gap.hall, gap.epoch, gap.start, gap.end, noticed_at, now, requests + 1)
+                    )
+                else:
+                    keep.append(tuple(old))
+            await self.conn.execute("DELETE FROM gaps")
+            if keep:
+                async with self.conn.cursor() as cur:
+                    await cur.executemany(
+                        "INSERT INTO gaps"
+                        " (hall, epoch, start_seq, end_seq, noticed_at, asked_at, requests)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                        keep,
+                    )
+            if asks:
+                async with self.conn.cursor() as cur:
+                    await cur.executemany(
+                        "INSERT INTO replays (cmd_id, hall, epoch, start_seq, end_seq)"
+                        " VALUES (%s, %s, %s, %s, %s)",
+                        [(c, g.hall, g.epoch, g.start, g.end) for c, g in asks],
+                    )
+            # Requests a hall never answered (offline past their expiry) are asked again
+            # through the gap; their records need not stay.
+            await self.conn.execute(
+                "DELETE FROM replays WHERE asked_at < now() - interval '1 hour'"
+            )
+        return asks
+
+    async def ack_sweep(
+        self,
+        interval_s: float,
+        send: Callable[[list[tuple[str, int, int]]], Awaitable[None]],
+    ) -> list[tuple[str, int, int]] | None:
+        """Ack each hall whose contiguous mark moved and that was not acked in the last
+        ``interval_s``: ``send`` publishes ``[(hall, epoch, seq)]``, then they are recorded.
+        None when another worker holds the ack sweep."""
+        async with self.conn.transaction():
+            cursor = await self.conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (LOCK_ACKS,))
+            row = await cursor.fetchone()
+            if row is None or not row[0]:
+                return None
+            cursor = await self.conn.execute(
+                "WITH cur AS ("
+                "  SELECT DISTINCT ON (hall) hall, epoch, high_water FROM streams"
+                "  ORDER BY hall, epoch DESC)"
+                " SELECT c.hall, c.epoch, c.high_water FROM cur c LEFT JOIN acks a USING (hall)"
+                " WHERE c.high_water > 0 AND (a.hall IS NULL OR"
+                "  ((a.epoch, a.seq) <> (c.epoch, c.high_water)"
+                "   AND a.acked_at <= now() - make_interval(secs => %s)))"
+                " ORDER BY c.hall",
+                (interval_s,),
+            )
+            due = [(str(h), int(e), int(s)) for h, e, s in await cursor.fetchall()]
+            if not due:
+                return due
+            await send(due)
+            await self.conn.execute(
+                "INSERT INTO acks (hall, epoch, seq, acked_at)"
+                " SELECT h, e, s, now() FROM unnest(%s::text[], %s::bigint[], %s::bigint[])"
+                "  AS a(h, e, s)"
+                " ON CONFLICT (hall) DO UPDATE"
+                " SET epoch = excluded.epoch, seq = excluded.seq, acked_at = excluded.acked_at",
+                ([h for h, _, _ in due], [e for _, e, _ in due], [s for _, _, s in due]),
+            )
+        return due
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def marks(self) -> dict[str, tuple[int, int]]:
+        """Each hall's current ``(epoch, high_water)``."""
+        cursor = await self.conn.execute(
+            "SELECT DISTINCT ON (hall) hall, epoch, high_water FROM streams"
+            " ORDER BY hall, epoch DESC"
+        )
+        return {str(h): (int(e), int(s)) for h, e, s in await cursor.fetchall()}

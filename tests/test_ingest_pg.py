@@ -1,0 +1,308 @@
+"""The scale-out ingest (``hallctl ingest --db postgresql://…``) against a real PostgreSQL
+(a throw-away cluster, tests/postgres.py) and a real mosquitto: several workers on one
+MQTT 5 shared subscription, simulated halls that drop, lose and resend events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from broker import Broker
+from cityhalls import SimHall, ranges
+from postgres import MISSING, Postgres, server_bin
+
+from hallctl import ingest, pgingest
+from hallctl.broker import BrokerOptions
+from hallctl.pgstore import MIGRATIONS, Batch, PgStore, Row
+
+pytestmark = pytest.mark.skipif(server_bin() is None, reason=MISSING)
+
+WAIT_S = 60.0
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def eventually(condition: Callable[[], bool], what: str, within: float = WAIT_S) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Postgres]:
+    with Postgres() as pg:
+        yield pg
+
+
+@pytest.fixture
+def database(cluster: Postgres) -> str:
+    return cluster.create_database()
+
+
+def rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+@asynccontextmanager
+async def workers(
+    broker: Broker, url: str, count: int, **options: Any
+) -> AsyncIterator[list[pgingest.PgIngest]]:
+    address = BrokerOptions("127.0.0.1", broker.port, None, None, None)
+    started = [await pgingest.open_worker(url, **options) for _ in range(count)]
+    tasks = [
+        asyncio.create_task(ingest.serve(address, w, f"ingest-{i}-{uuid.uuid4().hex[:6]}"))
+        for i, w in enumerate(started)
+    ]
+    try:
+        for worker in started:
+            await eventually(worker.ready.is_set, "the workers to subscribe")
+        yield started
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for worker in started:
+            await pgingest.close_worker(worker)
+
+
+def city(count: int, last: int) -> list[SimHall]:
+    """Halls with every kind of trouble: a hole, a lost tail, seqs the hall no longer has."""
+    halls = []
+    for i in range(count):
+        hall = SimHall(f"hd-{i:03d}", last)
+        if i % 3 == 0:
+            hall.dropped = set(range(11, 16))  # a hole
+        if i % 3 == 1:
+            hall.dropped = set(range(last - 3, last + 1))  # the tail: only metrics reveal it
+        if i % 4 == 0:
+            hall.dropped |= {30, 31}
+            hall.lost = {31}  # asked for, the hall says it no longer has it
+        halls.append(hall)
+    return halls
+
+
+async def test_migrations_apply_once_and_a_newer_database_is_refused(database: str) -> None:
+    store = await PgStore.connect(database)
+    try:
+        assert await store.migrate() == len(MIGRATIONS)
+        assert await store.migrate() == len(MIGRATIONS), "a second run changes nothing"
+        await store.conn.execute("INSERT INTO hallctl_migrations (version) VALUES (99)")
+        await store.conn.commit()
+        with pytest.raises(RuntimeError, match="upgrade hallctl"):
+            await store.migrate()
+    finally:
+        await store.close()
+
+
+async def test_events_are_typed_partitioned_by_the_halls_day_and_deduplicated(
+    database: str,
+) -> None:
+    import datetime as dt
+
+    store = await PgStore.connect(database)
+    try:
+        await store.migrate()
+        shanghai = dt.timezone(dt.timedelta(hours=8))
+        late = dt.datetime(2026, 11, 23, 23, 30, tzinfo=shanghai)  # 15:30 UTC, same day
+        early = dt.datetime(2026, 11, 24, 0, 30, tzinfo=shanghai)  # 16:30 UTC on the 23rd
+        batch = Batch(
+            rows=[
+                Row("hd-1", 1, 1, late.date(), "a", "rating.submitted", late, True, {"level": 5}),
+                Row("hd-1", 1, 2, early.date(), "b", "ticket.issued", early, True, {}),
+            ]
+        )
+        first = await store.apply(batch)
+        again = await store.apply(batch)
+        assert (first.stored, first.duplicates) == (2, 0)
+        assert (again.stored, again.duplicates) == (0, 2)
+        assert await store.advance()
+    finally:
+        await store.close()
+    found = rows(
+        database,
+        "SELECT tableoid::regclass::text, seq, day::text, data->>'level' FROM events ORDER BY seq",
+    )
+    assert found == [
+        ("events_20261123", 1, "2026-11-23", "5"),
+        ("events_20261124", 2, "2026-11-24", None),
+    ], "the hall's local day decides the partition"
+    assert rows(database, "SELECT hall, epoch, high_water, top FROM streams") == [("hd-1", 1, 2, 2)]
+    assert rows(database, "SELECT count(*) FROM pending") == [(0,)]
+
+
+@pytest.mark.timeout(90)
+async def test_three_workers_store_everything_once_ask_each_gap_once_and_ack_every_hall(
+    broker: Broker, database: str
+) -> None:
+    halls = city(9, 40)
+    interval = 0.5
+    async with workers(broker, database, 3, gap_timeout=0.5, ack_interval=interval) as three:
+        running = [asyncio.create_task(h.run(broker.port)) for h in halls]
+        try:
+            await eventually(
+                lambda: all(h.acked == h.last for h in halls), "every hall acked to its last seq"
+            )
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    stored = rows(database, "SELECT hall, seq, id FROM events ORDER BY hall, seq")
+    expected = [
+        (h.hall, s, f"{h.hall}-1-{s}")
+        for h in halls
+        for s in range(1, h.last + 1)
+        if s not in h.lost
+    ]
+    assert stored == expected, "every event the halls still had, stored once"
+    assert rows(database, "SELECT count(*) FROM pending") == [(0,)]
+    for hall in halls:
+        assert sorted(hall.replays) == ranges(hall.dropped), f"{hall.hall}: each gap asked once"
+        seqs = [a.seq for _, a in hall.acks]
+        assert seqs == sorted(seqs), "acks never go back"
+        assert len(seqs) == len(set(seqs)), "no ack repeats a mark"
+        times = [t for t, _ in hall.acks]
+        # Coalesced: at most one per interval (receipt times jitter, hence the margin).
+        assert all(b - a >= interval * 0.5 for a, b in itertools.pairwise(times))
+        assert len(seqs) < hall.last / 4
+    assert rows(database, "SELECT hall, start_seq, end_seq FROM gone ORDER BY hall") == [
+        (h.hall, 31, 31) for h in halls if h.lost
+    ]
+    assert all(w.stats.stored > 0 for w in three), "the broker shared the events out"
+    total = sum(w.stats.replays_requested for w in three)
+    assert total == sum(len(ranges(h.dropped)) for h in halls)
+
+
+def _worker_command(broker: Broker, database: str, client_id: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "hallctl.cli",
+        "--broker",
+        broker.url,
+        "ingest",
+        "--db",
+        database,
+        "--client-id",
+        client_id,
+        "--gap-timeout",
+        "0.5",
+        "--ack-interval",
+        "0.5",
+        "--batch",
+        "20",
+    ]
+
+
+@pytest.mark.timeout(90)
+async def test_a_worker_killed_mid_batch_loses_nothing(
+    broker: Broker, database: str, tmp_path: Path
+) -> None:
+    """Two ``hallctl ingest`` processes; one is SIGKILLed while the halls publish and
+    started again (as systemd would): every event is stored and every hall acked."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    async def start(client_id: str) -> asyncio.subprocess.Process:
+        with (tmp_path / f"{client_id}.log").open("a") as log:
+            return await asyncio.create_subprocess_exec(
+                *_worker_command(broker, database, client_id),
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log,
+            )
+
+    async def subscribed(count: int) -> None:
+        await eventually(
+            lambda: broker.log_text().count("$share/ingest/hall/v1/+/event/#") >= count,
+            "the workers to subscribe",
+        )
+
+    one = await start("ingest-a")
+    two = await start("ingest-b")
+    halls = [SimHall(f"hd-{i:03d}", 300) for i in range(6)]
+    running: list[asyncio.Task[None]] = []
+    try:
+        await subscribed(2)
+        running = [asyncio.create_task(h.run(broker.port)) for h in halls]
+        # Mid-stream: some events stored, far from all.
+        await eventually(
+            lambda: rows(database, "SELECT count(*) FROM events")[0][0] > 100, "some events"
+        )
+        two.send_signal(signal.SIGKILL)
+        await two.wait()
+        two = await start("ingest-b")
+        await subscribed(3)
+
+        def acked() -> bool:
+            for task in running:
+                if task.done():
+                    task.result()  # a simulated hall failed: say why
+            return all(h.acked == h.last for h in halls)
+
+        try:
+            await eventually(acked, "every hall acked")
+        except AssertionError as err:
+            state = rows(database, "SELECT * FROM streams ORDER BY hall")
+            gaps = rows(database, "SELECT * FROM gaps")
+            gaps += rows(
+                database,
+                "SELECT pid, state, wait_event_type, wait_event, left(query, 60)"
+                " FROM pg_stat_activity WHERE datname = current_database()",
+            )
+            acked = {h.hall: (h.acked, h.replays) for h in halls}
+            raise AssertionError(f"{err}; streams {state}; gaps {gaps}; halls {acked}") from err
+    finally:
+        for task in running:
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*running, return_exceptions=True), 10)
+        for proc in (one, two):
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in (one, two):
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()  # never leave a worker behind
+                await proc.wait()
+    assert one.returncode == 0
+    assert two.returncode == 0
+    counts = rows(
+        database,
+        "SELECT hall, count(*), count(DISTINCT seq), max(seq) FROM events"
+        " GROUP BY hall ORDER BY hall",
+    )
+    assert counts == [(h.hall, 300, 300, 300) for h in halls]
+
+
+async def test_the_sample_queries_in_the_docs_run_on_the_schema(database: str) -> None:
+    store = await PgStore.connect(database)
+    try:
+        await store.migrate()
+    finally:
+        await store.close()
+    text = (ROOT / "docs" / "central-queries.sql").read_text(encoding="utf-8")
+    statements = [s for s in text.split(";\n") if s.strip() and not _only_comments(s)]
+    assert len(statements) >= 5
+    with psycopg.connect(database) as conn:
+        for statement in statements:
+            conn.execute(statement)  # raises on any mistake
+
+
+def _only_comments(sql: str) -> bool:
+    return all(not line.strip() or line.strip().startswith("--") for line in sql.splitlines())
