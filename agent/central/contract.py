@@ -421,6 +421,20 @@ class CaseResult(Command):
     promised: dt.date | None = Field(default=None, description="a new promised date")
 
 
+class InstallCertificate(Command):
+    """Central's answer to ``cert.requested`` (docs/fleet.md): the hall's new client
+    certificate. Installed only if its public key is the pending key's, it chains to
+    ``mqtt.tls.ca_file``, it is valid and names this hall; otherwise refused, nothing
+    replaced. Used from the next connection on."""
+
+    certificate: Annotated[str, Field(min_length=1, max_length=64 * 1024)] = Field(
+        description="PEM: the hall's certificate (intermediates may follow it)"
+    )
+    chain: Annotated[str, Field(max_length=64 * 1024)] | None = Field(
+        default=None, description="PEM: intermediate CA certificates, if any"
+    )
+
+
 COMMANDS: dict[str, type[Command]] = {
     "issue_ticket": IssueTicket,
     "call_next": CallNext,
@@ -446,4 +460,5 @@ COMMANDS: dict[str, type[Command]] = {
     "get_config": GetConfig,
     "update_agent": UpdateAgent,
     "case_result": CaseResult,
+    "install_certificate": InstallCertificate,
 }

@@ -318,6 +318,7 @@ class Link:
             self.state = LinkState.CONNECTING
             self._socket_errors.last = None
             started = time.monotonic()
+            self._reload_tls()
             try:
                 client = self._make_client()
                 async with client:
@@ -368,6 +369,17 @@ class Link:
             self.state = LinkState.WAITING
             log.debug("reconnecting in %.1f s", delay)
             await self._pause(delay)
+
+    def _reload_tls(self) -> None:
+        """The TLS files again before each connect: a renewed client certificate
+        (agent/features/certificates.py) is used from the next connection on. Files that
+        cannot be loaded now leave the last good context in use."""
+        if self._tls is None:
+            return
+        try:
+            self._tls = tls_context(self.mqtt)
+        except LinkConfigError as err:
+            log.warning("%s; connecting with the TLS files loaded before", err)
 
     async def _pause(self, seconds: float) -> None:
         """Wait, unless the link is stopped meanwhile."""

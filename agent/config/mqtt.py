@@ -17,6 +17,15 @@ class MqttTls(Model):
     ca_file: Path | None = Field(default=None, description="CA certificate(s) to trust (PEM)")
     cert_file: Path | None = Field(default=None, description="The hall's client certificate")
     key_file: Path | None = Field(default=None, description="The client certificate's key")
+    renew_before_days: int = Field(
+        default=30,
+        ge=1,
+        le=365,
+        description=(
+            "Ask central for a new client certificate this many days before it expires "
+            "(a new key is made on the hall; docs/fleet.md)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _pair(self) -> MqttTls:

@@ -724,6 +724,31 @@ class UpdateFailed(EventData):
     error: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CertRequested(EventData):
+    """The hall's client certificate expires soon: a new key was made on the hall and
+    ``csr`` (PEM) asks central to sign it; answered by ``install_certificate``."""
+
+    TYPE: ClassVar[str] = "cert.requested"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    csr: str
+    not_after: str
+    days_left: float
+    serial: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CertRenewed(EventData):
+    """Central's certificate passed the checks and replaced the old one (and its key);
+    the link uses it from its next connection on."""
+
+    TYPE: ClassVar[str] = "cert.renewed"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    not_after: str
+    serial: str
+    previous_serial: str | None
+
+
 EVENT_CLASSES: dict[str, type[EventData]] = {
     c.TYPE: c
     for c in (
@@ -779,6 +804,8 @@ EVENT_CLASSES: dict[str, type[EventData]] = {
         UpdateActivated,
         UpdateRolledBack,
         UpdateFailed,
+        CertRequested,
+        CertRenewed,
     )
 }
 # Every event type the hall emits, in the order the contract documents list them.

@@ -1,0 +1,192 @@
+"""Certificates that renew themselves (docs/fleet.md).
+
+Once an hour the hall looks at its MQTT client certificate (``mqtt.tls.cert_file``). From
+``mqtt.tls.renew_before_days`` before it expires, it makes a new key on the hall (kept
+pending beside the key file, mode 0600) and sends a certificate signing request as a
+``cert.requested`` event: through the outbox, so a request made while central is out of
+reach leaves when the link is back. Without an answer it asks again after a day, with the
+same key.
+
+Central answers with ``install_certificate``. The certificate is checked (the pending
+key's public key, issued by a CA in ``mqtt.tls.ca_file``, valid, naming this hall) and
+then replaces the certificate and the key (the old key is gone); ``cert.renewed`` says so.
+The link builds its TLS context at every connect, so the next connection uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from agent.central import contract as c
+from agent.config import MqttConfig
+from agent.core import events as ev
+from agent.core.errors import Refused
+from agent.core.events import Event
+from agent.runtime.hall import Hall
+from agent.runtime.store import Store, Written
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from agent.runtime.certs import CertFiles
+
+# cryptography (and agent.runtime.certs, which uses it) loads on first use: importing the
+# daemon stays light (tests/test_layering.py).
+
+log = logging.getLogger(__name__)
+
+# How often the certificate's dates are looked at.
+CHECK_EVERY_S = 3600.0
+# A request central has not answered is sent again after this.
+ASK_AGAIN_S = 86400.0
+
+
+class Certificates:
+    """The renewal of the hall's client certificate; ``install`` is central's command."""
+
+    def __init__(
+        self,
+        hall: Hall,
+        mqtt: MqttConfig,
+        *,
+        check_every_s: float = CHECK_EVERY_S,
+        ask_again_s: float = ASK_AGAIN_S,
+    ) -> None:
+        self.hall = hall
+        self.hall_id = hall.config.hall.id
+        tls = mqtt.tls
+        self.files: CertFiles | None = None
+        if (
+            mqtt.uses_tls
+            and tls.cert_file is not None
+            and tls.key_file is not None
+            and tls.ca_file is not None
+        ):
+            from agent.runtime.certs import CertFiles
+
+            self.files = CertFiles(tls.cert_file, tls.key_file, tls.ca_file)
+        self.renew_before = dt.timedelta(days=tls.renew_before_days)
+        self.check_every_s = check_every_s
+        self.ask_again_s = ask_again_s
+        self._lock = asyncio.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.files is not None
+
+    # -- asking -----------------------------------------------------------------------------
+
+    async def watch(self) -> None:
+        """Finish an interrupted swap, then look at the certificate every hour."""
+        if self.files is None:
+            return
+        from agent.runtime import certs
+
+        done = await asyncio.to_thread(certs.recover, self.files)
+        if done:
+            log.warning("client certificate: %s", done)
+        while True:
+            try:
+                await self.check()
+            except (OSError, ValueError) as err:
+                log.error("client certificate renewal: %s; trying again later", err)
+            await asyncio.sleep(self.check_every_s)
+
+    async def check(self) -> bool:
+        """Send a request when the certificate is due and none was sent within a day;
+        True when one was sent."""
+        files = self.files
+        if files is None:
+            return False
+        from agent.runtime import certs
+
+        async with self._lock:
+            cert = await asyncio.to_thread(certs.load_certificate, files.cert)
+            now = dt.datetime.now(dt.UTC)
+            if cert.not_valid_after_utc - now > self.renew_before:
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                asked = files.pending.stat().st_mtime
+                if time.time() - asked < self.ask_again_s:
+                    return False
+            csr = await asyncio.to_thread(certs.make_request, files, self.hall_id)
+            left = round(certs.days_left(cert, now), 1)
+            await self._emit(
+                ev.CertRequested(
+                    csr=csr,
+                    not_after=cert.not_valid_after_utc.isoformat(),
+                    days_left=left,
+                    serial=certs.serial_hex(cert),
+                )
+            )
+            os.utime(files.pending)  # when it was asked: again after a day without answer
+            log.info("client certificate expires in %.1f days: asked central for a new one", left)
+            return True
+
+    # -- central's answer -------------------------------------------------------------------
+
+    async def install(self, command: c.InstallCertificate) -> dict[str, Any]:
+        files = self.files
+        if files is None:
+            raise Refused("this hall has no client certificate to renew (mqtt.tls.cert_file)")
+        from agent.runtime import certs
+        from agent.runtime.certs import CertificateRefused
+
+        async with self._lock:
+            try:
+                leaf = await asyncio.to_thread(
+                    certs.check_certificate,
+                    files,
+                    self.hall_id,
+                    command.certificate,
+                    command.chain,
+                )
+            except CertificateRefused as err:
+                log.warning("a certificate from central was refused: %s", err)
+                raise Refused(str(err)) from err
+            previous: str | None = None
+            with contextlib.suppress(OSError, ValueError):
+                previous = certs.serial_hex(
+                    await asyncio.to_thread(certs.load_certificate, files.cert)
+                )
+            chain = _chain(command)
+            await asyncio.to_thread(certs.install, files, leaf, chain)
+            serial = certs.serial_hex(leaf)
+            not_after = leaf.not_valid_after_utc.isoformat()
+            await self._emit(
+                ev.CertRenewed(not_after=not_after, serial=serial, previous_serial=previous)
+            )
+            log.info(
+                "installed the new client certificate %s (valid until %s); the next "
+                "connection uses it",
+                serial,
+                not_after,
+            )
+            return {"serial": serial, "not_after": not_after, "previous_serial": previous}
+
+    async def _emit(self, data: ev.EventData) -> None:
+        event = Event(data, dt.datetime.now(dt.UTC))
+
+        def write(store: Store, now: dt.datetime, clock_ok: bool) -> Written[None]:
+            return Written(
+                store.append([dataclasses.replace(event, at=now)], clock_ok=clock_ok), None
+            )
+
+        await self.hall.write(write)
+
+
+def _chain(command: c.InstallCertificate) -> list[x509.Certificate]:
+    """The intermediates to keep beside the certificate (after it in the file)."""
+    from cryptography import x509
+
+    found = x509.load_pem_x509_certificates(command.certificate.encode("ascii"))[1:]
+    if command.chain:
+        found += x509.load_pem_x509_certificates(command.chain.encode("ascii"))
+    return found
