@@ -688,6 +688,11 @@ class UpdateInstalled(EventData):
     running: str
     key: str
     took_s: float
+    # Where the time went: the download (with its SHA-256 check and unpacking), the
+    # signature and every file's hash, the new virtual environment from the wheels.
+    download_s: float | None = omitted()
+    verify_s: float | None = omitted()
+    install_s: float | None = omitted()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
