@@ -1,7 +1,8 @@
 """``hallctl certs serve``: central's side of the certificates that renew themselves
 (docs/fleet.md).
 
-Listens for ``cert.requested`` events, checks that the request is the hall's own (its
+Listens for ``cert.requested`` events (and ``renewal/request`` messages of halls whose
+certificate expired, over the renewal-only listener), checks that the request is the hall's own (its
 signature, and a subject naming exactly the hall whose topic it came on: a hall never gets
 a certificate for another), signs it with the district's client CA and sends the
 certificate back as ``install_certificate``. The broker's ACL makes sure a hall can publish
@@ -15,6 +16,7 @@ import datetime as dt
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,12 +24,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import ValidationError
 
-from agent.central.contract import ROOT, EventEnvelope, InstallCertificate
+from agent.central.contract import ROOT, EventEnvelope, InstallCertificate, RenewalRequest
 from hallctl.broker import EXIT_OK, BrokerOptions, HallctlError, UsageError, _connected, _hall_of
 
 log = logging.getLogger("hallctl.certs")
 
 REQUESTED = "cert.requested"
+# What a hall with an expired certificate sends over the renewal-only listener.
+RENEWAL_TOPIC = "/renewal/request"
 # The signed certificate starts this much in the past: the hall's clock may lag.
 BACKDATE = dt.timedelta(minutes=5)
 
@@ -125,15 +129,25 @@ def _public(key: object) -> bytes:
 def answer(authority: Authority, topic: str, payload: bytes | bytearray) -> InstallCertificate:
     """The ``install_certificate`` for one ``cert.requested`` message."""
     hall = _hall_of(topic)
-    try:
-        event = EventEnvelope.model_validate_json(payload)
-    except ValidationError as err:
-        raise RequestRefused(f"{hall}: not an event envelope ({err.error_count()} errors)") from err
-    if event.hall != hall:
-        raise RequestRefused(f"{hall}: the envelope names hall {event.hall!r}; not signed")
-    csr = event.data.get("csr")
+    csr: Any
+    if topic.endswith(RENEWAL_TOPIC):
+        try:
+            csr = RenewalRequest.model_validate_json(payload).csr
+        except ValidationError as err:
+            problems = err.error_count()
+            raise RequestRefused(f"{hall}: not a renewal request ({problems} errors)") from err
+    else:
+        try:
+            event = EventEnvelope.model_validate_json(payload)
+        except ValidationError as err:
+            raise RequestRefused(
+                f"{hall}: not an event envelope ({err.error_count()} errors)"
+            ) from err
+        if event.hall != hall:
+            raise RequestRefused(f"{hall}: the envelope names hall {event.hall!r}; not signed")
+        csr = event.data.get("csr")
     if not isinstance(csr, str):
-        raise RequestRefused(f"{hall}: the event carries no csr")
+        raise RequestRefused(f"{hall}: the request carries no csr")
     cert = authority.sign(hall, csr)
     pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
     return InstallCertificate(cmd_id=f"cert-{hall}-{cert.serial_number:x}"[:64], certificate=pem)
@@ -145,6 +159,7 @@ async def serve(args: argparse.Namespace) -> int:
     broker = BrokerOptions.from_args(args)
     async with _connected(broker, identifier=args.client_id, persistent=True) as client:
         await client.subscribe(f"{ROOT}/{args.hall}/event/{REQUESTED}", qos=1)
+        await client.subscribe(f"{ROOT}/{args.hall}{RENEWAL_TOPIC}", qos=1)
         print(f"signing certificate requests of hall {args.hall} for {args.days} days", flush=True)
         async for message in client.messages:
             topic = message.topic.value

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from broker import Broker
+from broker import Broker, free_port
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -33,6 +33,7 @@ from hallctl.certs import Authority, RequestRefused
 from hallctl.cli import run as hallctl
 
 HALL = "test-hall"
+V5 = aiomqtt.ProtocolVersion.V5
 
 
 def _serial(path: Path) -> int:
@@ -264,3 +265,156 @@ def test_a_swap_cut_by_a_crash_is_finished_at_the_next_start(tmp_path: Path) -> 
         certs.check_certificate(
             files, HALL, signed.public_bytes(serialization.Encoding.PEM).decode()
         )
+
+
+MOSQUITTO_SNIPPET = Path(__file__).resolve().parent.parent / "config" / "mosquitto"
+
+
+class HallsBroker(Broker):
+    """mosquitto with the shipped config/mosquitto/halls.conf: the halls' listener on
+    ``port`` (the test CA) and the renewal-only listener on ``renewal_port`` (the PKI's
+    other CA plays the bootstrap CA), each with the shipped ACL file."""
+
+    def __init__(self, workdir: Path, pki: Pki) -> None:
+        super().__init__(workdir, tls=pki)
+        self.renewal_port = free_port(self.host)
+
+    def _config(self) -> str:
+        assert self.tls is not None
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        base = [
+            line
+            for line in super()._config().splitlines()
+            if line.split(" ")[0] not in ("per_listener_settings", "allow_anonymous")
+        ]
+        head = base[: next(i for i, line in enumerate(base) if line.startswith("listener "))]
+        snippet = (MOSQUITTO_SNIPPET / "halls.conf").read_text(encoding="utf-8")
+        for old, new in {
+            "listener 8883": f"listener {self.port} {self.host}",
+            "listener 8884": f"listener {self.renewal_port} {self.host}",
+            "/etc/mosquitto/halls/ca.pem": str(self.tls.ca_cert),
+            "/etc/mosquitto/halls/bootstrap-ca.pem": str(self.tls.wrong_ca_cert),
+            "/etc/mosquitto/halls/broker.crt": str(self.tls.server_cert),
+            "/etc/mosquitto/halls/broker.key": str(self.tls.server_key),
+            "/etc/mosquitto/halls/": f"{MOSQUITTO_SNIPPET}/",
+        }.items():
+            snippet = snippet.replace(old, new)
+        # per_listener_settings must come before everything a listener may set.
+        return "\n".join(["per_listener_settings true", *head, snippet])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.filterwarnings("ignore:unclosed <ssl.SSLSocket:ResourceWarning")
+async def test_an_expired_certificate_is_renewed_over_the_renewal_only_listener(
+    tmp_path: Path,
+) -> None:
+    pki = make_pki(tmp_path / "pki", client_name=HALL)
+    tls_dir = tmp_path / "tls"
+    cert_file, key_file = issue_client(pki, tls_dir, "client", HALL, days=-0.5)  # expired
+    old_key = key_file.read_bytes()
+    central_cert, central_key = issue_client(pki, tmp_path / "central", "central", "central")
+    broker = HallsBroker(tmp_path / "mosquitto", pki)
+    broker.start()
+    mqtt: dict[str, Any] = {
+        "url": broker.url,
+        "renewal_url": f"mqtts://localhost:{broker.renewal_port}",
+        "tls": {
+            **_tls(pki, cert_file, key_file),
+            # The bootstrap certificate: CN test-hall, from the bootstrap CA.
+            "bootstrap_cert_file": str(pki.wrong_client_cert),
+            "bootstrap_key_file": str(pki.wrong_client_key),
+        },
+        "reconnect_spread_s": 0.2,
+        "reconnect_max_s": 1.0,
+        "stable_after_s": 0,
+    }
+    config = validate_config(hall_config(tmp_path / "state", mqtt=mqtt))
+    central_args = [
+        "--broker", broker.url, "--ca", str(pki.ca_cert),
+        "--cert", str(central_cert), "--key", str(central_key),
+    ]  # fmt: skip
+    serve = asyncio.create_task(
+        hallctl(
+            [
+                *central_args,
+                "certs",
+                "serve",
+                "--ca-cert",
+                str(pki.ca_cert),
+                "--ca-key",
+                str(pki.ca_key),
+                "--days",
+                "20",
+                "--count",
+                "1",
+            ]
+        )
+    )
+    tls = _central_tls(pki, central_cert, central_key)
+    try:
+        await until(
+            lambda: "hall/v1/+/renewal/request" in broker.log_text(), 20, "hallctl subscribed"
+        )
+        async with (
+            Central(broker.url, HALL, ["event/#", "reply"], tls_context=tls) as central,
+            running_agent(config) as agent,
+        ):
+            assert await asyncio.wait_for(serve, 60) == 0
+            # The new certificate opens the halls' listener: the link connects.
+            await wait_event(agent.link.connected, 30, "the link to connect")
+            assert key_file.read_bytes() != old_key
+            assert not (tls_dir / "client.key.pending").exists()
+            assert x509.load_pem_x509_certificate(cert_file.read_bytes()).not_valid_after_utc > (
+                dt.datetime.now(dt.UTC) + dt.timedelta(days=19)
+            )
+            # The outbox then delivers what happened meanwhile.
+            await until(lambda: central.on("event/cert.renewed"), 20, "cert.renewed")
+            assert central.on("event/cert.requested")
+            renewal_replies = [r for r in central.replies() if r["name"] == "install_certificate"]
+            assert renewal_replies
+            assert renewal_replies[0]["status"] == "ok"
+    finally:
+        serve.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve
+
+    # The renewal listener lets a bootstrap certificate do nothing else.
+    bootstrap = ssl.create_default_context(cafile=str(pki.ca_cert))
+    bootstrap.load_cert_chain(str(pki.wrong_client_cert), str(pki.wrong_client_key))
+    async with aiomqtt.Client(
+        "localhost", broker.port, identifier="central-watch", tls_context=tls, protocol=V5
+    ) as watcher:
+        await watcher.subscribe("hall/v1/#", qos=1)
+        for topic, payload in (
+            (f"hall/v1/{HALL}/event/ticket.issued", b"{}"),
+            ("hall/v1/other-hall/renewal/request", b"{}"),
+            (f"hall/v1/{HALL}/renewal/request", b"last"),
+        ):
+            # mosquitto closes the connection of a client whose publish it denies: one
+            # connection per publish.
+            with contextlib.suppress(aiomqtt.MqttError):
+                async with aiomqtt.Client(
+                    "localhost",
+                    broker.renewal_port,
+                    identifier="probe",
+                    tls_context=bootstrap,
+                    protocol=aiomqtt.ProtocolVersion.V311,
+                ) as probe:
+                    await probe.publish(topic, payload, qos=0)
+        seen: list[str] = []
+        async with asyncio.timeout(20):
+            async for message in watcher.messages:
+                if not message.retain:
+                    seen.append(message.topic.value)
+                if message.payload == b"last":
+                    break
+        denied = [line for line in broker.log_text().splitlines() if "Denied PUBLISH" in line]
+        assert len(denied) == 2, denied
+        assert seen == [f"hall/v1/{HALL}/renewal/request"]
+    # ... and the bootstrap certificate does not open the halls' listener.
+    with pytest.raises(aiomqtt.MqttError):
+        async with aiomqtt.Client(
+            "localhost", broker.port, identifier="bootstrap-main", tls_context=bootstrap, timeout=5
+        ):
+            pass
+    broker.kill()

@@ -57,6 +57,8 @@ class Topics:
         self.ack = f"{self.base}/ack"
         self.commands = f"{self.base}/cmd/+"
         self.command_prefix = f"{self.base}/cmd/"
+        # A hall whose certificate expired asks here, over the renewal-only listener.
+        self.renewal_request = f"{self.base}/renewal/request"
 
     def event(self, kind: str) -> str:
         return f"{self.base}/event/{kind}"
@@ -134,6 +136,17 @@ class Reply(Message):
     status: ReplyStatus
     error: str | None = None
     result: dict[str, Any] | None = None
+
+
+class RenewalRequest(Message):
+    """On ``renewal/request`` from the renewal-only listener (docs/fleet.md): a hall whose
+    client certificate expired asks with its bootstrap certificate. The same fields as the
+    ``cert.requested`` event; answered by ``install_certificate``."""
+
+    csr: str
+    not_after: str
+    days_left: float
+    serial: str
 
 
 class Metrics(Message):

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 CHECK_EVERY_S = 3600.0
 # A request central has not answered is sent again after this.
 ASK_AGAIN_S = 86400.0
+# How long a connection to the renewal-only listener waits for central's certificate.
+RENEWAL_WAIT_S = 120.0
 
 
 class Certificates:
@@ -75,6 +77,8 @@ class Certificates:
         self.renew_before = dt.timedelta(days=tls.renew_before_days)
         self.check_every_s = check_every_s
         self.ask_again_s = ask_again_s
+        self.mqtt = mqtt
+        self.renewal_wait_s = RENEWAL_WAIT_S
         self._lock = asyncio.Lock()
 
     @property
@@ -95,9 +99,94 @@ class Certificates:
         while True:
             try:
                 await self.check()
+                if self.mqtt.renewal_url is not None and await self._expired():
+                    await self.renew_over_bootstrap()
             except (OSError, ValueError) as err:
                 log.error("client certificate renewal: %s; trying again later", err)
             await asyncio.sleep(self.check_every_s)
+
+    async def _expired(self) -> bool:
+        from agent.runtime import certs
+
+        assert self.files is not None
+        left = await asyncio.to_thread(certs.certificate_days_left, self.files.cert)
+        return left is not None and left <= 0
+
+    # -- an expired certificate: the renewal-only listener ------------------------------------
+
+    async def renew_over_bootstrap(self) -> bool:
+        """With the certificate expired the broker refuses the hall; its renewal-only
+        listener takes the bootstrap certificate and lets it send the request (on
+        ``renewal/request``, not the outbox: the request must not wait behind the events)
+        and receive ``install_certificate``. True once a certificate was installed."""
+        import ssl
+
+        import aiomqtt
+
+        from agent.runtime import certs
+
+        files, endpoint = self.files, self.mqtt.renewal_endpoint
+        tls = self.mqtt.tls
+        if files is None or endpoint is None or tls.bootstrap_cert_file is None:
+            return False
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=files.ca)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        assert tls.bootstrap_key_file is not None
+        context.load_cert_chain(tls.bootstrap_cert_file, tls.bootstrap_key_file)
+        async with self._lock:
+            cert = await asyncio.to_thread(certs.load_certificate, files.cert)
+            csr = await asyncio.to_thread(certs.make_request, files, self.hall_id)
+        request = c.RenewalRequest(
+            csr=csr,
+            not_after=cert.not_valid_after_utc.isoformat(),
+            days_left=round(certs.days_left(cert, dt.datetime.now(dt.UTC)), 1),
+            serial=certs.serial_hex(cert),
+        )
+        topics = c.Topics(self.hall_id)
+        host, port = endpoint
+        log.warning(
+            "client certificate expired on %s: asking at the renewal listener %s:%d",
+            request.not_after,
+            host,
+            port,
+        )
+        try:
+            async with (
+                aiomqtt.Client(
+                    host,
+                    port,
+                    identifier=f"{self.hall_id}.renewal",
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                    tls_context=context,
+                    timeout=10.0,
+                ) as client,
+                asyncio.timeout(self.renewal_wait_s),
+            ):
+                await client.subscribe(topics.command("install_certificate"), qos=1)
+                await client.publish(topics.renewal_request, request.model_dump_json(), qos=1)
+                async for message in client.messages:
+                    payload = message.payload
+                    if not isinstance(payload, bytes | bytearray):
+                        continue
+                    reply = await self._answer(payload)
+                    await client.publish(topics.reply, reply.model_dump_json(), qos=1)
+                    if reply.status == "ok":
+                        return True
+        except (aiomqtt.MqttError, TimeoutError) as err:
+            log.warning("the renewal listener gave no certificate (%s); asking again later", err)
+        return False
+
+    async def _answer(self, payload: bytes | bytearray) -> c.Reply:
+        name = "install_certificate"
+        try:
+            command = c.InstallCertificate.model_validate_json(payload)
+        except ValueError as err:
+            return c.Reply(cmd_id="", name=name, status="rejected", error=str(err)[:500])
+        try:
+            result = await self.install(command)
+        except Refused as err:
+            return c.Reply(cmd_id=command.cmd_id, name=name, status="failed", error=str(err))
+        return c.Reply(cmd_id=command.cmd_id, name=name, status="ok", result=result)
 
     async def check(self) -> bool:
         """Send a request when the certificate is due and none was sent within a day;
@@ -140,6 +229,9 @@ class Certificates:
         from agent.runtime.certs import CertificateRefused
 
         async with self._lock:
+            installed = await asyncio.to_thread(certs.installed_already, files, command.certificate)
+            if installed is not None:
+                return installed
             try:
                 leaf = await asyncio.to_thread(
                     certs.check_certificate,

@@ -234,6 +234,23 @@ def check_certificate(
     return leaf
 
 
+def installed_already(files: CertFiles, certificate: str) -> dict[str, str | bool] | None:
+    """The install's result when ``certificate`` is the one in use already (central's
+    answer delivered twice, e.g. on the renewal listener and then in the session)."""
+    try:
+        sent = x509.load_pem_x509_certificates(certificate.encode("ascii"))[0]
+        current = load_certificate(files.cert)
+    except (OSError, ValueError, UnicodeEncodeError, IndexError):
+        return None
+    if sent != current:
+        return None
+    return {
+        "serial": serial_hex(current),
+        "not_after": current.not_valid_after_utc.isoformat(),
+        "already": True,
+    }
+
+
 def install(
     files: CertFiles, leaf: x509.Certificate, intermediates: list[x509.Certificate]
 ) -> None:
