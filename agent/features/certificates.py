@@ -71,9 +71,17 @@ class Certificates:
             and tls.key_file is not None
             and tls.ca_file is not None
         ):
-            from agent.runtime.certs import CertFiles
+            from agent.runtime.certs import CertFiles, recover
 
             self.files = CertFiles(tls.cert_file, tls.key_file, tls.ca_file)
+            # Before the link loads the files: a swap a power cut interrupted is finished.
+            try:
+                done = recover(self.files)
+            except OSError as err:
+                log.error("client certificate: cannot finish an interrupted renewal: %s", err)
+            else:
+                if done:
+                    log.warning("client certificate: %s", done)
         self.renew_before = dt.timedelta(days=tls.renew_before_days)
         self.check_every_s = check_every_s
         self.ask_again_s = ask_again_s
@@ -88,14 +96,9 @@ class Certificates:
     # -- asking -----------------------------------------------------------------------------
 
     async def watch(self) -> None:
-        """Finish an interrupted swap, then look at the certificate every hour."""
+        """Look at the certificate every hour (and ask for a new one when it is due)."""
         if self.files is None:
             return
-        from agent.runtime import certs
-
-        done = await asyncio.to_thread(certs.recover, self.files)
-        if done:
-            log.warning("client certificate: %s", done)
         while True:
             try:
                 await self.check()
