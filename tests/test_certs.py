@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import shutil
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiomqtt
@@ -27,12 +30,14 @@ from support import hall_config
 
 from agent.config import validate_config
 from agent.daemon import running_agent
+from agent.features.certificates import ASK_AGAIN_S, Certificates
 from agent.runtime import certs
 from agent.runtime.certs import CertFiles, CertificateRefused
 from hallctl.certs import Authority, RequestRefused
 from hallctl.cli import run as hallctl
 
 HALL = "test-hall"
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 V5 = aiomqtt.ProtocolVersion.V5
 
 
@@ -418,3 +423,61 @@ async def test_an_expired_certificate_is_renewed_over_the_renewal_only_listener(
         ):
             pass
     broker.kill()
+
+
+class _RecordingHall:
+    """What the renewal needs of a hall: its id and a writer that keeps the events."""
+
+    def __init__(self, hall_id: str) -> None:
+        self.config = SimpleNamespace(hall=SimpleNamespace(id=hall_id))
+        self.events: list[Any] = []
+
+    async def write(self, fn: Callable[[Any, dt.datetime, bool], Any]) -> Any:
+        hall = self
+
+        class Store:
+            def append(self, events: list[Any], *, clock_ok: bool) -> list[Any]:
+                hall.events.extend(e.data for e in events)
+                return []
+
+        return fn(Store(), dt.datetime.now(dt.UTC), True).value
+
+
+async def test_a_request_is_sent_once_a_day_with_the_same_key_until_answered(
+    tmp_path: Path,
+) -> None:
+    pki = make_pki(tmp_path / "pki", client_name=HALL)
+    cert_file, key_file = issue_client(pki, tmp_path / "tls", "client", HALL, days=10)
+    mqtt = validate_config(
+        hall_config(
+            tmp_path / "state",
+            mqtt={"url": "mqtts://localhost:8883", "tls": _tls(pki, cert_file, key_file)},
+        )
+    ).mqtt
+    hall = _RecordingHall(HALL)
+    renewal = Certificates(hall, mqtt)  # type: ignore[arg-type]
+    assert await renewal.check()
+    pending = tmp_path / "tls" / "client.key.pending"
+    first_key = pending.read_bytes()
+    assert not await renewal.check(), "asked again within the day"
+    # A day without an answer: asked again, with the same key.
+    day_ago = time.time() - ASK_AGAIN_S - 60
+    os.utime(pending, (day_ago, day_ago))
+    assert await renewal.check()
+    assert pending.read_bytes() == first_key
+    csrs = [x509.load_pem_x509_csr(e["csr"].encode()) for e in hall.events]
+    assert len(csrs) == 2
+    assert len({c.public_key().public_bytes(*_SPKI) for c in csrs}) == 1
+    assert all(certs.common_name(c.subject) == HALL for c in csrs)
+    assert all(9.9 <= e["days_left"] <= 10 for e in hall.events)
+
+    # A certificate far from its end: nothing is asked.
+    far_cert, far_key = issue_client(pki, tmp_path / "far", "client", HALL, days=300)
+    far = validate_config(
+        hall_config(
+            tmp_path / "state2",
+            mqtt={"url": "mqtts://localhost:8883", "tls": _tls(pki, far_cert, far_key)},
+        )
+    ).mqtt
+    assert not await Certificates(_RecordingHall(HALL), far).check()  # type: ignore[arg-type]
+    assert not (tmp_path / "far" / "client.key.pending").exists()
