@@ -47,6 +47,7 @@ from agent.core import events as ev
 from agent.core.events import Event
 from agent.features.access import HallAccess, Role
 from agent.features.cases import CaseDesk, case_desk
+from agent.features.certificates import Certificates
 from agent.features.content import ScreenContent
 from agent.features.issuing import Issuing
 from agent.features.reports import Reports, hall_reports
@@ -104,6 +105,7 @@ class Running:
     cases: CaseDesk | None = None  # proxy cases (docs/cases.md)
     app: FastAPI | None = None  # the local API, every route with its access rule
     updates: Updates | None = None  # central's signed updates (docs/fleet.md)
+    certificates: Certificates | None = None  # the client certificate's renewal
 
 
 def api_url_file(config: HallAgentConfig) -> Path:
@@ -159,6 +161,7 @@ async def running_agent(
                     Diagnostics(config, config_path),
                     updates,
                     cases,
+                    certificates := Certificates(hall, config.mqtt),
                 ) as link,
                 HallHealth(hall, link, devices, disk, clock) as health,
                 _leds(hall, devices) as leds,
@@ -201,6 +204,7 @@ async def running_agent(
                                 ),
                                 name="update-outcome",
                             ),
+                            tasks.create_task(certificates.watch(), name="client-certificate"),
                         ]
                         try:
                             yield Running(
@@ -222,6 +226,7 @@ async def running_agent(
                                 cases=cases,
                                 app=app,
                                 updates=updates,
+                                certificates=certificates,
                             )
                         finally:
                             for task in background:
@@ -388,6 +393,7 @@ def _link(
     diagnostics: Diagnostics,
     updates: Updates,
     cases: CaseDesk,
+    certificates: Certificates,
 ) -> Link:
     """The central link with what the device features add to it."""
     handlers = CommandHandlers(
@@ -400,6 +406,7 @@ def _link(
         get_logs=diagnostics.get_logs,
         get_config=diagnostics.get_config,
         update_agent=updates.command,
+        install_certificate=certificates.install if certificates.enabled else None,
         case_result=cases.result_command,
     )
     topics = Topics(hall.config.hall.id)

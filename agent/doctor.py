@@ -694,8 +694,17 @@ def _certificate_dates(path: Path) -> Iterator[Finding]:
         yield Finding(
             "central",
             "warn",
-            f"the hall's certificate {path} expires on {after:%Y-%m-%d}",
-            "ask central for a new certificate before then",
+            f"the hall's certificate {path} expires on {after:%Y-%m-%d} "
+            f"({(after - now).days} days left)",
+            "the hall asks central for a new one from mqtt.tls.renew_before_days before "
+            "(cert.requested); check that central answers (hallctl certs serve)",
+        )
+    else:
+        left = (after - now).days
+        yield Finding(
+            "central",
+            "ok",
+            f"the hall's certificate {path} expires on {after:%Y-%m-%d} ({left} days left)",
         )
 
 

@@ -2,7 +2,9 @@
 round trip (a 4G or satellite hall) on localhost, without tc/netem (which needs root).
 
 Order is kept: each direction is a queue of (due time, bytes) drained by one writer.
-Bandwidth is not limited; only the latency is added.
+With ``rate_bps`` each direction is also limited to that many bytes per second (a chunk
+leaves the "wire" only once the ones before it have, then takes the delay); without it
+only the latency is added.
 """
 
 from __future__ import annotations
@@ -12,9 +14,15 @@ import contextlib
 from collections.abc import AsyncIterator
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    delay: float,
+    rate_bps: float | None = None,
+) -> None:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+    wire_free = 0.0  # when the bytes queued so far have passed the bandwidth limit
 
     async def deliver() -> None:
         while True:
@@ -30,7 +38,11 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
     sender = asyncio.create_task(deliver())
     try:
         while data := await reader.read(65536):
-            queue.put_nowait((loop.time() + delay, data))
+            sent = loop.time()
+            if rate_bps:
+                wire_free = max(wire_free, sent) + len(data) / rate_bps
+                sent = wire_free
+            queue.put_nowait((sent + delay, data))
     except OSError:
         pass  # the other side closed: end this direction
     finally:
@@ -41,9 +53,12 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
 
 
 @contextlib.asynccontextmanager
-async def slow_link(host: str, port: int, round_trip_s: float) -> AsyncIterator[int]:
+async def slow_link(
+    host: str, port: int, round_trip_s: float, rate_bps: float | None = None
+) -> AsyncIterator[int]:
     """Listen on a free port of 127.0.0.1 and forward to ``host:port`` with ``round_trip_s``
-    added to every round trip; yields the port."""
+    added to every round trip (and each direction limited to ``rate_bps`` bytes per second,
+    if given); yields the port."""
     open_writers: set[asyncio.StreamWriter] = set()
     handlers: set[asyncio.Future[list[BaseException | None]]] = set()
 
@@ -56,7 +71,9 @@ async def slow_link(host: str, port: int, round_trip_s: float) -> AsyncIterator[
         open_writers.update((client_w, server_w))
         half = round_trip_s / 2
         both = asyncio.gather(
-            _pipe(client_r, server_w, half), _pipe(server_r, client_w, half), return_exceptions=True
+            _pipe(client_r, server_w, half, rate_bps),
+            _pipe(server_r, client_w, half, rate_bps),
+            return_exceptions=True,
         )
         handlers.add(both)
         try:

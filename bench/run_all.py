@@ -47,8 +47,9 @@ QUICK = (
 LATENCY = ("store_append", "take_latency", "print_latency", "screens_latency", "keypad_latency")
 # Its own sweep of fsync delays and a one-core run: minutes, so only when named or --pi.
 PI = ("under_load",)
-# The central link's: each starts its own mosquitto; together about 6 minutes.
-LINK = ("drain", "backlog_rss", "fleet")
+# The central link's: each starts its own mosquitto; together about 8 minutes (update_time
+# builds a wheelhouse and a real bundle first).
+LINK = ("drain", "backlog_rss", "fleet", "update_time")
 # A simulated week of a busy hall: about 15 minutes.
 SOAK = ("soak_memory",)
 BENCHMARKS = QUICK + LINK + PI + SOAK
@@ -215,6 +216,19 @@ def targets(name: str, figures: dict[str, Any]) -> list[list[Any]]:
                 met[figures["target"]["met"] and figures["target"]["nothing_lost"]],
             ]
         ]
+    if name == "update_time":
+        slow, base = figures["slow link"], figures["localhost"]
+        return [
+            [
+                f"update of the real bundle ({figures['bundle_mb']} MB) over "
+                f"{figures['round_trip_ms']:g} ms RTT, {figures['rate_mb_s']:g} MB/s",
+                f"{slow['stages_sum_s']:.1f} s (download {slow['download_s']:.1f} s) vs "
+                f"{base['stages_sum_s']:.1f} s on localhost "
+                f"({figures['ratio_stages_sum_to_localhost']:.2f}x)",
+                "-",
+                "-",
+            ]
+        ]
     if name == "status_page_latency":
         c, a, load = figures["call_to_page"], figures["call_to_answer"], figures["page_load"]
         return [
@@ -283,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "names", nargs="*", help=f"any of {', '.join(BENCHMARKS)} (default: {', '.join(QUICK)})"
     )
     parser.add_argument(
-        "--all", action="store_true", help=f"also {', '.join(LINK)} (about 6 minutes more)"
+        "--all", action="store_true", help=f"also {', '.join(LINK)} (about 8 minutes more)"
     )
     parser.add_argument(
         "--fsync-ms",

@@ -326,10 +326,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--client-id", default="hallctl-files", help="fixed, for the session")
     p.set_defaults(run=files)
 
-    from hallctl import release, rollout
+    from hallctl import certs, release, rollout
 
     release.add_parser(sub)
     rollout.add_parser(sub)
+    certs.add_parser(sub)
     return parser
 
 

@@ -92,8 +92,11 @@ def _leaf(
     common_name: str,
     usage: x509.ObjectIdentifier,
     names: list[x509.GeneralName] | None = None,
+    *,
+    validity: dt.timedelta = VALIDITY,
+    key: ec.EllipticCurvePrivateKey | None = None,
 ) -> _Issued:
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = key or ec.generate_private_key(ec.SECP256R1())
     public = key.public_key()
     builder = (
         x509.CertificateBuilder()
@@ -102,7 +105,7 @@ def _leaf(
         .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(_now() - dt.timedelta(days=1))
-        .not_valid_after(_now() + VALIDITY)
+        .not_valid_after(_now() + validity)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -179,13 +182,58 @@ def make_pki(directory: Path, client_name: str = "hd-test-001") -> Pki:
     )
 
 
-def issue_client(pki: Pki, common_name: str) -> tuple[Path, Path]:
+def client_cert(pki: Pki, common_name: str) -> tuple[Path, Path]:
     """A client certificate for ``common_name`` (a hall id, or a central role) signed by
     the PKI's CA: ``(cert, key)`` in the PKI's folder."""
-    ca = _Issued(
-        x509.load_pem_x509_certificate(pki.ca_cert.read_bytes()),
-        serialization.load_pem_private_key(pki.ca_key.read_bytes(), None),  # type: ignore[arg-type]
+    return issue_client(pki, pki.dir, f"client-{common_name}", common_name)
+
+
+def _load(cert: Path, key: Path) -> _Issued:
+    loaded = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+    return _Issued(x509.load_pem_x509_certificate(cert.read_bytes()), loaded)
+
+
+def issue_client(
+    pki: Pki,
+    directory: Path,
+    stem: str,
+    common_name: str,
+    *,
+    days: float = 30,
+    wrong_ca: bool = False,
+    key: ec.EllipticCurvePrivateKey | None = None,
+) -> tuple[Path, Path]:
+    """A client certificate (and key) for ``common_name`` valid ``days`` more, signed by
+    the PKI's CA (or the wrong one); ``key``: certify this key instead of a new one."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = _load(pki.wrong_ca_cert, pki.wrong_ca_key) if wrong_ca else _load(pki.ca_cert, pki.ca_key)
+    issued = _leaf(
+        ca,
+        common_name,
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        validity=dt.timedelta(days=days),
+        key=key,
     )
-    return _write(
-        pki.dir, f"client-{common_name}", _leaf(ca, common_name, ExtendedKeyUsageOID.CLIENT_AUTH)
+    return _write(directory, stem, issued)
+
+
+def write_crl(pki: Pki, path: Path, revoked: list[int]) -> Path:
+    """A CRL of the PKI's CA revoking the certificates with these serial numbers."""
+    ca = _load(pki.ca_cert, pki.ca_key)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(_now() - dt.timedelta(minutes=5))
+        .next_update(_now() + dt.timedelta(days=1))
     )
+    for serial in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(_now() - dt.timedelta(minutes=1))
+            .build()
+        )
+    crl = builder.sign(ca.key, hashes.SHA256())
+    path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    return path

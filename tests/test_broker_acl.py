@@ -19,7 +19,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 from broker import Broker
-from pki import Pki, issue_client
+from pki import Pki, client_cert
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT_S = 15.0
@@ -49,7 +49,7 @@ def secured(broker_factory: Callable[..., Broker], pki: Pki, tmp_path: Path) -> 
 async def connect(
     broker: Broker, pki: Pki, name: str, *, client_id: str | None = None
 ) -> AsyncIterator[aiomqtt.Client]:
-    cert, key = issue_client(pki, name)
+    cert, key = client_cert(pki, name)
     context = ssl.create_default_context(cafile=str(pki.ca_cert))
     context.load_cert_chain(str(cert), str(key))
     async with aiomqtt.Client(

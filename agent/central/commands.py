@@ -84,6 +84,7 @@ class CommandHandlers:
     get_logs: Callable[[c.GetLogs], Awaitable[dict[str, Any]]] | None = None
     get_config: Callable[[c.GetConfig], Awaitable[dict[str, Any]]] | None = None
     update_agent: Callable[[c.UpdateAgent], Awaitable[dict[str, Any]]] | None = None
+    install_certificate: Callable[[c.InstallCertificate], Awaitable[dict[str, Any]]] | None = None
     case_result: Callable[[c.CaseResult], Awaitable[dict[str, Any]]] | None = None
 
     async def run(self, command: c.Command) -> dict[str, Any] | None:
@@ -107,6 +108,8 @@ class CommandHandlers:
                 return await self.get_config(command)
             case c.UpdateAgent() if self.update_agent is not None:
                 return await self.update_agent(command)
+            case c.InstallCertificate() if self.install_certificate is not None:
+                return await self.install_certificate(command)
             case c.CaseResult() if self.case_result is not None:
                 return await self.case_result(command)
         return None
@@ -402,6 +405,7 @@ _NOT_AVAILABLE = {
     "get_logs": "diagnostics are not running in this agent",
     "get_config": "diagnostics are not running in this agent",
     "update_agent": "updates are not running in this agent",
+    "install_certificate": "this hall has no client certificate to renew (mqtt.tls.cert_file)",
     "case_result": "this hall's proxy cases are not running",
 }
 

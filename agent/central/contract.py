@@ -62,6 +62,8 @@ class Topics:
         self.ack = f"{self.base}/ack"
         self.commands = f"{self.base}/cmd/+"
         self.command_prefix = f"{self.base}/cmd/"
+        # A hall whose certificate expired asks here, over the renewal-only listener.
+        self.renewal_request = f"{self.base}/renewal/request"
 
     def event(self, kind: str) -> str:
         return f"{self.base}/event/{kind}"
@@ -139,6 +141,17 @@ class Reply(Message):
     status: ReplyStatus
     error: str | None = None
     result: dict[str, Any] | None = None
+
+
+class RenewalRequest(Message):
+    """On ``renewal/request`` from the renewal-only listener (docs/fleet.md): a hall whose
+    client certificate expired asks with its bootstrap certificate. The same fields as the
+    ``cert.requested`` event; answered by ``install_certificate``."""
+
+    csr: str
+    not_after: str
+    days_left: float
+    serial: str
 
 
 class Metrics(Message):
@@ -428,6 +441,20 @@ class CaseResult(Command):
     promised: dt.date | None = Field(default=None, description="a new promised date")
 
 
+class InstallCertificate(Command):
+    """Central's answer to ``cert.requested`` (docs/fleet.md): the hall's new client
+    certificate. Installed only if its public key is the pending key's, it chains to
+    ``mqtt.tls.ca_file``, it is valid and names this hall; otherwise refused, nothing
+    replaced. Used from the next connection on."""
+
+    certificate: Annotated[str, Field(min_length=1, max_length=64 * 1024)] = Field(
+        description="PEM: the hall's certificate (intermediates may follow it)"
+    )
+    chain: Annotated[str, Field(max_length=64 * 1024)] | None = Field(
+        default=None, description="PEM: intermediate CA certificates, if any"
+    )
+
+
 COMMANDS: dict[str, type[Command]] = {
     "issue_ticket": IssueTicket,
     "call_next": CallNext,
@@ -453,4 +480,5 @@ COMMANDS: dict[str, type[Command]] = {
     "get_config": GetConfig,
     "update_agent": UpdateAgent,
     "case_result": CaseResult,
+    "install_certificate": InstallCertificate,
 }

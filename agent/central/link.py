@@ -339,21 +339,11 @@ class Link:
             self.state = LinkState.CONNECTING
             self._socket_errors.last = None
             started = time.monotonic()
+            self._reload_tls()
             try:
                 client = self._make_client()
                 async with client:
-                    self._client = client
-                    self.counters.connects += 1
-                    if self.counters.connects > 1:
-                        self.counters.reconnects += 1
-                    self.counters.connected_since = time.monotonic()
-                    self.state = LinkState.CONNECTED
-                    if failing is not None:
-                        log.info("central link restored (%s)", self.mqtt.url)
-                    else:
-                        log.info(
-                            "connected to central at %s as %s", self.mqtt.url, self.config.hall.id
-                        )
+                    self._mark_connected(client, restored=failing is not None)
                     failing = None
                     await self._connected(client)
             except* aiomqtt.MqttError as group:
@@ -389,6 +379,29 @@ class Link:
             self.state = LinkState.WAITING
             log.debug("reconnecting in %.1f s", delay)
             await self._pause(delay)
+
+    def _mark_connected(self, client: aiomqtt.Client, *, restored: bool) -> None:
+        self._client = client
+        self.counters.connects += 1
+        if self.counters.connects > 1:
+            self.counters.reconnects += 1
+        self.counters.connected_since = time.monotonic()
+        self.state = LinkState.CONNECTED
+        if restored:
+            log.info("central link restored (%s)", self.mqtt.url)
+        else:
+            log.info("connected to central at %s as %s", self.mqtt.url, self.config.hall.id)
+
+    def _reload_tls(self) -> None:
+        """The TLS files again before each connect: a renewed client certificate
+        (agent/features/certificates.py) is used from the next connection on. Files that
+        cannot be loaded now leave the last good context in use."""
+        if self._tls is None:
+            return
+        try:
+            self._tls = tls_context(self.mqtt)
+        except LinkConfigError as err:
+            log.warning("%s; connecting with the TLS files loaded before", err)
 
     async def _pause(self, seconds: float) -> None:
         """Wait, unless the link is stopped meanwhile."""

@@ -17,6 +17,26 @@ class MqttTls(Model):
     ca_file: Path | None = Field(default=None, description="CA certificate(s) to trust (PEM)")
     cert_file: Path | None = Field(default=None, description="The hall's client certificate")
     key_file: Path | None = Field(default=None, description="The client certificate's key")
+    renew_before_days: int = Field(
+        default=30,
+        ge=1,
+        le=365,
+        description=(
+            "Ask central for a new client certificate this many days before it expires "
+            "(a new key is made on the hall; docs/fleet.md)"
+        ),
+    )
+
+    bootstrap_cert_file: Path | None = Field(
+        default=None,
+        description=(
+            "A long-lived certificate for the renewal-only listener (mqtt.renewal_url), "
+            "used only once cert_file has expired"
+        ),
+    )
+    bootstrap_key_file: Path | None = Field(
+        default=None, description="The bootstrap certificate's key"
+    )
 
     @model_validator(mode="after")
     def _pair(self) -> MqttTls:
@@ -25,6 +45,15 @@ class MqttTls(Model):
             raise _invalid(
                 "cert_file and key_file go together",
                 "give both the client certificate and its key, or neither",
+                at=missing,
+            )
+        if (self.bootstrap_cert_file is None) != (self.bootstrap_key_file is None):
+            missing = (
+                "bootstrap_key_file" if self.bootstrap_key_file is None else ("bootstrap_cert_file")
+            )
+            raise _invalid(
+                "bootstrap_cert_file and bootstrap_key_file go together",
+                "give both the bootstrap certificate and its key, or neither",
                 at=missing,
             )
         return self
@@ -40,6 +69,13 @@ class MqttConfig(Model):
         default=None, description="mqtts://host:8883 or mqtt://host:1883; null runs offline"
     )
     tls: MqttTls = Field(default_factory=MqttTls)
+    renewal_url: str | None = Field(
+        default=None,
+        description=(
+            "mqtts://host:port of the broker's renewal-only listener: a hall whose client "
+            "certificate expired asks for a new one there with tls.bootstrap_cert_file"
+        ),
+    )
     username: str | None = None
     password: SecretStr | None = None
     keepalive: int = Field(default=45, ge=30, le=60, description="Seconds")
@@ -112,8 +148,29 @@ class MqttConfig(Model):
             raise _invalid(f"{value!r} has a path or query", "write only scheme://host:port")
         return value
 
+    @field_validator("renewal_url")
+    @classmethod
+    def _renewal_form(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        checked = cls._url_form(value)
+        if urlsplit(value).scheme != "mqtts":
+            raise _invalid(
+                "the renewal listener is reached over TLS only",
+                "write mqtts://broker.example:8884",
+            )
+        return checked
+
     @model_validator(mode="after")
     def _secure(self) -> MqttConfig:
+        if self.renewal_url is not None and (
+            self.tls.bootstrap_cert_file is None or not self.uses_tls
+        ):
+            raise _invalid(
+                "renewal_url needs a bootstrap certificate and an mqtts:// url",
+                "set tls.bootstrap_cert_file and tls.bootstrap_key_file (or remove renewal_url)",
+                at="renewal_url",
+            )
         if self.url is None:
             return self
         if self.uses_tls and self.tls.ca_file is None:
@@ -143,6 +200,14 @@ class MqttConfig(Model):
     @property
     def host(self) -> str | None:
         return None if self.url is None else urlsplit(self.url).hostname
+
+    @property
+    def renewal_endpoint(self) -> tuple[str, int] | None:
+        if self.renewal_url is None:
+            return None
+        parts = urlsplit(self.renewal_url)
+        assert parts.hostname is not None
+        return parts.hostname, parts.port or _MQTT_DEFAULT_PORTS["mqtts"]
 
     @property
     def port(self) -> int | None:

@@ -696,6 +696,11 @@ class UpdateInstalled(EventData):
     running: str
     key: str
     took_s: float
+    # Where the time went: the download (with its SHA-256 check and unpacking), the
+    # signature and every file's hash, the new virtual environment from the wheels.
+    download_s: float | None = omitted()
+    verify_s: float | None = omitted()
+    install_s: float | None = omitted()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -730,6 +735,31 @@ class UpdateFailed(EventData):
     version: str
     stage: str
     error: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CertRequested(EventData):
+    """The hall's client certificate expires soon: a new key was made on the hall and
+    ``csr`` (PEM) asks central to sign it; answered by ``install_certificate``."""
+
+    TYPE: ClassVar[str] = "cert.requested"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    csr: str
+    not_after: str
+    days_left: float
+    serial: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CertRenewed(EventData):
+    """Central's certificate passed the checks and replaced the old one (and its key);
+    the link uses it from its next connection on."""
+
+    TYPE: ClassVar[str] = "cert.renewed"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    not_after: str
+    serial: str
+    previous_serial: str | None
 
 
 EVENT_CLASSES: dict[str, type[EventData]] = {
@@ -787,6 +817,8 @@ EVENT_CLASSES: dict[str, type[EventData]] = {
         UpdateActivated,
         UpdateRolledBack,
         UpdateFailed,
+        CertRequested,
+        CertRenewed,
     )
 }
 # Every event type the hall emits, in the order the contract documents list them.

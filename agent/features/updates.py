@@ -109,14 +109,20 @@ class Updates:
                 )
             )
             bundle = await self._fetch(command)
+            fetched = time.monotonic()
             manifest, key = await asyncio.to_thread(self._verify, bundle, command.version)
+            verified = time.monotonic()
             await asyncio.to_thread(self._install, bundle, manifest)
+            installed = time.monotonic()
             await self._emit(
                 ev.UpdateInstalled(
                     version=manifest.version,
                     running=self.version,
                     key=key,
-                    took_s=round(time.monotonic() - started, 1),
+                    took_s=round(installed - started, 1),
+                    download_s=round(fetched - started, 2),
+                    verify_s=round(verified - fetched, 2),
+                    install_s=round(installed - verified, 2),
                 )
             )
             await asyncio.to_thread(self._switch, manifest.version)

@@ -319,6 +319,19 @@ class HallHealth:
             "1 when the wall clock is trusted (events carry clock_ok=true)",
             value=int(self.clock_state().ok),
         )
+        cert_file = hall.config.mqtt.tls.cert_file
+        left = None
+        if cert_file is not None:
+            from agent.runtime.certs import certificate_days_left
+
+            left = certificate_days_left(cert_file)
+        if left is not None:
+            yield GaugeMetricFamily(
+                "hall_client_cert_days_left",
+                "Days until the hall's MQTT client certificate expires (renewed from "
+                "mqtt.tls.renew_before_days before; negative: expired)",
+                value=round(left, 3),
+            )
         yield GaugeMetricFamily(
             "hall_uptime_seconds",
             "Seconds since the agent started",
