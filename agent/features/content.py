@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.config import HallAgentConfig
+from agent.config import HALL_STAFFING, HallAgentConfig
 from agent.config.system import ScreenContentConfig
 from agent.core import events as ev
 from agent.core.errors import NotFound, Refused
@@ -478,6 +478,15 @@ class ScreenContent:
             if image is None:
                 raise NotFound(f"there is no image {image_id!r} (deleted already?); reload")
             users = [i for i in store.content_items() if i.image == image_id]
+            edited = store.setting(HALL_STAFFING)  # staff photos (agent/features/staffing.py)
+            photos = edited.get("photos") if isinstance(edited, dict) else None
+            staff = sorted(k for k, v in (photos or {}).items() if v == image_id)
+            if staff:
+                raise ContentRefused(
+                    "image_in_use",
+                    f"这张图片是工号 {'、'.join(staff)} 的照片（人员排班页）：请先在人员排班页"
+                    "给他们换一张照片或不用照片，再删除图片",
+                )
             if users:
                 names = "、".join(f"{KIND_NAMES[i.kind]}“{i.title or i.body[:20]}”" for i in users)
                 raise ContentRefused(

@@ -40,14 +40,15 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 
-from agent.config import ScreenDevice
+from agent.config import HALL_STAFFING, ScreenDevice
 from agent.core import events as ev
 from agent.core import opening, wording
 from agent.core.engine import QueueEngine
 from agent.core.model import Ticket, TicketStatus, WindowState
 from agent.core.rota import duty_board
 from agent.errors import HallAgentError
-from agent.features.content import next_change, screen_bulletins, screen_notices
+from agent.features.content import image_url, next_change, screen_bulletins, screen_notices
+from agent.features.staffing import photos_of
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import ContentItem, StoredEvent
@@ -259,12 +260,22 @@ class PageFeed:
         await self._stack.aclose()
 
     async def _load_settings(self) -> None:
-        def read(store: Any) -> tuple[Any, Any, list[ContentItem]]:
-            return store.setting("notices"), store.setting("staff"), store.content_items()
+        def read(store: Any) -> tuple[Any, Any, list[ContentItem], Any]:
+            return (
+                store.setting("notices"),
+                store.setting("staff"),
+                store.content_items(),
+                store.setting(HALL_STAFFING),
+            )
 
-        notices, staff, self._content = await self.hall.store_read(read)
+        notices, staff, self._content, edited = await self.hall.store_read(read)
         self._notices = [n for n in notices or [] if isinstance(n, dict)]
-        if staff is None:  # no roster from central yet: the config's
+        if edited:  # the roster the hall edited (agent/features/staffing.py), with photos
+            photos = photos_of(edited)
+            staff = [
+                {**m.model_dump(), "photo": photos.get(m.staff)} for m in self.hall.config.staff
+            ]
+        elif staff is None:  # no roster from central yet: the config's
             staff = [m.model_dump() for m in self.hall.config.staff]
         self._staff = {m["staff"]: m for m in staff or [] if isinstance(m, dict) and "staff" in m}
         self._photos = await asyncio.to_thread(_photos, self.hall.config.pages.staff_photos)
@@ -275,7 +286,13 @@ class PageFeed:
             match event.payload:
                 case ev.TicketRecalled(ticket_id=ticket_id):
                     self._recalled_at[ticket_id] = dt.datetime.fromisoformat(event.at)
-                case ev.NoticeShown() | ev.RosterSet() | ev.ContentChanged() | ev.ConfigApplied():
+                case (
+                    ev.NoticeShown()
+                    | ev.RosterSet()
+                    | ev.ContentChanged()
+                    | ev.ConfigApplied()
+                    | ev.StaffingEdited()
+                ):
                     await self._load_settings()
                 case ev.DayClosed():
                     self._recalled_at.clear()
@@ -518,10 +535,17 @@ def _staff_card(view: HallView, window: JSON) -> JSON | None:
     if not staff:
         return None
     member = view.staff.get(staff, {})
+    edited = member.get("photo")  # a photo the hall uploaded on /pages/manager/staff
     return {
         "staff": staff,
         "name": member.get("name") or window.get("staff_name") or "",
-        "photo": f"/pages/staff/{staff}/photo" if staff in view.photos else None,
+        "photo": (
+            image_url(edited)
+            if edited
+            else f"/pages/staff/{staff}/photo"
+            if staff in view.photos
+            else None
+        ),
     }
 
 
