@@ -25,7 +25,7 @@
     const on = Boolean(session);
     $("login-panel").hidden = on;
     $("editor").hidden = !on;
-    if (on) { $("who").textContent = `管理员 ${session.name}`; load(); }
+    if (on) { $("who").textContent = session.role === "ops" ? "运维人员" : `管理员 ${session.name}`; load(); }
   }
 
   async function call(method, path, body, extraHeaders) {
