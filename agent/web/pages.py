@@ -194,6 +194,11 @@ class PageFeed:
         self.add_source("service_hours", self._service_hours)
         self.add_source("service_guides", self._service_guides)
         self.add_queue_source("today_hours", _today_hours)
+        # The kiosk's one banner on a day the whole hall is closed (a holiday, ...).
+        self.add_queue_source(
+            "closed_day",
+            lambda e, now: opening.closed_day_text(e.config, now.astimezone(e.config.hall.zone)),
+        )
         # Who is on duty at each window (AB岗, 轮班): the big screen's staff board.
         self.add_queue_source("duty", lambda e, now: duty_board(e.config, e.windows, now))
 
@@ -723,10 +728,15 @@ def kiosk_view(view: HallView, query: Mapping[str, str]) -> JSON:
     services = []
     config_names = view.extras.get("service_names", {})
     all_hours = view.extras.get("service_hours", {})
+    # The whole hall closed today: one banner says why and when it opens; each button
+    # only 今日休息 (not the same sentence on every button).
+    closed_day: str | None = view.extras.get("closed_day")
     for s in view.queue["services"]:
         hours = all_hours.get(s["id"], "")
         reason = None
-        if not s["open"]:
+        if not s["open"] and closed_day is not None:
+            reason = wording.DAY_OFF_BUTTON
+        elif not s["open"]:
             # Why (holiday, weekend, lunch break...) and when it next opens; the hours as
             # a fallback for a snapshot without the reason.
             reason = s.get("closed_reason") or wording.service_closed(s["name"], hours)
@@ -755,6 +765,7 @@ def kiosk_view(view: HallView, query: Mapping[str, str]) -> JSON:
     return {
         **_common(view, query),
         "issuing": {"enabled": issuing["enabled"], "reason": citizen},
+        "closed_day": closed_day,
         "services": services,
         "green_channel": kiosk.get("green_channel"),
         "phone": kiosk.get("phone"),
