@@ -282,6 +282,9 @@ async def test_a_staff_photo_is_a_checked_upload_kept_while_the_board_shows_it(
         zhang = next(p for p in board["w2"]["people"] if p["staff"] == "1003")
         assert zhang["photo"] == f"/pages/content/images/{photo}"
 
+        r = await rig.client.get(f"{API}/content/images", headers=rig.as_("manager"))
+        (listed,) = r.json()["images"]
+        assert listed["used_by"] == [{"kind": "staff", "id": "1003", "title": "工号 1003 的照片"}]
         r = await rig.client.delete(f"{API}/content/images/{photo}", headers=rig.as_("manager"))
         assert r.status_code == 409, r.text
         assert "1003" in r.json()["message"]
