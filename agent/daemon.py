@@ -51,6 +51,7 @@ from agent.features.certificates import Certificates
 from agent.features.content import ScreenContent
 from agent.features.issuing import Issuing
 from agent.features.reports import Reports, hall_reports
+from agent.features.staffing import StaffingDesk
 from agent.features.updates import RESTART_EXIT, Updates, agent_updates
 from agent.runtime.clock import SystemClock, runtime_directory
 from agent.runtime.devices import DeviceBoard, DeviceHealth
@@ -65,6 +66,7 @@ from agent.web.content_routes import content_routes
 from agent.web.health import HallHealth, health_routes
 from agent.web.pages import PageFeed, page_routes
 from agent.web.report_routes import report_routes
+from agent.web.staffing_routes import staffing_routes
 from agent.web.ticket_page import ticket_routes
 from agent.web.window_pages import WindowDevices, window_devices, window_routes
 
@@ -181,6 +183,10 @@ async def running_agent(
                 await content.tidy()
                 editors = gate.allow(Role.MANAGER, Role.OPS, action="edit the screens' content")
                 app.include_router(content_routes(content, edit_rule=editors))
+                staffing = StaffingDesk(hall)
+                await staffing.load()  # the hall's own staff board, over central's push
+                board_editors = gate.allow(Role.MANAGER, Role.OPS, action="edit the staff board")
+                app.include_router(staffing_routes(staffing, edit_rule=board_editors))
                 app.include_router(case_routes(cases, gate))
                 pages = PageFeed(hall, devices, printing, issuing)
                 app.include_router(page_routes(pages))

@@ -103,6 +103,9 @@ TABLE: dict[tuple[str, str], set[str] | str] = {
     ("GET", f"{API}/content/images"): {MANAGER, OPS},
     ("POST", f"{API}/content/images"): {MANAGER, OPS},
     ("DELETE", f"{API}/content/images/{{image}}"): {MANAGER, OPS},
+    # The hall's own staff board (docs/configuration.md): the manager and ops.
+    ("GET", f"{API}/staffing"): {MANAGER, OPS},
+    ("PUT", f"{API}/staffing"): {MANAGER, OPS},
 }
 # Open to anyone on purpose: logging in, the health check, the API's description.
 PUBLIC = {

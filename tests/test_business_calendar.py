@@ -421,8 +421,12 @@ async def test_the_kiosk_refuses_on_a_holiday_and_issues_on_a_make_up_saturday(
         assert body["citizen_message"] == holiday
         assert "not issuing tickets now (holiday; it opens 2026-10-08 09:00)" in body["message"]
         state = (await client.get("/pages/state/kiosk", headers=kiosk)).json()
+        # The kiosk says it once, in its banner (the hall opens when its first service
+        # does: 综合咨询 at 08:30); each button only 今日休息.
+        assert state["closed_day"] == holiday.replace("09:00", "08:30")
         social = next(s for s in state["services"] if s["id"] == "social")
-        assert (social["enabled"], social["reason"]) == (False, holiday)
+        assert (social["enabled"], social["reason"]) == (False, "今日休息")
+        assert {s["reason"] for s in state["services"]} == {"今日休息"}
         # Its usual hours are the hall's (calendar.hours), which it keeps.
         assert social["hours"] == "周一至周五 09:00-12:00、13:30-17:00；周六 09:00-12:00"
 
@@ -544,3 +548,67 @@ async def test_the_big_screen_shows_todays_hours(tmp_path: Path) -> None:
             }, (width, height)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "hall-today-hours-1080x1920.png"))
+
+
+# The kiosk's banner and buttons, as laid out: the banner's text and box, each button's.
+KIOSK = """() => {
+  const banner = document.getElementById("banner");
+  const r = banner.getBoundingClientRect();
+  const buttons = [...document.querySelectorAll("#services button")];
+  return {
+    banner: banner.textContent, dayOff: banner.classList.contains("day-off"),
+    inside: r.width > 0 && r.left >= 0 && r.right <= innerWidth && r.top >= 0
+      && r.bottom <= innerHeight,
+    reasons: buttons.map((b) => {
+      const x = b.querySelector(".reason");
+      return x ? x.textContent : null;
+    }),
+    disabled: buttons.map((b) => b.disabled),
+  };
+}"""
+
+
+@needs_chromium
+async def test_the_kiosk_says_once_that_the_hall_is_closed_today(tmp_path: Path) -> None:
+    from test_screens_browser import axe
+
+    config = calendar_config(tmp_path)
+    clock = ManualClock(at("2026-10-03T10:00"))  # a Saturday in 国庆节
+    async with (
+        running_agent(config, wall=clock) as running,
+        chromium(tmp_path / "profile") as browser,
+    ):
+        token = await enroll(running, "kiosk-1", "kiosk")
+        page = await browser.new_page()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        # The hall opens again when its first service does (综合咨询, 08:30).
+        holiday = "今天是法定节假日（国庆节），大厅休息。下次办理时间：10月8日 08:30"
+        for width, height in ((1920, 1080), (1080, 1920)):
+            await page.set_viewport_size({"width": width, "height": height})
+            await page.goto(f"{running.url}/pages/kiosk?token={token}")
+            await page.wait_for_selector("body[data-connection=live][data-rev]")
+            await page.wait_for_selector("#banner.day-off")
+            shown = await page.evaluate(KIOSK)
+            count = len(config.services)
+            assert shown == {
+                "banner": holiday,
+                "dayOff": True,
+                "inside": True,
+                "reasons": ["今日休息"] * count,
+                "disabled": [True] * count,
+            }, (width, height)
+            await page.screenshot(path=str(ARTIFACTS / f"kiosk-holiday-{width}x{height}.png"))
+        assert await axe(page) == []
+
+        # The make-up Saturday (a ticket taken rebuilds the view at once, as the day's
+        # start would within pages' rebuild interval): no banner, the buttons open.
+        clock.now = at("2026-10-10T10:00")
+        async with httpx.AsyncClient(base_url=running.url, timeout=10) as client:
+            taken = await client.post(
+                f"{API}/tickets", json={"service": "general"}, headers=bearer(token)
+            )
+            assert taken.status_code == 201, taken.text
+        await page.wait_for_function("() => document.getElementById('banner').textContent === ''")
+        shown = await page.evaluate(KIOSK)
+        assert shown["dayOff"] is False
+        assert shown["reasons"][[s.id for s in config.services].index("general")] is None

@@ -440,3 +440,47 @@ async def test_who_may_register_list_and_change_cases(tmp_path: Path) -> None:
             assert value not in shown
         r = await client.get(f"{API}/cases/DB20990101001/public")
         assert r.status_code == 404, r.text
+
+
+async def test_the_demo_has_a_case_near_its_date_one_overdue_and_one_done(
+    tmp_path: Path,
+) -> None:
+    from agent.config import validate_config
+    from agent.demo.cases import demo_cases
+    from agent.demo.simulated_hall import demo_config
+
+    data = demo_config(tmp_path / "demo", 0).model_dump(mode="json")
+    data["devices"] = []  # the demo's cases need no device
+    for window in data["windows"]:
+        window["devices"] = []
+    config = validate_config(data)
+    async with running_agent(config) as running:
+        desk = running.cases
+        assert desk is not None
+        numbers = await demo_cases(running.hall, desk)
+        assert len(numbers) == 3
+        listing = await desk.listing()
+        by_number = {c["number"]: c for c in listing["cases"]}
+        near, overdue, done = (by_number[n] for n in numbers)
+        assert (near["status"], near["due"]) == ("processing", "near")
+        assert (overdue["status"], overdue["due"]) == ("processing", "overdue")
+        assert (done["status"], done["due"]) == ("done", None)
+        today = dt.date.fromisoformat(listing["day"])
+        days = desk.days
+        assert near["promised"] == days.add_working_days(today, 1).isoformat()
+        assert overdue["promised"] == days.subtract_working_days(today, 2).isoformat()
+        # Registered on their own past days, through the desk (sealed, with events).
+        assert all(c["day"] < today.isoformat() for c in (near, overdue, done))
+        assert near["citizen"]["name"] == "陈**"  # masked, as at a window
+        # The deadline watcher warns of the near one and the overdue one.
+        raised = {e.type: e.data["case"] for e in await desk.check_deadlines()}
+        assert raised == {"case.deadline_near": numbers[0], "case.overdue": numbers[1]}
+        # Started again: the cases stay, none added.
+        assert await demo_cases(running.hall, desk) == []
+    store = Store.open(config.storage.path)
+    try:
+        kinds = [e.type for e in store.iter_events() if e.type.startswith("case.")]
+    finally:
+        store.close()
+    assert kinds.count("case.registered") == 3
+    assert kinds.count("case.updated") == 4

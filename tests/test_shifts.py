@@ -308,6 +308,72 @@ def test_the_week_changes_who_is_a_and_b(shift_config: HallAgentConfig) -> None:
     assert (afternoon["w1"]["a"], afternoon["w1"]["b"]) == ("s-1", "s-2")
 
 
+# The national-day week of 2026, and its make-up Saturday (调休上班).
+GOLDEN_WEEK = {
+    "years": {
+        2026: {
+            "holidays": [{"name": "国庆节", "dates": "2026-10-01..2026-10-07"}],
+            "make_up_days": ["2026-10-10"],
+        }
+    }
+}
+NATIONAL_DAY = dt.date(2026, 10, 1)  # a Thursday
+MAKE_UP_SATURDAY = dt.date(2026, 10, 10)
+PLAIN_SATURDAY = dt.date(2026, 10, 17)
+
+
+def calendar_config(
+    make_config: Callable[..., HallAgentConfig], **calendar: Any
+) -> HallAgentConfig:
+    rota = {
+        **ROTA,
+        "week": [
+            *ROTA["week"],
+            {"window": "w2", "days": ["fri"], "a": "s-4", "b": "s-3"},
+        ],
+    }
+    return make_config(staff=STAFF, rota=rota, calendar={**GOLDEN_WEEK, **calendar})
+
+
+def test_on_a_holiday_nobody_is_scheduled(make_config: Callable[..., HallAgentConfig]) -> None:
+    config = calendar_config(make_config)
+    engine = QueueEngine.fresh(config, at(8, day=NATIONAL_DAY))
+    # Before and in the shift: no A, no B standing in, at any window.
+    assert board_of(engine, at(8, day=NATIONAL_DAY)) == {}
+    assert board_of(engine, at(10, day=NATIONAL_DAY)) == {}
+    # Someone who comes in anyway is shown as signed in, without a post.
+    engine.sign_in("w1", "s-2", at(10, day=NATIONAL_DAY))
+    board = board_of(engine, at(10, 5, day=NATIONAL_DAY))
+    assert list(board) == ["w1"]
+    assert people(board["w1"]) == [("s-2", None, False)]
+    assert (board["w1"]["a"], board["w1"]["shift"]) == (None, None)
+    # The day after the holiday week the rota is back.
+    after = dt.date(2026, 10, 8)
+    assert people(board_of(engine, at(8, day=after))["w2"]) == [("s-3", "A", False)]
+
+
+def test_a_make_up_day_follows_the_rota_of_the_day_it_replaces(
+    make_config: Callable[..., HallAgentConfig],
+) -> None:
+    config = calendar_config(make_config)
+    engine = QueueEngine.fresh(config, at(8, day=MAKE_UP_SATURDAY))
+    # The make-up Saturday works as a Monday (calendar.make_up_day_hours): w1's post, not
+    # the Saturday morning's entry.
+    make_up = board_of(engine, at(8, day=MAKE_UP_SATURDAY))
+    assert (make_up["w1"]["a"], make_up["w1"]["b"]) == ("s-1", "s-2")
+    assert (make_up["w2"]["a"], make_up["w2"]["b"]) == ("s-3", "s-4")
+    # A plain Saturday keeps its own rota.
+    plain = board_of(engine, at(8, day=PLAIN_SATURDAY))
+    assert (plain["w1"]["a"], plain["w1"]["b"]) == ("s-2", "s-1")
+
+    # A calendar whose make-up days keep Friday's hours: Friday's rota, too.
+    friday = calendar_config(make_config, make_up_day_hours="fri")
+    engine = QueueEngine.fresh(friday, at(8, day=MAKE_UP_SATURDAY))
+    board = board_of(engine, at(8, day=MAKE_UP_SATURDAY))
+    assert (board["w2"]["a"], board["w2"]["b"]) == ("s-4", "s-3")
+    assert (board["w1"]["a"], board["w1"]["b"]) == ("s-1", "s-2")
+
+
 # -- the config: roster and rota ----------------------------------------------------------------
 
 

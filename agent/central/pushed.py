@@ -22,7 +22,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.central.contract import ConfigPush
-from agent.config import ConfigError, HallAgentConfig, validate_config
+from agent.config import (
+    HALL_STAFFING,
+    ConfigError,
+    HallAgentConfig,
+    validate_config,
+    with_staffing,
+)
 from agent.core import events as ev
 from agent.core.errors import Refused
 from agent.core.events import Event
@@ -105,15 +111,34 @@ class ConfigDesk:
                 ],
             )
             return False
+        # The staff board the hall edited (agent/features/staffing.py) stays over a push
+        # without staff or rota; a push with either replaces it.
+        replaces_board = "staff" in push.config or "rota" in push.config
+        edited = (
+            None
+            if replaces_board
+            else await self.hall.store_read(lambda s: s.setting(HALL_STAFFING))
+        )
         try:
             config = merge(self.base, push.config)
         except (ConfigError, ValidationError) as err:
             await self._reject(push.version, _reasons(err))
             return False
+        try:
+            config = with_staffing(config, edited)
+        except (ConfigError, ValidationError):
+            log.warning(
+                "the staff board edited in the hall does not fit central's config version %s; "
+                "showing central's roster and rota",
+                push.version,
+            )
+            replaces_board = True
         settings: dict[str, Any] = {
             "central_config": {"version": push.version, "sections": push.config},
             "config_version": push.version,
         }
+        if replaces_board:
+            settings[HALL_STAFFING] = None
         for key in SETTING_SECTIONS:
             if key in push.config:
                 settings[key] = push.config[key]

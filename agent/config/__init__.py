@@ -89,12 +89,14 @@ from agent.config.identity import (
     PersonalDataSend,
 )
 from agent.config.loading import (
+    HALL_STAFFING,
     check_config_file,
     config_schema,
     load_config,
     main,
     schema_text,
     validate_config,
+    with_staffing,
 )
 from agent.config.messages import DOCS_HINT
 from agent.config.mqtt import MqttConfig, MqttTls
@@ -125,6 +127,7 @@ __all__ = [
     "ENV_NAME_PATTERN",
     "ENV_PREFIX",
     "HALL_ID_PATTERN",
+    "HALL_STAFFING",
     "IDENTIFIER_PATTERN",
     "KEY_NAME_PATTERN",
     "LANGUAGE_PATTERN",
@@ -215,4 +218,5 @@ __all__ = [
     "personal_data_key",
     "schema_text",
     "validate_config",
+    "with_staffing",
 ]

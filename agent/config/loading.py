@@ -177,3 +177,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.write_schema is None:
         sys.stdout.write(schema_text())
     return 0
+
+
+# The settings key of the hall's own staff board (agent/features/staffing.py): the roster
+# and the rota the manager edited on /pages/manager/staff, above the file's and central's.
+HALL_STAFFING = "hall_staffing"
+
+
+def with_staffing(config: HallAgentConfig, saved: Mapping[str, Any] | None) -> HallAgentConfig:
+    """``config`` with the hall's edited roster and rota (``saved``: the
+    :data:`HALL_STAFFING` setting, ``{"staff": [...], "rota": {...}}``) in place of its
+    own, checked like the file. None: ``config`` unchanged."""
+    if not saved:
+        return config
+    data = config.model_dump(mode="json")
+    data["staff"] = list(saved["staff"])
+    data["rota"] = dict(saved["rota"])
+    return validate_config(data)

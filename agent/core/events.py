@@ -302,6 +302,21 @@ class RosterSet(EventData):
     count: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class StaffingEdited(EventData):
+    """The hall's manager edited the staff board on ``/pages/manager/staff``
+    (docs/configuration.md, "The hall's own roster and rota"): the roster shown on the big
+    screen (``count`` members) and the week's rota (``windows``: the windows it schedules).
+    The hall's edit takes precedence over the config file until central pushes ``staff``
+    or ``rota`` again. ``by`` is the manager's login name, or ``ops-token``."""
+
+    TYPE: ClassVar[str] = "staff.board_edited"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    count: int
+    windows: list[str]
+    by: str
+
+
 # -- satisfaction rating (好差评) --------------------------------------------------------------
 
 
@@ -787,6 +802,7 @@ EVENT_CLASSES: dict[str, type[EventData]] = {
         StaffSignedIn,
         StaffSignedOut,
         RosterSet,
+        StaffingEdited,
         RatingRequested,
         RatingSubmitted,
         RatingTimedOut,

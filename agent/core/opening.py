@@ -167,3 +167,20 @@ def today_line(hours: DayHours) -> str:
         holiday=hours.holiday,
         note=hours.note,
     )
+
+
+def closed_day_text(config: HallAgentConfig, local: dt.datetime) -> str | None:
+    """The kiosk's banner when the whole hall is closed today (a holiday, the weekend, a
+    closed special date), with the hall's next opening; None on a day it opens."""
+    hours = hall_day(config, local.date())
+    if hours.is_open_day:
+        return None
+    nexts = [opening(config, s, local).next_open for s in config.services]
+    upcoming = [n for n in nexts if n is not None]
+    return wording.hall_closed_today(
+        hours.closed,
+        today=local.date(),
+        next_open=min(upcoming) if upcoming else None,
+        holiday=hours.holiday,
+        note=hours.note,
+    )

@@ -1,6 +1,11 @@
 """Who is on duty at each window now (AB岗 and 轮班): pure, from the config's rota and the
 windows' signed-in staff.
 
+On a day the hall is closed (a public holiday, a closed special date) nobody is
+scheduled: the board shows only who is signed in. A make-up working day (调休上班) follows
+the rota of the weekday ``calendar.make_up_day_hours`` names (Monday by default), as its
+hours do.
+
 For each window the shift now (or, between shifts, the next one today, else the last one)
 gives its A (主岗) and B (备岗) (``rota.week`` for the weekday and shift, else
 ``rota.posts``). On duty:
@@ -18,7 +23,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.config import HallAgentConfig, Post, Shift
-from agent.config.hall import WEEKDAYS
+from agent.config.hall import WEEKDAYS, Weekday
+from agent.core import opening
 from agent.core.model import WindowStatus
 
 JSON = dict[str, Any]
@@ -40,15 +46,29 @@ def shift_for(shifts: list[Shift], moment: dt.time) -> tuple[Shift | None, bool]
     return (ordered[-1], False) if ordered else (None, False)
 
 
+def scheduled_weekday(config: HallAgentConfig, day: dt.date) -> Weekday | None:
+    """Whose rota ``day`` follows: its own weekday's; on a make-up working day (调休上班)
+    the weekday of ``calendar.make_up_day_hours`` (Monday by default); None when the hall
+    is closed all day (a public holiday, a closed special date, a day without hours)."""
+    hours = opening.hall_day(config, day)
+    if not hours.is_open_day:
+        return None
+    if hours.make_up and not hours.special:
+        return config.calendar.make_up_day_hours
+    return WEEKDAYS[day.weekday()]
+
+
 def duty_board(
     config: HallAgentConfig, windows: Mapping[str, WindowStatus], now: dt.datetime
 ) -> list[JSON]:
     """Per window with anyone on duty: its shift and the people on duty (staff number,
     name, role, signed in, standing in), A first."""
     local = now.astimezone(config.hall.zone)
-    weekday = WEEKDAYS[local.weekday()]
+    weekday = scheduled_weekday(config, local.date())
     rota = config.rota
     shift, running = shift_for(rota.shifts, local.time())
+    if weekday is None:  # the hall is closed today: nobody is scheduled
+        shift, running = None, False
     names = {m.staff: m.name for m in config.staff}
     shown = (
         None
@@ -64,7 +84,7 @@ def duty_board(
     board: list[JSON] = []
     for window in config.windows:
         status = windows.get(window.id) or WindowStatus(id=window.id)
-        post = None if shift is None else rota.post(window.id, weekday, shift.id)
+        post = None if shift is None or weekday is None else rota.post(window.id, weekday, shift.id)
         people, a_absent = _on_duty(status, post, running, names)
         if not people:
             continue

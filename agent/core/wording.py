@@ -159,6 +159,32 @@ def not_open_now(
     return f"{service}今天不办理。{then}"
 
 
+# A service button on a day the whole hall is closed: the reason is the kiosk's banner.
+DAY_OFF_BUTTON = "今日休息"
+
+
+def hall_closed_today(
+    closed: str | None,
+    *,
+    today: dt.date,
+    next_open: dt.datetime | None,
+    holiday: str | None = None,
+    note: str | None = None,
+) -> str:
+    """The kiosk's one banner on a day the whole hall is closed, and when it next opens:
+    今天是法定节假日（国庆节），大厅休息。下次办理时间：10月8日 09:00."""
+    then = "" if next_open is None else f"下次办理时间：{when_text(next_open, today)}"
+    if closed == "holiday":
+        name = f"（{holiday}）" if holiday else ""
+        return f"今天是{_HOLIDAY}{name}，大厅休息。{then}"
+    if closed == "weekend":
+        return f"今天是周末，大厅休息。{then}"
+    if closed == "special_date":
+        why = f"（{note}）" if note else ""
+        return f"今天大厅暂停办理{why}。{then}"
+    return f"今天大厅不办理业务。{then}"
+
+
 def daily_cap_reached(service: str, hours: str) -> str:
     """Today's tickets for the service are all taken."""
     return f"{service}今日号已取完，请下个办理日再来。办理时间：{hours}"

@@ -43,6 +43,7 @@ from agent.core.model import Priority, Source
 from agent.core.operations import CallNext, Take
 from agent.daemon import Running, running_agent
 from agent.demo import identity as identity_demo
+from agent.demo.cases import demo_cases
 from agent.demo.content import demo_content
 from agent.demo.emulators.keypad import VirtualKeypads
 from agent.demo.emulators.led import StripState, VirtualLedBus
@@ -155,6 +156,8 @@ async def _demo(
         _explain_manager(running, manager, past)
         await _demo_roster(running.hall)
         await demo_content(running.hall)
+        if running.cases is not None:
+            _explain_cases(running, await demo_cases(running.hall, running.cases))
         _explain_windows(config, running, keypads, tokens)
         identity_demo.explain(running, id_readers)
         async with BackgroundTasks() as simulation:
@@ -384,6 +387,16 @@ def _explain_manager(running: Running, manager: tuple[str, str], past: Filled | 
     else:
         lines.append("    (no simulated month: only a new state folder gets one; try --state DIR)")
     print("\n".join([*lines, ""]), flush=True)
+
+
+def _explain_cases(running: Running, numbers: list[str]) -> None:
+    if not numbers:
+        return
+    print(
+        f"  Proxy cases (代收代办): {', '.join(numbers)} — one due on the next working day, one "
+        f"overdue, one done — at {running.url}/pages/manager/cases\n",
+        flush=True,
+    )
 
 
 def _still_enrolled(

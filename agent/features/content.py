@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.config import HallAgentConfig
+from agent.config import HALL_STAFFING, HallAgentConfig
 from agent.config.system import ScreenContentConfig
 from agent.core import events as ev
 from agent.core.errors import NotFound, Refused
@@ -289,6 +289,7 @@ class ImageUse:
 
     image: ContentImage
     used_by: list[ContentItem]
+    staff: list[str] = dataclasses.field(default_factory=list)  # a photo of these (工号)
 
 
 def _stamp(at: dt.datetime | None) -> str | None:
@@ -326,11 +327,25 @@ class ScreenContent:
     async def images(self) -> tuple[list[ImageUse], int]:
         """Every stored image with the items that use it, and the bytes they hold."""
 
-        def read(store: Store) -> tuple[list[ContentImage], list[ContentItem], int]:
-            return store.content_images(), store.content_items(), store.content_image_bytes()
+        def read(store: Store) -> tuple[list[ContentImage], list[ContentItem], int, Any]:
+            return (
+                store.content_images(),
+                store.content_items(),
+                store.content_image_bytes(),
+                store.setting(HALL_STAFFING),
+            )
 
-        images, items, used = await self.hall.store_read(read)
-        return [ImageUse(i, [t for t in items if t.image == i.id]) for i in images], used
+        images, items, used, edited = await self.hall.store_read(read)
+        photos = edited.get("photos") if isinstance(edited, dict) else None
+        photos = photos if isinstance(photos, dict) else {}
+        return [
+            ImageUse(
+                i,
+                [t for t in items if t.image == i.id],
+                sorted(str(k) for k, v in photos.items() if v == i.id),
+            )
+            for i in images
+        ], used
 
     def image_path(self, image_id: str) -> Path | None:
         """The file of a stored image (None: no such id or file)."""
@@ -478,6 +493,15 @@ class ScreenContent:
             if image is None:
                 raise NotFound(f"there is no image {image_id!r} (deleted already?); reload")
             users = [i for i in store.content_items() if i.image == image_id]
+            edited = store.setting(HALL_STAFFING)  # staff photos (agent/features/staffing.py)
+            photos = edited.get("photos") if isinstance(edited, dict) else None
+            staff = sorted(k for k, v in (photos or {}).items() if v == image_id)
+            if staff:
+                raise ContentRefused(
+                    "image_in_use",
+                    f"这张图片是工号 {'、'.join(staff)} 的照片（人员排班页）：请先在人员排班页"
+                    "给他们换一张照片或不用照片，再删除图片",
+                )
             if users:
                 names = "、".join(f"{KIND_NAMES[i.kind]}“{i.title or i.body[:20]}”" for i in users)
                 raise ContentRefused(
@@ -544,7 +568,10 @@ def describe_images(uses: Sequence[ImageUse]) -> list[JSON]:
             "name": u.image.original_name,
             "uploaded_by": u.image.uploaded_by,
             "uploaded_at": u.image.uploaded_at,
-            "used_by": [{"kind": i.kind, "id": i.id, "title": i.title} for i in u.used_by],
+            "used_by": [
+                *({"kind": i.kind, "id": i.id, "title": i.title} for i in u.used_by),
+                *({"kind": "staff", "id": n, "title": f"工号 {n} 的照片"} for n in u.staff),
+            ],
         }
         for u in uses
     ]

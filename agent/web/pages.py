@@ -40,14 +40,15 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 
-from agent.config import ScreenDevice
+from agent.config import HALL_STAFFING, ScreenDevice
 from agent.core import events as ev
 from agent.core import opening, wording
 from agent.core.engine import QueueEngine
 from agent.core.model import Ticket, TicketStatus, WindowState
 from agent.core.rota import duty_board
 from agent.errors import HallAgentError
-from agent.features.content import next_change, screen_bulletins, screen_notices
+from agent.features.content import image_url, next_change, screen_bulletins, screen_notices
+from agent.features.staffing import photos_of
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.store import ContentItem, StoredEvent
@@ -193,6 +194,11 @@ class PageFeed:
         self.add_source("service_hours", self._service_hours)
         self.add_source("service_guides", self._service_guides)
         self.add_queue_source("today_hours", _today_hours)
+        # The kiosk's one banner on a day the whole hall is closed (a holiday, ...).
+        self.add_queue_source(
+            "closed_day",
+            lambda e, now: opening.closed_day_text(e.config, now.astimezone(e.config.hall.zone)),
+        )
         # Who is on duty at each window (AB岗, 轮班): the big screen's staff board.
         self.add_queue_source("duty", lambda e, now: duty_board(e.config, e.windows, now))
 
@@ -259,12 +265,22 @@ class PageFeed:
         await self._stack.aclose()
 
     async def _load_settings(self) -> None:
-        def read(store: Any) -> tuple[Any, Any, list[ContentItem]]:
-            return store.setting("notices"), store.setting("staff"), store.content_items()
+        def read(store: Any) -> tuple[Any, Any, list[ContentItem], Any]:
+            return (
+                store.setting("notices"),
+                store.setting("staff"),
+                store.content_items(),
+                store.setting(HALL_STAFFING),
+            )
 
-        notices, staff, self._content = await self.hall.store_read(read)
+        notices, staff, self._content, edited = await self.hall.store_read(read)
         self._notices = [n for n in notices or [] if isinstance(n, dict)]
-        if staff is None:  # no roster from central yet: the config's
+        if edited:  # the roster the hall edited (agent/features/staffing.py), with photos
+            photos = photos_of(edited)
+            staff = [
+                {**m.model_dump(), "photo": photos.get(m.staff)} for m in self.hall.config.staff
+            ]
+        elif staff is None:  # no roster from central yet: the config's
             staff = [m.model_dump() for m in self.hall.config.staff]
         self._staff = {m["staff"]: m for m in staff or [] if isinstance(m, dict) and "staff" in m}
         self._photos = await asyncio.to_thread(_photos, self.hall.config.pages.staff_photos)
@@ -275,7 +291,13 @@ class PageFeed:
             match event.payload:
                 case ev.TicketRecalled(ticket_id=ticket_id):
                     self._recalled_at[ticket_id] = dt.datetime.fromisoformat(event.at)
-                case ev.NoticeShown() | ev.RosterSet() | ev.ContentChanged() | ev.ConfigApplied():
+                case (
+                    ev.NoticeShown()
+                    | ev.RosterSet()
+                    | ev.ContentChanged()
+                    | ev.ConfigApplied()
+                    | ev.StaffingEdited()
+                ):
                     await self._load_settings()
                 case ev.DayClosed():
                     self._recalled_at.clear()
@@ -518,10 +540,17 @@ def _staff_card(view: HallView, window: JSON) -> JSON | None:
     if not staff:
         return None
     member = view.staff.get(staff, {})
+    edited = member.get("photo")  # a photo the hall uploaded on /pages/manager/staff
     return {
         "staff": staff,
         "name": member.get("name") or window.get("staff_name") or "",
-        "photo": f"/pages/staff/{staff}/photo" if staff in view.photos else None,
+        "photo": (
+            image_url(edited)
+            if edited
+            else f"/pages/staff/{staff}/photo"
+            if staff in view.photos
+            else None
+        ),
     }
 
 
@@ -699,10 +728,15 @@ def kiosk_view(view: HallView, query: Mapping[str, str]) -> JSON:
     services = []
     config_names = view.extras.get("service_names", {})
     all_hours = view.extras.get("service_hours", {})
+    # The whole hall closed today: one banner says why and when it opens; each button
+    # only 今日休息 (not the same sentence on every button).
+    closed_day: str | None = view.extras.get("closed_day")
     for s in view.queue["services"]:
         hours = all_hours.get(s["id"], "")
         reason = None
-        if not s["open"]:
+        if not s["open"] and closed_day is not None:
+            reason = wording.DAY_OFF_BUTTON
+        elif not s["open"]:
             # Why (holiday, weekend, lunch break...) and when it next opens; the hours as
             # a fallback for a snapshot without the reason.
             reason = s.get("closed_reason") or wording.service_closed(s["name"], hours)
@@ -731,6 +765,7 @@ def kiosk_view(view: HallView, query: Mapping[str, str]) -> JSON:
     return {
         **_common(view, query),
         "issuing": {"enabled": issuing["enabled"], "reason": citizen},
+        "closed_day": closed_day,
         "services": services,
         "green_channel": kiosk.get("green_channel"),
         "phone": kiosk.get("phone"),

@@ -6,13 +6,13 @@
 
 (() => {
   const { el, replace } = HallPages;
-  const SESSION_KEY = "hall-manager-session";
+  const Session = HallManagerSession;  // one sign-in for every manager page (manager-session.js)
   const KINDS = {
     notice: { api: "/api/v1/notices", list: "notices", name: "通知公告", body: "notice-list" },
     news: { api: "/api/v1/content/news", list: "news", name: "社区动态", body: "news-list" },
     job: { api: "/api/v1/content/jobs", list: "jobs", name: "招聘信息", body: "job-list" },
   };
-  let session = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+  let session = Session.get();
   let editing = null;  // {kind, id} of the item in the form, null: a new one
   let image = null;  // {id, url} of the form's image
   const items = { notice: [], news: [], job: [] };
@@ -28,7 +28,7 @@
     const on = Boolean(session);
     $("login-panel").hidden = on;
     $("editor").hidden = !on;
-    if (on) { $("who").textContent = `管理员 ${session.name}`; loadAll(); }
+    if (on) { $("who").textContent = session.role === "ops" ? "运维人员" : `管理员 ${session.name}`; loadAll(); }
   }
 
   async function call(method, path, body, extraHeaders) {
@@ -46,7 +46,7 @@
     try { reply = await answer.json(); } catch (err) { reply = {}; }
     if (answer.status === 401) {
       session = null;
-      sessionStorage.removeItem(SESSION_KEY);
+      Session.clear();
       showEditor();
       say("login-message", "登录已失效，请重新登录", false);
     } else if (answer.status === 403) {
@@ -75,8 +75,8 @@
       say("login-message", "此账号不是管理员账号，不能编辑屏幕内容", false);
       return;
     }
-    session = { token: reply.token, name: reply.name };
-    sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
+    session = { token: reply.token, name: reply.name, role: reply.role };
+    Session.set(session);
     $("login-message").textContent = "";
     showEditor();
   });
@@ -84,7 +84,7 @@
   $("logout").addEventListener("click", async () => {
     await call("POST", "/api/v1/auth/logout");
     session = null;
-    sessionStorage.removeItem(SESSION_KEY);
+    Session.clear();
     showEditor();
   });
 

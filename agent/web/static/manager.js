@@ -10,7 +10,7 @@
 
 const Manager = (() => {
   const { el, replace } = HallPages;
-  const SESSION_KEY = "hall-manager-session";
+  const Session = HallManagerSession;  // one sign-in for every manager page (manager-session.js)
   const SVG = "http://www.w3.org/2000/svg";
   const LEVELS = [
     { level: "5", name: "非常满意", color: "#3ddc97" },
@@ -24,7 +24,7 @@ const Manager = (() => {
   const LIVE_DEBOUNCE_MS = 2000;
   const MAX_DAYS = 400; // as the API (agent/features/reports.py)
 
-  let session = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+  let session = Session.get();
   let today = null; // the hall's business day (YYYY-MM-DD), from the first report
   let range = { kind: "today", from: "today", to: "today" };
   let shown = null; // the report on screen
@@ -109,7 +109,7 @@ const Manager = (() => {
   function signOut(message) {
     session = null;
     shown = null;
-    sessionStorage.removeItem(SESSION_KEY);
+    Session.clear();
     show();
     if (message) say("login-message", message, false);
   }
@@ -135,7 +135,7 @@ const Manager = (() => {
       return;
     }
     session = { token: reply.token, name: reply.name, role: reply.role };
-    sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
+    Session.set(session);
     say("login-message", "", true);
     show();
     load();
@@ -157,7 +157,7 @@ const Manager = (() => {
     const rest = params.toString();
     history.replaceState(null, "", `${location.pathname}${rest ? `?${rest}` : ""}`);
     session = { token, name: "ops", role: "ops" };
-    sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
+    Session.set(session);
   }
 
   // -- the range -----------------------------------------------------------------------
