@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -11,8 +11,41 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agent.config import HallAgentConfig
+from event_contract import ContractCheck, install
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+# Every event the agent emits in the suite is validated against its type's schema.
+CONTRACT = ContractCheck()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _event_contract() -> Iterator[ContractCheck]:
+    uninstall = install(CONTRACT)
+    yield CONTRACT
+    uninstall()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    terminalreporter.write_line(
+        f"event contract: {CONTRACT.checked} events validated against their schema "
+        f"in {CONTRACT.seconds:.2f} s"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _events_fit_their_schema(_event_contract: ContractCheck) -> Iterator[None]:
+    """Fails the test during which the agent emitted an event its schema refuses."""
+    _event_contract.take()
+    yield
+    misfits = _event_contract.take()
+    if misfits:
+        lines = "\n".join(f"  {m}" for m in dict.fromkeys(misfits))
+        pytest.fail(
+            "events that do not validate against their schema in docs/contract/schemas/events/ "
+            f"(fix the event or the schema generation in hallctl/asyncapi.py):\n{lines}",
+            pytrace=False,
+        )
 # A Monday: the weekday hours in the test hall apply.
 MONDAY = dt.date(2026, 3, 2)
 
@@ -96,8 +129,6 @@ def clock() -> ManualClock:
 
 
 # -- a real mosquitto (tests/broker.py) and a test PKI (tests/pki.py) -----------------
-
-from collections.abc import Iterator  # noqa: E402
 
 from broker import Broker  # noqa: E402
 from pki import Pki, make_pki  # noqa: E402
