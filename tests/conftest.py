@@ -9,9 +9,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from event_contract import ContractCheck, install
 
 from agent.config import HallAgentConfig
-from event_contract import ContractCheck, install
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -20,7 +20,7 @@ CONTRACT = ContractCheck()
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _event_contract() -> Iterator[ContractCheck]:
+def contract_check() -> Iterator[ContractCheck]:
     uninstall = install(CONTRACT)
     yield CONTRACT
     uninstall()
@@ -34,11 +34,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _events_fit_their_schema(_event_contract: ContractCheck) -> Iterator[None]:
+def _events_fit_their_schema(contract_check: ContractCheck) -> Iterator[None]:
     """Fails the test during which the agent emitted an event its schema refuses."""
-    _event_contract.take()
+    contract_check.take()
     yield
-    misfits = _event_contract.take()
+    misfits = contract_check.take()
     if misfits:
         lines = "\n".join(f"  {m}" for m in dict.fromkeys(misfits))
         pytest.fail(
@@ -46,6 +46,8 @@ def _events_fit_their_schema(_event_contract: ContractCheck) -> Iterator[None]:
             f"(fix the event or the schema generation in hallctl/asyncapi.py):\n{lines}",
             pytrace=False,
         )
+
+
 # A Monday: the weekday hours in the test hall apply.
 MONDAY = dt.date(2026, 3, 2)
 

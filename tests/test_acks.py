@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -43,21 +44,25 @@ def gauge(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"no {name} {labels} in /metrics")
 
 
+def refusals(central: Central) -> list[dict[str, Any]]:
+    return [e["data"] for e in central.events() if e["type"] == "outbox.ack_refused"]
+
+
 @pytest.mark.timeout(60)
-async def test_acks_the_hall_cannot_apply_are_counted_and_the_acked_seq_is_in_metrics(
+async def test_acks_the_hall_cannot_apply_are_refused_with_an_event_and_counted(
     broker: Broker, tmp_path: Path
 ) -> None:
     config = validate_config(
         hall_config(
             tmp_path / "state",
             mqtt={"url": broker.url, "reconnect_spread_s": 0.2, "reconnect_max_s": 1.0,
-                  "stable_after_s": 0, "ack_apply_s": 0.05},
+                  "stable_after_s": 0, "ack_apply_s": 0.05, "metrics_interval_s": 1},
         )
     )  # fmt: skip
     async with (
         running_agent(config) as agent,
         httpx.AsyncClient(base_url=agent.url, headers=as_ops(agent)) as client,
-        Central(broker.url, HALL, ["event/#"]) as central,
+        Central(broker.url, HALL, ["event/#", "metrics"]) as central,
     ):
         await until(agent.link.connected.is_set, 10, "the link to connect")
         for _ in range(3):
@@ -67,19 +72,44 @@ async def test_acks_the_hall_cannot_apply_are_counted_and_the_acked_seq_is_in_me
         last = agent.hall.last_seq
         epoch = agent.hall.store.epoch
         counters = agent.link.counters
+        await central.publish("ack", f'{{"epoch": {epoch}, "seq": 2}}')
+        await until(lambda: counters.acked_seq == 2, 10, "the good ack to apply")
         await central.publish("ack", b"{not json")
+        await central.publish("ack", b'{"epoch": "x", "seq": 1}')
         await central.publish("ack", f'{{"epoch": {epoch + 1}, "seq": 1}}')
         await central.publish("ack", f'{{"epoch": {epoch}, "seq": {last + 50}}}')
-        await until(lambda: counters.acks_beyond_last == 1, 10, "the acks to arrive")
-        assert counters.acks_malformed == 1
+        await until(lambda: len(refusals(central)) == 3, 10, "the three refusals")
+        assert counters.acks_malformed == 2
         assert counters.acks_wrong_epoch == 1
-        assert counters.acked_seq == last
+        assert counters.acks_beyond_last == 1
+        # The ack beyond the last seq is refused whole: nothing past seq 2 is acked by it.
+        assert counters.acked_seq == 2
+        assert await agent.hall.store_call(lambda s: s.stats().unacked) >= last - 2
+        # One event per reason (the second malformed ack within the minute only counts),
+        # each saying what the ack was and where the hall stands.
+        by_reason = {r["reason"]: r for r in refusals(central)}
+        assert sorted(by_reason) == ["beyond_last_seq", "malformed", "wrong_epoch"]
+        assert by_reason["malformed"]["acked_seq"] == 2
+        assert "epoch" not in by_reason["malformed"]
+        assert by_reason["malformed"]["detail"]
+        assert by_reason["wrong_epoch"]["epoch"] == epoch + 1
+        assert by_reason["wrong_epoch"]["hall_epoch"] == epoch
+        assert by_reason["beyond_last_seq"]["seq"] == last + 50
+        assert by_reason["beyond_last_seq"]["last_seq"] >= last
+        # A good ack still applies; metrics (MQTT and /metrics) carry the acked seq.
+        await central.publish("ack", f'{{"epoch": {epoch}, "seq": {last}}}')
         for _ in range(200):  # saved within ack_apply_s, in the writer's next group
             if await agent.hall.store_call(lambda s: s.stats().unacked) == 0:
                 break
             await asyncio.sleep(0.05)
-        assert await agent.hall.store_call(lambda s: s.stats().unacked) == 0
+        assert counters.acked_seq == last
+        await until(
+            lambda: (central.latest("metrics") or {}).get("acked_seq") == last,
+            10,
+            "metrics with the acked seq",
+        )
         text = (await client.get("/metrics")).text
     assert gauge(text, "hall_central_acked_seq") == last
-    for reason in ("malformed", "wrong_epoch", "beyond_last_seq"):
+    assert gauge(text, "hall_central_acks_refused_total", reason="malformed") == 2
+    for reason in ("wrong_epoch", "beyond_last_seq"):
         assert gauge(text, "hall_central_acks_refused_total", reason=reason) == 1

@@ -18,18 +18,18 @@ AT = dt.datetime(2026, 3, 2, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
 
 
 def test_the_check_sees_every_typed_event_the_store_appends(
-    tmp_path: Path, _event_contract: ContractCheck
+    tmp_path: Path, contract_check: ContractCheck
 ) -> None:
     assert hasattr(StoreCore._append, "__wrapped__")
     store = Store.open(tmp_path / "state")
     try:
-        before = _event_contract.checked
+        before = contract_check.checked
         change = ev.DeviceChanged(
             device="printer-1", kind="printer", status="ok", detail="", since="2026-03-02"
         )
         applied = ev.ConfigApplied(version="v2", sections=["queue"])
         store.append([ev.Event(change, AT), ev.Event(applied, AT)])
-        assert _event_contract.checked == before + 2
+        assert contract_check.checked == before + 2
     finally:
         store.close()
 
@@ -41,7 +41,8 @@ def test_a_misfit_names_its_type_and_the_offending_field() -> None:
     assert [(m.type, m.field) for m in found] == [("config.applied", "['sections']")]
     assert "is not of type 'array'" in found[0].problem
     assert str(found[0]).startswith("config.applied: data['sections']: ")
-    assert check.take() == found and check.take() == []
+    assert check.take() == found
+    assert check.take() == []
 
 
 def test_a_field_the_schema_does_not_know_is_a_misfit() -> None:

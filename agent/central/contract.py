@@ -166,6 +166,11 @@ class Metrics(Message):
     published_total: int
     last_seq: int
     epoch: int
+    acked_seq: int = Field(
+        0,
+        description="the highest seq of this epoch central acked that the hall applied "
+        "since it started (0: none yet)",
+    )
     devices: dict[str, Status]
 
 

@@ -49,6 +49,9 @@ _BATCH = 256
 FIRST_CONNECT_SPREAD_S = 10.0
 # Confirmed events are marked published in the store at most this often (seconds).
 _MARK_EVERY = 0.2
+# An ack the hall cannot apply is answered with an ``outbox.ack_refused`` event at most
+# once per reason this often (seconds): a broken central cannot flood the outbox.
+ACK_REFUSAL_EVERY_S = 60.0
 
 
 class LinkState(enum.StrEnum):
@@ -234,6 +237,9 @@ class Link:
         # The highest seq central acked that is not saved yet (saved every ack_apply_s).
         self._acked_to: int | None = None
         self._ack_arrived = asyncio.Event()
+        # When an ack refusal was last reported, per reason (monotonic seconds).
+        self.ack_refusal_every_s = ACK_REFUSAL_EVERY_S
+        self._refusal_reported: dict[str, float] = {}
         # paho's own log: its socket errors feed the link's one clear message instead.
         self._paho_log = logging.getLogger(f"{__name__}.mqtt.{self.config.hall.id}")
         self._paho_log.propagate = False
@@ -505,7 +511,9 @@ class Link:
             ack = Ack.model_validate_json(payload)
         except ValueError as err:
             self.counters.acks_malformed += 1
-            log.warning("ignored a malformed ack from central: %s", str(err).splitlines()[0])
+            problem = str(err).splitlines()[0]
+            log.warning("ignored a malformed ack from central: %s", problem)
+            await self._refuse_ack("malformed", None, None, _malformed_detail(err))
             return
         if ack.epoch != self.hall.store.epoch:
             self.counters.acks_wrong_epoch += 1
@@ -514,21 +522,57 @@ class Link:
                 ack.epoch,
                 self.hall.store.epoch,
             )
+            await self._refuse_ack("wrong_epoch", ack.epoch, ack.seq)
             return
         seq = ack.seq
         last = self.hall.last_seq
         if seq > last:
+            # Central cannot have stored a seq this hall has not given out: its ack is not
+            # about this hall's log (a restored store, a mixed-up hall), so none of it is
+            # applied. The bound is the last seq given out, not the last one the broker
+            # confirmed: central may see an event before its PUBACK reaches the hall, and
+            # events sent before a restart are confirmed by no one.
             self.counters.acks_beyond_last += 1
             log.warning(
-                "central acked seq %d but this hall has given out only up to %d; taken as %d",
+                "refused central's ack of seq %d: this hall has given out only up to %d",
                 seq,
                 last,
-                last,
             )
-            seq = last
+            await self._refuse_ack("beyond_last_seq", ack.epoch, seq)
+            return
         self.counters.acked_seq = max(self.counters.acked_seq, seq)
         self._acked_to = max(self._acked_to or 0, seq)
         self._ack_arrived.set()
+
+    async def _refuse_ack(
+        self, reason: str, epoch: int | None, seq: int | None, detail: str | None = None
+    ) -> None:
+        """Tell central, with an ``outbox.ack_refused`` event, that its ack was not applied
+        (at most once per reason per ``ack_refusal_every_s``)."""
+        from agent.core import events as ev
+
+        now = time.monotonic()
+        last = self._refusal_reported.get(reason)
+        if last is not None and now - last < self.ack_refusal_every_s:
+            return
+        self._refusal_reported[reason] = now
+        refused = ev.OutboxAckRefused(
+            reason=reason,
+            epoch=epoch,
+            seq=seq,
+            last_seq=self.hall.last_seq,
+            hall_epoch=self.hall.store.epoch,
+            acked_seq=self.counters.acked_seq,
+            detail=detail,
+        )
+
+        def write(store: Store, at: dt.datetime, clock_ok: bool) -> Written[None]:
+            return Written(store.append([ev.Event(refused, at)], clock_ok=clock_ok), None)
+
+        try:
+            await self.hall.write(write)
+        except (StoreError, ShuttingDown) as err:
+            log.debug("could not record the refusal of central's ack: %s", err)
 
     async def _apply_acks(self) -> None:
         """Save central's acks at most every ``ack_apply_s``, in the writer's next group."""
@@ -661,8 +705,20 @@ class Link:
             published_total=self.counters.published,
             last_seq=last_seq,
             epoch=self.hall.store.epoch,
+            acked_seq=self.counters.acked_seq,
             devices={h.device_id: h.status for h in self.devices.all()},
         )
+
+
+def _malformed_detail(err: ValueError) -> str:
+    """What is wrong with a malformed ack, short, without echoing its bytes at length."""
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError):
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the message"
+        return f"{where}: {first['msg']}"[:200]
+    return str(err).splitlines()[0][:200]
 
 
 def _first_error(group: BaseExceptionGroup[aiomqtt.MqttError]) -> aiomqtt.MqttError:

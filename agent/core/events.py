@@ -677,6 +677,27 @@ class OutboxEvicted(EventData):
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxAckRefused(EventData):
+    """Central's ``ack`` that the hall did not apply, and why: ``malformed`` (not an ack;
+    ``detail`` says what is wrong), ``wrong_epoch`` (for another epoch of this hall's
+    store), ``beyond_last_seq`` (a seq this hall has not given out). ``epoch`` and ``seq``
+    are the ack's (absent when it had none); ``hall_epoch``, ``last_seq`` and ``acked_seq``
+    are the hall's (its store's epoch, the last seq it gave out in it, and the highest seq
+    central acked that it applied since it started). At
+    most one per reason per minute: the ones in between are only counted in ``/metrics``."""
+
+    TYPE: ClassVar[str] = "outbox.ack_refused"
+    RETENTION: ClassVar[EventClass] = EventClass.OPERATIONAL
+    reason: str
+    epoch: int | None = omitted()
+    seq: int | None = omitted()
+    last_seq: int
+    hall_epoch: int
+    acked_seq: int
+    detail: str | None = omitted()
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class RowQuarantined(EventData):
     """A stored row the hall could not read (damaged on disk) was set aside, kept whole, in
     its store's ``quarantine`` table; the hall goes on without it. Damaged event rows are
@@ -822,6 +843,7 @@ EVENT_CLASSES: dict[str, type[EventData]] = {
         ConfigApplied,
         ConfigRejected,
         OutboxEvicted,
+        OutboxAckRefused,
         AuthGranted,
         AuthRevoked,
         AuthLogin,

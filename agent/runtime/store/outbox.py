@@ -77,7 +77,8 @@ class Outbox(QuarantineRows):
     def mark_acked(self, epoch: int, seq: int) -> int:
         """Central stored every event up to ``seq``; returns how many were newly acked.
 
-        An ack beyond the last seq this store ever gave out is capped there: central cannot
+        An ack beyond the last seq this store ever gave out is capped there (the link refuses
+        such an ack before it gets here; this is the store's own guard): central cannot
         have stored what does not exist yet, and seqs given out later are not acked by it.
         """
         if epoch != self.epoch:
