@@ -443,13 +443,16 @@ class Doctor:
                 "port); the hall keeps running and buffers meanwhile",
             )
             return
-        client_id = f"{self.config.hall.id}-doctor"
+        hall_id = self.config.hall.id
+        client_id = f"{hall_id}-doctor"
         password = mqtt.password.get_secret_value() if mqtt.password else None
         with raw:
             if not mqtt.uses_tls:
                 yield Finding("central", "ok", f"the broker at {host}:{port} answers (plain TCP)")
                 raw.settimeout(CONNECT_TIMEOUT_S)
-                yield mqtt5_connect(raw, f"{host}:{port}", client_id, mqtt.username, password)
+                yield from mqtt5_connect(
+                    raw, f"{host}:{port}", client_id, mqtt.username, password, hall_id, False
+                )
                 return
             clock_ok = SystemClock(self.config.clock.trust)(dt.datetime.now(dt.UTC))
             try:
@@ -458,7 +461,7 @@ class Doctor:
                 with context.wrap_socket(raw, server_hostname=host) as tls:
                     version = tls.version()
                     connected = mqtt5_connect(
-                        tls, f"{host}:{port}", client_id, mqtt.username, password
+                        tls, f"{host}:{port}", client_id, mqtt.username, password, hall_id, True
                     )
             except LinkConfigError as err:
                 yield Finding("central", "fail", str(err), "fix mqtt.tls in the config")
@@ -474,7 +477,7 @@ class Doctor:
         yield Finding(
             "central", "ok", f"the broker at {host}:{port} accepts this hall's TLS ({version})"
         )
-        yield connected
+        yield from connected
 
     def _tls_files(self) -> Iterator[Finding]:
         assert self.config is not None
@@ -586,10 +589,17 @@ def _read_exact(sock: socket.socket, count: int) -> bytes:
 
 
 def mqtt5_connect(
-    sock: socket.socket, where: str, client_id: str, username: str | None, password: str | None
-) -> Finding:
+    sock: socket.socket,
+    where: str,
+    client_id: str,
+    username: str | None,
+    password: str | None,
+    hall_id: str,
+    strict: bool,
+) -> list[Finding]:
     """Send one MQTT 5 CONNECT (protocol level 5, clean start) on ``sock`` and read the
-    CONNACK: does the broker speak MQTT 5 and accept this hall? Disconnects cleanly."""
+    CONNACK: does the broker speak MQTT 5 and accept this hall? Then probe the ACL
+    (``acl_probes``) and disconnect cleanly."""
     flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
     variable = _utf8("MQTT") + bytes([5, flags]) + (30).to_bytes(2, "big") + _varint(0)
     payload = _utf8(client_id)
@@ -604,35 +614,148 @@ def mqtt5_connect(
         sock.sendall(b"\x10" + _varint(len(body)) + body)
         head = _read_exact(sock, 2)
         if len(head) < 2:
-            return Finding(
-                "central",
-                "fail",
-                f"the broker at {where} closed the connection on an MQTT 5 CONNECT",
-                f"it may not speak MQTT 5, or refused this hall's login; {fix}",
-            )
+            return [
+                Finding(
+                    "central",
+                    "fail",
+                    f"the broker at {where} closed the connection on an MQTT 5 CONNECT",
+                    f"it may not speak MQTT 5, or refused this hall's login; {fix}",
+                )
+            ]
         if head[0] != 0x20:
-            return Finding(
-                "central", "fail", f"{where} did not answer an MQTT CONNECT like a broker", fix
-            )
+            return [
+                Finding(
+                    "central", "fail", f"{where} did not answer an MQTT CONNECT like a broker", fix
+                )
+            ]
         rest = _read_exact(sock, head[1]) if head[1] < 0x80 else b""
     except OSError as err:
-        return Finding("central", "fail", f"MQTT 5 CONNECT to {where} failed: {err}", fix)
+        return [Finding("central", "fail", f"MQTT 5 CONNECT to {where} failed: {err}", fix)]
     if head[1] == 2 and len(rest) == 2 and rest[1] == 0x01:
-        return Finding(
-            "central", "fail", f"the broker at {where} speaks MQTT 3.1.1 only, not MQTT 5", fix
-        )
+        return [
+            Finding(
+                "central", "fail", f"the broker at {where} speaks MQTT 3.1.1 only, not MQTT 5", fix
+            )
+        ]
     reason = rest[1] if len(rest) >= 2 else 0xFF
     if reason != 0:
         why = _CONNACK_REASONS.get(reason, f"refused the CONNECT (reason 0x{reason:02x})")
-        return Finding(
-            "central",
-            "fail",
-            f"the broker at {where} {why}",
-            fix if reason == 0x84 else "check mqtt.username/password, the certificate and the ACL",
-        )
+        return [
+            Finding(
+                "central",
+                "fail",
+                f"the broker at {where} {why}",
+                fix
+                if reason == 0x84
+                else "check mqtt.username/password, the certificate and the ACL",
+            )
+        ]
+    found = [Finding("central", "ok", f"the broker at {where} accepts an MQTT 5 CONNECT")]
+    found += acl_probes(sock, where, hall_id, strict)
     with contextlib.suppress(OSError):
         sock.sendall(b"\xe0\x00")  # DISCONNECT, normal: no will, nothing kept
-    return Finding("central", "ok", f"the broker at {where} accepts an MQTT 5 CONNECT")
+    return found
+
+
+# The ACL probes' topics. The allowed one is a response topic nobody asked for (central's
+# ingest reads only ``reply``, a console waits on response topics it named itself); the
+# forbidden one belongs to a hall named after doctor's own client id, so an ACL that trusts
+# the client id (``pattern … hall/v1/%c/#``) lets it through and is caught.
+PROBE_OWN = "hall/v1/{hall}/reply/doctor-probe"
+PROBE_OTHER = "hall/v1/{hall}-doctor/reply/doctor-probe"
+_ACL_FIX = (
+    "use the shipped broker configuration (brokers/mosquitto.conf and brokers/hall.acl: "
+    "use_identity_as_username with the hall's certificate; docs/central-integration.md)"
+)
+
+
+def _read_packet(sock: socket.socket) -> tuple[int, bytes] | None:
+    """One MQTT packet (first byte, body); None when the broker closed the connection."""
+    first = _read_exact(sock, 1)
+    if not first:
+        return None
+    length, shift = 0, 0
+    while True:
+        byte = _read_exact(sock, 1)
+        if not byte:
+            return None
+        length += (byte[0] & 0x7F) << shift
+        shift += 7
+        if not byte[0] & 0x80:
+            break
+    body = _read_exact(sock, length)
+    return (first[0], body) if len(body) == length else None
+
+
+def _publish_qos1(sock: socket.socket, topic: str, packet_id: int) -> int | None:
+    """Publish at QoS 1 (not retained) and wait for its PUBACK: its reason code (0 and
+    0x10 mean taken), or None when the broker closed the connection instead."""
+    body = _utf8(topic) + packet_id.to_bytes(2, "big") + _varint(0) + b'{"probe":"doctor"}'
+    sock.sendall(b"\x32" + _varint(len(body)) + body)
+    while True:
+        packet = _read_packet(sock)
+        if packet is None:
+            return None
+        kind, rest = packet
+        if kind >> 4 == 14:  # DISCONNECT from the broker (MQTT 5): its reason
+            return rest[0] if rest else 0x80
+        if kind >> 4 == 4 and int.from_bytes(rest[:2], "big") == packet_id:
+            return rest[2] if len(rest) >= 3 else 0
+
+
+def acl_probes(sock: socket.socket, where: str, hall_id: str, strict: bool) -> list[Finding]:
+    """Publish (QoS 1, not retained) to one of this hall's own topics, which must be taken,
+    then to another hall's, which must be refused: PUBACK "not authorized" (0x87), or a
+    broker that drops the connection. Any answer other than a PUBACK is a refusal.
+    mosquitto 2.0 answers PUBACK 0x87 and then closes the connection: the forbidden probe
+    goes last. A
+    broker that takes the other hall's publish fails when ``strict`` (TLS: a real city),
+    else warns (a plain-TCP lab broker confines nobody anyway)."""
+    own = PROBE_OWN.format(hall=hall_id)
+    other = PROBE_OTHER.format(hall=hall_id)
+    try:
+        reason = _publish_qos1(sock, own, 1)
+    except OSError as err:
+        return [
+            Finding(
+                "central",
+                "fail",
+                f"publishing to {own} at {where} failed: {err}",
+                "run doctor again; if it fails again, read the broker's log",
+            )
+        ]
+    if reason is None or reason >= 0x80:
+        how = "closed the connection" if reason is None else f"answered 0x{reason:02x}"
+        return [
+            Finding(
+                "central",
+                "fail",
+                f"the broker at {where} refused this hall's publish to its own {own} ({how})",
+                "the ACL must let a hall write hall/v1/<its id>/… bound to its certificate "
+                f"(or username); {_ACL_FIX}",
+            )
+        ]
+    found = [Finding("central", "ok", f"the broker lets this hall publish to {own}")]
+    try:
+        reason = _publish_qos1(sock, other, 2)
+    except OSError:
+        reason = None
+    if reason is None or reason >= 0x80:
+        how = "closed the connection" if reason is None else f"PUBACK 0x{reason:02x}"
+        found.append(
+            Finding("central", "ok", f"the broker refuses this hall's publish to {other} ({how})")
+        )
+    else:
+        found.append(
+            Finding(
+                "central",
+                "fail" if strict else "warn",
+                f"the broker at {where} let this hall publish into another hall's topic "
+                f"{other}: any hall can forge another's events",
+                f"confine each hall to its own topics; {_ACL_FIX}",
+            )
+        )
+    return found
 
 
 def _existing_parent(path: Path) -> Path:

@@ -16,12 +16,14 @@ from typing import Any
 
 import pytest
 from broker import Broker
+from pki import Pki, client_cert
 from support import hall_config, write_config
 
 from agent.doctor import Account, Doctor, Finding
 from agent.runtime.store import Store
 
 MIB = 2**20
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -95,13 +97,90 @@ def test_a_reachable_plain_broker_is_ok_and_speaks_mqtt_5(
     broker = broker_factory()
     config = doctor_config(tmp_path, mqtt={"url": broker.url})
     findings = [f for f in examine(config) if f.check == "central"]
-    assert [f.level for f in findings] == ["ok", "ok"]
+    assert [f.level for f in findings] == ["ok", "ok", "ok", "warn"]
     assert "answers" in findings[0].message
     assert "accepts an MQTT 5 CONNECT" in findings[1].message
+    assert "lets this hall publish to hall/v1/test-hall/reply/doctor-probe" in findings[2].message
+    # A lab broker without an ACL confines nobody: a warning on plain TCP.
+    assert "another hall's topic hall/v1/test-hall-doctor/" in findings[3].message
+    assert "brokers/hall.acl" in findings[3].action
     # Under a client id of its own, and gone again: the agent's session is untouched.
     log = broker.log_text()
     assert "as test-hall-doctor (p5, c1" in log
     assert "Received DISCONNECT from test-hall-doctor" in log
+
+
+def tls_broker(
+    broker_factory: Callable[..., Broker], pki: Pki, tmp_path: Path, acl: str | None
+) -> Broker:
+    """A TLS broker with the shipped security lines and ``acl`` as its ACL file."""
+    text = (ROOT / "brokers" / "mosquitto.conf").read_text(encoding="utf-8")
+    wanted = ("use_identity_as_username", "require_certificate")
+    lines = [line for line in text.splitlines() if line.startswith(wanted)]
+    if acl is not None:
+        (tmp_path / "test.acl").write_text(acl, encoding="utf-8")
+        lines.append(f"acl_file {tmp_path / 'test.acl'}")
+    started: Broker = broker_factory(tls=pki, extra_config=lines)
+    return started
+
+
+def examine_as_me(config: Path) -> list[Finding]:
+    """Doctor as the test's own user: it can read the test PKI's key."""
+    api = f"http://127.0.0.1:{free_port()}"
+    return list(Doctor(config, account=Account.current(), api=api).examine())
+
+
+def tls_doctor_config(tmp_path: Path, broker: Broker, pki: Pki) -> Path:
+    cert, key = client_cert(pki, "test-hall")
+    tls = {"ca_file": str(pki.ca_cert), "cert_file": str(cert), "key_file": str(key)}
+    return doctor_config(tmp_path, mqtt={"url": broker.url, "tls": tls})
+
+
+def test_the_shipped_broker_lets_the_hall_publish_its_own_topics_and_not_anothers(
+    tmp_path: Path, broker_factory: Callable[..., Broker], pki: Pki
+) -> None:
+    shipped = (ROOT / "brokers" / "hall.acl").read_text(encoding="utf-8")
+    broker = tls_broker(broker_factory, pki, tmp_path, shipped)
+    config = tls_doctor_config(tmp_path, broker, pki)
+    findings = [f for f in examine_as_me(config) if f.check == "central"]
+    # (The test PKI's short-lived certificate gets its own "expires on" warning.)
+    problems = [f for f in findings if f.level != "ok" and "expires on" not in f.message]
+    assert not problems, problems
+    messages = [f.message for f in findings]
+    assert any("accepts this hall's TLS" in m for m in messages)
+    assert "the broker lets this hall publish to hall/v1/test-hall/reply/doctor-probe" in messages
+    # mosquitto 2 answers a denied QoS 1 publish with PUBACK 0x87 "not authorized".
+    assert (
+        "the broker refuses this hall's publish to hall/v1/test-hall-doctor/reply/doctor-probe "
+        "(PUBACK 0x87)" in messages
+    )
+    log = broker.log_text()
+    assert "Denied PUBLISH from test-hall-doctor" in log
+    assert "Sending PUBACK to test-hall-doctor (m2, rc135)" in log
+
+
+def test_a_tls_broker_without_an_acl_fails_with_the_fix(
+    tmp_path: Path, broker_factory: Callable[..., Broker], pki: Pki
+) -> None:
+    broker = tls_broker(broker_factory, pki, tmp_path, None)
+    config = tls_doctor_config(tmp_path, broker, pki)
+    [found] = [f for f in examine_as_me(config) if "publish" in f.message and f.level != "ok"]
+    assert found.level == "fail"
+    assert "let this hall publish into another hall's topic" in found.message
+    assert "hall/v1/test-hall-doctor/reply/doctor-probe" in found.message
+    assert "use_identity_as_username" in found.action
+
+
+def test_an_acl_that_trusts_the_client_id_is_caught(
+    tmp_path: Path, broker_factory: Callable[..., Broker], pki: Pki
+) -> None:
+    # The ACL from the docs' one sentence: bound to the client id, not the certificate.
+    broker = tls_broker(broker_factory, pki, tmp_path, "pattern readwrite hall/v1/%c/#\n")
+    config = tls_doctor_config(tmp_path, broker, pki)
+    [found] = [f for f in examine_as_me(config) if "publish" in f.message and f.level != "ok"]
+    assert found.level == "fail"
+    assert "refused this hall's publish to its own hall/v1/test-hall/" in found.message
+    assert "bound to its certificate" in found.action
 
 
 def _answer_once(server: socket.socket, reply: bytes) -> None:
