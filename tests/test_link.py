@@ -932,18 +932,23 @@ async def test_acks_retention_by_class_and_replays_of_what_is_left(
 
         await central.publish("ack", json.dumps({"epoch": store.epoch + 1, "seq": 30}))
         await central.publish("ack", json.dumps({"epoch": store.epoch, "seq": 10}))
+        # The other epoch's ack is not applied: the hall answers it with seq 31.
         await until(
-            lambda: agent.hall.store_call(lambda s: s.stats().unacked == 20),
+            lambda: agent.hall.store_call(lambda s: s.stats().unacked == 21),
             10,
-            "events 1-10 acknowledged (and the other epoch's ack ignored)",
+            "events 1-10 acknowledged (and the other epoch's ack refused)",
         )
+        await until(lambda: 31 in central.event_seqs(), 10, "the refusal at central")
+        (refusal,) = [e for e in central.events() if e["seq"] == 31]
+        assert refusal["type"] == "outbox.ack_refused"
+        assert refusal["data"]["reason"] == "wrong_epoch"
         await until(
             lambda: agent.hall.store_call(lambda s: s.stats().unpublished == 0),
             5,
             "every PUBACK written back",
         )
         stats = await agent.hall.store_call(Store.stats)
-        assert (stats.total, stats.unacked, stats.evicted_total) == (30, 20, 0)
+        assert (stats.total, stats.unacked, stats.evicted_total) == (31, 21, 0)
 
         for _ in range(7):
             written = await agent.hall.write(chatter(200))
@@ -960,12 +965,12 @@ async def test_acks_retention_by_class_and_replays_of_what_is_left(
         count = evicted["count"]
         # Acknowledged events went first, unreported; then the oldest chatter, and only it.
         assert evicted["by_class"] == {"chatter": count}
-        assert evicted["ranges"] == [[31, 30 + count]]
+        assert evicted["ranges"] == [[32, 31 + count]]
         assert evicted["reason"] == "space"
         assert evicted["evicted_total"] == count
         assert report["seq"] == flooded + 1
         left = await agent.hall.store_call(lambda s: s.seqs_between(1, report["seq"]))
-        assert left == [*range(11, 31), *range(31 + count, report["seq"] + 1)]
+        assert left == [*range(11, 32), *range(32 + count, report["seq"] + 1)]
         stats = await agent.hall.store_call(Store.stats)
         assert stats.bytes <= limits["max_bytes"]
         assert stats.evicted_total == count
@@ -981,7 +986,7 @@ async def test_acks_retention_by_class_and_replays_of_what_is_left(
         )
         reply = await central.reply_to("replay-1")
         assert reply["status"] == "ok", reply
-        assert reply["result"]["missing"] == [[1, 10], [31, 30 + count]]
+        assert reply["result"]["missing"] == [[1, 10], [32, 31 + count]]
         assert reply["result"]["resending"] == len(left) - 1
         resent = [s for s in left if s <= flooded]
         await until(
