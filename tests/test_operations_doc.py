@@ -11,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "operations.md"
 LEVELS = {"warning", "error", "exception", "critical"}
-PLACEHOLDER = re.compile(r"%[-+ #0]*\d*(?:\.\d+)?[sdifgr]")
+PLACEHOLDER = re.compile(r"%[-+ #0]*\d*(?:\.\d+)?[sdifrgex]")
 
 
 def messages() -> Iterator[tuple[str, int, str]]:

@@ -193,7 +193,7 @@ def rollback(layout: Layout, state: dict[str, Any], cause: str, now: float) -> d
 def _restore_database(layout: Layout, pending: dict[str, Any], now: float) -> str:
     """What happened to the database: kept, or restored from the copy."""
     from agent.runtime.store.core import StoreError
-    from agent.runtime.store.schema import check_file
+    from agent.runtime.store.schema import file_version
 
     db = pending.get("db")
     copy = pending.get("db_copy")
@@ -202,7 +202,7 @@ def _restore_database(layout: Layout, pending: dict[str, Any], now: float) -> st
         return "kept"
     db_path = Path(db)
     try:
-        now_version = check_file(db_path).version if db_path.exists() else before
+        now_version = file_version(db_path) if db_path.exists() else before
     except StoreError:
         now_version = before + 1  # unreadable by the old version either way
     if now_version <= before:

@@ -370,6 +370,21 @@ def copy_file(path: Path, copy: Path) -> int:
     return version
 
 
+def file_version(path: Path) -> int:
+    """The schema version of the database file at ``path`` (its WAL included), read-only.
+    Raises :class:`CannotOpen` or :class:`CannotRead`."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as err:
+        raise CannotOpen(str(err)) from err
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.DatabaseError as err:
+        raise CannotRead(str(err)) from err
+    finally:
+        conn.close()
+
+
 def known_version() -> int:
     """The schema version this agent's migrations lead to."""
     return len(MIGRATIONS)
