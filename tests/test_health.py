@@ -165,6 +165,9 @@ async def test_device_states_are_exported_one_series_per_status(tmp_path: Path) 
         running_agent(config) as agent,
         httpx.AsyncClient(base_url=agent.url, headers=as_ops(agent)) as client,
     ):
+        # The announcer reports its own first state once its clip pack is loaded (later on
+        # a busy machine): wait for it, so it cannot overwrite the error reported below.
+        await until(lambda: agent.devices.get("speaker").detail != "no driver started", 30)
         agent.devices.report("speaker", "error", "no sound card")
         body = (await client.get("/healthz")).json()
         got = samples((await client.get("/metrics")).text)
