@@ -32,27 +32,16 @@
   }
 
   async function call(method, path, body, extraHeaders) {
-    const headers = { Authorization: `Bearer ${session ? session.token : ""}`, ...(extraHeaders || {}) };
-    let payload;
-    if (body instanceof Blob) payload = body;
-    else if (body !== undefined) { headers["Content-Type"] = "application/json"; payload = JSON.stringify(body); }
-    let answer;
-    try {
-      answer = await fetch(path, { method, headers, body: payload });
-    } catch (err) {
-      return { ok: false, status: 0, reply: { message: "连不上本机服务，请检查网络后再试" } };
-    }
-    let reply = {};
-    try { reply = await answer.json(); } catch (err) { reply = {}; }
-    if (answer.status === 401) {
+    const result = await Session.request(session, method, path, body, extraHeaders);
+    if (result.status === 401) {
       session = null;
       Session.clear();
       showEditor();
       say("login-message", "登录已失效，请重新登录", false);
-    } else if (answer.status === 403) {
-      reply.message = "此账号没有编辑屏幕内容的权限（需要管理员账号）";
+    } else if (result.status === 403) {
+      result.reply.message = "此账号没有编辑屏幕内容的权限（需要管理员账号）";
     }
-    return { ok: answer.ok, status: answer.status, reply };
+    return result;
   }
 
   $("login").addEventListener("submit", async (event) => {
