@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
+import signal
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,68 @@ def contract_check() -> Iterator[ContractCheck]:
     uninstall = install(CONTRACT)
     yield CONTRACT
     uninstall()
+
+
+# -- nothing outlives the run ---------------------------------------------------------------
+# A test that fails half-way can leave an agent, a broker or a client thread running. A process
+# that keeps the run's output open, or a thread the interpreter waits for at exit, would hold the
+# run open until CI's time limit; so every process the suite starts carries this mark in its
+# environment, and whatever still runs at the end is killed and named.
+RUN_MARK = "HALLTESTS_RUN"
+_exit_status: list[int] = [0]  # the session's own exit status
+
+
+_OUTERMOST = "HALLTESTS_PYTEST"  # set inside a run: a pytest started by a test is not outermost
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault(RUN_MARK, f"pytest-{os.getpid()}")  # scripts/check sets its own
+    os.environ.setdefault(_OUTERMOST, str(os.getpid()))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _exit_status[0] = int(exitstatus)
+
+
+def _marked_processes(mark: str) -> list[tuple[int, str]]:
+    found = []
+    needle = f"{RUN_MARK}={mark}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        found.append((int(entry.name), command.strip()[:120]))
+    return found
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if os.environ.get(_OUTERMOST) != str(os.getpid()):
+        return  # a pytest run inside a test: the outer run cleans up
+    stray = _marked_processes(os.environ[RUN_MARK])
+    for pid, _ in stray:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    if stray:
+        print(f"\nkilled {len(stray)} process(es) the tests left running:", file=sys.stderr)
+        for pid, command in stray:
+            print(f"  {pid} {command}", file=sys.stderr)
+    threads = [
+        t
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and t.is_alive() and not t.daemon
+    ]
+    if threads:
+        names = ", ".join(t.name for t in threads)
+        print(f"\n{len(threads)} thread(s) the tests left running: {names}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status[0])  # the interpreter would wait for them forever
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
