@@ -37,37 +37,21 @@
       session = null;
       Session.clear();
       showEditor();
-      say("login-message", "登录已失效，请重新登录", false);
+      DeskLogin.expired();
     } else if (result.status === 403) {
       result.reply.message = "此账号没有编辑屏幕内容的权限（需要管理员账号）";
     }
     return result;
   }
 
-  $("login").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const name = $("login-name").value.trim();
-    const password = $("login-password").value;
-    const answer = await fetch("/api/v1/auth/login", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ name, password }),
-    });
-    const reply = await answer.json().catch(() => ({}));
-    $("login-password").value = "";
-    if (!answer.ok) {
-      say("login-message", answer.status === 429 ? "尝试次数过多，请稍后再试" : "账号或密码不正确", false);
-      return;
-    }
-    if (reply.role !== "manager") {
-      // Not a manager: end the session at once, it opens nothing here.
-      await fetch("/api/v1/auth/logout", { method: "POST", headers: { Authorization: `Bearer ${reply.token}` } });
-      say("login-message", "此账号不是管理员账号，不能编辑屏幕内容", false);
-      return;
-    }
-    session = { token: reply.token, name: reply.name, role: reply.role };
-    Session.set(session);
-    $("login-message").textContent = "";
-    showEditor();
+  DeskLogin.attach({
+    roles: ["manager"],
+    wrongRole: "此账号不是管理员账号，不能编辑屏幕内容",
+    onSession(signedIn) {
+      session = { token: signedIn.token, name: signedIn.name, role: signedIn.role };
+      Session.set(session);
+      showEditor();
+    },
   });
 
   $("logout").addEventListener("click", async () => {

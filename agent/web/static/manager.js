@@ -114,29 +114,9 @@ const Manager = (() => {
     if (message) say("login-message", message, false);
   }
 
-  async function login(event) {
-    event.preventDefault();
-    const name = document.getElementById("login-name").value.trim();
-    const password = document.getElementById("login-password").value;
-    const answer = await fetch("/api/v1/auth/login", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ name, password }),
-    });
-    const reply = await answer.json().catch(() => ({}));
-    document.getElementById("login-password").value = "";
-    if (!answer.ok) {
-      say("login-message", answer.status === 429 ? "尝试次数过多，请稍后再试" : "账号或密码不正确", false);
-      return;
-    }
-    if (reply.role !== "manager") {
-      // Not kept: log the session out again at once.
-      fetch("/api/v1/auth/logout", { method: "POST", headers: { Authorization: `Bearer ${reply.token}` } });
-      say("login-message", "此账号不是大厅管理员账号，不能查看统计报表", false);
-      return;
-    }
-    session = { token: reply.token, name: reply.name, role: reply.role };
+  function signedIn(signed) {
+    session = { token: signed.token, name: signed.name, role: signed.role };
     Session.set(session);
-    say("login-message", "", true);
     show();
     load();
   }
@@ -498,7 +478,11 @@ const Manager = (() => {
 
   function start() {
     tokenFromAddress();
-    document.getElementById("login").addEventListener("submit", login);
+    DeskLogin.attach({
+      roles: ["manager"],
+      wrongRole: "此账号不是大厅管理员账号，不能查看统计报表",
+      onSession: signedIn,
+    });
     document.getElementById("logout").addEventListener("click", logout);
     document.getElementById("dates").addEventListener("submit", pickDates);
     for (const b of document.querySelectorAll(".shortcuts button")) {

@@ -34,39 +34,21 @@
       session = null;
       Session.clear();
       showEditor();
-      $("login-message").textContent = "登录已失效，请重新登录";
-      $("login-message").className = "desk-message error";
+      DeskLogin.expired();
     } else if (result.status === 403) {
       result.reply.message = "此账号没有编辑人员排班的权限（需要管理员账号）";
     }
     return result;
   }
 
-  $("login").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const name = $("login-name").value.trim();
-    const password = $("login-password").value;
-    const answer = await fetch("/api/v1/auth/login", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ name, password }),
-    });
-    const reply = await answer.json().catch(() => ({}));
-    $("login-password").value = "";
-    const message = $("login-message");
-    message.className = "desk-message error";
-    if (!answer.ok) {
-      message.textContent = answer.status === 429 ? "尝试次数过多，请稍后再试" : "账号或密码不正确";
-      return;
-    }
-    if (reply.role !== "manager") {
-      await fetch("/api/v1/auth/logout", { method: "POST", headers: { Authorization: `Bearer ${reply.token}` } });
-      message.textContent = "此账号不是管理员账号，不能编辑人员排班";
-      return;
-    }
-    session = { token: reply.token, name: reply.name, role: reply.role };
-    Session.set(session);
-    message.textContent = "";
-    showEditor();
+  DeskLogin.attach({
+    roles: ["manager"],
+    wrongRole: "此账号不是管理员账号，不能编辑人员排班",
+    onSession(signedIn) {
+      session = { token: signedIn.token, name: signedIn.name, role: signedIn.role };
+      Session.set(session);
+      showEditor();
+    },
   });
 
   $("logout").addEventListener("click", async () => {
