@@ -174,3 +174,60 @@ async def test_the_board_edited_on_the_page_shows_on_the_big_screen(
     violations = await axe(page)
     assert violations == [], json.dumps(violations, ensure_ascii=False, indent=1)
     assert outside == []
+
+
+async def test_the_shifts_times_are_edited_on_the_page(
+    staff_hall: Hall,
+    browser: Any,  # noqa: F811
+) -> None:
+    """A manager adds an evening shift and moves the afternoon's end: a shift ending before it
+    starts is stopped on the page, an overlap is refused with check-config's own line, and
+    what is saved is what the page showed (23:59:59 keeps its seconds until edited)."""
+    hall = staff_hall
+    page = await browser.new_page()
+    await page.set_viewport_size({"width": 1366, "height": 900})
+    await log_in(page, hall.url, "manager-1")
+    await page.wait_for_selector("#source-name[data-source=file]")
+    assert await page.locator("#shifts tr").count() == 2
+    assert await page.locator("#shifts tr[data-shift=pm] input[type=time]").nth(
+        1
+    ).input_value() == ("23:59:59")
+
+    # An evening shift from 22:00 to 23:59: the afternoon still runs to 23:59:59.
+    await page.click("#add-shift")
+    added = page.locator("#shifts tr").nth(2)
+    assert await added.locator("input[type=time]").nth(0).input_value() == "22:00"
+    await added.locator("input.shift-name").fill("晚班")
+    await page.click("#save")
+    await page.wait_for_function(
+        "() => document.getElementById('problems').textContent.includes('rota.shifts[2]')"
+    )
+    assert "未保存" in await page.locator("#message").inner_text()
+
+    # The end typed before the start: the page says so itself.
+    await added.locator("input[type=time]").nth(1).fill("21:00")
+    await page.click("#save")
+    await page.wait_for_function(
+        "() => document.getElementById('problems').textContent.includes('要晚于开始时间')"
+    )
+
+    await added.locator("input[type=time]").nth(1).fill("23:30")
+    await page.locator("#shifts tr[data-shift=pm] input[type=time]").nth(1).fill("22:00")
+    # The rota's grid has a row for the new shift at every window.
+    await page.wait_for_selector("table[data-window=w1] th:has-text('晚班 22:00-23:30')")
+    await page.click("#save")
+    await page.wait_for_selector("#source-name[data-source=hall]")
+    answer = hall.client.get("/api/v1/staffing")
+    assert answer.status_code == 200, answer.text
+    saved = answer.json()["rota"]["shifts"]
+    assert [(s["name"], s["start"][:5], s["end"][:5]) for s in saved] == [
+        ("上午", "00:00", "12:00"),
+        ("下午", "12:00", "22:00"),
+        ("晚班", "22:00", "23:30"),
+    ]
+    # A reload shows what was saved.
+    await page.reload()
+    await page.wait_for_selector("#shifts tr:nth-child(3)")
+    assert await page.locator("#shifts tr").nth(2).locator("input.shift-name").input_value() == (
+        "晚班"
+    )

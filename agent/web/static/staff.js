@@ -1,6 +1,6 @@
 // The manager's staff page (/pages/manager/staff; docs/pages.md): the roster the big
-// screen's staff board shows (工号, name, photo, windows) and the week's rota (A and B per
-// window, weekday and shift), saved through PUT /api/v1/staffing and checked there exactly
+// screen's staff board shows (工号, name, photo, windows), the shifts of a day (name, start,
+// end) and the week's rota (A and B per window, weekday and shift), saved through PUT /api/v1/staffing and checked there exactly
 // as the config file's staff and rota are. Shares the manager's sign-in with the other
 // manager pages (manager-session.js).
 "use strict";
@@ -117,9 +117,65 @@
     inputs[inputs.length - 1].focus();
   });
 
+  // -- the shifts of a day: name, start and end, edited in place ---------------------------
+
+  let shifts = [];  // [{id, name, start: "HH:MM", end: "HH:MM"}], what is saved
+
+  const minutes = (hhmm) => Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.slice(3, 5));
+  const hhmm = (total) => `${String(Math.floor(total / 60)).padStart(2, "0")}:${String(total % 60).padStart(2, "0")}`;
+
+  function renderShifts() {
+    replace("shifts", shifts.map((s, i) => {
+      const name = el("input", { class: "shift-name", value: s.name, maxLength: 16, required: true, ariaLabel: `第 ${i + 1} 个班次的名称` });
+      name.addEventListener("input", () => { s.name = name.value.trim(); });
+      name.addEventListener("change", () => renderRota());
+      const times = ["start", "end"].map((key) => {
+        const input = el("input", {
+          type: "time", value: s[key], step: s[key].length > 5 ? 1 : 60, required: true,
+          ariaLabel: `${s.name} ${key === "start" ? "开始" : "结束"}时间`,
+        });
+        input.addEventListener("input", () => { s[key] = input.value; });
+        input.addEventListener("change", () => renderRota());
+        return el("td", {}, input);
+      });
+      const del = el("button", { type: "button", "data-action": "delete-shift", disabled: shifts.length === 1 }, "删除");
+      del.addEventListener("click", () => { shifts.splice(i, 1); renderShifts(); renderRota(); });
+      return el("tr", { "data-shift": s.id }, el("td", {}, name), ...times, el("td", {}, del));
+    }));
+  }
+
+  $("add-shift").addEventListener("click", () => {
+    const last = shifts.length ? minutes(shifts[shifts.length - 1].end) : 9 * 60;
+    const start = Math.min(last, 22 * 60);
+    let n = shifts.length + 1;
+    while (shifts.some((s) => s.id === `shift-${n}`)) n += 1;
+    shifts.push({ id: `shift-${n}`, name: `班次${n}`, start: hhmm(start), end: hhmm(Math.min(start + 120, 23 * 60 + 59)) });
+    renderShifts();
+    renderRota();
+    const names = $("shifts").querySelectorAll("input.shift-name");
+    names[names.length - 1].focus();
+  });
+
+  // What the page itself can tell before saving; overlaps and the rest are the server's.
+  function shiftProblems() {
+    const problems = [];
+    for (const s of shifts) {
+      if (!s.name) problems.push("有班次没有名称，请填写");
+      if (!s.start || !s.end) problems.push(`${s.name || "班次"}：请填写开始和结束时间`);
+      else if (minutes(s.end) <= minutes(s.start)) problems.push(`${s.name}：结束时间 ${s.end} 要晚于开始时间 ${s.start}`);
+    }
+    return problems;
+  }
+
   // -- the rota: a grid per window, weekdays across, shifts down, A and B in each cell -------
 
   let grid = {};  // "window/day/shift" -> {a, b}
+
+  function cellOf(window, day, shift) {
+    const key = `${window}/${day}/${shift}`;
+    if (!grid[key]) grid[key] = { a: "", b: "" };  // a shift added on the page
+    return grid[key];
+  }
 
   function postOf(rota, window, day, shift) {
     for (const entry of rota.week) {
@@ -153,14 +209,13 @@
   }
 
   function renderRota() {
-    const shifts = board.rota.shifts;
     replace("rota", board.windows.map((w) => el("table", { "data-window": w.id },
       el("caption", {}, windowName(w.id)),
       el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "班次"), board.weekdays.map((d) => el("th", { scope: "col" }, DAY_NAMES[d])))),
       el("tbody", {}, shifts.map((s) => el("tr", {},
-        el("th", { scope: "row" }, `${s.name} ${s.start.slice(0, 5)}-${s.end.slice(0, 5)}`),
+        el("th", { scope: "row" }, `${s.name} ${s.start}-${s.end}`),
         board.weekdays.map((d) => {
-          const cell = grid[`${w.id}/${d}/${s.id}`];
+          const cell = cellOf(w.id, d, s.id);
           const where = `${windowName(w.id)} ${DAY_NAMES[d]} ${s.name}`;
           return el("td", { "data-cell": `${w.id}/${d}/${s.id}` }, el("div", { class: "cell" },
             el("span", { ariaHidden: "true" }, "A"), chooser(`${where} A岗`, cell.a, (v) => { cell.a = v; }),
@@ -173,10 +228,10 @@
     const week = [];
     const problems = [];
     for (const w of board.windows) {
-      for (const s of board.rota.shifts) {
+      for (const s of shifts) {
         const groups = new Map();
         for (const d of board.weekdays) {
-          const cell = grid[`${w.id}/${d}/${s.id}`];
+          const cell = cellOf(w.id, d, s.id);
           if (!cell.a) {
             if (cell.b) problems.push(`${windowName(w.id)} ${DAY_NAMES[d]} ${s.name}：选了 B 岗但没有 A 岗，请先选 A 岗`);
             continue;
@@ -188,7 +243,7 @@
         week.push(...groups.values());
       }
     }
-    return { rota: { shifts: board.rota.shifts, posts: [], week }, problems };
+    return { rota: { shifts, posts: [], week }, problems: [...shiftProblems(), ...problems] };
   }
 
   $("save").addEventListener("click", async () => {
@@ -212,7 +267,11 @@
     const when = reply.edited_at ? reply.edited_at.slice(0, 16).replace("T", " ") : "";
     const by = reply.source === "hall" ? `（${reply.edited_by}，${when}）` : "";
     replace("source", "当前人员和排班来源：", el("strong", { id: "source-name", "data-source": reply.source }, reply.source_name), by);
+    // HH:MM, or HH:MM:SS where the seconds say something (23:59:59): nothing changes unasked.
+    const clock = (t) => (t.length > 5 && t.slice(5, 8) !== ":00" ? t.slice(0, 8) : t.slice(0, 5));
+    shifts = reply.rota.shifts.map((s) => ({ id: s.id, name: s.name, start: clock(s.start), end: clock(s.end) }));
     gridFrom(reply.rota);
+    renderShifts();
     renderRoster();
     renderRota();
   }
