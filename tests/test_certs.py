@@ -59,6 +59,16 @@ def _pem(path: Path) -> str:
     return path.read_text(encoding="ascii")
 
 
+def _serve_one_renewal(url: str, pki: Pki, cert: Path, key: Path) -> asyncio.Task[int]:
+    """``hallctl certs serve`` as central runs it, signing one request for 20 days."""
+    argv = [
+        "--broker", url, "--ca", str(pki.ca_cert), "--cert", str(cert), "--key", str(key),
+        "certs", "serve", "--ca-cert", str(pki.ca_cert), "--ca-key", str(pki.ca_key),
+        "--days", "20", "--count", "1",
+    ]  # fmt: skip
+    return asyncio.create_task(hallctl(argv))
+
+
 @pytest.mark.timeout(120)
 async def test_a_certificate_due_in_10_days_is_renewed_and_used_at_the_next_connect(
     broker_factory: Callable[..., Broker], tmp_path: Path
@@ -83,27 +93,7 @@ async def test_a_certificate_due_in_10_days_is_renewed_and_used_at_the_next_conn
         "stable_after_s": 0,
     }
     config = validate_config(hall_config(tmp_path / "state", mqtt=mqtt))
-    central_args = [
-        "--broker", broker.url, "--ca", str(pki.ca_cert),
-        "--cert", str(central_cert), "--key", str(central_key),
-    ]  # fmt: skip
-    serve = asyncio.create_task(
-        hallctl(
-            [
-                *central_args,
-                "certs",
-                "serve",
-                "--ca-cert",
-                str(pki.ca_cert),
-                "--ca-key",
-                str(pki.ca_key),
-                "--days",
-                "20",
-                "--count",
-                "1",
-            ]
-        )
-    )
+    serve = _serve_one_renewal(broker.url, pki, central_cert, central_key)
     try:
         await until(
             lambda: "SUBSCRIBE from hallctl-certs" in broker.log_text(), 20, "hallctl subscribed"
@@ -334,27 +324,7 @@ async def test_an_expired_certificate_is_renewed_over_the_renewal_only_listener(
         "stable_after_s": 0,
     }
     config = validate_config(hall_config(tmp_path / "state", mqtt=mqtt))
-    central_args = [
-        "--broker", broker.url, "--ca", str(pki.ca_cert),
-        "--cert", str(central_cert), "--key", str(central_key),
-    ]  # fmt: skip
-    serve = asyncio.create_task(
-        hallctl(
-            [
-                *central_args,
-                "certs",
-                "serve",
-                "--ca-cert",
-                str(pki.ca_cert),
-                "--ca-key",
-                str(pki.ca_key),
-                "--days",
-                "20",
-                "--count",
-                "1",
-            ]
-        )
-    )
+    serve = _serve_one_renewal(broker.url, pki, central_cert, central_key)
     tls = _central_tls(pki, central_cert, central_key)
     try:
         await until(
