@@ -20,23 +20,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
-import http.server
 import json
-import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 from _common import median, print_table, scratch_dir, write_config, write_results
 from _slowlink import slow_link
 from broker import Broker
 from oracle import Central, until
+from releases import Supervisor, file_server
 from support import project_copy
 
 from hallctl.release import build, keygen, pack, sign
@@ -72,80 +68,6 @@ def make_bundle(work: Path) -> dict[str, Any]:
     sha, size = pack(bundle, served / f"hall-agent-{NEW}.tar")
     wheels = len(list((bundle / "wheels").glob("*.whl")))
     return {"public": public, "sha256": sha, "size": size, "wheels": wheels, "served": served}
-
-
-class _QuietFiles(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def file_server(folder: Path) -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(folder))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-class Supervisor:
-    """Starts the launcher again whenever the agent exits (systemd's Restart=)."""
-
-    def __init__(self, releases: Path, config: Path, storage: Path, log: Path) -> None:
-        self.argv = [
-            sys.executable, "-m", "agent.runtime.launcher",
-            "--releases", str(releases),
-            "--base", str(Path(sys.executable).parent / "hall-agent"),
-            "--", "run", "--config", str(config),
-        ]  # fmt: skip
-        self.storage = storage
-        self.log = log
-        self.exits: list[int] = []
-        self._stop = threading.Event()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> Supervisor:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(20)
-            if proc.poll() is None:
-                proc.kill()
-        self._thread.join(30)
-
-    def _loop(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HALL_")}
-        while not self._stop.is_set():
-            (self.storage / "api-url").unlink(missing_ok=True)
-            with self.log.open("ab") as out:
-                self._proc = subprocess.Popen(self.argv, stdout=out, stderr=out, env=env)
-                self.exits.append(self._proc.wait())
-            if not self._stop.is_set():
-                time.sleep(0.5)  # RestartSec=
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            url_file = self.storage / "api-url"
-            if url_file.exists():
-                url = url_file.read_text().strip()
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                        return
-            time.sleep(0.2)
-        raise TimeoutError(f"the agent did not answer: {self.log.read_text()[-3000:]}")
 
 
 @contextlib.asynccontextmanager
@@ -207,7 +129,7 @@ async def _run(
     )  # fmt: skip
     url = f"http://127.0.0.1:{http_port}/hall-agent-{NEW}.tar"
     with Supervisor(work / "releases", config, storage, work / "agent.log") as supervisor:
-        await asyncio.to_thread(supervisor.wait_ready)
+        await asyncio.to_thread(supervisor.url)
         async with Central(broker.url, HALL, ["event/#", "state", "reply"]) as central:
             await until(
                 lambda: any(
