@@ -31,7 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 # The tests' hall and config writer: one copy of each, re-exported for the benchmarks.
-from support import hall_config, write_config  # noqa: E402, F401 (write_config re-exported)
+from support import (  # noqa: E402, F401 (re-exported)
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    hall_config,
+    write_config,
+)
 
 RESULTS = ROOT / "bench" / "results"
 # Scratch space on the repository's own file system, so fsync costs what it costs there.

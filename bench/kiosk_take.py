@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 from _common import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
     AgentProcess,
     bench_hall,
     median,
@@ -35,17 +37,6 @@ from _common import (
 
 NAME = "kiosk_take"
 SERIES = ("tap_to_number_shown", "voice", "take_to_answer")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TAP = """async (service) => {
   const started = performance.now();
   const shown = new Promise((resolve) => {
@@ -79,7 +70,7 @@ def run(takes: int, warmup: int) -> dict[str, list[float]]:
                 browser = p.chromium.launch_persistent_context(
                     str(tmp / "profile"),
                     executable_path=CHROMIUM,
-                    args=FLAGS,
+                    args=CHROMIUM_FLAGS,
                     headless=True,
                     viewport={"width": 1080, "height": 1920},
                 )

@@ -24,13 +24,14 @@ Calls rotate over the three windows, one at a time; each waits for both screens.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from typing import Any
 
 import httpx
 from _common import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
     AgentProcess,
     LoopThread,
     bench_hall,
@@ -47,17 +48,6 @@ from agent.demo.emulators.led import VirtualLedBus
 
 NAME = "screens_latency"
 SERIES = ("call_to_dom", "call_to_led_frame", "call_to_answer")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 OBSERVER = """
 window.__seen = {};
 new MutationObserver(() => {
@@ -118,7 +108,7 @@ def run(calls: int, warmup: int, env: dict[str, str], prefix: list[str]) -> dict
                 browser = p.chromium.launch_persistent_context(
                     str(tmp / "profile"),
                     executable_path=CHROMIUM,
-                    args=FLAGS,
+                    args=CHROMIUM_FLAGS,
                     headless=True,
                     viewport={"width": 1920, "height": 1080},
                 )
