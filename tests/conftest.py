@@ -52,11 +52,27 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _exit_status[0] = int(exitstatus)
 
 
+def _ancestors() -> set[int]:
+    """This process and those above it (scripts/check, its ``timeout``): they carry the mark
+    too, and are not leftovers."""
+    chain = {os.getpid()}
+    pid = os.getppid()
+    while pid > 1 and pid not in chain:
+        chain.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state: ppid
+    return chain
+
+
 def _marked_processes(mark: str) -> list[tuple[int, str]]:
     found = []
     needle = f"{RUN_MARK}={mark}".encode()
+    ours = _ancestors()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) in ours:
             continue
         try:
             if needle not in (entry / "environ").read_bytes().split(b"\0"):
