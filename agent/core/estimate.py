@@ -156,8 +156,11 @@ class Simulation:
         newcomers: Iterable[str] = (),
         demand: Mapping[str, Demand] | None = None,
         horizon: float = 60.0,
+        until: Iterable[str] | None = None,
     ) -> None:
         self._minutes = minutes
+        # With ``until``: stop once these tickets are called (see :func:`play_until`).
+        self._until = None if until is None else set(until)
         self._aging = aging
         self._horizon = horizon
         self._lines: list[_Line] = []
@@ -215,7 +218,10 @@ class Simulation:
         phantom is called or no lane is left that serves them."""
         lines, slots, aging = self._lines, self._slots, self._aging
         pos, heap, done, step, total = mark.pos, mark.heap, mark.done, mark.step, self._total
+        until = self._until
         while heap and done < total:
+            if until is not None and not until:
+                return  # every ticket asked for is called: the rest cannot change them
             at, i = heapq.heappop(heap)
             step += 1
             best: tuple[int, int, tuple[int, str]] | None = None
@@ -287,7 +293,10 @@ class Simulation:
         heapq.heappush(heap, (at + line.minutes, lane))
         if p >= n:
             return 0  # an expected arrival
-        self.called[line.reals[p][1]] = at
+        called = line.reals[p][1]
+        self.called[called] = at
+        if self._until is not None:
+            self._until.discard(called)
         if p + 1 == n and line.phantom and self._aging is not None:
             # The phantom is at the head now. With aging, a ticket behind everyone may be
             # called sooner than the phantom (it ages, a phantom does not): a play with it
@@ -311,6 +320,8 @@ class Simulation:
         """Add a normal ticket behind every waiting ticket of its service (a take) and
         play on; returns its estimate (None: no lane serves the service). ``demand``:
         the service's expected arrivals now (the new ticket counts in the last hour's)."""
+        if self._until is not None:
+            raise ValueError("a play stopped early (until=) cannot take more tickets")
         if waiter.green:
             raise ValueError("only a normal ticket joins at the back of its line")
         line = self._line(waiter.service, False)
@@ -379,10 +390,24 @@ def estimate_queue(engine: Queue, now: dt.datetime, newcomers: list[str]) -> Est
     return play_queue(engine, now, newcomers).estimates()
 
 
-def play_queue(engine: Queue, now: dt.datetime, newcomers: list[str]) -> Simulation:
+def play_until(
+    engine: Queue, now: dt.datetime, newcomers: list[str], tickets: Iterable[str]
+) -> Estimates:
+    """The estimates of ``tickets`` as :func:`estimate_queue` gives them, from a play that
+    stops once they are called. A play is a walk in time order in which nothing later
+    changes what came before, so a ticket near the head of its line (a ``ticket.turn_near``
+    after a call) costs a few steps, not a play of everyone. The result holds only what was
+    called or reached by then: ask it only about ``tickets``."""
+    return play_queue(engine, now, newcomers, until=tickets).estimates()
+
+
+def play_queue(
+    engine: Queue, now: dt.datetime, newcomers: list[str], *, until: Iterable[str] | None = None
+) -> Simulation:
     """The engine's queue played forward: its open windows (and, for a service no open
     window serves, the windows that serve it as if they opened now), its waiting tickets,
-    each service's mean time and the last hour's arrivals expected again."""
+    each service's mean time and the last hour's arrivals expected again (``until``: see
+    :func:`play_until`)."""
     waiting = engine.waiting()
     lanes: list[Lane] = []
     taken: set[str] = set()
@@ -415,6 +440,7 @@ def play_queue(engine: Queue, now: dt.datetime, newcomers: list[str]) -> Simulat
         newcomers=newcomers,
         demand=_demand(engine, now),
         horizon=DEMAND_MINUTES,
+        until=until,
     )
 
 

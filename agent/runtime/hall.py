@@ -444,7 +444,28 @@ class Hall:
                 _answer(step.job, value=step.outcome)
             else:
                 _answer(step.job, value=step.value)
+        if any(s.outcome is not None for s in steps):
+            await self._estimate_after()
         return []
+
+    async def _estimate_after(self) -> None:
+        """After a group is answered: play the queue again if its last change left no kept
+        play (a call: ``QueueEngine._estimates_of``), once the answered requests have had a
+        turn of the event loop to send their answers, and give the result to the committed
+        copy. The next take joins that play, and reads do not play again; a read in between
+        plays the committed copy itself, as always (its records are the committed ones)."""
+        now = self._clock().astimezone(self.config.hall.zone)
+        if not self._accepting or self.engine.has_estimates(now):
+            return
+        await asyncio.sleep(0)  # the answers go out first
+        engine, committed = self.engine, self._committed
+        try:
+            engine.estimates(now)
+        except Exception:  # the next read or take plays again and says why
+            log.exception("the wait estimate after a change failed")
+            return
+        if not committed.has_estimates(now):
+            committed.replaced(like=engine)
 
     def _run_in_memory(self, step: _Step, now: dt.datetime) -> None:
         """Run one job's part on the live engine; a refusal is kept as its answer."""
