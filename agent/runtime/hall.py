@@ -444,8 +444,8 @@ class Hall:
                 _answer(step.job, value=step.outcome)
             else:
                 _answer(step.job, value=step.value)
-        if any(s.outcome is not None for s in steps):
-            await self._estimate_after()
+        if any(s.outcome is not None and (s.outcome.tickets or s.outcome.windows) for s in steps):
+            await self._estimate_after()  # (not after a tick that changed nothing)
         return []
 
     async def _estimate_after(self) -> None:
