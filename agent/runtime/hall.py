@@ -444,20 +444,21 @@ class Hall:
                 _answer(step.job, value=step.outcome)
             else:
                 _answer(step.job, value=step.value)
+        # One turn of the event loop for the answered requests to send their answers: the
+        # writer's next steps (a play, the next group in memory) hold the loop while they run.
+        await asyncio.sleep(0)
         if any(s.outcome is not None and (s.outcome.tickets or s.outcome.windows) for s in steps):
-            await self._estimate_after()  # (not after a tick that changed nothing)
+            self._estimate_after()  # (not after a tick that changed nothing)
         return []
 
-    async def _estimate_after(self) -> None:
+    def _estimate_after(self) -> None:
         """After a group is answered: play the queue again if its last change left no kept
-        play (a call: ``QueueEngine._estimates_of``), once the answered requests have had a
-        turn of the event loop to send their answers, and give the result to the committed
+        play (a call: ``QueueEngine._estimates_of``) and give the result to the committed
         copy. The next take joins that play, and reads do not play again; a read in between
         plays the committed copy itself, as always (its records are the committed ones)."""
         now = self._clock().astimezone(self.config.hall.zone)
         if not self._accepting or self.engine.has_estimates(now):
             return
-        await asyncio.sleep(0)  # the answers go out first
         engine, committed = self.engine, self._committed
         try:
             engine.estimates(now)
