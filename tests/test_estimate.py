@@ -176,6 +176,52 @@ def test_a_ticket_added_at_the_back_is_estimated_as_if_the_queue_were_played_aga
     lanes=st.lists(
         st.tuples(
             st.lists(st.sampled_from("abc"), min_size=1, max_size=3, unique=True),
+            st.floats(0, 30, allow_nan=False),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    tickets=st.lists(
+        st.tuples(st.sampled_from("abc"), st.booleans(), st.floats(0, 120, allow_nan=False)),
+        max_size=30,
+    ),
+    added=st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), min_size=1, max_size=10),
+    means=st.tuples(*[st.floats(0, 30, allow_nan=False)] * 3),
+    rates=st.tuples(*[st.floats(0, 0.5, allow_nan=False)] * 3),
+    aging=st.one_of(st.none(), st.floats(1, 60, allow_nan=False)),
+)
+def test_tickets_added_one_after_another_without_a_read_get_a_whole_play_s_estimates(
+    lanes, tickets, added, means, rates, aging
+):
+    """Several takes in a row (a group of the hall's writer): each append plays only until
+    its ticket is called and leaves the rest paused; each still gets the estimate a play of
+    the whole queue gives it, and a read (``estimates``) after any of them, or only after
+    the last, gives every ticket and newcomer the whole play's estimates."""
+    played = [Lane(f"w{i}", tuple(services), free) for i, (services, free) in enumerate(lanes)]
+    queue = [Waiter(f"t{i}", s, g, i, waited) for i, (s, g, waited) in enumerate(tickets)]
+    minutes = dict(zip("abc", means, strict=True))
+    demand = {s: Demand(r, r / 4) for s, r in zip("abc", rates, strict=True)}
+    options = {"aging": aging, "newcomers": "abc", "horizon": 60.0}
+    kept = Simulation(played, queue, minutes, demand=demand, **options)
+    for k, (service, read) in enumerate(added):
+        ticket = Waiter(f"n{k}", service, False, len(tickets) + k, 0.0)
+        queue.append(ticket)
+        more = demand[service]
+        demand[service] = Demand(more.normal + 1 / 60, more.green)
+        mine = kept.append(ticket, demand[service])
+        again = simulate(played, queue, minutes, demand=demand, **options)
+        assert mine == again.tickets.get(ticket.id)
+        if read or k == len(added) - 1:
+            after = kept.estimates()
+            assert after.tickets == again.tickets
+            assert after.newcomers == again.newcomers
+
+
+@settings(max_examples=300)
+@given(
+    lanes=st.lists(
+        st.tuples(
+            st.lists(st.sampled_from("abc"), min_size=1, max_size=3, unique=True),
             st.floats(-5, 30, allow_nan=False),
         ),
         min_size=1,

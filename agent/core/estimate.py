@@ -144,6 +144,13 @@ class Simulation:
     :func:`simulate`). With aging, a real ticket at the head may age and be called before
     the phantom would be: the mark is then where the phantom reached the head. In a long
     queue the play after the mark is short: a take costs a few steps, not a whole play.
+
+    :meth:`append` plays on from the mark only until the new ticket is called (its
+    estimate) and leaves the rest of the play paused: the next ticket added goes back to
+    its own mark anyway, so several takes in a row (the hall's writer applies a group of
+    them before it commits) play the queue behind them once, not once each. Whatever reads
+    the play (:meth:`estimates`) plays it to the end first; a mark the paused play has not
+    reached yet is played to when a ticket of its service is added.
     """
 
     def __init__(
@@ -190,6 +197,8 @@ class Simulation:
         # Where each newcomer service's phantom came to the head of its line.
         self._marks: dict[str, _Mark] = {}
         self._shared = False
+        # Where the play stopped, when it did before the end (see append); None: played out.
+        self._paused: _Mark | None = None
         heap = [(max(0.0, lane.free_in), i) for i, lane in enumerate(lanes)]
         heapq.heapify(heap)
         start = _Mark(0, [0] * len(self._lines), heap, 0)
@@ -213,15 +222,23 @@ class Simulation:
         self._line(service, green)
         return self._index[(service, green)]
 
-    def _play(self, mark: _Mark) -> None:
+    def _play(self, mark: _Mark, *, ticket: str | None = None, service: str | None = None) -> None:
         """Play on from ``mark`` (which it consumes) until everyone waiting and every
-        phantom is called or no lane is left that serves them."""
+        phantom is called or no lane is left that serves them; with ``ticket``, only until
+        that ticket is called, with ``service``, until the service's mark is set: the play
+        is then paused (``_paused``) where it stands."""
         lines, slots, aging = self._lines, self._slots, self._aging
         pos, heap, done, step, total = mark.pos, mark.heap, mark.done, mark.step, self._total
         until = self._until
+        called, marks = self.called, self._marks
         while heap and done < total:
             if until is not None and not until:
                 return  # every ticket asked for is called: the rest cannot change them
+            if (ticket is not None and ticket in called) or (
+                service is not None and service in marks
+            ):
+                self._paused = _Mark(step, pos, heap, done)
+                return
             at, i = heapq.heappop(heap)
             step += 1
             best: tuple[int, int, tuple[int, str]] | None = None
@@ -310,9 +327,16 @@ class Simulation:
         rates = [0.0 if i is None else self._lines[i].rate for i in found]
         return Demand(rates[0], rates[1])
 
+    def _play_out(self, service: str | None = None) -> None:
+        """Play a paused play on: to the end, or until ``service``'s mark is set."""
+        paused, self._paused = self._paused, None
+        if paused is not None:
+            self._play(paused, service=service)
+
     def estimates(self) -> Estimates:
-        """The play's estimates as they stand (kept as they are: a later :meth:`append`
-        works on copies)."""
+        """The play's estimates (played to the end first; kept as they are: a later
+        :meth:`append` works on copies)."""
+        self._play_out()
         self._shared = True
         return Estimates(self.called, self.newcomer_at)
 
@@ -329,10 +353,12 @@ class Simulation:
             raise ValueError(f"ticket {waiter.id} is not behind everyone of its service")
         if not line.phantom:
             raise ValueError(f"{waiter.service} was not played with a newcomer")
-        mark = self._marks.pop(waiter.service, None)
         if self._shared:
             self.called, self.newcomer_at = dict(self.called), dict(self.newcomer_at)
             self._shared = False
+        if waiter.service not in self._marks:
+            self._play_out(waiter.service)  # a paused play may not have come to it yet
+        mark = self._marks.pop(waiter.service, None)
         line.reals.append(((waiter.rank, waiter.id), waiter.id, waiter.waited))
         self._total += 1
         if demand is not None:
@@ -340,7 +366,9 @@ class Simulation:
         if mark is None:  # no lane reaches this service: nobody is called
             return None
         self._marks = {s: m for s, m in self._marks.items() if m.step <= mark.step}
-        self._play(_Mark(mark.step, list(mark.pos), list(mark.heap), mark.done))
+        # What was played (or paused) after the mark is played again with the new ticket.
+        self._paused = None
+        self._play(_Mark(mark.step, list(mark.pos), list(mark.heap), mark.done), ticket=waiter.id)
         return self.called.get(waiter.id)
 
 
