@@ -222,7 +222,10 @@ class Simulation:
         self._line(service, green)
         return self._index[(service, green)]
 
-    def _play(self, mark: _Mark, *, ticket: str | None = None, service: str | None = None) -> None:
+    # One loop on purpose: it is the estimate's hot path, a helper per step would cost a call.
+    def _play(  # noqa: PLR0915
+        self, mark: _Mark, *, ticket: str | None = None, service: str | None = None
+    ) -> None:
         """Play on from ``mark`` (which it consumes) until everyone waiting and every
         phantom is called or no lane is left that serves them; with ``ticket``, only until
         that ticket is called, with ``service``, until the service's mark is set: the play
@@ -230,12 +233,11 @@ class Simulation:
         lines, slots, aging = self._lines, self._slots, self._aging
         pos, heap, done, step, total = mark.pos, mark.heap, mark.done, mark.step, self._total
         until = self._until
-        called, marks = self.called, self._marks
         while heap and done < total:
             if until is not None and not until:
                 return  # every ticket asked for is called: the rest cannot change them
-            if (ticket is not None and ticket in called) or (
-                service is not None and service in marks
+            if (ticket is not None and ticket in self.called) or (
+                service is not None and service in self._marks
             ):
                 self._paused = _Mark(step, pos, heap, done)
                 return
