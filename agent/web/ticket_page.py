@@ -8,7 +8,8 @@ nothing personal — and an unknown token gets the same "not found" page as a ma
 
 The page's state is the ``ticket`` view of the pages' feed (``agent/web/pages.py``): every
 rebuild of the hall's view (one per commit) reads today's tickets and their places once
-(:func:`ticket_states`: a row per ticket, one simulation of the queue for all of them), and
+(:class:`TicketStates`: a row per ticket, made again only for the tickets the commit
+changed, and one simulation of the queue for all of them), and
 each open page gets its own ticket's state over Server-Sent Events when it changed
 (``/pages/feed/ticket?token=…``; ``/pages/state/ticket?token=…`` once, as JSON).
 """
