@@ -171,6 +171,122 @@ def test_a_ticket_added_at_the_back_is_estimated_as_if_the_queue_were_played_aga
     assert (before.tickets, before.newcomers) == frozen
 
 
+@settings(max_examples=300)
+@given(
+    lanes=st.lists(
+        st.tuples(
+            st.lists(st.sampled_from("abc"), min_size=1, max_size=3, unique=True),
+            st.floats(0, 30, allow_nan=False),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    tickets=st.lists(
+        st.tuples(st.sampled_from("abc"), st.booleans(), st.floats(0, 120, allow_nan=False)),
+        max_size=30,
+    ),
+    added=st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), min_size=1, max_size=10),
+    means=st.tuples(*[st.floats(0, 30, allow_nan=False)] * 3),
+    rates=st.tuples(*[st.floats(0, 0.5, allow_nan=False)] * 3),
+    aging=st.one_of(st.none(), st.floats(1, 60, allow_nan=False)),
+)
+def test_tickets_added_one_after_another_without_a_read_get_a_whole_play_s_estimates(
+    lanes, tickets, added, means, rates, aging
+):
+    """Several takes in a row (a group of the hall's writer): each append plays only until
+    its ticket is called and leaves the rest paused; each still gets the estimate a play of
+    the whole queue gives it, and a read (``estimates``) after any of them, or only after
+    the last, gives every ticket and newcomer the whole play's estimates."""
+    played = [Lane(f"w{i}", tuple(services), free) for i, (services, free) in enumerate(lanes)]
+    queue = [Waiter(f"t{i}", s, g, i, waited) for i, (s, g, waited) in enumerate(tickets)]
+    minutes = dict(zip("abc", means, strict=True))
+    demand = {s: Demand(r, r / 4) for s, r in zip("abc", rates, strict=True)}
+    options = {"aging": aging, "newcomers": "abc", "horizon": 60.0}
+    kept = Simulation(played, queue, minutes, demand=demand, **options)
+    for k, (service, read) in enumerate(added):
+        ticket = Waiter(f"n{k}", service, False, len(tickets) + k, 0.0)
+        queue.append(ticket)
+        more = demand[service]
+        demand[service] = Demand(more.normal + 1 / 60, more.green)
+        mine = kept.append(ticket, demand[service])
+        again = simulate(played, queue, minutes, demand=demand, **options)
+        assert mine == again.tickets.get(ticket.id)
+        if read or k == len(added) - 1:
+            after = kept.estimates()
+            assert after.tickets == again.tickets
+            assert after.newcomers == again.newcomers
+
+
+@settings(max_examples=300)
+@given(
+    lanes=st.lists(
+        st.tuples(
+            st.lists(st.sampled_from("abc"), min_size=1, max_size=3, unique=True),
+            st.floats(-5, 30, allow_nan=False),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    tickets=st.lists(
+        st.tuples(st.sampled_from("abc"), st.booleans(), st.floats(0, 120, allow_nan=False)),
+        min_size=1,
+        max_size=40,
+    ),
+    asked=st.lists(st.integers(0, 39), min_size=1, max_size=4),
+    means=st.tuples(*[st.floats(0, 30, allow_nan=False)] * 3),
+    rates=st.tuples(*[st.floats(0, 0.5, allow_nan=False)] * 3),
+    aging=st.one_of(st.none(), st.floats(1, 60, allow_nan=False)),
+)
+def test_a_play_stopped_once_the_asked_tickets_are_called_gives_them_the_same_estimate(
+    lanes, tickets, asked, means, rates, aging
+):
+    """``until`` (the waits of ``ticket.turn_near`` after a call): the tickets asked for get
+    exactly what the whole play gives them, and a stopped play takes no more tickets."""
+    played = [Lane(f"w{i}", tuple(services), free) for i, (services, free) in enumerate(lanes)]
+    queue = [Waiter(f"t{i}", s, g, i, waited) for i, (s, g, waited) in enumerate(tickets)]
+    options = {
+        "aging": aging,
+        "newcomers": "abc",
+        "demand": {s: Demand(r, r / 4) for s, r in zip("abc", rates, strict=True)},
+    }
+    minutes = dict(zip("abc", means, strict=True))
+    ids = {f"t{i % len(tickets)}" for i in asked}
+    whole = simulate(played, queue, minutes, **options)
+    stopped = Simulation(played, queue, minutes, until=ids, **options)
+    part = stopped.estimates()
+    for tid in ids:
+        assert part.tickets.get(tid) == whole.tickets.get(tid)
+    with pytest.raises(ValueError, match="stopped early"):
+        stopped.append(Waiter("new", "a", False, 10_000, 0.0))
+
+
+def test_turn_near_after_a_call_shows_the_wait_a_whole_play_shows(make_config):
+    """A call gives ``ticket.turn_near`` its wait from a play stopped early: the same number
+    a play of the whole queue gives, and nothing about a partial play is kept."""
+    engine = engine_for(make_config(queue={"turn_near": 2}))
+    for window in ("w1", "w2", "w3"):
+        engine.apply(op.SignIn(window=window, staff=f"s-{window}"), NOW)
+    for k in range(30):
+        take(engine, ("general", "social", "fund")[k % 3])
+    later = NOW + dt.timedelta(seconds=5)  # past ESTIMATE_REUSE: no kept play to use
+    fired = []
+    for window in ("w1", "w2", "w3", "w1", "w3"):
+        out = engine.apply(op.CallNext(window=window), later)
+        services = [s.id for s in engine.config.services]
+        whole = estimate_queue(engine, later, services)
+        for event in out.events:
+            if isinstance(event.payload, ev.TicketTurnNear):
+                fired.append(event.payload.ticket)
+                tid = next(
+                    t.id for t in engine.tickets.values() if t.number == event.payload.ticket
+                )
+                assert event.payload.wait_minutes == whole.ticket_minutes(tid)
+        assert not engine.has_estimates(later)  # the stopped play is not kept
+        assert engine.estimates(later) == whole
+        later += dt.timedelta(seconds=5)
+    assert fired  # the calls moved someone to their turn
+
+
 def test_only_a_normal_ticket_behind_everyone_joins_a_kept_play():
     kept = Simulation([Lane("w1", ("a",), 0.0)], waiters("a", 3), {"a": 5.0}, newcomers="a")
     with pytest.raises(ValueError, match="normal"):

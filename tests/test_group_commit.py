@@ -26,8 +26,9 @@ from agent.core.engine import Outcome, QueueEngine
 from agent.core.errors import NotFound, QueueError
 from agent.core.model import HallCounters, business_day
 from agent.core.operations import CallNext, Finish, Operation, Pause, Resume, SignIn, Take
+from agent.runtime import hall as hall_module
 from agent.runtime.hall import MAX_GROUP, Hall
-from agent.runtime.store import DB_NAME, Store, StoreError, Written
+from agent.runtime.store import DB_NAME, Store, StoreError, Written, schema
 from agent.runtime.store.core import StoreCore
 
 
@@ -376,3 +377,55 @@ async def test_the_api_answers_reads_while_a_commit_is_held(
         assert taken.status_code == 201, taken.text
         queue = await client.get("/api/v1/queue")
         assert [t["number"] for t in queue.json()["waiting"]] == ["A001", "A002"]
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_checkpoints_run_beside_the_writer_and_the_wal_starts_over(
+    config: HallAgentConfig,
+    state_dir: Path,
+    clock: Callable[[], dt.datetime],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The writer's commits do not checkpoint (SQLite's automatic checkpoint would run in
+    the COMMIT that crosses its threshold: two fsyncs more for whoever waits for it); a
+    connection of its own does, after about CHECKPOINT_PAGES, and once the writer is quiet
+    it copies what came in meanwhile, so the WAL starts over instead of growing."""
+    monkeypatch.setattr(hall_module, "FIRST_CHECKPOINT_AFTER", 10)
+    monkeypatch.setattr(hall_module, "CHECKPOINT_PAGES", 60)  # a few takes' worth
+    monkeypatch.setattr(hall_module, "CHECKPOINT_QUIET_S", 0.05)
+    store = Store.open(state_dir)
+    wal = state_dir / f"{DB_NAME}-wal"
+
+    def autocheckpoint(s: Store) -> int:
+        return int(s._read(lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]))
+
+    try:
+        async with Hall(config, store, clock=clock) as hall:
+            # The writer's own checkpoints are only a net.
+            assert await hall.store_call(autocheckpoint) == schema.WAL_CHECKPOINT_NET_PAGES
+            sizes = []
+            for _ in range(4):
+                done = hall.writes.checkpoints_total
+                for _ in range(10):
+                    await hall.execute(Take(service="social"))
+                await _until(
+                    lambda done=done: (
+                        hall.writes.checkpoints_total > done and hall.writes.wal_all_copied
+                    ),
+                    "a checkpoint that copied everything",
+                )
+                sizes.append(wal.stat().st_size)
+            # Each batch's commits started the WAL over: it does not grow batch by batch.
+            assert max(sizes) == sizes[0], sizes
+            assert hall.writes.jobs_total == 40
+        assert autocheckpoint(store) == schema.WAL_CHECKPOINT_PAGES  # as it opened
+        assert rows(state_dir, "SELECT count(*) FROM tickets") == [(40,)]
+    finally:
+        store.close()

@@ -245,3 +245,37 @@ async def test_events_from_an_unset_clock_are_flagged(
     ]
     assert second.stored[0].data["carried"] == ["B001"]
     assert second.result["ticket"]["number"] == "B002"
+
+
+async def test_after_a_call_reads_show_the_estimates_of_the_committed_queue(
+    hall: Hall, clock
+) -> None:
+    """A call leaves no kept play (its turn_near waits come from a play stopped early); the
+    hall plays after answering and gives the result to the committed copy. A read right
+    after the call, before or after that play, shows estimates of the committed queue as it
+    is after the call, never the ones from before it."""
+    from agent.core.estimate import estimate_queue
+
+    for window in ("w1", "w2", "w3"):
+        await hall.execute(SignIn(window=window, staff=f"s-{window}"))
+    for k in range(20):
+        await hall.execute(take(("general", "social", "fund")[k % 3]))
+
+    def figures(engine: QueueEngine, now: dt.datetime) -> tuple[object, object]:
+        services = [s.id for s in engine.config.services]
+        return engine.estimates(now), estimate_queue(engine, now, services)
+
+    before, _ = await hall.read(figures)
+    for window in ("w1", "w2", "w3", "w1"):
+        await hall.execute(call_next(window))
+        shown, fresh = await hall.read(figures)  # the first read after the call's answer
+        assert shown == fresh
+        assert shown != before
+        before = shown
+    assert hall._committed.has_estimates(clock().astimezone(hall.config.hall.zone))
+    # The next take joins the play made after the call and agrees with a new one.
+    out = await hall.execute(take("general"))
+    shown, fresh = await hall.read(figures)
+    assert shown == fresh
+    assert out.ticket is not None
+    assert out.ticket.id in shown.tickets  # type: ignore[attr-defined]

@@ -37,6 +37,7 @@ from agent.core.estimate import (
     Simulation,
     Waiter,
     play_queue,
+    play_until,
 )
 from agent.core.events import Event, EventData
 from agent.core.model import (
@@ -1403,6 +1404,27 @@ class QueueEngine:
         self._kept = _Kept(self._state_key(), now, play, found)
         return found
 
+    def _estimates_of(self, ticket_ids: Iterable[str], now: dt.datetime) -> Estimates:
+        """Estimates that hold (at least) ``ticket_ids``, exactly as :meth:`estimates`
+        gives them: the kept play's when it is for this state, else a play that stops once
+        they are called (``agent.core.estimate.play_until``). A call moves the tickets near
+        the head of a line to their ``turn_near``; their waits need the first steps of a
+        play, not all of it. The whole play, which reads need, is left to whoever asks
+        next (the hall plays it after it has answered: ``Hall._estimate_after``); the
+        result is not kept."""
+        if self.has_estimates(now):
+            return self.estimates(now)
+        return play_until(self, now, [s.id for s in self.config.services], ticket_ids)
+
+    def has_estimates(self, now: dt.datetime) -> bool:
+        """Whether :meth:`estimates` at ``now`` answers from what is kept (no play)."""
+        kept = self._kept
+        return (
+            kept is not None
+            and abs(now - kept.at) <= ESTIMATE_REUSE
+            and kept.key == self._state_key()
+        )
+
     def _state_key(self, version: int | None = None) -> tuple[Any, ...]:
         """What the kept estimates must have been made for (tests may change records in
         place between operations: the counts and windows catch most of that)."""
@@ -1600,7 +1622,8 @@ class QueueEngine:
             }
         if not turning and not publish:
             return
-        estimates = self.estimates(now)
+        # Without publish, only the few near their turn: a play until they are called.
+        estimates = self.estimates(now) if publish else self._estimates_of(turning, now)
 
         def ticket(tid: str) -> Ticket | None:
             return out.tickets.get(tid) or self.tickets.get(tid)

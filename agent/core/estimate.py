@@ -144,6 +144,13 @@ class Simulation:
     :func:`simulate`). With aging, a real ticket at the head may age and be called before
     the phantom would be: the mark is then where the phantom reached the head. In a long
     queue the play after the mark is short: a take costs a few steps, not a whole play.
+
+    :meth:`append` plays on from the mark only until the new ticket is called (its
+    estimate) and leaves the rest of the play paused: the next ticket added goes back to
+    its own mark anyway, so several takes in a row (the hall's writer applies a group of
+    them before it commits) play the queue behind them once, not once each. Whatever reads
+    the play (:meth:`estimates`) plays it to the end first; a mark the paused play has not
+    reached yet is played to when a ticket of its service is added.
     """
 
     def __init__(
@@ -156,8 +163,11 @@ class Simulation:
         newcomers: Iterable[str] = (),
         demand: Mapping[str, Demand] | None = None,
         horizon: float = 60.0,
+        until: Iterable[str] | None = None,
     ) -> None:
         self._minutes = minutes
+        # With ``until``: stop once these tickets are called (see :func:`play_until`).
+        self._until = None if until is None else set(until)
         self._aging = aging
         self._horizon = horizon
         self._lines: list[_Line] = []
@@ -187,6 +197,8 @@ class Simulation:
         # Where each newcomer service's phantom came to the head of its line.
         self._marks: dict[str, _Mark] = {}
         self._shared = False
+        # Where the play stopped, when it did before the end (see append); None: played out.
+        self._paused: _Mark | None = None
         heap = [(max(0.0, lane.free_in), i) for i, lane in enumerate(lanes)]
         heapq.heapify(heap)
         start = _Mark(0, [0] * len(self._lines), heap, 0)
@@ -210,12 +222,25 @@ class Simulation:
         self._line(service, green)
         return self._index[(service, green)]
 
-    def _play(self, mark: _Mark) -> None:
+    # One loop on purpose: it is the estimate's hot path, a helper per step would cost a call.
+    def _play(  # noqa: PLR0915
+        self, mark: _Mark, *, ticket: str | None = None, service: str | None = None
+    ) -> None:
         """Play on from ``mark`` (which it consumes) until everyone waiting and every
-        phantom is called or no lane is left that serves them."""
+        phantom is called or no lane is left that serves them; with ``ticket``, only until
+        that ticket is called, with ``service``, until the service's mark is set: the play
+        is then paused (``_paused``) where it stands."""
         lines, slots, aging = self._lines, self._slots, self._aging
         pos, heap, done, step, total = mark.pos, mark.heap, mark.done, mark.step, self._total
+        until = self._until
         while heap and done < total:
+            if until is not None and not until:
+                return  # every ticket asked for is called: the rest cannot change them
+            if (ticket is not None and ticket in self.called) or (
+                service is not None and service in self._marks
+            ):
+                self._paused = _Mark(step, pos, heap, done)
+                return
             at, i = heapq.heappop(heap)
             step += 1
             best: tuple[int, int, tuple[int, str]] | None = None
@@ -287,7 +312,10 @@ class Simulation:
         heapq.heappush(heap, (at + line.minutes, lane))
         if p >= n:
             return 0  # an expected arrival
-        self.called[line.reals[p][1]] = at
+        called = line.reals[p][1]
+        self.called[called] = at
+        if self._until is not None:
+            self._until.discard(called)
         if p + 1 == n and line.phantom and self._aging is not None:
             # The phantom is at the head now. With aging, a ticket behind everyone may be
             # called sooner than the phantom (it ages, a phantom does not): a play with it
@@ -301,9 +329,16 @@ class Simulation:
         rates = [0.0 if i is None else self._lines[i].rate for i in found]
         return Demand(rates[0], rates[1])
 
+    def _play_out(self, service: str | None = None) -> None:
+        """Play a paused play on: to the end, or until ``service``'s mark is set."""
+        paused, self._paused = self._paused, None
+        if paused is not None:
+            self._play(paused, service=service)
+
     def estimates(self) -> Estimates:
-        """The play's estimates as they stand (kept as they are: a later :meth:`append`
-        works on copies)."""
+        """The play's estimates (played to the end first; kept as they are: a later
+        :meth:`append` works on copies)."""
+        self._play_out()
         self._shared = True
         return Estimates(self.called, self.newcomer_at)
 
@@ -311,6 +346,8 @@ class Simulation:
         """Add a normal ticket behind every waiting ticket of its service (a take) and
         play on; returns its estimate (None: no lane serves the service). ``demand``:
         the service's expected arrivals now (the new ticket counts in the last hour's)."""
+        if self._until is not None:
+            raise ValueError("a play stopped early (until=) cannot take more tickets")
         if waiter.green:
             raise ValueError("only a normal ticket joins at the back of its line")
         line = self._line(waiter.service, False)
@@ -318,10 +355,12 @@ class Simulation:
             raise ValueError(f"ticket {waiter.id} is not behind everyone of its service")
         if not line.phantom:
             raise ValueError(f"{waiter.service} was not played with a newcomer")
-        mark = self._marks.pop(waiter.service, None)
         if self._shared:
             self.called, self.newcomer_at = dict(self.called), dict(self.newcomer_at)
             self._shared = False
+        if waiter.service not in self._marks:
+            self._play_out(waiter.service)  # a paused play may not have come to it yet
+        mark = self._marks.pop(waiter.service, None)
         line.reals.append(((waiter.rank, waiter.id), waiter.id, waiter.waited))
         self._total += 1
         if demand is not None:
@@ -329,7 +368,9 @@ class Simulation:
         if mark is None:  # no lane reaches this service: nobody is called
             return None
         self._marks = {s: m for s, m in self._marks.items() if m.step <= mark.step}
-        self._play(_Mark(mark.step, list(mark.pos), list(mark.heap), mark.done))
+        # What was played (or paused) after the mark is played again with the new ticket.
+        self._paused = None
+        self._play(_Mark(mark.step, list(mark.pos), list(mark.heap), mark.done), ticket=waiter.id)
         return self.called.get(waiter.id)
 
 
@@ -379,10 +420,24 @@ def estimate_queue(engine: Queue, now: dt.datetime, newcomers: list[str]) -> Est
     return play_queue(engine, now, newcomers).estimates()
 
 
-def play_queue(engine: Queue, now: dt.datetime, newcomers: list[str]) -> Simulation:
+def play_until(
+    engine: Queue, now: dt.datetime, newcomers: list[str], tickets: Iterable[str]
+) -> Estimates:
+    """The estimates of ``tickets`` as :func:`estimate_queue` gives them, from a play that
+    stops once they are called. A play is a walk in time order in which nothing later
+    changes what came before, so a ticket near the head of its line (a ``ticket.turn_near``
+    after a call) costs a few steps, not a play of everyone. The result holds only what was
+    called or reached by then: ask it only about ``tickets``."""
+    return play_queue(engine, now, newcomers, until=tickets).estimates()
+
+
+def play_queue(
+    engine: Queue, now: dt.datetime, newcomers: list[str], *, until: Iterable[str] | None = None
+) -> Simulation:
     """The engine's queue played forward: its open windows (and, for a service no open
     window serves, the windows that serve it as if they opened now), its waiting tickets,
-    each service's mean time and the last hour's arrivals expected again."""
+    each service's mean time and the last hour's arrivals expected again (``until``: see
+    :func:`play_until`)."""
     waiting = engine.waiting()
     lanes: list[Lane] = []
     taken: set[str] = set()
@@ -415,6 +470,7 @@ def play_queue(engine: Queue, now: dt.datetime, newcomers: list[str]) -> Simulat
         newcomers=newcomers,
         demand=_demand(engine, now),
         horizon=DEMAND_MINUTES,
+        until=until,
     )
 
 

@@ -39,6 +39,7 @@ from agent.core.operations import Operation, Tick
 from agent.errors import HallAgentError
 from agent.runtime.clock import plausible
 from agent.runtime.store import (
+    Checkpointer,
     CommandRecord,
     Damage,
     Store,
@@ -47,6 +48,7 @@ from agent.runtime.store import (
     StoreFull,
     Written,
 )
+from agent.runtime.store.schema import WAL_CHECKPOINT_PAGES
 from agent.runtime.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,13 @@ T = TypeVar("T")
 
 # Jobs the writer commits together at most (one transaction, one fsync).
 MAX_GROUP = 64
+# The WAL pages after which the hall checkpoints (on its own connection and thread), and
+# the operations it waits for before the first checkpoint tells it how many pages they
+# write; the count then follows each checkpoint's pages per operation.
+CHECKPOINT_PAGES = WAL_CHECKPOINT_PAGES
+FIRST_CHECKPOINT_AFTER = 100
+# What was committed while a checkpoint ran is copied once the writer was this quiet.
+CHECKPOINT_QUIET_S = 0.5
 
 
 def wall_clock() -> dt.datetime:
@@ -137,6 +146,11 @@ class WriteRecord:
     commits_total: int = 0
     jobs_total: int = 0
     largest_group: int = 0
+    # Checkpoints of the WAL beside the writer (Hall._checkpoint_loop), and whether the
+    # last one copied everything with no write under way (the next commit starts the WAL
+    # over; else another copies the rest when the writer is quiet).
+    checkpoints_total: int = 0
+    wal_all_copied: bool = False
 
 
 @dataclasses.dataclass(slots=True)
@@ -194,6 +208,18 @@ class Hall:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._reader_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
         self._reader: Store | None = None
+        # Checkpoints of the WAL, off the writer's commits (Store.hand_over_checkpoints).
+        self._checkpointer: Checkpointer | None = None
+        self._checkpoint_thread = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="store-checkpoint"
+        )
+        self._checkpoint_due = asyncio.Event()
+        self._since_checkpoint = 0  # operations committed since the last checkpoint
+        self._checkpoint_every = FIRST_CHECKPOINT_AFTER
+        self._last_commit = time.monotonic()
+        # Turns of the writer's thread begun, and under way (_in_thread).
+        self._store_turns = 0
+        self._in_store = 0
         self._writer: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()
         self._accepting = False
@@ -219,8 +245,10 @@ class Hall:
         self._last_seq = self.store.last_seq
         await self._set_aside_damaged()
         self._reader = await self._in_thread(self.store.reader)
+        self._checkpointer = await self._in_thread(self.store.hand_over_checkpoints)
         tasks = await self._stack.enter_async_context(BackgroundTasks())
         self._writer = tasks.create_task(self._write_loop(), name="hall-writer")
+        tasks.create_task(self._checkpoint_loop(), name="hall-checkpoints")
         self._accepting = True
         log.info(
             "hall %s ready: business day %s, %d open tickets, epoch %d, last seq %d",
@@ -242,12 +270,19 @@ class Hall:
             await self._jobs.put(None)
             await self._writer
             self._writer = None
+        self._checkpoint_due.set()  # the checkpoint loop ends once intake stopped
         await self._stack.aclose()
         self._thread.shutdown(wait=True)
         self._reader_thread.shutdown(wait=True)
+        self._checkpoint_thread.shutdown(wait=True)
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+            with contextlib.suppress(Exception):  # a store closed under us: nothing to undo
+                self.store.take_back_checkpoints()
 
     # -- operations ------------------------------------------------------------------------
 
@@ -444,7 +479,29 @@ class Hall:
                 _answer(step.job, value=step.outcome)
             else:
                 _answer(step.job, value=step.value)
+        # One turn of the event loop for the answered requests to send their answers: the
+        # writer's next steps (a play, the next group in memory) hold the loop while they run.
+        await asyncio.sleep(0)
+        if any(s.outcome is not None and (s.outcome.tickets or s.outcome.windows) for s in steps):
+            self._estimate_after()  # (not after a tick that changed nothing)
         return []
+
+    def _estimate_after(self) -> None:
+        """After a group is answered: play the queue again if its last change left no kept
+        play (a call: ``QueueEngine._estimates_of``) and give the result to the committed
+        copy. The next take joins that play, and reads do not play again; a read in between
+        plays the committed copy itself, as always (its records are the committed ones)."""
+        now = self._clock().astimezone(self.config.hall.zone)
+        if not self._accepting or self.engine.has_estimates(now):
+            return
+        engine, committed = self.engine, self._committed
+        try:
+            engine.estimates(now)
+        except Exception:  # the next read or take plays again and says why
+            log.exception("the wait estimate after a change failed")
+            return
+        if not committed.has_estimates(now):
+            committed.replaced(like=engine)
 
     def _run_in_memory(self, step: _Step, now: dt.datetime) -> None:
         """Run one job's part on the live engine; a refusal is kept as its answer."""
@@ -598,7 +655,72 @@ class Hall:
             record.failing_since = record.last_failed_at
         record.failed.set()
 
+    async def _checkpoint_loop(self) -> None:
+        """Checkpoint the WAL on the checkpointer's connection and thread whenever the
+        operations committed since the last checkpoint have written about
+        ``CHECKPOINT_PAGES`` to it: the writer's commits never wait for a checkpoint (a
+        PASSIVE one waits for nobody).
+
+        The writer starts the WAL over only at a commit that begins after everything in
+        it was copied; when the writer committed while a checkpoint ran, another one
+        copies the rest once the writer has been quiet for ``CHECKPOINT_QUIET_S`` (under a
+        steady stream of writes the WAL grows until such a moment, or until the writer's
+        own net, ``WAL_CHECKPOINT_NET_PAGES``).
+        """
+        loop = asyncio.get_running_loop()
+        failing = False
+        left = False  # the last checkpoint left pages that were committed while it ran
+        wal_pages = 0  # the pages the WAL held at the last checkpoint
+        while True:
+            if left:
+                quiet = self._last_commit + CHECKPOINT_QUIET_S - time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(quiet, 0.0)):
+                        await self._checkpoint_due.wait()
+                if not self._checkpoint_due.is_set() and (
+                    time.monotonic() - self._last_commit < CHECKPOINT_QUIET_S
+                ):
+                    continue  # not quiet yet
+            else:
+                await self._checkpoint_due.wait()
+            self._checkpoint_due.clear()
+            checkpointer = self._checkpointer
+            if not self._accepting or checkpointer is None:
+                return
+            operations, self._since_checkpoint = self._since_checkpoint, 0
+            turns, busy = self._store_turns, self._in_store > 0
+            try:
+                pages, copied = await loop.run_in_executor(
+                    self._checkpoint_thread, checkpointer.checkpoint
+                )
+            except StoreError as err:
+                if not failing:
+                    log.warning(
+                        "could not checkpoint the state database (%s); the writer "
+                        "checkpoints itself once the WAL grows past its limit",
+                        err,
+                    )
+                failing, left = True, False
+                continue
+            # A commit under way or begun while it ran may have begun before everything
+            # was copied: the writer starts the WAL over only in a commit begun after.
+            wrote = busy or self._store_turns != turns
+            failing, left = False, copied < pages or wrote
+            self.writes.checkpoints_total += 1
+            self.writes.wal_all_copied = not left
+            # The pages these operations wrote: the WAL's growth since the last checkpoint
+            # (all of it when the writer started it over in between).
+            written = pages - wal_pages if pages >= wal_pages else pages
+            wal_pages = pages
+            if written > 0 and operations > 0:
+                every = round(CHECKPOINT_PAGES * operations / written)
+                self._checkpoint_every = max(8, min(every, 100_000))
+
     def _write_succeeded(self, jobs: int) -> None:
+        self._last_commit = time.monotonic()
+        self._since_checkpoint += jobs
+        if self._since_checkpoint >= self._checkpoint_every:
+            self._checkpoint_due.set()
         record = self.writes
         record.ok_total += 1
         record.commits_total += 1
@@ -623,7 +745,12 @@ class Hall:
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, lambda: fn(*args, **kwargs))
+        self._store_turns += 1  # (the checkpoint loop tells from these what it missed)
+        self._in_store += 1
+        try:
+            return await loop.run_in_executor(self._thread, lambda: fn(*args, **kwargs))
+        finally:
+            self._in_store -= 1
 
     async def store_read(self, fn: Callable[[Store], T]) -> T:
         """Read the store as last committed, on the reader's own connection and thread:

@@ -85,6 +85,7 @@ __all__ = [
     "AccessRecords",
     "CannotOpen",
     "CannotRead",
+    "Checkpointer",
     "CommandRecord",
     "ContentImage",
     "ContentItem",
@@ -113,6 +114,31 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _OPEN = "('waiting','called','serving','held')"
+
+
+class Checkpointer:
+    """Checkpoints of the store's WAL on their own connection (``Store.hand_over_checkpoints``);
+    use from one thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn = schema.connect_checkpointer(path)
+
+    def checkpoint(self) -> tuple[int, int]:
+        """A PASSIVE checkpoint: copies into the database what the WAL holds and no reader
+        still needs; returns the frames (pages) the WAL held and how many of them are now
+        copied. The writer starts the WAL over at a commit that finds all of them copied."""
+        try:
+            # fetchall: the statement runs to its end and holds nothing afterwards.
+            ((_busy, frames, copied),) = self._conn.execute(
+                "PRAGMA wal_checkpoint(PASSIVE)"
+            ).fetchall()
+        except sqlite3.Error as err:
+            raise _failure(f"could not checkpoint {self.path}", err) from err
+        return max(0, int(frames)), max(0, int(copied))
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 class Store(Outbox, DocumentRows, PersonalRows, AccessRows, StatsRows, ContentRows, CaseRows):
@@ -148,6 +174,20 @@ class Store(Outbox, DocumentRows, PersonalRows, AccessRows, StatsRows, ContentRo
             conn = schema.connect(path)
             epoch = schema.prepare(conn, directory)
         return cls(conn, path, epoch)
+
+    def hand_over_checkpoints(self) -> Checkpointer:
+        """Checkpoints on a connection of their own, off this one's commits: SQLite's
+        automatic checkpoint runs inside the COMMIT that crosses its threshold, so that one
+        commit (and whoever waits for it) pays two more fsyncs and the copy into the
+        database. From now on this connection checkpoints only past
+        ``WAL_CHECKPOINT_NET_PAGES`` (a net); :meth:`take_back_checkpoints` undoes it."""
+        checkpointer = Checkpointer(self.path)
+        self._conn.execute(f"PRAGMA wal_autocheckpoint={schema.WAL_CHECKPOINT_NET_PAGES}")
+        return checkpointer
+
+    def take_back_checkpoints(self) -> None:
+        """This connection checkpoints again as it opened (``hand_over_checkpoints``)."""
+        self._conn.execute(f"PRAGMA wal_autocheckpoint={schema.WAL_CHECKPOINT_PAGES}")
 
     def reader(self) -> Store:
         """A second, read-only connection to the same file, for reads on their own thread:

@@ -34,6 +34,10 @@ PAGE_SIZE = 2048
 # A page a checkpoint copies into the database once may have been changed by many commits
 # since the last one: the fewer checkpoints, the fewer bytes in all.
 WAL_CHECKPOINT_BYTES = 4 << 20
+WAL_CHECKPOINT_PAGES = WAL_CHECKPOINT_BYTES // PAGE_SIZE
+# While the hall checkpoints on its own connection (connect_checkpointer), its writer
+# checkpoints only if the WAL grew to this many pages: a net, should those fall behind.
+WAL_CHECKPOINT_NET_PAGES = 2 * WAL_CHECKPOINT_PAGES
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +167,7 @@ def connect(path: Path) -> sqlite3.Connection:
         conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL")
         # Checkpoint when the WAL holds 4 MiB, as SQLite's default 1 000 pages of 4 KiB did.
-        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // PAGE_SIZE}")
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=5000")
@@ -171,6 +175,16 @@ def connect(path: Path) -> sqlite3.Connection:
         # A file that is not a database fails here: close it before it is moved aside.
         conn.close()
         raise
+    return conn
+
+
+def connect_checkpointer(path: Path) -> sqlite3.Connection:
+    """A connection that only checkpoints (copies the WAL into the database beside the
+    hall's writer): a PASSIVE checkpoint waits for no writer or reader and none waits for
+    it; it syncs the WAL and the database as the writer's own checkpoints would."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=5000")
     return conn
 
 
