@@ -112,11 +112,13 @@ async def running_agent(
     config_path: Path | None = None,
     *,
     wall: Callable[[], dt.datetime] = wall_clock,
+    progress: Callable[[str], object] | None = None,
 ) -> AsyncIterator[Running]:
     """Start everything; on exit stop intake, finish the write in progress, close.
 
     ``wall`` is the hall's wall clock (tests pass one they move by hand: a holiday, a
-    make-up Saturday, the lunch break)."""
+    make-up Saturday, the lunch break); ``progress`` hears where the start is (systemd's
+    STATUS line)."""
     disk = SpaceGuard(config.storage)
     store = await disk.open_store()
     devices = DeviceBoard(config)
@@ -143,6 +145,8 @@ async def running_agent(
             web = await stack.enter_async_context(WebServer(app, config.web))
             url = f"http://{config.web.host}:{web.port}"
             _write_api_url(api_url_file(config), url)
+            if progress is not None:
+                progress(f"starting: the local API answers at {url}; starting the devices")
 
             # Step 2, while the API answers: its code is imported off the event loop.
             await asyncio.to_thread(_import_second_step, config)
@@ -427,7 +431,7 @@ async def serve(
     loop.call_later(START_WITHOUT_GC_S, gc.enable)
     notifier = Notifier()
     notifier.status("starting: opening the state database")
-    async with running_agent(config, config_path) as agent_:
+    async with running_agent(config, config_path, progress=notifier.status) as agent_:
         log.info(
             "hall %s (%s) running; local API at %s",
             config.hall.id,
