@@ -79,15 +79,14 @@ _LOADERS: tuple[type[yaml.SafeLoader] | type[yaml.CSafeLoader], ...] = (
     _YamlLoader,
     _FastYamlLoader,
 )
-for _loader in _LOADERS:
-    _loader.yaml_implicit_resolvers = {k: list(v) for k, v in _RESOLVERS.items()}
-    _loader.add_implicit_resolver(
-        _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-    )
-    _loader.add_implicit_resolver(
-        _INT_TAG, re.compile(r"^(?:[-+]?[0-9]+|0x[0-9a-fA-F]+|0o[0-7]+)$"), list("-+0123456789")
-    )
-    _loader.add_implicit_resolver(
+_YAML12 = (
+    (_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")),
+    (
+        _INT_TAG,
+        re.compile(r"^(?:[-+]?[0-9]+|0x[0-9a-fA-F]+|0o[0-7]+)$"),
+        list("-+0123456789"),
+    ),
+    (
         _FLOAT_TAG,
         re.compile(
             r"^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
@@ -95,7 +94,12 @@ for _loader in _LOADERS:
             r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
         ),
         list("-+0123456789."),
-    )
+    ),
+)
+for _loader in _LOADERS:
+    _loader.yaml_implicit_resolvers = {k: list(v) for k, v in _RESOLVERS.items()}
+    for _tag, _pattern, _first in _YAML12:
+        _loader.add_implicit_resolver(_tag, _pattern, _first)
     _loader.add_constructor(_INT_TAG, _construct_int)
 
 
