@@ -326,3 +326,39 @@ def test_the_ticket_printer_loads_python_escpos_at_its_first_ticket() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["False False", "True True True"]
+
+
+# What the start's first step never loads: the second step's code comes once the API
+# answers (agent/daemon_features.py, imported on a worker thread).
+STEP_TWO = (
+    "agent.daemon_features",
+    "agent.central.link",
+    "agent.central.contract",
+    "agent.central.commands",
+    "agent.web.pages",
+    "agent.web.window_pages",
+    "agent.features.reports",
+    "agent.features.cases",
+    "agent.features.updates",
+    "escpos.escpos",
+    "barcode",
+)
+
+
+def test_the_first_step_of_a_start_loads_none_of_the_second() -> None:
+    program = (
+        "import sys, agent.daemon, agent.features.printing\n"
+        "print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    loaded = set(done.stdout.split())
+    assert "agent.web.app" in loaded
+    assert "agent.web.health" in loaded
+    assert not loaded & set(STEP_TWO), sorted(loaded & set(STEP_TWO))
