@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 # The tests' hall and config writer: one copy of each, re-exported for the benchmarks.
-from support import hall_config, write_config  # noqa: E402, F401 (write_config re-exported)
+from support import hall_config, started, write_config  # noqa: E402, F401 (write_config re-exported)
 
 RESULTS = ROOT / "bench" / "results"
 # Scratch space on the repository's own file system, so fsync costs what it costs there.
@@ -249,7 +249,7 @@ class AgentProcess:
             if url_file.exists():
                 self.url = url_file.read_text(encoding="utf-8").strip()
                 try:
-                    if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    if started(httpx.get(f"{self.url}/healthz", timeout=2)):
                         return self.url
                 except httpx.HTTPError:
                     pass
