@@ -4,11 +4,11 @@ This is the composition root. It starts in two steps, so that the local API answ
 soon as the hall can serve it:
 
 1. here: the store, the hall, the ticket printer (every ticket is gated on it), access,
-   issuing, health, the API's own routes, and the web server listening;
+   issuing, health, the queue's API routes and ``/healthz``, and the web server listening;
 2. :mod:`agent.daemon_features`, whose code is imported on a worker thread while the API
    already answers: the ID card and document desks, the window devices, reports,
    updates, proxy cases, the central link, LED strips, voice, inputs, the screens'
-   content, the staff board, the pages and their routes.
+   content, the staff board, the pages, and their routes and the credential routes.
 
 Until the second step is done the API says so rather than pretend (``503 starting`` for
 what is not there yet, ``/healthz`` degraded with the check ``start``:
@@ -51,7 +51,7 @@ from agent.runtime.diskspace import RoomNeeded, SpaceGuard, make_room
 from agent.runtime.hall import Hall, wall_clock
 from agent.runtime.store import Eviction, Store, StoreError, Written
 from agent.runtime.systemd import Notifier, supervised
-from agent.web.access import Gate, access_routes, guard
+from agent.web.access import Gate, guard
 from agent.web.app import WebServer, create_app
 from agent.web.health import HallHealth, health_routes
 from agent.web.starting import StartUp, answer_while_starting
@@ -218,8 +218,8 @@ def _api(
     printing: TicketPrinting | None,
     issuing: Issuing,
 ) -> FastAPI:
-    """The local API of the start's first step: the queue's own routes, credentials,
-    ``/healthz`` and ``/metrics``; the features add theirs in the second step."""
+    """The local API of the start's first step: the queue's own routes, ``/healthz`` and
+    ``/metrics``; the features (and the credential routes) add theirs in the second."""
     app = create_app(
         hall,
         gate,
@@ -227,7 +227,6 @@ def _api(
         printing=printing,
         issuing=issuing,
     )
-    app.include_router(access_routes(gate))
     monitors = gate.allow(Role.SCREEN, Role.MANAGER, Role.OPS, action="read the metrics")
     app.include_router(health_routes(health, metrics=guard(monitors)))
     answer_while_starting(app, start)

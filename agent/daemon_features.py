@@ -43,7 +43,7 @@ from agent.features.staffing import StaffingDesk
 from agent.features.updates import Updates, agent_updates
 from agent.runtime.devices import DeviceBoard
 from agent.runtime.hall import Hall
-from agent.web.access import Gate, guard
+from agent.web.access import Gate, access_routes, guard
 from agent.web.case_routes import case_routes
 from agent.web.content_routes import content_routes
 from agent.web.pages import PageFeed, page_routes
@@ -235,7 +235,9 @@ def _feature_routes(
     documents: DocumentDesk | None,
     reports: Reports,
 ) -> None:
-    """The features' routes, each guarded by its rule (docs/security.md)."""
+    """The features' routes, each guarded by its rule (docs/security.md), and the
+    credential routes (logins, enrolments: /api/v1/auth/...)."""
+    app.include_router(access_routes(gate))
     managers = gate.allow(Role.MANAGER, Role.OPS, action="read the hall's reports")
     app.include_router(report_routes(reports, read_guard=guard(managers)))
     if identity is not None:

@@ -267,6 +267,8 @@ async def test_the_api_answers_before_the_features_and_says_what_is_not_up_yet(
             assert "正在启动" in page.text
             report = await client.get("/api/v1/reports", headers=ops)
             assert (report.status_code, report.json()["error"]) == (503, "starting")
+            login = await client.post("/api/v1/auth/login", json={"name": "a", "password": "b"})
+            assert (login.status_code, login.json()["error"]) == (503, "starting")
             # A page token only the window devices know, and a token nobody knows: the
             # agent cannot tell them apart yet, so neither is told "unauthorized".
             press = await client.post("/api/v1/windows/w1/next", headers=caller)

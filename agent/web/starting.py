@@ -3,8 +3,8 @@
 The agent starts in two steps (agent/daemon.py): the local API answers as soon as the
 store, the hall, access and (when the hall has one) the ticket printer are up, and the
 rest (ID card and document desks, window devices, the central link, LED strips, voice,
-inputs, reports, the pages and their routes) comes up right after, while it answers.
-Until that second step is done, nothing pretends it is:
+inputs, reports, the pages, their routes and the credential routes) comes up right after,
+while it answers. Until that second step is done, nothing pretends it is:
 
 - ``/healthz`` is ``degraded`` with the check ``start``;
 - a request for a route that is not there yet is answered ``503`` (``error: starting``,
