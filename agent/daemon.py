@@ -1,11 +1,25 @@
 """The agent process: store, hall, local API and background loops, stopped in order.
 
-This is the composition root, and it imports a feature only when the config uses it: the
-ticket printer's stack (python-escpos, Pillow, qrcode) only with a printer, the document
-desk only with a camera or a scanner, the ID card desk only with a reader, and so on
-(``_printing``, ``_documents``, ... below). The types of those features come in under
-``TYPE_CHECKING``; start-up pays for what the hall has (docs/benchmarks.md, "Start and
-client commands").
+This is the composition root. It starts in two steps, so that the local API answers as
+soon as the hall can serve it:
+
+1. here: the store, the hall, the ticket printer (every ticket is gated on it), access,
+   issuing, health, the queue's API routes and ``/healthz``, and the web server listening;
+2. :mod:`agent.daemon_features`, whose code is imported on a worker thread while the API
+   already answers: the ID card and document desks, the window devices, reports,
+   updates, proxy cases, the central link, LED strips, voice, inputs, the screens'
+   content, the staff board, the pages, and their routes and the credential routes.
+
+Until the second step is done the API says so rather than pretend (``503 starting`` for
+what is not there yet, ``/healthz`` degraded with the check ``start``:
+agent/web/starting.py), and systemd hears READY=1 only after it. On the way out the local
+API closes first, then the second step's features, then the first's, as before.
+
+Each step imports a feature only when the config uses it: the ticket printer's stack
+(python-escpos, Pillow, qrcode) only with a printer, the document desk only with a camera
+or a scanner, the ID card desk only with a reader, and so on. The types of those features
+come in under ``TYPE_CHECKING``; start-up pays for what the hall has (docs/benchmarks.md,
+"Start and client commands").
 """
 
 from __future__ import annotations
@@ -25,60 +39,38 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.central.commands import CommandHandlers
-from agent.central.contract import Topics
-from agent.central.diagnostics import Diagnostics
-from agent.central.link import EnvelopeFilter, Link
 from agent.client import API_URL_FILE
-from agent.config import (
-    AnnouncerDevice,
-    CameraDevice,
-    CodeScannerDevice,
-    Device,
-    DocScannerDevice,
-    HallAgentConfig,
-    IdReaderDevice,
-    LedStripDevice,
-    PrinterDevice,
-    StorageConfig,
-    TicketButtonsDevice,
-)
+from agent.config import HallAgentConfig, PrinterDevice, StorageConfig
 from agent.core import events as ev
 from agent.core.events import Event
 from agent.features.access import HallAccess, Role
-from agent.features.cases import CaseDesk, case_desk
-from agent.features.certificates import Certificates
-from agent.features.content import ScreenContent
 from agent.features.issuing import Issuing
-from agent.features.reports import Reports, hall_reports
-from agent.features.staffing import StaffingDesk
-from agent.features.updates import RESTART_EXIT, Updates, agent_updates
 from agent.runtime.clock import SystemClock, runtime_directory
 from agent.runtime.devices import DeviceBoard, DeviceHealth
 from agent.runtime.diskspace import RoomNeeded, SpaceGuard, make_room
 from agent.runtime.hall import Hall, wall_clock
 from agent.runtime.store import Eviction, Store, StoreError, Written
 from agent.runtime.systemd import Notifier, supervised
-from agent.web.access import Gate, access_routes, guard
+from agent.web.access import Gate, guard
 from agent.web.app import WebServer, create_app
-from agent.web.case_routes import case_routes
-from agent.web.content_routes import content_routes
 from agent.web.health import HallHealth, health_routes
-from agent.web.pages import PageFeed, page_routes
-from agent.web.report_routes import report_routes
-from agent.web.staffing_routes import staffing_routes
-from agent.web.ticket_page import ticket_routes
-from agent.web.window_pages import WindowDevices, window_devices, window_routes
+from agent.web.starting import StartUp, answer_while_starting
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from agent.central.link import Link
+    from agent.features.cases import CaseDesk
+    from agent.features.certificates import Certificates
     from agent.features.documents import DocumentDesk
     from agent.features.identity import IdentityDesk
     from agent.features.inputs import TicketInputs
     from agent.features.led import LedStrips
     from agent.features.printing import TicketPrinting
+    from agent.features.updates import Updates
     from agent.features.voice import VoiceCalling
+    from agent.web.pages import PageFeed
+    from agent.web.window_pages import WindowDevices
 
 log = logging.getLogger(__name__)
 
@@ -120,148 +112,143 @@ async def running_agent(
     config_path: Path | None = None,
     *,
     wall: Callable[[], dt.datetime] = wall_clock,
+    progress: Callable[[str], object] | None = None,
 ) -> AsyncIterator[Running]:
     """Start everything; on exit stop intake, finish the write in progress, close.
 
     ``wall`` is the hall's wall clock (tests pass one they move by hand: a holiday, a
-    make-up Saturday, the lunch break)."""
+    make-up Saturday, the lunch break); ``progress`` hears where the start is (systemd's
+    STATUS line)."""
     disk = SpaceGuard(config.storage)
     store = await disk.open_store()
     devices = DeviceBoard(config)
     # Watch from the start, so the first states drivers report become events too.
     device_changes = devices.watch()
     clock = SystemClock(config.clock.trust, latch_dir=runtime_directory())
+    start = StartUp()
     try:
         # The composition root: each component gets what it needs when it is built, in
-        # the order they depend on each other; they stop in the reverse order.
-        async with (
-            Hall(config, store, clock=wall, clock_ok=clock) as hall,
-            _printing(hall, devices) as printing,
-            HallAccess(hall) as access,
-        ):
+        # the order they depend on each other; the stack stops them in the reverse order,
+        # but for the local API, which closes first (its callback below). The log lines
+        # are callbacks too, so that each comes where the stop has got to.
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(log.info, "stopping: queued writes finished")
+            # Step 1: what the local API needs, and the API itself.
+            hall = await stack.enter_async_context(Hall(config, store, clock=wall, clock_ok=clock))
+            printing = await stack.enter_async_context(_printing(hall, devices))
+            access = await stack.enter_async_context(HallAccess(hall))
+            stack.callback(log.info, "stopping: device features stopped")
             issuing = Issuing(hall, printing)
-            async with (
-                _identity(hall, devices, issuing) as identity,
-                _documents(hall, devices) as documents,
-                window_devices(
-                    hall,
-                    devices,
-                    capture=None if documents is None else documents.capture,
-                    access=access,
-                ) as windows,
-                hall_reports(hall) as reports,
-                agent_updates(hall, config.update, config.storage.path) as updates,
-                case_desk(hall, printing) as cases,
-                _link(
-                    hall,
-                    devices,
-                    printing,
-                    identity,
-                    documents,
-                    windows,
-                    reports,
-                    Diagnostics(config, config_path),
-                    updates,
-                    cases,
-                    certificates := Certificates(hall, config.mqtt),
-                ) as link,
-                HallHealth(hall, link, devices, disk, clock) as health,
-                _leds(hall, devices) as leds,
-                _voice(hall, devices) as voice,
-                _inputs(hall, devices, issuing) as inputs,
-            ):
-                gate = Gate(hall, access, windows.page_principal)
-                app = create_app(
-                    hall,
-                    gate,
-                    status_extra=lambda: _link_status(link),
-                    printing=printing,
-                    issuing=issuing,
-                )
-                _feature_routes(app, gate, health, identity, documents, reports)
-                content = ScreenContent(hall)
-                await content.tidy()
-                editors = gate.allow(Role.MANAGER, Role.OPS, action="edit the screens' content")
-                app.include_router(content_routes(content, edit_rule=editors))
-                staffing = StaffingDesk(hall)
-                await staffing.load()  # the hall's own staff board, over central's push
-                board_editors = gate.allow(Role.MANAGER, Role.OPS, action="edit the staff board")
-                app.include_router(staffing_routes(staffing, edit_rule=board_editors))
-                app.include_router(case_routes(cases, gate))
-                pages = PageFeed(hall, devices, printing, issuing)
-                app.include_router(page_routes(pages))
-                app.include_router(ticket_routes(pages))
-                app.include_router(window_routes(windows, pages, gate))
-                # The pages' streams end before the web server stops (it waits for open ones).
-                async with WebServer(app, config.web) as web, pages:
-                    url = f"http://{config.web.host}:{web.port}"
-                    _write_api_url(api_url_file(config), url)
-                    async with asyncio.TaskGroup() as tasks:
-                        background = [
-                            tasks.create_task(_tick_loop(hall), name="day-rollover"),
-                            tasks.create_task(retention_loop(hall, disk), name="outbox-retention"),
-                            tasks.create_task(
-                                _record_device_changes(hall, devices, device_changes),
-                                name="devices",
-                            ),
-                            tasks.create_task(
-                                updates.after_start(
-                                    lambda: config.mqtt.url is None or link.connected.is_set()
-                                ),
-                                name="update-outcome",
-                            ),
-                            tasks.create_task(certificates.watch(), name="client-certificate"),
-                        ]
-                        try:
-                            yield Running(
-                                hall,
-                                url,
-                                link,
-                                devices,
-                                issuing,
-                                printing,
-                                health,
-                                pages,
-                                leds,
-                                voice,
-                                inputs,
-                                windows,
-                                identity,
-                                documents,
-                                access,
-                                cases=cases,
-                                app=app,
-                                updates=updates,
-                                certificates=certificates,
-                            )
-                        finally:
-                            for task in background:
-                                task.cancel()
-                    log.info("stopping: local API closed to new requests")
-                log.info("stopping: central link closed")
-            log.info("stopping: device features stopped")
-        log.info("stopping: queued writes finished")
+            gate = Gate(hall, access, start.page_principal)
+            health = await stack.enter_async_context(HallHealth(hall, start, devices, disk, clock))
+            app = _api(hall, gate, health, start, printing, issuing)
+            web = await stack.enter_async_context(WebServer(app, config.web))
+            url = f"http://{config.web.host}:{web.port}"
+            _write_api_url(api_url_file(config), url)
+            if progress is not None:
+                progress(f"starting: the local API answers at {url}; starting the devices")
+
+            # Step 2, while the API answers: its code is imported off the event loop.
+            await asyncio.to_thread(_import_second_step, config)
+            from agent.daemon_features import compose_features
+
+            features = await compose_features(
+                stack, hall, devices, printing, access, issuing, gate, app, config_path
+            )
+            stack.callback(log.info, "stopping: central link closed")
+            stack.push_async_callback(web.close)  # before the features behind it stop
+            # The pages' streams end before the web server stops (it waits for open ones).
+            pages = await stack.enter_async_context(features.pages)
+            stack.callback(log.info, "stopping: local API closed to new requests")
+            link, updates, certificates = features.link, features.updates, features.certificates
+            app.openapi_schema = None  # one asked for while starting lacked step 2's routes
+            start.finish(link, features.windows.page_principal)
+
+            async with asyncio.TaskGroup() as tasks:
+                background = [
+                    tasks.create_task(_tick_loop(hall), name="day-rollover"),
+                    tasks.create_task(retention_loop(hall, disk), name="outbox-retention"),
+                    tasks.create_task(
+                        _record_device_changes(hall, devices, device_changes),
+                        name="devices",
+                    ),
+                    tasks.create_task(
+                        updates.after_start(
+                            lambda: config.mqtt.url is None or link.connected.is_set()
+                        ),
+                        name="update-outcome",
+                    ),
+                    tasks.create_task(certificates.watch(), name="client-certificate"),
+                ]
+                try:
+                    yield Running(
+                        hall,
+                        url,
+                        link,
+                        devices,
+                        issuing,
+                        printing,
+                        health,
+                        pages,
+                        features.leds,
+                        features.voice,
+                        features.inputs,
+                        features.windows,
+                        features.identity,
+                        features.documents,
+                        access,
+                        cases=features.cases,
+                        app=app,
+                        updates=updates,
+                        certificates=certificates,
+                    )
+                finally:
+                    for task in background:
+                        task.cancel()
     finally:
         store.close()
         log.info("stopped; state saved in %s", store.path)
 
 
-# -- the device features, each imported only when the config has its devices ----------
+def _api(
+    hall: Hall,
+    gate: Gate,
+    health: HallHealth,
+    start: StartUp,
+    printing: TicketPrinting | None,
+    issuing: Issuing,
+) -> FastAPI:
+    """The local API of the start's first step: the queue's own routes, ``/healthz`` and
+    ``/metrics``; the features (and the credential routes) add theirs in the second."""
+    app = create_app(
+        hall,
+        gate,
+        status_extra=lambda: _central_status(hall.config, start),
+        printing=printing,
+        issuing=issuing,
+    )
+    monitors = gate.allow(Role.SCREEN, Role.MANAGER, Role.OPS, action="read the metrics")
+    app.include_router(health_routes(health, metrics=guard(monitors)))
+    answer_while_starting(app, start)
+    return app
 
 
-def _uses(config: HallAgentConfig, *kinds: type[Device]) -> bool:
-    return any(isinstance(d, kinds) for d in config.devices)
+def _import_second_step(config: HallAgentConfig) -> None:
+    """The second step's code and the device features the config uses (on a worker
+    thread: the event loop answers the API meanwhile)."""
+    from agent.daemon_features import import_device_features
+
+    import_device_features(config)
 
 
-def _none() -> AbstractAsyncContextManager[None]:
-    return contextlib.nullcontext(None)
+# -- the ticket printer, imported only when the config has one ------------------------
 
 
 def _printing(
     hall: Hall, devices: DeviceBoard
 ) -> AbstractAsyncContextManager[TicketPrinting | None]:
-    if not _uses(hall.config, PrinterDevice):
-        return _none()
+    if not any(isinstance(d, PrinterDevice) for d in hall.config.devices):
+        return contextlib.nullcontext(None)
     keep_escpos_capabilities(hall.config.storage.path)
     from agent.features.printing import ticket_printing
 
@@ -307,131 +294,20 @@ def keep_escpos_capabilities(storage: Path) -> None:
         os.environ.pop(ESCPOS_PICKLE_VARIABLE, None)
 
 
-def _identity(
-    hall: Hall, devices: DeviceBoard, issuing: Issuing
-) -> AbstractAsyncContextManager[IdentityDesk | None]:
-    if not _uses(hall.config, IdReaderDevice):
-        return _none()
-    from agent.features.identity import identity_desk
-    from agent.features.staff import sign_in_by_identity
-
-    return identity_desk(hall, devices, issuing, staff_sign_in=sign_in_by_identity)
-
-
-def _documents(
-    hall: Hall, devices: DeviceBoard
-) -> AbstractAsyncContextManager[DocumentDesk | None]:
-    if not _uses(hall.config, CameraDevice, DocScannerDevice):
-        return _none()
-    from agent.features.documents import document_desk
-
-    return document_desk(hall, devices)
-
-
-def _leds(hall: Hall, devices: DeviceBoard) -> AbstractAsyncContextManager[LedStrips | None]:
-    if not _uses(hall.config, LedStripDevice):
-        return _none()
-    from agent.features.led import led_strips
-
-    return led_strips(hall, devices)
-
-
-def _voice(hall: Hall, devices: DeviceBoard) -> AbstractAsyncContextManager[VoiceCalling | None]:
-    if not _uses(hall.config, AnnouncerDevice):
-        return _none()
-    from agent.features.voice import voice_calling
-
-    return voice_calling(hall, devices)
-
-
-def _inputs(
-    hall: Hall, devices: DeviceBoard, issuing: Issuing
-) -> AbstractAsyncContextManager[TicketInputs | None]:
-    if not _uses(hall.config, TicketButtonsDevice, CodeScannerDevice):
-        return _none()
-    from agent.features.inputs import ticket_inputs
-
-    return ticket_inputs(hall, devices, issuing)
-
-
-def _feature_routes(
-    app: FastAPI,
-    gate: Gate,
-    health: HallHealth,
-    identity: IdentityDesk | None,
-    documents: DocumentDesk | None,
-    reports: Reports,
-) -> None:
-    """The features' routes, each guarded by its rule (docs/security.md)."""
-    app.include_router(access_routes(gate))
-    managers = gate.allow(Role.MANAGER, Role.OPS, action="read the hall's reports")
-    app.include_router(report_routes(reports, read_guard=guard(managers)))
-    monitors = gate.allow(Role.SCREEN, Role.MANAGER, Role.OPS, action="read the metrics")
-    app.include_router(health_routes(health, metrics=guard(monitors)))
-    if identity is not None:
-        from agent.features.identity import identity_routes
-
-        kiosk = gate.allow(Role.KIOSK, Role.OPS, action="use the kiosk's ID card reader")
-        app.include_router(
-            identity_routes(identity, read_guard=guard(kiosk), take_guard=guard(kiosk))
-        )
-    if documents is not None:
-        from agent.features.documents import document_routes
-
-        spool = gate.allow(Role.MANAGER, Role.OPS, action="read the document spool")
-        app.include_router(
-            document_routes(
-                documents,
-                capture_guard=guard(gate.window("capture a document")),
-                read_guard=guard(spool),
-            )
-        )
-
-
-def _link(
-    hall: Hall,
-    devices: DeviceBoard,
-    printing: TicketPrinting | None,
-    identity: IdentityDesk | None,
-    documents: DocumentDesk | None,
-    windows: WindowDevices,
-    reports: Reports,
-    diagnostics: Diagnostics,
-    updates: Updates,
-    cases: CaseDesk,
-    certificates: Certificates,
-) -> Link:
-    """The central link with what the device features add to it."""
-    handlers = CommandHandlers(
-        reprint=None if printing is None else printing.reprint_command,
-        request_rating=windows.ratings.request_command,
-        set_appointments=None if identity is None else identity.set_appointments_command,
-        capture_document=None if documents is None else documents.capture_command,
-        get_report=reports.command,
-        run_doctor=diagnostics.run_doctor,
-        get_logs=diagnostics.get_logs,
-        get_config=diagnostics.get_config,
-        update_agent=updates.command,
-        install_certificate=certificates.install if certificates.enabled else None,
-        case_result=cases.result_command,
-    )
-    topics = Topics(hall.config.hall.id)
-    filters: tuple[EnvelopeFilter, ...] = (cases.envelope_filter(),)
-    if identity is not None or documents is not None:
-        from agent.features.identity import envelope_filters
-
-        filters += envelope_filters(identity, documents)
-    return Link(
-        hall,
-        devices,
-        handlers=handlers,
-        envelope_filters=filters,
-        while_connected=() if documents is None else (documents.upload,),
-        routes={} if documents is None else {topics.file_ack: documents.on_file_ack},
-    )
-
-
-def _link_status(link: Link) -> dict[str, Any]:
+def _central_status(config: HallAgentConfig, start: StartUp) -> dict[str, Any]:
+    link = start.link
+    if link is None:  # the start's second step builds it
+        return {
+            "central": {
+                "state": "starting",
+                "url": config.mqtt.url,
+                "session": None,
+                "reconnects": 0,
+                "published": 0,
+                "last_error": None,
+                "config_version": None,
+            }
+        }
     return {
         "central": {
             "state": link.state.value,
@@ -554,7 +430,7 @@ async def serve(
     loop.call_later(START_WITHOUT_GC_S, gc.enable)
     notifier = Notifier()
     notifier.status("starting: opening the state database")
-    async with running_agent(config, config_path) as agent_:
+    async with running_agent(config, config_path, progress=notifier.status) as agent_:
         log.info(
             "hall %s (%s) running; local API at %s",
             config.hall.id,
@@ -575,6 +451,8 @@ async def serve(
         restart = agent_.updates is not None and agent_.updates.restart.requested
     notifier.close()
     if restart:
+        from agent.features.updates import RESTART_EXIT  # loaded by the start's second step
+
         log.info("exiting with status %d: start me again (an update)", RESTART_EXIT)
         return RESTART_EXIT
     return 0

@@ -35,6 +35,7 @@ from support import (  # noqa: E402, F401 (re-exported)
     CHROMIUM,
     CHROMIUM_FLAGS,
     hall_config,
+    started,
     write_config,
 )
 
@@ -254,7 +255,7 @@ class AgentProcess:
             if url_file.exists():
                 self.url = url_file.read_text(encoding="utf-8").strip()
                 try:
-                    if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    if started(httpx.get(f"{self.url}/healthz", timeout=2)):
                         return self.url
                 except httpx.HTTPError:
                     pass

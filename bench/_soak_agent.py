@@ -69,7 +69,8 @@ def main() -> int:
 
     class SimulatedHall(Hall):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, clock=clock, **kwargs)
+            kwargs["clock"] = clock  # in place of the daemon's wall clock
+            super().__init__(*args, **kwargs)
 
     daemon.Hall = SimulatedHall  # type: ignore[misc]
     config = load_config(config_path)

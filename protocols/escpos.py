@@ -13,7 +13,10 @@ in one of two ways, chosen per printer:
   with a CJK font (:mod:`protocols.escpos_raster`) and sent as ``GS v 0`` images.
 
 Sizes, alignment, bold, native QR (``GS ( k``), images and the cut are produced by
-python-escpos's ``Escpos`` command methods, writing into memory. Its text path is not
+python-escpos's ``Escpos`` command methods, writing into memory; python-escpos (with
+python-barcode and its printer capabilities) is imported at the first ticket encoded, not
+with this module, so that the agent's start does not pay for it (the printer's worker
+thread imports it anyway when it first opens the printer). Its text path is not
 used: python-escpos 3.1 sends a string as GB18030 only when it holds a CJK ideograph in
 U+4E00–U+9FA5, never sends ``FS &``, and turns strings of only full-width punctuation
 (``，。！``) or characters outside that block (``䶮``, ``𠮷``) into ``?``.
@@ -22,10 +25,9 @@ U+4E00–U+9FA5, never sends ``FS &``, and turns strings of only full-width punc
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator
-from typing import Any
-
-from escpos.escpos import Escpos  # type: ignore[import-untyped]
+from typing import Any, Protocol
 
 from protocols.escpos_model import (
     Align,
@@ -53,26 +55,51 @@ CHINESE_OFF = FS + b"."
 # -- python-escpos, writing into memory --------------------------------------------------------
 
 
-class _Commands(Escpos):  # type: ignore[misc]
-    """python-escpos's command methods, collecting bytes instead of sending them."""
+class _Commands(Protocol):
+    """What the encoders use of python-escpos's ``Escpos`` and the subclass below."""
 
-    def __init__(self, paper: Paper) -> None:
-        super().__init__(profile="default")
-        data: dict[str, Any] = dict(self.profile.profile_data)
-        # The generic profile's width is "Unknown", which makes image() print a notice to
-        # stdout on every call; the roll's width is known here.
-        data["media"] = {"width": {"mm": paper.width_mm, "pixels": paper.width_dots}, "dpi": 203}
-        self.profile.profile_data = data
-        self._chunks: list[bytes] = []
+    def _raw(self, msg: bytes) -> None: ...
+    def output(self) -> bytes: ...
+    def style(self, align: Align, scale: int = 1, bold: bool = False) -> None: ...
+    def image(self, img_source: Any, *, center: bool) -> None: ...
+    def qr(self, content: str, *, ec: int, size: int, native: bool) -> None: ...
+    def cut(self) -> None: ...
 
-    def _raw(self, msg: bytes) -> None:
-        self._chunks.append(bytes(msg))
 
-    def output(self) -> bytes:
-        return b"".join(self._chunks)
+def _commands(paper: Paper) -> _Commands:
+    commands: _Commands = _commands_class()(paper)
+    return commands
 
-    def style(self, align: Align, scale: int = 1, bold: bool = False) -> None:
-        self.set(align=align.value, bold=bold, custom_size=True, width=scale, height=scale)
+
+@functools.cache
+def _commands_class() -> type[Any]:
+    """python-escpos's command methods, collecting bytes instead of sending them (the
+    class is made at the first ticket: python-escpos is imported then)."""
+    from escpos.escpos import Escpos  # type: ignore[import-untyped]
+
+    class Commands(Escpos):  # type: ignore[misc]
+        def __init__(self, paper: Paper) -> None:
+            super().__init__(profile="default")
+            data: dict[str, Any] = dict(self.profile.profile_data)
+            # The generic profile's width is "Unknown", which makes image() print a notice
+            # to stdout on every call; the roll's width is known here.
+            data["media"] = {
+                "width": {"mm": paper.width_mm, "pixels": paper.width_dots},
+                "dpi": 203,
+            }
+            self.profile.profile_data = data
+            self._chunks: list[bytes] = []
+
+        def _raw(self, msg: bytes) -> None:
+            self._chunks.append(bytes(msg))
+
+        def output(self) -> bytes:
+            return b"".join(self._chunks)
+
+        def style(self, align: Align, scale: int = 1, bold: bool = False) -> None:
+            self.set(align=align.value, bold=bold, custom_size=True, width=scale, height=scale)
+
+    return Commands
 
 
 def _text_lines(block: TextLine, paper: Paper) -> Iterator[TextLine]:
@@ -92,7 +119,7 @@ def encode_gb18030(
     Lines the printer's font cannot show go as images when a ``typesetter`` is given;
     without one they are sent as GB18030 and the printer shows what its font has.
     """
-    out = _Commands(paper)
+    out = _commands(paper)
     out._raw(INIT + CHINESE_ON)
     for block in document.blocks:
         match block:
@@ -123,7 +150,7 @@ def encode_gb18030(
 
 def encode_raster(document: TicketDocument, paper: Paper, typesetter: Typesetter) -> bytes:
     """The whole ticket as images (GS v 0): any ESC/POS printer prints it, font or not."""
-    out = _Commands(paper)
+    out = _commands(paper)
     out._raw(INIT)
     out.image(typesetter.render(document.blocks), center=False)
     out.cut()

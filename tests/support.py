@@ -64,6 +64,16 @@ _WITH_OPEN_FILES = (
 )
 
 
+def started(health: httpx.Response) -> bool:
+    """Whether ``/healthz`` says the whole start is done: answering, and no longer naming
+    the check ``start`` (the devices, the link and the pages come up after the API:
+    docs/operations.md, "Starting")."""
+    if health.status_code != 200:
+        return False
+    reasons = health.json().get("reasons", [])
+    return not any(r.get("check") == "start" for r in reasons)
+
+
 class AgentProcess:
     """``hall-agent run`` as a real subprocess, found through the API URL it writes.
 
@@ -110,7 +120,7 @@ class AgentProcess:
             if url_file.exists():
                 self.url = url_file.read_text().strip()
                 try:
-                    if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    if started(httpx.get(f"{self.url}/healthz", timeout=2)):
                         return self.url
                 except httpx.HTTPError:
                     pass

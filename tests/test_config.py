@@ -689,3 +689,53 @@ def test_range_hint_reaches_optional_constrained_fields(tmp_path: Path) -> None:
     assert code == 2
     assert "devices[4](caller-w1).address" in output
     assert "(fix: use a value from 1 to 254)" in output
+
+
+SCALARS = """\
+times: [13:30, 8:05]
+words: [on, off, yes, no, y, n]
+bools: [true, False, TRUE]
+ints: [010, 0x1F, 0o17, -7, +3]
+floats: [1.5, .5, 1e3, -.inf]
+dates: [2026-02-14, 2026-13-01]
+nested: {a: {b: [1, "2", null, ~]}}
+"""
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(SCALARS, id="scalars"),
+        pytest.param((ROOT / "config" / "example.yaml").read_text(encoding="utf-8"), id="example"),
+    ],
+)
+def test_libyaml_reads_the_config_exactly_as_pyyaml_does(text: str) -> None:
+    """The start parses with libyaml (agent/config/yaml_loader.py): the same YAML 1.2
+    scalars and constructors as PyYAML's own parser, value for value and type for type."""
+    from agent.config.yaml_loader import _FastYamlLoader, _load_with, _YamlLoader
+
+    fast, slow = _load_with(_FastYamlLoader, text), _load_with(_YamlLoader, text)
+
+    def typed(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: typed(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [typed(v) for v in value]
+        return (type(value).__name__, value)
+
+    assert typed(fast) == typed(slow)
+    if text == SCALARS:
+        assert fast["times"] == ["13:30", "8:05"]
+        assert fast["words"] == ["on", "off", "yes", "no", "y", "n"]
+        assert fast["ints"] == [10, 31, 15, -7, 3]
+        assert fast["dates"][1] == "2026-13-01"
+
+
+def test_a_key_written_twice_is_refused_by_either_parser() -> None:
+    import yaml
+
+    from agent.config.yaml_loader import _FastYamlLoader, _load_with, _YamlLoader
+
+    for loader in (_FastYamlLoader, _YamlLoader):
+        with pytest.raises(yaml.YAMLError, match="found the key 'hall' twice"):
+            _load_with(loader, "hall: {}\nwindows: []\nhall: {}\n")

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import as_ops, hall_config
 
-from agent.central.link import LinkState
+from agent.central.state import LinkState
 from agent.config import HallAgentConfig
 from agent.core import events as ev
 from agent.core.events import Event

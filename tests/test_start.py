@@ -4,10 +4,14 @@ damaged copy of them never stops a start."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -192,3 +196,171 @@ def test_settling_the_start_freezes_its_objects_and_turns_the_collector_on() -> 
         check=True,
     )
     assert done.stdout.split() == ["0", "True", "True"]
+
+
+# -- the two steps of a start (agent/daemon.py, agent/web/starting.py) --------------------
+
+
+def _hall_with_a_web_caller(storage: Path) -> Any:
+    from support import hall_config
+
+    from agent.config import HallAgentConfig
+
+    data = hall_config(storage)
+    data["devices"] = [{"id": "caller-w1", "kind": "caller", "transport": {"type": "web"}}]
+    data["windows"][0]["devices"] = ["caller-w1"]
+    return HallAgentConfig.model_validate(data)
+
+
+@pytest.mark.timeout(90)
+async def test_the_api_answers_before_the_features_and_says_what_is_not_up_yet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 1 (store, hall, access, issuing, health, the API's own routes) answers while
+    step 2 (devices, link, pages, their routes) is held; what step 2 brings is answered
+    503 ``starting`` (never 404 or 401), /healthz says so, and once step 2 is done
+    everything answers as before."""
+    import httpx
+    from support import bearer, ops_headers
+
+    from agent import daemon_features
+    from agent.daemon import Running, running_agent
+    from agent.web.window_pages import load_tokens
+
+    config = _hall_with_a_web_caller(tmp_path / "state")
+    caller = bearer(load_tokens(config)["caller-w1"])  # kept: the agent reads the same
+    held, release = asyncio.Event(), asyncio.Event()
+    compose = daemon_features.compose_features
+
+    async def held_back(*args: Any, **kwargs: Any) -> Any:
+        held.set()
+        await release.wait()
+        return await compose(*args, **kwargs)
+
+    monkeypatch.setattr(daemon_features, "compose_features", held_back)
+    up: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
+    done = asyncio.Event()
+
+    async def run() -> None:
+        async with running_agent(config) as running:
+            up.set_result(running)
+            await done.wait()
+
+    task = asyncio.create_task(run())
+    try:
+        await asyncio.wait_for(held.wait(), 60)
+        url = (config.storage.path / "api-url").read_text(encoding="utf-8").strip()
+        ops = ops_headers(config.storage.path)
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            status = await client.get("/api/v1/status", headers=ops)
+            assert status.status_code == 200
+            assert status.json()["central"]["state"] == "starting"
+            taken = await client.post("/api/v1/tickets", json={"service": "social"}, headers=ops)
+            assert taken.status_code == 201
+            health = (await client.get("/healthz")).json()
+            assert health["status"] == "degraded"
+            # First the start, then what it has not brought up (the web caller's page).
+            assert [r["check"] for r in health["reasons"]] == ["start", "device:caller-w1"]
+            page = await client.get("/pages/kiosk", headers={"accept": "text/html"})
+            assert page.status_code == 503
+            assert page.headers["retry-after"] == "1"
+            assert "正在启动" in page.text
+            report = await client.get("/api/v1/reports", headers=ops)
+            assert (report.status_code, report.json()["error"]) == (503, "starting")
+            login = await client.post("/api/v1/auth/login", json={"name": "a", "password": "b"})
+            assert (login.status_code, login.json()["error"]) == (503, "starting")
+            # A page token only the window devices know, and a token nobody knows: the
+            # agent cannot tell them apart yet, so neither is told "unauthorized".
+            press = await client.post("/api/v1/windows/w1/next", headers=caller)
+            assert (press.status_code, press.json()["error"]) == (503, "starting")
+            assert press.headers["retry-after"] == "1"
+            stranger = await client.get("/api/v1/status", headers=bearer("x" * 32))
+            assert (stranger.status_code, stranger.json()["error"]) == (503, "starting")
+            assert (await client.get("/api/v1/status")).status_code == 401  # no token at all
+            assert not up.done()
+
+            release.set()
+            running = await asyncio.wait_for(up, 60)
+            assert running.url == url
+            status = await client.get("/api/v1/status", headers=ops)
+            assert status.json()["central"]["state"] == "disabled"
+            health = (await client.get("/healthz")).json()
+            assert (health["status"], health["reasons"]) == ("ready", [])
+            assert (await client.get("/pages/kiosk")).status_code == 200
+            assert (await client.get("/api/v1/reports", headers=ops)).status_code == 200
+            press = await client.post("/api/v1/windows/w1/next", headers=caller)
+            assert press.status_code == 200, press.text
+            assert (
+                press.json()["result"]["ticket"]["number"]
+                == taken.json()["result"]["ticket"]["number"]
+            )
+            stranger = await client.get("/api/v1/status", headers=bearer("x" * 32))
+            assert stranger.status_code == 401
+            missing = await client.get("/api/v1/no-such-route", headers=ops)
+            assert (missing.status_code, missing.json()["error"]) == (404, "not_found")
+    finally:
+        release.set()
+        done.set()
+        await task
+
+
+def test_the_ticket_printer_loads_python_escpos_at_its_first_ticket() -> None:
+    """A hall with a printer starts without python-escpos's command layer and
+    python-barcode (protocols/escpos.py imports them at the first ticket encoded)."""
+    program = (
+        "import sys\n"
+        "import agent.features.printing\n"
+        "from protocols.escpos import encode_gb18030\n"
+        "from protocols.escpos_model import Paper, TextLine, TicketDocument\n"
+        "heavy = ('escpos.escpos', 'barcode')\n"
+        "print(*[m in sys.modules for m in heavy])\n"
+        "doc = TicketDocument((TextLine('A001'),))\n"
+        "data = encode_gb18030(doc, Paper.for_width(80))\n"
+        "print(*[m in sys.modules for m in heavy], b'A001' in data)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["False False", "True True True"]
+
+
+# What the start's first step never loads: the second step's code comes once the API
+# answers (agent/daemon_features.py, imported on a worker thread).
+STEP_TWO = (
+    "agent.daemon_features",
+    "agent.central.link",
+    "agent.central.contract",
+    "agent.central.commands",
+    "agent.web.pages",
+    "agent.web.window_pages",
+    "agent.features.reports",
+    "agent.features.cases",
+    "agent.features.updates",
+    "escpos.escpos",
+    "barcode",
+)
+
+
+def test_the_first_step_of_a_start_loads_none_of_the_second() -> None:
+    program = (
+        "import sys, agent.daemon, agent.features.printing\n"
+        "print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    loaded = set(done.stdout.split())
+    assert "agent.web.app" in loaded
+    assert "agent.web.health" in loaded
+    assert not loaded & set(STEP_TWO), sorted(loaded & set(STEP_TWO))

@@ -244,6 +244,12 @@ def test_a_real_agent_says_ready_pings_the_watchdog_and_says_stopping(
         # The API is up when READY is sent.
         url = (storage / "api-url").read_text(encoding="utf-8").strip()
         assert url in ready["STATUS"]
+        # Before READY, the status said the API answers while the rest starts.
+        before = [f["STATUS"] for _, f in notify_socket.messages[:-1] if "STATUS" in f]
+        assert before == [
+            "starting: opening the state database",
+            f"starting: the local API answers at {url}; starting the devices",
+        ]
         # WatchdogSec=2 s: a ping at least every 0.5 s, so 4 within 3 s.
         pings = [notify_socket.wait_for("WATCHDOG", timeout=3) for _ in range(4)]
         assert all(p["WATCHDOG"] == "1" for p in pings)

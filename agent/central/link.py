@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
-import enum
 import functools
 import json
 import logging
@@ -28,6 +26,7 @@ import agent
 from agent.central.commands import CommandDesk, CommandHandlers
 from agent.central.contract import Birth, DeviceState, Metrics, Topics, Will
 from agent.central.pushed import ConfigDesk
+from agent.central.state import LinkCounters, LinkState
 from agent.config import HallAgentConfig, MqttConfig
 from agent.errors import HallAgentError
 from agent.runtime.devices import DeviceBoard, DeviceHealth
@@ -52,30 +51,6 @@ _MARK_EVERY = 0.2
 # An ack the hall cannot apply is answered with an ``outbox.ack_refused`` event at most
 # once per reason this often (seconds): a broken central cannot flood the outbox.
 ACK_REFUSAL_EVERY_S = 60.0
-
-
-class LinkState(enum.StrEnum):
-    DISABLED = "disabled"
-    MISCONFIGURED = "misconfigured"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    WAITING = "waiting"
-    STOPPED = "stopped"
-
-
-@dataclasses.dataclass(slots=True)
-class LinkCounters:
-    reconnects: int = 0
-    published: int = 0
-    connects: int = 0
-    last_error: str | None = None
-    connected_since: float | None = None
-    # Central's acks: the highest one applied (this epoch), and those the hall could not
-    # apply as sent (malformed, for another epoch, or beyond the last seq it gave out).
-    acked_seq: int = 0
-    acks_malformed: int = 0
-    acks_wrong_epoch: int = 0
-    acks_beyond_last: int = 0
 
 
 class _SocketErrors(logging.Handler):

@@ -31,9 +31,8 @@ import functools
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.central import contract as c
 from agent.config import (
     FileTransport,
     HallAgentConfig,
@@ -82,6 +81,10 @@ from protocols.escpos_model import (
     TicketDocument,
 )
 from protocols.escpos_raster import Typesetter
+
+if TYPE_CHECKING:
+    # The contract's command models: only this module's types (the link builds them).
+    from agent.central import contract as c
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ from the base install, so an update can never break the way back.
 At every start, while an update is pending:
 
 1. the first start copies the database (nothing writes it then);
-2. the new version is tried in a separate process first (``import agent.daemon``): an
-   update that fails at import is rolled back at once, its error as the cause;
+2. the new version is tried in a separate process first (``import agent.daemon`` and the
+   rest of its start's code): an update that fails at import is rolled back at once, its
+   error as the cause;
 3. after ``max_starts`` starts without the agent confirming it got healthy, or once the
    deadline passed, ``current`` goes back to ``previous``; if the new version had
    migrated the database, the copy is restored and the newer file kept beside it.
@@ -144,13 +145,23 @@ def release_env(layout: Layout) -> dict[str, str]:
     return env
 
 
+# What the preflight imports: the daemon and its command, and the code of the start's
+# second step (agent/daemon_features.py, imported after the API answers) where the version
+# has one (older versions do not).
+PREFLIGHT = (
+    "import importlib.util, agent.daemon, agent.cli\n"
+    "if importlib.util.find_spec('agent.daemon_features'):\n"
+    "    import agent.daemon_features\n"
+)
+
+
 def preflight(layout: Layout) -> str | None:
     """None when the version's Python imports the agent; else the error's last line."""
     python = layout.python()
     try:
         done = subprocess.run(  # noqa: S603 - a version's own interpreter
             # -I: isolated, as systemd starts it (no current folder or PYTHON* on the path).
-            [str(python), "-I", "-c", "import agent.daemon, agent.cli"],
+            [str(python), "-I", "-c", PREFLIGHT],
             cwd="/",
             capture_output=True,
             text=True,

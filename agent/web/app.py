@@ -121,12 +121,19 @@ STATUS_OF: dict[str, int] = {
     "forbidden": 403,
     "locked_out": 429,
     "store_unavailable": 503,
+    "starting": 503,  # asked for before the start's second step is done (agent/web/starting.py)
     # The hall's screen content (agent/features/content.py): uploads and time windows.
     "image_too_large": 413,
     "not_an_image": 415,
     "image_damaged": 422,
     "image_too_many_pixels": 422,
     "invalid_window": 422,
+}
+
+# What a refusal's answer adds for the client: how to authenticate; when to ask again.
+HEADERS_OF: dict[str, dict[str, str]] = {
+    "unauthorized": {"WWW-Authenticate": "Bearer"},
+    "starting": {"Retry-After": "1"},
 }
 
 
@@ -202,8 +209,7 @@ def create_app(
     async def _queue_error(request: Request, err: QueueError) -> JSONResponse:
         status = STATUS_OF.get(err.code, 409)
         response = _error(status, err.code, err.message, _citizen(request, err.citizen_message))
-        if status == 401:
-            response.headers["WWW-Authenticate"] = "Bearer"
+        response.headers.update(HEADERS_OF.get(err.code, {}))
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -513,6 +519,7 @@ class WebServer:
         self._host = web.host
         self._wanted_connections = web.max_connections
         self._loop_handler: Any = None
+        self._closed = False
         self.port = web.port
 
     async def __aenter__(self) -> WebServer:
@@ -531,7 +538,7 @@ class WebServer:
                             "another agent running, or the port taken?); set web.port or "
                             "HALL_WEB__PORT"
                         )
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.002)  # the API's first answer waits for this
                 self._stack = stack.pop_all()
         except BaseException:
             loop.set_exception_handler(self._loop_handler)
@@ -542,6 +549,14 @@ class WebServer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop answering, let the requests in progress finish; once (the daemon closes the
+        API before the features behind it stop, ahead of this context's own exit)."""
+        if self._closed:
+            return
+        self._closed = True
         self._server.should_exit = True
         try:
             await self._stack.aclose()

@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 import agent
-from agent.central.link import Link, LinkState
+from agent.central.state import LinkCounters, LinkState
 from agent.core import events as ev
 from agent.core.engine import QueueEngine
 from agent.runtime.clock import ClockState, SystemClock, timedated
@@ -38,6 +38,7 @@ from agent.runtime.diskspace import SpaceGuard
 from agent.runtime.hall import Hall
 from agent.runtime.store import DatabaseSpace, OutboxStats, Store, StoredEvent
 from agent.runtime.tasks import BackgroundTasks
+from agent.web.starting import StartUp
 
 if TYPE_CHECKING:
     # prometheus_client is imported at the first scrape of /metrics, not at start.
@@ -83,13 +84,13 @@ class HallHealth:
     def __init__(
         self,
         hall: Hall,
-        link: Link,
+        start: StartUp,
         devices: DeviceBoard,
         disk: SpaceGuard,
         clock: SystemClock | None = None,
     ) -> None:
         self.hall = hall
-        self.link = link
+        self.start = start  # the central link, once the start's second step has it
         self.devices = devices
         self.disk = disk
         self.clock = clock
@@ -196,6 +197,13 @@ class HallHealth:
         )
 
     def _reasons(self) -> Iterator[Reason]:
+        if not self.start.complete:
+            yield Reason(
+                check="start",
+                status="degraded",
+                message="starting: the local API answers; the devices, the central link and "
+                "the pages are still coming up",
+            )
         writes = self.hall.writes
         if writes.failing_since is not None:
             seconds = time.monotonic() - writes.failing_since
@@ -234,9 +242,12 @@ class HallHealth:
                 message=f"{clock.detail}; events carry clock_ok=false and the business day "
                 "holds until the clock is synchronised",
             )
-        link = self.link
-        if link.state is LinkState.MISCONFIGURED or (
-            link.state in (LinkState.WAITING, LinkState.CONNECTING) and link.counters.last_error
+        link = self.start.link  # None while starting: the "start" reason says so
+        if link is not None and (
+            link.state is LinkState.MISCONFIGURED
+            or (
+                link.state in (LinkState.WAITING, LinkState.CONNECTING) and link.counters.last_error
+            )
         ):
             yield Reason(
                 check="central",
@@ -386,31 +397,32 @@ class HallHealth:
     def _hall_families(self) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        link = self.link
+        link = self.start.link  # None while starting: nothing connected or counted yet
+        counters = LinkCounters() if link is None else link.counters
         yield GaugeMetricFamily(
             "hall_central_connected",
             "1 while connected to central's broker",
-            int(link.state is LinkState.CONNECTED),
+            int(link is not None and link.state is LinkState.CONNECTED),
         )
         yield CounterMetricFamily(
-            "hall_central_reconnects", "Reconnections to central", link.counters.reconnects
+            "hall_central_reconnects", "Reconnections to central", counters.reconnects
         )
         yield CounterMetricFamily(
-            "hall_central_published", "Events central's broker confirmed", link.counters.published
+            "hall_central_published", "Events central's broker confirmed", counters.published
         )
         yield GaugeMetricFamily(
             "hall_central_acked_seq",
             "Highest seq of this epoch central acknowledged (as applied)",
-            link.counters.acked_seq,
+            counters.acked_seq,
         )
         refused = CounterMetricFamily(
             "hall_central_acks_refused",
             "Acks from central the hall could not apply as sent, by reason",
             labels=["reason"],
         )
-        refused.add_metric(["malformed"], link.counters.acks_malformed)
-        refused.add_metric(["wrong_epoch"], link.counters.acks_wrong_epoch)
-        refused.add_metric(["beyond_last_seq"], link.counters.acks_beyond_last)
+        refused.add_metric(["malformed"], counters.acks_malformed)
+        refused.add_metric(["wrong_epoch"], counters.acks_wrong_epoch)
+        refused.add_metric(["beyond_last_seq"], counters.acks_beyond_last)
         yield refused
 
         devices = GaugeMetricFamily(
