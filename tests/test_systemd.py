@@ -254,7 +254,10 @@ def test_a_real_agent_says_ready_pings_the_watchdog_and_says_stopping(
         pings = [notify_socket.wait_for("WATCHDOG", timeout=3) for _ in range(4)]
         assert all(p["WATCHDOG"] == "1" for p in pings)
         times = [t for t, f in notify_socket.messages if "WATCHDOG" in f]
-        assert max(b - a for a, b in itertools.pairwise(times)) < 1.0
+        # Pinged every 0.5 s, so a loaded machine's late ping still comes well before
+        # systemd's 2 s would run out: no gap may reach WatchdogSec.
+        longest = max(b - a for a, b in itertools.pairwise(times))
+        assert longest < 2.0, f"{longest:.2f} s without a ping: systemd would have killed it"
         proc.send_signal(signal.SIGTERM)
         stopping = notify_socket.wait_for("STOPPING", timeout=10)
         assert stopping["STOPPING"] == "1"
