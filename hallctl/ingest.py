@@ -37,6 +37,8 @@ from hallctl.broker import (
     _json,
 )
 from hallctl.gaps import Range, Tracker
+from hallctl.refusals import TYPE as ACK_REFUSED
+from hallctl.refusals import AckRefusals
 from hallctl.store import EventStore
 
 log = logging.getLogger("hallctl")
@@ -88,6 +90,7 @@ class Ingest:
         self.acked: dict[str, tuple[int, int]] = {}
         self.replays: dict[str, tuple[str, int, Range]] = {}  # cmd_id → what was asked
         self.stats = IngestStats()
+        self.refusals = AckRefusals(clock=clock)
         self.ready = asyncio.Event()  # set while subscribed
         self._warned: set[str] = set()
 
@@ -142,6 +145,8 @@ class Ingest:
             self._epoch_changed(hall, event.epoch)
         if self.store.store(event):
             self.stats.stored += 1
+            if event.type == ACK_REFUSED:
+                self.refusals.note(hall, event.data)
         else:
             self.stats.duplicates += 1
             stored = self.store.stored_id(hall, event.epoch, event.seq)
@@ -274,6 +279,7 @@ class Ingest:
         while True:
             await asyncio.sleep(interval)
             await self.request_replays(client)
+            self.refusals.due()
 
     async def run_connected(self, client: aiomqtt.Client) -> None:
         for topic, qos in self.subscriptions:
@@ -341,6 +347,7 @@ async def ingest(args: argparse.Namespace) -> int:
         await serve(broker, consumer, args.client_id)
     finally:
         store.close()
+        consumer.refusals.flush()
         s = consumer.stats
         log.info(
             "ingest stopped: %d stored, %d duplicates, %d invalid, %d replays asked, %d acks",

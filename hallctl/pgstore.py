@@ -162,6 +162,8 @@ class Batch:
 class Applied:
     stored: int
     duplicates: int
+    # (hall, epoch, seq) of the events stored for the first time by this batch.
+    new: Sequence[tuple[str, int, int]] = ()
 
 
 def _partition(day: dt.date) -> str:
@@ -233,6 +235,7 @@ class PgStore:
         rows = sorted(batch.rows, key=lambda r: (r.hall, r.epoch, r.seq))
         await self.ensure_days(r.day for r in rows)
         stored = 0
+        new: list[tuple[str, int, int]] = []
         async with self.conn.transaction():
             if rows:
                 cursor = await self.conn.execute(
@@ -289,7 +292,7 @@ class PgStore:
                     " SET top = greatest(streams.top, excluded.top)",
                     ([h for h, _ in keys], [e for _, e in keys], [tops[k] for k in keys]),
                 )
-        return Applied(stored=stored, duplicates=len(rows) - stored)
+        return Applied(stored=stored, duplicates=len(rows) - stored, new=new)
 
     async def advance(self) -> bool:
         """Move every stream's mark over the seqs now contiguous above it (and its top to

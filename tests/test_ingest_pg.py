@@ -306,3 +306,45 @@ async def test_the_sample_queries_in_the_docs_run_on_the_schema(database: str) -
 
 def _only_comments(sql: str) -> bool:
     return all(not line.strip() or line.strip().startswith("--") for line in sql.splitlines())
+
+
+async def test_a_worker_warns_once_about_a_hall_refusing_its_acks(
+    broker: Broker, database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import aiomqtt
+
+    from agent.central.contract import EventEnvelope
+
+    caplog.set_level(logging.WARNING, logger="hallctl")
+    data = {"reason": "beyond_last_seq", "epoch": 1, "seq": 900, "last_seq": 12,
+            "hall_epoch": 1, "acked_seq": 10}  # fmt: skip
+    refused = [
+        EventEnvelope(hall="hd-r", epoch=1, seq=seq, id=f"hd-r-1-{seq}", type="outbox.ack_refused",
+                      at="2026-11-23T09:00:00.000+08:00", clock_ok=True, data=data)
+        .model_dump_json().encode()
+        for seq in (1, 2, 3, 4)
+    ]  # fmt: skip
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "refused central's ack" in r.getMessage()]
+
+    async with (
+        workers(broker, database, 1, gap_timeout=0.5) as (worker,),
+        aiomqtt.Client(
+            "127.0.0.1", broker.port, identifier="hd-r", protocol=aiomqtt.ProtocolVersion.V5
+        ) as hall,
+    ):
+        for body in [*refused, refused[0], refused[3]]:  # two redelivered: 4 refusals
+            await hall.publish("hall/v1/hd-r/event/outbox.ack_refused", body, qos=1)
+        await eventually(lambda: worker.stats.stored + worker.stats.duplicates == 6, "all six")
+        assert worker.stats.stored == 4
+        (line,) = lines()  # one line, not one per event
+        assert line.startswith("hd-r refused central's ack: beyond_last_seq (epoch 1, seq 900,")
+        assert "last_seq 12" in line
+        assert "Check central's mark for this hall and epoch" in line
+        worker.refusals.flush()  # what the worker does when it stops
+    assert lines()[1].startswith(
+        "hd-r refused central's ack again: 3 more since the last line, 4 in all"
+    )
