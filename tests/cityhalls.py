@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -169,6 +170,7 @@ class CityHall:
     gap_rate: float = 0.0
     dup_rate: float = 0.0
     drain_rate: float = 200.0
+    metrics_every: float | None = None  # the link's metrics_interval_s (None: only drained)
     epoch: int = 1
     last: int = 0  # seqs 1..last exist
     cursor: int = 0  # every seq up to here was published (or dropped on its way)
@@ -230,7 +232,11 @@ class CityHall:
         return f"hall/v1/{self.hall}/event/{kind}"
 
     async def _send(self, mqtt: aiomqtt.Client, seq: int) -> None:
-        await mqtt.publish(self.topic(seq), envelope(self.hall, seq, self.epoch), qos=1)
+        # No timeout: aiomqtt would wrap each publish in a task of its own for one (the
+        # simulator's CPU is the city's). A dropped connection ends the answering task,
+        # and its task group cancels this one.
+        body = envelope(self.hall, seq, self.epoch)
+        await mqtt.publish(self.topic(seq), body, qos=1, timeout=math.inf)
         self.published += 1
 
     async def _publish_outbox(self, mqtt: aiomqtt.Client) -> None:
@@ -246,7 +252,7 @@ class CityHall:
                 else:
                     if gap:
                         next_at = max(next_at + gap, loop.time())
-                        if next_at > loop.time() + 0.001:
+                        if next_at > loop.time() + 0.02:  # sleep seldom: in bursts
                             await asyncio.sleep(next_at - loop.time())
                     await self._send(mqtt, seq)
                     if seq in self.doubled:
@@ -255,12 +261,18 @@ class CityHall:
             await self._announce(mqtt)
             await self.fresh.wait()
 
+    async def _metrics(self, mqtt: aiomqtt.Client) -> None:
+        assert self.metrics_every
+        while True:
+            await asyncio.sleep(self.metrics_every)
+            await self._announce(mqtt)
+
     async def _announce(self, mqtt: aiomqtt.Client) -> None:
-        """The link's ``metrics`` with a drained outbox (the real link sends them every
-        ``metrics_interval_s``; here once each time the outbox is empty)."""
+        """The link's ``metrics``: every ``metrics_every`` seconds if set, and each time the
+        outbox is drained (the real link sends them every ``metrics_interval_s`` only)."""
         metrics = Metrics(
             at=AT.format(minute=59, second=0),
-            outbox_depth=0,
+            outbox_depth=self.last - self.cursor,
             outbox_bytes=0,
             oldest_pending_age_s=None,
             evicted_total=0,
@@ -333,6 +345,8 @@ class CityHall:
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._answer(client))
                     tasks.create_task(self._publish_outbox(client))
+                    if self.metrics_every:
+                        tasks.create_task(self._metrics(client))
             except* aiomqtt.MqttError:
                 pass  # the connection dropped: the broker went away
             finally:
@@ -358,6 +372,7 @@ class City:
         gap_rate: float = 0.0,
         dup_rate: float = 0.0,
         drain_rate: float = 200.0,
+        metrics_every: float | None = None,
         connect_limit: int = 64,
     ) -> None:
         self.port = port
@@ -369,6 +384,7 @@ class City:
                 gap_rate=gap_rate,
                 dup_rate=dup_rate,
                 drain_rate=drain_rate,
+                metrics_every=metrics_every,
             )
             for name in names
         ]
@@ -447,6 +463,22 @@ class City:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def counts(self) -> dict[str, Any]:
+        """Totals so far, and the loop times of the last connect and the last full ack."""
+        connected = [h.connected_at for h in self.halls if h.connected_at is not None]
+        acked = [h.acked_at for h in self.halls if h.acked_at is not None]
+        return {
+            "halls": len(self.halls),
+            "events": sum(h.last for h in self.halls),
+            "published": sum(h.published for h in self.halls),
+            "acks": sum(h.acks for h in self.halls),
+            "replays": sum(len(h.replays) for h in self.halls),
+            "connects": sum(h.connects for h in self.halls),
+            "first_connected_at": min(connected, default=None),
+            "last_connected_at": max(connected, default=None),
+            "last_acked_at": max(acked, default=None) if len(acked) == len(self.halls) else None,
+        }
 
     def report(self) -> list[dict[str, Any]]:
         return [
