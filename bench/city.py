@@ -362,6 +362,13 @@ async def one_run(
         "live_acks_per_event": round(live_acks / live_events, 3),
         "backlog_events": backlog,
         "events_per_s": round(rate) if rate else None,
+        # What the halls can offer at most while they reconnect: the backlog over the
+        # spread. A measured rate close to it says the halls' reconnects bound the rate,
+        # not the ingest (then the extrapolation to a real hour is pessimistic).
+        "offered_per_s": round(backlog / args.spread) if args.spread else None,
+        "bound_by": "ingest"
+        if rate and (not args.spread or rate < 0.8 * backlog / args.spread)
+        else "spread",
         "workers_back_s": round(workers_back_s, 2),
         "last_connect_s": round(last_connect_s, 2),
         "all_stored_s": round(all_stored - back, 2) if all_stored else None,
@@ -440,10 +447,10 @@ def main(argv: list[str] | None = None) -> int:
         f" reconnect spread {args.spread:g} s, drain {args.drain_rate:g}/s per hall"
     )
     print_table(
-        ["workers", "events/s", f"× {args.workers[0]} w", "acks/ev live", "acks/ev catch-up",
-         "replays/gap", "dup+other", "catch-up s", "real hour s"],
+        ["workers", "events/s", f"× {args.workers[0]} w", "bound by", "acks/ev live",
+         "acks/ev catch-up", "replays/gap", "dup+other", "catch-up s", "real hour s"],
         [
-            [r["workers"], r["events_per_s"] or "-", r["x_baseline"] or "-",
+            [r["workers"], r["events_per_s"] or "-", r["x_baseline"] or "-", r["bound_by"],
              r["live_acks_per_event"], r["catch_up_acks_per_event"],
              r["replays_per_real_gap"] or "-",
              f"{r['duplicate_requests']}+{r['other_requests']}",

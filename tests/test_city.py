@@ -119,3 +119,67 @@ async def test_a_city_through_an_outage_of_the_broker(tmp_path: Path) -> None:
         covering = {seq: [r for r in hall.replays if r[0] <= seq <= r[1]] for seq in hall.dropped}
         assert all(len(asks) == 1 for asks in covering.values()), f"{hall.hall}: {covering}"
         assert len(hall.replays) == len(hall.dropped), f"{hall.hall}: {hall.replays}"
+
+
+@pytest.mark.timeout(120)
+async def test_what_the_broker_drops_at_its_restart_is_replayed_from_the_halls_metrics(
+    tmp_path: Path,
+) -> None:
+    """mosquitto 2.0 does not restore shared subscriptions from its persistence: while no
+    worker has subscribed again, the halls' events go nowhere (and the halls have their
+    PUBACK). The halls' periodic ``metrics`` (last_seq with an empty outbox) reveal the
+    missing tail; the ingest asks for it and every hall ends acknowledged to its last seq."""
+    broker = Broker(tmp_path / "mosquitto", persistence=True)
+    broker.start()
+    pg = Postgres()
+    city = City(
+        [f"hd-{i:03d}" for i in range(12)], broker.port, seed=7, gap_rate=0.1, metrics_every=1.0
+    )
+    workers: list[asyncio.subprocess.Process] = []
+    log = tmp_path / "workers.log"
+    try:
+        pg.start()
+        database = pg.create_database()
+        workers = [await start_worker(broker, database, f"ingest-{i}", log) for i in range(2)]
+        await eventually(lambda: log.read_text().count("subscribed to") >= 2, "the workers")
+        await city.connect()
+        await city.live(LIVE_EVENTS, seconds=1.0)
+        await city.wait_done(60)
+
+        city.down()
+        for proc in workers:  # central's side is down too, and comes back last
+            proc.send_signal(signal.SIGTERM)
+        for proc in workers:
+            await proc.wait()
+        broker.stop()
+        city.hour(HOUR_EVENTS)
+        broker.start()
+        city.back(spread=0.5)
+        await eventually(lambda: all(h.cursor == h.last for h in city.halls), "halls drained")
+        workers = [await start_worker(broker, database, f"ingest-{i}", log) for i in range(2)]
+        await city.wait_done(90)
+    finally:
+        await city.close()
+        for proc in workers:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in workers:
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        broker.stop()
+    try:
+        with psycopg.connect(database) as conn:
+            stored = conn.execute(
+                "SELECT hall, count(*), count(DISTINCT seq), min(seq), max(seq) FROM events"
+                " GROUP BY hall ORDER BY hall"
+            ).fetchall()
+    finally:
+        pg.stop()
+    last = LIVE_EVENTS + HOUR_EVENTS
+    assert stored == [(h.hall, last, last, 1, last) for h in city.halls]
+    for hall in city.halls:
+        assert hall.acked == last
+        assert all(any(a <= s <= b for a, b in hall.replays) for s in hall.dropped)
