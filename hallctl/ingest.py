@@ -30,7 +30,6 @@ from agent.central.contract import (
 )
 from hallctl.broker import (
     EXIT_OK,
-    RECONNECT_MAX_S,
     BrokerOptions,
     _expiry,
     _hall_of,
@@ -46,6 +45,12 @@ log = logging.getLogger("hallctl")
 # A replay request that sits in an offline hall's session longer than this is stale: the
 # gap will be asked for again once the hall is back.
 REPLAY_EXPIRY_S = 60
+# The ingest retries a lost broker at least this often (seconds). Central runs a few
+# consumers, not a city of halls, so there is no reconnect storm to spread; and mosquitto 2
+# does not restore shared subscriptions at its restart, so until the workers subscribe
+# again the halls' events go nowhere (they come back as replays, see
+# docs/central-integration.md): the sooner the better.
+INGEST_RECONNECT_MAX_S = 5.0
 # One replay_events asks for at most this many seqs (the hall refuses more than 100,000);
 # the rest of a long gap is asked for once this part has arrived.
 REPLAY_CHUNK = 10_000
@@ -329,7 +334,7 @@ async def serve(broker: BrokerOptions, consumer: Consumer, client_id: str) -> No
             log.warning("broker %s:%d: %s; retrying", broker.host, broker.port, failure)
         failing = True
         await asyncio.sleep(delay)
-        delay = min(delay * 2, RECONNECT_MAX_S)
+        delay = min(delay * 2, INGEST_RECONNECT_MAX_S)
 
 
 async def ingest(args: argparse.Namespace) -> int:
