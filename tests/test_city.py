@@ -11,8 +11,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -26,6 +27,20 @@ ROOT = Path(__file__).resolve().parent.parent
 HALLS = 30
 LIVE_EVENTS = 8
 HOUR_EVENTS = 30
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Postgres]:
+    with Postgres() as pg:
+        yield pg
+
+
+def counts(database: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(database) as conn:
+        return conn.execute(
+            "SELECT hall, count(*), count(DISTINCT seq), min(seq), max(seq) FROM events"
+            " GROUP BY hall ORDER BY hall"
+        ).fetchall()
 
 
 async def eventually(condition: Callable[[], bool], what: str, within: float = 60) -> None:
@@ -51,17 +66,15 @@ async def start_worker(
 
 
 @pytest.mark.timeout(120)
-async def test_a_city_through_an_outage_of_the_broker(tmp_path: Path) -> None:
+async def test_a_city_through_an_outage_of_the_broker(cluster: Postgres, tmp_path: Path) -> None:
+    database = cluster.create_database()
     broker = Broker(tmp_path / "mosquitto", persistence=True)
     broker.start()
-    pg = Postgres()
     city = City(
         [f"hd-{i:03d}" for i in range(HALLS)], broker.port, seed=18, gap_rate=0.1, dup_rate=0.1
     )
     workers: list[asyncio.subprocess.Process] = []
     try:
-        pg.start()
-        database = pg.create_database()
         log = tmp_path / "workers.log"
         workers = [await start_worker(broker, database, f"ingest-{i}", log) for i in range(2)]
         await eventually(lambda: log.read_text().count("subscribed to") >= 2, "the workers")
@@ -94,14 +107,7 @@ async def test_a_city_through_an_outage_of_the_broker(tmp_path: Path) -> None:
                 proc.kill()
                 await proc.wait()
         broker.stop()
-    try:
-        with psycopg.connect(database) as conn:
-            stored = conn.execute(
-                "SELECT hall, count(*), count(DISTINCT seq), min(seq), max(seq) FROM events"
-                " GROUP BY hall ORDER BY hall"
-            ).fetchall()
-    finally:
-        pg.stop()
+    stored = counts(database)
 
     last = LIVE_EVENTS + HOUR_EVENTS
     assert all(w.returncode == 0 for w in workers)
@@ -123,23 +129,21 @@ async def test_a_city_through_an_outage_of_the_broker(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 async def test_what_the_broker_drops_at_its_restart_is_replayed_from_the_halls_metrics(
-    tmp_path: Path,
+    cluster: Postgres, tmp_path: Path
 ) -> None:
     """mosquitto 2.0 does not restore shared subscriptions from its persistence: while no
     worker has subscribed again, the halls' events go nowhere (and the halls have their
     PUBACK). The halls' periodic ``metrics`` (last_seq with an empty outbox) reveal the
     missing tail; the ingest asks for it and every hall ends acknowledged to its last seq."""
+    database = cluster.create_database()
     broker = Broker(tmp_path / "mosquitto", persistence=True)
     broker.start()
-    pg = Postgres()
     city = City(
         [f"hd-{i:03d}" for i in range(12)], broker.port, seed=7, gap_rate=0.1, metrics_every=1.0
     )
     workers: list[asyncio.subprocess.Process] = []
     log = tmp_path / "workers.log"
     try:
-        pg.start()
-        database = pg.create_database()
         workers = [await start_worker(broker, database, f"ingest-{i}", log) for i in range(2)]
         await eventually(lambda: log.read_text().count("subscribed to") >= 2, "the workers")
         await city.connect()
@@ -170,14 +174,7 @@ async def test_what_the_broker_drops_at_its_restart_is_replayed_from_the_halls_m
                 proc.kill()
                 await proc.wait()
         broker.stop()
-    try:
-        with psycopg.connect(database) as conn:
-            stored = conn.execute(
-                "SELECT hall, count(*), count(DISTINCT seq), min(seq), max(seq) FROM events"
-                " GROUP BY hall ORDER BY hall"
-            ).fetchall()
-    finally:
-        pg.stop()
+    stored = counts(database)
     last = LIVE_EVENTS + HOUR_EVENTS
     assert stored == [(h.hall, last, last, 1, last) for h in city.halls]
     for hall in city.halls:
