@@ -245,6 +245,7 @@ class PgIngest:
             max_wait_s=MAX_REPLAY_INTERVAL_S,
             chunk=REPLAY_CHUNK,
             make_id=self.make_id,
+            unanswered_s=REPLAY_EXPIRY_S,
         )
         for cmd_id, gap in asks or []:
             command = ReplayEvents(cmd_id=cmd_id, from_seq=gap.start, to_seq=gap.end)

@@ -144,6 +144,40 @@ async def test_events_are_typed_partitioned_by_the_halls_day_and_deduplicated(
     assert rows(database, "SELECT count(*) FROM pending") == [(0,)]
 
 
+async def test_a_gap_is_not_asked_again_while_the_hall_has_not_answered(database: str) -> None:
+    """During a catch-up the hall's answer may wait behind thousands of events: a gap is
+    asked again only once the hall answered (and the events did not follow) or the request
+    is as old as its expiry in the hall's session."""
+    import datetime as dt
+
+    at = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    ids = (f"cmd-{n}" for n in itertools.count(1))
+    store = await PgStore.connect(database)
+
+    async def due(unanswered_s: float = 60.0) -> list[tuple[str, int, int]]:
+        asks = await store.due_gaps(
+            timeout_s=0.0, max_wait_s=0.0, chunk=100, make_id=lambda: next(ids),
+            unanswered_s=unanswered_s,
+        )  # fmt: skip
+        assert asks is not None
+        return [(cmd, gap.start, gap.end) for cmd, gap in asks]
+
+    try:
+        await store.migrate()
+        rows_ = [Row("hd-1", 1, seq, at.date(), f"e{seq}", "ticket.issued", at, True, {})
+                 for seq in (1, 2, 5)]  # fmt: skip
+        await store.apply(Batch(rows=rows_))
+        await store.advance()
+        assert await due() == [], "noticed: quiet for the timeout first"
+        assert await due() == [("cmd-1", 3, 4)]
+        assert await due() == [], "not answered yet: not asked again"
+        assert await store.take_replay("cmd-1") == ("hd-1", 1, 3, 4)
+        assert await due() == [("cmd-2", 3, 4)], "answered, and the events did not follow"
+        assert await due(unanswered_s=0.0) == [("cmd-3", 3, 4)], "the request expired"
+    finally:
+        await store.close()
+
+
 @pytest.mark.timeout(90)
 async def test_three_workers_store_everything_once_ask_each_gap_once_and_ack_every_hall(
     broker: Broker, database: str
