@@ -340,11 +340,13 @@ class PgStore:
 
     async def take_replay(self, cmd_id: str) -> tuple[str, int, int, int] | None:
         """The replay request ``cmd_id`` answered, forgotten; None if not ours. The gaps it
-        covers wait again from now: the hall's events follow its reply, through the other
-        workers' queues, which may be seconds behind this one's during a catch-up."""
+        covers wait again from now, plus as long as the answer took: the hall's events
+        follow its reply, through the other workers' queues, which during a catch-up are
+        about as far behind as this one's."""
         async with self.conn.transaction():
             cursor = await self.conn.execute(
-                "DELETE FROM replays WHERE cmd_id = %s RETURNING hall, epoch, start_seq, end_seq",
+                "DELETE FROM replays WHERE cmd_id = %s"
+                " RETURNING hall, epoch, start_seq, end_seq, asked_at",
                 (cmd_id,),
             )
             row = await cursor.fetchone()
@@ -352,9 +354,10 @@ class PgStore:
                 # Under the gap sweep's lock: the sweep rewrites the gaps table.
                 await self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_GAPS,))
                 await self.conn.execute(
-                    "UPDATE gaps SET asked_at = now() WHERE hall = %s AND epoch = %s"
-                    " AND start_seq <= %s AND end_seq >= %s AND asked_at IS NOT NULL",
-                    (row[0], row[1], row[3], row[2]),
+                    "UPDATE gaps SET asked_at = now() + greatest(now() - %s, interval '0')"
+                    " WHERE hall = %s AND epoch = %s AND start_seq <= %s AND end_seq >= %s"
+                    " AND asked_at IS NOT NULL",
+                    (row[4], row[0], row[1], row[3], row[2]),
                 )
         if row is None:
             return None

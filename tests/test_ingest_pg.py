@@ -171,7 +171,10 @@ async def test_a_gap_is_not_asked_again_while_the_hall_has_not_answered(database
         assert await due() == [], "noticed: quiet for the timeout first"
         assert await due() == [("cmd-1", 3, 4)]
         assert await due() == [], "not answered yet: not asked again"
-        assert await store.take_replay("cmd-1") == ("hd-1", 1, 3, 4)
+        await store.conn.execute("UPDATE replays SET asked_at = now() - interval '30 seconds'")
+        assert await store.take_replay("cmd-1") == ("hd-1", 1, 3, 4)  # 30 s after the ask
+        assert await due() == [], "the events may follow as late as the answer did"
+        await store.conn.execute("UPDATE gaps SET asked_at = now() - interval '1 second'")
         assert await due() == [("cmd-2", 3, 4)], "answered, and the events did not follow"
         assert await due(unanswered_s=0.0) == [("cmd-3", 3, 4)], "the request expired"
     finally:
