@@ -44,6 +44,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import signal
 import sys
 import time
@@ -321,6 +322,14 @@ async def one_run(
         for sim in sims:
             halls += (await sim.ask(do="report"))["halls"]
         await ask_all(sims, do="stop")
+    except BaseException:
+        if args.keep_logs:  # the scratch folder goes; the workers' and halls' logs stay
+            args.keep_logs.mkdir(parents=True, exist_ok=True)
+            for name in (f"{tag}-workers.log", f"{tag}-sim.log"):
+                with contextlib.suppress(OSError):
+                    shutil.copy(work / name, args.keep_logs / name)
+            print(f"  logs kept in {args.keep_logs}", file=sys.stderr)
+        raise
     finally:
         for sim in sims:
             if sim.proc.returncode is None:
@@ -429,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-s", type=float, default=0.5)
     parser.add_argument("--limit-s", type=float, default=900.0)
     parser.add_argument("--seed", type=int, default=18)
+    parser.add_argument("--keep-logs", type=Path, help="copy a failed run's logs here")
     parser.add_argument(
         "--results-name", default=NAME, help="bench/results/<this>.json (keep several runs)"
     )
@@ -472,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
     path = write_results(
         args.results_name,
-        vars(args),
+        {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         {"runs": results},
         load_average={"before": load_before, "after": load_after},
     )

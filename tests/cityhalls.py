@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -232,11 +231,10 @@ class CityHall:
         return f"hall/v1/{self.hall}/event/{kind}"
 
     async def _send(self, mqtt: aiomqtt.Client, seq: int) -> None:
-        # No timeout: aiomqtt would wrap each publish in a task of its own for one (the
-        # simulator's CPU is the city's). A dropped connection ends the answering task,
-        # and its task group cancels this one.
+        # Like the link: a publish not confirmed within 30 s ends the connection (its task
+        # group), and the hall publishes again from its cursor after reconnecting.
         body = envelope(self.hall, seq, self.epoch)
-        await mqtt.publish(self.topic(seq), body, qos=1, timeout=math.inf)
+        await mqtt.publish(self.topic(seq), body, qos=1, timeout=30)
         self.published += 1
 
     async def _publish_outbox(self, mqtt: aiomqtt.Client) -> None:
@@ -405,7 +403,15 @@ class City:
                 self._failed()
                 left = deadline - asyncio.get_running_loop().time()
                 if left <= 0:
-                    raise TimeoutError(f"{len(pending)} of {len(events)} halls not done")
+                    stuck = [
+                        f"{h.hall} last {h.last} cursor {h.cursor} acked {h.acked}"
+                        f" connects {h.connects} replays {h.replays[-3:]}"
+                        for h in self.halls
+                        if not h.done.is_set()
+                    ]
+                    raise TimeoutError(
+                        f"{len(pending)} of {len(events)} halls not done: {stuck[:5]}"
+                    )
                 _, pending = await asyncio.wait(pending, timeout=min(left, 1.0))
         finally:
             for task in waiting:
