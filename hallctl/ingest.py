@@ -30,13 +30,14 @@ from agent.central.contract import (
 )
 from hallctl.broker import (
     EXIT_OK,
-    RECONNECT_MAX_S,
     BrokerOptions,
     _expiry,
     _hall_of,
     _json,
 )
 from hallctl.gaps import Range, Tracker
+from hallctl.refusals import TYPE as ACK_REFUSED
+from hallctl.refusals import AckRefusals
 from hallctl.store import EventStore
 
 log = logging.getLogger("hallctl")
@@ -44,6 +45,12 @@ log = logging.getLogger("hallctl")
 # A replay request that sits in an offline hall's session longer than this is stale: the
 # gap will be asked for again once the hall is back.
 REPLAY_EXPIRY_S = 60
+# The ingest retries a lost broker at least this often (seconds). Central runs a few
+# consumers, not a city of halls, so there is no reconnect storm to spread; and mosquitto 2
+# does not restore shared subscriptions at its restart, so until the workers subscribe
+# again the halls' events go nowhere (they come back as replays, see
+# docs/central-integration.md): the sooner the better.
+INGEST_RECONNECT_MAX_S = 5.0
 # One replay_events asks for at most this many seqs (the hall refuses more than 100,000);
 # the rest of a long gap is asked for once this part has arrived.
 REPLAY_CHUNK = 10_000
@@ -88,6 +95,7 @@ class Ingest:
         self.acked: dict[str, tuple[int, int]] = {}
         self.replays: dict[str, tuple[str, int, Range]] = {}  # cmd_id → what was asked
         self.stats = IngestStats()
+        self.refusals = AckRefusals(clock=clock)
         self.ready = asyncio.Event()  # set while subscribed
         self._warned: set[str] = set()
 
@@ -142,6 +150,8 @@ class Ingest:
             self._epoch_changed(hall, event.epoch)
         if self.store.store(event):
             self.stats.stored += 1
+            if event.type == ACK_REFUSED:
+                self.refusals.note(hall, event.data)
         else:
             self.stats.duplicates += 1
             stored = self.store.stored_id(hall, event.epoch, event.seq)
@@ -274,6 +284,7 @@ class Ingest:
         while True:
             await asyncio.sleep(interval)
             await self.request_replays(client)
+            self.refusals.due()
 
     async def run_connected(self, client: aiomqtt.Client) -> None:
         for topic, qos in self.subscriptions:
@@ -323,7 +334,7 @@ async def serve(broker: BrokerOptions, consumer: Consumer, client_id: str) -> No
             log.warning("broker %s:%d: %s; retrying", broker.host, broker.port, failure)
         failing = True
         await asyncio.sleep(delay)
-        delay = min(delay * 2, RECONNECT_MAX_S)
+        delay = min(delay * 2, INGEST_RECONNECT_MAX_S)
 
 
 async def ingest(args: argparse.Namespace) -> int:
@@ -341,6 +352,7 @@ async def ingest(args: argparse.Namespace) -> int:
         await serve(broker, consumer, args.client_id)
     finally:
         store.close()
+        consumer.refusals.flush()
         s = consumer.stats
         log.info(
             "ingest stopped: %d stored, %d duplicates, %d invalid, %d replays asked, %d acks",

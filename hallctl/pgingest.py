@@ -43,6 +43,8 @@ from hallctl.broker import EXIT_OK, BrokerOptions, HallctlError, _expiry, _hall_
 from hallctl.gaps import MAX_REPLAY_INTERVAL_S
 from hallctl.ingest import REPLAY_CHUNK, REPLAY_EXPIRY_S, serve
 from hallctl.pgstore import Batch, PgStore, Row
+from hallctl.refusals import TYPE as ACK_REFUSED
+from hallctl.refusals import AckRefusals
 
 log = logging.getLogger("hallctl")
 
@@ -115,6 +117,7 @@ class PgIngest:
         self.until_complete = until_complete
         self.make_id = make_id
         self.stats = WorkerStats()
+        self.refusals = AckRefusals()
         self.ready = asyncio.Event()
         self.done = asyncio.Event()
         self._warned: set[str] = set()
@@ -216,6 +219,14 @@ class PgIngest:
             self.stats.stored += applied.stored
             self.stats.duplicates += applied.duplicates
             self.stats.batches += 1
+            refused = [r for r in batch.rows if r.type == ACK_REFUSED]
+            if refused:
+                new = {(h, e, s) for h, e, s in applied.new}
+                for row in refused:
+                    key = (row.hall, row.epoch, row.seq)
+                    if key in new:  # stored now: not a replay or a redelivery
+                        new.discard(key)  # (the same event twice in one batch counts once)
+                        self.refusals.note(row.hall, row.data)
             return
 
     async def receive(self, client: aiomqtt.Client) -> None:
@@ -234,6 +245,7 @@ class PgIngest:
             max_wait_s=MAX_REPLAY_INTERVAL_S,
             chunk=REPLAY_CHUNK,
             make_id=self.make_id,
+            unanswered_s=REPLAY_EXPIRY_S,
         )
         for cmd_id, gap in asks or []:
             command = ReplayEvents(cmd_id=cmd_id, from_seq=gap.start, to_seq=gap.end)
@@ -271,6 +283,7 @@ class PgIngest:
             await self.sweeper.advance()
             await self.request_replays(client)
             await self.send_acks(client, self.ack_interval)
+            self.refusals.due()
             if await self.complete():
                 # The final marks, now (another worker may hold the sweep for a moment).
                 for _ in range(100):
@@ -333,6 +346,7 @@ async def ingest_postgres(args: argparse.Namespace) -> int:
         await serve(broker, worker, args.client_id)
     finally:
         await close_worker(worker)
+        worker.refusals.flush()
         s = worker.stats
         log.info(
             "ingest worker stopped: %d stored, %d duplicates, %d invalid, %d batches,"

@@ -162,6 +162,8 @@ class Batch:
 class Applied:
     stored: int
     duplicates: int
+    # (hall, epoch, seq) of the events stored for the first time by this batch.
+    new: Sequence[tuple[str, int, int]] = ()
 
 
 def _partition(day: dt.date) -> str:
@@ -233,6 +235,7 @@ class PgStore:
         rows = sorted(batch.rows, key=lambda r: (r.hall, r.epoch, r.seq))
         await self.ensure_days(r.day for r in rows)
         stored = 0
+        new: list[tuple[str, int, int]] = []
         async with self.conn.transaction():
             if rows:
                 cursor = await self.conn.execute(
@@ -289,7 +292,7 @@ class PgStore:
                     " SET top = greatest(streams.top, excluded.top)",
                     ([h for h, _ in keys], [e for _, e in keys], [tops[k] for k in keys]),
                 )
-        return Applied(stored=stored, duplicates=len(rows) - stored)
+        return Applied(stored=stored, duplicates=len(rows) - stored, new=new)
 
     async def advance(self) -> bool:
         """Move every stream's mark over the seqs now contiguous above it (and its top to
@@ -336,13 +339,26 @@ class PgStore:
     # -- replies to replay_events ----------------------------------------------------------
 
     async def take_replay(self, cmd_id: str) -> tuple[str, int, int, int] | None:
-        """The replay request ``cmd_id`` answered, forgotten; None if not ours."""
+        """The replay request ``cmd_id`` answered, forgotten; None if not ours. The gaps it
+        covers wait again from now, plus as long as the answer took: the hall's events
+        follow its reply, through the other workers' queues, which during a catch-up are
+        about as far behind as this one's."""
         async with self.conn.transaction():
             cursor = await self.conn.execute(
-                "DELETE FROM replays WHERE cmd_id = %s RETURNING hall, epoch, start_seq, end_seq",
+                "DELETE FROM replays WHERE cmd_id = %s"
+                " RETURNING hall, epoch, start_seq, end_seq, asked_at",
                 (cmd_id,),
             )
             row = await cursor.fetchone()
+            if row is not None:
+                # Under the gap sweep's lock: the sweep rewrites the gaps table.
+                await self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_GAPS,))
+                await self.conn.execute(
+                    "UPDATE gaps SET asked_at = now() + greatest(now() - %s, interval '0')"
+                    " WHERE hall = %s AND epoch = %s AND start_seq <= %s AND end_seq >= %s"
+                    " AND asked_at IS NOT NULL",
+                    (row[4], row[0], row[1], row[3], row[2]),
+                )
         if row is None:
             return None
         return str(row[0]), int(row[1]), int(row[2]), int(row[3])
@@ -350,14 +366,25 @@ class PgStore:
     # -- the sweeps (one worker at a time) -------------------------------------------------
 
     async def due_gaps(
-        self, *, timeout_s: float, max_wait_s: float, chunk: int, make_id: Any
+        self,
+        *,
+        timeout_s: float,
+        max_wait_s: float,
+        chunk: int,
+        make_id: Any,
+        unanswered_s: float = 0.0,
     ) -> list[tuple[str, Gap]] | None:
         """The replay requests to send now, recorded as sent: ``[(cmd_id, gap)]``.
 
         None when another worker holds the sweep. A gap is asked for once it stayed the
         same for ``timeout_s`` (the events of a busy hall are spread over workers and may
         commit out of order), then again after twice as long each time, up to
-        ``max_wait_s``. Only each hall's current epoch is replayed.
+        ``max_wait_s``. Only each hall's current epoch is replayed. A gap a request that
+        the hall has not answered yet covers is not asked for again until that request
+        is ``unanswered_s`` old (its expiry in the hall's session): during a catch-up the
+        answer may sit behind thousands of events, and asking again would only make the
+        hall send the same events twice (bench/city.py counted up to half the gaps asked
+        twice on a loaded machine).
         """
         async with self.conn.transaction():
             cursor = await self.conn.execute(
@@ -390,6 +417,14 @@ class PgStore:
                 "SELECT hall, epoch, start_seq, end_seq, noticed_at, asked_at, requests FROM gaps"
             )
             known = {(str(r[0]), int(r[1]), int(r[2])): r for r in await cursor.fetchall()}
+            cursor = await self.conn.execute(
+                "SELECT hall, epoch, start_seq, end_seq FROM replays"
+                " WHERE asked_at > now() - make_interval(secs => %s)",
+                (unanswered_s,),
+            )
+            unanswered: dict[tuple[str, int], list[tuple[int, int]]] = {}
+            for h, e, a, b in await cursor.fetchall():
+                unanswered.setdefault((str(h), int(e)), []).append((int(a), int(b)))
             keep: list[tuple[Any, ...]] = []
             asks: list[tuple[str, Gap]] = []
             for gap in current:
@@ -402,7 +437,11 @@ class PgStore:
                 noticed_at, asked_at, requests = old[4], old[5], int(old[6])
                 since = asked_at or noticed_at
                 wait = min(timeout_s * 2 ** min(requests, 16), max(timeout_s, max_wait_s))
-                if (now - since).total_seconds() >= wait:
+                pending = any(
+                    a <= gap.end and gap.start <= b
+                    for a, b in unanswered.get((gap.hall, gap.epoch), ())
+                )
+                if not pending and (now - since).total_seconds() >= wait:
                     end = min(gap.end, gap.start + chunk - 1)
                     asks.append((str(make_id()), Gap(gap.hall, gap.epoch, gap.start, end)))
                     keep.append(

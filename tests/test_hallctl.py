@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -641,3 +642,86 @@ async def test_fleet_over_mutual_tls_and_a_wrong_ca_is_refused(
     assert code == 1
     assert "certificate verify failed" in err
     assert out == ""
+
+
+# -- a hall that refused central's ack -----------------------------------------------------
+
+WRONG_EPOCH = {"reason": "wrong_epoch", "epoch": 1, "seq": 40, "last_seq": 7, "hall_epoch": 2,
+               "acked_seq": 0}  # fmt: skip
+
+
+def refusal_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "WARNING" and "refused central's ack" in r.getMessage()
+    ]
+
+
+def test_refusals_are_logged_once_per_hall_then_counted(caplog: pytest.LogCaptureFixture) -> None:
+    from hallctl.refusals import AckRefusals
+
+    caplog.set_level(logging.WARNING, logger="hallctl")
+    now = [0.0]
+    refusals = AckRefusals(every_s=600, clock=lambda: now[0])
+    refusals.note("hd-a", WRONG_EPOCH)
+    for _ in range(5):  # the hall repeats its refusal once a minute
+        now[0] += 60
+        refusals.note("hd-a", WRONG_EPOCH)
+    refusals.note("hd-b", {"reason": "malformed", "last_seq": 3, "hall_epoch": 1,
+                           "acked_seq": 0, "detail": "seq: not an integer"})  # fmt: skip
+    first, other = refusal_lines(caplog)  # one line per hall, not one per event
+    assert first.startswith("hd-a refused central's ack: wrong_epoch (epoch 1, seq 40,")
+    assert "hall_epoch 2" in first
+    assert "ack the hall's current epoch" in first
+    assert other.startswith("hd-b refused central's ack: malformed (")
+    assert "detail: seq: not an integer" in other
+    assert "{epoch, seq}" in other
+
+    now[0] += 300  # 10 minutes after hd-a's line: the count since
+    refusals.due()
+    assert refusal_lines(caplog)[2] == (
+        "hd-a refused central's ack again: 5 more since the last line, 6 in all; the last:"
+        " wrong_epoch (epoch 1, seq 40, hall_epoch 2, last_seq 7, acked_seq 0). Check central's"
+        " mark for this hall: ack the hall's current epoch (hall_epoch), not an older one"
+    )
+    refusals.due()
+    refusals.flush()
+    assert len(refusal_lines(caplog)) == 3, "nothing new to say"
+
+    refusals.note("hd-b", {"reason": "beyond_last_seq", "epoch": 1, "seq": 90,
+                           "last_seq": 3, "hall_epoch": 1, "acked_seq": 0})  # fmt: skip
+    refusals.flush()  # at stop: what was counted is said
+    last = refusal_lines(caplog)[3]
+    assert last.startswith("hd-b refused central's ack again: 1 more since the last line, 2 in all")
+    assert "beyond_last_seq (epoch 1, seq 90" in last
+    assert "restored from a backup" in last
+    assert refusals.total == 8
+
+
+@pytest.mark.timeout(60)
+async def test_the_ingest_warns_once_about_a_hall_refusing_its_acks(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="hallctl")
+    refused = [
+        EventEnvelope(hall=HALL, epoch=2, seq=seq, id=f"2-{seq}", type="outbox.ack_refused",
+                      at="2026-11-23T09:00:00.000+08:00", clock_ok=True, data=WRONG_EPOCH)
+        .model_dump_json().encode()
+        for seq in (1, 2, 3)
+    ]  # fmt: skip
+    async with (
+        client(broker, HALL) as mqtt,
+        running_ingest(broker, tmp_path / "central.db") as (consumer, _),
+    ):
+        for body in [*refused, refused[1]]:  # the second one redelivered: still 3 refusals
+            await mqtt.publish(f"hall/v1/{HALL}/event/outbox.ack_refused", body, qos=1)
+        await eventually(lambda: consumer.stats.duplicates == 1, "all four stored or deduped")
+        assert consumer.stats.stored == 3
+        (line,) = refusal_lines(caplog)
+        assert line.startswith(f"{HALL} refused central's ack: wrong_epoch (epoch 1, seq 40,")
+        consumer.refusals.flush()  # what `hallctl ingest` does when it stops
+    assert refusal_lines(caplog)[1].startswith(
+        f"{HALL} refused central's ack again: 2 more since the last line, 3 in all; the last:"
+        " wrong_epoch"
+    )

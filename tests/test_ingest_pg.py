@@ -144,6 +144,43 @@ async def test_events_are_typed_partitioned_by_the_halls_day_and_deduplicated(
     assert rows(database, "SELECT count(*) FROM pending") == [(0,)]
 
 
+async def test_a_gap_is_not_asked_again_while_the_hall_has_not_answered(database: str) -> None:
+    """During a catch-up the hall's answer may wait behind thousands of events: a gap is
+    asked again only once the hall answered (and the events did not follow) or the request
+    is as old as its expiry in the hall's session."""
+    import datetime as dt
+
+    at = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    ids = (f"cmd-{n}" for n in itertools.count(1))
+    store = await PgStore.connect(database)
+
+    async def due(unanswered_s: float = 60.0) -> list[tuple[str, int, int]]:
+        asks = await store.due_gaps(
+            timeout_s=0.0, max_wait_s=0.0, chunk=100, make_id=lambda: next(ids),
+            unanswered_s=unanswered_s,
+        )  # fmt: skip
+        assert asks is not None
+        return [(cmd, gap.start, gap.end) for cmd, gap in asks]
+
+    try:
+        await store.migrate()
+        rows_ = [Row("hd-1", 1, seq, at.date(), f"e{seq}", "ticket.issued", at, True, {})
+                 for seq in (1, 2, 5)]  # fmt: skip
+        await store.apply(Batch(rows=rows_))
+        await store.advance()
+        assert await due() == [], "noticed: quiet for the timeout first"
+        assert await due() == [("cmd-1", 3, 4)]
+        assert await due() == [], "not answered yet: not asked again"
+        await store.conn.execute("UPDATE replays SET asked_at = now() - interval '30 seconds'")
+        assert await store.take_replay("cmd-1") == ("hd-1", 1, 3, 4)  # 30 s after the ask
+        assert await due() == [], "the events may follow as late as the answer did"
+        await store.conn.execute("UPDATE gaps SET asked_at = now() - interval '1 second'")
+        assert await due() == [("cmd-2", 3, 4)], "answered, and the events did not follow"
+        assert await due(unanswered_s=0.0) == [("cmd-3", 3, 4)], "the request expired"
+    finally:
+        await store.close()
+
+
 @pytest.mark.timeout(90)
 async def test_three_workers_store_everything_once_ask_each_gap_once_and_ack_every_hall(
     broker: Broker, database: str
@@ -306,3 +343,45 @@ async def test_the_sample_queries_in_the_docs_run_on_the_schema(database: str) -
 
 def _only_comments(sql: str) -> bool:
     return all(not line.strip() or line.strip().startswith("--") for line in sql.splitlines())
+
+
+async def test_a_worker_warns_once_about_a_hall_refusing_its_acks(
+    broker: Broker, database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import aiomqtt
+
+    from agent.central.contract import EventEnvelope
+
+    caplog.set_level(logging.WARNING, logger="hallctl")
+    data = {"reason": "beyond_last_seq", "epoch": 1, "seq": 900, "last_seq": 12,
+            "hall_epoch": 1, "acked_seq": 10}  # fmt: skip
+    refused = [
+        EventEnvelope(hall="hd-r", epoch=1, seq=seq, id=f"hd-r-1-{seq}", type="outbox.ack_refused",
+                      at="2026-11-23T09:00:00.000+08:00", clock_ok=True, data=data)
+        .model_dump_json().encode()
+        for seq in (1, 2, 3, 4)
+    ]  # fmt: skip
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "refused central's ack" in r.getMessage()]
+
+    async with (
+        workers(broker, database, 1, gap_timeout=0.5) as (worker,),
+        aiomqtt.Client(
+            "127.0.0.1", broker.port, identifier="hd-r", protocol=aiomqtt.ProtocolVersion.V5
+        ) as hall,
+    ):
+        for body in [*refused, refused[0], refused[3]]:  # two redelivered: 4 refusals
+            await hall.publish("hall/v1/hd-r/event/outbox.ack_refused", body, qos=1)
+        await eventually(lambda: worker.stats.stored + worker.stats.duplicates == 6, "all six")
+        assert worker.stats.stored == 4
+        (line,) = lines()  # one line, not one per event
+        assert line.startswith("hd-r refused central's ack: beyond_last_seq (epoch 1, seq 900,")
+        assert "last_seq 12" in line
+        assert "Check central's mark for this hall and epoch" in line
+        worker.refusals.flush()  # what the worker does when it stops
+    assert lines()[1].startswith(
+        "hd-r refused central's ack again: 3 more since the last line, 4 in all"
+    )
