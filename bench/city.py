@@ -45,7 +45,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -53,6 +52,8 @@ from typing import Any
 
 import psycopg
 from _common import ROOT, print_table, scratch_dir, write_results
+from ingest_pg import start as start_worker  # one way to run and stop the workers
+from ingest_pg import stop, wait_for
 
 sys.path.insert(0, str(ROOT / "tests"))
 from broker import Broker  # type: ignore[import-not-found]
@@ -117,38 +118,6 @@ def worker_command(
         sys.executable, "-m", "hallctl.cli", "--broker", broker.url, "ingest", "--db", db,
         "--client-id", client_id, "--group", group, "--gap-timeout", str(gap_timeout),
     ]  # fmt: skip
-
-
-async def start_worker(argv: list[str], log: Path) -> asyncio.subprocess.Process:
-    with log.open("a") as out:
-        return await asyncio.create_subprocess_exec(
-            *argv,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=out,
-        )
-
-
-async def stop(procs: list[asyncio.subprocess.Process]) -> None:
-    for proc in procs:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        except TimeoutError:
-            print(f"process {proc.pid} ignored SIGTERM for 30 s; killed", file=sys.stderr)
-            proc.kill()
-            await proc.wait()
-
-
-async def wait_for(condition: Any, limit: float, what: str) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 # -- CPU time, to say what bounds the rate -------------------------------------------------
@@ -335,7 +304,7 @@ async def one_run(
             if sim.proc.returncode is None:
                 sim.proc.kill()
                 await sim.proc.wait()
-        await stop(procs)
+        await stop(procs, grace=30)
 
     # -- checks: every event stored once ---------------------------------------------------
     with psycopg.connect(db) as conn:

@@ -59,15 +59,15 @@ async def start(argv: list[str], log: Path) -> asyncio.subprocess.Process:
         )
 
 
-async def stop(procs: list[asyncio.subprocess.Process]) -> None:
+async def stop(procs: list[asyncio.subprocess.Process], grace: float = 20) -> None:
     for proc in procs:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
     for proc in procs:
         try:
-            await asyncio.wait_for(proc.wait(), 20)
+            await asyncio.wait_for(proc.wait(), grace)
         except TimeoutError:
-            print(f"worker {proc.pid} ignored SIGTERM for 20 s; killed", file=sys.stderr)
+            print(f"process {proc.pid} ignored SIGTERM for {grace:.0f} s; killed", file=sys.stderr)
             proc.kill()
             await proc.wait()
 
