@@ -350,6 +350,9 @@ async def run(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+CANCEL_AGAIN_S = 12.0  # longer than an orderly stop takes (closing the database)
+
+
 async def _until_signal(argv: Sequence[str] | None) -> int:
     """SIGINT and SIGTERM end the command orderly (ingest closes its database)."""
     loop = asyncio.get_running_loop()
@@ -360,6 +363,16 @@ async def _until_signal(argv: Sequence[str] | None) -> int:
     def stop(signum: int) -> None:
         stopped.append(signum)
         task.cancel()
+        if len(stopped) == 1:
+            loop.call_later(CANCEL_AGAIN_S, again)
+
+    def again() -> None:
+        # Python 3.11's asyncio.wait_for can swallow a cancellation that lands as the
+        # awaited thing finishes (aiomqtt and psycopg wait that way): a stop that did not
+        # take is asked again, so that SIGTERM always ends the command.
+        if not task.done():
+            task.cancel()
+            loop.call_later(CANCEL_AGAIN_S, again)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop, signum)

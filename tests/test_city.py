@@ -65,7 +65,7 @@ async def start_worker(
         )  # fmt: skip
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 async def test_a_city_through_an_outage_of_the_broker(cluster: Postgres, tmp_path: Path) -> None:
     database = cluster.create_database()
     broker = Broker(tmp_path / "mosquitto", persistence=True)
@@ -94,7 +94,9 @@ async def test_a_city_through_an_outage_of_the_broker(cluster: Postgres, tmp_pat
         # --halls-first measures that). Here the workers are back first.
         await eventually(lambda: log.read_text().count("subscribed to") >= 4, "resubscribed")
         city.back(spread=2.0)
-        await city.wait_done(90)  # every hall acknowledged to its last seq
+        # Every hall acknowledged to its last seq (on a loaded machine a replay request that
+        # went astray is asked again after its 60 s expiry).
+        await city.wait_done(200)
     finally:
         await city.close()
         for proc in workers:
@@ -127,7 +129,7 @@ async def test_a_city_through_an_outage_of_the_broker(cluster: Postgres, tmp_pat
         assert len(hall.replays) == len(hall.dropped), f"{hall.hall}: {hall.replays}"
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 async def test_what_the_broker_drops_at_its_restart_is_replayed_from_the_halls_metrics(
     cluster: Postgres, tmp_path: Path
 ) -> None:
@@ -161,7 +163,7 @@ async def test_what_the_broker_drops_at_its_restart_is_replayed_from_the_halls_m
         city.back(spread=0.5)
         await eventually(lambda: all(h.cursor == h.last for h in city.halls), "halls drained")
         workers = [await start_worker(broker, database, f"ingest-{i}", log) for i in range(2)]
-        await city.wait_done(90)
+        await city.wait_done(200)  # a lost replay request is asked again after 60 s
     finally:
         await city.close()
         for proc in workers:

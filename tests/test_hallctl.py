@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import time
 import uuid
@@ -725,3 +726,34 @@ async def test_the_ingest_warns_once_about_a_hall_refusing_its_acks(
         f"{HALL} refused central's ack again: 2 more since the last line, 3 in all; the last:"
         " wrong_epoch"
     )
+
+
+_SWALLOWS_ONE_CANCEL = """
+import asyncio, os, signal, sys
+import hallctl.cli as cli
+
+cli.CANCEL_AGAIN_S = 0.2
+
+async def swallowing(argv):
+    os.kill(os.getpid(), signal.SIGTERM)
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        pass  # as Python 3.11's wait_for may, when its inner wait finishes at that moment
+    await asyncio.sleep(60)
+    return 3
+
+cli.run = swallowing
+sys.exit(asyncio.run(cli._until_signal([])))
+"""
+
+
+def test_sigterm_ends_hallctl_even_when_a_wait_swallowed_the_first_cancel() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _SWALLOWS_ONE_CANCEL],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
