@@ -65,6 +65,19 @@ async def start_worker(
         )  # fmt: skip
 
 
+async def stop_workers(workers: list[asyncio.subprocess.Process]) -> None:
+    """SIGTERM each worker; one that has not ended after 20 s is killed."""
+    for proc in workers:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in workers:
+        try:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
 @pytest.mark.timeout(300)
 async def test_a_city_through_an_outage_of_the_broker(cluster: Postgres, tmp_path: Path) -> None:
     database = cluster.create_database()
@@ -99,15 +112,7 @@ async def test_a_city_through_an_outage_of_the_broker(cluster: Postgres, tmp_pat
         await city.wait_done(200)
     finally:
         await city.close()
-        for proc in workers:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in workers:
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_workers(workers)
         broker.stop()
     stored = counts(database)
 
@@ -153,10 +158,7 @@ async def test_what_the_broker_drops_at_its_restart_is_replayed_from_the_halls_m
         await city.wait_done(60)
 
         city.down()
-        for proc in workers:  # central's side is down too, and comes back last
-            proc.send_signal(signal.SIGTERM)
-        for proc in workers:
-            await proc.wait()
+        await stop_workers(workers)  # central's side is down too, and comes back last
         broker.stop()
         city.hour(HOUR_EVENTS)
         broker.start()
@@ -166,15 +168,7 @@ async def test_what_the_broker_drops_at_its_restart_is_replayed_from_the_halls_m
         await city.wait_done(200)  # a lost replay request is asked again after 60 s
     finally:
         await city.close()
-        for proc in workers:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in workers:
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_workers(workers)
         broker.stop()
     stored = counts(database)
     last = LIVE_EVENTS + HOUR_EVENTS
