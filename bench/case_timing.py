@@ -35,7 +35,6 @@ from _common import bench_hall, median, print_table, scratch_dir, write_results
 
 from agent.config import HallAgentConfig
 from agent.core import events as ev
-from agent.core.calendar import WorkingDays
 from agent.core.cases import Case, CaseStatus, case_number, promised_date
 from agent.core.events import Event
 from agent.core.operations import Take
@@ -43,6 +42,7 @@ from agent.features.cases import CaseDesk, Registration
 from agent.runtime.hall import Hall
 from agent.runtime.personal import Vault, mask_citizen
 from agent.runtime.store import Store
+from agent.workdays import WorkingDays
 from protocols.idcard import check_digit
 
 NAME = "case_timing"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.core.calendar import NoWorkingDay, WorkingDays
+from agent.workdays import NoWorkingDay, WorkingDays
 
 D = dt.date
 # 2026: National Day 10-01..10-07 off, 09-27 (Sun) and 10-10 (Sat) worked (调休).

@@ -24,7 +24,6 @@ from support import as_ops, bearer, hall_config
 
 from agent.config import HallAgentConfig
 from agent.core import events as ev
-from agent.core.calendar import WorkingDays
 from agent.core.cases import chinese_date, due, last_near_promise, promised_date, warning_day
 from agent.core.errors import NotFound, Refused
 from agent.daemon import running_agent
@@ -33,6 +32,7 @@ from agent.features.cases import CaseDesk, Registration
 from agent.runtime.hall import Hall
 from agent.runtime.personal import Vault
 from agent.runtime.store import Store, Written
+from agent.workdays import WorkingDays
 from protocols.escpos_model import Bitmap, Paper
 from protocols.escpos_raster import CJK_FONT
 from protocols.idcard import check_digit

@@ -12,7 +12,8 @@ read from the tree. The rules:
   nor ``hallctl``; ``protocols`` imports none of ``drivers``, ``agent``, ``hallctl``; and
   ``hallctl`` (central's tools) is imported by none of ``agent``, ``drivers``, ``protocols``.
 - ``agent/core`` (the queue engine) is pure: only the standard library, ``agent.core``,
-  ``agent.config`` and ``agent.errors`` (the root exception); no asyncio, sqlite3, fastapi,
+  ``agent.config``, ``agent.errors`` (the root exception) and ``agent.workdays`` (the
+  calendar's pure date logic); no asyncio, sqlite3, fastapi,
   aiomqtt or drivers.
 - what ``hall-agent run`` loads holds neither the demo and its emulators (``agent.demo``)
   nor ``hallctl``.
@@ -481,7 +482,16 @@ def test_layers_point_one_way(code: Code) -> None:
 
 
 # pydantic is pure validation (no I/O): the config is made of it, and the events' schemas.
-CORE_ALLOWED = ("agent.core", "agent.config", "agent.errors", "pydantic")
+CORE_ALLOWED = ("agent.core", "agent.config", "agent.errors", "agent.workdays", "pydantic")
+# The config sits below the engine: it validates what the engine runs on and never needs it.
+CONFIG_ALLOWED = (
+    "agent.config",
+    "agent.errors",
+    "agent.workdays",
+    "pydantic",
+    "pydantic_core",
+    "yaml",
+)
 
 
 def test_the_engine_is_pure(code: Code) -> None:
@@ -499,7 +509,26 @@ def test_the_engine_is_pure(code: Code) -> None:
             wrong.append(f"{where}:{imp.line} ({module}) imports {imp.target}")
     assert not wrong, (
         "agent/core may import only the standard library, agent.core, agent.config, "
-        "agent.errors and pydantic:\n" + "\n".join(wrong)
+        "agent.errors, agent.workdays and pydantic:\n" + "\n".join(wrong)
+    )
+
+
+def test_the_config_points_down_only(code: Code) -> None:
+    wrong = []
+    for module, imports in sorted(code.imports.items()):
+        if not (_under(module, "agent.config") or _under(module, "agent.workdays")):
+            continue
+        for imp in imports:
+            top = imp.target.split(".")[0]
+            if top in sys.stdlib_module_names and top not in PACKAGES:
+                continue
+            if any(_under(imp.target, allowed) for allowed in CONFIG_ALLOWED):
+                continue
+            where = code.files[module].relative_to(ROOT)
+            wrong.append(f"{where}:{imp.line} ({module}) imports {imp.target}")
+    assert not wrong, (
+        "agent/config and agent/workdays.py may import only the standard library, "
+        "agent.config, agent.errors, agent.workdays, pydantic(-core) and yaml:\n" + "\n".join(wrong)
     )
 
 

@@ -37,7 +37,7 @@ from pydantic import (
 from agent.config.base import Model
 from agent.config.errors import ConfigProblem, _invalid
 from agent.config.hall import WEEKDAYS, Period, SpecialDay, Weekday
-from agent.core.calendar import SATURDAY, SUNDAY, WorkingDays
+from agent.workdays import SATURDAY, SUNDAY, WorkingDays
 
 # The longest holiday a notice grants (春节 and 国庆 are 8-9 days): a longer range is a typo.
 MAX_HOLIDAY_DAYS = 31

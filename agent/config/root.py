@@ -47,7 +47,7 @@ from agent.config.system import (
     WebConfig,
 )
 from agent.config.transports import SerialTransport
-from agent.core.calendar import WorkingDays
+from agent.workdays import WorkingDays
 
 
 class HallAgentConfig(Model):

@@ -13,7 +13,7 @@ import enum
 import re
 from typing import Any, Literal
 
-from agent.core.calendar import WorkingDays
+from agent.workdays import WorkingDays
 
 JSON = dict[str, Any]
 

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from agent.central import contract as c
 from agent.config import HallAgentConfig, PrinterDevice, personal_data_key
 from agent.core import events as ev
-from agent.core.calendar import WorkingDays
 from agent.core.cases import (
     CASE_NUMBER,
     MOVES,
@@ -50,6 +49,7 @@ from agent.runtime.hall import Hall, ShuttingDown
 from agent.runtime.personal import Vault, citizen_data, mask_citizen, unseal_event
 from agent.runtime.store import Store, StoredEvent, StoreError, Written
 from agent.runtime.tasks import BackgroundTasks, stop
+from agent.workdays import WorkingDays
 from protocols.escpos_model import Align, Block, Feed, QrCode, Rule, TextLine, TicketDocument
 from protocols.idcard import id_number_valid
 
