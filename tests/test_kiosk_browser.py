@@ -249,3 +249,49 @@ async def test_the_portrait_kiosk_is_readable_and_filled(agent: AgentProcess, br
     assert box["x"] >= 0
     assert box["x"] + box["width"] <= 1080
     await kiosk.screenshot(path=str(ARTIFACTS / "pages-kiosk-portrait-guide.png"))
+
+
+# Every service button whole on screen: inside the viewport, not under another element at
+# its corners, its text not cut by its own box.
+WHOLE_BUTTONS = """() => [...document.querySelectorAll('#services button')].map((b) => {
+  const r = b.getBoundingClientRect();
+  const points = [[0.5, 0.5], [0.05, 0.1], [0.95, 0.9]].map(
+    ([x, y]) => [r.left + x * r.width, r.top + y * r.height]);
+  return {
+    service: b.dataset.service,
+    inside: r.top >= 0 && r.left >= 0 && r.bottom <= innerHeight && r.right <= innerWidth,
+    uncovered: points.every(([x, y]) => b.contains(document.elementFromPoint(x, y))),
+    text_fits: b.scrollHeight <= b.clientHeight + 1,
+  };
+})"""
+
+MORE_SERVICES = [
+    ("tax", "税务登记", "E"),
+    ("housing-fund", "公积金", "F"),
+    ("disability", "残疾人服务", "G"),
+    ("elderly", "老龄服务", "H"),
+]
+
+
+@pytest.mark.parametrize("count", [6, 8])
+async def test_a_portrait_kiosk_shows_every_service_whole(
+    tmp_path: Path, browser: Any, count: int
+) -> None:
+    storage = tmp_path / "state"
+    config = hall_config(storage, port=free_port())
+    config["services"][0]["guide"] = GUIDE  # a guide adds a line to its button
+    for service, name, prefix in MORE_SERVICES[: count - 4]:
+        config["services"].append({"id": service, "name": name, "prefix": prefix})
+        config["windows"][2]["services"].append(service)
+    process = AgentProcess(
+        write_config(tmp_path / "config.yaml", config), storage, tmp_path / "agent.log"
+    )
+    process.start()
+    try:
+        kiosk = await open_kiosk(process, browser, width=1080, height=1920)
+        buttons = await kiosk.evaluate(WHOLE_BUTTONS)
+        await kiosk.screenshot(path=str(ARTIFACTS / f"pages-kiosk-portrait-{count}.png"))
+        assert len(buttons) == count
+        assert [b for b in buttons if not (b["inside"] and b["uncovered"] and b["text_fits"])] == []
+    finally:
+        process.kill()
