@@ -12,7 +12,7 @@
     news: { api: "/api/v1/content/news", list: "news", name: "社区动态", body: "news-list" },
     job: { api: "/api/v1/content/jobs", list: "jobs", name: "招聘信息", body: "job-list" },
   };
-  let session = Session.get();
+  let call = null;  // the signed-in API call (Session.editor), set once the page is wired
   let editing = null;  // {kind, id} of the item in the form, null: a new one
   let image = null;  // {id, url} of the form's image
   const items = { notice: [], news: [], job: [] };
@@ -24,42 +24,6 @@
     node.className = `desk-message ${ok ? "ok" : "error"}`;
   }
 
-  function showEditor() {
-    const on = Boolean(session);
-    $("login-panel").hidden = on;
-    $("editor").hidden = !on;
-    if (on) { $("who").textContent = session.role === "ops" ? "运维人员" : `管理员 ${session.name}`; loadAll(); }
-  }
-
-  async function call(method, path, body, extraHeaders) {
-    const result = await Session.request(session, method, path, body, extraHeaders);
-    if (result.status === 401) {
-      session = null;
-      Session.clear();
-      showEditor();
-      DeskLogin.expired();
-    } else if (result.status === 403) {
-      result.reply.message = "此账号没有编辑屏幕内容的权限（需要管理员账号）";
-    }
-    return result;
-  }
-
-  DeskLogin.attach({
-    roles: ["manager"],
-    wrongRole: "此账号不是管理员账号，不能编辑屏幕内容",
-    onSession(signedIn) {
-      session = { token: signedIn.token, name: signedIn.name, role: signedIn.role };
-      Session.set(session);
-      showEditor();
-    },
-  });
-
-  $("logout").addEventListener("click", async () => {
-    await call("POST", "/api/v1/auth/logout");
-    session = null;
-    Session.clear();
-    showEditor();
-  });
 
   // -- the lists ---------------------------------------------------------------------------
 
@@ -233,7 +197,7 @@
   for (const id of ["title", "text"]) $(id).addEventListener("input", preview);
 
   kindChanged();
-  showEditor();
+  call = Session.editor({ what: "编辑屏幕内容", load: loadAll });
   HallPages.startClock("clock");
   HallPages.connect("hall", {}, (state) => { HallPages.applyCommon(state); });
 })();

@@ -31,5 +31,53 @@ const HallManagerSession = (() => {
       try { reply = await answer.json(); } catch (err) { reply = {}; }
       return { ok: answer.ok, status: answer.status, reply };
     },
+    // The sign-in of a manager's editing page (content, staff): a page with #login-panel,
+    // #editor, #who and #logout, and desk-login.js loaded. Shows the editor once signed in
+    // and then calls ``load``; a 401 signs out and asks to log in again; a 403 says which
+    // right is missing (``what``, e.g. 编辑屏幕内容). Returns the page's
+    // call(method, path, body, extraHeaders), answered as ``request`` answers.
+    editor({ what, load }) {
+      const Session = HallManagerSession;
+      const $ = (id) => document.getElementById(id);
+      let session = Session.get();
+      const show = () => {
+        const on = Boolean(session);
+        $("login-panel").hidden = on;
+        $("editor").hidden = !on;
+        if (on) {
+          $("who").textContent = session.role === "ops" ? "运维人员" : `管理员 ${session.name}`;
+          load();
+        }
+      };
+      const call = async (method, path, body, extraHeaders) => {
+        const result = await Session.request(session, method, path, body, extraHeaders);
+        if (result.status === 401) {
+          session = null;
+          Session.clear();
+          show();
+          DeskLogin.expired();
+        } else if (result.status === 403) {
+          result.reply.message = `此账号没有${what}的权限（需要管理员账号）`;
+        }
+        return result;
+      };
+      DeskLogin.attach({
+        roles: ["manager"],
+        wrongRole: `此账号不是管理员账号，不能${what}`,
+        onSession(signedIn) {
+          session = { token: signedIn.token, name: signedIn.name, role: signedIn.role };
+          Session.set(session);
+          show();
+        },
+      });
+      $("logout").addEventListener("click", async () => {
+        await call("POST", "/api/v1/auth/logout");
+        session = null;
+        Session.clear();
+        show();
+      });
+      queueMicrotask(show);  // after the page has its ``call`` (its load uses it)
+      return call;
+    },
   };
 })();

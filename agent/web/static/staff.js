@@ -9,7 +9,7 @@
   const { el, replace } = HallPages;
   const Session = HallManagerSession;
   const DAY_NAMES = { mon: "周一", tue: "周二", wed: "周三", thu: "周四", fri: "周五", sat: "周六", sun: "周日" };
-  let session = Session.get();
+  let call = null;  // the signed-in API call (Session.editor), set once the page is wired
   let board = null;  // GET /api/v1/staffing
   let members = [];  // [{staff, name, windows, photo}]
   const $ = (id) => document.getElementById(id);
@@ -21,42 +21,6 @@
     replace("problems", (problems || []).map((p) => el("li", {}, p)));
   }
 
-  function showEditor() {
-    const on = Boolean(session);
-    $("login-panel").hidden = on;
-    $("editor").hidden = !on;
-    if (on) { $("who").textContent = session.role === "ops" ? "运维人员" : `管理员 ${session.name}`; load(); }
-  }
-
-  async function call(method, path, body, extraHeaders) {
-    const result = await Session.request(session, method, path, body, extraHeaders);
-    if (result.status === 401) {
-      session = null;
-      Session.clear();
-      showEditor();
-      DeskLogin.expired();
-    } else if (result.status === 403) {
-      result.reply.message = "此账号没有编辑人员排班的权限（需要管理员账号）";
-    }
-    return result;
-  }
-
-  DeskLogin.attach({
-    roles: ["manager"],
-    wrongRole: "此账号不是管理员账号，不能编辑人员排班",
-    onSession(signedIn) {
-      session = { token: signedIn.token, name: signedIn.name, role: signedIn.role };
-      Session.set(session);
-      showEditor();
-    },
-  });
-
-  $("logout").addEventListener("click", async () => {
-    await call("POST", "/api/v1/auth/logout");
-    session = null;
-    Session.clear();
-    showEditor();
-  });
 
   // -- the roster --------------------------------------------------------------------------
 
@@ -284,5 +248,5 @@
 
   HallPages.startClock("clock");
   HallPages.connect("hall", {}, (state) => { HallPages.applyCommon(state); });
-  showEditor();
+  call = Session.editor({ what: "编辑人员排班", load: load });
 })();
