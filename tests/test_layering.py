@@ -494,19 +494,26 @@ CONFIG_ALLOWED = (
 )
 
 
-def test_the_engine_is_pure(code: Code) -> None:
+def _imports_beyond(code: Code, rooms: tuple[str, ...], allowed: tuple[str, ...]) -> list[str]:
+    """The imports of the modules under ``rooms`` of anything but the standard library and
+    ``allowed``, as ``file:line (module) imports target``."""
     wrong = []
     for module, imports in sorted(code.imports.items()):
-        if not _under(module, "agent.core"):
+        if not any(_under(module, room) for room in rooms):
             continue
         for imp in imports:
             top = imp.target.split(".")[0]
             if top in sys.stdlib_module_names and top not in PACKAGES:
                 continue
-            if any(_under(imp.target, allowed) for allowed in CORE_ALLOWED):
+            if any(_under(imp.target, ok) for ok in allowed):
                 continue
             where = code.files[module].relative_to(ROOT)
             wrong.append(f"{where}:{imp.line} ({module}) imports {imp.target}")
+    return wrong
+
+
+def test_the_engine_is_pure(code: Code) -> None:
+    wrong = _imports_beyond(code, ("agent.core",), CORE_ALLOWED)
     assert not wrong, (
         "agent/core may import only the standard library, agent.core, agent.config, "
         "agent.errors, agent.workdays and pydantic:\n" + "\n".join(wrong)
@@ -514,18 +521,7 @@ def test_the_engine_is_pure(code: Code) -> None:
 
 
 def test_the_config_points_down_only(code: Code) -> None:
-    wrong = []
-    for module, imports in sorted(code.imports.items()):
-        if not (_under(module, "agent.config") or _under(module, "agent.workdays")):
-            continue
-        for imp in imports:
-            top = imp.target.split(".")[0]
-            if top in sys.stdlib_module_names and top not in PACKAGES:
-                continue
-            if any(_under(imp.target, allowed) for allowed in CONFIG_ALLOWED):
-                continue
-            where = code.files[module].relative_to(ROOT)
-            wrong.append(f"{where}:{imp.line} ({module}) imports {imp.target}")
+    wrong = _imports_beyond(code, ("agent.config", "agent.workdays"), CONFIG_ALLOWED)
     assert not wrong, (
         "agent/config and agent/workdays.py may import only the standard library, "
         "agent.config, agent.errors, agent.workdays, pydantic(-core) and yaml:\n" + "\n".join(wrong)
