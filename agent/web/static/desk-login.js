@@ -1,11 +1,33 @@
 // The one login form of the desk and manager pages (docs/pages.md): the guide desk, the
-// manager's report, content, staff and cases pages. Each page has the same form (#login
-// with #login-name and #login-password, and #login-message for what went wrong) and says
-// which roles it takes; everything else about signing in is here, so every page answers a
-// wrong password, too many tries, a lost connection or an account of the wrong role alike.
+// manager's report, content, staff and cases pages. Each page has an empty
+// <section class="panel" id="login-panel" data-title="…" data-title-en="…" data-name="…">
+// (what it may hold stays below the form) and says which roles it takes; the form (#login
+// with #login-name and #login-password, and #login-message for what went wrong) and
+// everything about signing in are here, so every page answers a wrong password, too many
+// tries, a lost connection or an account of the wrong role alike.
 "use strict";
 
 const DeskLogin = (() => {
+  // The form, built into #login-panel when this script loads (before the page's own).
+  (function build() {
+    const panel = document.getElementById("login-panel");
+    const { el } = HallPages;
+    const title = el("h2", { id: "login-title" }, panel.dataset.title || "登录");
+    if (panel.dataset.titleEn) title.append(" ", el("span", { class: "en" }, panel.dataset.titleEn));
+    const field = (id, label, attrs) => [
+      el("label", { htmlFor: id }, label),
+      el("input", { id, required: true, ...attrs }),
+    ];
+    const form = el("form", { id: "login" },
+      ...field("login-name", panel.dataset.name || "账号", { name: "name", autocomplete: "username" }),
+      ...field("login-password", "密码",
+        { name: "password", type: "password", autocomplete: "current-password" }),
+      el("p", {}, el("button", { type: "submit", class: "primary", id: "login-submit" }, "登录")));
+    panel.setAttribute("aria-labelledby", "login-title");
+    panel.prepend(title, form);
+    panel.append(el("div", { class: "desk-message", id: "login-message", role: "alert" }));
+  })();
+
   function say(text, ok) {
     const node = document.getElementById("login-message");
     node.textContent = text;
