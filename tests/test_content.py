@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -57,15 +57,27 @@ def _noise(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-class Rig:
-    def __init__(self, running: Running, client: httpx.AsyncClient, storage: Path) -> None:
+class Roles:
+    """A running agent's client with a credential of every role: an enrolled kiosk and
+    screen, and staff ``1001`` (window w1), a guide and a manager (``manager``) logged in
+    with ``PASSWORD``. ``as_(role)`` gives the headers; ``ops`` is the ops token."""
+
+    def __init__(
+        self,
+        running: Running,
+        client: httpx.AsyncClient,
+        storage: Path,
+        *,
+        manager: str = "manager-1",
+    ) -> None:
         self.running = running
         self.client = client
         self.storage = storage
+        self.manager = manager
         self.ops = bearer(ops_token(storage))
         self.tokens: dict[str, str] = {}
 
-    async def setup(self) -> Rig:
+    async def setup(self) -> Self:
         access = self.running.access
         assert access is not None
         self.tokens["kiosk"] = await access.enroll("kiosk-1", Role.KIOSK)
@@ -73,9 +85,10 @@ class Rig:
         for name, role in (
             ("1001", Role.STAFF),
             ("guide-1", Role.GUIDE),
-            ("manager-1", Role.MANAGER),
+            (self.manager, Role.MANAGER),
         ):
-            await access.add_user(name, role, ["w1"] if role is Role.STAFF else [], PASSWORD)
+            with contextlib.suppress(Exception):  # a restart finds them already there
+                await access.add_user(name, role, ["w1"] if role is Role.STAFF else [], PASSWORD)
             r = await self.client.post(
                 f"{API}/auth/login", json={"name": name, "password": PASSWORD}
             )
@@ -85,6 +98,10 @@ class Rig:
 
     def as_(self, role: str) -> dict[str, str]:
         return self.ops if role == "ops" else bearer(self.tokens[role])
+
+
+class Rig(Roles):
+    """The content API on top of the credentials."""
 
     async def upload(self, data: bytes, name: str, role: str = "manager") -> httpx.Response:
         headers = {**self.as_(role), "Content-Type": "application/octet-stream"}

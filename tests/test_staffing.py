@@ -23,13 +23,12 @@ from typing import Any
 
 import httpx
 import pytest
-from support import bearer, hall_config, ops_token
-from test_content import PASSWORD, picture
+from support import hall_config
+from test_content import Roles, picture
 
 from agent.config import HallAgentConfig, validate_config
 from agent.config.errors import ConfigError
-from agent.daemon import Running, running_agent
-from agent.features.access import Role
+from agent.daemon import running_agent
 from agent.runtime.store import Store
 
 pytestmark = pytest.mark.timeout(120)
@@ -73,31 +72,8 @@ def edited_board(photo: str | None = None) -> dict[str, Any]:
     }
 
 
-class Rig:
-    def __init__(self, running: Running, client: httpx.AsyncClient, storage: Path) -> None:
-        self.running = running
-        self.client = client
-        self.storage = storage
-        self.ops = bearer(ops_token(storage))
-        self.tokens: dict[str, str] = {}
-
-    async def setup(self) -> Rig:
-        access = self.running.access
-        assert access is not None
-        self.tokens["kiosk"] = await access.enroll("kiosk-1", Role.KIOSK)
-        self.tokens["screen"] = await access.enroll("screen-1", Role.SCREEN)
-        for name, role in (("1001", Role.STAFF), ("guide-1", Role.GUIDE), ("boss", Role.MANAGER)):
-            with contextlib.suppress(Exception):  # a restart finds them already there
-                await access.add_user(name, role, ["w1"] if role is Role.STAFF else [], PASSWORD)
-            r = await self.client.post(
-                f"{API}/auth/login", json={"name": name, "password": PASSWORD}
-            )
-            assert r.status_code == 200, r.text
-            self.tokens[role.value] = r.json()["token"]
-        return self
-
-    def as_(self, role: str) -> dict[str, str]:
-        return self.ops if role == "ops" else bearer(self.tokens[role])
+class Rig(Roles):
+    """The staffing API on top of the credentials (the manager is ``boss``)."""
 
     async def board(self) -> dict[str, Any]:
         r = await self.client.get(f"{API}/staffing", headers=self.as_("manager"))
@@ -126,7 +102,7 @@ async def started(config: HallAgentConfig) -> AsyncIterator[Rig]:
         running_agent(config) as running,
         httpx.AsyncClient(base_url=running.url, timeout=60) as client,
     ):
-        yield await Rig(running, client, config.storage.path).setup()
+        yield await Rig(running, client, config.storage.path, manager="boss").setup()
 
 
 async def test_an_edit_replaces_the_file_rota_shows_at_once_and_survives_a_restart(
