@@ -5,6 +5,7 @@ and uncovered, no serious axe-core violation, nothing loaded from outside the ha
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,8 +49,10 @@ STAFF = [
 ]
 
 
-@pytest.fixture
-def rota_hall(tmp_path: Path) -> Iterator[Hall]:
+@contextlib.contextmanager
+def rota_agent(tmp_path: Path) -> Iterator[Hall]:
+    """The screens' hall with this file's roster (central's and the file's, both Bs) and
+    rota: a running agent, stopped on leaving."""
     storage = tmp_path / "state"
     photos = tmp_path / "photos"
     seed(storage, photos)
@@ -67,14 +70,20 @@ def rota_hall(tmp_path: Path) -> Iterator[Hall]:
     agent.start()
     hall = Hall(agent, storage)
     try:
+        yield hall
+    finally:
+        hall.client.close()
+        agent.kill()
+
+
+@pytest.fixture
+def rota_hall(tmp_path: Path) -> Iterator[Hall]:
+    with rota_agent(tmp_path) as hall:
         # w1: its A (s-1) and its B (s-7) together; w2: its A absent, nobody signed in;
         # w3: someone not on any rota.
         for window, staff in (("w1", "s-1"), ("w1", "s-7"), ("w3", "s-3")):
             hall.post(f"/api/v1/windows/{window}/sign-in", {"staff": staff})
         yield hall
-    finally:
-        hall.client.close()
-        agent.kill()
 
 
 async def test_the_board_shows_the_rota_and_b_standing_in(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import AgentProcess, needs_chromium, write_config
+from support import needs_chromium
 from test_content_browser import png
 from test_screens_browser import (
     ARTIFACTS,
@@ -27,15 +27,10 @@ from test_screens_browser import (
     Hall,
     axe,
     browser,  # noqa: F401  (the fixture)
-    free_port,
     guard_offline,
     open_page,
-    screens_config,
-    seed,
 )
-from test_shifts_browser import ROTA, STAFF
-
-from agent.runtime.store import Store
+from test_shifts_browser import STAFF, rota_agent
 
 pytestmark = [needs_chromium, pytest.mark.timeout(300)]
 
@@ -44,23 +39,7 @@ PASSWORD = "correct horse 1"
 
 @pytest.fixture
 def staff_hall(tmp_path: Path) -> Iterator[Hall]:
-    storage = tmp_path / "state"
-    photos = tmp_path / "photos"
-    seed(storage, photos)
-    store = Store.open(storage)
-    try:
-        store.append([], settings={"staff": STAFF})
-    finally:
-        store.close()
-    config = screens_config(storage, photos, free_port())
-    config["staff"] = STAFF
-    config["rota"] = ROTA
-    agent = AgentProcess(
-        write_config(tmp_path / "config.yaml", config), storage, tmp_path / "agent.log"
-    )
-    agent.start()
-    hall = Hall(agent, storage)
-    try:
+    with rota_agent(tmp_path) as hall:
         hall.post(
             "/api/v1/auth/users", {"name": "manager-1", "role": "manager", "password": PASSWORD}
         )
@@ -70,9 +49,6 @@ def staff_hall(tmp_path: Path) -> Iterator[Hall]:
         )
         hall.post("/api/v1/windows/w1/sign-in", {"staff": "s-1"})
         yield hall
-    finally:
-        hall.client.close()
-        agent.kill()
 
 
 async def log_in(page: Any, url: str, name: str) -> None:
