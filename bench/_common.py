@@ -19,13 +19,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -36,6 +33,7 @@ from support import (  # noqa: E402, F401 (re-exported)
     CHROMIUM_FLAGS,
     hall_config,
     started,
+    wait_started,
     write_config,
 )
 
@@ -246,20 +244,10 @@ class AgentProcess:
                 env=env,
                 cwd=ROOT,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"hall-agent exited with {self.proc.returncode}:\n{self._log_tail()}"
-                )
-            if url_file.exists():
-                self.url = url_file.read_text(encoding="utf-8").strip()
-                try:
-                    if started(httpx.get(f"{self.url}/healthz", timeout=2)):
-                        return self.url
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.05)
+        url = wait_started(self.proc, url_file, timeout, self._log_tail)
+        if url is not None:
+            self.url = url
+            return url
         self.stop()
         raise TimeoutError(f"hall-agent not ready after {timeout}s:\n{self._log_tail()}")
 

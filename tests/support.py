@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,27 @@ def started(health: httpx.Response) -> bool:
     return not any(r.get("check") == "start" for r in reasons)
 
 
+def wait_started(
+    proc: subprocess.Popen[bytes], url_file: Path, timeout: float, log: Callable[[], str]
+) -> str | None:
+    """The API URL of a starting ``hall-agent run`` once its whole start is done (the URL
+    file written and ``/healthz`` says ``started``); None after ``timeout`` seconds. An
+    agent that exits meanwhile raises RuntimeError with ``log()``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"hall-agent exited with {proc.returncode}:\n{log()}")
+        if url_file.exists():
+            url = url_file.read_text(encoding="utf-8").strip()
+            try:
+                if started(httpx.get(f"{url}/healthz", timeout=2)):
+                    return url
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.05)
+    return None
+
+
 class AgentProcess:
     """``hall-agent run`` as a real subprocess, found through the API URL it writes.
 
@@ -111,20 +132,10 @@ class AgentProcess:
             self.proc = subprocess.Popen(
                 [*launch, *command], stdout=log, stderr=subprocess.STDOUT, env=env
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"agent exited with {self.proc.returncode}: {self.log_path.read_text()}"
-                )
-            if url_file.exists():
-                self.url = url_file.read_text().strip()
-                try:
-                    if started(httpx.get(f"{self.url}/healthz", timeout=2)):
-                        return self.url
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.05)
+        url = wait_started(self.proc, url_file, timeout, self.log_path.read_text)
+        if url is not None:
+            self.url = url
+            return url
         self.kill()
         raise TimeoutError(f"agent not ready after {timeout}s: {self.log_path.read_text()}")
 
