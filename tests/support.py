@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,26 @@ _WITH_OPEN_FILES = (
     "resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); "
     "runpy.run_module('agent.cli', run_name='__main__', alter_sys=True)"
 )
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A real small file system (tmpfs of ``size``, e.g. ``24m``) mounted at ``where``, for
+    a disk that fills up; the test is skipped where mounting is not allowed."""
+    where.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=20,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False, timeout=20)
 
 
 def started(health: httpx.Response) -> bool:

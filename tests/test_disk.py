@@ -13,7 +13,6 @@ import contextlib
 import datetime as dt
 import os
 import sqlite3
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import as_ops, hall_config
+from support import as_ops, hall_config, small_tmpfs
 
 from agent.config import HallAgentConfig, StorageConfig
 from agent.core.events import Event, EventClass
@@ -245,21 +244,8 @@ def s_day(agent: Running) -> dt.date:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "disk"
-    where.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0755", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=20,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk", "24m") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False, timeout=20)
 
 
 def fill(disk: Path) -> Path:

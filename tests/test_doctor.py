@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from broker import Broker
 from pki import Pki, client_cert
-from support import hall_config, write_config
+from support import hall_config, small_tmpfs, write_config
 
 from agent.doctor import Account, Doctor, Finding
 from agent.runtime.store import Store
@@ -230,18 +230,7 @@ def test_a_disk_below_the_reserve_warns_and_a_full_one_fails(tmp_path: Path) -> 
 
 @pytest.fixture
 def full_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "disk"
-    where.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=20,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk", "4m") as where:
         fd = os.open(where / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             while True:
@@ -251,8 +240,6 @@ def full_tmpfs(tmp_path: Path) -> Iterator[Path]:
         finally:
             os.close(fd)
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False, timeout=20)
 
 
 @pytest.mark.timeout(60)
