@@ -94,6 +94,9 @@ class Demand:
 # A line's entries: a waiting ticket is (rank, id, waited); the line's phantom and its
 # expected arrivals are not stored (see _Line.head).
 _Real = tuple[tuple[int, str], str, float]
+# A lane's line as a play reads it: (order at the lane, line index, green, waiting tickets,
+# how many, has a phantom, expected arrivals, per minute, first arrival's rank).
+_Slot = tuple[int, int, bool, list[_Real], int, bool, int, float, int]
 
 
 class _Line:
@@ -191,6 +194,7 @@ class Simulation:
             ]
             for lane in lanes
         ]
+        self._slots_now: list[list[_Slot]] | None = None
         self._total = total
         self.called: dict[str, float] = {}
         self.newcomer_at: dict[str, float] = {}
@@ -222,6 +226,34 @@ class Simulation:
         self._line(service, green)
         return self._index[(service, green)]
 
+    def _compiled(self) -> list[list[_Slot]]:
+        """Each lane's lines as the play walks them, with what the play reads of each line
+        unpacked once (attribute look-ups cost more than the step's own work); lines with
+        no one in them or expected (an empty green channel) are left out. Made again after
+        :meth:`append` changed a line."""
+        found = self._slots_now
+        if found is None:
+            lines = self._lines
+            found = self._slots_now = [
+                [
+                    (
+                        order,
+                        index,
+                        green,
+                        line.reals,
+                        len(line.reals),
+                        line.phantom,
+                        line.count,
+                        line.rate,
+                        line.first_rank,
+                    )
+                    for order, index, green in slots
+                    if (line := lines[index]).reals or line.phantom or line.count > 0
+                ]
+                for slots in self._slots
+            ]
+        return found
+
     # One loop on purpose: it is the estimate's hot path, a helper per step would cost a call.
     def _play(  # noqa: PLR0915
         self, mark: _Mark, *, ticket: str | None = None, service: str | None = None
@@ -230,43 +262,43 @@ class Simulation:
         phantom is called or no lane is left that serves them; with ``ticket``, only until
         that ticket is called, with ``service``, until the service's mark is set: the play
         is then paused (``_paused``) where it stands."""
-        lines, slots, aging = self._lines, self._slots, self._aging
+        lines, slots, aging = self._lines, self._compiled(), self._aging
         pos, heap, done, step, total = mark.pos, mark.heap, mark.done, mark.step, self._total
         until = self._until
+        called, newcomer_at, marks = self.called, self.newcomer_at, self._marks
+        watch = until is not None or ticket is not None or service is not None
+        pop, push = heapq.heappop, heapq.heappush
         while heap and done < total:
-            if until is not None and not until:
-                return  # every ticket asked for is called: the rest cannot change them
-            if (ticket is not None and ticket in self.called) or (
-                service is not None and service in self._marks
-            ):
-                self._paused = _Mark(step, pos, heap, done)
-                return
-            at, i = heapq.heappop(heap)
+            if watch:
+                if until is not None and not until:
+                    return  # every ticket asked for is called: the rest cannot change them
+                if (ticket is not None and ticket in called) or (
+                    service is not None and service in marks
+                ):
+                    self._paused = _Mark(step, pos, heap, done)
+                    return
+            at, i = pop(heap)
             step += 1
             best: tuple[int, int, tuple[int, str]] | None = None
             source = -1
             soonest: float | None = None  # when someone this window serves arrives
-            for order, index, green in slots[i]:
-                line = lines[index]
+            for order, index, green, reals, n, phantom_line, count, rate, first in slots[i]:
                 p = pos[index]
-                n = len(line.reals)
                 phantom = False
                 if p < n:
-                    rank, _, waited = line.reals[p]
-                elif line.phantom and p == n:
+                    rank, _, waited = reals[p]
+                elif phantom_line and p == n:
                     rank, waited, phantom = _LAST, 0.0, True
                 else:
-                    k = p - n - line.phantom
-                    if k >= line.count:
+                    k = p - n - phantom_line
+                    if k >= count:
                         continue
-                    arrives = (k + 0.5) / line.rate
-                    if arrives > at:
-                        soonest = arrives if soonest is None or arrives < soonest else soonest
+                    arrives = (k + 0.5) / rate
+                    if arrives > at:  # not yet arrived
+                        if soonest is None or arrives < soonest:
+                            soonest = arrives
                         continue
-                    rank, waited = (line.first_rank + k, ""), -arrives
-                if waited < 0 and -waited > at:  # not yet arrived (a waiting ticket never)
-                    soonest = -waited if soonest is None or -waited < soonest else soonest
-                    continue
+                    rank, waited = (first + k, ""), -arrives
                 if green:
                     key = (0, order, rank)
                 elif aging is not None and not phantom and waited + at >= aging:
@@ -277,51 +309,39 @@ class Simulation:
                     best, source = key, index
             if source < 0:
                 if soonest is not None:
-                    heapq.heappush(heap, (soonest, i))  # idle until then
+                    push(heap, (soonest, i))  # idle until then
                 continue  # else: nothing left this window would call
             line = lines[source]
-            if aging is None and line.phantom and pos[source] == len(line.reals):
-                # The phantom is called now: a ticket added behind everyone of its service
-                # would be called here in its place (without aging nothing tells them apart
-                # before), so a play with it goes on from just before this step.
-                mark = _Mark(step - 1, list(pos), list(heap), done)
-                heapq.heappush(mark.heap, (at, i))
-                self._marks[line.service] = mark
-            done += self._pop(line, source, at, i, pos, heap, step, done)
-
-    def _pop(
-        self,
-        line: _Line,
-        source: int,
-        at: float,
-        lane: int,
-        pos: list[int],
-        heap: list[tuple[float, int]],
-        step: int,
-        done: int,
-    ) -> int:
-        """Lane ``lane`` takes the head of ``line`` (index ``source``) at ``at``; how many
-        waiting tickets or phantoms that called (0 or 1)."""
-        p = pos[source]
-        pos[source] = p + 1
-        n = len(line.reals)
-        if line.phantom and p == n:
-            self.newcomer_at[line.service] = at
-            heapq.heappush(heap, (at, lane))  # a phantom takes no time
-            return 1
-        heapq.heappush(heap, (at + line.minutes, lane))
-        if p >= n:
-            return 0  # an expected arrival
-        called = line.reals[p][1]
-        self.called[called] = at
-        if self._until is not None:
-            self._until.discard(called)
-        if p + 1 == n and line.phantom and self._aging is not None:
-            # The phantom is at the head now. With aging, a ticket behind everyone may be
-            # called sooner than the phantom (it ages, a phantom does not): a play with it
-            # goes on from here.
-            self._marks[line.service] = _Mark(step, list(pos), list(heap), done + 1)
-        return 1
+            p = pos[source]
+            n = len(line.reals)
+            if line.phantom and p == n:
+                if aging is None:
+                    # The phantom is called now: a ticket added behind everyone of its
+                    # service would be called here in its place (without aging nothing
+                    # tells them apart before), so a play with it goes on from just before
+                    # this step.
+                    again = _Mark(step - 1, list(pos), list(heap), done)
+                    push(again.heap, (at, i))
+                    marks[line.service] = again
+                pos[source] = p + 1
+                newcomer_at[line.service] = at
+                push(heap, (at, i))  # a phantom takes no time
+                done += 1
+                continue
+            pos[source] = p + 1
+            push(heap, (at + line.minutes, i))
+            if p >= n:
+                continue  # an expected arrival
+            taken = line.reals[p][1]
+            called[taken] = at
+            if until is not None:
+                until.discard(taken)
+            done += 1
+            if p + 1 == n and line.phantom and aging is not None:
+                # The phantom is at the head now. With aging, a ticket behind everyone may
+                # be called sooner than the phantom (it ages, a phantom does not): a play
+                # with it goes on from here.
+                marks[line.service] = _Mark(step, list(pos), list(heap), done)
 
     def expected(self, service: str) -> Demand:
         """The arrivals the play expects for ``service``, per minute."""
@@ -362,6 +382,7 @@ class Simulation:
             self._play_out(waiter.service)  # a paused play may not have come to it yet
         mark = self._marks.pop(waiter.service, None)
         line.reals.append(((waiter.rank, waiter.id), waiter.id, waiter.waited))
+        self._slots_now = None
         self._total += 1
         if demand is not None:
             line.expect(demand.normal, self._horizon)
