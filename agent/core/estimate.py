@@ -132,9 +132,9 @@ class _Mark:
     done: int
 
 
-class Simulation:
-    """A play of the queue (see the module) that can take one more ticket at the back of
-    a service's normal line without playing everything again.
+class _Part:
+    """A play of one part of the queue (see :class:`Simulation`) that can take one more
+    ticket at the back of a service's normal line without playing everything again.
 
     Until the moment the service's phantom is called, a ticket added behind everyone of
     that service changes nothing: routing sees only the heads of lines, and the ticket is
@@ -167,6 +167,8 @@ class Simulation:
         demand: Mapping[str, Demand] | None = None,
         horizon: float = 60.0,
         until: Iterable[str] | None = None,
+        called: dict[str, float],
+        newcomer_at: dict[str, float],
     ) -> None:
         self._minutes = minutes
         # With ``until``: stop once these tickets are called (see :func:`play_until`).
@@ -196,11 +198,11 @@ class Simulation:
         ]
         self._slots_now: list[list[_Slot]] | None = None
         self._total = total
-        self.called: dict[str, float] = {}
-        self.newcomer_at: dict[str, float] = {}
+        # Shared by the parts of one play (each writes only its own tickets and services).
+        self.called = called
+        self.newcomer_at = newcomer_at
         # Where each newcomer service's phantom came to the head of its line.
         self._marks: dict[str, _Mark] = {}
-        self._shared = False
         # Where the play stopped, when it did before the end (see append); None: played out.
         self._paused: _Mark | None = None
         heap = [(max(0.0, lane.free_in), i) for i, lane in enumerate(lanes)]
@@ -355,29 +357,19 @@ class Simulation:
         if paused is not None:
             self._play(paused, service=service)
 
-    def estimates(self) -> Estimates:
-        """The play's estimates (played to the end first; kept as they are: a later
-        :meth:`append` works on copies)."""
+    def play_out(self) -> None:
+        """Play a paused play to the end."""
         self._play_out()
-        self._shared = True
-        return Estimates(self.called, self.newcomer_at)
 
     def append(self, waiter: Waiter, demand: Demand | None = None) -> float | None:
         """Add a normal ticket behind every waiting ticket of its service (a take) and
         play on; returns its estimate (None: no lane serves the service). ``demand``:
         the service's expected arrivals now (the new ticket counts in the last hour's)."""
-        if self._until is not None:
-            raise ValueError("a play stopped early (until=) cannot take more tickets")
-        if waiter.green:
-            raise ValueError("only a normal ticket joins at the back of its line")
         line = self._line(waiter.service, False)
         if line.reals and line.reals[-1][0] >= (waiter.rank, waiter.id):
             raise ValueError(f"ticket {waiter.id} is not behind everyone of its service")
         if not line.phantom:
             raise ValueError(f"{waiter.service} was not played with a newcomer")
-        if self._shared:
-            self.called, self.newcomer_at = dict(self.called), dict(self.newcomer_at)
-            self._shared = False
         if waiter.service not in self._marks:
             self._play_out(waiter.service)  # a paused play may not have come to it yet
         mark = self._marks.pop(waiter.service, None)
@@ -393,6 +385,131 @@ class Simulation:
         self._paused = None
         self._play(_Mark(mark.step, list(mark.pos), list(mark.heap), mark.done), ticket=waiter.id)
         return self.called.get(waiter.id)
+
+
+class Simulation:
+    """A play of the queue (see the module) that can take one more ticket at the back of
+    a service's normal line without playing everything again (:meth:`append`).
+
+    Windows that share no service, not even through other windows (a 社保 window and a
+    户籍 window, when no open window serves both), never wait for each other: the queue is
+    played in such *parts*, each its own play (:class:`_Part`) over its windows and the
+    lines of their services, and a take plays again only its own part. Together the parts
+    give exactly the estimates of one play of everything (``tests/test_estimate.py``
+    checks this against a plain reference play). Services no window serves make a part
+    with no windows: nobody in it is called.
+    """
+
+    def __init__(
+        self,
+        lanes: Sequence[Lane],
+        waiting: Iterable[Waiter],
+        minutes: Mapping[str, float],
+        *,
+        aging: float | None = None,
+        newcomers: Iterable[str] = (),
+        demand: Mapping[str, Demand] | None = None,
+        horizon: float = 60.0,
+        until: Iterable[str] | None = None,
+    ) -> None:
+        waiting = list(waiting)
+        newcomers = list(dict.fromkeys(newcomers))
+        demand = demand or {}
+        # Services joined by the windows that serve them (union-find on service ids).
+        root: dict[str, str] = {}
+
+        def find(service: str) -> str:
+            root.setdefault(service, service)
+            while root[service] != service:
+                root[service] = root[root[service]]
+                service = root[service]
+            return service
+
+        for lane in lanes:
+            for service in lane.services:
+                root[find(service)] = find(lane.services[0])
+        unserved = "\0"  # the part of the services no window serves (not a service id)
+        served = set(root)
+
+        def part_of(service: str) -> str:
+            return find(service) if service in served else unserved
+
+        keys: dict[str, None] = {}
+        for lane in lanes:
+            if lane.services:
+                keys.setdefault(find(lane.services[0]))
+        part_lanes: dict[str, list[Lane]] = {key: [] for key in keys}
+        for lane in lanes:  # each part keeps its windows in their order (ties: the first)
+            if lane.services:
+                part_lanes[find(lane.services[0])].append(lane)
+        part_waiting: dict[str, list[Waiter]] = {}
+        for w in waiting:
+            part_waiting.setdefault(part_of(w.service), []).append(w)
+        part_newcomers: dict[str, list[str]] = {}
+        for service in newcomers:
+            part_newcomers.setdefault(part_of(service), []).append(service)
+        part_demand: dict[str, dict[str, Demand]] = {}
+        for service, rate in demand.items():
+            part_demand.setdefault(part_of(service), {})[service] = rate
+        asked = None if until is None else set(until)
+        self._until = asked
+        self.called: dict[str, float] = {}
+        self.newcomer_at: dict[str, float] = {}
+        self._shared = False
+        self._parts: dict[str, _Part] = {}
+        for key in dict.fromkeys([*part_lanes, *part_waiting, *part_newcomers, *part_demand]):
+            mine = part_waiting.get(key, [])
+            if asked is not None and not asked.intersection(w.id for w in mine):
+                continue  # nothing asked for is in this part: no need to play it
+            self._parts[key] = _Part(
+                part_lanes.get(key, []) if key != unserved else [],
+                mine,
+                minutes,
+                aging=aging,
+                newcomers=part_newcomers.get(key, ()),
+                demand=part_demand.get(key),
+                horizon=horizon,
+                until=None if asked is None else asked.intersection(w.id for w in mine),
+                called=self.called,
+                newcomer_at=self.newcomer_at,
+            )
+        self._part_of = {
+            service: self._parts[key]
+            for service in {*served, *(w.service for w in waiting), *newcomers, *demand}
+            if (key := part_of(service)) in self._parts
+        }
+
+    def expected(self, service: str) -> Demand:
+        """The arrivals the play expects for ``service``, per minute."""
+        part = self._part_of.get(service)
+        return Demand() if part is None else part.expected(service)
+
+    def estimates(self) -> Estimates:
+        """The play's estimates (played to the end first; kept as they are: a later
+        :meth:`append` works on copies)."""
+        for part in self._parts.values():
+            part.play_out()
+        self._shared = True
+        return Estimates(self.called, self.newcomer_at)
+
+    def append(self, waiter: Waiter, demand: Demand | None = None) -> float | None:
+        """Add a normal ticket behind every waiting ticket of its service (a take) and
+        play on its part; returns its estimate (None: no lane serves the service).
+        ``demand``: the service's expected arrivals now (the new ticket counts in the last
+        hour's)."""
+        if self._until is not None:
+            raise ValueError("a play stopped early (until=) cannot take more tickets")
+        if waiter.green:
+            raise ValueError("only a normal ticket joins at the back of its line")
+        part = self._part_of.get(waiter.service)
+        if part is None:
+            raise ValueError(f"{waiter.service} was not played with a newcomer")
+        if self._shared:
+            self.called, self.newcomer_at = dict(self.called), dict(self.newcomer_at)
+            for each in self._parts.values():
+                each.called, each.newcomer_at = self.called, self.newcomer_at
+            self._shared = False
+        return part.append(waiter, demand)
 
 
 def simulate(
