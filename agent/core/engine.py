@@ -1683,9 +1683,13 @@ class QueueEngine:
     ) -> JSON:
         services = []
         counts: dict[str, int] = {}
+        # Each window's held tickets, found in the same pass (not one pass per window).
+        held: dict[str | None, list[Ticket]] = {}
         for t in self.tickets.values():
             if t.status is TicketStatus.WAITING:
                 counts[t.service] = counts.get(t.service, 0) + 1
+            elif t.status is TicketStatus.HELD:
+                held.setdefault(t.window, []).append(t)
         for s, found in zip(self.config.services, openings, strict=True):
             waiting = counts.get(s.id, 0)
             wait = estimates.newcomer_minutes(s.id)
@@ -1717,7 +1721,7 @@ class QueueEngine:
                     "number": w.number,
                     "services": list(w.services),
                     "ticket": None if current is None else current.public(),
-                    "held": [t.number for t in self.held(w.id)],
+                    "held": [t.number for t in sorted(held.get(w.id, ()), key=_arrival)],
                 }
             )
         snapshot: JSON = {
