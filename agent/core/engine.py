@@ -1492,14 +1492,14 @@ class QueueEngine:
         kept = self._placed
         if kept is not None and kept[0] is placed and kept[1] is estimates:
             return kept[2]
-        found = estimates.tickets
+        found = estimates.tickets.get
         out: dict[str, tuple[int, int]] = {}
         for tid, (service, ahead) in placed.places.items():
-            minutes = found.get(tid)
+            minutes = found(tid)
             if minutes is None:  # no window serves it at all
                 out[tid] = (ahead, round(ahead * self.average_minutes(service)))
-            else:
-                out[tid] = (ahead, max(0, round(minutes)))
+            else:  # (as Estimates.ticket_minutes: never below 0)
+                out[tid] = (ahead, round(minutes) if minutes > 0 else 0)
         self._placed = (placed, estimates, out)
         return out
 
