@@ -478,3 +478,113 @@ def test_what_the_engine_keeps_equals_counting_and_playing_again(tmp_path_factor
         if isinstance(operation, op.Take) and out.ticket is not None:
             assert out.result["wait_minutes"] == copy.wait_minutes(out.ticket, at, again)
             assert out.result["ahead"] == copy.people_ahead(out.ticket, at)
+
+
+# -- the play against a plain reference ---------------------------------------------------------
+
+
+def reference_simulate(lanes, waiting, minutes, *, aging, newcomers, demand, horizon=60.0):
+    """The routing played forward step by step in the plainest way (no marks, no unpacked
+    lines, nothing kept): what :class:`Simulation`'s fast loop must give, estimate for
+    estimate (the module's rules, written out once more)."""
+    import heapq
+
+    last = (1 << 62, "~")
+    lines = {}  # (service, green) -> [entries]; an entry: (rank, id or None, waited or -arrival)
+    for w in sorted(waiting, key=lambda w: (w.rank, w.id)):
+        lines.setdefault((w.service, w.green), []).append(((w.rank, w.id), w.id, w.waited))
+    phantoms = set(newcomers)
+    for service in phantoms:
+        lines.setdefault((service, False), []).append((last, None, 0.0))
+    for service, rate in demand.items():
+        for green, per_minute in ((False, rate.normal), (True, rate.green)):
+            count = int(per_minute * horizon + 0.5) if per_minute > 0 else 0
+            line = lines.setdefault((service, green), [])
+            line.extend(((last[0] + 1 + k, ""), "", -(k + 0.5) / per_minute) for k in range(count))
+    total = sum(1 for line in lines.values() for _, who, _ in line if who != "")
+    heap = [(max(0.0, lane.free_in), i) for i, lane in enumerate(lanes)]
+    heapq.heapify(heap)
+    called, newcomer_at, done = {}, {}, 0
+    while heap and done < total:
+        at, i = heapq.heappop(heap)
+        best, source, soonest = None, None, None
+        for order, service in enumerate(lanes[i].services):
+            for green in (True, False):
+                line = lines.get((service, green))
+                if not line:
+                    continue
+                rank, who, waited = line[0]
+                if waited < 0 and -waited > at:
+                    soonest = -waited if soonest is None else min(soonest, -waited)
+                    continue
+                if green:
+                    key = (0, order, rank)
+                elif aging is not None and who is not None and waited + at >= aging:
+                    key = (1, 0, rank)
+                else:
+                    key = (2, order, rank)
+                if best is None or key < best:
+                    best, source = key, (service, green)
+        if source is None:
+            if soonest is not None:
+                heapq.heappush(heap, (soonest, i))
+            continue
+        _, who, _ = lines[source].pop(0)
+        if who is None:
+            newcomer_at[source[0]] = at
+            heapq.heappush(heap, (at, i))
+            done += 1
+            continue
+        heapq.heappush(heap, (at + max(0.0, minutes.get(source[0], 0.0)), i))
+        if who:
+            called[who] = at
+            done += 1
+    return called, newcomer_at
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lanes=st.lists(
+        st.tuples(
+            st.lists(st.sampled_from("abcd"), min_size=1, max_size=4, unique=True),
+            st.floats(-5, 30, allow_nan=False),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    tickets=st.lists(
+        st.tuples(st.sampled_from("abcd"), st.booleans(), st.floats(0, 120, allow_nan=False)),
+        max_size=50,
+    ),
+    added=st.lists(st.sampled_from("abcd"), max_size=8),
+    means=st.tuples(*[st.floats(0, 30, allow_nan=False)] * 4),
+    rates=st.tuples(*[st.floats(0, 0.5, allow_nan=False)] * 4),
+    aging=st.one_of(st.none(), st.floats(1, 60, allow_nan=False)),
+)
+def test_the_play_and_its_appends_equal_a_plain_step_by_step_play(
+    lanes, tickets, added, means, rates, aging
+):
+    """The play's loop (lines unpacked once, empty lines skipped, marks kept) and every
+    take that joins it give each ticket and newcomer exactly what the plain reference
+    play gives the same queue."""
+    played = [Lane(f"w{i}", tuple(services), free) for i, (services, free) in enumerate(lanes)]
+    queue = [Waiter(f"t{i}", s, g, i, waited) for i, (s, g, waited) in enumerate(tickets)]
+    minutes = dict(zip("abcd", means, strict=True))
+    demand = {s: Demand(r, r / 4) for s, r in zip("abcd", rates, strict=True)}
+    options = {"aging": aging, "newcomers": "abcd", "horizon": 60.0}
+    kept = Simulation(played, queue, minutes, demand=demand, **options)
+    found = kept.estimates()
+    assert (found.tickets, found.newcomers) == reference_simulate(
+        played, queue, minutes, demand=demand, **options
+    )
+    for k, service in enumerate(added):
+        ticket = Waiter(f"n{k}", service, False, len(tickets) + k, 0.0)
+        queue.append(ticket)
+        more = demand[service]
+        demand[service] = Demand(more.normal + 1 / 60, more.green)
+        mine = kept.append(ticket, demand[service])
+        called, newcomers = reference_simulate(played, queue, minutes, demand=demand, **options)
+        assert mine == called.get(ticket.id)
+        if k % 2 or k == len(added) - 1:
+            found = kept.estimates()
+            assert (found.tickets, found.newcomers) == (called, newcomers)

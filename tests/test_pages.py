@@ -318,3 +318,32 @@ async def test_the_big_screen_shows_the_guides_of_services_people_wait_for(
         state = (await client.get("/pages/state/hall")).json()
         assert state["guides"] == []
         assert state["guide_rotation_s"] is None
+
+
+async def test_changes_close_together_are_rebuilt_once_and_show_their_final_state(
+    tmp_path: Path,
+) -> None:
+    """Under a burst of commits the view is rebuilt at most once per gap (REBUILD_GAP_S),
+    with everything committed by then; a state request waiting for its own action does not
+    wait for the gap."""
+    config = config_with(tmp_path)
+    store = Store.open(config.storage.path)
+    try:
+        async with Hall(config, store) as hall, PageFeed(hall, rebuild_gap_s=600) as feed:
+            assert feed.current is not None
+            rev = feed.current.rev
+            await hall.execute(Take(service="social"))
+            # The first change after a quiet time is rebuilt at once.
+            view = await feed.wait_rebuilt(rev)
+            assert view.queue["services"][0]["waiting"] == 1
+            # Ten more commits inside the gap: the view waits for the gap (600 s here)...
+            for _ in range(10):
+                await hall.execute(Take(service="social"))
+            # ...unless a request waits for it: one rebuild shows all ten.
+            await asyncio.wait_for(feed.caught_up(within=30), timeout=30)
+            assert feed.current.seq == hall.last_seq
+            assert feed.current.rev == view.rev + 1
+            assert feed.current.queue["services"][0]["waiting"] == 11
+            assert feed.render("hall", {}) is not None
+    finally:
+        store.close()

@@ -1492,14 +1492,14 @@ class QueueEngine:
         kept = self._placed
         if kept is not None and kept[0] is placed and kept[1] is estimates:
             return kept[2]
-        found = estimates.tickets
+        found = estimates.tickets.get
         out: dict[str, tuple[int, int]] = {}
         for tid, (service, ahead) in placed.places.items():
-            minutes = found.get(tid)
+            minutes = found(tid)
             if minutes is None:  # no window serves it at all
                 out[tid] = (ahead, round(ahead * self.average_minutes(service)))
-            else:
-                out[tid] = (ahead, max(0, round(minutes)))
+            else:  # (as Estimates.ticket_minutes: never below 0)
+                out[tid] = (ahead, round(minutes) if minutes > 0 else 0)
         self._placed = (placed, estimates, out)
         return out
 
@@ -1683,9 +1683,13 @@ class QueueEngine:
     ) -> JSON:
         services = []
         counts: dict[str, int] = {}
+        # Each window's held tickets, found in the same pass (not one pass per window).
+        held: dict[str | None, list[Ticket]] = {}
         for t in self.tickets.values():
             if t.status is TicketStatus.WAITING:
                 counts[t.service] = counts.get(t.service, 0) + 1
+            elif t.status is TicketStatus.HELD:
+                held.setdefault(t.window, []).append(t)
         for s, found in zip(self.config.services, openings, strict=True):
             waiting = counts.get(s.id, 0)
             wait = estimates.newcomer_minutes(s.id)
@@ -1717,7 +1721,7 @@ class QueueEngine:
                     "number": w.number,
                     "services": list(w.services),
                     "ticket": None if current is None else current.public(),
-                    "held": [t.number for t in self.held(w.id)],
+                    "held": [t.number for t in sorted(held.get(w.id, ()), key=_arrival)],
                 }
             )
         snapshot: JSON = {

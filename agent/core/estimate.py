@@ -94,6 +94,9 @@ class Demand:
 # A line's entries: a waiting ticket is (rank, id, waited); the line's phantom and its
 # expected arrivals are not stored (see _Line.head).
 _Real = tuple[tuple[int, str], str, float]
+# A lane's line as a play reads it: (order at the lane, line index, green, waiting tickets,
+# how many, has a phantom, expected arrivals, per minute, first arrival's rank).
+_Slot = tuple[int, int, bool, list[_Real], int, bool, int, float, int]
 
 
 class _Line:
@@ -129,9 +132,9 @@ class _Mark:
     done: int
 
 
-class Simulation:
-    """A play of the queue (see the module) that can take one more ticket at the back of
-    a service's normal line without playing everything again.
+class _Part:
+    """A play of one part of the queue (see :class:`Simulation`) that can take one more
+    ticket at the back of a service's normal line without playing everything again.
 
     Until the moment the service's phantom is called, a ticket added behind everyone of
     that service changes nothing: routing sees only the heads of lines, and the ticket is
@@ -164,6 +167,8 @@ class Simulation:
         demand: Mapping[str, Demand] | None = None,
         horizon: float = 60.0,
         until: Iterable[str] | None = None,
+        called: dict[str, float],
+        newcomer_at: dict[str, float],
     ) -> None:
         self._minutes = minutes
         # With ``until``: stop once these tickets are called (see :func:`play_until`).
@@ -191,12 +196,13 @@ class Simulation:
             ]
             for lane in lanes
         ]
+        self._slots_now: list[list[_Slot]] | None = None
         self._total = total
-        self.called: dict[str, float] = {}
-        self.newcomer_at: dict[str, float] = {}
+        # Shared by the parts of one play (each writes only its own tickets and services).
+        self.called = called
+        self.newcomer_at = newcomer_at
         # Where each newcomer service's phantom came to the head of its line.
         self._marks: dict[str, _Mark] = {}
-        self._shared = False
         # Where the play stopped, when it did before the end (see append); None: played out.
         self._paused: _Mark | None = None
         heap = [(max(0.0, lane.free_in), i) for i, lane in enumerate(lanes)]
@@ -222,6 +228,34 @@ class Simulation:
         self._line(service, green)
         return self._index[(service, green)]
 
+    def _compiled(self) -> list[list[_Slot]]:
+        """Each lane's lines as the play walks them, with what the play reads of each line
+        unpacked once (attribute look-ups cost more than the step's own work); lines with
+        no one in them or expected (an empty green channel) are left out. Made again after
+        :meth:`append` changed a line."""
+        found = self._slots_now
+        if found is None:
+            lines = self._lines
+            found = self._slots_now = [
+                [
+                    (
+                        order,
+                        index,
+                        green,
+                        line.reals,
+                        len(line.reals),
+                        line.phantom,
+                        line.count,
+                        line.rate,
+                        line.first_rank,
+                    )
+                    for order, index, green in slots
+                    if (line := lines[index]).reals or line.phantom or line.count > 0
+                ]
+                for slots in self._slots
+            ]
+        return found
+
     # One loop on purpose: it is the estimate's hot path, a helper per step would cost a call.
     def _play(  # noqa: PLR0915
         self, mark: _Mark, *, ticket: str | None = None, service: str | None = None
@@ -230,43 +264,43 @@ class Simulation:
         phantom is called or no lane is left that serves them; with ``ticket``, only until
         that ticket is called, with ``service``, until the service's mark is set: the play
         is then paused (``_paused``) where it stands."""
-        lines, slots, aging = self._lines, self._slots, self._aging
+        lines, slots, aging = self._lines, self._compiled(), self._aging
         pos, heap, done, step, total = mark.pos, mark.heap, mark.done, mark.step, self._total
         until = self._until
+        called, newcomer_at, marks = self.called, self.newcomer_at, self._marks
+        watch = until is not None or ticket is not None or service is not None
+        pop, push = heapq.heappop, heapq.heappush
         while heap and done < total:
-            if until is not None and not until:
-                return  # every ticket asked for is called: the rest cannot change them
-            if (ticket is not None and ticket in self.called) or (
-                service is not None and service in self._marks
-            ):
-                self._paused = _Mark(step, pos, heap, done)
-                return
-            at, i = heapq.heappop(heap)
+            if watch:
+                if until is not None and not until:
+                    return  # every ticket asked for is called: the rest cannot change them
+                if (ticket is not None and ticket in called) or (
+                    service is not None and service in marks
+                ):
+                    self._paused = _Mark(step, pos, heap, done)
+                    return
+            at, i = pop(heap)
             step += 1
             best: tuple[int, int, tuple[int, str]] | None = None
             source = -1
             soonest: float | None = None  # when someone this window serves arrives
-            for order, index, green in slots[i]:
-                line = lines[index]
+            for order, index, green, reals, n, phantom_line, count, rate, first in slots[i]:
                 p = pos[index]
-                n = len(line.reals)
                 phantom = False
                 if p < n:
-                    rank, _, waited = line.reals[p]
-                elif line.phantom and p == n:
+                    rank, _, waited = reals[p]
+                elif phantom_line and p == n:
                     rank, waited, phantom = _LAST, 0.0, True
                 else:
-                    k = p - n - line.phantom
-                    if k >= line.count:
+                    k = p - n - phantom_line
+                    if k >= count:
                         continue
-                    arrives = (k + 0.5) / line.rate
-                    if arrives > at:
-                        soonest = arrives if soonest is None or arrives < soonest else soonest
+                    arrives = (k + 0.5) / rate
+                    if arrives > at:  # not yet arrived
+                        if soonest is None or arrives < soonest:
+                            soonest = arrives
                         continue
-                    rank, waited = (line.first_rank + k, ""), -arrives
-                if waited < 0 and -waited > at:  # not yet arrived (a waiting ticket never)
-                    soonest = -waited if soonest is None or -waited < soonest else soonest
-                    continue
+                    rank, waited = (first + k, ""), -arrives
                 if green:
                     key = (0, order, rank)
                 elif aging is not None and not phantom and waited + at >= aging:
@@ -277,51 +311,39 @@ class Simulation:
                     best, source = key, index
             if source < 0:
                 if soonest is not None:
-                    heapq.heappush(heap, (soonest, i))  # idle until then
+                    push(heap, (soonest, i))  # idle until then
                 continue  # else: nothing left this window would call
             line = lines[source]
-            if aging is None and line.phantom and pos[source] == len(line.reals):
-                # The phantom is called now: a ticket added behind everyone of its service
-                # would be called here in its place (without aging nothing tells them apart
-                # before), so a play with it goes on from just before this step.
-                mark = _Mark(step - 1, list(pos), list(heap), done)
-                heapq.heappush(mark.heap, (at, i))
-                self._marks[line.service] = mark
-            done += self._pop(line, source, at, i, pos, heap, step, done)
-
-    def _pop(
-        self,
-        line: _Line,
-        source: int,
-        at: float,
-        lane: int,
-        pos: list[int],
-        heap: list[tuple[float, int]],
-        step: int,
-        done: int,
-    ) -> int:
-        """Lane ``lane`` takes the head of ``line`` (index ``source``) at ``at``; how many
-        waiting tickets or phantoms that called (0 or 1)."""
-        p = pos[source]
-        pos[source] = p + 1
-        n = len(line.reals)
-        if line.phantom and p == n:
-            self.newcomer_at[line.service] = at
-            heapq.heappush(heap, (at, lane))  # a phantom takes no time
-            return 1
-        heapq.heappush(heap, (at + line.minutes, lane))
-        if p >= n:
-            return 0  # an expected arrival
-        called = line.reals[p][1]
-        self.called[called] = at
-        if self._until is not None:
-            self._until.discard(called)
-        if p + 1 == n and line.phantom and self._aging is not None:
-            # The phantom is at the head now. With aging, a ticket behind everyone may be
-            # called sooner than the phantom (it ages, a phantom does not): a play with it
-            # goes on from here.
-            self._marks[line.service] = _Mark(step, list(pos), list(heap), done + 1)
-        return 1
+            p = pos[source]
+            n = len(line.reals)
+            if line.phantom and p == n:
+                if aging is None:
+                    # The phantom is called now: a ticket added behind everyone of its
+                    # service would be called here in its place (without aging nothing
+                    # tells them apart before), so a play with it goes on from just before
+                    # this step.
+                    again = _Mark(step - 1, list(pos), list(heap), done)
+                    push(again.heap, (at, i))
+                    marks[line.service] = again
+                pos[source] = p + 1
+                newcomer_at[line.service] = at
+                push(heap, (at, i))  # a phantom takes no time
+                done += 1
+                continue
+            pos[source] = p + 1
+            push(heap, (at + line.minutes, i))
+            if p >= n:
+                continue  # an expected arrival
+            taken = line.reals[p][1]
+            called[taken] = at
+            if until is not None:
+                until.discard(taken)
+            done += 1
+            if p + 1 == n and line.phantom and aging is not None:
+                # The phantom is at the head now. With aging, a ticket behind everyone may
+                # be called sooner than the phantom (it ages, a phantom does not): a play
+                # with it goes on from here.
+                marks[line.service] = _Mark(step, list(pos), list(heap), done)
 
     def expected(self, service: str) -> Demand:
         """The arrivals the play expects for ``service``, per minute."""
@@ -335,33 +357,24 @@ class Simulation:
         if paused is not None:
             self._play(paused, service=service)
 
-    def estimates(self) -> Estimates:
-        """The play's estimates (played to the end first; kept as they are: a later
-        :meth:`append` works on copies)."""
+    def play_out(self) -> None:
+        """Play a paused play to the end."""
         self._play_out()
-        self._shared = True
-        return Estimates(self.called, self.newcomer_at)
 
     def append(self, waiter: Waiter, demand: Demand | None = None) -> float | None:
         """Add a normal ticket behind every waiting ticket of its service (a take) and
         play on; returns its estimate (None: no lane serves the service). ``demand``:
         the service's expected arrivals now (the new ticket counts in the last hour's)."""
-        if self._until is not None:
-            raise ValueError("a play stopped early (until=) cannot take more tickets")
-        if waiter.green:
-            raise ValueError("only a normal ticket joins at the back of its line")
         line = self._line(waiter.service, False)
         if line.reals and line.reals[-1][0] >= (waiter.rank, waiter.id):
             raise ValueError(f"ticket {waiter.id} is not behind everyone of its service")
         if not line.phantom:
             raise ValueError(f"{waiter.service} was not played with a newcomer")
-        if self._shared:
-            self.called, self.newcomer_at = dict(self.called), dict(self.newcomer_at)
-            self._shared = False
         if waiter.service not in self._marks:
             self._play_out(waiter.service)  # a paused play may not have come to it yet
         mark = self._marks.pop(waiter.service, None)
         line.reals.append(((waiter.rank, waiter.id), waiter.id, waiter.waited))
+        self._slots_now = None
         self._total += 1
         if demand is not None:
             line.expect(demand.normal, self._horizon)
@@ -372,6 +385,131 @@ class Simulation:
         self._paused = None
         self._play(_Mark(mark.step, list(mark.pos), list(mark.heap), mark.done), ticket=waiter.id)
         return self.called.get(waiter.id)
+
+
+class Simulation:
+    """A play of the queue (see the module) that can take one more ticket at the back of
+    a service's normal line without playing everything again (:meth:`append`).
+
+    Windows that share no service, not even through other windows (a 社保 window and a
+    户籍 window, when no open window serves both), never wait for each other: the queue is
+    played in such *parts*, each its own play (:class:`_Part`) over its windows and the
+    lines of their services, and a take plays again only its own part. Together the parts
+    give exactly the estimates of one play of everything (``tests/test_estimate.py``
+    checks this against a plain reference play). Services no window serves make a part
+    with no windows: nobody in it is called.
+    """
+
+    def __init__(
+        self,
+        lanes: Sequence[Lane],
+        waiting: Iterable[Waiter],
+        minutes: Mapping[str, float],
+        *,
+        aging: float | None = None,
+        newcomers: Iterable[str] = (),
+        demand: Mapping[str, Demand] | None = None,
+        horizon: float = 60.0,
+        until: Iterable[str] | None = None,
+    ) -> None:
+        waiting = list(waiting)
+        newcomers = list(dict.fromkeys(newcomers))
+        demand = demand or {}
+        # Services joined by the windows that serve them (union-find on service ids).
+        root: dict[str, str] = {}
+
+        def find(service: str) -> str:
+            root.setdefault(service, service)
+            while root[service] != service:
+                root[service] = root[root[service]]
+                service = root[service]
+            return service
+
+        for lane in lanes:
+            for service in lane.services:
+                root[find(service)] = find(lane.services[0])
+        unserved = "\0"  # the part of the services no window serves (not a service id)
+        served = set(root)
+
+        def part_of(service: str) -> str:
+            return find(service) if service in served else unserved
+
+        keys: dict[str, None] = {}
+        for lane in lanes:
+            if lane.services:
+                keys.setdefault(find(lane.services[0]))
+        part_lanes: dict[str, list[Lane]] = {key: [] for key in keys}
+        for lane in lanes:  # each part keeps its windows in their order (ties: the first)
+            if lane.services:
+                part_lanes[find(lane.services[0])].append(lane)
+        part_waiting: dict[str, list[Waiter]] = {}
+        for w in waiting:
+            part_waiting.setdefault(part_of(w.service), []).append(w)
+        part_newcomers: dict[str, list[str]] = {}
+        for service in newcomers:
+            part_newcomers.setdefault(part_of(service), []).append(service)
+        part_demand: dict[str, dict[str, Demand]] = {}
+        for service, rate in demand.items():
+            part_demand.setdefault(part_of(service), {})[service] = rate
+        asked = None if until is None else set(until)
+        self._until = asked
+        self.called: dict[str, float] = {}
+        self.newcomer_at: dict[str, float] = {}
+        self._shared = False
+        self._parts: dict[str, _Part] = {}
+        for key in dict.fromkeys([*part_lanes, *part_waiting, *part_newcomers, *part_demand]):
+            mine = part_waiting.get(key, [])
+            if asked is not None and not asked.intersection(w.id for w in mine):
+                continue  # nothing asked for is in this part: no need to play it
+            self._parts[key] = _Part(
+                part_lanes.get(key, []) if key != unserved else [],
+                mine,
+                minutes,
+                aging=aging,
+                newcomers=part_newcomers.get(key, ()),
+                demand=part_demand.get(key),
+                horizon=horizon,
+                until=None if asked is None else asked.intersection(w.id for w in mine),
+                called=self.called,
+                newcomer_at=self.newcomer_at,
+            )
+        self._part_of = {
+            service: self._parts[key]
+            for service in {*served, *(w.service for w in waiting), *newcomers, *demand}
+            if (key := part_of(service)) in self._parts
+        }
+
+    def expected(self, service: str) -> Demand:
+        """The arrivals the play expects for ``service``, per minute."""
+        part = self._part_of.get(service)
+        return Demand() if part is None else part.expected(service)
+
+    def estimates(self) -> Estimates:
+        """The play's estimates (played to the end first; kept as they are: a later
+        :meth:`append` works on copies)."""
+        for part in self._parts.values():
+            part.play_out()
+        self._shared = True
+        return Estimates(self.called, self.newcomer_at)
+
+    def append(self, waiter: Waiter, demand: Demand | None = None) -> float | None:
+        """Add a normal ticket behind every waiting ticket of its service (a take) and
+        play on its part; returns its estimate (None: no lane serves the service).
+        ``demand``: the service's expected arrivals now (the new ticket counts in the last
+        hour's)."""
+        if self._until is not None:
+            raise ValueError("a play stopped early (until=) cannot take more tickets")
+        if waiter.green:
+            raise ValueError("only a normal ticket joins at the back of its line")
+        part = self._part_of.get(waiter.service)
+        if part is None:
+            raise ValueError(f"{waiter.service} was not played with a newcomer")
+        if self._shared:
+            self.called, self.newcomer_at = dict(self.called), dict(self.newcomer_at)
+            for each in self._parts.values():
+                each.called, each.newcomer_at = self.called, self.newcomer_at
+            self._shared = False
+        return part.append(waiter, demand)
 
 
 def simulate(

@@ -32,6 +32,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import math
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
@@ -71,6 +72,11 @@ PING_S = 15.0
 REBUILD_S = 30.0
 # How long a state request waits for the view to show the events committed before it.
 CATCH_UP_S = 2.0
+# Rebuilt at most this often while changes come one after another (under a burst of takes
+# every commit would rebuild the view: a copy of every waiting ticket's row and place, the
+# whole estimate): the changes of the gap show together, at most this much later. A state
+# request waiting for its own action (``caught_up``) does not wait for the gap.
+REBUILD_GAP_S = 0.1
 # EventSource waits this long before reconnecting (the field ``retry:``), in ms.
 RETRY_MS = 1000
 
@@ -164,8 +170,11 @@ class PageFeed:
         devices: DeviceBoard | None = None,
         printing: TicketPrinting | None = None,
         issuing: Issuing | None = None,
+        *,
+        rebuild_gap_s: float = REBUILD_GAP_S,
     ) -> None:
         self.hall = hall
+        self.rebuild_gap_s = rebuild_gap_s
         self.devices = devices
         self.printing = printing
         # Whether the kiosk may issue (the store and the printer), shown on its page.
@@ -176,6 +185,10 @@ class PageFeed:
         self._current: HallView | None = None
         self._changed = asyncio.Condition()
         self._dirty = asyncio.Event()
+        # Set by a state request that waits for the view (no gap while one waits).
+        self._hurry = asyncio.Event()
+        self._catching_up = 0
+        self._last_rebuild = -math.inf  # the event loop's time of the last rebuild
         self._closed = False
         self._rev = 0
         self._followed = 0  # the seq of the last event taken into account
@@ -316,11 +329,20 @@ class PageFeed:
             devices.unwatch(changes)
 
     async def _rebuild_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._until_next_change()):
                     await self._dirty.wait()
+            # Changes right after a rebuild wait for the gap to end and show together.
+            gap = self._last_rebuild + self.rebuild_gap_s - loop.time()
+            if gap > 0 and not self._catching_up:
+                self._hurry.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(gap):
+                        await self._hurry.wait()
             self._dirty.clear()
+            self._last_rebuild = loop.time()
             try:
                 await self._rebuild()
             except ShuttingDown:
@@ -406,13 +428,19 @@ class PageFeed:
         target = self.hall.store.last_seq
         if self._current is not None and self._current.seq >= target:
             return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(within), self._changed:
-                await self._changed.wait_for(
-                    lambda: (
-                        self._closed or (self._current is not None and self._current.seq >= target)
+        self._catching_up += 1
+        self._hurry.set()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within), self._changed:
+                    await self._changed.wait_for(
+                        lambda: (
+                            self._closed
+                            or (self._current is not None and self._current.seq >= target)
+                        )
                     )
-                )
+        finally:
+            self._catching_up -= 1
 
     async def wait_rebuilt(self, after_rev: int, within: float = 5.0) -> HallView:
         """The view once it is newer than ``after_rev`` (tests, components that act on it)."""
