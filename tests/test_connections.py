@@ -24,6 +24,9 @@ class RecordingTransport:
     def abort(self) -> None:
         self.ended = "aborted"
 
+    def write_eof(self) -> None:
+        self.writes.append(b"<eof>")
+
     def is_closing(self) -> bool:
         return self.ended is not None
 
@@ -62,3 +65,10 @@ async def test_close_sends_what_waits_first_and_abort_drops_it() -> None:
     transport.abort()
     await asyncio.sleep(0)
     assert (raw.writes, raw.ended) == ([], "aborted")
+
+
+async def test_writelines_and_the_end_of_file_keep_the_order_of_the_writes() -> None:
+    transport, raw = corked()
+    transport.writelines([b"HTTP/1.1 200 OK\r\n\r\n", b"body"])
+    transport.write_eof()  # what was waiting goes before the end of file
+    assert raw.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"<eof>"]
