@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import datetime as dt
 import functools
@@ -249,8 +250,11 @@ def _printing(
 ) -> AbstractAsyncContextManager[TicketPrinting | None]:
     if not any(isinstance(d, PrinterDevice) for d in hall.config.devices):
         return contextlib.nullcontext(None)
-    keep_escpos_capabilities(hall.config.storage.path)
     from agent.features.printing import ticket_printing
+    from protocols.escpos import before_escpos_import
+
+    # python-escpos itself comes at the first ticket (protocols/escpos.py).
+    before_escpos_import(functools.partial(keep_escpos_capabilities, hall.config.storage.path))
 
     return ticket_printing(hall, devices)
 
@@ -468,10 +472,30 @@ def settle_start_up_objects() -> None:
     """Collect the start's garbage once, then move every object alive now (modules,
     classes, models, routes: they live as long as the process) to the collector's
     permanent generation, so later collections never walk them again; and switch the
-    collector on (``hall-agent run`` starts with it off: agent/cli.py)."""
+    collector on (``hall-agent run`` starts with it off: agent/cli.py). Then give the
+    memory the start freed back to the system (:func:`release_free_memory`)."""
     gc.collect()
     gc.freeze()
     gc.enable()
+    release_free_memory()
+
+
+def release_free_memory() -> None:
+    """Ask glibc's allocator to return the free memory it keeps (``malloc_trim(0)``).
+
+    The start allocates and frees a lot (the config's YAML and models, the routes, the
+    imports on the second step's thread, whose malloc arena is its own); glibc keeps
+    freed pages for later, and they count in the RSS for the life of the process. Once,
+    a second after READY: a few milliseconds. Not glibc (musl, macOS): nothing to do.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
 
 
 def _write_api_url(path: Path, url: str) -> None:

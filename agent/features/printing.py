@@ -68,7 +68,7 @@ from drivers.printer import (
     UsbTarget,
     open_printer,
 )
-from protocols.escpos import encode_gb18030, encode_raster
+from protocols.escpos import commands_loaded, encode_gb18030, encode_raster
 from protocols.escpos_model import (
     LINE_DOTS,
     Align,
@@ -246,6 +246,8 @@ class TicketPrinting:
         )
         self._typesetter: Typesetter | None = None
         self._font_problem = ""
+        # The first tickets are encoded off the event loop, in turn (python-escpos loads).
+        self._first_encodes = asyncio.Lock()
         self._outcomes: collections.OrderedDict[str, asyncio.Future[PrintResult]] = (
             collections.OrderedDict()
         )
@@ -523,7 +525,12 @@ class TicketPrinting:
         ok, reason = self.can_print()
         if ok:
             try:
-                job = dataclasses.replace(job, data=self.encode(facts, reprint=reprint))
+                if commands_loaded() and not self._first_encodes.locked():
+                    data = self.encode(facts, reprint=reprint)
+                else:  # the first ticket imports python-escpos: not on the event loop
+                    async with self._first_encodes:  # and the tickets keep their order
+                        data = await asyncio.to_thread(self.encode, facts, reprint=reprint)
+                job = dataclasses.replace(job, data=data)
             except ValueError as err:  # e.g. a QR link longer than a ticket's QR code holds
                 log.exception("ticket %s cannot be laid out", facts.number)
                 ok, reason = False, f"the ticket cannot be laid out: {err}; check ticket:"
