@@ -333,11 +333,16 @@ def test_the_ticket_printer_loads_python_escpos_at_its_first_ticket() -> None:
 def test_a_printer_connects_and_prints_without_python_escpos() -> None:
     """The printer's links are the socket, pyserial and pyusb themselves: connecting and
     writing loads none of python-escpos's printer classes (every printer kind, its
-    capabilities, python-barcode, pyusb: ~6 MB for the life of the process)."""
+    capabilities, python-barcode, pyusb: ~6 MB for the life of the process), and the
+    ticket's typesetter waits for its first drawing to load Pillow and qrcode."""
     program = (
         "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "import agent.features.printing\n"
         "from drivers.printer.escpos_backend import EscposPrinter\n"
         "from drivers.transport import TcpTarget\n"
+        "from protocols.escpos_raster import CJK_FONT, Typesetter\n"
+        "Typesetter(Path(CJK_FONT), 576)\n"
         "async def main():\n"
         "    got = asyncio.Queue()\n"
         "    async def take(reader, writer):\n"
@@ -351,7 +356,7 @@ def test_a_printer_connects_and_prints_without_python_escpos() -> None:
         "    await printer.close()\n"
         "    server.close()\n"
         "asyncio.run(main())\n"
-        "heavy = ('escpos', 'barcode', 'usb', 'serial')\n"
+        "heavy = ('escpos', 'barcode', 'usb', 'serial', 'PIL', 'qrcode')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
     )
     done = subprocess.run(
