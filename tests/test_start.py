@@ -408,6 +408,43 @@ def test_python_escpos_comes_at_the_first_ticket_with_its_capabilities_kept(
     assert Path(pickle_path).stat().st_size > 1000
 
 
+def test_the_local_api_serves_without_uvicorns_command_line() -> None:
+    """uvicorn's package is entered without its ``__init__`` (agent/web/__init__.py): the
+    server answers with neither click nor multiprocessing loaded, and uvicorn's public
+    names still work for anyone who asks for them."""
+    program = (
+        "import asyncio, sys, urllib.request\n"
+        "import agent.daemon\n"
+        "from fastapi import FastAPI\n"
+        "from agent.config.system import WebConfig\n"
+        "from agent.web.app import WebServer\n"
+        "app = FastAPI()\n"
+        "app.get('/ping')(lambda: {'pong': True})\n"
+        "def get(url):\n"
+        "    with urllib.request.urlopen(url, timeout=30) as answer:\n"
+        "        return answer.read().decode()\n"
+        "async def main():\n"
+        "    async with WebServer(app, WebConfig(port=0)) as web:\n"
+        "        print(await asyncio.to_thread(get, f'http://127.0.0.1:{web.port}/ping'))\n"
+        "asyncio.run(main())\n"
+        "cli = ('click', 'multiprocessing', 'uvicorn.main')\n"
+        "print(sorted(m for m in cli if m in sys.modules))\n"
+        "import uvicorn\n"
+        "from uvicorn import Config, Server, run\n"
+        "print(uvicorn.__version__ > '0', Server is uvicorn.server.Server, callable(run))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ['{"pong":true}', "[]", "True True True"]
+
+
 # What the start's first step never loads: the second step's code comes once the API
 # answers (agent/daemon_features.py, imported on a worker thread).
 STEP_TWO = (
