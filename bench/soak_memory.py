@@ -640,6 +640,16 @@ async def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 await viewers
             figures = idle_figures(idle, idle_base, idle_vm, idle_maps)
             figures["modules_loaded"] = len(modules)
+            if args.tracemalloc:  # where the idle agent's Python memory is, by file
+                snap = tracemalloc.Snapshot.load(str(storage / "tracemalloc-1.snap"))
+                figures["tracemalloc_idle_total_mb"] = sum(
+                    t.size for t in snap.statistics("filename")
+                ) / (1024 * 1024)
+                figures["tracemalloc_idle_top"] = [
+                    f"{t.size / 1024:8.1f} KiB {t.count:7d} blocks  "
+                    f"{t.traceback[0].filename.replace(str(ROOT) + '/', '')}"
+                    for t in snap.statistics("filename")[: args.top]
+                ]
             figures["packages_loaded"] = sorted({m.split(".")[0] for m in modules})
             return figures
 
@@ -819,7 +829,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.idle_only:
         parameters["days"] = 0
-        path = write_results(NAME + "_idle", parameters, figures)
+        path = write_results(
+            NAME + ("_idle_tracemalloc" if args.tracemalloc else "_idle"), parameters, figures
+        )
         f = figures
         print(
             f"idle, every device kind: {f['idle_rss_mb']:.1f} MB RSS (anonymous "
@@ -829,6 +841,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         for key, value in f["idle_by_mapping_mb"].items():
             print(f"  {value:6.2f} MB  {key}")
+        if args.tracemalloc:
+            print(f"tracemalloc at idle: {f['tracemalloc_idle_total_mb']:.1f} MB, by file:")
+            for line in f["tracemalloc_idle_top"]:
+                print("  " + line)
         print(f"results: {path}")
         return 0
     path = write_results(NAME + ("_tracemalloc" if args.tracemalloc else ""), parameters, figures)
