@@ -15,11 +15,12 @@ what is not there yet, ``/healthz`` degraded with the check ``start``:
 agent/web/starting.py), and systemd hears READY=1 only after it. On the way out the local
 API closes first, then the second step's features, then the first's, as before.
 
-Each step imports a feature only when the config uses it: the ticket printer's stack
-(python-escpos, Pillow, qrcode) only with a printer, the document desk only with a camera
-or a scanner, the ID card desk only with a reader, and so on. The types of those features
-come in under ``TYPE_CHECKING``; start-up pays for what the hall has (docs/benchmarks.md,
-"Start and client commands").
+Each step imports a feature only when the config uses it: the ticket printer's feature
+only with a printer (python-escpos, Pillow and qrcode only at its first ticket), the
+document desk only with a camera or a scanner, the ID card desk only with a reader, and so
+on. The types of those features come in under ``TYPE_CHECKING``; start-up pays for what
+the hall has (docs/benchmarks.md, "Start and client commands"). A second after READY the
+start's garbage is collected and its freed memory given back (:func:`settle_start_up_objects`).
 """
 
 from __future__ import annotations
@@ -264,7 +265,8 @@ ESCPOS_PICKLE_VARIABLE = "ESCPOS_CAPABILITIES_PICKLE_DIR"
 
 
 def keep_escpos_capabilities(storage: Path) -> None:
-    """Import python-escpos with a lasting place for the pickle of its capabilities.
+    """Import python-escpos with a lasting place for the pickle of its capabilities (at
+    the first ticket: :func:`_printing` hands this to ``protocols.escpos``).
 
     On import it reads its printer capabilities (~100 KB of YAML: about 0.15 s on this
     machine, several times that on a Pi) unless a pickle of them is in the directory
