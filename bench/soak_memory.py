@@ -40,6 +40,11 @@ of Monday and of the last day, and prints the types that grew (cheap: no tracing
 ``--tracemalloc`` runs the agent under tracemalloc and prints what grew between the end of
 Monday and the end of the last day (largest first): for finding what grows, not for the
 RSS figures (tracing costs memory itself).
+
+``--idle-only`` stops after the idle phase (about 30 s): idle RSS with every device kind,
+by mapping, and the modules the idle agent has loaded (``soak_memory_idle.json``); with
+``--tracemalloc`` also the idle agent's Python memory by file (traced from after
+``agent.daemon`` is imported).
 """
 
 from __future__ import annotations
