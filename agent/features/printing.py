@@ -29,7 +29,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -525,11 +525,7 @@ class TicketPrinting:
         ok, reason = self.can_print()
         if ok:
             try:
-                if commands_loaded() and not self._first_encodes.locked():
-                    data = self.encode(facts, reprint=reprint)
-                else:  # the first ticket imports python-escpos: not on the event loop
-                    async with self._first_encodes:  # and the tickets keep their order
-                        data = await asyncio.to_thread(self.encode, facts, reprint=reprint)
+                data = await self._encoded(functools.partial(self.encode, facts, reprint=reprint))
                 job = dataclasses.replace(job, data=data)
             except ValueError as err:  # e.g. a QR link longer than a ticket's QR code holds
                 log.exception("ticket %s cannot be laid out", facts.number)
@@ -545,6 +541,15 @@ class TicketPrinting:
             await self._save_mark(self._concluded(seq))
         return result
 
+    async def _encoded(self, encode: Callable[[], bytes]) -> bytes:
+        """``encode()``; the first encodings after a start import python-escpos (~0.3 s here,
+        more on a Pi: protocols/escpos.py), so they run on a worker thread, one after the
+        other, and the tickets keep their order."""
+        if commands_loaded() and not self._first_encodes.locked():
+            return encode()
+        async with self._first_encodes:
+            return await asyncio.to_thread(encode)
+
     async def print_document(self, key: str, label: str, doc: TicketDocument) -> PrintResult:
         """Print a layout that is not a ticket (a proxy case's receipt) on the ticket
         printer, through the same queue; its failure is the caller's to record."""
@@ -553,7 +558,8 @@ class TicketPrinting:
         ok, reason = self.can_print()
         if ok:
             try:
-                job = dataclasses.replace(job, data=self.encode_document(doc))
+                data = await self._encoded(functools.partial(self.encode_document, doc))
+                job = dataclasses.replace(job, data=data)
             except ValueError as err:
                 ok, reason = False, f"the receipt cannot be laid out: {err}"
         if not ok:
