@@ -78,7 +78,7 @@ def before_escpos_import(prepare: Callable[[], object]) -> None:
 
 def commands_loaded() -> bool:
     """Whether python-escpos's command encoder is imported (encoding is then quick; the
-    first encoding imports it, ~0.2 s here and more on a Pi)."""
+    first encoding imports it, ~0.3 s here and more on a Pi)."""
     return _commands_class.cache_info().currsize > 0
 
 
