@@ -638,7 +638,6 @@ async def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         if args.idle_only:
             await Week.snapshot(cast(Week, _AgentOnly(agent)))  # the modules loaded at idle
             modules = json.loads((storage / "modules-1.json").read_text(encoding="utf-8"))
-            (work.parent / "soak-idle-modules.json").write_text(json.dumps(modules))
             stop.set()
             viewers.cancel()
             with contextlib.suppress(BaseException):
@@ -656,6 +655,7 @@ async def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     for t in snap.statistics("filename")[: args.top]
                 ]
             figures["packages_loaded"] = sorted({m.split(".")[0] for m in modules})
+            figures["modules"] = modules
             return figures
 
         week = Week(args, agent, clock, broker, keypads, readers, baseline.pid)
