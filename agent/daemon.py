@@ -15,17 +15,19 @@ what is not there yet, ``/healthz`` degraded with the check ``start``:
 agent/web/starting.py), and systemd hears READY=1 only after it. On the way out the local
 API closes first, then the second step's features, then the first's, as before.
 
-Each step imports a feature only when the config uses it: the ticket printer's stack
-(python-escpos, Pillow, qrcode) only with a printer, the document desk only with a camera
-or a scanner, the ID card desk only with a reader, and so on. The types of those features
-come in under ``TYPE_CHECKING``; start-up pays for what the hall has (docs/benchmarks.md,
-"Start and client commands").
+Each step imports a feature only when the config uses it: the ticket printer's feature
+only with a printer (python-escpos, Pillow and qrcode only at its first ticket), the
+document desk only with a camera or a scanner, the ID card desk only with a reader, and so
+on. The types of those features come in under ``TYPE_CHECKING``; start-up pays for what
+the hall has (docs/benchmarks.md, "Start and client commands"). A second after READY the
+start's garbage is collected and its freed memory given back (:func:`settle_start_up_objects`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import datetime as dt
 import functools
@@ -249,8 +251,11 @@ def _printing(
 ) -> AbstractAsyncContextManager[TicketPrinting | None]:
     if not any(isinstance(d, PrinterDevice) for d in hall.config.devices):
         return contextlib.nullcontext(None)
-    keep_escpos_capabilities(hall.config.storage.path)
     from agent.features.printing import ticket_printing
+    from protocols.escpos import before_escpos_import
+
+    # python-escpos itself comes at the first ticket (protocols/escpos.py).
+    before_escpos_import(functools.partial(keep_escpos_capabilities, hall.config.storage.path))
 
     return ticket_printing(hall, devices)
 
@@ -260,7 +265,8 @@ ESCPOS_PICKLE_VARIABLE = "ESCPOS_CAPABILITIES_PICKLE_DIR"
 
 
 def keep_escpos_capabilities(storage: Path) -> None:
-    """Import python-escpos with a lasting place for the pickle of its capabilities.
+    """Import python-escpos with a lasting place for the pickle of its capabilities (at
+    the first ticket: :func:`_printing` hands this to ``protocols.escpos``).
 
     On import it reads its printer capabilities (~100 KB of YAML: about 0.15 s on this
     machine, several times that on a Pi) unless a pickle of them is in the directory
@@ -468,10 +474,30 @@ def settle_start_up_objects() -> None:
     """Collect the start's garbage once, then move every object alive now (modules,
     classes, models, routes: they live as long as the process) to the collector's
     permanent generation, so later collections never walk them again; and switch the
-    collector on (``hall-agent run`` starts with it off: agent/cli.py)."""
+    collector on (``hall-agent run`` starts with it off: agent/cli.py). Then give the
+    memory the start freed back to the system (:func:`release_free_memory`)."""
     gc.collect()
     gc.freeze()
     gc.enable()
+    release_free_memory()
+
+
+def release_free_memory() -> None:
+    """Ask glibc's allocator to return the free memory it keeps (``malloc_trim(0)``).
+
+    The start allocates and frees a lot (the config's YAML and models, the routes, the
+    imports on the second step's thread, whose malloc arena is its own); glibc keeps
+    freed pages for later, and they count in the RSS for the life of the process. Once,
+    a second after READY: a few milliseconds. Not glibc (musl, macOS): nothing to do.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
 
 
 def _write_api_url(path: Path, url: str) -> None:

@@ -9,7 +9,8 @@ on real time.
 
 With ``SOAK_TRACEMALLOC=<frames>`` it traces allocations and writes a snapshot to
 ``<storage>/tracemalloc-<n>.snap`` on each SIGUSR1; without it SIGUSR1 writes the count of
-objects the garbage collector tracks, by type, to ``<storage>/objects-<n>.json``. On
+objects the garbage collector tracks, by type, to ``<storage>/objects-<n>.json``; either
+way the names of the modules loaded go to ``<storage>/modules-<n>.json``. On
 SIGUSR2 it asks glibc to give freed heap memory back (``malloc_trim(0)``) and writes its
 VmRSS before and after (kB) to ``<storage>/trim-probe``: how much of the RSS is memory the
 allocator keeps, not objects.
@@ -87,6 +88,8 @@ def main() -> int:
             )
             target = config.storage.path / f"objects-{snapshots[0]}.json"
             target.write_text(json.dumps(counts), encoding="utf-8")
+        modules = config.storage.path / f"modules-{snapshots[0]}.json"
+        modules.write_text(json.dumps(sorted(sys.modules)), encoding="utf-8")
         (config.storage.path / "tracemalloc-done").write_text(str(snapshots[0]))
 
     def trim(_signum: int, _frame: object) -> None:

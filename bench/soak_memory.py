@@ -40,6 +40,11 @@ of Monday and of the last day, and prints the types that grew (cheap: no tracing
 ``--tracemalloc`` runs the agent under tracemalloc and prints what grew between the end of
 Monday and the end of the last day (largest first): for finding what grows, not for the
 RSS figures (tracing costs memory itself).
+
+``--idle-only`` stops after the idle phase (about 30 s): idle RSS with every device kind,
+by mapping, and the modules the idle agent has loaded (``soak_memory_idle.json``); with
+``--tracemalloc`` also the idle agent's Python memory by file (traced from after
+``agent.daemon`` is imported).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -60,7 +66,7 @@ import threading
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -629,6 +635,28 @@ async def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             idle_base.append(read_vm(baseline.pid)["VmRSS"])
         idle_vm = read_vm(agent.pid)
         idle_maps = rss_by_mapping(agent.pid)
+        if args.idle_only:
+            await Week.snapshot(cast(Week, _AgentOnly(agent)))  # the modules loaded at idle
+            modules = json.loads((storage / "modules-1.json").read_text(encoding="utf-8"))
+            stop.set()
+            viewers.cancel()
+            with contextlib.suppress(BaseException):
+                await viewers
+            figures = idle_figures(idle, idle_base, idle_vm, idle_maps)
+            figures["modules_loaded"] = len(modules)
+            if args.tracemalloc:  # where the idle agent's Python memory is, by file
+                snap = tracemalloc.Snapshot.load(str(storage / "tracemalloc-1.snap"))
+                figures["tracemalloc_idle_total_mb"] = sum(
+                    t.size for t in snap.statistics("filename")
+                ) / (1024 * 1024)
+                figures["tracemalloc_idle_top"] = [
+                    f"{t.size / 1024:8.1f} KiB {t.count:7d} blocks  "
+                    f"{t.traceback[0].filename.replace(str(ROOT) + '/', '')}"
+                    for t in snap.statistics("filename")[: args.top]
+                ]
+            figures["packages_loaded"] = sorted({m.split(".")[0] for m in modules})
+            figures["modules"] = modules
+            return figures
 
         week = Week(args, agent, clock, broker, keypads, readers, baseline.pid)
         began = time.monotonic()
@@ -668,6 +696,33 @@ async def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         figures["agent_log_lines"] = log.count("\n")
         figures["agent_log_errors"] = log.count(" ERROR ")
         return figures
+
+
+@dataclasses.dataclass
+class _AgentOnly:
+    """What ``Week.snapshot`` needs, without a week."""
+
+    agent: AgentProcess
+
+
+def idle_figures(
+    idle: list[int], idle_base: list[int], idle_vm: dict[str, int], idle_maps: dict[str, int]
+) -> dict[str, Any]:
+    """``--idle-only``: the idle phase's figures, no week."""
+    mb = 1024.0
+    idle_mb = median(idle) / mb
+    return {
+        "idle_rss_mb": idle_mb,
+        "idle_rss_mb_samples": [round(v / mb, 2) for v in idle],
+        "idle_anon_mb": idle_vm["RssAnon"] / mb,
+        "idle_file_mb": idle_vm.get("RssFile", 0) / mb,
+        "baseline_rss_mb": median(idle_base) / mb,
+        "idle_adds_to_baseline_mb": idle_mb - median(idle_base) / mb,
+        "idle_by_mapping_mb": {
+            k: round(v / mb, 2) for k, v in sorted(idle_maps.items(), key=lambda kv: -kv[1])[:20]
+        },
+        "target": {"idle_mb_max": TARGET_IDLE_MB, "idle_met": idle_mb <= TARGET_IDLE_MB},
+    }
 
 
 def summarise(
@@ -757,6 +812,11 @@ def main(argv: list[str] | None = None) -> int:
         help="at each day's end, RSS before/after the agent's malloc_trim (changes later RSS)",
     )
     parser.add_argument("--top", type=int, default=30, help="tracemalloc lines (30)")
+    parser.add_argument(
+        "--idle-only",
+        action="store_true",
+        help="stop after the idle phase (idle RSS with every device kind, ~1 minute)",
+    )
     args = parser.parse_args(argv)
 
     with scratch_dir("soak-") as work:
@@ -772,6 +832,26 @@ def main(argv: list[str] | None = None) -> int:
         "tracemalloc": args.tracemalloc,
         "baseline": "python -c 'import agent.daemon' (sleeping)",
     }
+    if args.idle_only:
+        parameters["days"] = 0
+        path = write_results(
+            NAME + ("_idle_tracemalloc" if args.tracemalloc else "_idle"), parameters, figures
+        )
+        f = figures
+        print(
+            f"idle, every device kind: {f['idle_rss_mb']:.1f} MB RSS (anonymous "
+            f"{f['idle_anon_mb']:.1f}, files {f['idle_file_mb']:.1f}); baseline "
+            f"(import agent.daemon) {f['baseline_rss_mb']:.1f} MB; target <= "
+            f"{TARGET_IDLE_MB:.0f} MB {'met' if f['target']['idle_met'] else 'NOT met'}"
+        )
+        for key, value in f["idle_by_mapping_mb"].items():
+            print(f"  {value:6.2f} MB  {key}")
+        if args.tracemalloc:
+            print(f"tracemalloc at idle: {f['tracemalloc_idle_total_mb']:.1f} MB, by file:")
+            for line in f["tracemalloc_idle_top"]:
+                print("  " + line)
+        print(f"results: {path}")
+        return 0
     path = write_results(NAME + ("_tracemalloc" if args.tracemalloc else ""), parameters, figures)
     f = figures
     print(

@@ -14,10 +14,11 @@ in one of two ways, chosen per printer:
 
 Sizes, alignment, bold, native QR (``GS ( k``), images and the cut are produced by
 python-escpos's ``Escpos`` command methods, writing into memory; python-escpos (with
-python-barcode and its printer capabilities) is imported at the first ticket encoded, not
-with this module, so that the agent's start does not pay for it (the printer's worker
-thread imports it anyway when it first opens the printer). Its text path is not
-used: python-escpos 3.1 sends a string as GB18030 only when it holds a CJK ideograph in
+python-barcode and its printer capabilities, ~6 MB of memory) is imported at the first
+ticket encoded, not with this module nor with the printer's connection, so that an agent
+that has not printed yet does not pay for it (:func:`before_escpos_import` lets the agent
+prepare that import; :func:`commands_loaded` tells whether it is done). Its text path is
+not used: python-escpos 3.1 sends a string as GB18030 only when it holds a CJK ideograph in
 U+4E00–U+9FA5, never sends ``FS &``, and turns strings of only full-width punctuation
 (``，。！``) or characters outside that block (``䶮``, ``𠮷``) into ``?``.
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from protocols.escpos_model import (
@@ -66,6 +67,21 @@ class _Commands(Protocol):
     def cut(self) -> None: ...
 
 
+_before_import: list[Callable[[], object]] = []
+
+
+def before_escpos_import(prepare: Callable[[], object]) -> None:
+    """Have ``prepare`` called once, just before python-escpos is first imported (the agent
+    points python-escpos's capabilities cache at its state folder then)."""
+    _before_import[:] = [prepare]
+
+
+def commands_loaded() -> bool:
+    """Whether python-escpos's command encoder is imported (encoding is then quick; the
+    first encoding imports it, ~0.3 s here and more on a Pi)."""
+    return _commands_class.cache_info().currsize > 0
+
+
 def _commands(paper: Paper) -> _Commands:
     commands: _Commands = _commands_class()(paper)
     return commands
@@ -75,6 +91,8 @@ def _commands(paper: Paper) -> _Commands:
 def _commands_class() -> type[Any]:
     """python-escpos's command methods, collecting bytes instead of sending them (the
     class is made at the first ticket: python-escpos is imported then)."""
+    for prepare in _before_import:
+        prepare()
     from escpos.escpos import Escpos  # type: ignore[import-untyped]
 
     class Commands(Escpos):  # type: ignore[misc]

@@ -5,6 +5,10 @@ virtual printer to turn what it received into a PNG a person can look at. The fo
 passed in as bytes (the caller reads the file), or as the path of the font file, which
 FreeType then maps itself: the agent does, so a 5 MB CJK font stays in the page cache,
 shared and read only where glyphs are used, instead of a private copy in its memory.
+
+Pillow and qrcode are imported at the first drawing, not with this module: a printer's
+feature builds its :class:`Typesetter` at start, and an agent that has not printed yet
+does not carry them (~3 MB of memory, most of it Pillow's libraries).
 """
 
 from __future__ import annotations
@@ -12,9 +16,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
-
-import qrcode  # type: ignore[import-untyped]
-from PIL import Image, ImageDraw, ImageFont
+from typing import TYPE_CHECKING
 
 from protocols.escpos_model import (
     HALF_WIDTH_DOTS,
@@ -30,18 +32,27 @@ from protocols.escpos_model import (
     wrap,
 )
 
+if TYPE_CHECKING:
+    from PIL import Image, ImageDraw, ImageFont
+
 CJK_FONT = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
 
 # The printer's Chinese characters are 24 x 24 dots; the font's glyphs fill ~90 % of em.
 _EM_PER_SCALE = 26
 _MARGIN = 8
 
-_QR_LEVELS = {
-    QrLevel.L: qrcode.constants.ERROR_CORRECT_L,
-    QrLevel.M: qrcode.constants.ERROR_CORRECT_M,
-    QrLevel.Q: qrcode.constants.ERROR_CORRECT_Q,
-    QrLevel.H: qrcode.constants.ERROR_CORRECT_H,
-}
+
+def _qr_level(level: QrLevel) -> int:
+    from qrcode import constants  # type: ignore[import-untyped]
+
+    levels: dict[QrLevel, int] = {
+        QrLevel.L: constants.ERROR_CORRECT_L,
+        QrLevel.M: constants.ERROR_CORRECT_M,
+        QrLevel.Q: constants.ERROR_CORRECT_Q,
+        QrLevel.H: constants.ERROR_CORRECT_H,
+    }
+    return levels[level]
+
 
 INK = 0
 PAPER = 255
@@ -64,6 +75,8 @@ class Typesetter:
             source = self._font
             # BytesIO over the bytes shares them (read() whole returns the same object).
             where = str(source) if isinstance(source, Path) else io.BytesIO(source)
+            from PIL import ImageFont
+
             self._fonts[size] = ImageFont.truetype(where, size)
         return self._fonts[size]
 
@@ -80,6 +93,8 @@ class Typesetter:
 
     def text_image(self, block: TextLine) -> Image.Image:
         """One text block, as wide as the paper (alignment drawn in)."""
+        from PIL import Image, ImageDraw
+
         lines = self._lines(block)
         row = LINE_DOTS * block.scale
         image = Image.new("L", (self.width, row * len(lines)), PAPER)
@@ -99,6 +114,8 @@ class Typesetter:
 
     def render(self, blocks: Sequence[Block]) -> Image.Image:
         """The blocks one under the other, as a printer would feed them out."""
+        from PIL import Image
+
         parts: list[Image.Image] = []
         for block in blocks:
             match block:
@@ -121,7 +138,10 @@ class Typesetter:
         return _threshold(sheet)
 
     def _qr(self, block: QrCode) -> Image.Image:
-        code = qrcode.QRCode(border=0, error_correction=_QR_LEVELS[block.level])
+        import qrcode
+        from PIL import Image, ImageDraw
+
+        code = qrcode.QRCode(border=0, error_correction=_qr_level(block.level))
         code.add_data(block.payload.encode("utf-8"))
         code.make(fit=True)
         matrix = code.get_matrix()
@@ -137,6 +157,8 @@ class Typesetter:
         return image
 
     def _rule(self) -> Image.Image:
+        from PIL import Image, ImageDraw
+
         image = Image.new("L", (self.width, LINE_DOTS), PAPER)
         draw = ImageDraw.Draw(image)
         y = LINE_DOTS // 2
@@ -145,6 +167,8 @@ class Typesetter:
         return image
 
     def _bitmap(self, block: Bitmap) -> Image.Image:
+        from PIL import Image
+
         # Raster data: 1 = ink; PIL mode "1" bytes: 1 = white. Invert through "L".
         bits = Image.frombytes("1", (block.width, block.height), block.data)
         ink = bits.convert("L").point(lambda v: PAPER - v)
@@ -163,6 +187,8 @@ def _threshold(image: Image.Image) -> Image.Image:
 
 def bitmap_of(image: Image.Image, align: Align = Align.LEFT) -> Bitmap:
     """An image as raster data (dark pixels are ink)."""
+    from PIL import Image
+
     mono = image.convert("L").point(lambda v: 255 if v < 128 else 0).convert("1")
     width_bytes = (mono.width + 7) // 8
     if mono.width % 8:

@@ -12,6 +12,8 @@ import datetime as dt
 import os
 import shutil
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -451,3 +453,55 @@ async def test_a_request_is_sent_once_a_day_with_the_same_key_until_answered(
     ).mqtt
     assert not await Certificates(_RecordingHall(HALL), far).check()  # type: ignore[arg-type]
     assert not (tmp_path / "far" / "client.key.pending").exists()
+
+
+@pytest.mark.parametrize("days", [10, 3650, 365 * 40])
+def test_the_expiry_date_is_read_without_cryptography_as_cryptography_reads_it(
+    tmp_path: Path, days: int
+) -> None:
+    """The hourly look and the ``/metrics`` gauge read ``notAfter`` from the DER
+    (UTCTime before 2050, GeneralizedTime from 2050), and an agent that only looks
+    does not load cryptography (~7 MB)."""
+    pki = make_pki(tmp_path / "pki", client_name=HALL)
+    cert_file, _ = issue_client(pki, tmp_path / "tls", "client", HALL, days=days)
+    for path in (cert_file, pki.ca_cert):
+        expected = x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc
+        assert certs.not_valid_after(path) == expected
+    left = certs.certificate_days_left(cert_file)
+    assert left is not None
+    assert abs(left - days) < 0.01
+    program = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from agent.runtime import certs\n"
+        "left = certs.certificate_days_left(Path(sys.argv[1]))\n"
+        "print(round(left), 'cryptography' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program, str(cert_file)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(round(left)), "False"]
+
+
+def test_a_damaged_certificate_file_has_no_expiry_date(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki", client_name=HALL)
+    cert_file, _ = issue_client(pki, tmp_path / "tls", "client", HALL, days=10)
+    text = cert_file.read_text(encoding="ascii")
+    body = text.split("-----")[2]
+    for name, damaged in (
+        ("cut", text.replace(body, body[: len(body) // 3])),
+        ("not pem", "hello\n"),
+        ("not a certificate", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+    ):
+        path = tmp_path / f"{name}.crt"
+        path.write_text(damaged, encoding="ascii")
+        with pytest.raises(ValueError, match="certificate"):
+            certs.not_valid_after(path)
+        assert certs.certificate_days_left(path) is None
+    assert certs.certificate_days_left(tmp_path / "missing.crt") is None

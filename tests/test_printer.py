@@ -32,6 +32,7 @@ from drivers.printer import (
     PrinterUnavailable,
     PrintJob,
     PrintQueue,
+    UsbTarget,
     open_printer,
 )
 from drivers.transport import SerialTarget, TcpTarget
@@ -150,6 +151,27 @@ async def test_file_transport_prints_blind(tmp_path):
         result = await queue.submit(PrintJob("t", "A001", b"\x1b@AB\n\x1dV\x00"))
     assert result.printed
     assert device.read_bytes() == b"\x1b@AB\n\x1dV\x00"
+
+
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        (UsbTarget(0xFFFF, 0xFFFE), "cannot open USB printer ffff:fffe: "),
+        (
+            FileTarget(Path("/nonexistent/lp0")),
+            "cannot open printer device file /nonexistent/lp0: ",
+        ),
+        (SerialTarget("/nonexistent/ttyUSB9"), "cannot open serial printer /nonexistent/ttyUSB9: "),
+    ],
+)
+async def test_an_absent_printer_is_unavailable_with_where_it_was_looked_for(target, said):
+    printer = open_printer(target)
+    try:
+        with pytest.raises(PrinterUnavailable) as caught:
+            await printer.send(b"\x1b@")
+    finally:
+        await printer.close()
+    assert str(caught.value).startswith(said), str(caught.value)
 
 
 class ScriptedPrinter(Printer):

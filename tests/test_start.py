@@ -330,6 +330,121 @@ def test_the_ticket_printer_loads_python_escpos_at_its_first_ticket() -> None:
     assert done.stdout.splitlines() == ["False False", "True True True"]
 
 
+def test_a_printer_connects_and_prints_without_python_escpos() -> None:
+    """The printer's links are the socket, pyserial and pyusb themselves: connecting and
+    writing loads none of python-escpos's printer classes (every printer kind, its
+    capabilities, python-barcode, pyusb: ~6 MB for the life of the process), and the
+    ticket's typesetter waits for its first drawing to load Pillow and qrcode."""
+    program = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "import agent.features.printing\n"
+        "from drivers.printer.escpos_backend import EscposPrinter\n"
+        "from drivers.transport import TcpTarget\n"
+        "from protocols.escpos_raster import CJK_FONT, Typesetter\n"
+        "Typesetter(Path(CJK_FONT), 576)\n"
+        "async def main():\n"
+        "    got = asyncio.Queue()\n"
+        "    async def take(reader, writer):\n"
+        "        await got.put(await reader.readexactly(6))\n"
+        "        writer.close()\n"
+        "    server = await asyncio.start_server(take, '127.0.0.1', 0)\n"
+        "    port = server.sockets[0].getsockname()[1]\n"
+        "    printer = EscposPrinter(TcpTarget('127.0.0.1', port))\n"
+        "    await printer.send(b'\\x1b@A001')\n"
+        "    print(await asyncio.wait_for(got.get(), 30))\n"
+        "    await printer.close()\n"
+        "    server.close()\n"
+        "asyncio.run(main())\n"
+        "heavy = ('escpos', 'barcode', 'usb', 'serial', 'PIL', 'qrcode')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["b'\\x1b@A001'", "[]"]
+
+
+def test_python_escpos_comes_at_the_first_ticket_with_its_capabilities_kept(
+    tmp_path: Path,
+) -> None:
+    """The agent only arranges the capabilities' cache at start (agent/daemon.py); the
+    first ticket encoded imports python-escpos, which then reads or writes the pickle in
+    the state folder."""
+    program = (
+        "import functools, os, sys\n"
+        "from pathlib import Path\n"
+        "from agent.daemon import ESCPOS_PICKLE_VARIABLE, keep_escpos_capabilities\n"
+        "from protocols.escpos import before_escpos_import, commands_loaded, encode_gb18030\n"
+        "from protocols.escpos_model import Paper, TextLine, TicketDocument\n"
+        "before_escpos_import(functools.partial(keep_escpos_capabilities, Path(sys.argv[1])))\n"
+        "print('escpos' in sys.modules, commands_loaded())\n"
+        "encode_gb18030(TicketDocument((TextLine('A001'),)), Paper.for_width(80))\n"
+        "import escpos.capabilities as caps\n"
+        "print(commands_loaded(), caps.pickle_path, ESCPOS_PICKLE_VARIABLE in os.environ)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ESCPOS_CAPABILITIES_PICKLE_DIR"}
+    done = subprocess.run(
+        [sys.executable, "-c", program, str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    before, after = done.stdout.splitlines()
+    assert before == "False False"
+    loaded, pickle_path, variable_left = after.split()
+    assert (loaded, variable_left) == ("True", "False")
+    assert Path(pickle_path).parent == tmp_path / "cache"
+    assert Path(pickle_path).stat().st_size > 1000
+
+
+def test_the_local_api_serves_without_uvicorns_command_line() -> None:
+    """uvicorn's package is entered without its ``__init__`` (agent/web/__init__.py): the
+    server answers with neither click nor multiprocessing loaded, and uvicorn's public
+    names still work for anyone who asks for them."""
+    program = (
+        "import asyncio, sys, urllib.request\n"
+        "import agent.daemon\n"
+        "from fastapi import FastAPI\n"
+        "from agent.config.system import WebConfig\n"
+        "from agent.web.app import WebServer\n"
+        "app = FastAPI()\n"
+        "app.get('/ping')(lambda: {'pong': True})\n"
+        "def get(url):\n"
+        "    with urllib.request.urlopen(url, timeout=30) as answer:\n"
+        "        return answer.read().decode()\n"
+        "async def main():\n"
+        "    async with WebServer(app, WebConfig(port=0)) as web:\n"
+        "        print(await asyncio.to_thread(get, f'http://127.0.0.1:{web.port}/ping'))\n"
+        "asyncio.run(main())\n"
+        "cli = ('click', 'multiprocessing', 'uvicorn.main')\n"
+        "print(sorted(m for m in cli if m in sys.modules))\n"
+        "import uvicorn\n"
+        "from uvicorn import Config, Server, run\n"
+        "print(uvicorn.__version__ > '0', Server is uvicorn.server.Server, callable(run))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ['{"pong":true}', "[]", "True True True"]
+
+
 # What the start's first step never loads: the second step's code comes once the API
 # answers (agent/daemon_features.py, imported on a worker thread).
 STEP_TWO = (

@@ -138,6 +138,7 @@ class Certificates:
         context.load_cert_chain(tls.bootstrap_cert_file, tls.bootstrap_key_file)
         async with self._lock:
             cert = await asyncio.to_thread(certs.load_certificate, files.cert)
+            cert = await asyncio.to_thread(certs.load_certificate, files.cert)
             csr = await asyncio.to_thread(certs.make_request, files, self.hall_id)
         request = c.RenewalRequest(
             csr=csr,
@@ -200,14 +201,16 @@ class Certificates:
         from agent.runtime import certs
 
         async with self._lock:
-            cert = await asyncio.to_thread(certs.load_certificate, files.cert)
+            # The date alone first: cryptography loads only when a renewal is due.
+            after = await asyncio.to_thread(certs.not_valid_after, files.cert)
             now = dt.datetime.now(dt.UTC)
-            if cert.not_valid_after_utc - now > self.renew_before:
+            if after - now > self.renew_before:
                 return False
             with contextlib.suppress(FileNotFoundError):
                 asked = files.pending.stat().st_mtime
                 if time.time() - asked < self.ask_again_s:
                     return False
+            cert = await asyncio.to_thread(certs.load_certificate, files.cert)
             csr = await asyncio.to_thread(certs.make_request, files, self.hall_id)
             left = round(certs.days_left(cert, now), 1)
             await self._emit(

@@ -29,7 +29,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +68,7 @@ from drivers.printer import (
     UsbTarget,
     open_printer,
 )
-from protocols.escpos import encode_gb18030, encode_raster
+from protocols.escpos import commands_loaded, encode_gb18030, encode_raster
 from protocols.escpos_model import (
     LINE_DOTS,
     Align,
@@ -246,6 +246,8 @@ class TicketPrinting:
         )
         self._typesetter: Typesetter | None = None
         self._font_problem = ""
+        # The first tickets are encoded off the event loop, in turn (python-escpos loads).
+        self._first_encodes = asyncio.Lock()
         self._outcomes: collections.OrderedDict[str, asyncio.Future[PrintResult]] = (
             collections.OrderedDict()
         )
@@ -523,7 +525,8 @@ class TicketPrinting:
         ok, reason = self.can_print()
         if ok:
             try:
-                job = dataclasses.replace(job, data=self.encode(facts, reprint=reprint))
+                data = await self._encoded(functools.partial(self.encode, facts, reprint=reprint))
+                job = dataclasses.replace(job, data=data)
             except ValueError as err:  # e.g. a QR link longer than a ticket's QR code holds
                 log.exception("ticket %s cannot be laid out", facts.number)
                 ok, reason = False, f"the ticket cannot be laid out: {err}; check ticket:"
@@ -538,6 +541,15 @@ class TicketPrinting:
             await self._save_mark(self._concluded(seq))
         return result
 
+    async def _encoded(self, encode: Callable[[], bytes]) -> bytes:
+        """``encode()``; the first encodings after a start import python-escpos (~0.3 s here,
+        more on a Pi: protocols/escpos.py), so they run on a worker thread, one after the
+        other, and the tickets keep their order."""
+        if commands_loaded() and not self._first_encodes.locked():
+            return encode()
+        async with self._first_encodes:
+            return await asyncio.to_thread(encode)
+
     async def print_document(self, key: str, label: str, doc: TicketDocument) -> PrintResult:
         """Print a layout that is not a ticket (a proxy case's receipt) on the ticket
         printer, through the same queue; its failure is the caller's to record."""
@@ -546,7 +558,8 @@ class TicketPrinting:
         ok, reason = self.can_print()
         if ok:
             try:
-                job = dataclasses.replace(job, data=self.encode_document(doc))
+                data = await self._encoded(functools.partial(self.encode_document, doc))
+                job = dataclasses.replace(job, data=data)
             except ValueError as err:
                 ok, reason = False, f"the receipt cannot be laid out: {err}"
         if not ok:

@@ -11,23 +11,31 @@ Files, beside ``mqtt.tls.key_file`` (say ``client.key``):
 
 Nothing here talks to the network; the feature (agent/features/certificates.py) sends the
 request through the outbox and installs central's answer.
+
+cryptography (~7 MB of memory: its compiled module's pages and its objects) is imported
+by the functions that need it, not with this module: the hourly look at the expiry date
+and the ``/metrics`` gauge read the certificate's ``notAfter`` with :func:`not_valid_after`,
+a small reader of the certificate's DER, so a hall with a client certificate carries
+cryptography only while it renews (about once a year) or checks an answer.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import dataclasses
 import datetime as dt
 import os
+import re
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typing import TYPE_CHECKING
 
 from agent.errors import HallAgentError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 PENDING_SUFFIX = ".pending"
 NEW_SUFFIX = ".new"
@@ -55,6 +63,8 @@ class CertFiles:
 
 
 def load_certificate(path: Path) -> x509.Certificate:
+    from cryptography import x509
+
     return x509.load_pem_x509_certificate(path.read_bytes())
 
 
@@ -66,10 +76,76 @@ def certificate_days_left(path: Path, now: dt.datetime | None = None) -> float |
     """Days until the certificate in ``path`` expires (negative: expired); None when it
     cannot be read."""
     try:
-        cert = load_certificate(path)
+        after = not_valid_after(path)
     except (OSError, ValueError):
         return None
-    return days_left(cert, now or dt.datetime.now(dt.UTC))
+    return (after - (now or dt.datetime.now(dt.UTC))).total_seconds() / 86400
+
+
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\s*(.*?)\s*-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+def not_valid_after(path: Path) -> dt.datetime:
+    """When the (first) certificate in the PEM file ``path`` expires, in UTC: what
+    cryptography's ``not_valid_after_utc`` says, read from the DER without it
+    (Certificate → tbsCertificate → validity → notAfter). ValueError when it is not a
+    certificate."""
+    found = _PEM_CERTIFICATE.search(path.read_bytes())
+    if found is None:
+        raise ValueError(f"{path} holds no PEM certificate")
+    try:
+        der = base64.b64decode(found.group(1), validate=False)
+    except binascii.Error as err:
+        raise ValueError(f"{path}: the certificate is not base64: {err}") from err
+    try:
+        _, start, _ = _der_item(der, 0, 0x30)  # Certificate
+        _, pos, tbs_end = _der_item(der, start, 0x30)  # tbsCertificate
+        if der[pos] == 0xA0:  # [0] version
+            pos = _der_item(der, pos, 0xA0)[2]
+        pos = _der_item(der, pos, 0x02)[2]  # serialNumber
+        pos = _der_item(der, pos, 0x30)[2]  # signature algorithm
+        pos = _der_item(der, pos, 0x30)[2]  # issuer
+        _, pos, _ = _der_item(der, pos, 0x30)  # validity
+        pos = _der_item(der, pos, None)[2]  # notBefore
+        tag, start, end = _der_item(der, pos, None)  # notAfter
+        if end > tbs_end:
+            raise ValueError("the validity runs past the certificate")
+        return _der_time(tag, der[start:end])
+    except IndexError as err:
+        raise ValueError(f"{path}: the certificate is cut short") from err
+
+
+def _der_item(der: bytes, pos: int, tag: int | None) -> tuple[int, int, int]:
+    """(tag, start of the content, end of the item) of the DER item at ``pos``."""
+    found = der[pos]
+    if tag is not None and found != tag:
+        raise ValueError(f"not a certificate (DER tag {found:#04x} where {tag:#04x} belongs)")
+    length = der[pos + 1]
+    start = pos + 2
+    if length & 0x80:
+        size = length & 0x7F
+        if not 1 <= size <= 4:
+            raise ValueError("not a certificate (a DER length of an unsupported form)")
+        length = int.from_bytes(der[start : start + size], "big")
+        start += size
+    end = start + length
+    if end > len(der):
+        raise ValueError("the certificate is cut short")
+    return found, start, end
+
+
+def _der_time(tag: int, value: bytes) -> dt.datetime:
+    """UTCTime (YYMMDDHHMMSSZ, 1950-2049) or GeneralizedTime (YYYYMMDDHHMMSSZ), as RFC 5280
+    has certificates write them."""
+    text = value.decode("ascii")
+    if tag == 0x17 and len(text) == 13 and text.endswith("Z"):
+        year = int(text[:2])
+        text = f"{1900 + year if year >= 50 else 2000 + year}{text[2:]}"
+    elif not (tag == 0x18 and len(text) == 15 and text.endswith("Z")):
+        raise ValueError(f"not a certificate time: {text!r}")
+    return dt.datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=dt.UTC)
 
 
 def serial_hex(cert: x509.Certificate) -> str:
@@ -77,6 +153,8 @@ def serial_hex(cert: x509.Certificate) -> str:
 
 
 def _public_der(key: ec.EllipticCurvePublicKey | object) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     public_bytes = getattr(key, "public_bytes", None)
     if public_bytes is None:
         return b""
@@ -87,6 +165,9 @@ def _public_der(key: ec.EllipticCurvePublicKey | object) -> bytes:
 
 
 def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ValueError(f"{path} is not an EC key")  # noqa: TRY004 - callers catch ValueError
@@ -95,6 +176,9 @@ def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
 
 def pending_key(files: CertFiles) -> ec.EllipticCurvePrivateKey:
     """The pending key, made now (0600, written atomically) when there is none."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     with contextlib.suppress(FileNotFoundError, ValueError):
         return _load_key(files.pending)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -110,12 +194,19 @@ def pending_key(files: CertFiles) -> ec.EllipticCurvePrivateKey:
 
 def subject_for(hall_id: str, current: x509.Certificate | None) -> x509.Name:
     """The current certificate's subject with its common name set to the hall's id."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     attributes = [a for a in (current.subject if current else []) if a.oid != NameOID.COMMON_NAME]
     return x509.Name([*attributes, x509.NameAttribute(NameOID.COMMON_NAME, hall_id)])
 
 
 def make_request(files: CertFiles, hall_id: str) -> str:
     """A PEM certificate signing request for the pending key (made if needed)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
     key = pending_key(files)
     current: x509.Certificate | None = None
     with contextlib.suppress(OSError, ValueError):
@@ -130,11 +221,15 @@ def make_request(files: CertFiles, hall_id: str) -> str:
 
 
 def common_name(name: x509.Name) -> str | None:
+    from cryptography.x509.oid import NameOID
+
     values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(values[0].value) if values else None
 
 
 def _parse_pem_chain(text: str, what: str) -> list[x509.Certificate]:
+    from cryptography import x509
+
     try:
         return x509.load_pem_x509_certificates(text.encode("ascii"))
     except (ValueError, UnicodeEncodeError) as err:
@@ -142,6 +237,8 @@ def _parse_pem_chain(text: str, what: str) -> list[x509.Certificate]:
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    from cryptography.exceptions import InvalidSignature
+
     if cert.issuer != issuer.subject:
         return False
     try:
@@ -179,6 +276,9 @@ def check_certificate(
     """Central's certificate, checked for the pending key: same public key, issued by a CA
     in the CA file (through ``chain``), valid now and for longer than the current one,
     named for this hall, good for client authentication. CertificateRefused otherwise."""
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
     now = now or dt.datetime.now(dt.UTC)
     certs = _parse_pem_chain(certificate, "certificate")
     if not certs:
@@ -237,6 +337,8 @@ def check_certificate(
 def installed_already(files: CertFiles, certificate: str) -> dict[str, str | bool] | None:
     """The install's result when ``certificate`` is the one in use already (central's
     answer delivered twice, e.g. on the renewal listener and then in the session)."""
+    from cryptography import x509
+
     try:
         sent = x509.load_pem_x509_certificates(certificate.encode("ascii"))[0]
         current = load_certificate(files.cert)
@@ -259,6 +361,8 @@ def install(
     The certificate goes to ``<cert>.new`` first (fsynced); then the pending key is renamed
     over the key file (the old key is gone) and ``<cert>.new`` over the certificate. A
     crash in between is finished by :func:`recover` at the next start."""
+    from cryptography.hazmat.primitives import serialization
+
     pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, *intermediates))
     _write_atomic(files.new, pem, _mode_of(files.cert, 0o640))
     _finish(files)

@@ -12,10 +12,18 @@ FastAPI is imported here first, with two start-up costs taken out:
   ~3 MB here) to answer. A class can be a v1 model only once ``pydantic.v1`` has been
   imported, so while nothing has imported it the answer is "no" without importing it;
   once something has, FastAPI's own check answers (see :func:`_skip_pydantic_v1`).
+
+uvicorn is entered without its command line: ``import uvicorn`` (or any ``uvicorn.x``) runs
+the package's ``__init__``, which imports ``uvicorn.main`` and with it click, the
+reloaders and multiprocessing (~1 MB of memory for the life of the process), none of which
+the agent uses: it runs ``uvicorn.Server`` in its own loop (agent/web/app.py). See
+:func:`_uvicorn_without_its_command_line`.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -69,5 +77,45 @@ def _skip_pydantic_v1() -> None:
             setattr(module, name, _unless_v1_is_loaded(check))
 
 
+# What uvicorn's __init__ offers, and where each comes from (uvicorn 0.30 to 0.55 at least).
+_UVICORN_NAMES = {
+    "Config": "uvicorn.config",
+    "Server": "uvicorn.server",
+    "main": "uvicorn.main",
+    "run": "uvicorn.main",
+    "__version__": "uvicorn._version",
+}
+
+
+def _uvicorn_without_its_command_line() -> None:
+    """Put uvicorn's package in ``sys.modules`` without running its ``__init__``.
+
+    The package module is made from its own spec (so ``uvicorn.config``, ``uvicorn.server``
+    and the protocols import as usual from its directory), and its public names
+    (``Config``, ``Server``, ``main``, ``run``, ``__version__``) are looked up on first use
+    (a module ``__getattr__``): ``uvicorn.run`` still works, and imports ``uvicorn.main``
+    (click) only then. Already imported, or not found: left as it is.
+    """
+    if "uvicorn" in sys.modules:
+        return
+    spec = importlib.util.find_spec("uvicorn")
+    if spec is None or spec.submodule_search_locations is None:
+        return
+    package = importlib.util.module_from_spec(spec)
+
+    def public_name(name: str) -> Any:
+        where = _UVICORN_NAMES.get(name)
+        if where is None:
+            raise AttributeError(f"module 'uvicorn' has no attribute {name!r}")
+        value = getattr(importlib.import_module(where), name)
+        setattr(package, name, value)
+        return value
+
+    package.__dict__["__getattr__"] = public_name
+    package.__dict__["__all__"] = ["main", "run", "Config", "Server"]
+    sys.modules["uvicorn"] = package
+
+
 _import_fastapi_deferring_its_models()
 _skip_pydantic_v1()
+_uvicorn_without_its_command_line()

@@ -1,12 +1,20 @@
-"""Printers reached through python-escpos's transports: network, serial, USB and file.
+"""ESC/POS printers over network, serial, USB and device files.
 
-python-escpos is blocking, so every call to it runs on the printer's own worker thread,
-never on the event loop. It opens the connection (finding a USB printer by vendor and
-product id and detaching the kernel's usblp driver), writes and reads; the status
-questions and their parsing are ours (:mod:`protocols.escpos_status`), because its
-``paper_status()`` reports "paper adequate" when the printer does not answer at all.
+The transports are blocking, so every call runs on the printer's own worker thread,
+never on the event loop. A link opens the connection (finding a USB printer by vendor and
+product id and detaching the kernel's usblp driver, as python-escpos does), writes and
+reads; the status questions and their parsing are ours (:mod:`protocols.escpos_status`),
+because python-escpos's ``paper_status()`` reports "paper adequate" when the printer does
+not answer at all.
 
-The four transports differ only in how they are opened and how a read waits; those
+The links are written here on the socket, pyserial and pyusb directly rather than on
+python-escpos's printer classes: importing those (``escpos.printer``) loads every printer
+kind python-escpos has, its capabilities database, python-barcode and more (~6-7 MB of
+memory for the life of the process); pyserial and pyusb are imported at the first open
+of a printer of that kind. python-escpos is still the ticket's command encoder
+(:mod:`protocols.escpos`), imported at the first ticket.
+
+The four transports differ only in how they are opened, written and read; those
 differences are the small :class:`Link` classes below.
 """
 
@@ -71,34 +79,27 @@ class Link(abc.ABC):
     reads: bool = True
 
     def __init__(self) -> None:
-        self.device: Any = None  # the python-escpos printer object while open
+        self.device: Any = None  # the open socket, serial port, file or USB device
 
     @property
     @abc.abstractmethod
     def endpoint(self) -> str: ...
 
     @abc.abstractmethod
-    def _make(self) -> Any:
-        """A python-escpos printer object for this target (not yet open)."""
-
     def open(self) -> None:
-        from escpos.exceptions import Error as EscposError  # type: ignore[import-untyped]
-
-        printer = self._make()
-        try:
-            printer.open()
-        except (EscposError, OSError) as err:
-            raise PrinterUnavailable(f"cannot open {self.endpoint}: {_first_line(err)}") from err
-        self.device = printer
+        """Connect (``self.device`` is then set); raises :class:`PrinterUnavailable`."""
 
     def close(self) -> None:
         device, self.device = self.device, None
         if device is not None:
             with contextlib.suppress(Exception):  # a half-dead connection may fail to close
-                device.close()
+                self._close(device)
 
-    def write(self, data: bytes) -> None:
-        self.device._raw(data)
+    def _close(self, device: Any) -> None:
+        device.close()
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None: ...
 
     @abc.abstractmethod
     def read(self, timeout: float) -> bytes:
@@ -115,15 +116,7 @@ class _NetworkLink(Link):
     def endpoint(self) -> str:
         return f"network printer {self.target.host}:{self.target.port}"
 
-    def _make(self) -> Any:
-        from escpos.printer import Network  # type: ignore[import-untyped]
-
-        return Network(self.target.host, self.target.port, timeout=self.target.timeout_s)
-
     def open(self) -> None:
-        # python-escpos 3.1's Network.open() leaves the socket unclosed when the connect
-        # fails (a ResourceWarning on every reconnect attempt): connect here, hand it over.
-        printer = self._make()
         try:
             sock = socket.create_connection(
                 (self.target.host, self.target.port), timeout=self.target.timeout_s
@@ -133,11 +126,18 @@ class _NetworkLink(Link):
         # Status questions are 3-byte writes right after a job: with Nagle's algorithm they
         # wait for the job's ACK, which the printer's stack may delay by 40 ms or more.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        printer.device = sock
-        self.device = printer
+        self.device = sock
+
+    def _close(self, device: Any) -> None:
+        with contextlib.suppress(OSError):
+            device.shutdown(socket.SHUT_RDWR)
+        device.close()
+
+    def write(self, data: bytes) -> None:
+        self.device.sendall(data)
 
     def read(self, timeout: float) -> bytes:
-        sock = self.device.device
+        sock = self.device
         sock.settimeout(timeout)
         try:
             data: bytes = sock.recv(64)
@@ -159,27 +159,37 @@ class _SerialLink(Link):
     def endpoint(self) -> str:
         return f"serial printer {self.target.port}"
 
-    def _make(self) -> Any:
-        from escpos.printer import Serial
-
-        return Serial(
-            self.target.port,
-            baudrate=self.target.baudrate,
-            bytesize=self.target.bytesize,
-            parity=self.target.parity,
-            stopbits=self.target.stopbits,
-            timeout=self.target.timeout_s,
-            dsrdtr=False,
-        )
-
     def open(self) -> None:
-        super().open()
-        # python-escpos sets no write timeout: a printer holding the line with flow
-        # control would block the worker thread for ever.
-        self.device.device.write_timeout = self.target.timeout_s
+        import serial  # type: ignore[import-untyped]  # pyserial, at the first open
+
+        try:
+            port = serial.Serial(
+                port=self.target.port,
+                baudrate=self.target.baudrate,
+                bytesize=self.target.bytesize,
+                parity=self.target.parity,
+                stopbits=self.target.stopbits,
+                timeout=self.target.timeout_s,
+                # No write timeout would let a printer holding the line with flow control
+                # block the worker thread for ever.
+                write_timeout=self.target.timeout_s,
+                xonxoff=False,
+                dsrdtr=False,
+            )
+        except (ValueError, OSError) as err:  # serial.SerialException is an OSError
+            raise PrinterUnavailable(f"cannot open {self.endpoint}: {_first_line(err)}") from err
+        self.device = port
+
+    def _close(self, device: Any) -> None:
+        if device.is_open:
+            device.flush()
+            device.close()
+
+    def write(self, data: bytes) -> None:
+        self.device.write(data)
 
     def read(self, timeout: float) -> bytes:
-        port = self.device.device
+        port = self.device
         port.timeout = timeout
         # read(n) waits for all n bytes or the timeout: ask only for what is there, or 1.
         data: bytes = port.read(max(1, port.in_waiting))
@@ -196,31 +206,69 @@ class _UsbLink(Link):
         serial = f" serial {self.target.serial}" if self.target.serial else ""
         return f"USB printer {self.target.vendor_id:04x}:{self.target.product_id:04x}{serial}"
 
-    def _make(self) -> Any:
-        from escpos.printer import Usb
+    def open(self) -> None:
+        import usb.core  # type: ignore[import-untyped]  # pyusb, at the first open
 
-        usb_args: dict[str, Any] = {}
+        query: dict[str, Any] = {
+            "idVendor": self.target.vendor_id,
+            "idProduct": self.target.product_id,
+        }
         if self.target.serial:
-            usb_args["serial_number"] = self.target.serial
-        return Usb(
-            self.target.vendor_id,
-            self.target.product_id,
-            usb_args=usb_args,
-            timeout=int(self.target.timeout_s * 1000),
-            in_ep=self.target.in_ep,
-            out_ep=self.target.out_ep,
-        )
+            query["serial_number"] = self.target.serial
+        try:
+            device = usb.core.find(**query)
+        except (usb.core.USBError, ValueError) as err:  # ValueError: no libusb backend
+            raise PrinterUnavailable(f"cannot open {self.endpoint}: {_first_line(err)}") from err
+        if device is None:
+            raise PrinterUnavailable(
+                f"cannot open {self.endpoint}: not found or cable not plugged in"
+            )
+        _detach_kernel_driver(device)
+        try:
+            device.set_configuration()
+            device.reset()
+        except usb.core.USBError as err:  # as python-escpos: logged, the write will tell
+            log.debug("%s: could not set the USB configuration: %s", self.endpoint, err)
+        self.device = device
+
+    def _close(self, device: Any) -> None:
+        import usb.util  # type: ignore[import-untyped]
+
+        usb.util.dispose_resources(device)
+
+    def write(self, data: bytes) -> None:
+        self.device.write(self.target.out_ep, data, int(self.target.timeout_s * 1000))
 
     def read(self, timeout: float) -> bytes:
-        import usb.core  # type: ignore[import-untyped]
+        import usb.core
 
         try:
-            data = self.device.device.read(self.target.in_ep, 64, max(1, int(timeout * 1000)))
+            data = self.device.read(self.target.in_ep, 64, max(1, int(timeout * 1000)))
         except usb.core.USBTimeoutError:
             return b""
         except usb.core.USBError as err:
             raise ConnectionError(str(err)) from err
         return bytes(data)
+
+
+def _detach_kernel_driver(device: Any) -> None:
+    """Take interface 0 from the kernel's usblp driver (only libusb1 can: elsewhere the
+    printer is used as it is)."""
+    import usb.core
+
+    if not device.backend.__module__.endswith("libusb1"):
+        return
+    active: bool | None = None
+    with contextlib.suppress(NotImplementedError):
+        active = device.is_kernel_driver_active(0)
+    if active is None or active:
+        try:
+            device.detach_kernel_driver(0)
+        except NotImplementedError:
+            pass
+        except usb.core.USBError as err:
+            if active is not None:
+                log.debug("could not detach the kernel driver from the printer: %s", err)
 
 
 class _FileLink(Link):
@@ -234,10 +282,15 @@ class _FileLink(Link):
     def endpoint(self) -> str:
         return f"printer device file {self.target.path}"
 
-    def _make(self) -> Any:
-        from escpos.printer import File
+    def open(self) -> None:
+        try:
+            self.device = self.target.path.open("wb")
+        except OSError as err:
+            raise PrinterUnavailable(f"cannot open {self.endpoint}: {_first_line(err)}") from err
 
-        return File(str(self.target.path))
+    def write(self, data: bytes) -> None:
+        self.device.write(data)
+        self.device.flush()
 
     def read(self, timeout: float) -> bytes:
         return b""
@@ -257,7 +310,7 @@ def _first_line(err: BaseException) -> str:
 
 
 class EscposPrinter(Printer):
-    """A :class:`Printer` over one python-escpos transport, with its worker thread."""
+    """A :class:`Printer` over one ESC/POS link, with its worker thread."""
 
     def __init__(
         self, target: PrinterTarget, *, status_timeout_s: float = STATUS_TIMEOUT_S
@@ -297,14 +350,7 @@ class EscposPrinter(Printer):
         link = self._connected()
         try:
             return fn(link)
-        except OSError as err:  # ConnectionError, TimeoutError, serial and socket errors
-            link.close()
-            raise PrinterUnavailable(f"{link.endpoint}: {_first_line(err)}") from err
-        except Exception as err:
-            from escpos.exceptions import Error as EscposError
-
-            if not isinstance(err, EscposError):
-                raise
+        except OSError as err:  # ConnectionError, TimeoutError, serial, socket, USB errors
             link.close()
             raise PrinterUnavailable(f"{link.endpoint}: {_first_line(err)}") from err
 
