@@ -54,7 +54,9 @@ from agent.core.model import (
     WindowStatus,
     business_day,
 )
-from agent.core.opening import Opening, citizen_text, opening
+from agent.core.opening import citizen_text, opening
+from agent.core.places import Places, arrival, count_places, place_key, places_after
+from agent.core.snapshot import build_snapshot
 from agent.core.status import Move, allowed, check, move
 
 
@@ -80,36 +82,6 @@ class _Kept:
     at: dt.datetime  # the clock time it was played at
     play: Simulation | None  # None in a copy that only reads (the hall's committed engine)
     estimates: Estimates | None = None  # made from the play when first asked for
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Places:
-    """Every waiting ticket's place: each service's line in routing order (green channel
-    first, then by rank) and, by ticket id, its service and the people ahead of it.
-    Never changed once made (an operation makes a new one), so copies can share it."""
-
-    version: int
-    lines: dict[str, list[tuple[tuple[int, int], str]]]
-    places: dict[str, tuple[str, int]]
-
-
-def _place_key(ticket: Ticket) -> tuple[int, int]:
-    return (0 if ticket.priority.is_green else 1, ticket.rank)
-
-
-def _placed(
-    lines: dict[str, list[tuple[tuple[int, int], str]]], service: str
-) -> list[tuple[str, tuple[str, int]]]:
-    """(id, (service, people ahead)) for one sorted line: tickets with the same key (a
-    transfer to the front can share a rank) have the same people ahead."""
-    out = []
-    ahead = 0
-    previous: tuple[int, int] | None = None
-    for i, (key, tid) in enumerate(lines.get(service, ())):
-        if key != previous:
-            ahead, previous = i, key
-        out.append((tid, (service, ahead)))
-    return out
 
 
 def new_token() -> str:
@@ -317,7 +289,7 @@ class QueueEngine:
         closing = self.hall.day
         expired = 0
         carried: list[Ticket] = []
-        for ticket in sorted(self.tickets.values(), key=_arrival):
+        for ticket in sorted(self.tickets.values(), key=arrival):
             if ticket.status.is_open and ticket.undated:
                 ticket.day = today
                 ticket.undated = False
@@ -664,7 +636,7 @@ class QueueEngine:
         ``before``: the state key then), when there is that."""
         if places is not None:
             line = places.lines.get(ticket.service, [])
-            ahead = bisect.bisect_left(line, (_place_key(ticket), ""))
+            ahead = bisect.bisect_left(line, (place_key(ticket), ""))
             waiting = len(line) + 1
         else:
             ahead = self.people_ahead(ticket, now)
@@ -702,11 +674,11 @@ class QueueEngine:
     ) -> tuple[int, int, int, str]:
         service_rank = window.services.index(ticket.service)
         if ticket.priority.is_green:
-            return (0, service_rank, *_arrival(ticket))
+            return (0, service_rank, *arrival(ticket))
         aging = self.config.queue.aging_minutes
         if aging is not None and now - ticket.issued_at >= dt.timedelta(minutes=aging):
-            return (1, 0, *_arrival(ticket))
-        return (2, service_rank, *_arrival(ticket))
+            return (1, 0, *arrival(ticket))
+        return (2, service_rank, *arrival(ticket))
 
     def next_for(self, window_id: str, now: dt.datetime) -> Ticket | None:
         """The ticket "next" would call at this window now, without calling it."""
@@ -913,7 +885,7 @@ class QueueEngine:
             for t in self.tickets.values()
             if t.status is TicketStatus.HELD and t.window == window_id
         )
-        return sorted(held, key=_arrival)
+        return sorted(held, key=arrival)
 
     def transfer(
         self,
@@ -1373,11 +1345,8 @@ class QueueEngine:
         if ticket.status is not TicketStatus.WAITING:
             return 0
 
-        def key(t: Ticket) -> tuple[int, int]:
-            return (0 if t.priority.is_green else 1, t.rank)
-
-        mine = key(ticket)
-        return sum(1 for t in self.waiting(ticket.service) if key(t) < mine)
+        mine = place_key(ticket)
+        return sum(1 for t in self.waiting(ticket.service) if place_key(t) < mine)
 
     def average_minutes(self, service_id: str) -> float:
         history = self.hall.durations.get(service_id)
@@ -1513,90 +1482,22 @@ class QueueEngine:
         kept = self._places
         if kept is not None and kept.version == self._version:
             return kept
-        lines: dict[str, list[tuple[tuple[int, int], str]]] = {}
-        for t in self.tickets.values():
-            if t.status is TicketStatus.WAITING:
-                lines.setdefault(t.service, []).append((_place_key(t), t.id))
-        places: dict[str, tuple[str, int]] = {}
-        for service, line in lines.items():
-            line.sort()
-            places.update(_placed(lines, service))
-        self._places = Places(self._version, lines, places)
+        self._places = count_places(self.tickets.values(), self._version)
         return self._places
 
     def _places_after(self, before: Places, out: Outcome) -> tuple[Places, set[str]]:
-        """The places after one operation, from those before it: only the lines of the
-        services whose tickets it touched change (every ticket an operation changes is in
-        its outcome, or it would not be saved). Also the ids whose place moved."""
+        """The places after one operation, from those before it (every ticket an operation
+        changes is in its outcome, or it would not be saved). Also the ids whose place
+        moved."""
         if self._version != before.version + 1 or out is not self._out:
             after = self._places_now()  # not one operation after ``before``: count again
             changed = after.places.items()
             return after, {tid for tid, place in changed if before.places.get(tid, place) != place}
-        touched = out.tickets
-        affected: set[str] = set()
-        for tid, ticket in touched.items():
-            old = before.places.get(tid)
-            if old is not None:
-                affected.add(old[0])
-            if ticket.status is TicketStatus.WAITING:
-                affected.add(ticket.service)
-        if not affected:
-            self._places = Places(self._version, before.lines, before.places)
-            return self._places, set()
-        lines = dict(before.lines)
-        places = dict(before.places)
-        if self._joined_at_the_back(before, touched, lines, places):
-            self._places = Places(self._version, lines, places)
-            return self._places, set()
-        for tid in touched:
-            places.pop(tid, None)
-        moved: set[str] = set()
-        for service in affected:
-            line = [item for item in before.lines.get(service, ()) if item[1] not in touched]
-            line.extend(
-                (_place_key(t), t.id)
-                for t in touched.values()
-                if t.status is TicketStatus.WAITING and t.service == service
-            )
-            line.sort()
-            lines[service] = line
-            for tid, place in _placed(lines, service):
-                places[tid] = place
-                if before.places.get(tid, place) != place:
-                    moved.add(tid)
-        self._places = Places(self._version, lines, places)
+        self._places, moved = places_after(before, self._version, out.tickets)
         return self._places, moved
 
     def _follows_places(self) -> bool:
         return self.config.queue.turn_near is not None or bool(self.config.ticket.qr_url)
-
-    @staticmethod
-    def _joined_at_the_back(
-        before: Places,
-        touched: dict[str, Ticket],
-        lines: dict[str, list[tuple[tuple[int, int], str]]],
-        places: dict[str, tuple[str, int]],
-    ) -> bool:
-        """A take's usual case: the only tickets touched are new, waiting and behind
-        everyone of their service. Then each joins the end of its line (in ``lines`` and
-        ``places``, copies of ``before``'s) and no one else's place moves. False (and
-        nothing changed) otherwise."""
-        joined: list[tuple[str, tuple[tuple[int, int], str]]] = []
-        for tid, ticket in touched.items():
-            if tid in before.places or ticket.status is not TicketStatus.WAITING:
-                return False
-            key = _place_key(ticket)
-            line = before.lines.get(ticket.service, [])
-            if line and line[-1][0] >= key:
-                return False
-            joined.append((ticket.service, (key, tid)))
-        if len({service for service, _ in joined}) != len(joined):
-            return False  # two in one line: counted the usual way
-        for service, item in joined:
-            line = lines.get(service, [])
-            places[item[1]] = (service, len(line))
-            lines[service] = [*line, item]
-        return True
 
     def _report_places(
         self,
@@ -1674,64 +1575,9 @@ class QueueEngine:
         kept = self._snapshots.get(waiting_list)
         if kept is not None and kept[0] == key and kept[1] is estimates:
             return kept[2]
-        found = self._snapshot(estimates, openings, waiting_list)
+        found = build_snapshot(self, estimates, openings, waiting_list)
         self._snapshots[waiting_list] = (key, estimates, found)
         return found
-
-    def _snapshot(
-        self, estimates: Estimates, openings: tuple[Opening, ...], waiting_list: bool
-    ) -> JSON:
-        services = []
-        counts: dict[str, int] = {}
-        # Each window's held tickets, found in the same pass (not one pass per window).
-        held: dict[str | None, list[Ticket]] = {}
-        for t in self.tickets.values():
-            if t.status is TicketStatus.WAITING:
-                counts[t.service] = counts.get(t.service, 0) + 1
-            elif t.status is TicketStatus.HELD:
-                held.setdefault(t.window, []).append(t)
-        for s, found in zip(self.config.services, openings, strict=True):
-            waiting = counts.get(s.id, 0)
-            wait = estimates.newcomer_minutes(s.id)
-            services.append(
-                {
-                    "id": s.id,
-                    "name": s.name,
-                    "prefix": s.prefix,
-                    "waiting": waiting,
-                    "issued_today": self.hall.counters.get(s.id, 0),
-                    "daily_cap": s.daily_cap,
-                    "open": found.open,
-                    # Why not, in citizen words, and when it next opens (the kiosk).
-                    "closed_reason": citizen_text(s.name, found),
-                    "next_open": None if found.next_open is None else found.next_open.isoformat(),
-                    "wait_minutes": (
-                        round(waiting * self.average_minutes(s.id)) if wait is None else wait
-                    ),
-                }
-            )
-        windows = []
-        for w in self.config.windows:
-            status = self.windows[w.id]
-            current = self._current(status)
-            windows.append(
-                {
-                    **status.to_json(),
-                    "name": w.name,
-                    "number": w.number,
-                    "services": list(w.services),
-                    "ticket": None if current is None else current.public(),
-                    "held": [t.number for t in sorted(held.get(w.id, ()), key=_arrival)],
-                }
-            )
-        snapshot: JSON = {
-            "day": self.hall.day.isoformat(),
-            "services": services,
-            "windows": windows,
-        }
-        if waiting_list:
-            snapshot["waiting"] = [t.public() for t in sorted(self.waiting(), key=_arrival)]
-        return snapshot
 
     def open_tickets(self) -> Iterator[Ticket]:
         return (t for t in self.tickets.values() if t.status.is_open)
@@ -1780,12 +1626,6 @@ class QueueEngine:
 ESTIMATE_REUSE = dt.timedelta(seconds=2)
 # Longer than any service (the config's expected_minutes allows up to 480): a clock jump.
 _LONGEST_SERVICE_MINUTES = 480.0
-
-
-def _arrival(ticket: Ticket) -> tuple[int, str]:
-    """Queue order; the id breaks rank ties (a transfer to the front can share a rank) so
-    the order never depends on how the tickets were loaded."""
-    return (ticket.rank, ticket.id)
 
 
 def _age(birth: dt.date, today: dt.date) -> int:
