@@ -558,32 +558,33 @@ class QueueEngine(RatingRules, QueueFigures):
         return out
 
     def no_show(self, window_id: str, now: dt.datetime, *, staff: str | None = None) -> Outcome:
-        out = self._begin(now)
-        window, ticket = self._require_current(window_id)
-        check(ticket, Move.NO_SHOW)
-        self._pressed_by(window, ticket, staff)
-        move(ticket, Move.NO_SHOW)
+        out, ticket = self._send_away(window_id, Move.NO_SHOW, now, staff)
         ticket.ended_at = now
-        window.current = None
-        self._touch(ticket)
-        self._touch_window(window)
         self._ticket_event(ev.TicketNoShow, ticket, now, called_count=ticket.called_count)
         out.result = {"ticket": ticket.public()}
         return out
 
     def hold(self, window_id: str, now: dt.datetime, *, staff: str | None = None) -> Outcome:
         """Park the current ticket (the citizen fetches a paper); call it back by number."""
-        out = self._begin(now)
-        window, ticket = self._require_current(window_id)
-        check(ticket, Move.HOLD)
-        self._pressed_by(window, ticket, staff)
-        move(ticket, Move.HOLD)
-        window.current = None
-        self._touch(ticket)
-        self._touch_window(window)
+        out, ticket = self._send_away(window_id, Move.HOLD, now, staff)
         self._ticket_event(ev.TicketHeld, ticket, now)
         out.result = {"ticket": ticket.public()}
         return out
+
+    def _send_away(
+        self, window_id: str, step: Move, now: dt.datetime, staff: str | None
+    ) -> tuple[Outcome, Ticket]:
+        """The window's current ticket leaves it by ``step`` (no-show, hold): the window
+        has no ticket then."""
+        out = self._begin(now)
+        window, ticket = self._require_current(window_id)
+        check(ticket, step)
+        self._pressed_by(window, ticket, staff)
+        move(ticket, step)
+        window.current = None
+        self._touch(ticket)
+        self._touch_window(window)
+        return out, ticket
 
     def held(self, window_id: str) -> list[Ticket]:
         held = (

@@ -15,10 +15,10 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
-from agent.config import HallAgentConfig
 from agent.core import events as ev
 from agent.core.estimate import (
     DEMAND_MINUTES,
@@ -31,14 +31,12 @@ from agent.core.estimate import (
 )
 from agent.core.model import (
     JSON,
-    HallCounters,
     Ticket,
     TicketStatus,
-    WindowStatus,
 )
 from agent.core.opening import opening
 from agent.core.places import Places, count_places, place_key, places_after
-from agent.core.queue_state import Outcome, QueueState, new_token
+from agent.core.queue_state import Outcome, QueueState
 from agent.core.snapshot import build_snapshot
 
 
@@ -55,23 +53,15 @@ class _Kept:
 class QueueFigures(QueueState):
     """The figures of the queue (waits, places, snapshot) and what is kept of them."""
 
-    def __init__(
-        self,
-        config: HallAgentConfig,
-        hall: HallCounters,
-        tickets: Iterable[Ticket] = (),
-        windows: Iterable[WindowStatus] = (),
-        *,
-        token_source: Callable[[], str] = new_token,
-    ) -> None:
-        super().__init__(config, hall, tickets, windows, token_source=token_source)
-        # The last play of the queue (see estimates()) and the last places (see _aheads()).
-        self._kept: _Kept | None = None
-        self._places: Places | None = None
-        # The last places() answer and the places and estimates it was made from.
-        self._placed: tuple[Places, Estimates, dict[str, tuple[int, int]]] | None = None
-        # The last snapshot with and without the waiting list, and what it was made from.
-        self._snapshots: dict[bool, tuple[tuple[Any, ...], Estimates, JSON]] = {}
+    # What is kept starts empty; each is set on the instance when first made.
+    # The last play of the queue (see estimates()) and the last places (see _aheads()).
+    _kept: _Kept | None = None
+    _places: Places | None = None
+    # The last places() answer and the places and estimates it was made from.
+    _placed: tuple[Places, Estimates, dict[str, tuple[int, int]]] | None = None
+    # The last snapshot with and without the waiting list, and what it was made from
+    # (replaced whole, never changed in place: the empty one is shared).
+    _snapshots: Mapping[bool, tuple[tuple[Any, ...], Estimates, JSON]] = MappingProxyType({})
 
     def replaced(self, like: QueueFigures | None = None) -> None:
         """Records were replaced from outside (the hall's committed copy, updated after each
@@ -357,7 +347,7 @@ class QueueFigures(QueueState):
         if kept is not None and kept[0] == key and kept[1] is estimates:
             return kept[2]
         found = build_snapshot(self, estimates, openings, waiting_list)
-        self._snapshots[waiting_list] = (key, estimates, found)
+        self._snapshots = {**self._snapshots, waiting_list: (key, estimates, found)}
         return found
 
 
