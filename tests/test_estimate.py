@@ -26,6 +26,29 @@ def waiters(service: str, count: int, *, green: bool = False, first_rank: int = 
     return [Waiter(f"{service}{i}", service, green, first_rank + i, 0.0) for i in range(count)]
 
 
+# What the properties of the simulation draw: windows (the services each serves, in its
+# order, and the minutes until it is free: below 0, already late), waiting tickets
+# (service, green channel, minutes waited), each service's mean minutes and newcomers per
+# minute, and the aging rule.
+def drawn_lanes(earliest_free: float) -> st.SearchStrategy[list[tuple[list[str], float]]]:
+    services = st.lists(st.sampled_from("abc"), min_size=1, max_size=3, unique=True)
+    return st.lists(
+        st.tuples(services, st.floats(earliest_free, 30, allow_nan=False)), min_size=1, max_size=4
+    )
+
+
+def drawn_queue(
+    *, min_size: int = 0, max_size: int
+) -> st.SearchStrategy[list[tuple[str, bool, float]]]:
+    waiting = st.tuples(st.sampled_from("abc"), st.booleans(), st.floats(0, 120, allow_nan=False))
+    return st.lists(waiting, min_size=min_size, max_size=max_size)
+
+
+MEANS = st.tuples(*[st.floats(0, 30, allow_nan=False)] * 3)
+RATES = st.tuples(*[st.floats(0, 0.5, allow_nan=False)] * 3)
+AGING = st.one_of(st.none(), st.floats(1, 60, allow_nan=False))
+
+
 # -- the simulation ----------------------------------------------------------------------------
 
 
@@ -85,21 +108,11 @@ def test_a_service_no_window_serves_has_no_estimate():
 
 @settings(max_examples=200)
 @given(
-    lanes=st.lists(
-        st.tuples(
-            st.lists(st.sampled_from("abc"), min_size=1, max_size=3, unique=True),
-            st.floats(-5, 30, allow_nan=False),
-        ),
-        min_size=1,
-        max_size=4,
-    ),
-    tickets=st.lists(
-        st.tuples(st.sampled_from("abc"), st.booleans(), st.floats(0, 120, allow_nan=False)),
-        max_size=40,
-    ),
-    means=st.tuples(*[st.floats(0, 30, allow_nan=False)] * 3),
-    rates=st.tuples(*[st.floats(0, 0.5, allow_nan=False)] * 3),
-    aging=st.one_of(st.none(), st.floats(1, 60, allow_nan=False)),
+    lanes=drawn_lanes(-5),
+    tickets=drawn_queue(max_size=40),
+    means=MEANS,
+    rates=RATES,
+    aging=AGING,
 )
 def test_estimates_are_never_negative_and_everyone_served_is_estimated(
     lanes, tickets, means, rates, aging
@@ -126,22 +139,12 @@ def test_estimates_are_never_negative_and_everyone_served_is_estimated(
 
 @settings(max_examples=300)
 @given(
-    lanes=st.lists(
-        st.tuples(
-            st.lists(st.sampled_from("abc"), min_size=1, max_size=3, unique=True),
-            st.floats(0, 30, allow_nan=False),
-        ),
-        min_size=1,
-        max_size=4,
-    ),
-    tickets=st.lists(
-        st.tuples(st.sampled_from("abc"), st.booleans(), st.floats(0, 120, allow_nan=False)),
-        max_size=30,
-    ),
+    lanes=drawn_lanes(0),
+    tickets=drawn_queue(max_size=30),
     added=st.lists(st.sampled_from("abc"), min_size=1, max_size=6),
-    means=st.tuples(*[st.floats(0, 30, allow_nan=False)] * 3),
-    rates=st.tuples(*[st.floats(0, 0.5, allow_nan=False)] * 3),
-    aging=st.one_of(st.none(), st.floats(1, 60, allow_nan=False)),
+    means=MEANS,
+    rates=RATES,
+    aging=AGING,
 )
 def test_a_ticket_added_at_the_back_is_estimated_as_if_the_queue_were_played_again(
     lanes, tickets, added, means, rates, aging
@@ -173,22 +176,12 @@ def test_a_ticket_added_at_the_back_is_estimated_as_if_the_queue_were_played_aga
 
 @settings(max_examples=300)
 @given(
-    lanes=st.lists(
-        st.tuples(
-            st.lists(st.sampled_from("abc"), min_size=1, max_size=3, unique=True),
-            st.floats(0, 30, allow_nan=False),
-        ),
-        min_size=1,
-        max_size=4,
-    ),
-    tickets=st.lists(
-        st.tuples(st.sampled_from("abc"), st.booleans(), st.floats(0, 120, allow_nan=False)),
-        max_size=30,
-    ),
+    lanes=drawn_lanes(0),
+    tickets=drawn_queue(max_size=30),
     added=st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), min_size=1, max_size=10),
-    means=st.tuples(*[st.floats(0, 30, allow_nan=False)] * 3),
-    rates=st.tuples(*[st.floats(0, 0.5, allow_nan=False)] * 3),
-    aging=st.one_of(st.none(), st.floats(1, 60, allow_nan=False)),
+    means=MEANS,
+    rates=RATES,
+    aging=AGING,
 )
 def test_tickets_added_one_after_another_without_a_read_get_a_whole_play_s_estimates(
     lanes, tickets, added, means, rates, aging
@@ -219,23 +212,12 @@ def test_tickets_added_one_after_another_without_a_read_get_a_whole_play_s_estim
 
 @settings(max_examples=300)
 @given(
-    lanes=st.lists(
-        st.tuples(
-            st.lists(st.sampled_from("abc"), min_size=1, max_size=3, unique=True),
-            st.floats(-5, 30, allow_nan=False),
-        ),
-        min_size=1,
-        max_size=4,
-    ),
-    tickets=st.lists(
-        st.tuples(st.sampled_from("abc"), st.booleans(), st.floats(0, 120, allow_nan=False)),
-        min_size=1,
-        max_size=40,
-    ),
+    lanes=drawn_lanes(-5),
+    tickets=drawn_queue(min_size=1, max_size=40),
     asked=st.lists(st.integers(0, 39), min_size=1, max_size=4),
-    means=st.tuples(*[st.floats(0, 30, allow_nan=False)] * 3),
-    rates=st.tuples(*[st.floats(0, 0.5, allow_nan=False)] * 3),
-    aging=st.one_of(st.none(), st.floats(1, 60, allow_nan=False)),
+    means=MEANS,
+    rates=RATES,
+    aging=AGING,
 )
 def test_a_play_stopped_once_the_asked_tickets_are_called_gives_them_the_same_estimate(
     lanes, tickets, asked, means, rates, aging
@@ -559,7 +541,7 @@ def reference_simulate(lanes, waiting, minutes, *, aging, newcomers, demand, hor
     added=st.lists(st.sampled_from("abcd"), max_size=8),
     means=st.tuples(*[st.floats(0, 30, allow_nan=False)] * 4),
     rates=st.tuples(*[st.floats(0, 0.5, allow_nan=False)] * 4),
-    aging=st.one_of(st.none(), st.floats(1, 60, allow_nan=False)),
+    aging=AGING,
 )
 def test_the_play_and_its_appends_equal_a_plain_step_by_step_play(
     lanes, tickets, added, means, rates, aging

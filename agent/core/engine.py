@@ -9,44 +9,37 @@ Operations arrive as data (``agent.core.operations``) and are applied in one ``m
 (:meth:`QueueEngine.apply`); every ticket status change goes through the move table
 (``agent.core.status``); every event is a typed payload (``agent.core.events``).
 
-Why one module of about 1,200 lines: it is one state machine. Every rule (issuing, routing,
-the window operations, the business day, 好差评) reads and changes the same tickets,
-windows and counters inside one operation, and records what it changed in the same
-``Outcome``; split into classes, each would reach into the others' state.
+It is one state machine over the same tickets, windows and counters, read in parts that
+each stand on the one below:
+
+- ``agent.core.queue_state``: the records, the outcome in progress, lookups, and the
+  business-day rollover that starts every operation;
+- ``agent.core.figures``: what is computed from the records and kept until they change
+  (waits, places, the snapshot), and the place events an operation causes;
+- ``agent.core.ratings``: 好差评 at a window's rater;
+- this module: the operations (issuing, routing, calling, transfers, staff, config).
+
+The places themselves (``agent.core.places``) and the snapshot document
+(``agent.core.snapshot``) are plain functions of the records.
 """
 
 from __future__ import annotations
 
-import bisect
-import dataclasses
 import datetime as dt
-import secrets
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Literal
+from collections.abc import Iterator
+from typing import Literal
 
-from agent.config import HallAgentConfig, Service, Window
+from agent.config import HallAgentConfig, Window
 from agent.core import events as ev
 from agent.core import operations as op
 from agent.core import wording
-from agent.core.errors import NotFound, Refused
-from agent.core.estimate import (
-    DEMAND_MINUTES,
-    Demand,
-    Estimates,
-    Simulation,
-    Waiter,
-    play_queue,
-    play_until,
-)
-from agent.core.events import Event, EventData
+from agent.core.errors import Refused
+from agent.core.figures import QueueFigures
 from agent.core.model import (
-    JSON,
-    MAX_RATING_COMMENT,
     MAX_STAFF_PER_WINDOW,
     HallCounters,
     Priority,
-    RatingLevel,
     Source,
     Ticket,
     TicketStatus,
@@ -54,310 +47,21 @@ from agent.core.model import (
     WindowStatus,
     business_day,
 )
-from agent.core.opening import Opening, citizen_text, opening
+from agent.core.opening import citizen_text, opening
+from agent.core.places import arrival
+from agent.core.queue_state import Outcome
+from agent.core.ratings import RatingRules
 from agent.core.status import Move, allowed, check, move
 
-
-@dataclasses.dataclass(slots=True)
-class Outcome:
-    """What one operation did: its result, its events, and the records to persist."""
-
-    result: JSON = dataclasses.field(default_factory=dict)
-    events: list[Event] = dataclasses.field(default_factory=list)
-    tickets: dict[str, Ticket] = dataclasses.field(default_factory=dict)
-    windows: dict[str, WindowStatus] = dataclasses.field(default_factory=dict)
-    hall_changed: bool = False
-    stored: list[Any] = dataclasses.field(default_factory=list)  # filled in once committed
-    # The ticket the operation was about (issued, called, finished...), when there is one.
-    ticket: Ticket | None = None
+__all__ = ["Outcome", "QueueEngine"]
 
 
-@dataclasses.dataclass(slots=True)
-class _Kept:
-    """The last play of the queue (agent.core.estimate) and the state it stands for."""
-
-    key: tuple[Any, ...]  # the engine's _state_key() it was played (or kept up) for
-    at: dt.datetime  # the clock time it was played at
-    play: Simulation | None  # None in a copy that only reads (the hall's committed engine)
-    estimates: Estimates | None = None  # made from the play when first asked for
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Places:
-    """Every waiting ticket's place: each service's line in routing order (green channel
-    first, then by rank) and, by ticket id, its service and the people ahead of it.
-    Never changed once made (an operation makes a new one), so copies can share it."""
-
-    version: int
-    lines: dict[str, list[tuple[tuple[int, int], str]]]
-    places: dict[str, tuple[str, int]]
-
-
-def _place_key(ticket: Ticket) -> tuple[int, int]:
-    return (0 if ticket.priority.is_green else 1, ticket.rank)
-
-
-def _placed(
-    lines: dict[str, list[tuple[tuple[int, int], str]]], service: str
-) -> list[tuple[str, tuple[str, int]]]:
-    """(id, (service, people ahead)) for one sorted line: tickets with the same key (a
-    transfer to the front can share a rank) have the same people ahead."""
-    out = []
-    ahead = 0
-    previous: tuple[int, int] | None = None
-    for i, (key, tid) in enumerate(lines.get(service, ())):
-        if key != previous:
-            ahead, previous = i, key
-        out.append((tid, (service, ahead)))
-    return out
-
-
-def new_token() -> str:
-    """A ticket's status-page credential: 128 random bits, URL-safe (22 characters)."""
-    return secrets.token_urlsafe(16)
-
-
-def _require_aware(now: dt.datetime) -> None:
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("the engine needs time-zone-aware datetimes")
-
-
-class QueueEngine:
+class QueueEngine(RatingRules, QueueFigures):
     """The hall's queue. Mutates its state in place; every call returns an Outcome."""
-
-    def __init__(
-        self,
-        config: HallAgentConfig,
-        hall: HallCounters,
-        tickets: Iterable[Ticket] = (),
-        windows: Iterable[WindowStatus] = (),
-        *,
-        token_source: Callable[[], str] = new_token,
-    ) -> None:
-        self.config = config
-        # Each ticket's status-page token; the only value the engine does not derive from
-        # its operations and ``now`` (tests may pass a deterministic source).
-        self._token_source = token_source
-        self.hall = hall
-        self.tickets: dict[str, Ticket] = {t.id: t for t in tickets}
-        self.windows: dict[str, WindowStatus] = {w.id: w for w in windows}
-        for w in config.windows:
-            self.windows.setdefault(w.id, WindowStatus(id=w.id))
-        self._out = Outcome()
-        # Every operation (and every replacement of records from outside) starts a new
-        # version; what is computed from the records is kept with the version it is for.
-        self._version = 0
-        # The last play of the queue (see estimates()) and the last places (see _aheads()).
-        self._kept: _Kept | None = None
-        self._places: Places | None = None
-        # The last places() answer and the places and estimates it was made from.
-        self._placed: tuple[Places, Estimates, dict[str, tuple[int, int]]] | None = None
-        # The last snapshot with and without the waiting list, and what it was made from.
-        self._snapshots: dict[bool, tuple[tuple[Any, ...], Estimates, JSON]] = {}
-        # Whether ``now`` can be believed; the hall sets it before each operation from its
-        # clock check. An untrusted clock never changes the business day.
-        self.clock_trusted = True
 
     @classmethod
     def fresh(cls, config: HallAgentConfig, now: dt.datetime) -> QueueEngine:
         return cls(config, HallCounters(day=business_day(now, config)))
-
-    # -- bookkeeping -------------------------------------------------------------------
-
-    @property
-    def pending(self) -> Outcome:
-        """What the operation in progress (or the last one) changed so far."""
-        return self._out
-
-    def replaced(self, like: QueueEngine | None = None) -> None:
-        """Records were replaced from outside (the hall's committed copy, updated after each
-        commit): what was computed from the old ones (estimates, places) is dropped, or,
-        with ``like`` (an engine whose records are now equal to these), taken from it when
-        it has them for its current records."""
-        self._version += 1
-        self._kept = None
-        self._places = None
-        if like is None:
-            return
-        if self._state_key()[1:] != like._state_key()[1:]:
-            return  # not the same records after all
-        kept = like._kept
-        if kept is not None and kept.key == like._state_key():
-            found = kept.estimates
-            if found is None and kept.play is not None:
-                found = kept.estimates = kept.play.estimates()
-            self._kept = _Kept(self._state_key(), kept.at, None, found)
-        places = like._places
-        if places is not None and places.version == like._version:
-            self._places = Places(self._version, places.lines, places.places)
-
-    def _begin(self, now: dt.datetime) -> Outcome:
-        _require_aware(now)
-        self._version += 1
-        self._out = Outcome()
-        self._roll(now)
-        return self._out
-
-    def _touch(self, ticket: Ticket) -> None:
-        self._out.tickets[ticket.id] = ticket
-
-    def _touch_window(self, window: WindowStatus) -> None:
-        self._out.windows[window.id] = window
-
-    def _emit(self, payload: EventData, now: dt.datetime) -> None:
-        self._out.events.append(Event(payload, now))
-
-    def _ticket_event(
-        self, kind: type[ev.TicketEvent], ticket: Ticket, now: dt.datetime, **extra: Any
-    ) -> None:
-        extra.setdefault("with_staff", self._with_staff(ticket.window, ticket.staff))
-        payload = kind(
-            ticket=ticket.number,
-            ticket_id=ticket.id,
-            service=ticket.service,
-            day=ticket.day.isoformat(),
-            status=ticket.status,
-            priority=ticket.priority,
-            window=ticket.window,
-            staff=ticket.staff,
-            **extra,
-        )
-        self._emit(payload, now)
-
-    def _with_staff(self, window_id: str | None, staff: str | None) -> list[str] | None:
-        """Who else is signed in at the window besides ``staff`` (None: nobody)."""
-        status = None if window_id is None else self.windows.get(window_id)
-        if status is None:
-            return None
-        return [s for s in status.signed_in() if s != staff] or None
-
-    def _actor(self, window: WindowStatus, staff: str | None) -> str | None:
-        """Who pressed: ``staff`` when given (they must be signed in here), else the one
-        who serves at the window."""
-        if staff is None:
-            return window.staff
-        staff = staff.strip()
-        if staff not in window.signed_in():
-            here = ", ".join(window.signed_in()) or "nobody"
-            raise Refused(
-                f"staff {staff} is not signed in at window {window.id} (signed in: {here}); "
-                "sign in there first"
-            )
-        return staff
-
-    def _pressed_by(self, window: WindowStatus, ticket: Ticket, staff: str | None) -> None:
-        """A staff member named as pressing for the window's ticket serves it from now on."""
-        if staff is None:
-            return
-        actor = self._actor(window, staff)
-        if ticket.staff != actor:
-            ticket.staff = actor
-            self._touch(ticket)
-
-    # -- lookups -----------------------------------------------------------------------
-
-    def _window_config(self, window_id: str) -> Window:
-        try:
-            return self.config.window(window_id)
-        except KeyError:
-            known = ", ".join(w.id for w in self.config.windows)
-            raise NotFound(f"there is no window {window_id!r}; the windows are {known}") from None
-
-    def _service(self, service_id: str) -> Service:
-        try:
-            return self.config.service(service_id)
-        except KeyError:
-            known = ", ".join(f"{s.id} ({s.name})" for s in self.config.services)
-            raise NotFound(
-                f"there is no service {service_id!r}; the services are {known}"
-            ) from None
-
-    def _by_number(self, number: str) -> Ticket:
-        wanted = number.strip().upper()
-        for t in self.tickets.values():
-            if t.day == self.hall.day and t.number == wanted:
-                return t
-        raise NotFound(f"no ticket {wanted} was issued today ({self.hall.day.isoformat()})")
-
-    def _current(self, window: WindowStatus) -> Ticket | None:
-        return None if window.current is None else self.tickets.get(window.current)
-
-    def _require_current(self, window_id: str) -> tuple[WindowStatus, Ticket]:
-        self._window_config(window_id)
-        window = self.windows[window_id]
-        ticket = self._current(window)
-        if ticket is None:
-            raise Refused(f"window {window_id} has no called ticket; call one first")
-        return window, ticket
-
-    def waiting(self, service_id: str | None = None) -> list[Ticket]:
-        return [
-            t
-            for t in self.tickets.values()
-            if t.status is TicketStatus.WAITING and (service_id is None or t.service == service_id)
-        ]
-
-    # -- business day ------------------------------------------------------------------
-
-    def _roll(self, now: dt.datetime) -> None:
-        """Close the business day if ``now`` is in a later one.
-
-        The day only moves forward: a clock that jumps back never reopens an old day or
-        resets counters twice; tickets are then counted on the newest day seen.
-
-        And only a trusted clock moves it: a Pi that booted with a wrong date keeps the
-        last day it knew (so a date in the future cannot skip the real next day), and when
-        the clock is set the day closes once. Tickets issued meanwhile (``undated``) belong
-        to the citizens in the hall now: they move into the new day instead of expiring,
-        and the new day's numbers continue after theirs, so no number is shown twice.
-        """
-        today = business_day(now, self.config)
-        if today <= self.hall.day or not self.clock_trusted:
-            return
-        closing = self.hall.day
-        expired = 0
-        carried: list[Ticket] = []
-        for ticket in sorted(self.tickets.values(), key=_arrival):
-            if ticket.status.is_open and ticket.undated:
-                ticket.day = today
-                ticket.undated = False
-                self._touch(ticket)
-                carried.append(ticket)
-            elif ticket.status.is_open:
-                move(ticket, Move.EXPIRE)
-                ticket.ended_at = now
-                self._touch(ticket)
-                self._ticket_event(ev.TicketExpired, ticket, now, reason="business day closed")
-                expired += 1
-        for window in self.windows.values():
-            current = self._current(window)
-            if window.current is not None and (current is None or current.day != today):
-                window.current = None
-                self._touch_window(window)
-        issued = dict(self.hall.counters)
-        served = sum(
-            1
-            for t in self.tickets.values()
-            if t.day == closing and t.status is TicketStatus.FINISHED
-        )
-        self.hall.day = today
-        self.hall.counters = {}
-        for ticket in carried:
-            count = int("".join(ch for ch in ticket.number if ch.isdigit()) or 0)
-            previous = self.hall.counters.get(ticket.issued_service, 0)
-            self.hall.counters[ticket.issued_service] = max(previous, count)
-        self._out.hall_changed = True
-        closed = ev.DayClosed(
-            day=closing.isoformat(),
-            next_day=today.isoformat(),
-            issued=issued,
-            served=served,
-            expired=expired,
-            carried=[t.number for t in carried] or None,
-        )
-        self._emit(closed, now)
-        # Closed days stay in the store (history is never deleted); memory keeps today.
-        self.tickets = {k: t for k, t in self.tickets.items() if t.status.is_open}
 
     def tick(self, now: dt.datetime) -> Outcome:
         """Run time-driven rules (the business-day rollover)."""
@@ -652,32 +356,6 @@ class QueueEngine:
             )
         return out
 
-    def _issued_place(
-        self,
-        ticket: Ticket,
-        places: Places | None,
-        before: tuple[Any, ...] | None,
-        now: dt.datetime,
-    ) -> tuple[int, int, int]:
-        """A ticket just issued: people ahead, estimated wait (minutes), people waiting for
-        its service with it. From what was kept for the queue just before (``places``,
-        ``before``: the state key then), when there is that."""
-        if places is not None:
-            line = places.lines.get(ticket.service, [])
-            ahead = bisect.bisect_left(line, (_place_key(ticket), ""))
-            waiting = len(line) + 1
-        else:
-            ahead = self.people_ahead(ticket, now)
-            waiting = len(self.waiting(ticket.service))
-        joined, found = (False, None) if before is None else self._join_kept(ticket, before, now)
-        if not joined:
-            wait = self.wait_minutes(ticket, now)
-        elif found is None:  # no window serves it at all (as wait_minutes says then)
-            wait = round(ahead * self.average_minutes(ticket.service))
-        else:
-            wait = max(0, round(found))
-        return ahead, wait, waiting
-
     def _next_rank(self) -> int:
         rank = self.hall.next_rank
         self.hall.next_rank += 1
@@ -702,11 +380,11 @@ class QueueEngine:
     ) -> tuple[int, int, int, str]:
         service_rank = window.services.index(ticket.service)
         if ticket.priority.is_green:
-            return (0, service_rank, *_arrival(ticket))
+            return (0, service_rank, *arrival(ticket))
         aging = self.config.queue.aging_minutes
         if aging is not None and now - ticket.issued_at >= dt.timedelta(minutes=aging):
-            return (1, 0, *_arrival(ticket))
-        return (2, service_rank, *_arrival(ticket))
+            return (1, 0, *arrival(ticket))
+        return (2, service_rank, *arrival(ticket))
 
     def next_for(self, window_id: str, now: dt.datetime) -> Ticket | None:
         """The ticket "next" would call at this window now, without calling it."""
@@ -880,32 +558,33 @@ class QueueEngine:
         return out
 
     def no_show(self, window_id: str, now: dt.datetime, *, staff: str | None = None) -> Outcome:
-        out = self._begin(now)
-        window, ticket = self._require_current(window_id)
-        check(ticket, Move.NO_SHOW)
-        self._pressed_by(window, ticket, staff)
-        move(ticket, Move.NO_SHOW)
+        out, ticket = self._send_away(window_id, Move.NO_SHOW, now, staff)
         ticket.ended_at = now
-        window.current = None
-        self._touch(ticket)
-        self._touch_window(window)
         self._ticket_event(ev.TicketNoShow, ticket, now, called_count=ticket.called_count)
         out.result = {"ticket": ticket.public()}
         return out
 
     def hold(self, window_id: str, now: dt.datetime, *, staff: str | None = None) -> Outcome:
         """Park the current ticket (the citizen fetches a paper); call it back by number."""
-        out = self._begin(now)
-        window, ticket = self._require_current(window_id)
-        check(ticket, Move.HOLD)
-        self._pressed_by(window, ticket, staff)
-        move(ticket, Move.HOLD)
-        window.current = None
-        self._touch(ticket)
-        self._touch_window(window)
+        out, ticket = self._send_away(window_id, Move.HOLD, now, staff)
         self._ticket_event(ev.TicketHeld, ticket, now)
         out.result = {"ticket": ticket.public()}
         return out
+
+    def _send_away(
+        self, window_id: str, step: Move, now: dt.datetime, staff: str | None
+    ) -> tuple[Outcome, Ticket]:
+        """The window's current ticket leaves it by ``step`` (no-show, hold): the window
+        has no ticket then."""
+        out = self._begin(now)
+        window, ticket = self._require_current(window_id)
+        check(ticket, step)
+        self._pressed_by(window, ticket, staff)
+        move(ticket, step)
+        window.current = None
+        self._touch(ticket)
+        self._touch_window(window)
+        return out, ticket
 
     def held(self, window_id: str) -> list[Ticket]:
         held = (
@@ -913,7 +592,7 @@ class QueueEngine:
             for t in self.tickets.values()
             if t.status is TicketStatus.HELD and t.window == window_id
         )
-        return sorted(held, key=_arrival)
+        return sorted(held, key=arrival)
 
     def transfer(
         self,
@@ -1087,652 +766,6 @@ class QueueEngine:
         out.result = {"window": window.to_json()}
         return out
 
-    # -- satisfaction rating (好差评) ----------------------------------------------------
-
-    def has_rater(self, window_id: str) -> bool:
-        return any(d.kind == "rater" for d in self.config.window_devices(window_id))
-
-    def request_rating(
-        self,
-        window_id: str,
-        now: dt.datetime,
-        *,
-        ticket_number: str | None = None,
-        trigger: str = "request",
-    ) -> Outcome:
-        """Invite the citizen at a window to rate: the window's current ticket, or the one it
-        finished last (or ``ticket_number``, served at this window today)."""
-        out = self._begin(now)
-        self._window_config(window_id)
-        if not self.has_rater(window_id):
-            raise Refused(
-                f"window {window_id} has no satisfaction rater; add a rater to its devices"
-            )
-        window = self.windows[window_id]
-        ticket = self._rating_candidate(window, ticket_number)
-        if ticket.rating is not None:
-            raise Refused(
-                f"ticket {ticket.number} was rated already ({ticket.rating.get('label')}); "
-                "a ticket is rated once"
-            )
-        self._open_rating(window, ticket, now, trigger)
-        out.result = {"rating": window.rating}
-        return out
-
-    def rate(
-        self,
-        window_id: str,
-        level: int,
-        now: dt.datetime,
-        *,
-        reasons: Iterable[str] = (),
-        comment: str = "",
-        channel: str = "api",
-        device: str | None = None,
-        ticket_id: str | None = None,
-    ) -> Outcome:
-        """Record the citizen's rating of the ticket the window's rater waits for."""
-        out = self._begin(now)
-        self._window_config(window_id)
-        window = self.windows[window_id]
-        pending = window.rating
-        if pending is None:
-            raise Refused(
-                f"no rating is open at window {window_id}; finish the ticket or request a "
-                "rating first"
-            )
-        if ticket_id is not None and ticket_id != pending["ticket_id"]:
-            raise Refused(
-                f"that rating has ended; window {window_id} now rates ticket {pending['ticket']}"
-            )
-        try:
-            chosen = RatingLevel(level)
-        except ValueError:
-            levels = ", ".join(f"{lv.value} {lv.label}" for lv in RatingLevel)
-            raise Refused(f"{level} is not a rating level; the levels are {levels}") from None
-        ticket = self.tickets.get(pending["ticket_id"])
-        if ticket is None or ticket.rating is not None:
-            self._close_rating(window, now, "ended")
-            raise Refused(f"ticket {pending['ticket']} can no longer be rated")
-        picked = self._rating_reasons(chosen, reasons, comment)
-        self._record_rating(window, ticket, chosen, now, picked, comment.strip(), channel, device)
-        out.result = {"rating": ticket.rating}
-        return out
-
-    def rating_timed_out(
-        self,
-        window_id: str,
-        ticket_id: str,
-        now: dt.datetime,
-        *,
-        pressed_level: int | None = None,
-    ) -> Outcome:
-        """The citizen did not rate in time: apply the timeout policy (nothing when the
-        rating was already given or replaced). ``pressed_level`` is a bad key pressed
-        without a reason: no default is ever recorded over it."""
-        out = self._begin(now)
-        self._window_config(window_id)
-        window = self.windows[window_id]
-        if window.rating is None or window.rating["ticket_id"] != ticket_id:
-            out.result = {"rating": None}
-            return out
-        recorded = self._close_rating(window, now, "timeout", pressed_level)
-        out.result = {"rating": recorded}
-        return out
-
-    def _rating_candidate(self, window: WindowStatus, number: str | None) -> Ticket:
-        if number is not None:
-            ticket = self._by_number(number)
-            rateable = (TicketStatus.CALLED, TicketStatus.SERVING, TicketStatus.FINISHED)
-            if ticket.window != window.id or ticket.status not in rateable:
-                raise Refused(f"ticket {ticket.number} was not served at window {window.id}")
-            return ticket
-        current = self._current(window)
-        if current is not None and current.status in (TicketStatus.CALLED, TicketStatus.SERVING):
-            return current
-        finished = [
-            t
-            for t in self.tickets.values()
-            if t.window == window.id and t.status is TicketStatus.FINISHED and t.ended_at
-        ]
-        if not finished:
-            raise Refused(f"window {window.id} has no ticket to rate; call or finish one first")
-        return max(finished, key=lambda t: (t.ended_at or t.issued_at, t.rank))
-
-    def _rating_after_finish(
-        self, window: WindowStatus, ticket: Ticket, now: dt.datetime, *, implicit: bool
-    ) -> None:
-        start_on = self.config.rating.start_on
-        if start_on == "request" or (implicit and start_on == "finish"):
-            return
-        if ticket.rating is None and self.has_rater(window.id):
-            self._open_rating(window, ticket, now, "next" if implicit else "finish")
-
-    def _open_rating(
-        self, window: WindowStatus, ticket: Ticket, now: dt.datetime, trigger: str
-    ) -> None:
-        if window.rating is not None:
-            if window.rating["ticket_id"] == ticket.id:
-                return  # already waiting for this one
-            self._close_rating(window, now, "replaced")
-        staff = ticket.staff or window.staff
-        with_staff = self._with_staff(window.id, staff)
-        window.rating = {
-            "ticket_id": ticket.id,
-            "ticket": ticket.number,
-            "service": ticket.service,
-            "staff": staff,
-            "staff_name": window.name_of(staff),
-            "with_staff": with_staff,
-            "requested_at": now.isoformat(),
-            "trigger": trigger,
-        }
-        self._touch_window(window)
-        self._emit(
-            ev.RatingRequested(
-                window=window.id,
-                ticket=ticket.number,
-                ticket_id=ticket.id,
-                service=ticket.service,
-                staff=staff,
-                trigger=trigger,
-                with_staff=with_staff,
-            ),
-            now,
-        )
-
-    def _rating_reasons(
-        self, level: RatingLevel, reasons: Iterable[str], comment: str
-    ) -> list[str]:
-        allowed = self.config.rating.reasons
-        picked: list[str] = []
-        for reason in reasons:
-            if reason not in allowed:
-                raise Refused(f"unknown reason {reason!r}; the reasons are {', '.join(allowed)}")
-            if reason not in picked:
-                picked.append(reason)
-        if len(comment) > MAX_RATING_COMMENT:
-            raise Refused(f"the comment is over {MAX_RATING_COMMENT} characters; shorten it")
-        if not level.is_bad and picked:
-            raise Refused(f"reasons are given for 不满意 and 非常不满意, not for {level.label}")
-        if level.is_bad and not picked and not comment.strip():
-            raise Refused(
-                f"a {level.label} rating needs a reason (请选择或填写原因): choose from "
-                f"{', '.join(allowed)}, or describe what went wrong"
-            )
-        return picked
-
-    def _record_rating(
-        self,
-        window: WindowStatus,
-        ticket: Ticket,
-        level: RatingLevel,
-        now: dt.datetime,
-        reasons: list[str],
-        comment: str,
-        channel: str,
-        device: str | None,
-        *,
-        defaulted: bool = False,
-    ) -> JSON:
-        pending = window.rating or {}
-        config = self._window_config(window.id)
-        rating: JSON = {
-            "level": level.value,
-            "label": level.label,
-            "bad": level.is_bad,
-            "reasons": reasons,
-            "comment": comment,
-            "channel": channel,
-            "device": device,
-            "defaulted": defaulted,
-            "window": window.id,
-            "staff": pending.get("staff", ticket.staff),
-            "staff_name": pending.get("staff_name"),
-            "with_staff": pending.get("with_staff"),
-            "requested_at": pending.get("requested_at"),
-            "rated_at": now.isoformat(),
-        }
-        ticket.rating = rating
-        window.rating = None
-        self._touch(ticket)
-        self._touch_window(window)
-        fields = {k: v for k, v in rating.items() if k != "rated_at"}
-        submitted = ev.RatingSubmitted(
-            ticket=ticket.number,
-            ticket_id=ticket.id,
-            day=ticket.day.isoformat(),
-            service=ticket.service,
-            service_name=self._service(ticket.service).name,
-            window_name=config.name,
-            window_number=config.number,
-            region_code=self.config.hall.region_code,
-            **fields,
-        )
-        self._emit(submitted, now)
-        return rating
-
-    def _close_rating(
-        self,
-        window: WindowStatus,
-        now: dt.datetime,
-        reason: str,
-        pressed_level: int | None = None,
-    ) -> JSON | None:
-        """End the window's open rating without the citizen's answer: by the timeout policy
-        a default is recorded (never over a bad key the citizen pressed)."""
-        pending = window.rating
-        assert pending is not None
-        ticket = self.tickets.get(pending["ticket_id"])
-        policy = self.config.rating
-        pressed_bad = pressed_level is not None and pressed_level <= RatingLevel.DISSATISFIED
-        timed_out = ev.RatingTimedOut(
-            window=window.id,
-            ticket=pending["ticket"],
-            ticket_id=pending["ticket_id"],
-            service=pending.get("service"),
-            staff=pending.get("staff"),
-            requested_at=pending.get("requested_at"),
-            reason=reason,
-            recorded=None,
-            pressed_level=pressed_level,
-            with_staff=pending.get("with_staff"),
-        )
-        window.rating = None
-        self._touch_window(window)
-        recorded = None
-        if (
-            policy.on_timeout == "default"
-            and reason in ("timeout", "replaced")
-            and not pressed_bad
-            and ticket is not None
-            and ticket.rating is None
-        ):
-            timed_out = dataclasses.replace(timed_out, recorded=policy.default_level)
-            self._emit(timed_out, now)
-            window.rating = pending  # the record carries who and when
-            recorded = self._record_rating(
-                window,
-                ticket,
-                RatingLevel(policy.default_level),
-                now,
-                [],
-                "",
-                "timeout",
-                None,
-                defaulted=True,
-            )
-        else:
-            self._emit(timed_out, now)
-        return recorded
-
-    # -- figures -----------------------------------------------------------------------
-
-    def people_ahead(self, ticket: Ticket, now: dt.datetime) -> int:
-        """Waiting tickets of the same service that routing would call before this one."""
-        if ticket.status is not TicketStatus.WAITING:
-            return 0
-
-        def key(t: Ticket) -> tuple[int, int]:
-            return (0 if t.priority.is_green else 1, t.rank)
-
-        mine = key(ticket)
-        return sum(1 for t in self.waiting(ticket.service) if key(t) < mine)
-
-    def average_minutes(self, service_id: str) -> float:
-        history = self.hall.durations.get(service_id)
-        if history:
-            return sum(history) / len(history)
-        return self._service(service_id).expected_minutes
-
-    def estimates(self, now: dt.datetime) -> Estimates:
-        """When each waiting ticket, and a newcomer of each service, is likely called, by
-        playing the routing forward (``agent.core.estimate``). Kept until the next operation
-        and for at most ``ESTIMATE_REUSE`` of clock time: the take, its place events, the
-        snapshot, the status pages and the reads between two commits share one run (an
-        estimate is in whole minutes; seconds later it says the same). A take of a normal
-        ticket within that time adds the ticket to the kept run (see ``take``)."""
-        kept = self._kept
-        fresh = kept is not None and abs(now - kept.at) <= ESTIMATE_REUSE
-        if kept is not None and fresh and kept.key == self._state_key():
-            if kept.estimates is None:
-                assert kept.play is not None
-                kept.estimates = kept.play.estimates()
-            return kept.estimates
-        play = play_queue(self, now, [s.id for s in self.config.services])
-        found = play.estimates()
-        self._kept = _Kept(self._state_key(), now, play, found)
-        return found
-
-    def _estimates_of(self, ticket_ids: Iterable[str], now: dt.datetime) -> Estimates:
-        """Estimates that hold (at least) ``ticket_ids``, exactly as :meth:`estimates`
-        gives them: the kept play's when it is for this state, else a play that stops once
-        they are called (``agent.core.estimate.play_until``). A call moves the tickets near
-        the head of a line to their ``turn_near``; their waits need the first steps of a
-        play, not all of it. The whole play, which reads need, is left to whoever asks
-        next (the hall plays it after it has answered: ``Hall._estimate_after``); the
-        result is not kept."""
-        if self.has_estimates(now):
-            return self.estimates(now)
-        return play_until(self, now, [s.id for s in self.config.services], ticket_ids)
-
-    def has_estimates(self, now: dt.datetime) -> bool:
-        """Whether :meth:`estimates` at ``now`` answers from what is kept (no play)."""
-        kept = self._kept
-        return (
-            kept is not None
-            and abs(now - kept.at) <= ESTIMATE_REUSE
-            and kept.key == self._state_key()
-        )
-
-    def _state_key(self, version: int | None = None) -> tuple[Any, ...]:
-        """What the kept estimates must have been made for (tests may change records in
-        place between operations: the counts and windows catch most of that)."""
-        return (
-            self._version if version is None else version,
-            len(self.tickets),
-            self.hall.next_rank,
-            tuple((w.state, w.current) for w in self.windows.values()),
-        )
-
-    def _join_kept(
-        self, ticket: Ticket, before: tuple[Any, ...], now: dt.datetime
-    ) -> tuple[bool, float | None]:
-        """A normal ticket just taken, added to the kept run when that run was made for the
-        queue as it was just before (``before``) and not longer ago than ESTIMATE_REUSE:
-        whether it joined and its estimate, as a new run would give it (None: no window
-        serves it), without playing everyone again (the run goes on from where the
-        service's newcomer reached the head of its line, agent.core.estimate.Simulation).
-        Not joined: the caller plays the queue."""
-        kept = self._kept
-        if (
-            kept is None
-            or kept.play is None
-            or kept.key != before
-            or abs(now - kept.at) > ESTIMATE_REUSE
-            or ticket.priority.is_green
-            or not self.clock_trusted
-        ):
-            return False, None
-        service = self._service(ticket.service)
-        if service.daily_cap is not None and (
-            self.hall.counters.get(service.id, 0) >= service.daily_cap
-        ):
-            return False, None  # the last ticket of the day: no one else is expected
-        # The kept run stands for the queue at ``kept.at``: a ticket issued since counts
-        # as waiting for no time yet, and in the last hour's arrivals only if issued then.
-        expected = kept.play.expected(service.id)
-        more = 1 / DEMAND_MINUTES if ticket.issued_at <= kept.at else 0.0
-        found = kept.play.append(
-            Waiter(ticket.id, ticket.service, False, ticket.rank, 0.0),
-            Demand(expected.normal + more, expected.green),
-        )
-        kept.key = self._state_key()
-        kept.estimates = None
-        return True, found
-
-    def wait_minutes(
-        self, ticket: Ticket, now: dt.datetime, estimates: Estimates | None = None
-    ) -> int:
-        """The estimated wait of a waiting ticket, in whole minutes (0 for any other)."""
-        if ticket.status is not TicketStatus.WAITING:
-            return 0
-        found = (estimates or self.estimates(now)).ticket_minutes(ticket.id)
-        if found is None:  # no window serves its service at all
-            return round(self.people_ahead(ticket, now) * self.average_minutes(ticket.service))
-        return found
-
-    def places(self, now: dt.datetime) -> dict[str, tuple[int, int]]:
-        """People ahead and the estimated wait (minutes) of every waiting ticket, by id
-        (as :meth:`people_ahead` and :meth:`wait_minutes`). Kept with the places and
-        estimates it was made from: every read of the same state shares it (do not change
-        it)."""
-        estimates = self.estimates(now)
-        placed = self._places_now()
-        kept = self._placed
-        if kept is not None and kept[0] is placed and kept[1] is estimates:
-            return kept[2]
-        found = estimates.tickets.get
-        out: dict[str, tuple[int, int]] = {}
-        for tid, (service, ahead) in placed.places.items():
-            minutes = found(tid)
-            if minutes is None:  # no window serves it at all
-                out[tid] = (ahead, round(ahead * self.average_minutes(service)))
-            else:  # (as Estimates.ticket_minutes: never below 0)
-                out[tid] = (ahead, round(minutes) if minutes > 0 else 0)
-        self._placed = (placed, estimates, out)
-        return out
-
-    def _aheads(self) -> dict[str, tuple[str, int]]:
-        """Each waiting ticket's service and people ahead (as :meth:`people_ahead`)."""
-        return self._places_now().places
-
-    def _places_now(self) -> Places:
-        """The waiting tickets' places, kept with the version they are for: an operation
-        applied through :meth:`apply` updates them for the services it touched."""
-        kept = self._places
-        if kept is not None and kept.version == self._version:
-            return kept
-        lines: dict[str, list[tuple[tuple[int, int], str]]] = {}
-        for t in self.tickets.values():
-            if t.status is TicketStatus.WAITING:
-                lines.setdefault(t.service, []).append((_place_key(t), t.id))
-        places: dict[str, tuple[str, int]] = {}
-        for service, line in lines.items():
-            line.sort()
-            places.update(_placed(lines, service))
-        self._places = Places(self._version, lines, places)
-        return self._places
-
-    def _places_after(self, before: Places, out: Outcome) -> tuple[Places, set[str]]:
-        """The places after one operation, from those before it: only the lines of the
-        services whose tickets it touched change (every ticket an operation changes is in
-        its outcome, or it would not be saved). Also the ids whose place moved."""
-        if self._version != before.version + 1 or out is not self._out:
-            after = self._places_now()  # not one operation after ``before``: count again
-            changed = after.places.items()
-            return after, {tid for tid, place in changed if before.places.get(tid, place) != place}
-        touched = out.tickets
-        affected: set[str] = set()
-        for tid, ticket in touched.items():
-            old = before.places.get(tid)
-            if old is not None:
-                affected.add(old[0])
-            if ticket.status is TicketStatus.WAITING:
-                affected.add(ticket.service)
-        if not affected:
-            self._places = Places(self._version, before.lines, before.places)
-            return self._places, set()
-        lines = dict(before.lines)
-        places = dict(before.places)
-        if self._joined_at_the_back(before, touched, lines, places):
-            self._places = Places(self._version, lines, places)
-            return self._places, set()
-        for tid in touched:
-            places.pop(tid, None)
-        moved: set[str] = set()
-        for service in affected:
-            line = [item for item in before.lines.get(service, ()) if item[1] not in touched]
-            line.extend(
-                (_place_key(t), t.id)
-                for t in touched.values()
-                if t.status is TicketStatus.WAITING and t.service == service
-            )
-            line.sort()
-            lines[service] = line
-            for tid, place in _placed(lines, service):
-                places[tid] = place
-                if before.places.get(tid, place) != place:
-                    moved.add(tid)
-        self._places = Places(self._version, lines, places)
-        return self._places, moved
-
-    def _follows_places(self) -> bool:
-        return self.config.queue.turn_near is not None or bool(self.config.ticket.qr_url)
-
-    @staticmethod
-    def _joined_at_the_back(
-        before: Places,
-        touched: dict[str, Ticket],
-        lines: dict[str, list[tuple[tuple[int, int], str]]],
-        places: dict[str, tuple[str, int]],
-    ) -> bool:
-        """A take's usual case: the only tickets touched are new, waiting and behind
-        everyone of their service. Then each joins the end of its line (in ``lines`` and
-        ``places``, copies of ``before``'s) and no one else's place moves. False (and
-        nothing changed) otherwise."""
-        joined: list[tuple[str, tuple[tuple[int, int], str]]] = []
-        for tid, ticket in touched.items():
-            if tid in before.places or ticket.status is not TicketStatus.WAITING:
-                return False
-            key = _place_key(ticket)
-            line = before.lines.get(ticket.service, [])
-            if line and line[-1][0] >= key:
-                return False
-            joined.append((ticket.service, (key, tid)))
-        if len({service for service, _ in joined}) != len(joined):
-            return False  # two in one line: counted the usual way
-        for service, item in joined:
-            line = lines.get(service, [])
-            places[item[1]] = (service, len(line))
-            lines[service] = [*line, item]
-        return True
-
-    def _report_places(
-        self,
-        out: Outcome,
-        before: dict[str, tuple[str, int]],
-        after: dict[str, tuple[str, int]],
-        moved: set[str],
-        now: dt.datetime,
-    ) -> None:
-        """``ticket.turn_near`` and ``ticket.status`` for what the operation moved."""
-        near = self.config.queue.turn_near
-        turning = [
-            tid
-            for tid in moved
-            if near is not None
-            and after[tid][1] <= near < before[tid][1]
-            and not self.tickets[tid].turn_near
-        ]
-        publish: set[str] = set()
-        if self.config.ticket.qr_url:
-            publish = moved | {
-                e.payload.ticket_id for e in out.events if isinstance(e.payload, ev.TicketEvent)
-            }
-        if not turning and not publish:
-            return
-        # Without publish, only the few near their turn: a play until they are called.
-        estimates = self.estimates(now) if publish else self._estimates_of(turning, now)
-
-        def ticket(tid: str) -> Ticket | None:
-            return out.tickets.get(tid) or self.tickets.get(tid)
-
-        def order(tid: str) -> tuple[int, str]:
-            found = ticket(tid)
-            return (found.rank, tid) if found is not None else (0, tid)
-
-        for tid in sorted(turning, key=order):
-            near_turn = self.tickets[tid]
-            near_turn.turn_near = True
-            self._touch(near_turn)
-            wait = self.wait_minutes(near_turn, now, estimates)
-            self._ticket_event(
-                ev.TicketTurnNear, near_turn, now, ahead=after[tid][1], wait_minutes=wait
-            )
-        for tid in sorted(publish, key=order):
-            t = ticket(tid)
-            if t is None or t.token is None:
-                continue
-            waiting = t.status is TicketStatus.WAITING
-            window_name = None
-            if t.window is not None and t.status.is_open:
-                window_name = next(
-                    (w.name for w in self.config.windows if w.id == t.window), t.window
-                )
-            self._ticket_event(
-                ev.TicketStatusUpdate,
-                t,
-                now,
-                token=t.token,
-                ahead=after[tid][1] if waiting and tid in after else None,
-                wait_minutes=self.wait_minutes(t, now, estimates) if waiting else None,
-                window_name=window_name,
-            )
-
-    def snapshot(self, now: dt.datetime, *, waiting_list: bool = True) -> JSON:
-        """The whole queue as screens and the API show it (``waiting_list=False``: without
-        the list of waiting tickets, which screens do not show).
-
-        Kept until the records, the estimates or a service's opening change: every read of
-        the same state gets the same dict, which must not be changed."""
-        estimates = self.estimates(now)
-        local = now.astimezone(self.config.hall.zone)
-        # Whether each service is open now, and if not why and when next (the calendar).
-        openings = tuple(opening(self.config, s, local) for s in self.config.services)
-        key = (self._state_key(), openings)
-        kept = self._snapshots.get(waiting_list)
-        if kept is not None and kept[0] == key and kept[1] is estimates:
-            return kept[2]
-        found = self._snapshot(estimates, openings, waiting_list)
-        self._snapshots[waiting_list] = (key, estimates, found)
-        return found
-
-    def _snapshot(
-        self, estimates: Estimates, openings: tuple[Opening, ...], waiting_list: bool
-    ) -> JSON:
-        services = []
-        counts: dict[str, int] = {}
-        # Each window's held tickets, found in the same pass (not one pass per window).
-        held: dict[str | None, list[Ticket]] = {}
-        for t in self.tickets.values():
-            if t.status is TicketStatus.WAITING:
-                counts[t.service] = counts.get(t.service, 0) + 1
-            elif t.status is TicketStatus.HELD:
-                held.setdefault(t.window, []).append(t)
-        for s, found in zip(self.config.services, openings, strict=True):
-            waiting = counts.get(s.id, 0)
-            wait = estimates.newcomer_minutes(s.id)
-            services.append(
-                {
-                    "id": s.id,
-                    "name": s.name,
-                    "prefix": s.prefix,
-                    "waiting": waiting,
-                    "issued_today": self.hall.counters.get(s.id, 0),
-                    "daily_cap": s.daily_cap,
-                    "open": found.open,
-                    # Why not, in citizen words, and when it next opens (the kiosk).
-                    "closed_reason": citizen_text(s.name, found),
-                    "next_open": None if found.next_open is None else found.next_open.isoformat(),
-                    "wait_minutes": (
-                        round(waiting * self.average_minutes(s.id)) if wait is None else wait
-                    ),
-                }
-            )
-        windows = []
-        for w in self.config.windows:
-            status = self.windows[w.id]
-            current = self._current(status)
-            windows.append(
-                {
-                    **status.to_json(),
-                    "name": w.name,
-                    "number": w.number,
-                    "services": list(w.services),
-                    "ticket": None if current is None else current.public(),
-                    "held": [t.number for t in sorted(held.get(w.id, ()), key=_arrival)],
-                }
-            )
-        snapshot: JSON = {
-            "day": self.hall.day.isoformat(),
-            "services": services,
-            "windows": windows,
-        }
-        if waiting_list:
-            snapshot["waiting"] = [t.public() for t in sorted(self.waiting(), key=_arrival)]
-        return snapshot
-
     def open_tickets(self) -> Iterator[Ticket]:
         return (t for t in self.tickets.values() if t.status.is_open)
 
@@ -1775,17 +808,8 @@ class QueueEngine:
         self.windows = {k: v for k, v in self.windows.items() if k in kept}
 
 
-# How long (clock time) one run of the estimate serves the same queue: screens and the API
-# read it many times a second, and it is shown in whole minutes.
-ESTIMATE_REUSE = dt.timedelta(seconds=2)
 # Longer than any service (the config's expected_minutes allows up to 480): a clock jump.
 _LONGEST_SERVICE_MINUTES = 480.0
-
-
-def _arrival(ticket: Ticket) -> tuple[int, str]:
-    """Queue order; the id breaks rank ties (a transfer to the front can share a rank) so
-    the order never depends on how the tickets were loaded."""
-    return (ticket.rank, ticket.id)
 
 
 def _age(birth: dt.date, today: dt.date) -> int:

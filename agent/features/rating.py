@@ -1,6 +1,6 @@
 """The satisfaction rating (好差评) at the windows: raters invited, timed out, recorded.
 
-The queue engine decides (agent/core/engine.py): a rating opens when a ticket is finished or
+The queue engine decides (agent/core/ratings.py): a rating opens when a ticket is finished or
 staff (or central) request one, it is recorded once per ticket with its reasons, and the
 timeout policy says what happens when the citizen does not rate. This desk does what
 takes time and devices: it follows the committed ``rating.requested`` events, tells the

@@ -3,7 +3,7 @@
 A Raspberry Pi has no battery-backed clock: it boots with the time it saved at shutdown
 (fake-hwclock, systemd-timesyncd) or with 1970, and learns the real time only when NTP
 answers — which in a mountain village may be hours or days later. Until then every event
-carries ``clock_ok: false`` and the business day does not change (``agent/core/engine.py``).
+carries ``clock_ok: false`` and the business day does not change (``agent/core/queue_state.py``).
 
 The clock is trusted once a synchronisation source confirmed it in this boot, and stays
 trusted while it runs on (a Pi's oscillator drifts seconds per day, not hours, so a hall
