@@ -751,9 +751,17 @@ async def test_a_refused_client_certificate_is_named(
 async def test_tls_is_never_replaced_by_plaintext(pki: Pki, tmp_path: Path) -> None:
     """A listener posing as the broker: every connection opens with a TLS handshake."""
     first_bytes: list[bytes] = []
+    writers: list[asyncio.StreamWriter] = []
+    handlers: list[asyncio.Task[Any]] = []
 
     async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        first_bytes.append(await reader.read(1))
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append(task)
+        writers.append(writer)
+        first = await reader.read(1)
+        if first:  # (b"" when the test closed a connection still waiting)
+            first_bytes.append(first)
         writer.close()
         await writer.wait_closed()
 
@@ -766,6 +774,10 @@ async def test_tls_is_never_replaced_by_plaintext(pki: Pki, tmp_path: Path) -> N
         await until(lambda: len(first_bytes) >= 4, 20, "several connection attempts")
         assert agent.link.counters.last_error is not None
         assert agent.link.counters.connects == 0
+    # A connection the agent opened as it stopped ends here, not in a later test's loop.
+    for writer in writers:
+        writer.close()
+    await asyncio.gather(*handlers, return_exceptions=True)
     gc.collect()  # paho's abandoned sockets go now, under this test's warning filter
     assert first_bytes, "no connection was attempted"
     # 0x16: a TLS handshake record; an MQTT CONNECT would start with 0x10.

@@ -80,7 +80,9 @@ async def test_the_page_is_served_and_holds_no_figure_before_a_login(rig: Rig) -
     r = await rig.client.get("/pages/manager")
     assert r.status_code == 200
     page = r.text
-    assert 'id="login"' in page  # the manager's login form
+    # The manager's login form (built into its panel by desk-login.js).
+    assert 'id="login-panel" data-title="管理员登录"' in page
+    assert "/pages/static/desk-login.js" in page
     assert "/pages/static/manager.js" in page
     # Links to the other managers' pages; no outside asset.
     assert 'href="/pages/manager/content"' in page
