@@ -10,9 +10,16 @@ requests) and the acks — run on whichever worker takes the database's advisory
 first, so a gap is asked for once and a hall gets at most one ack per ``--ack-interval``,
 always its contiguous mark, only once the events under it are committed.
 
-A worker that dies loses nothing the halls have not kept: what it had received but not
-committed was never acked to the hall, and shows up as a gap (later events, or the
-hall's ``metrics`` saying what it published) that the next sweep asks the hall to replay.
+A worker that dies loses nothing: it PUBACKs a message to the broker only once the batch
+holding it is committed (paho's manual ack), so what it had received but not committed
+is still the broker's, in the worker's persistent session, and is delivered again when
+the worker comes back with the same ``--client-id``. The broker sends a worker at most
+``receive_maximum`` (2 × ``--batch``) messages it has not PUBACKed, so the rest of a
+flood waits in the broker rather than in the worker, and the worker's own publishes
+(acks, replay requests) are not queued behind it. What a worker that never comes back
+held is not lost either: it was never acked to the hall, so it shows up as a gap (later
+events, or the hall's ``metrics`` saying what it published) that a sweep asks the hall
+to replay.
 """
 
 from __future__ import annotations
@@ -50,7 +57,19 @@ log = logging.getLogger("hallctl")
 
 DEFAULT_GROUP = "ingest"
 DEFAULT_ACK_INTERVAL_S = 1.0
+# A hall is acked once this many of its stored events are not acked yet, or once the
+# oldest of them was stored this long ago, whichever comes first (and never more often
+# than --ack-interval): ≤ 1/50 ack per event while a hall sends fast (a catch-up), at
+# most one per 20 s while it sends slowly.
+DEFAULT_ACK_EVENTS = 50
+DEFAULT_ACK_AGE_S = 20.0
 DEFAULT_BATCH = 500
+# The worker's own publishes (acks, replay requests) wait this long for their PUBACK; a
+# timeout only drops the connection, never a received message (it is PUBACKed after its
+# commit), but a connection dropped for nothing is a reconnect and a redelivery.
+PUBLISH_TIMEOUT_S = 60.0
+# Acks in flight at once in one sweep.
+ACK_WINDOW = 64
 # A batch that met another worker's transaction in a deadlock is tried again this often.
 RETRIES = 5
 CLOSE_TIMEOUT_S = 5.0
@@ -104,6 +123,9 @@ class PgIngest:
         batch: int = DEFAULT_BATCH,
         gap_timeout: float = 2.0,
         ack_interval: float = DEFAULT_ACK_INTERVAL_S,
+        ack_events: int = DEFAULT_ACK_EVENTS,
+        ack_age: float = DEFAULT_ACK_AGE_S,
+        receive_maximum: int | None = None,
         until_complete: int | None = None,
         make_id: Callable[[], str] = lambda: f"ingest-{uuid.uuid4()}",
     ) -> None:
@@ -114,6 +136,10 @@ class PgIngest:
         self.batch = max(1, batch)
         self.gap_timeout = gap_timeout
         self.ack_interval = ack_interval
+        self.ack_events = max(1, ack_events)
+        self.ack_age = max(0.0, ack_age)
+        # Two batches: one committing, the next arriving meanwhile.
+        self.receive_maximum = receive_maximum or min(65535, max(20, 2 * self.batch))
         self.until_complete = until_complete
         self.make_id = make_id
         self.stats = WorkerStats()
@@ -236,6 +262,11 @@ class PgIngest:
             while len(messages) > 0 and len(batch) < self.batch:
                 batch.append(await anext(messages))
             await self.apply(await self.collect(batch))
+            # Committed: now the broker may forget them (in the order they came, as MQTT
+            # wants). Invalid ones too: a redelivery would not make them valid.
+            for message in batch:
+                if message.qos > 0:
+                    client._client.ack(message.mid, message.qos)
 
     # -- the sweeps ------------------------------------------------------------------------
 
@@ -257,18 +288,37 @@ class PgIngest:
                 _json(command),
                 qos=1,
                 properties=_expiry(REPLAY_EXPIRY_S),
+                timeout=PUBLISH_TIMEOUT_S,
             )
             self.stats.replays_requested += 1
 
-    async def send_acks(self, client: aiomqtt.Client, interval: float) -> bool:
-        """False when another worker held the ack sweep."""
+    async def send_acks(self, client: aiomqtt.Client, *, final: bool = False) -> bool:
+        """False when another worker held the ack sweep. ``final``: every hall whose mark
+        moved, now (``--until-complete``)."""
+        window = asyncio.Semaphore(ACK_WINDOW)
+
+        async def one(hall: str, epoch: int, seq: int) -> None:
+            async with window:
+                await client.publish(
+                    f"{ROOT}/{hall}/ack",
+                    _json(Ack(epoch=epoch, seq=seq)),
+                    qos=1,
+                    timeout=PUBLISH_TIMEOUT_S,
+                )
 
         async def send(due: list[tuple[str, int, int]]) -> None:
-            for hall, epoch, seq in due:
-                await client.publish(f"{ROOT}/{hall}/ack", _json(Ack(epoch=epoch, seq=seq)), qos=1)
+            async with asyncio.TaskGroup() as group:
+                for hall, epoch, seq in due:
+                    group.create_task(one(hall, epoch, seq))
             self.stats.acks += len(due)
 
-        return await self.sweeper.ack_sweep(interval, send) is not None
+        if final:
+            swept = await self.sweeper.ack_sweep(send, interval_s=0.0, events=1, age_s=0.0)
+        else:
+            swept = await self.sweeper.ack_sweep(
+                send, interval_s=self.ack_interval, events=self.ack_events, age_s=self.ack_age
+            )
+        return swept is not None
 
     async def complete(self) -> bool:
         if self.until_complete is None:
@@ -282,12 +332,12 @@ class PgIngest:
             await asyncio.sleep(interval)
             await self.sweeper.advance()
             await self.request_replays(client)
-            await self.send_acks(client, self.ack_interval)
+            await self.send_acks(client)
             self.refusals.due()
             if await self.complete():
                 # The final marks, now (another worker may hold the sweep for a moment).
                 for _ in range(100):
-                    if await self.send_acks(client, 0.0):
+                    if await self.send_acks(client, final=True):
                         break
                     await asyncio.sleep(interval)
                 receiver.cancel()
@@ -307,6 +357,18 @@ class PgIngest:
             receiver = group.create_task(self.receive(client), name="ingest-events")
             group.create_task(self.tick(client, receiver), name="ingest-sweeps")
         # (receiving ends only when the ticker found every hall complete)
+
+
+async def serve_worker(broker: BrokerOptions, worker: PgIngest, client_id: str) -> None:
+    """Run ``worker`` until complete or cancelled: PUBACKs after commit, a bounded window
+    of unacknowledged messages, patient publishes."""
+    await serve(
+        broker,
+        worker,
+        client_id,
+        manual_ack=True,
+        receive_maximum=worker.receive_maximum,
+    )
 
 
 async def open_worker(url: str, **options: object) -> PgIngest:
@@ -340,10 +402,12 @@ async def ingest_postgres(args: argparse.Namespace) -> int:
         batch=args.batch,
         gap_timeout=args.gap_timeout,
         ack_interval=args.ack_interval,
+        ack_events=args.ack_events,
+        ack_age=args.ack_age,
         until_complete=args.until_complete,
     )
     try:
-        await serve(broker, worker, args.client_id)
+        await serve_worker(broker, worker, args.client_id)
     finally:
         await close_worker(worker)
         worker.refusals.flush()

@@ -121,6 +121,14 @@ MIGRATIONS: tuple[str, ...] = (
     COMMENT ON TABLE halls IS
         'central''s directory of halls (filled by central, not by ingest), for queries';
     """,
+    # 2: adaptive acks — when each hall's mark first moved past its last ack.
+    """
+    ALTER TABLE acks ALTER COLUMN acked_at DROP NOT NULL;
+    ALTER TABLE acks ADD COLUMN unacked_since timestamptz;
+    COMMENT ON COLUMN acks.unacked_since IS
+        'when the ack sweep first saw the hall''s mark past seq (null: nothing to ack)';
+    COMMENT ON COLUMN acks.acked_at IS 'null: never acked (seq 0)';
+    """,
 )
 
 
@@ -474,38 +482,58 @@ class PgStore:
 
     async def ack_sweep(
         self,
-        interval_s: float,
         send: Callable[[list[tuple[str, int, int]]], Awaitable[None]],
+        *,
+        interval_s: float,
+        events: int = 1,
+        age_s: float = 0.0,
     ) -> list[tuple[str, int, int]] | None:
-        """Ack each hall whose contiguous mark moved and that was not acked in the last
-        ``interval_s``: ``send`` publishes ``[(hall, epoch, seq)]``, then they are recorded.
-        None when another worker holds the ack sweep."""
+        """Ack each hall whose contiguous mark moved past its last ack by ``events`` or
+        more, or first did so ``age_s`` or more ago (whichever comes first), and that was
+        not acked in the last ``interval_s``: ``send`` publishes ``[(hall, epoch, seq)]``,
+        then they are recorded. ``events=1`` acks every mark that moved. A new epoch is
+        acked at once. None when another worker holds the ack sweep."""
         async with self.conn.transaction():
             cursor = await self.conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (LOCK_ACKS,))
             row = await cursor.fetchone()
             if row is None or not row[0]:
                 return None
-            cursor = await self.conn.execute(
+            current = (
                 "WITH cur AS ("
                 "  SELECT DISTINCT ON (hall) hall, epoch, high_water FROM streams"
-                "  ORDER BY hall, epoch DESC)"
-                " SELECT c.hall, c.epoch, c.high_water FROM cur c LEFT JOIN acks a USING (hall)"
-                " WHERE c.high_water > 0 AND (a.hall IS NULL OR"
-                "  ((a.epoch, a.seq) <> (c.epoch, c.high_water)"
-                "   AND a.acked_at <= now() - make_interval(secs => %s)))"
+                "  WHERE high_water > 0 ORDER BY hall, epoch DESC)"
+            )
+            # Halls never acked get a row (seq 0); a mark seen past the last ack for the
+            # first time starts the age clock.
+            await self.conn.execute(
+                f"{current} INSERT INTO acks (hall, epoch, seq, acked_at, unacked_since)"
+                " SELECT c.hall, c.epoch, 0, NULL, now() FROM cur c"
+                " WHERE NOT EXISTS (SELECT 1 FROM acks a WHERE a.hall = c.hall)"
+                " ORDER BY c.hall ON CONFLICT (hall) DO NOTHING"
+            )
+            await self.conn.execute(
+                f"{current} UPDATE acks a SET unacked_since = now() FROM cur c"
+                " WHERE a.hall = c.hall AND a.unacked_since IS NULL"
+                " AND (a.epoch, a.seq) <> (c.epoch, c.high_water)"
+            )
+            cursor = await self.conn.execute(
+                f"{current} SELECT c.hall, c.epoch, c.high_water"
+                " FROM cur c JOIN acks a USING (hall)"
+                " WHERE (a.epoch, a.seq) <> (c.epoch, c.high_water)"
+                " AND (a.acked_at IS NULL OR a.acked_at <= now() - make_interval(secs => %s))"
+                " AND (a.epoch <> c.epoch OR c.high_water - a.seq >= %s"
+                "  OR a.unacked_since <= now() - make_interval(secs => %s))"
                 " ORDER BY c.hall",
-                (interval_s,),
+                (interval_s, events, age_s),
             )
             due = [(str(h), int(e), int(s)) for h, e, s in await cursor.fetchall()]
             if not due:
                 return due
             await send(due)
             await self.conn.execute(
-                "INSERT INTO acks (hall, epoch, seq, acked_at)"
-                " SELECT h, e, s, now() FROM unnest(%s::text[], %s::bigint[], %s::bigint[])"
-                "  AS a(h, e, s)"
-                " ON CONFLICT (hall) DO UPDATE"
-                " SET epoch = excluded.epoch, seq = excluded.seq, acked_at = excluded.acked_at",
+                "UPDATE acks SET epoch = d.e, seq = d.s, acked_at = now(), unacked_since = NULL"
+                " FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS d(h, e, s)"
+                " WHERE acks.hall = d.h",
                 ([h for h, _, _ in due], [e for _, e, _ in due], [s for _, _, s in due]),
             )
         return due
