@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import aiomqtt
@@ -147,6 +149,9 @@ class PgIngest:
         self.ready = asyncio.Event()
         self.done = asyncio.Event()
         self._warned: set[str] = set()
+        # A connection of its own for the worker's publishes (serve_worker's): their
+        # PUBACKs then never queue behind the events the broker is sending this worker.
+        self.outgoing: Callable[[], AbstractAsyncContextManager[aiomqtt.Client]] | None = None
 
     def _warn_once(self, key: str, message: str, *args: object) -> None:
         if key not in self._warned:
@@ -345,6 +350,14 @@ class PgIngest:
                 return
 
     async def run_connected(self, client: aiomqtt.Client) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            out = client
+            if self.outgoing is not None:
+                out = await stack.enter_async_context(self.outgoing())
+            await self._run(client, out)
+
+    async def _run(self, client: aiomqtt.Client, out: aiomqtt.Client) -> None:
+        """Receive on ``client``; publish acks and replay requests on ``out``."""
         for topic, qos in self.subscriptions:
             await client.subscribe(topic, qos=qos)
         log.info(
@@ -355,13 +368,16 @@ class PgIngest:
         self.ready.set()
         async with asyncio.TaskGroup() as group:
             receiver = group.create_task(self.receive(client), name="ingest-events")
-            group.create_task(self.tick(client, receiver), name="ingest-sweeps")
+            group.create_task(self.tick(out, receiver), name="ingest-sweeps")
         # (receiving ends only when the ticker found every hall complete)
 
 
 async def serve_worker(broker: BrokerOptions, worker: PgIngest, client_id: str) -> None:
     """Run ``worker`` until complete or cancelled: PUBACKs after commit, a bounded window
-    of unacknowledged messages, patient publishes."""
+    of unacknowledged messages, and the worker's publishes on a second connection
+    (``{client_id}-out``, clean, not persistent: an ack or a replay request lost with it
+    is sent again by a later sweep)."""
+    worker.outgoing = lambda: broker.client(f"{client_id}-out")
     await serve(
         broker,
         worker,
