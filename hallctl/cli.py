@@ -216,6 +216,8 @@ async def ingest(args: argparse.Namespace) -> int:
     if args.db.startswith(("postgresql://", "postgres://")):
         if args.ack_events < 1:
             raise UsageError(f"--ack-events {args.ack_events}: give 1 or more (1: every mark)")
+        if args.receive_maximum is not None and not 1 <= args.receive_maximum <= 65535:
+            raise UsageError(f"--receive-maximum {args.receive_maximum}: give 1 to 65535")
         if args.ack_age < 0 or args.ack_interval < 0:
             raise UsageError("--ack-age and --ack-interval are seconds: give 0 or more")
         try:
@@ -326,6 +328,13 @@ def _parser() -> argparse.ArgumentParser:
         default=20.0,
         metavar="S",
         help="PostgreSQL: ... or once the oldest of them was stored S seconds ago (default 20)",
+    )
+    p.add_argument(
+        "--receive-maximum",
+        type=int,
+        metavar="N",
+        help="PostgreSQL: at most N events received and not committed (MQTT 5 receive maximum;"
+        " default the broker's, 65535)",
     )
     p.add_argument(
         "--gap-timeout", type=float, default=2.0, help="seconds a gap may stay open (default 2)"

@@ -13,10 +13,10 @@ always its contiguous mark, only once the events under it are committed.
 A worker that dies loses nothing: it PUBACKs a message to the broker only once the batch
 holding it is committed (paho's manual ack), so what it had received but not committed
 is still the broker's, in the worker's persistent session, and is delivered again when
-the worker comes back with the same ``--client-id``. The broker sends a worker at most
-``receive_maximum`` (2 × ``--batch``) messages it has not PUBACKed, so the rest of a
-flood waits in the broker rather than in the worker, and the worker's own publishes
-(acks, replay requests) are not queued behind it. What a worker that never comes back
+the worker comes back with the same ``--client-id``. The worker's own publishes (acks,
+replay requests) go out on a second connection, so their PUBACKs never wait behind a
+flood of events coming in (``--receive-maximum`` can also bound that flood where the
+broker keeps to it). What a worker that never comes back
 held is not lost either: it was never acked to the hall, so it shows up as a gap (later
 events, or the hall's ``metrics`` saying what it published) that a sweep asks the hall
 to replay.
@@ -140,8 +140,9 @@ class PgIngest:
         self.ack_interval = ack_interval
         self.ack_events = max(1, ack_events)
         self.ack_age = max(0.0, ack_age)
-        # Two batches: one committing, the next arriving meanwhile.
-        self.receive_maximum = receive_maximum or min(65535, max(20, 2 * self.batch))
+        # None: MQTT's 65,535 (see docs/central-integration.md: a tight window cost
+        # two thirds of the throughput on mosquitto 2.0.11, which does not keep to it).
+        self.receive_maximum = receive_maximum
         self.until_complete = until_complete
         self.make_id = make_id
         self.stats = WorkerStats()
@@ -420,6 +421,7 @@ async def ingest_postgres(args: argparse.Namespace) -> int:
         ack_interval=args.ack_interval,
         ack_events=args.ack_events,
         ack_age=args.ack_age,
+        receive_maximum=args.receive_maximum,
         until_complete=args.until_complete,
     )
     try:
