@@ -378,7 +378,14 @@ async def serve_worker(broker: BrokerOptions, worker: PgIngest, client_id: str) 
     of unacknowledged messages, and the worker's publishes on a second connection
     (``{client_id}-out``, clean, not persistent: an ack or a replay request lost with it
     is sent again by a later sweep)."""
-    worker.outgoing = lambda: broker.client(f"{client_id}-out")
+
+    def outgoing() -> aiomqtt.Client:
+        client = broker.client(f"{client_id}-out")
+        # A sweep's acks are in flight together (aiomqtt warns above 10 by default).
+        client.pending_calls_threshold = 2 * ACK_WINDOW
+        return client
+
+    worker.outgoing = outgoing
     await serve(
         broker,
         worker,
