@@ -30,7 +30,7 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
@@ -150,6 +150,12 @@ class PgIngest:
         self.ready = asyncio.Event()
         self.done = asyncio.Event()
         self._warned: set[str] = set()
+        # How long what this worker has received and not yet taken will take to commit
+        # (its queue's length × the time a message took lately): the gap sweep waits as
+        # long before asking for a seq that may be in some worker's queue.
+        self.backlog_s = 0.0
+        self._name = ""
+        self._per_message_s = 0.0
         # A connection of its own for the worker's publishes (serve_worker's): their
         # PUBACKs then never queue behind the events the broker is sending this worker.
         self.outgoing: Callable[[], AbstractAsyncContextManager[aiomqtt.Client]] | None = None
@@ -263,16 +269,21 @@ class PgIngest:
 
     async def receive(self, client: aiomqtt.Client) -> None:
         messages = client.messages
+        loop = asyncio.get_running_loop()
         while True:
             batch = [await anext(messages)]
             while len(messages) > 0 and len(batch) < self.batch:
                 batch.append(await anext(messages))
+            began = loop.time()
             await self.apply(await self.collect(batch))
             # Committed: now the broker may forget them (in the order they came, as MQTT
             # wants). Invalid ones too: a redelivery would not make them valid.
             for message in batch:
                 if message.qos > 0:
                     client._client.ack(message.mid, message.qos)
+            each = (loop.time() - began) / len(batch)
+            self._per_message_s += 0.3 * (each - self._per_message_s)
+            self.backlog_s = len(messages) * self._per_message_s
 
     # -- the sweeps ------------------------------------------------------------------------
 
@@ -337,6 +348,7 @@ class PgIngest:
         while True:
             await asyncio.sleep(interval)
             await self.sweeper.advance()
+            await self.sweeper.note_backlog(self._name, self.backlog_s)
             await self.request_replays(client)
             await self.send_acks(client)
             self.refusals.due()
@@ -359,6 +371,7 @@ class PgIngest:
 
     async def _run(self, client: aiomqtt.Client, out: aiomqtt.Client) -> None:
         """Receive on ``client``; publish acks and replay requests on ``out``."""
+        self._name = client.identifier
         for topic, qos in self.subscriptions:
             await client.subscribe(topic, qos=qos)
         log.info(
@@ -379,11 +392,20 @@ async def serve_worker(broker: BrokerOptions, worker: PgIngest, client_id: str) 
     (``{client_id}-out``, clean, not persistent: an ack or a replay request lost with it
     is sent again by a later sweep)."""
 
-    def outgoing() -> aiomqtt.Client:
+    @contextlib.asynccontextmanager
+    async def outgoing() -> AsyncIterator[aiomqtt.Client]:
         client = broker.client(f"{client_id}-out")
         # A sweep's acks are in flight together (aiomqtt warns above 10 by default).
         client.pending_calls_threshold = 2 * ACK_WINDOW
-        return client
+        try:
+            async with client:
+                yield client
+        finally:
+            # A lost broker is reported by the receiving connection; this one's loss,
+            # which nothing awaits, would otherwise be logged as "never retrieved".
+            lost = client._disconnected
+            if lost.done() and not lost.cancelled():
+                lost.exception()
 
     worker.outgoing = outgoing
     await serve(

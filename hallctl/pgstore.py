@@ -38,6 +38,9 @@ LOCK_ACKS = 0x4841_4C4C_0003
 LOCK_PARTITIONS = 0x4841_4C4C_0004
 LOCK_ADVANCE = 0x4841_4C4C_0005
 
+# A worker's backlog counts for the gap sweep while it was reported this recently.
+BACKLOG_FRESH_S = 10.0
+
 # Each entry is applied once, in order, in its own transaction; never edit one that has
 # shipped, append another.
 MIGRATIONS: tuple[str, ...] = (
@@ -128,6 +131,14 @@ MIGRATIONS: tuple[str, ...] = (
     COMMENT ON COLUMN acks.unacked_since IS
         'when the ack sweep first saw the hall''s mark past seq (null: nothing to ack)';
     COMMENT ON COLUMN acks.acked_at IS 'null: never acked (seq 0)';
+
+    CREATE TABLE workers (
+        client_id text PRIMARY KEY,
+        backlog_s double precision NOT NULL,
+        seen_at timestamptz NOT NULL
+    );
+    COMMENT ON TABLE workers IS
+        'each ingest worker''s backlog: the time what it received will take to commit';
     """,
 )
 
@@ -344,6 +355,16 @@ class PgStore:
             )
         return True
 
+    async def note_backlog(self, client_id: str, backlog_s: float) -> None:
+        """This worker's backlog, for the gap sweep (whichever worker runs it)."""
+        async with self.conn.transaction():
+            await self.conn.execute(
+                "INSERT INTO workers (client_id, backlog_s, seen_at) VALUES (%s, %s, now())"
+                " ON CONFLICT (client_id) DO UPDATE"
+                " SET backlog_s = excluded.backlog_s, seen_at = excluded.seen_at",
+                (client_id, backlog_s),
+            )
+
     # -- replies to replay_events ----------------------------------------------------------
 
     async def take_replay(self, cmd_id: str) -> tuple[str, int, int, int] | None:
@@ -387,7 +408,10 @@ class PgStore:
         None when another worker holds the sweep. A gap is asked for once it stayed the
         same for ``timeout_s`` (the events of a busy hall are spread over workers and may
         commit out of order), then again after twice as long each time, up to
-        ``max_wait_s``. Only each hall's current epoch is replayed. A gap a request that
+        ``max_wait_s``, plus the longest backlog a worker reported in the last
+        ``BACKLOG_FRESH_S`` (``workers``: during a catch-up a missing seq is most likely
+        still in a worker's queue, and asking for it only makes the hall send it twice).
+        Only each hall's current epoch is replayed. A gap a request that
         the hall has not answered yet covers is not asked for again until that request
         is ``unanswered_s`` old (its expiry in the hall's session): during a catch-up the
         answer may sit behind thousands of events, and asking again would only make the
@@ -425,6 +449,15 @@ class PgStore:
                 "SELECT hall, epoch, start_seq, end_seq, noticed_at, asked_at, requests FROM gaps"
             )
             known = {(str(r[0]), int(r[1]), int(r[2])): r for r in await cursor.fetchall()}
+            # The missing seqs may still be in a worker's queue: wait as long as the
+            # longest queue of the workers seen lately takes to commit.
+            cursor = await self.conn.execute(
+                "SELECT coalesce(max(backlog_s), 0) FROM workers"
+                " WHERE seen_at > now() - make_interval(secs => %s)",
+                (BACKLOG_FRESH_S,),
+            )
+            row = await cursor.fetchone()
+            backlog_s = float(row[0]) if row else 0.0
             cursor = await self.conn.execute(
                 "SELECT hall, epoch, start_seq, end_seq FROM replays"
                 " WHERE asked_at > now() - make_interval(secs => %s)",
@@ -445,6 +478,7 @@ class PgStore:
                 noticed_at, asked_at, requests = old[4], old[5], int(old[6])
                 since = asked_at or noticed_at
                 wait = min(timeout_s * 2 ** min(requests, 16), max(timeout_s, max_wait_s))
+                wait += backlog_s
                 pending = any(
                     a <= gap.end and gap.start <= b
                     for a, b in unanswered.get((gap.hall, gap.epoch), ())

@@ -230,6 +230,41 @@ async def test_a_hall_is_acked_after_n_events_or_t_seconds_never_more_often_than
         await store.close()
 
 
+async def test_a_gap_waits_as_long_as_the_longest_worker_backlog(database: str) -> None:
+    """During a catch-up a missing seq is most likely in some worker's queue: a gap waits
+    for the longest backlog a worker reported lately before it is asked for."""
+    import datetime as dt
+
+    at = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    ids = (f"cmd-{n}" for n in itertools.count(1))
+    store = await PgStore.connect(database)
+
+    async def due() -> list[tuple[str, int, int]]:
+        asks = await store.due_gaps(
+            timeout_s=0.0, max_wait_s=0.0, chunk=100, make_id=lambda: next(ids)
+        )
+        assert asks is not None
+        return [(cmd, gap.start, gap.end) for cmd, gap in asks]
+
+    try:
+        await store.migrate()
+        rows_ = [Row("hd-1", 1, seq, at.date(), f"e{seq}", "ticket.issued", at, True, {})
+                 for seq in (1, 2, 5)]  # fmt: skip
+        await store.apply(Batch(rows=rows_))
+        await store.advance()
+        await store.note_backlog("ingest-1", 1.0)
+        await store.note_backlog("ingest-2", 30.0)
+        assert await due() == [], "noticed"
+        assert await due() == [], "ingest-2 needs 30 s for what it holds"
+        await store.conn.execute("UPDATE gaps SET noticed_at = noticed_at - interval '20 s'")
+        assert await due() == [], "20 s: not yet"
+        await store.conn.execute("UPDATE workers SET seen_at = now() - interval '11 seconds'"
+                                 " WHERE client_id = 'ingest-2'")  # fmt: skip
+        assert await due() == [("cmd-1", 3, 4)], "ingest-2 went quiet: its backlog is stale"
+    finally:
+        await store.close()
+
+
 @pytest.mark.timeout(90)
 async def test_three_workers_store_everything_once_ask_each_gap_once_and_ack_every_hall(
     broker: Broker, database: str
