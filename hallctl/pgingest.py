@@ -347,10 +347,16 @@ class PgIngest:
         interval = min(0.25, self.gap_timeout / 4, self.ack_interval / 4)
         while True:
             await asyncio.sleep(interval)
-            await self.sweeper.advance()
-            await self.sweeper.note_backlog(self._name, self.backlog_s)
-            await self.request_replays(client)
-            await self.send_acks(client)
+            try:
+                await self.sweeper.advance()
+                await self.sweeper.note_backlog(self._name, self.backlog_s)
+                await self.request_replays(client)
+                await self.send_acks(client)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as err:
+                # A batch's upsert of a hall's top met the marks' sweep: PostgreSQL rolled
+                # one back; the sweeps are idempotent, the next round does it.
+                log.info("a sweep met a batch (%s); again next round", err.sqlstate)
+                continue
             self.refusals.due()
             if await self.complete():
                 # The final marks, now (another worker may hold the sweep for a moment).
