@@ -334,7 +334,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="PostgreSQL: at most N events received and not committed (MQTT 5 receive maximum;"
-        " default the broker's, 65535)",
+        " default 65535)",
     )
     p.add_argument(
         "--gap-timeout", type=float, default=2.0, help="seconds a gap may stay open (default 2)"

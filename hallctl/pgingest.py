@@ -70,6 +70,8 @@ DEFAULT_BATCH = 500
 # timeout only drops the connection, never a received message (it is PUBACKed after its
 # commit), but a connection dropped for nothing is a reconnect and a redelivery.
 PUBLISH_TIMEOUT_S = 60.0
+# MQTT's largest: the broker may send this many events not yet committed.
+DEFAULT_RECEIVE_MAXIMUM = 65535
 # Acks in flight at once in one sweep.
 ACK_WINDOW = 64
 # A batch that met another worker's transaction in a deadlock is tried again this often.
@@ -140,9 +142,11 @@ class PgIngest:
         self.ack_interval = ack_interval
         self.ack_events = max(1, ack_events)
         self.ack_age = max(0.0, ack_age)
-        # None: MQTT's 65,535 (see docs/central-integration.md: a tight window cost
-        # two thirds of the throughput on mosquitto 2.0.11, which does not keep to it).
-        self.receive_maximum = receive_maximum
+        # Always sent: mosquitto 2.0 gives a client that sends none its
+        # max_inflight_messages (20 by default), and a worker that PUBACKs after each
+        # commit then gets batches of 20. A tight window cost two thirds of the
+        # throughput on mosquitto 2.0.11, which does not keep to it anyway.
+        self.receive_maximum = receive_maximum or DEFAULT_RECEIVE_MAXIMUM
         self.until_complete = until_complete
         self.make_id = make_id
         self.stats = WorkerStats()
