@@ -14,7 +14,7 @@ Each run (one per worker count), on a fresh database:
    random wait of up to ``--spread`` seconds and drains its outbox at most
    ``--drain-rate`` events a second (the link's ``reconnect_spread_s``/``drain_rate``).
    The clock stops when every hall is acknowledged to its last seq: the catch-up time
-   (it includes the ingest's ``--ack-age``, 20 s, for the last events of each hall; the
+   (it includes the ingest's ``--ack-age``, 30 s, for the last events of each hall; the
    time until every event was stored is reported too).
 
 Throughout, each hall drops ``--gap-rate`` of its events the first time (a real gap the

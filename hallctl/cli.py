@@ -325,9 +325,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ack-age",
         type=float,
-        default=20.0,
+        default=30.0,
         metavar="S",
-        help="PostgreSQL: ... or once the oldest of them was stored S seconds ago (default 20)",
+        help="PostgreSQL: ... or once the oldest of them was stored S seconds ago (default 30)",
     )
     p.add_argument(
         "--receive-maximum",
