@@ -84,12 +84,23 @@ class BrokerOptions:
         *,
         persistent: bool = False,
         timeout: float = 10.0,
+        manual_ack: bool = False,
+        receive_maximum: int | None = None,
     ) -> aiomqtt.Client:
+        """An MQTT 5 client. ``manual_ack``: a QoS 1 message is PUBACKed only when the
+        caller says so (``client._client.ack(mid, qos)``, paho's manual ack, which aiomqtt
+        2.5 does not wrap), so a message received but not yet processed is redelivered to
+        the persistent session after a crash; ``receive_maximum``: at most this many such
+        unacknowledged messages are sent to the client at a time (the rest wait in the
+        broker)."""
         properties = None
-        if persistent:
+        if persistent or receive_maximum is not None:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = INGEST_SESSION_EXPIRY_S
-        return aiomqtt.Client(
+            if persistent:
+                properties.SessionExpiryInterval = INGEST_SESSION_EXPIRY_S
+            if receive_maximum is not None:
+                properties.ReceiveMaximum = max(1, min(receive_maximum, 65535))
+        client = aiomqtt.Client(
             self.host,
             self.port,
             identifier=identifier or f"hallctl-{uuid.uuid4().hex[:12]}",
@@ -102,6 +113,10 @@ class BrokerOptions:
             timeout=timeout,
             keepalive=30,
         )
+        if manual_ack:
+            # Before connecting: a persistent session's queued messages arrive at once.
+            client._client.manual_ack_set(True)
+        return client
 
 
 def _hall_of(topic: str) -> str:

@@ -214,6 +214,12 @@ async def ingest(args: argparse.Namespace) -> int:
     """``--db postgresql://…``: one worker of the scale-out ingest (psycopg is imported only
     then); else the SQLite ingest."""
     if args.db.startswith(("postgresql://", "postgres://")):
+        if args.ack_events < 1:
+            raise UsageError(f"--ack-events {args.ack_events}: give 1 or more (1: every mark)")
+        if args.receive_maximum is not None and not 1 <= args.receive_maximum <= 65535:
+            raise UsageError(f"--receive-maximum {args.receive_maximum}: give 1 to 65535")
+        if args.ack_age < 0 or args.ack_interval < 0:
+            raise UsageError("--ack-age and --ack-interval are seconds: give 0 or more")
         try:
             from hallctl.pgingest import ingest_postgres
         except ImportError as err:
@@ -307,6 +313,28 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="PostgreSQL: at most one ack per hall per this many seconds (default 1)",
+    )
+    p.add_argument(
+        "--ack-events",
+        type=int,
+        default=50,
+        metavar="N",
+        help="PostgreSQL: ack a hall once N of its stored events are not acked (default 50;"
+        " 1: whenever its mark moved)",
+    )
+    p.add_argument(
+        "--ack-age",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="PostgreSQL: ... or once the oldest of them was stored S seconds ago (default 30)",
+    )
+    p.add_argument(
+        "--receive-maximum",
+        type=int,
+        metavar="N",
+        help="PostgreSQL: at most N events received and not committed (MQTT 5 receive maximum;"
+        " default 65535)",
     )
     p.add_argument(
         "--gap-timeout", type=float, default=2.0, help="seconds a gap may stay open (default 2)"

@@ -311,14 +311,27 @@ class Consumer(Protocol):
     async def run_connected(self, client: aiomqtt.Client) -> None: ...
 
 
-async def serve(broker: BrokerOptions, consumer: Consumer, client_id: str) -> None:
-    """Run ``consumer`` until it is complete (or cancelled), reconnecting as needed."""
+async def serve(
+    broker: BrokerOptions,
+    consumer: Consumer,
+    client_id: str,
+    *,
+    manual_ack: bool = False,
+    receive_maximum: int | None = None,
+) -> None:
+    """Run ``consumer`` until it is complete (or cancelled), reconnecting as needed
+    (``manual_ack``, ``receive_maximum``: BrokerOptions.client's)."""
     delay = 1.0
     failing = False
     while True:
         failure: BaseException | None = None
         try:
-            async with broker.client(client_id, persistent=True) as client:
+            async with broker.client(
+                client_id,
+                persistent=True,
+                manual_ack=manual_ack,
+                receive_maximum=receive_maximum,
+            ) as client:
                 if failing:
                     log.info("connected to the broker again")
                 failing = False

@@ -10,19 +10,28 @@ requests) and the acks — run on whichever worker takes the database's advisory
 first, so a gap is asked for once and a hall gets at most one ack per ``--ack-interval``,
 always its contiguous mark, only once the events under it are committed.
 
-A worker that dies loses nothing the halls have not kept: what it had received but not
-committed was never acked to the hall, and shows up as a gap (later events, or the
-hall's ``metrics`` saying what it published) that the next sweep asks the hall to replay.
+A worker that dies loses nothing: it PUBACKs a message to the broker only once the batch
+holding it is committed (paho's manual ack), so what it had received but not committed
+is still the broker's, in the worker's persistent session, and is delivered again when
+the worker comes back with the same ``--client-id``. The worker's own publishes (acks,
+replay requests) go out on a second connection, so their PUBACKs never wait behind a
+flood of events coming in (``--receive-maximum`` can also bound that flood where the
+broker keeps to it). What a worker that never comes back
+held is not lost either: it was never acked to the hall, so it shows up as a gap (later
+events, or the hall's ``metrics`` saying what it published) that a sweep asks the hall
+to replay.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import aiomqtt
@@ -50,7 +59,22 @@ log = logging.getLogger("hallctl")
 
 DEFAULT_GROUP = "ingest"
 DEFAULT_ACK_INTERVAL_S = 1.0
+# A hall is acked once this many of its stored events are not acked yet, or once the
+# oldest of them was stored this long ago, whichever comes first (and never more often
+# than --ack-interval): ≤ 1/50 ack per event while a hall sends fast, at most one per
+# 30 s while it sends slowly. (20 s gave 0.054 acks per event in a catch-up where the
+# ingest stored 0.76 events/s per hall: 30 s keeps ≤ 0.05 down to 0.67.)
+DEFAULT_ACK_EVENTS = 50
+DEFAULT_ACK_AGE_S = 30.0
 DEFAULT_BATCH = 500
+# The worker's own publishes (acks, replay requests) wait this long for their PUBACK; a
+# timeout only drops the connection, never a received message (it is PUBACKed after its
+# commit), but a connection dropped for nothing is a reconnect and a redelivery.
+PUBLISH_TIMEOUT_S = 60.0
+# MQTT's largest: the broker may send this many events not yet committed.
+DEFAULT_RECEIVE_MAXIMUM = 65535
+# Acks in flight at once in one sweep.
+ACK_WINDOW = 64
 # A batch that met another worker's transaction in a deadlock is tried again this often.
 RETRIES = 5
 CLOSE_TIMEOUT_S = 5.0
@@ -104,6 +128,9 @@ class PgIngest:
         batch: int = DEFAULT_BATCH,
         gap_timeout: float = 2.0,
         ack_interval: float = DEFAULT_ACK_INTERVAL_S,
+        ack_events: int = DEFAULT_ACK_EVENTS,
+        ack_age: float = DEFAULT_ACK_AGE_S,
+        receive_maximum: int | None = None,
         until_complete: int | None = None,
         make_id: Callable[[], str] = lambda: f"ingest-{uuid.uuid4()}",
     ) -> None:
@@ -114,6 +141,13 @@ class PgIngest:
         self.batch = max(1, batch)
         self.gap_timeout = gap_timeout
         self.ack_interval = ack_interval
+        self.ack_events = max(1, ack_events)
+        self.ack_age = max(0.0, ack_age)
+        # Always sent: mosquitto 2.0 gives a client that sends none its
+        # max_inflight_messages (20 by default), and a worker that PUBACKs after each
+        # commit then gets batches of 20. A tight window cost two thirds of the
+        # throughput on mosquitto 2.0.11, which does not keep to it anyway.
+        self.receive_maximum = receive_maximum or DEFAULT_RECEIVE_MAXIMUM
         self.until_complete = until_complete
         self.make_id = make_id
         self.stats = WorkerStats()
@@ -121,6 +155,15 @@ class PgIngest:
         self.ready = asyncio.Event()
         self.done = asyncio.Event()
         self._warned: set[str] = set()
+        # How long what this worker has received and not yet taken will take to commit
+        # (its queue's length × the time a message took lately): the gap sweep waits as
+        # long before asking for a seq that may be in some worker's queue.
+        self.backlog_s = 0.0
+        self._name = ""
+        self._per_message_s = 0.0
+        # A connection of its own for the worker's publishes (serve_worker's): their
+        # PUBACKs then never queue behind the events the broker is sending this worker.
+        self.outgoing: Callable[[], AbstractAsyncContextManager[aiomqtt.Client]] | None = None
 
     def _warn_once(self, key: str, message: str, *args: object) -> None:
         if key not in self._warned:
@@ -231,11 +274,21 @@ class PgIngest:
 
     async def receive(self, client: aiomqtt.Client) -> None:
         messages = client.messages
+        loop = asyncio.get_running_loop()
         while True:
             batch = [await anext(messages)]
             while len(messages) > 0 and len(batch) < self.batch:
                 batch.append(await anext(messages))
+            began = loop.time()
             await self.apply(await self.collect(batch))
+            # Committed: now the broker may forget them (in the order they came, as MQTT
+            # wants). Invalid ones too: a redelivery would not make them valid.
+            for message in batch:
+                if message.qos > 0:
+                    client._client.ack(message.mid, message.qos)
+            each = (loop.time() - began) / len(batch)
+            self._per_message_s += 0.3 * (each - self._per_message_s)
+            self.backlog_s = len(messages) * self._per_message_s
 
     # -- the sweeps ------------------------------------------------------------------------
 
@@ -257,18 +310,37 @@ class PgIngest:
                 _json(command),
                 qos=1,
                 properties=_expiry(REPLAY_EXPIRY_S),
+                timeout=PUBLISH_TIMEOUT_S,
             )
             self.stats.replays_requested += 1
 
-    async def send_acks(self, client: aiomqtt.Client, interval: float) -> bool:
-        """False when another worker held the ack sweep."""
+    async def send_acks(self, client: aiomqtt.Client, *, final: bool = False) -> bool:
+        """False when another worker held the ack sweep. ``final``: every hall whose mark
+        moved, now (``--until-complete``)."""
+        window = asyncio.Semaphore(ACK_WINDOW)
+
+        async def one(hall: str, epoch: int, seq: int) -> None:
+            async with window:
+                await client.publish(
+                    f"{ROOT}/{hall}/ack",
+                    _json(Ack(epoch=epoch, seq=seq)),
+                    qos=1,
+                    timeout=PUBLISH_TIMEOUT_S,
+                )
 
         async def send(due: list[tuple[str, int, int]]) -> None:
-            for hall, epoch, seq in due:
-                await client.publish(f"{ROOT}/{hall}/ack", _json(Ack(epoch=epoch, seq=seq)), qos=1)
+            async with asyncio.TaskGroup() as group:
+                for hall, epoch, seq in due:
+                    group.create_task(one(hall, epoch, seq))
             self.stats.acks += len(due)
 
-        return await self.sweeper.ack_sweep(interval, send) is not None
+        if final:
+            swept = await self.sweeper.ack_sweep(send, interval_s=0.0, events=1, age_s=0.0)
+        else:
+            swept = await self.sweeper.ack_sweep(
+                send, interval_s=self.ack_interval, events=self.ack_events, age_s=self.ack_age
+            )
+        return swept is not None
 
     async def complete(self) -> bool:
         if self.until_complete is None:
@@ -280,14 +352,21 @@ class PgIngest:
         interval = min(0.25, self.gap_timeout / 4, self.ack_interval / 4)
         while True:
             await asyncio.sleep(interval)
-            await self.sweeper.advance()
-            await self.request_replays(client)
-            await self.send_acks(client, self.ack_interval)
+            try:
+                await self.sweeper.advance()
+                await self.sweeper.note_backlog(self._name, self.backlog_s)
+                await self.request_replays(client)
+                await self.send_acks(client)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as err:
+                # A batch's upsert of a hall's top met the marks' sweep: PostgreSQL rolled
+                # one back; the sweeps are idempotent, the next round does it.
+                log.info("a sweep met a batch (%s); again next round", err.sqlstate)
+                continue
             self.refusals.due()
             if await self.complete():
                 # The final marks, now (another worker may hold the sweep for a moment).
                 for _ in range(100):
-                    if await self.send_acks(client, 0.0):
+                    if await self.send_acks(client, final=True):
                         break
                     await asyncio.sleep(interval)
                 receiver.cancel()
@@ -295,6 +374,15 @@ class PgIngest:
                 return
 
     async def run_connected(self, client: aiomqtt.Client) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            out = client
+            if self.outgoing is not None:
+                out = await stack.enter_async_context(self.outgoing())
+            await self._run(client, out)
+
+    async def _run(self, client: aiomqtt.Client, out: aiomqtt.Client) -> None:
+        """Receive on ``client``; publish acks and replay requests on ``out``."""
+        self._name = client.identifier
         for topic, qos in self.subscriptions:
             await client.subscribe(topic, qos=qos)
         log.info(
@@ -305,8 +393,39 @@ class PgIngest:
         self.ready.set()
         async with asyncio.TaskGroup() as group:
             receiver = group.create_task(self.receive(client), name="ingest-events")
-            group.create_task(self.tick(client, receiver), name="ingest-sweeps")
+            group.create_task(self.tick(out, receiver), name="ingest-sweeps")
         # (receiving ends only when the ticker found every hall complete)
+
+
+async def serve_worker(broker: BrokerOptions, worker: PgIngest, client_id: str) -> None:
+    """Run ``worker`` until complete or cancelled: PUBACKs after commit, a bounded window
+    of unacknowledged messages, and the worker's publishes on a second connection
+    (``{client_id}-out``, clean, not persistent: an ack or a replay request lost with it
+    is sent again by a later sweep)."""
+
+    @contextlib.asynccontextmanager
+    async def outgoing() -> AsyncIterator[aiomqtt.Client]:
+        client = broker.client(f"{client_id}-out")
+        # A sweep's acks are in flight together (aiomqtt warns above 10 by default).
+        client.pending_calls_threshold = 2 * ACK_WINDOW
+        try:
+            async with client:
+                yield client
+        finally:
+            # A lost broker is reported by the receiving connection; this one's loss,
+            # which nothing awaits, would otherwise be logged as "never retrieved".
+            lost = client._disconnected
+            if lost.done() and not lost.cancelled():
+                lost.exception()
+
+    worker.outgoing = outgoing
+    await serve(
+        broker,
+        worker,
+        client_id,
+        manual_ack=True,
+        receive_maximum=worker.receive_maximum,
+    )
 
 
 async def open_worker(url: str, **options: object) -> PgIngest:
@@ -340,10 +459,13 @@ async def ingest_postgres(args: argparse.Namespace) -> int:
         batch=args.batch,
         gap_timeout=args.gap_timeout,
         ack_interval=args.ack_interval,
+        ack_events=args.ack_events,
+        ack_age=args.ack_age,
+        receive_maximum=args.receive_maximum,
         until_complete=args.until_complete,
     )
     try:
-        await serve(broker, worker, args.client_id)
+        await serve_worker(broker, worker, args.client_id)
     finally:
         await close_worker(worker)
         worker.refusals.flush()

@@ -38,6 +38,9 @@ LOCK_ACKS = 0x4841_4C4C_0003
 LOCK_PARTITIONS = 0x4841_4C4C_0004
 LOCK_ADVANCE = 0x4841_4C4C_0005
 
+# A worker's backlog counts for the gap sweep while it was reported this recently.
+BACKLOG_FRESH_S = 10.0
+
 # Each entry is applied once, in order, in its own transaction; never edit one that has
 # shipped, append another.
 MIGRATIONS: tuple[str, ...] = (
@@ -120,6 +123,22 @@ MIGRATIONS: tuple[str, ...] = (
     );
     COMMENT ON TABLE halls IS
         'central''s directory of halls (filled by central, not by ingest), for queries';
+    """,
+    # 2: adaptive acks — when each hall's mark first moved past its last ack.
+    """
+    ALTER TABLE acks ALTER COLUMN acked_at DROP NOT NULL;
+    ALTER TABLE acks ADD COLUMN unacked_since timestamptz;
+    COMMENT ON COLUMN acks.unacked_since IS
+        'when the ack sweep first saw the hall''s mark past seq (null: nothing to ack)';
+    COMMENT ON COLUMN acks.acked_at IS 'null: never acked (seq 0)';
+
+    CREATE TABLE workers (
+        client_id text PRIMARY KEY,
+        backlog_s double precision NOT NULL,
+        seen_at timestamptz NOT NULL
+    );
+    COMMENT ON TABLE workers IS
+        'each ingest worker''s backlog: the time what it received will take to commit';
     """,
 )
 
@@ -336,6 +355,16 @@ class PgStore:
             )
         return True
 
+    async def note_backlog(self, client_id: str, backlog_s: float) -> None:
+        """This worker's backlog, for the gap sweep (whichever worker runs it)."""
+        async with self.conn.transaction():
+            await self.conn.execute(
+                "INSERT INTO workers (client_id, backlog_s, seen_at) VALUES (%s, %s, now())"
+                " ON CONFLICT (client_id) DO UPDATE"
+                " SET backlog_s = excluded.backlog_s, seen_at = excluded.seen_at",
+                (client_id, backlog_s),
+            )
+
     # -- replies to replay_events ----------------------------------------------------------
 
     async def take_replay(self, cmd_id: str) -> tuple[str, int, int, int] | None:
@@ -379,7 +408,10 @@ class PgStore:
         None when another worker holds the sweep. A gap is asked for once it stayed the
         same for ``timeout_s`` (the events of a busy hall are spread over workers and may
         commit out of order), then again after twice as long each time, up to
-        ``max_wait_s``. Only each hall's current epoch is replayed. A gap a request that
+        ``max_wait_s``, plus the longest backlog a worker reported in the last
+        ``BACKLOG_FRESH_S`` (``workers``: during a catch-up a missing seq is most likely
+        still in a worker's queue, and asking for it only makes the hall send it twice).
+        Only each hall's current epoch is replayed. A gap a request that
         the hall has not answered yet covers is not asked for again until that request
         is ``unanswered_s`` old (its expiry in the hall's session): during a catch-up the
         answer may sit behind thousands of events, and asking again would only make the
@@ -417,6 +449,15 @@ class PgStore:
                 "SELECT hall, epoch, start_seq, end_seq, noticed_at, asked_at, requests FROM gaps"
             )
             known = {(str(r[0]), int(r[1]), int(r[2])): r for r in await cursor.fetchall()}
+            # The missing seqs may still be in a worker's queue: wait as long as the
+            # longest queue of the workers seen lately takes to commit.
+            cursor = await self.conn.execute(
+                "SELECT coalesce(max(backlog_s), 0) FROM workers"
+                " WHERE seen_at > now() - make_interval(secs => %s)",
+                (BACKLOG_FRESH_S,),
+            )
+            row = await cursor.fetchone()
+            backlog_s = float(row[0]) if row else 0.0
             cursor = await self.conn.execute(
                 "SELECT hall, epoch, start_seq, end_seq FROM replays"
                 " WHERE asked_at > now() - make_interval(secs => %s)",
@@ -437,6 +478,7 @@ class PgStore:
                 noticed_at, asked_at, requests = old[4], old[5], int(old[6])
                 since = asked_at or noticed_at
                 wait = min(timeout_s * 2 ** min(requests, 16), max(timeout_s, max_wait_s))
+                wait += backlog_s
                 pending = any(
                     a <= gap.end and gap.start <= b
                     for a, b in unanswered.get((gap.hall, gap.epoch), ())
@@ -474,38 +516,58 @@ class PgStore:
 
     async def ack_sweep(
         self,
-        interval_s: float,
         send: Callable[[list[tuple[str, int, int]]], Awaitable[None]],
+        *,
+        interval_s: float,
+        events: int = 1,
+        age_s: float = 0.0,
     ) -> list[tuple[str, int, int]] | None:
-        """Ack each hall whose contiguous mark moved and that was not acked in the last
-        ``interval_s``: ``send`` publishes ``[(hall, epoch, seq)]``, then they are recorded.
-        None when another worker holds the ack sweep."""
+        """Ack each hall whose contiguous mark moved past its last ack by ``events`` or
+        more, or first did so ``age_s`` or more ago (whichever comes first), and that was
+        not acked in the last ``interval_s``: ``send`` publishes ``[(hall, epoch, seq)]``,
+        then they are recorded. ``events=1`` acks every mark that moved. A new epoch is
+        acked at once. None when another worker holds the ack sweep."""
         async with self.conn.transaction():
             cursor = await self.conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (LOCK_ACKS,))
             row = await cursor.fetchone()
             if row is None or not row[0]:
                 return None
-            cursor = await self.conn.execute(
+            current = (
                 "WITH cur AS ("
                 "  SELECT DISTINCT ON (hall) hall, epoch, high_water FROM streams"
-                "  ORDER BY hall, epoch DESC)"
-                " SELECT c.hall, c.epoch, c.high_water FROM cur c LEFT JOIN acks a USING (hall)"
-                " WHERE c.high_water > 0 AND (a.hall IS NULL OR"
-                "  ((a.epoch, a.seq) <> (c.epoch, c.high_water)"
-                "   AND a.acked_at <= now() - make_interval(secs => %s)))"
+                "  WHERE high_water > 0 ORDER BY hall, epoch DESC)"
+            )
+            # Halls never acked get a row (seq 0); a mark seen past the last ack for the
+            # first time starts the age clock.
+            await self.conn.execute(
+                f"{current} INSERT INTO acks (hall, epoch, seq, acked_at, unacked_since)"
+                " SELECT c.hall, c.epoch, 0, NULL, now() FROM cur c"
+                " WHERE NOT EXISTS (SELECT 1 FROM acks a WHERE a.hall = c.hall)"
+                " ORDER BY c.hall ON CONFLICT (hall) DO NOTHING"
+            )
+            await self.conn.execute(
+                f"{current} UPDATE acks a SET unacked_since = now() FROM cur c"
+                " WHERE a.hall = c.hall AND a.unacked_since IS NULL"
+                " AND (a.epoch, a.seq) <> (c.epoch, c.high_water)"
+            )
+            cursor = await self.conn.execute(
+                f"{current} SELECT c.hall, c.epoch, c.high_water"
+                " FROM cur c JOIN acks a USING (hall)"
+                " WHERE (a.epoch, a.seq) <> (c.epoch, c.high_water)"
+                " AND (a.acked_at IS NULL OR a.acked_at <= now() - make_interval(secs => %s))"
+                " AND (a.epoch <> c.epoch OR c.high_water - a.seq >= %s"
+                "  OR a.unacked_since <= now() - make_interval(secs => %s))"
                 " ORDER BY c.hall",
-                (interval_s,),
+                (interval_s, events, age_s),
             )
             due = [(str(h), int(e), int(s)) for h, e, s in await cursor.fetchall()]
             if not due:
                 return due
             await send(due)
             await self.conn.execute(
-                "INSERT INTO acks (hall, epoch, seq, acked_at)"
-                " SELECT h, e, s, now() FROM unnest(%s::text[], %s::bigint[], %s::bigint[])"
-                "  AS a(h, e, s)"
-                " ON CONFLICT (hall) DO UPDATE"
-                " SET epoch = excluded.epoch, seq = excluded.seq, acked_at = excluded.acked_at",
+                "UPDATE acks SET epoch = d.e, seq = d.s, acked_at = now(), unacked_since = NULL"
+                " FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS d(h, e, s)"
+                " WHERE acks.hall = d.h",
                 ([h for h, _, _ in due], [e for _, e, _ in due], [s for _, _, s in due]),
             )
         return due

@@ -23,7 +23,7 @@ from broker import Broker
 from cityhalls import SimHall, ranges
 from postgres import MISSING, Postgres, server_bin
 
-from hallctl import ingest, pgingest
+from hallctl import pgingest
 from hallctl.broker import BrokerOptions
 from hallctl.pgstore import MIGRATIONS, Batch, PgStore, Row
 
@@ -64,7 +64,7 @@ async def workers(
     address = BrokerOptions("127.0.0.1", broker.port, None, None, None)
     started = [await pgingest.open_worker(url, **options) for _ in range(count)]
     tasks = [
-        asyncio.create_task(ingest.serve(address, w, f"ingest-{i}-{uuid.uuid4().hex[:6]}"))
+        asyncio.create_task(pgingest.serve_worker(address, w, f"ingest-{i}-{uuid.uuid4().hex[:6]}"))
         for i, w in enumerate(started)
     ]
     try:
@@ -181,13 +181,98 @@ async def test_a_gap_is_not_asked_again_while_the_hall_has_not_answered(database
         await store.close()
 
 
+async def test_a_hall_is_acked_after_n_events_or_t_seconds_never_more_often_than_the_interval(
+    database: str,
+) -> None:
+    """The ack sweep's rule, with the clock moved in the table instead of waited for."""
+    store = await PgStore.connect(database)
+    sent: list[tuple[str, int, int]] = []
+
+    async def send(due: list[tuple[str, int, int]]) -> None:
+        sent.extend(due)
+
+    async def sweep(interval_s: float = 0.0, events: int = 50) -> list[tuple[str, int, int]]:
+        due = await store.ack_sweep(send, interval_s=interval_s, events=events, age_s=30.0)
+        assert due is not None, "no other worker holds the sweep"
+        return due
+
+    async def sql(statement: str) -> None:
+        await store.conn.execute(statement)
+        await store.conn.commit()
+
+    try:
+        await store.migrate()
+        await sql(
+            "INSERT INTO streams (hall, epoch, high_water, top)"
+            " VALUES ('hd-a', 1, 60, 60), ('hd-b', 1, 5, 5), ('hd-c', 1, 0, 3)"
+        )
+        assert await sweep() == [("hd-a", 1, 60)], "60 events waiting: at once; 5: not yet"
+        await sql("UPDATE streams SET high_water = 70, top = 70 WHERE hall = 'hd-a'")
+        assert await sweep() == [], "10 more events, and just now: not yet"
+        await sql("UPDATE acks SET unacked_since = unacked_since - interval '31 seconds'")
+        assert await sweep() == [("hd-a", 1, 70), ("hd-b", 1, 5)], "waited 30 s"
+        assert await sweep() == [], "nothing moved since"
+        await sql("UPDATE streams SET high_water = 200, top = 200 WHERE hall = 'hd-a'")
+        assert await sweep(interval_s=60.0) == [], "130 events, but acked less than 60 s ago"
+        await sql("UPDATE acks SET acked_at = acked_at - interval '61 seconds'")
+        assert await sweep(interval_s=60.0) == [("hd-a", 1, 200)]
+        await sql("INSERT INTO streams (hall, epoch, high_water, top) VALUES ('hd-b', 2, 1, 1)")
+        assert await sweep() == [("hd-b", 2, 1)], "a new epoch: at once"
+        await sql("UPDATE streams SET high_water = 201, top = 201 WHERE hall = 'hd-a'")
+        assert await sweep(events=1) == [("hd-a", 1, 201)], "1: every mark that moved"
+        assert sent == [("hd-a", 1, 60), ("hd-a", 1, 70), ("hd-b", 1, 5), ("hd-a", 1, 200),
+                        ("hd-b", 2, 1), ("hd-a", 1, 201)]  # fmt: skip
+        assert rows(database, "SELECT hall, epoch, seq FROM acks ORDER BY hall") == [
+            ("hd-a", 1, 201),
+            ("hd-b", 2, 1),
+        ], "hd-c has nothing contiguous yet: no ack, no row"
+    finally:
+        await store.close()
+
+
+async def test_a_gap_waits_as_long_as_the_longest_worker_backlog(database: str) -> None:
+    """During a catch-up a missing seq is most likely in some worker's queue: a gap waits
+    for the longest backlog a worker reported lately before it is asked for."""
+    import datetime as dt
+
+    at = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    ids = (f"cmd-{n}" for n in itertools.count(1))
+    store = await PgStore.connect(database)
+
+    async def due() -> list[tuple[str, int, int]]:
+        asks = await store.due_gaps(
+            timeout_s=0.0, max_wait_s=0.0, chunk=100, make_id=lambda: next(ids)
+        )
+        assert asks is not None
+        return [(cmd, gap.start, gap.end) for cmd, gap in asks]
+
+    try:
+        await store.migrate()
+        rows_ = [Row("hd-1", 1, seq, at.date(), f"e{seq}", "ticket.issued", at, True, {})
+                 for seq in (1, 2, 5)]  # fmt: skip
+        await store.apply(Batch(rows=rows_))
+        await store.advance()
+        await store.note_backlog("ingest-1", 1.0)
+        await store.note_backlog("ingest-2", 30.0)
+        assert await due() == [], "noticed"
+        assert await due() == [], "ingest-2 needs 30 s for what it holds"
+        await store.conn.execute("UPDATE gaps SET noticed_at = noticed_at - interval '20 s'")
+        assert await due() == [], "20 s: not yet"
+        await store.conn.execute("UPDATE workers SET seen_at = now() - interval '11 seconds'"
+                                 " WHERE client_id = 'ingest-2'")  # fmt: skip
+        assert await due() == [("cmd-1", 3, 4)], "ingest-2 went quiet: its backlog is stale"
+    finally:
+        await store.close()
+
+
 @pytest.mark.timeout(90)
 async def test_three_workers_store_everything_once_ask_each_gap_once_and_ack_every_hall(
     broker: Broker, database: str
 ) -> None:
     halls = city(9, 40)
     interval = 0.5
-    async with workers(broker, database, 3, gap_timeout=0.5, ack_interval=interval) as three:
+    options = {"gap_timeout": 0.5, "ack_interval": interval, "ack_events": 10, "ack_age": 1.0}
+    async with workers(broker, database, 3, **options) as three:
         running = [asyncio.create_task(h.run(broker.port)) for h in halls]
         try:
             await eventually(
@@ -224,7 +309,9 @@ async def test_three_workers_store_everything_once_ask_each_gap_once_and_ack_eve
     assert total == sum(len(ranges(h.dropped)) for h in halls)
 
 
-def _worker_command(broker: Broker, database: str, client_id: str) -> list[str]:
+def _worker_command(
+    broker: Broker, database: str, client_id: str, gap_timeout: float = 0.5
+) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -237,26 +324,32 @@ def _worker_command(broker: Broker, database: str, client_id: str) -> list[str]:
         "--client-id",
         client_id,
         "--gap-timeout",
-        "0.5",
+        str(gap_timeout),
         "--ack-interval",
         "0.5",
+        "--ack-age",
+        "1",
         "--batch",
         "20",
     ]
 
 
-@pytest.mark.timeout(90)
-async def test_a_worker_killed_mid_batch_loses_nothing(
+@pytest.mark.timeout(120)
+async def test_a_worker_killed_between_receiving_and_committing_loses_nothing_without_a_replay(
     broker: Broker, database: str, tmp_path: Path
 ) -> None:
-    """Two ``hallctl ingest`` processes; one is SIGKILLed while the halls publish and
-    started again (as systemd would): every event is stored and every hall acked."""
+    """Two ``hallctl ingest`` processes. The test holds a lock on ``pending`` so that each
+    worker's first batch waits, received and not committed; one worker is SIGKILLed then,
+    the lock released, and the worker started again with its client id (as systemd would).
+    It PUBACKs only after a commit, so the broker still has that batch in its session and
+    delivers it again: every event is stored once, every hall acked, and no hall is asked
+    to replay anything (the gap timeout, 20 s, leaves the redelivery time to come)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     async def start(client_id: str) -> asyncio.subprocess.Process:
         with (tmp_path / f"{client_id}.log").open("a") as log:
             return await asyncio.create_subprocess_exec(
-                *_worker_command(broker, database, client_id),
+                *_worker_command(broker, database, client_id, gap_timeout=20.0),
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
@@ -269,19 +362,27 @@ async def test_a_worker_killed_mid_batch_loses_nothing(
             "the workers to subscribe",
         )
 
+    def batches_waiting() -> int:
+        return rows(
+            database,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO pending%'",
+        )[0][0]
+
     one = await start("ingest-a")
     two = await start("ingest-b")
     halls = [SimHall(f"hd-{i:03d}", 300) for i in range(6)]
     running: list[asyncio.Task[None]] = []
+    blocker = await psycopg.AsyncConnection.connect(database)
     try:
-        await subscribed(2)
-        running = [asyncio.create_task(h.run(broker.port)) for h in halls]
-        # Mid-stream: some events stored, far from all.
-        await eventually(
-            lambda: rows(database, "SELECT count(*) FROM events")[0][0] > 100, "some events"
-        )
-        two.send_signal(signal.SIGKILL)
-        await two.wait()
+        await subscribed(2)  # (each migrated the schema first)
+        async with blocker.transaction():
+            await blocker.execute("LOCK TABLE pending IN SHARE MODE")
+            running = [asyncio.create_task(h.run(broker.port)) for h in halls]
+            await eventually(lambda: batches_waiting() == 2, "a batch in each worker")
+            two.send_signal(signal.SIGKILL)  # its batch: received, not committed
+            await two.wait()
+        # (its connection's insert now fails: no commit ever comes for it)
         two = await start("ingest-b")
         await subscribed(3)
 
@@ -291,19 +392,9 @@ async def test_a_worker_killed_mid_batch_loses_nothing(
                     task.result()  # a simulated hall failed: say why
             return all(h.acked == h.last for h in halls)
 
-        try:
-            await eventually(acked, "every hall acked")
-        except AssertionError as err:
-            state = rows(database, "SELECT * FROM streams ORDER BY hall")
-            gaps = rows(database, "SELECT * FROM gaps")
-            gaps += rows(
-                database,
-                "SELECT pid, state, wait_event_type, wait_event, left(query, 60)"
-                " FROM pg_stat_activity WHERE datname = current_database()",
-            )
-            acked = {h.hall: (h.acked, h.replays) for h in halls}
-            raise AssertionError(f"{err}; streams {state}; gaps {gaps}; halls {acked}") from err
+        await eventually(acked, "every hall acked")
     finally:
+        await blocker.close()
         for task in running:
             task.cancel()
         with contextlib.suppress(TimeoutError):
@@ -325,6 +416,16 @@ async def test_a_worker_killed_mid_batch_loses_nothing(
         " GROUP BY hall ORDER BY hall",
     )
     assert counts == [(h.hall, 300, 300, 300) for h in halls]
+    assert [h.replays for h in halls] == [[]] * len(halls), "nothing had to be replayed"
+    assert rows(database, "SELECT count(*) FROM replays") == [(0,)]
+    stopped = [
+        line
+        for name in ("ingest-a", "ingest-b")
+        for line in (tmp_path / f"{name}.log").read_text().splitlines()
+        if "ingest worker stopped" in line
+    ]
+    assert len(stopped) == 2
+    assert all(", 0 replays asked," in line for line in stopped)
 
 
 async def test_the_sample_queries_in_the_docs_run_on_the_schema(database: str) -> None:
