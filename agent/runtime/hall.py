@@ -671,6 +671,7 @@ class Hall:
         failing = False
         left = False  # the last checkpoint left pages that were committed while it ran
         wal_pages = 0  # the pages the WAL held at the last checkpoint
+        wal_rounds = -1  # and how often it had been started over by then
         while True:
             if left:
                 quiet = self._last_commit + CHECKPOINT_QUIET_S - time.monotonic()
@@ -690,8 +691,8 @@ class Hall:
             operations, self._since_checkpoint = self._since_checkpoint, 0
             turns, busy = self._store_turns, self._in_store > 0
             try:
-                pages, copied = await loop.run_in_executor(
-                    self._checkpoint_thread, checkpointer.checkpoint
+                pages, copied, rounds = await loop.run_in_executor(
+                    self._checkpoint_thread, checkpointer.checkpoint_and_round
                 )
             except StoreError as err:
                 if not failing:
@@ -709,9 +710,9 @@ class Hall:
             self.writes.checkpoints_total += 1
             self.writes.wal_all_copied = not left
             # The pages these operations wrote: the WAL's growth since the last checkpoint
-            # (all of it when the writer started it over in between).
-            written = pages - wal_pages if pages >= wal_pages else pages
-            wal_pages = pages
+            # (all of it when the writer started it over in between: its header counts).
+            written = pages - wal_pages if rounds == wal_rounds else pages
+            wal_pages, wal_rounds = pages, rounds
             if written > 0 and operations > 0:
                 every = round(CHECKPOINT_PAGES * operations / written)
                 self._checkpoint_every = max(8, min(every, 100_000))

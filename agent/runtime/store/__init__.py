@@ -137,6 +137,19 @@ class Checkpointer:
             raise _failure(f"could not checkpoint {self.path}", err) from err
         return max(0, int(frames)), max(0, int(copied))
 
+    def checkpoint_and_round(self) -> tuple[int, int, int]:
+        """:meth:`checkpoint`, and how many times the WAL was started over by then (the
+        checkpoint sequence number in its header; -1 if it cannot be read): the pages it
+        holds count from 0 again after each."""
+        pages, copied = self.checkpoint()
+        try:
+            with open(self.path.with_name(self.path.name + "-wal"), "rb") as wal:
+                header = wal.read(16)
+        except OSError:
+            return pages, copied, -1
+        rounds = int.from_bytes(header[12:16], "big") if len(header) == 16 else -1
+        return pages, copied, rounds
+
     def close(self) -> None:
         self._conn.close()
 
