@@ -27,19 +27,28 @@ PROGRAM = (
 )
 
 
-def keep(storage: Path) -> list[str]:
-    env = {k: v for k, v in os.environ.items() if k != "ESCPOS_CAPABILITIES_PICKLE_DIR"}
+def run_python(
+    program: str, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> str:
+    """What ``python -c program args…`` prints, run from the repository (a fresh
+    interpreter: what it imports is what a start imports); it must exit with 0."""
     done = subprocess.run(
-        [sys.executable, "-c", PROGRAM, str(storage)],
+        [sys.executable, "-c", program, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    return done.stdout.splitlines()
+    return done.stdout
+
+
+def keep(storage: Path) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != "ESCPOS_CAPABILITIES_PICKLE_DIR"}
+    stdout = run_python(PROGRAM, str(storage), env=env)
+    return stdout.splitlines()
 
 
 def test_escpos_capabilities_are_kept_in_the_state_folder(tmp_path: Path) -> None:
@@ -80,17 +89,9 @@ def test_the_agent_does_not_scan_installed_packages_for_pydantic_plugins() -> No
         "print(code, loader._plugins)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
-    done = subprocess.run(
-        [sys.executable, "-c", program, str(ROOT / "config" / "example.yaml")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    stdout = run_python(program, str(ROOT / "config" / "example.yaml"), env=env)
     # The config was validated (pydantic ran) without the plugin scan ever happening.
-    assert done.stdout.split() == ["ok", "0", "None"]
+    assert stdout.split() == ["ok", "0", "None"]
 
 
 # An offline hall without devices, started in a fresh interpreter: it answers its API,
@@ -123,16 +124,8 @@ def test_an_offline_hall_starts_without_mqtt_metrics_or_pydantic_v1(tmp_path: Pa
     prometheus_client with the first scrape of /metrics, and FastAPI's routes are built
     without importing pydantic.v1 (agent/web/__init__.py)."""
     unwanted = ["aiomqtt", "paho.mqtt.client", "prometheus_client", "pydantic.v1"]
-    done = subprocess.run(
-        [sys.executable, "-c", OFFLINE_START, str(tmp_path / "state"), *unwanted],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    started, scraped = done.stdout.splitlines()
+    stdout = run_python(OFFLINE_START, str(tmp_path / "state"), *unwanted, timeout=120)
+    started, scraped = stdout.splitlines()
     # Both routes answered, the link is built (offline), and none of the four is loaded.
     assert started.split() == ["200", "200", "disabled"]
     # /metrics still answers in Prometheus's text format, with the hall's figures.
@@ -164,16 +157,8 @@ def test_fastapi_still_recognises_a_pydantic_v1_model_once_v1_is_imported() -> N
         "except Exception as err:\n"
         "    print(type(err).__name__)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["False False", "True False", "PydanticV1NotSupportedError"]
+    stdout = run_python(program)
+    assert stdout.splitlines() == ["False False", "True False", "PydanticV1NotSupportedError"]
 
 
 def test_settling_the_start_freezes_its_objects_and_turns_the_collector_on() -> None:
@@ -187,15 +172,8 @@ def test_settling_the_start_freezes_its_objects_and_turns_the_collector_on() -> 
         "settle_start_up_objects()\n"
         "print(before, gc.get_freeze_count() > 10000, gc.isenabled())\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert done.stdout.split() == ["0", "True", "True"]
+    stdout = run_python(program)
+    assert stdout.split() == ["0", "True", "True"]
 
 
 # -- the two steps of a start (agent/daemon.py, agent/web/starting.py) --------------------
@@ -318,16 +296,8 @@ def test_the_ticket_printer_loads_python_escpos_at_its_first_ticket() -> None:
         "data = encode_gb18030(doc, Paper.for_width(80))\n"
         "print(*[m in sys.modules for m in heavy], b'A001' in data)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["False False", "True True True"]
+    stdout = run_python(program)
+    assert stdout.splitlines() == ["False False", "True True True"]
 
 
 def test_a_printer_connects_and_prints_without_python_escpos() -> None:
@@ -359,16 +329,8 @@ def test_a_printer_connects_and_prints_without_python_escpos() -> None:
         "heavy = ('escpos', 'barcode', 'usb', 'serial', 'PIL', 'qrcode')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["b'\\x1b@A001'", "[]"]
+    stdout = run_python(program)
+    assert stdout.splitlines() == ["b'\\x1b@A001'", "[]"]
 
 
 def test_python_escpos_comes_at_the_first_ticket_with_its_capabilities_kept(
@@ -390,17 +352,8 @@ def test_python_escpos_comes_at_the_first_ticket_with_its_capabilities_kept(
         "print(commands_loaded(), caps.pickle_path, ESCPOS_PICKLE_VARIABLE in os.environ)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "ESCPOS_CAPABILITIES_PICKLE_DIR"}
-    done = subprocess.run(
-        [sys.executable, "-c", program, str(tmp_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    before, after = done.stdout.splitlines()
+    stdout = run_python(program, str(tmp_path), env=env)
+    before, after = stdout.splitlines()
     assert before == "False False"
     loaded, pickle_path, variable_left = after.split()
     assert (loaded, variable_left) == ("True", "False")
@@ -433,16 +386,8 @@ def test_the_local_api_serves_without_uvicorns_command_line() -> None:
         "from uvicorn import Config, Server, run\n"
         "print(uvicorn.__version__ > '0', Server is uvicorn.server.Server, callable(run))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ['{"pong":true}', "[]", "True True True"]
+    stdout = run_python(program)
+    assert stdout.splitlines() == ['{"pong":true}', "[]", "True True True"]
 
 
 # What the start's first step never loads: the second step's code comes once the API
@@ -467,15 +412,8 @@ def test_the_first_step_of_a_start_loads_none_of_the_second() -> None:
         "import sys, agent.daemon, agent.features.printing\n"
         "print('\\n'.join(sorted(sys.modules)))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    loaded = set(done.stdout.split())
+    stdout = run_python(program)
+    loaded = set(stdout.split())
     assert "agent.web.app" in loaded
     assert "agent.web.health" in loaded
     assert not loaded & set(STEP_TWO), sorted(loaded & set(STEP_TWO))
