@@ -18,7 +18,9 @@ import pytest
 import yaml
 
 ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-ALWAYS = [{"start": "00:00", "end": "23:59", "days": ALL_DAYS}]
+# Open all day: to the last second, so that a test running at 23:59 in the hall's time
+# zone (16:00 UTC) is not told the service has closed for the day.
+ALWAYS = [{"start": "00:00", "end": "23:59:59", "days": ALL_DAYS}]
 
 
 def hall_config(storage: Path, port: int = 0, **sections: Any) -> dict[str, Any]:

@@ -26,15 +26,12 @@ import pytest
 from broker import Broker
 from oracle import Central, until
 from releases import Supervisor, file_server
-from support import ops_headers, project_copy, write_config
+from support import ALWAYS, ops_headers, project_copy, write_config
 
 from hallctl.release import build, keygen, pack, sign
 
 pytestmark = pytest.mark.timeout(900)
 HALL = "test-hall"
-ALWAYS = [
-    {"start": "00:00", "end": "23:59", "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}
-]
 
 
 @pytest.fixture(scope="module")
