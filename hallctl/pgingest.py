@@ -68,10 +68,10 @@ DEFAULT_ACK_INTERVAL_S = 1.0
 DEFAULT_ACK_EVENTS = 50
 DEFAULT_ACK_AGE_S = 30.0
 DEFAULT_BATCH = 500
-# A gap whose replay the hall said it is sending is asked again once every worker has
-# committed what it had received by then; if some worker's queue never lets that be
-# known, after this long (the fallback: a replay really lost is asked for again).
-ANSWERED_TIMEOUT_S = 600.0
+# The gap sweep waits for every worker to have committed what it had received by a time
+# (its drained mark) before it asks for a gap or asks again; if some worker's queue never
+# lets that be known, it asks after this long anyway (so a real gap is never left).
+DRAIN_FALLBACK_S = 600.0
 # The worker's own publishes (acks, replay requests) wait this long for their PUBACK; a
 # timeout only drops the connection, never a received message (it is PUBACKed after its
 # commit), but a connection dropped for nothing is a reconnect and a redelivery.
@@ -132,7 +132,7 @@ class PgIngest:
         group: str = DEFAULT_GROUP,
         batch: int = DEFAULT_BATCH,
         gap_timeout: float = 2.0,
-        answered_timeout: float = ANSWERED_TIMEOUT_S,
+        drain_fallback: float = DRAIN_FALLBACK_S,
         ack_interval: float = DEFAULT_ACK_INTERVAL_S,
         ack_events: int = DEFAULT_ACK_EVENTS,
         ack_age: float = DEFAULT_ACK_AGE_S,
@@ -146,7 +146,7 @@ class PgIngest:
         self.group = group
         self.batch = max(1, batch)
         self.gap_timeout = gap_timeout
-        self.answered_timeout = answered_timeout
+        self.drain_fallback = drain_fallback
         self.ack_interval = ack_interval
         self.ack_events = max(1, ack_events)
         self.ack_age = max(0.0, ack_age)
@@ -163,8 +163,8 @@ class PgIngest:
         self.done = asyncio.Event()
         self._warned: set[str] = set()
         # How long what this worker has received and not yet taken will take to commit
-        # (its queue's length × the time a message took lately): the gap sweep waits as
-        # long before asking for a seq that may be in some worker's queue.
+        # (its queue's length × the time a message took lately), written to ``workers``
+        # for whoever watches the ingest (the gap sweep goes by the drained marks).
         self.backlog_s = 0.0
         # Drained mark (the loop's clock): every message received before it is committed;
         # checkpoints (messages taken + queued then, time) not yet committed through.
@@ -345,7 +345,7 @@ class PgIngest:
             chunk=REPLAY_CHUNK,
             make_id=self.make_id,
             unanswered_s=REPLAY_EXPIRY_S,
-            answered_s=self.answered_timeout,
+            fallback_s=self.drain_fallback,
         )
         for cmd_id, gap in asks or []:
             command = ReplayEvents(cmd_id=cmd_id, from_seq=gap.start, to_seq=gap.end)

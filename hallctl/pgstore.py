@@ -38,7 +38,7 @@ LOCK_ACKS = 0x4841_4C4C_0003
 LOCK_PARTITIONS = 0x4841_4C4C_0004
 LOCK_ADVANCE = 0x4841_4C4C_0005
 
-# A worker's backlog counts for the gap sweep while it was reported this recently.
+# A worker's drained mark counts for the gap sweep while it was reported this recently.
 BACKLOG_FRESH_S = 10.0
 
 # Each entry is applied once, in order, in its own transaction; never edit one that has
@@ -207,25 +207,22 @@ def _due(
     *,
     since: dt.datetime,
     wait: float,
-    backlog_s: float,
-    answered: list[dt.datetime],
+    last: dt.datetime,
     drained: dt.datetime | None,
     grace_s: float,
-    answered_s: float,
+    fallback_s: float,
 ) -> bool:
     """Whether a gap no request in flight covers is to be asked for now (``due_gaps``).
 
-    ``answered``: the times of the answers covering it and of its last change (empty:
-    none covers it). ``drained``: the earliest drained mark of the workers seen lately
-    (None: some worker has none yet)."""
-    waited = (now - since).total_seconds()
-    if not answered:
-        return waited >= wait + backlog_s
-    last = max(answered)
-    if (now - last).total_seconds() >= answered_s:
-        return True  # the fallback: some queue never let it be known
-    passed = drained is not None and (drained - last).total_seconds() >= grace_s
-    return passed and waited >= wait
+    ``since``: its last request, or when it was noticed; ``wait``: its back-off. ``last``:
+    the later of its last change and the answers on their way for it. ``drained``: the
+    earliest drained mark of the workers seen lately (None: some worker has none yet).
+    """
+    if (now - since).total_seconds() < wait:
+        return False
+    if drained is not None and (drained - last).total_seconds() >= grace_s:
+        return True  # whatever was on its way by ``last`` is committed
+    return (now - last).total_seconds() >= fallback_s  # some queue never let it be known
 
 
 def _partition(day: dt.date) -> str:
@@ -456,30 +453,32 @@ class PgStore:
         chunk: int,
         make_id: Any,
         unanswered_s: float = 0.0,
-        answered_s: float = 600.0,
+        fallback_s: float = 600.0,
     ) -> list[tuple[str, Gap]] | None:
         """The replay requests to send now, recorded as sent: ``[(cmd_id, gap)]``.
 
         None when another worker holds the sweep. Only each hall's current epoch is
-        replayed. A gap is asked for:
+        replayed. Every wait below ends on the workers' **drained marks**
+        (``workers.drained_at``: every message a worker had received before its mark is
+        committed): once every worker seen in the last ``BACKLOG_FRESH_S`` has a mark
+        ``timeout_s`` past a time, whatever any hall had published by then is committed,
+        whichever worker the broker gave it to; a mark that does not come (a worker stuck
+        behind a queue that never empties) delays it to ``fallback_s`` only
+        (docs/central-integration.md, "Replays: one request per gap", gives the argument).
+        A gap is asked for:
 
-        - first, once it stayed the same for ``timeout_s`` (the events of a busy hall are
-          spread over workers and may commit out of order) plus the longest backlog a
-          worker reported in the last ``BACKLOG_FRESH_S`` (``workers``: during a catch-up a
-          missing seq is most likely still in a worker's queue);
-        - never while a request covering it is not answered yet, until that request is
-          ``unanswered_s`` old (its expiry in the hall's session): the answer may sit
-          behind thousands of events;
+        - first, once it stayed the same for ``timeout_s`` and every worker drained past
+          the moment it was noticed (the missing seqs, published before the seq above
+          them, would have come by then: during a catch-up they are in a worker's queue);
+        - never while a request covering it is not answered, until that request is
+          ``unanswered_s`` old (its expiry in the hall's session: the hall answers within
+          it or never) and every worker drained past that expiry (the answer may sit
+          behind thousands of events);
         - once the hall answered that it is re-sending (``answered``), only when every
-          worker seen lately has a drained mark (``workers.drained_at``) past the later of
-          the answer and the gap's last change, plus ``timeout_s``: then whatever the hall
-          sent after its reply has been committed by whichever worker the broker gave it
-          to, and what is still missing was lost on its way. Not before, however long the
-          queues (docs/central-integration.md, "Replays", gives the argument). A drained
-          mark that does not come (a worker stuck behind a queue that never empties) only
-          delays the request to ``answered_s`` after the answer;
-        - again after an answer without events, or after a re-ask, after twice as long as
-          the last time each time, up to ``max_wait_s``.
+          worker drained past the later of the answer and the gap's last change: what is
+          still missing then was lost on its way;
+        - again after an answer without events, after twice as long as the last time each
+          time, up to ``max_wait_s``.
         """
         async with self.conn.transaction():
             cursor = await self.conn.execute(
@@ -492,7 +491,7 @@ class PgStore:
             # Read before the gaps: a batch a drained mark counts was committed before the
             # mark was written, so its events are in the gaps read next. Also the longest
             # queue of the workers seen lately, in seconds.
-            drained, backlog_s = await self._worker_marks()
+            drained = await self._drained(now)
             cursor = await self.conn.execute(
                 "WITH cur AS ("
                 "  SELECT DISTINCT ON (hall) hall, epoch, high_water, top FROM streams"
@@ -519,13 +518,17 @@ class PgStore:
             # The requests not answered, then the answers (take_replay moves a request
             # from one to the other in one transaction: read in this order, none is missed).
             cursor = await self.conn.execute(
-                "SELECT hall, epoch, start_seq, end_seq FROM replays"
-                " WHERE asked_at > now() - make_interval(secs => %s)",
-                (unanswered_s,),
+                "SELECT hall, epoch, start_seq, end_seq, asked_at FROM replays"
             )
             unanswered: dict[tuple[str, int], list[tuple[int, int]]] = {}
-            for h, e, a, b in await cursor.fetchall():
-                unanswered.setdefault((str(h), int(e)), []).append((int(a), int(b)))
+            for h, e, a, b, asked in await cursor.fetchall():
+                age = (now - asked).total_seconds()
+                expired = asked + dt.timedelta(seconds=unanswered_s)
+                if age < unanswered_s or not (
+                    age >= fallback_s
+                    or (drained is not None and (drained - expired).total_seconds() >= timeout_s)
+                ):
+                    unanswered.setdefault((str(h), int(e)), []).append((int(a), int(b)))
             answers = await self._answers()
             settled: set[tuple[str, int, int, int]] = set()  # every answer read
             covering_any: set[tuple[str, int, int, int]] = set()  # those a gap still needs
@@ -554,11 +557,10 @@ class PgStore:
                     now,
                     since=asked_at or noticed_at,
                     wait=min(timeout_s * 2 ** min(requests, 16), max(timeout_s, max_wait_s)),
-                    backlog_s=backlog_s,
-                    answered=[at for _, _, at in covering] + [noticed_at] if covering else [],
+                    last=max([noticed_at, *(at for _, _, at in covering)]),
                     drained=drained,
                     grace_s=timeout_s,
-                    answered_s=answered_s,
+                    fallback_s=fallback_s,
                 )
                 if due:
                     end = min(gap.end, gap.start + chunk - 1)
@@ -596,19 +598,18 @@ class PgStore:
             )
         return asks
 
-    async def _worker_marks(self) -> tuple[dt.datetime | None, float]:
-        """The earliest drained mark of the workers seen lately (None if one has none
-        yet) and their longest backlog in seconds."""
+    async def _drained(self, now: dt.datetime) -> dt.datetime | None:
+        """The earliest drained mark of the workers seen lately: None if one of them has
+        none yet, ``now`` if none was seen (nothing is queued anywhere)."""
         cursor = await self.conn.execute(
-            "SELECT min(drained_at), bool_and(drained_at IS NOT NULL),"
-            " coalesce(max(backlog_s), 0) FROM workers"
+            "SELECT min(drained_at), bool_and(drained_at IS NOT NULL), count(*) FROM workers"
             " WHERE seen_at > now() - make_interval(secs => %s)",
             (BACKLOG_FRESH_S,),
         )
         row = await cursor.fetchone()
-        if row is None:
-            return None, 0.0
-        return (row[0] if row[1] else None), float(row[2])
+        if row is None or not row[2]:
+            return now
+        return row[0] if row[1] else None
 
     async def _answers(self) -> dict[tuple[str, int], list[tuple[int, int, dt.datetime]]]:
         cursor = await self.conn.execute(

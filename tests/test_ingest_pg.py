@@ -208,14 +208,16 @@ async def test_a_replay_on_its_way_waits_for_every_worker_to_drain_past_the_answ
                  for seq in (1, 2, 5)]  # fmt: skip
         await store.apply(Batch(rows=rows_))
         await store.advance()
-        await store.note_backlog("ingest-1", 0.0, 0.0)
-        await store.note_backlog("ingest-2", 0.0, None)  # busy from the start
         assert await due() == []
+        await store.note_backlog("ingest-1", 0.0, 0.0)  # both drained past the noticing
+        await store.note_backlog("ingest-2", 0.0, 0.0)
         assert await due() == [("cmd-1", 3, 4)]
         # The answer came in 2 s ago (its batch was taken then).
         assert await store.take_replay("cmd-1", resending=True, received_age_s=2.0)
         await store.note_backlog("ingest-1", 0.0, 0.0)  # idle: drained now
-        await store.note_backlog("ingest-2", 300.0, 5.0)  # drained 5 s ago: before the answer
+        # ingest-2 drained 5 s ago: before the answer.
+        await sql("UPDATE workers SET drained_at = now() - interval '5 seconds'"
+                  " WHERE client_id = 'ingest-2'")  # fmt: skip
         await sql("UPDATE gaps SET asked_at = asked_at - interval '1 hour',"
                   " noticed_at = noticed_at - interval '1 hour'")  # fmt: skip
         assert await due() == [], "ingest-2 may hold the re-sent events"
@@ -309,9 +311,11 @@ async def test_a_hall_is_acked_after_n_events_or_t_seconds_never_more_often_than
         await store.close()
 
 
-async def test_a_gap_waits_as_long_as_the_longest_worker_backlog(database: str) -> None:
-    """During a catch-up a missing seq is most likely in some worker's queue: a gap waits
-    for the longest backlog a worker reported lately before it is asked for."""
+async def test_a_gap_waits_until_every_worker_drained_past_it(database: str) -> None:
+    """During a catch-up a missing seq is most likely in some worker's queue: a gap is
+    first asked for only once every worker seen lately has committed what it had received
+    when the gap was noticed; an unanswered request is asked again only once every worker
+    drained past its expiry (the answer may be in a queue too)."""
     import datetime as dt
 
     at = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
@@ -320,10 +324,15 @@ async def test_a_gap_waits_as_long_as_the_longest_worker_backlog(database: str) 
 
     async def due() -> list[tuple[str, int, int]]:
         asks = await store.due_gaps(
-            timeout_s=0.0, max_wait_s=0.0, chunk=100, make_id=lambda: next(ids)
-        )
+            timeout_s=0.0, max_wait_s=0.0, chunk=100, make_id=lambda: next(ids),
+            unanswered_s=60.0,
+        )  # fmt: skip
         assert asks is not None
         return [(cmd, gap.start, gap.end) for cmd, gap in asks]
+
+    async def sql(statement: str) -> None:
+        async with store.conn.transaction():
+            await store.conn.execute(statement)
 
     try:
         await store.migrate()
@@ -331,15 +340,32 @@ async def test_a_gap_waits_as_long_as_the_longest_worker_backlog(database: str) 
                  for seq in (1, 2, 5)]  # fmt: skip
         await store.apply(Batch(rows=rows_))
         await store.advance()
-        await store.note_backlog("ingest-1", 1.0)
-        await store.note_backlog("ingest-2", 30.0)
+        await store.note_backlog("ingest-1", 0.0, 0.0)
+        await store.note_backlog("ingest-2", 30.0, None)  # busy since it started
         assert await due() == [], "noticed"
-        assert await due() == [], "ingest-2 needs 30 s for what it holds"
-        await store.conn.execute("UPDATE gaps SET noticed_at = noticed_at - interval '20 s'")
-        assert await due() == [], "20 s: not yet"
-        await store.conn.execute("UPDATE workers SET seen_at = now() - interval '11 seconds'"
-                                 " WHERE client_id = 'ingest-2'")  # fmt: skip
-        assert await due() == [("cmd-1", 3, 4)], "ingest-2 went quiet: its backlog is stale"
+        assert await due() == [], "ingest-2 may hold seqs 3 and 4"
+        await sql("UPDATE gaps SET noticed_at = noticed_at - interval '20 s'")
+        await store.note_backlog("ingest-2", 30.0, 30.0)  # drained 30 s ago
+        assert await due() == [], "drained, but not past the gap"
+        await store.note_backlog("ingest-2", 30.0, 0.0)
+        assert await due() == [("cmd-1", 3, 4)], "every worker drained past it"
+        # The request's expiry passed; ingest-2 has not drained past it.
+        await sql("UPDATE replays SET asked_at = now() - interval '70 seconds'")
+        await sql("UPDATE workers SET drained_at = now() - interval '30 seconds'"
+                  " WHERE client_id = 'ingest-2'")  # fmt: skip
+        assert await due() == [], "the answer may be in ingest-2's queue"
+        await store.note_backlog("ingest-2", 0.0, 0.0)
+        assert await due() == [("cmd-2", 3, 4)], "expired, and no answer in any queue"
+        # A worker gone quiet holds nothing back; none seen at all: nothing is queued.
+        await sql("UPDATE replays SET asked_at = now() - interval '70 seconds'")
+        await sql("UPDATE workers SET drained_at = NULL WHERE client_id = 'ingest-2'")
+        assert await due() == []
+        await sql("UPDATE workers SET seen_at = now() - interval '11 seconds'"
+                  " WHERE client_id = 'ingest-2'")  # fmt: skip
+        assert await due() == [("cmd-3", 3, 4)], "ingest-2 went quiet"
+        await sql("UPDATE replays SET asked_at = now() - interval '70 seconds'")
+        await sql("UPDATE workers SET seen_at = now() - interval '11 seconds'")
+        assert await due() == [("cmd-4", 3, 4)]
     finally:
         await store.close()
 
@@ -452,8 +478,8 @@ async def test_a_replay_held_up_in_the_workers_is_asked_once(broker: Broker, dat
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
-    for hall, asked in zip(halls, asked_while_held, strict=True):
-        assert sorted(asked) == sorted(hall.replays), f"{hall.hall}: nothing asked while held"
+    assert any(asked_while_held), "a replay was answered and its events held"
+    for hall in halls:
         assert sorted(hall.replays) == ranges(hall.dropped), f"{hall.hall}: each gap once"
     assert sum(w.stats.replays_requested for w in three) == sum(
         len(ranges(h.dropped)) for h in halls
