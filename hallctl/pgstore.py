@@ -6,7 +6,9 @@ from any other: the events (deduplicated on ``(hall, epoch, seq)``), each stream
 contiguous high-water mark (``streams``), the seqs received above it (``pending``), the
 ranges a hall reported gone, the open gaps with when they were asked for (``gaps``: one
 replay request per gap whichever worker sees it), the replay commands in flight
-(``replays``) and the last ack sent to each hall (``acks``). Every SQL statement of the
+(``replays``), the replays a hall said it is sending (``answered``), each worker's drained
+mark (``workers``: the gap sweep waits on them) and the last ack sent to each hall
+(``acks``). Every SQL statement of the
 PostgreSQL ingest is in this module.
 
 Locking, so that workers never deadlock and never double-count:
