@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import logging
@@ -67,6 +68,10 @@ DEFAULT_ACK_INTERVAL_S = 1.0
 DEFAULT_ACK_EVENTS = 50
 DEFAULT_ACK_AGE_S = 30.0
 DEFAULT_BATCH = 500
+# The gap sweep waits for every worker to have committed what it had received by a time
+# (its drained mark) before it asks for a gap or asks again; if some worker's queue never
+# lets that be known, it asks after this long anyway (so a real gap is never left).
+DRAIN_FALLBACK_S = 600.0
 # The worker's own publishes (acks, replay requests) wait this long for their PUBACK; a
 # timeout only drops the connection, never a received message (it is PUBACKed after its
 # commit), but a connection dropped for nothing is a reconnect and a redelivery.
@@ -127,6 +132,7 @@ class PgIngest:
         group: str = DEFAULT_GROUP,
         batch: int = DEFAULT_BATCH,
         gap_timeout: float = 2.0,
+        drain_fallback: float = DRAIN_FALLBACK_S,
         ack_interval: float = DEFAULT_ACK_INTERVAL_S,
         ack_events: int = DEFAULT_ACK_EVENTS,
         ack_age: float = DEFAULT_ACK_AGE_S,
@@ -140,6 +146,7 @@ class PgIngest:
         self.group = group
         self.batch = max(1, batch)
         self.gap_timeout = gap_timeout
+        self.drain_fallback = drain_fallback
         self.ack_interval = ack_interval
         self.ack_events = max(1, ack_events)
         self.ack_age = max(0.0, ack_age)
@@ -156,9 +163,16 @@ class PgIngest:
         self.done = asyncio.Event()
         self._warned: set[str] = set()
         # How long what this worker has received and not yet taken will take to commit
-        # (its queue's length × the time a message took lately): the gap sweep waits as
-        # long before asking for a seq that may be in some worker's queue.
+        # (its queue's length × the time a message took lately), written to ``workers``
+        # for whoever watches the ingest (the gap sweep goes by the drained marks).
         self.backlog_s = 0.0
+        # Drained mark (the loop's clock): every message received before it is committed;
+        # checkpoints (messages taken + queued then, time) not yet committed through.
+        self._drained = -1.0
+        self._busy = True
+        self._taken_at = 0.0
+        self._checkpoints: collections.deque[tuple[int, float]] = collections.deque()
+        self._receiving: aiomqtt.Client | None = None
         self._name = ""
         self._per_message_s = 0.0
         # A connection of its own for the worker's publishes (serve_worker's): their
@@ -230,7 +244,20 @@ class PgIngest:
             reply = Reply.model_validate_json(payload)
         except ValidationError:
             return []
-        asked = await self.store.take_replay(reply.cmd_id)
+        result: ReplayResult | None = None
+        if reply.status == "ok":
+            try:
+                result = ReplayResult.model_validate(reply.result or {})
+            except ValidationError as err:
+                self._warn_once(f"replay-result:{hall}", "bad replay_events result: %s", err)
+        # The reply came in at the latest when its batch was taken: the hall publishes the
+        # events after it, so what it re-sends reached the broker after that time.
+        received_age = asyncio.get_running_loop().time() - self._taken_at
+        asked = await self.store.take_replay(
+            reply.cmd_id,
+            resending=result is not None and result.resending > 0,
+            received_age_s=received_age,
+        )
         if asked is None:
             return []  # a reply to somebody else's command
         _, epoch, start, end = asked
@@ -239,12 +266,7 @@ class PgIngest:
                 "%s answered replay %d..%d with %s: %s", hall, start, end, reply.status, reply.error
             )
             return []
-        try:
-            result = ReplayResult.model_validate(reply.result or {})
-        except ValidationError as err:
-            self._warn_once(f"replay-result:{hall}", "bad replay_events result: %s", err)
-            return []
-        if result.epoch not in (None, epoch):
+        if result is None or result.epoch not in (None, epoch):
             return []
         for s, e in result.missing:
             log.warning("%s no longer has seqs %d..%d of epoch %d", hall, s, e, epoch)
@@ -275,20 +297,44 @@ class PgIngest:
     async def receive(self, client: aiomqtt.Client) -> None:
         messages = client.messages
         loop = asyncio.get_running_loop()
+        taken = 0  # messages taken from the client's queue, all committed once a batch is
+        self._checkpoints.clear()  # (counted on an earlier connection)
         while True:
+            self._busy = False
             batch = [await anext(messages)]
+            self._busy = True
             while len(messages) > 0 and len(batch) < self.batch:
                 batch.append(await anext(messages))
-            began = loop.time()
+            began = self._taken_at = loop.time()
+            taken += len(batch)
+            # Every message received before now is in this batch or still queued: once the
+            # first ``taken + queued`` are committed, this worker has drained past now. Not
+            # when the window of messages not PUBACKed is full: the broker may then hold
+            # more back for this worker.
+            queued = len(messages)
+            if queued + len(batch) < self.receive_maximum:
+                self._checkpoints.append((taken + queued, began))
             await self.apply(await self.collect(batch))
             # Committed: now the broker may forget them (in the order they came, as MQTT
             # wants). Invalid ones too: a redelivery would not make them valid.
             for message in batch:
                 if message.qos > 0:
                     client._client.ack(message.mid, message.qos)
+            while self._checkpoints and self._checkpoints[0][0] <= taken:
+                self._drained = max(self._drained, self._checkpoints.popleft()[1])
             each = (loop.time() - began) / len(batch)
             self._per_message_s += 0.3 * (each - self._per_message_s)
             self.backlog_s = len(messages) * self._per_message_s
+
+    def drained_age(self, client: aiomqtt.Client) -> float | None:
+        """How long ago this worker last had committed everything it had received then
+        (None: not yet known). Idle with nothing queued: now."""
+        now = asyncio.get_running_loop().time()
+        if not self._busy and len(client.messages) == 0:
+            self._drained = now
+        if self._drained < 0:
+            return None
+        return max(0.0, now - self._drained)
 
     # -- the sweeps ------------------------------------------------------------------------
 
@@ -299,6 +345,7 @@ class PgIngest:
             chunk=REPLAY_CHUNK,
             make_id=self.make_id,
             unanswered_s=REPLAY_EXPIRY_S,
+            fallback_s=self.drain_fallback,
         )
         for cmd_id, gap in asks or []:
             command = ReplayEvents(cmd_id=cmd_id, from_seq=gap.start, to_seq=gap.end)
@@ -354,7 +401,10 @@ class PgIngest:
             await asyncio.sleep(interval)
             try:
                 await self.sweeper.advance()
-                await self.sweeper.note_backlog(self._name, self.backlog_s)
+                drained = None
+                if self._receiving is not None:
+                    drained = self.drained_age(self._receiving)
+                await self.sweeper.note_backlog(self._name, self.backlog_s, drained)
                 await self.request_replays(client)
                 await self.send_acks(client)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as err:
@@ -383,6 +433,7 @@ class PgIngest:
     async def _run(self, client: aiomqtt.Client, out: aiomqtt.Client) -> None:
         """Receive on ``client``; publish acks and replay requests on ``out``."""
         self._name = client.identifier
+        self._receiving = client
         for topic, qos in self.subscriptions:
             await client.subscribe(topic, qos=qos)
         log.info(

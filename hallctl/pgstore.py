@@ -6,7 +6,9 @@ from any other: the events (deduplicated on ``(hall, epoch, seq)``), each stream
 contiguous high-water mark (``streams``), the seqs received above it (``pending``), the
 ranges a hall reported gone, the open gaps with when they were asked for (``gaps``: one
 replay request per gap whichever worker sees it), the replay commands in flight
-(``replays``) and the last ack sent to each hall (``acks``). Every SQL statement of the
+(``replays``), the replays a hall said it is sending (``answered``), each worker's drained
+mark (``workers``: the gap sweep waits on them) and the last ack sent to each hall
+(``acks``). Every SQL statement of the
 PostgreSQL ingest is in this module.
 
 Locking, so that workers never deadlock and never double-count:
@@ -38,7 +40,7 @@ LOCK_ACKS = 0x4841_4C4C_0003
 LOCK_PARTITIONS = 0x4841_4C4C_0004
 LOCK_ADVANCE = 0x4841_4C4C_0005
 
-# A worker's backlog counts for the gap sweep while it was reported this recently.
+# A worker's drained mark counts for the gap sweep while it was reported this recently.
 BACKLOG_FRESH_S = 10.0
 
 # Each entry is applied once, in order, in its own transaction; never edit one that has
@@ -140,6 +142,23 @@ MIGRATIONS: tuple[str, ...] = (
     COMMENT ON TABLE workers IS
         'each ingest worker''s backlog: the time what it received will take to commit';
     """,
+    # 3: replays on their way — each worker's drained mark, each answered replay.
+    """
+    ALTER TABLE workers ADD COLUMN drained_at timestamptz;
+    COMMENT ON COLUMN workers.drained_at IS
+        'every message this worker had received before this time is committed';
+
+    CREATE TABLE answered (
+        hall text NOT NULL,
+        epoch bigint NOT NULL,
+        start_seq bigint NOT NULL,
+        end_seq bigint NOT NULL,
+        answered_at timestamptz NOT NULL,
+        PRIMARY KEY (hall, epoch, start_seq, end_seq)
+    );
+    COMMENT ON TABLE answered IS
+        'replays the hall said it is re-sending (its reply came in at answered_at)';
+    """,
 )
 
 
@@ -183,6 +202,29 @@ class Applied:
     duplicates: int
     # (hall, epoch, seq) of the events stored for the first time by this batch.
     new: Sequence[tuple[str, int, int]] = ()
+
+
+def _due(
+    now: dt.datetime,
+    *,
+    since: dt.datetime,
+    wait: float,
+    last: dt.datetime,
+    drained: dt.datetime | None,
+    grace_s: float,
+    fallback_s: float,
+) -> bool:
+    """Whether a gap no request in flight covers is to be asked for now (``due_gaps``).
+
+    ``since``: its last request, or when it was noticed; ``wait``: its back-off. ``last``:
+    the later of its last change and the answers on their way for it. ``drained``: the
+    earliest drained mark of the workers seen lately (None: some worker has none yet).
+    """
+    if (now - since).total_seconds() < wait:
+        return False
+    if drained is not None and (drained - last).total_seconds() >= grace_s:
+        return True  # whatever was on its way by ``last`` is committed
+    return (now - last).total_seconds() >= fallback_s  # some queue never let it be known
 
 
 def _partition(day: dt.date) -> str:
@@ -355,38 +397,49 @@ class PgStore:
             )
         return True
 
-    async def note_backlog(self, client_id: str, backlog_s: float) -> None:
-        """This worker's backlog, for the gap sweep (whichever worker runs it)."""
+    async def note_backlog(
+        self, client_id: str, backlog_s: float, drained_age_s: float | None = None
+    ) -> None:
+        """This worker's backlog and drained mark, for the gap sweep (whichever worker runs
+        it): every message it had received ``drained_age_s`` ago or earlier is committed
+        (None: nothing known yet; the mark stays where it was). The age, not the time,
+        crosses the wire: the mark is in the database's clock, like the replies' times."""
         async with self.conn.transaction():
             await self.conn.execute(
-                "INSERT INTO workers (client_id, backlog_s, seen_at) VALUES (%s, %s, now())"
+                "INSERT INTO workers (client_id, backlog_s, seen_at, drained_at)"
+                " VALUES (%s, %s, now(), now() - make_interval(secs => %s))"
                 " ON CONFLICT (client_id) DO UPDATE"
-                " SET backlog_s = excluded.backlog_s, seen_at = excluded.seen_at",
-                (client_id, backlog_s),
+                " SET backlog_s = excluded.backlog_s, seen_at = excluded.seen_at,"
+                "  drained_at = coalesce(greatest(workers.drained_at, excluded.drained_at),"
+                "   workers.drained_at)",
+                (client_id, backlog_s, drained_age_s),
             )
 
     # -- replies to replay_events ----------------------------------------------------------
 
-    async def take_replay(self, cmd_id: str) -> tuple[str, int, int, int] | None:
-        """The replay request ``cmd_id`` answered, forgotten; None if not ours. The gaps it
-        covers wait again from now, plus as long as the answer took: the hall's events
-        follow its reply, through the other workers' queues, which during a catch-up are
-        about as far behind as this one's."""
+    async def take_replay(
+        self, cmd_id: str, *, resending: bool = False, received_age_s: float = 0.0
+    ) -> tuple[str, int, int, int] | None:
+        """The replay request ``cmd_id`` answered, forgotten; None if not ours.
+
+        ``resending``: the hall said it is re-sending some of the range. The range is then
+        noted as on its way (``answered``), with the time the reply came in (``received_age_s``
+        ago, in the database's clock): the gap sweep does not ask for it again until every
+        worker's drained mark has passed that time (see ``due_gaps``)."""
         async with self.conn.transaction():
             cursor = await self.conn.execute(
-                "DELETE FROM replays WHERE cmd_id = %s"
-                " RETURNING hall, epoch, start_seq, end_seq, asked_at",
+                "DELETE FROM replays WHERE cmd_id = %s RETURNING hall, epoch, start_seq, end_seq",
                 (cmd_id,),
             )
             row = await cursor.fetchone()
-            if row is not None:
-                # Under the gap sweep's lock: the sweep rewrites the gaps table.
-                await self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_GAPS,))
+            if row is not None and resending:
                 await self.conn.execute(
-                    "UPDATE gaps SET asked_at = now() + greatest(now() - %s, interval '0')"
-                    " WHERE hall = %s AND epoch = %s AND start_seq <= %s AND end_seq >= %s"
-                    " AND asked_at IS NOT NULL",
-                    (row[4], row[0], row[1], row[3], row[2]),
+                    "INSERT INTO answered (hall, epoch, start_seq, end_seq, answered_at)"
+                    " VALUES (%s, %s, %s, %s, now() - make_interval(secs => %s))"
+                    " ON CONFLICT (hall, epoch, start_seq, end_seq)"
+                    " DO UPDATE SET answered_at = greatest(answered.answered_at,"
+                    "  excluded.answered_at)",
+                    (row[0], row[1], row[2], row[3], max(0.0, received_age_s)),
                 )
         if row is None:
             return None
@@ -402,21 +455,32 @@ class PgStore:
         chunk: int,
         make_id: Any,
         unanswered_s: float = 0.0,
+        fallback_s: float = 600.0,
     ) -> list[tuple[str, Gap]] | None:
         """The replay requests to send now, recorded as sent: ``[(cmd_id, gap)]``.
 
-        None when another worker holds the sweep. A gap is asked for once it stayed the
-        same for ``timeout_s`` (the events of a busy hall are spread over workers and may
-        commit out of order), then again after twice as long each time, up to
-        ``max_wait_s``, plus the longest backlog a worker reported in the last
-        ``BACKLOG_FRESH_S`` (``workers``: during a catch-up a missing seq is most likely
-        still in a worker's queue, and asking for it only makes the hall send it twice).
-        Only each hall's current epoch is replayed. A gap a request that
-        the hall has not answered yet covers is not asked for again until that request
-        is ``unanswered_s`` old (its expiry in the hall's session): during a catch-up the
-        answer may sit behind thousands of events, and asking again would only make the
-        hall send the same events twice (bench/city.py counted up to half the gaps asked
-        twice on a loaded machine).
+        None when another worker holds the sweep. Only each hall's current epoch is
+        replayed. Every wait below ends on the workers' **drained marks**
+        (``workers.drained_at``: every message a worker had received before its mark is
+        committed): once every worker seen in the last ``BACKLOG_FRESH_S`` has a mark
+        ``timeout_s`` past a time, whatever any hall had published by then is committed,
+        whichever worker the broker gave it to; a mark that does not come (a worker stuck
+        behind a queue that never empties) delays it to ``fallback_s`` only
+        (docs/central-integration.md, "Replays: one request per gap", gives the argument).
+        A gap is asked for:
+
+        - first, once it stayed the same for ``timeout_s`` and every worker drained past
+          the moment it was noticed (the missing seqs, published before the seq above
+          them, would have come by then: during a catch-up they are in a worker's queue);
+        - never while a request covering it is not answered, until that request is
+          ``unanswered_s`` old (its expiry in the hall's session: the hall answers within
+          it or never) and every worker drained past that expiry (the answer may sit
+          behind thousands of events);
+        - once the hall answered that it is re-sending (``answered``), only when every
+          worker drained past the later of the answer and the gap's last change: what is
+          still missing then was lost on its way;
+        - again after an answer without events, after twice as long as the last time each
+          time, up to ``max_wait_s``.
         """
         async with self.conn.transaction():
             cursor = await self.conn.execute(
@@ -426,6 +490,10 @@ class PgStore:
             if row is None or not row[0]:
                 return None
             now: dt.datetime = row[1]
+            # Read before the gaps: a batch a drained mark counts was committed before the
+            # mark was written, so its events are in the gaps read next. Also the longest
+            # queue of the workers seen lately, in seconds.
+            drained = await self._drained(now)
             cursor = await self.conn.execute(
                 "WITH cur AS ("
                 "  SELECT DISTINCT ON (hall) hall, epoch, high_water, top FROM streams"
@@ -449,26 +517,33 @@ class PgStore:
                 "SELECT hall, epoch, start_seq, end_seq, noticed_at, asked_at, requests FROM gaps"
             )
             known = {(str(r[0]), int(r[1]), int(r[2])): r for r in await cursor.fetchall()}
-            # The missing seqs may still be in a worker's queue: wait as long as the
-            # longest queue of the workers seen lately takes to commit.
+            # The requests not answered, then the answers (take_replay moves a request
+            # from one to the other in one transaction: read in this order, none is missed).
             cursor = await self.conn.execute(
-                "SELECT coalesce(max(backlog_s), 0) FROM workers"
-                " WHERE seen_at > now() - make_interval(secs => %s)",
-                (BACKLOG_FRESH_S,),
-            )
-            row = await cursor.fetchone()
-            backlog_s = float(row[0]) if row else 0.0
-            cursor = await self.conn.execute(
-                "SELECT hall, epoch, start_seq, end_seq FROM replays"
-                " WHERE asked_at > now() - make_interval(secs => %s)",
-                (unanswered_s,),
+                "SELECT hall, epoch, start_seq, end_seq, asked_at FROM replays"
             )
             unanswered: dict[tuple[str, int], list[tuple[int, int]]] = {}
-            for h, e, a, b in await cursor.fetchall():
-                unanswered.setdefault((str(h), int(e)), []).append((int(a), int(b)))
+            for h, e, a, b, asked in await cursor.fetchall():
+                age = (now - asked).total_seconds()
+                expired = asked + dt.timedelta(seconds=unanswered_s)
+                if age < unanswered_s or not (
+                    age >= fallback_s
+                    or (drained is not None and (drained - expired).total_seconds() >= timeout_s)
+                ):
+                    unanswered.setdefault((str(h), int(e)), []).append((int(a), int(b)))
+            answers = await self._answers()
+            settled: set[tuple[str, int, int, int]] = set()  # every answer read
+            covering_any: set[tuple[str, int, int, int]] = set()  # those a gap still needs
+            asked_over: set[tuple[str, int, int, int]] = set()  # those a new request replaces
             keep: list[tuple[Any, ...]] = []
             asks: list[tuple[str, Gap]] = []
             for gap in current:
+                covering = [
+                    (a, b, at)
+                    for a, b, at in answers.get((gap.hall, gap.epoch), ())
+                    if a <= gap.end and gap.start <= b
+                ]
+                covering_any.update((gap.hall, gap.epoch, a, b) for a, b, _ in covering)
                 old = known.get((gap.hall, gap.epoch, gap.start))
                 if old is None or int(old[3]) != gap.end:
                     # New, or changed since (part of it arrived): quiet from now on.
@@ -476,21 +551,32 @@ class PgStore:
                     keep.append((gap.hall, gap.epoch, gap.start, gap.end, now, None, requests))
                     continue
                 noticed_at, asked_at, requests = old[4], old[5], int(old[6])
-                since = asked_at or noticed_at
-                wait = min(timeout_s * 2 ** min(requests, 16), max(timeout_s, max_wait_s))
-                wait += backlog_s
                 pending = any(
                     a <= gap.end and gap.start <= b
                     for a, b in unanswered.get((gap.hall, gap.epoch), ())
                 )
-                if not pending and (now - since).total_seconds() >= wait:
+                due = not pending and _due(
+                    now,
+                    since=asked_at or noticed_at,
+                    wait=min(timeout_s * 2 ** min(requests, 16), max(timeout_s, max_wait_s)),
+                    last=max([noticed_at, *(at for _, _, at in covering)]),
+                    drained=drained,
+                    grace_s=timeout_s,
+                    fallback_s=fallback_s,
+                )
+                if due:
                     end = min(gap.end, gap.start + chunk - 1)
                     asks.append((str(make_id()), Gap(gap.hall, gap.epoch, gap.start, end)))
                     keep.append(
                         (gap.hall, gap.epoch, gap.start, gap.end, noticed_at, now, requests + 1)
                     )
+                    asked_over.update((gap.hall, gap.epoch, a, b) for a, b, _ in covering)
                 else:
                     keep.append(tuple(old))
+            # Answers no gap needs any more (everything came) or that a new request replaces.
+            for (h, e), answered in answers.items():
+                settled.update((h, e, a, b) for a, b, _ in answered)
+            await self._forget_answers(settled - covering_any | asked_over)
             await self.conn.execute("DELETE FROM gaps")
             if keep:
                 async with self.conn.cursor() as cur:
@@ -513,6 +599,37 @@ class PgStore:
                 "DELETE FROM replays WHERE asked_at < now() - interval '1 hour'"
             )
         return asks
+
+    async def _drained(self, now: dt.datetime) -> dt.datetime | None:
+        """The earliest drained mark of the workers seen lately: None if one of them has
+        none yet, ``now`` if none was seen (nothing is queued anywhere)."""
+        cursor = await self.conn.execute(
+            "SELECT min(drained_at), bool_and(drained_at IS NOT NULL), count(*) FROM workers"
+            " WHERE seen_at > now() - make_interval(secs => %s)",
+            (BACKLOG_FRESH_S,),
+        )
+        row = await cursor.fetchone()
+        if row is None or not row[2]:
+            return now
+        return row[0] if row[1] else None
+
+    async def _answers(self) -> dict[tuple[str, int], list[tuple[int, int, dt.datetime]]]:
+        cursor = await self.conn.execute(
+            "SELECT hall, epoch, start_seq, end_seq, answered_at FROM answered"
+        )
+        answers: dict[tuple[str, int], list[tuple[int, int, dt.datetime]]] = {}
+        for h, e, a, b, at in await cursor.fetchall():
+            answers.setdefault((str(h), int(e)), []).append((int(a), int(b), at))
+        return answers
+
+    async def _forget_answers(self, answers: set[tuple[str, int, int, int]]) -> None:
+        if answers:
+            async with self.conn.cursor() as cur:
+                await cur.executemany(
+                    "DELETE FROM answered"
+                    " WHERE hall = %s AND epoch = %s AND start_seq = %s AND end_seq = %s",
+                    sorted(answers),
+                )
 
     async def ack_sweep(
         self,

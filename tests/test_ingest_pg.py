@@ -172,11 +172,92 @@ async def test_a_gap_is_not_asked_again_while_the_hall_has_not_answered(database
         assert await due() == [("cmd-1", 3, 4)]
         assert await due() == [], "not answered yet: not asked again"
         await store.conn.execute("UPDATE replays SET asked_at = now() - interval '30 seconds'")
-        assert await store.take_replay("cmd-1") == ("hd-1", 1, 3, 4)  # 30 s after the ask
-        assert await due() == [], "the events may follow as late as the answer did"
-        await store.conn.execute("UPDATE gaps SET asked_at = now() - interval '1 second'")
-        assert await due() == [("cmd-2", 3, 4)], "answered, and the events did not follow"
+        assert await store.take_replay("cmd-1") == ("hd-1", 1, 3, 4)  # nothing re-sent
+        assert await due() == [("cmd-2", 3, 4)], "answered without the events: asked again"
         assert await due(unanswered_s=0.0) == [("cmd-3", 3, 4)], "the request expired"
+    finally:
+        await store.close()
+
+
+async def test_a_replay_on_its_way_waits_for_every_worker_to_drain_past_the_answer(
+    database: str,
+) -> None:
+    """The hall answered that it is re-sending: the gap is asked again only once every
+    worker seen lately has committed what it had received by the answer (its drained
+    mark), however long that takes, or after the long fallback."""
+    import datetime as dt
+
+    at = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    ids = (f"cmd-{n}" for n in itertools.count(1))
+    store = await PgStore.connect(database)
+
+    async def due() -> list[tuple[str, int, int]]:
+        asks = await store.due_gaps(
+            timeout_s=0.0, max_wait_s=0.0, chunk=100, make_id=lambda: next(ids)
+        )
+        assert asks is not None
+        return [(cmd, gap.start, gap.end) for cmd, gap in asks]
+
+    async def sql(statement: str) -> None:
+        async with store.conn.transaction():
+            await store.conn.execute(statement)
+
+    try:
+        await store.migrate()
+        rows_ = [Row("hd-1", 1, seq, at.date(), f"e{seq}", "ticket.issued", at, True, {})
+                 for seq in (1, 2, 5)]  # fmt: skip
+        await store.apply(Batch(rows=rows_))
+        await store.advance()
+        assert await due() == []
+        await store.note_backlog("ingest-1", 0.0, 0.0)  # both drained past the noticing
+        await store.note_backlog("ingest-2", 0.0, 0.0)
+        assert await due() == [("cmd-1", 3, 4)]
+        # The answer came in 2 s ago (its batch was taken then).
+        assert await store.take_replay("cmd-1", resending=True, received_age_s=2.0)
+        await store.note_backlog("ingest-1", 0.0, 0.0)  # idle: drained now
+        # ingest-2 drained 5 s ago: before the answer.
+        await sql("UPDATE workers SET drained_at = now() - interval '5 seconds'"
+                  " WHERE client_id = 'ingest-2'")  # fmt: skip
+        await sql("UPDATE gaps SET asked_at = asked_at - interval '1 hour',"
+                  " noticed_at = noticed_at - interval '1 hour'")  # fmt: skip
+        assert await due() == [], "ingest-2 may hold the re-sent events"
+        await store.note_backlog("ingest-2", 0.0, 3.0)
+        assert await due() == [], "ingest-2 drained to 3 s ago: still before the answer"
+        # Part of it arrived: the gap changed, and waits from that change on.
+        four = Row("hd-1", 1, 4, at.date(), "e4", "ticket.issued", at, True, {})
+        await store.apply(Batch(rows=[four]))
+        await store.advance()
+        assert await due() == [], "changed: noticed again"
+        await store.note_backlog("ingest-2", 0.0, 1.0)
+        assert await due() == [], "drained past the answer, not past the change"
+        await store.note_backlog("ingest-1", 0.0, 0.0)
+        await store.note_backlog("ingest-2", 0.0, 0.0)
+        assert await due() == [("cmd-2", 3, 3)], "every worker drained past both: lost"
+        assert rows(database, "SELECT count(*) FROM answered") == [(0,)], "replaced"
+        # Re-sending again, and ingest-2's queue never empties: the fallback.
+        assert await store.take_replay("cmd-2", resending=True)
+        await sql("UPDATE workers SET drained_at = now() - interval '1000 seconds'"
+                  " WHERE client_id = 'ingest-2'")  # its queue never empties  # fmt: skip
+        await sql("UPDATE gaps SET asked_at = asked_at - interval '1 hour',"
+                  " noticed_at = noticed_at - interval '1 hour'")  # fmt: skip
+        assert await due() == []
+        await sql("UPDATE answered SET answered_at = answered_at - interval '590 seconds'")
+        assert await due() == []
+        await sql("UPDATE answered SET answered_at = answered_at - interval '11 seconds'")
+        assert await due() == [("cmd-3", 3, 3)], "600 s after the answer: asked again"
+        # A worker gone quiet (not seen for 10 s) holds nothing back.
+        assert await store.take_replay("cmd-3", resending=True, received_age_s=1.0)
+        await store.note_backlog("ingest-1", 0.0, 0.0)
+        await sql("UPDATE gaps SET asked_at = asked_at - interval '1 hour'")
+        assert await due() == []
+        await sql("UPDATE workers SET seen_at = now() - interval '11 seconds'"
+                  " WHERE client_id = 'ingest-2'")  # fmt: skip
+        assert await due() == [("cmd-4", 3, 3)]
+        three = Row("hd-1", 1, 3, at.date(), "e3", "ticket.issued", at, True, {})
+        await store.apply(Batch(rows=[three]))
+        await store.advance()
+        assert await due() == []
+        assert rows(database, "SELECT count(*) FROM gaps") == [(0,)]
     finally:
         await store.close()
 
@@ -230,9 +311,11 @@ async def test_a_hall_is_acked_after_n_events_or_t_seconds_never_more_often_than
         await store.close()
 
 
-async def test_a_gap_waits_as_long_as_the_longest_worker_backlog(database: str) -> None:
-    """During a catch-up a missing seq is most likely in some worker's queue: a gap waits
-    for the longest backlog a worker reported lately before it is asked for."""
+async def test_a_gap_waits_until_every_worker_drained_past_it(database: str) -> None:
+    """During a catch-up a missing seq is most likely in some worker's queue: a gap is
+    first asked for only once every worker seen lately has committed what it had received
+    when the gap was noticed; an unanswered request is asked again only once every worker
+    drained past its expiry (the answer may be in a queue too)."""
     import datetime as dt
 
     at = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
@@ -241,10 +324,15 @@ async def test_a_gap_waits_as_long_as_the_longest_worker_backlog(database: str) 
 
     async def due() -> list[tuple[str, int, int]]:
         asks = await store.due_gaps(
-            timeout_s=0.0, max_wait_s=0.0, chunk=100, make_id=lambda: next(ids)
-        )
+            timeout_s=0.0, max_wait_s=0.0, chunk=100, make_id=lambda: next(ids),
+            unanswered_s=60.0,
+        )  # fmt: skip
         assert asks is not None
         return [(cmd, gap.start, gap.end) for cmd, gap in asks]
+
+    async def sql(statement: str) -> None:
+        async with store.conn.transaction():
+            await store.conn.execute(statement)
 
     try:
         await store.migrate()
@@ -252,15 +340,32 @@ async def test_a_gap_waits_as_long_as_the_longest_worker_backlog(database: str) 
                  for seq in (1, 2, 5)]  # fmt: skip
         await store.apply(Batch(rows=rows_))
         await store.advance()
-        await store.note_backlog("ingest-1", 1.0)
-        await store.note_backlog("ingest-2", 30.0)
+        await store.note_backlog("ingest-1", 0.0, 0.0)
+        await store.note_backlog("ingest-2", 30.0, None)  # busy since it started
         assert await due() == [], "noticed"
-        assert await due() == [], "ingest-2 needs 30 s for what it holds"
-        await store.conn.execute("UPDATE gaps SET noticed_at = noticed_at - interval '20 s'")
-        assert await due() == [], "20 s: not yet"
-        await store.conn.execute("UPDATE workers SET seen_at = now() - interval '11 seconds'"
-                                 " WHERE client_id = 'ingest-2'")  # fmt: skip
-        assert await due() == [("cmd-1", 3, 4)], "ingest-2 went quiet: its backlog is stale"
+        assert await due() == [], "ingest-2 may hold seqs 3 and 4"
+        await sql("UPDATE gaps SET noticed_at = noticed_at - interval '20 s'")
+        await store.note_backlog("ingest-2", 30.0, 30.0)  # drained 30 s ago
+        assert await due() == [], "drained, but not past the gap"
+        await store.note_backlog("ingest-2", 30.0, 0.0)
+        assert await due() == [("cmd-1", 3, 4)], "every worker drained past it"
+        # The request's expiry passed; ingest-2 has not drained past it.
+        await sql("UPDATE replays SET asked_at = now() - interval '70 seconds'")
+        await sql("UPDATE workers SET drained_at = now() - interval '30 seconds'"
+                  " WHERE client_id = 'ingest-2'")  # fmt: skip
+        assert await due() == [], "the answer may be in ingest-2's queue"
+        await store.note_backlog("ingest-2", 0.0, 0.0)
+        assert await due() == [("cmd-2", 3, 4)], "expired, and no answer in any queue"
+        # A worker gone quiet holds nothing back; none seen at all: nothing is queued.
+        await sql("UPDATE replays SET asked_at = now() - interval '70 seconds'")
+        await sql("UPDATE workers SET drained_at = NULL WHERE client_id = 'ingest-2'")
+        assert await due() == []
+        await sql("UPDATE workers SET seen_at = now() - interval '11 seconds'"
+                  " WHERE client_id = 'ingest-2'")  # fmt: skip
+        assert await due() == [("cmd-3", 3, 4)], "ingest-2 went quiet"
+        await sql("UPDATE replays SET asked_at = now() - interval '70 seconds'")
+        await sql("UPDATE workers SET seen_at = now() - interval '11 seconds'")
+        assert await due() == [("cmd-4", 3, 4)]
     finally:
         await store.close()
 
@@ -307,6 +412,107 @@ async def test_three_workers_store_everything_once_ask_each_gap_once_and_ack_eve
     assert all(w.stats.stored > 0 for w in three), "the broker shared the events out"
     total = sum(w.stats.replays_requested for w in three)
     assert total == sum(len(ranges(h.dropped)) for h in halls)
+
+
+class SlowReplayHall(SimHall):
+    """A hall whose answer to ``replay_events`` comes at once and whose re-sent events do
+    not: the first ``swallow`` re-sends are lost on their way (the hall says it re-sends
+    them, and they never arrive)."""
+
+    swallow = 0
+
+    async def send(self, mqtt: Any, seqs: Any) -> None:
+        seqs = list(seqs)
+        if self.replays and self.swallow > 0 and set(seqs) <= self.dropped:
+            self.swallow -= 1
+            return
+        await super().send(mqtt, seqs)
+
+
+def hold_replayed(
+    workers_: list[pgingest.PgIngest], halls: list[SimHall]
+) -> tuple[asyncio.Event, list[str]]:
+    """Every batch holding a re-sent event waits in its worker until released: the
+    re-sent events are stuck in the workers' queues (a catch-up's backlog, a stalled
+    database), for as long as the test says."""
+    release = asyncio.Event()
+    held: list[str] = []
+    dropped = {h.hall: h.dropped for h in halls}
+    for worker in workers_:
+        original = worker.apply
+
+        async def apply(batch: Batch, original: Any = original) -> None:
+            mine = [r for r in batch.rows if r.seq in dropped.get(r.hall, ())]
+            if mine and not release.is_set():
+                held.extend(f"{r.hall}:{r.seq}" for r in mine)
+                await release.wait()
+            await original(batch)
+
+        worker.apply = apply  # type: ignore[method-assign]
+    return release, held
+
+
+@pytest.mark.timeout(90)
+async def test_a_replay_held_up_in_the_workers_is_asked_once(broker: Broker, database: str) -> None:
+    """The hall answers at once; its re-sent events then sit in the workers for ten times
+    the gap timeout (far longer than the answer took, and than the backlog any worker
+    reports: the old rule asked again after about two timeouts): each gap is still asked
+    for exactly once, because no worker's drained mark passes the answer until the
+    batch holding the re-sent events is committed."""
+    halls = [SimHall(f"hd-{i:03d}", 40) for i in range(6)]
+    for i, hall in enumerate(halls):
+        hall.dropped = {11 + i, 12 + i} | ({30} if i % 2 else set())
+    options = {"gap_timeout": 0.5, "ack_interval": 0.5, "ack_events": 10, "ack_age": 1.0}
+    async with workers(broker, database, 3, **options) as three:
+        release, held = hold_replayed(three, halls)
+        running = [asyncio.create_task(h.run(broker.port)) for h in halls]
+        try:
+            await eventually(lambda: len(held) > 0, "a re-sent event to arrive")
+            await asyncio.sleep(5.0)  # the hold: 10 × the gap timeout
+            asked_while_held = [list(h.replays) for h in halls]
+            release.set()
+            await eventually(
+                lambda: all(h.acked == h.last for h in halls), "every hall acked to its last seq"
+            )
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+    assert any(asked_while_held), "a replay was answered and its events held"
+    for hall in halls:
+        assert sorted(hall.replays) == ranges(hall.dropped), f"{hall.hall}: each gap once"
+    assert sum(w.stats.replays_requested for w in three) == sum(
+        len(ranges(h.dropped)) for h in halls
+    )
+    stored = rows(database, "SELECT count(*), count(DISTINCT (hall, seq)) FROM events")
+    assert stored == [(6 * 40, 6 * 40)]
+
+
+@pytest.mark.timeout(90)
+async def test_a_replay_lost_on_its_way_is_asked_again_once_the_workers_drained(
+    broker: Broker, database: str
+) -> None:
+    """The hall says it re-sends, and the events are lost: once every worker has
+    committed what it had received by the answer, the gap is asked again (long before
+    the 600 s fallback), and only once per loss."""
+    halls = [SlowReplayHall(f"hd-{i:03d}", 30) for i in range(3)]
+    for hall in halls:
+        hall.dropped = {7, 8}
+        hall.swallow = 1
+    options = {"gap_timeout": 0.5, "ack_interval": 0.5, "ack_events": 10, "ack_age": 1.0}
+    async with workers(broker, database, 3, **options):
+        running = [asyncio.create_task(h.run(broker.port)) for h in halls]
+        try:
+            await eventually(
+                lambda: all(h.acked == h.last for h in halls), "every hall acked to its last seq"
+            )
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+    for hall in halls:
+        assert hall.replays == [(7, 8), (7, 8)], f"{hall.hall}: asked again once, after the loss"
+    assert rows(database, "SELECT count(*) FROM events") == [(90,)]
 
 
 def _worker_command(
