@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import os
 import signal
@@ -144,30 +145,53 @@ async def test_events_are_typed_partitioned_by_the_halls_day_and_deduplicated(
     assert rows(database, "SELECT count(*) FROM pending") == [(0,)]
 
 
-async def test_a_gap_is_not_asked_again_while_the_hall_has_not_answered(database: str) -> None:
-    """During a catch-up the hall's answer may wait behind thousands of events: a gap is
-    asked again only once the hall answered (and the events did not follow) or the request
-    is as old as its expiry in the hall's session."""
-    import datetime as dt
+class GapRig:
+    """A store with hall hd-1's seqs 1, 2 and 5 stored (3 and 4 missing), asked by hand."""
 
-    at = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
-    ids = (f"cmd-{n}" for n in itertools.count(1))
-    store = await PgStore.connect(database)
+    def __init__(self, store: PgStore) -> None:
+        self.store = store
+        self.at = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+        self._ids = (f"cmd-{n}" for n in itertools.count(1))
 
-    async def due(unanswered_s: float = 60.0) -> list[tuple[str, int, int]]:
-        asks = await store.due_gaps(
-            timeout_s=0.0, max_wait_s=0.0, chunk=100, make_id=lambda: next(ids),
+    async def due(self, unanswered_s: float = 60.0) -> list[tuple[str, int, int]]:
+        """One sweep's requests, as (command id, first seq, last seq)."""
+        asks = await self.store.due_gaps(
+            timeout_s=0.0,
+            max_wait_s=0.0,
+            chunk=100,
+            make_id=lambda: next(self._ids),
             unanswered_s=unanswered_s,
-        )  # fmt: skip
+        )
         assert asks is not None
         return [(cmd, gap.start, gap.end) for cmd, gap in asks]
 
+    async def sql(self, statement: str) -> None:
+        async with self.store.conn.transaction():
+            await self.store.conn.execute(statement)
+
+
+@asynccontextmanager
+async def gap_rig(database: str) -> AsyncIterator[GapRig]:
+    store = await PgStore.connect(database)
     try:
         await store.migrate()
+        rig = GapRig(store)
+        at = rig.at
         rows_ = [Row("hd-1", 1, seq, at.date(), f"e{seq}", "ticket.issued", at, True, {})
                  for seq in (1, 2, 5)]  # fmt: skip
         await store.apply(Batch(rows=rows_))
         await store.advance()
+        yield rig
+    finally:
+        await store.close()
+
+
+async def test_a_gap_is_not_asked_again_while_the_hall_has_not_answered(database: str) -> None:
+    """During a catch-up the hall's answer may wait behind thousands of events: a gap is
+    asked again only once the hall answered (and the events did not follow) or the request
+    is as old as its expiry in the hall's session."""
+    async with gap_rig(database) as rig:
+        store, due = rig.store, rig.due
         assert await due() == [], "noticed: quiet for the timeout first"
         assert await due() == [("cmd-1", 3, 4)]
         assert await due() == [], "not answered yet: not asked again"
@@ -175,8 +199,6 @@ async def test_a_gap_is_not_asked_again_while_the_hall_has_not_answered(database
         assert await store.take_replay("cmd-1") == ("hd-1", 1, 3, 4)  # nothing re-sent
         assert await due() == [("cmd-2", 3, 4)], "answered without the events: asked again"
         assert await due(unanswered_s=0.0) == [("cmd-3", 3, 4)], "the request expired"
-    finally:
-        await store.close()
 
 
 async def test_a_replay_on_its_way_waits_for_every_worker_to_drain_past_the_answer(
@@ -185,29 +207,12 @@ async def test_a_replay_on_its_way_waits_for_every_worker_to_drain_past_the_answ
     """The hall answered that it is re-sending: the gap is asked again only once every
     worker seen lately has committed what it had received by the answer (its drained
     mark), however long that takes, or after the long fallback."""
-    import datetime as dt
+    async with gap_rig(database) as rig:
+        store, sql, at = rig.store, rig.sql, rig.at
 
-    at = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
-    ids = (f"cmd-{n}" for n in itertools.count(1))
-    store = await PgStore.connect(database)
+        async def due() -> list[tuple[str, int, int]]:
+            return await rig.due(unanswered_s=0.0)  # an unanswered request expires at once
 
-    async def due() -> list[tuple[str, int, int]]:
-        asks = await store.due_gaps(
-            timeout_s=0.0, max_wait_s=0.0, chunk=100, make_id=lambda: next(ids)
-        )
-        assert asks is not None
-        return [(cmd, gap.start, gap.end) for cmd, gap in asks]
-
-    async def sql(statement: str) -> None:
-        async with store.conn.transaction():
-            await store.conn.execute(statement)
-
-    try:
-        await store.migrate()
-        rows_ = [Row("hd-1", 1, seq, at.date(), f"e{seq}", "ticket.issued", at, True, {})
-                 for seq in (1, 2, 5)]  # fmt: skip
-        await store.apply(Batch(rows=rows_))
-        await store.advance()
         assert await due() == []
         await store.note_backlog("ingest-1", 0.0, 0.0)  # both drained past the noticing
         await store.note_backlog("ingest-2", 0.0, 0.0)
@@ -258,8 +263,6 @@ async def test_a_replay_on_its_way_waits_for_every_worker_to_drain_past_the_answ
         await store.advance()
         assert await due() == []
         assert rows(database, "SELECT count(*) FROM gaps") == [(0,)]
-    finally:
-        await store.close()
 
 
 async def test_a_hall_is_acked_after_n_events_or_t_seconds_never_more_often_than_the_interval(
@@ -316,30 +319,8 @@ async def test_a_gap_waits_until_every_worker_drained_past_it(database: str) -> 
     first asked for only once every worker seen lately has committed what it had received
     when the gap was noticed; an unanswered request is asked again only once every worker
     drained past its expiry (the answer may be in a queue too)."""
-    import datetime as dt
-
-    at = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
-    ids = (f"cmd-{n}" for n in itertools.count(1))
-    store = await PgStore.connect(database)
-
-    async def due() -> list[tuple[str, int, int]]:
-        asks = await store.due_gaps(
-            timeout_s=0.0, max_wait_s=0.0, chunk=100, make_id=lambda: next(ids),
-            unanswered_s=60.0,
-        )  # fmt: skip
-        assert asks is not None
-        return [(cmd, gap.start, gap.end) for cmd, gap in asks]
-
-    async def sql(statement: str) -> None:
-        async with store.conn.transaction():
-            await store.conn.execute(statement)
-
-    try:
-        await store.migrate()
-        rows_ = [Row("hd-1", 1, seq, at.date(), f"e{seq}", "ticket.issued", at, True, {})
-                 for seq in (1, 2, 5)]  # fmt: skip
-        await store.apply(Batch(rows=rows_))
-        await store.advance()
+    async with gap_rig(database) as rig:
+        store, due, sql = rig.store, rig.due, rig.sql
         await store.note_backlog("ingest-1", 0.0, 0.0)
         await store.note_backlog("ingest-2", 30.0, None)  # busy since it started
         assert await due() == [], "noticed"
@@ -366,8 +347,6 @@ async def test_a_gap_waits_until_every_worker_drained_past_it(database: str) -> 
         await sql("UPDATE replays SET asked_at = now() - interval '70 seconds'")
         await sql("UPDATE workers SET seen_at = now() - interval '11 seconds'")
         assert await due() == [("cmd-4", 3, 4)]
-    finally:
-        await store.close()
 
 
 @pytest.mark.timeout(90)
