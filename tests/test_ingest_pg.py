@@ -42,6 +42,24 @@ async def eventually(condition: Callable[[], bool], what: str, within: float = W
         await asyncio.sleep(0.05)
 
 
+@asynccontextmanager
+async def halls_running(halls: list[SimHall], port: int) -> AsyncIterator[None]:
+    """The simulated halls publishing (and answering replays) until the block ends."""
+    running = [asyncio.create_task(h.run(port)) for h in halls]
+    try:
+        yield
+    finally:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+
+async def all_acked(halls: list[SimHall]) -> None:
+    await eventually(
+        lambda: all(h.acked == h.last for h in halls), "every hall acked to its last seq"
+    )
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Postgres]:
     with Postgres() as pg:
@@ -356,16 +374,11 @@ async def test_three_workers_store_everything_once_ask_each_gap_once_and_ack_eve
     halls = city(9, 40)
     interval = 0.5
     options = {"gap_timeout": 0.5, "ack_interval": interval, "ack_events": 10, "ack_age": 1.0}
-    async with workers(broker, database, 3, **options) as three:
-        running = [asyncio.create_task(h.run(broker.port)) for h in halls]
-        try:
-            await eventually(
-                lambda: all(h.acked == h.last for h in halls), "every hall acked to its last seq"
-            )
-        finally:
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+    async with (
+        workers(broker, database, 3, **options) as three,
+        halls_running(halls, broker.port),
+    ):
+        await all_acked(halls)
 
     stored = rows(database, "SELECT hall, seq, id FROM events ORDER BY hall, seq")
     expected = [
@@ -444,19 +457,12 @@ async def test_a_replay_held_up_in_the_workers_is_asked_once(broker: Broker, dat
     options = {"gap_timeout": 0.5, "ack_interval": 0.5, "ack_events": 10, "ack_age": 1.0}
     async with workers(broker, database, 3, **options) as three:
         release, held = hold_replayed(three, halls)
-        running = [asyncio.create_task(h.run(broker.port)) for h in halls]
-        try:
+        async with halls_running(halls, broker.port):
             await eventually(lambda: len(held) > 0, "a re-sent event to arrive")
             await asyncio.sleep(5.0)  # the hold: 10 × the gap timeout
             asked_while_held = [list(h.replays) for h in halls]
             release.set()
-            await eventually(
-                lambda: all(h.acked == h.last for h in halls), "every hall acked to its last seq"
-            )
-        finally:
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            await all_acked(halls)
     assert any(asked_while_held), "a replay was answered and its events held"
     for hall in halls:
         assert sorted(hall.replays) == ranges(hall.dropped), f"{hall.hall}: each gap once"
@@ -479,16 +485,8 @@ async def test_a_replay_lost_on_its_way_is_asked_again_once_the_workers_drained(
         hall.dropped = {7, 8}
         hall.swallow = 1
     options = {"gap_timeout": 0.5, "ack_interval": 0.5, "ack_events": 10, "ack_age": 1.0}
-    async with workers(broker, database, 3, **options):
-        running = [asyncio.create_task(h.run(broker.port)) for h in halls]
-        try:
-            await eventually(
-                lambda: all(h.acked == h.last for h in halls), "every hall acked to its last seq"
-            )
-        finally:
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+    async with workers(broker, database, 3, **options), halls_running(halls, broker.port):
+        await all_acked(halls)
     for hall in halls:
         assert hall.replays == [(7, 8), (7, 8)], f"{hall.hall}: asked again once, after the loss"
     assert rows(database, "SELECT count(*) FROM events") == [(90,)]
