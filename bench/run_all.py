@@ -5,6 +5,7 @@
                                                       # (+ ~6 and ~15 minutes)
     .venv/bin/python bench/run_all.py store_append    # only the ones named
     .venv/bin/python bench/run_all.py --pi            # a Pi's disk and CPU: see below
+    .venv/bin/python bench/run_all.py --targets       # every figure with a Pi target, one run
 
 ``--fsync-ms 0,5,20`` runs each latency benchmark once per fsync delay (bench/_fsync.py: an
 LD_PRELOAD shim makes every fsync of the agent's process sleep that long first, as an SD
@@ -53,6 +54,15 @@ LINK = ("drain", "backlog_rss", "fleet", "update_time")
 # A simulated week of a busy hall: about 15 minutes.
 SOAK = ("soak_memory",)
 BENCHMARKS = QUICK + LINK + PI + SOAK
+# --targets: every figure a Pi's targets name (docs/benchmarks.md, "What this means on a
+# Pi"), each beside its baseline from the same run; the arguments keep it to the delays
+# the targets are set at (10 and 20 ms per fsync).
+TARGETS: dict[str, list[str]] = {
+    "under_load": ["--delays", "10,20", "--one-core-delays", ""],
+    "start_latency": [],
+    "soak_memory": [],
+    "write_amplification": [],
+}
 
 
 def targets(name: str, figures: dict[str, Any]) -> list[list[Any]]:
@@ -62,7 +72,12 @@ def targets(name: str, figures: dict[str, Any]) -> list[list[Any]]:
         return delayed(name, figures)
     if name == "under_load":
         return [
-            [f"{what} ({t['configuration']})", t["measured"], t["target"], t["met"]]
+            [
+                f"{what} ({t['configuration']})",
+                f"{t['measured']} ({t.get('baseline', '-')})",
+                t["target"],
+                t["met"],
+            ]
             for what, t in figures["target"].items()
         ]
     if name == "write_amplification":
@@ -276,10 +291,15 @@ def delayed(name: str, figures: dict[str, Any]) -> list[list[Any]]:
     return [[name, shown, base, "-"]]
 
 
-def plan(names: list[str], delays: list[str], one_core: bool) -> list[tuple[str, list[str]]]:
+def plan(
+    names: list[str], delays: list[str], one_core: bool, targets_only: bool = False
+) -> list[tuple[str, list[str]]]:
     """(results name, extra arguments) for every run."""
     runs: list[tuple[str, list[str]]] = []
     for name in names:
+        if targets_only and name in TARGETS:
+            runs.append((name, TARGETS[name]))
+            continue
         if name not in LATENCY or not delays:
             runs.append((name, []))
             continue
@@ -315,7 +335,15 @@ def main(argv: list[str] | None = None) -> int:
         help="under_load, write_amplification and the latency benchmarks at 0, 5 and 20 ms "
         "per fsync and on one core (about 15 minutes)",
     )
+    parser.add_argument(
+        "--targets",
+        action="store_true",
+        help=f"the figures with a target for a Pi, in one run: {', '.join(TARGETS)} "
+        "(about 20 minutes)",
+    )
     args = parser.parse_args(argv)
+    if args.targets:
+        args.names = args.names or list(TARGETS)
     if args.pi:
         args.names = args.names or ["under_load", "write_amplification", *LATENCY]
         args.fsync_ms = args.fsync_ms or "0,5,20"
@@ -326,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
 
     delays = [d.strip() for d in args.fsync_ms.split(",") if d.strip()]
-    runs = plan(names, delays, args.one_core)
+    runs = plan(names, delays, args.one_core, args.targets)
     failed = []
     for result, extra in runs:
         script = result.split("@")[0]
