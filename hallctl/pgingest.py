@@ -496,7 +496,8 @@ async def close_worker(worker: PgIngest) -> None:
     seconds, then the process's exit closes it (stopping must never hang)."""
     for store in (worker.store, worker.sweeper):
         try:
-            await asyncio.wait_for(store.close(), CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await store.close()
         except TimeoutError:
             log.warning("a PostgreSQL connection did not close within %gs", CLOSE_TIMEOUT_S)
 

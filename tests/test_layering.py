@@ -600,3 +600,35 @@ def test_importing_the_daemon_loads_no_device_feature_and_builds_no_openapi_mode
     # The OpenAPI document's models are built when /openapi.json is first asked for, and
     # the deferral ended with FastAPI's import (tests/test_api.py serves the document).
     assert first == "False None"
+
+
+def _wait_for_calls(source: str) -> list[int]:
+    """Lines that call ``asyncio.wait_for``."""
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "wait_for"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "asyncio"
+    ]
+
+
+def test_the_wait_for_finder_finds_one() -> None:
+    source = "import asyncio\nasync def f(e):\n    await asyncio.wait_for(e.wait(), 1)\n"
+    assert _wait_for_calls(source) == [3]
+    assert _wait_for_calls("async def f(c):\n    await c.wait_for(lambda: True)\n") == []
+
+
+def test_timeouts_use_asyncio_timeout_not_wait_for() -> None:
+    """On Python 3.11 ``asyncio.wait_for`` can swallow a cancellation that lands as the
+    awaited thing finishes, and a task asked to stop then runs on (a stop that hangs until
+    systemd kills it); ``async with asyncio.timeout(...)`` does not."""
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for line in _wait_for_calls(path.read_text(encoding="utf-8"))
+    ]
+    assert found == [], f"use `async with asyncio.timeout(...)` instead at {found}"

@@ -387,7 +387,8 @@ class Link:
     async def _pause(self, seconds: float) -> None:
         """Wait, unless the link is stopped meanwhile."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
 
     async def _connected(self, client: aiomqtt.Client) -> None:
         """Everything that runs while one connection is up; returns when it drops."""
@@ -718,7 +719,8 @@ def _is_stale_will(payload: bytes) -> bool:
 async def _drain_or_wait(fresh: asyncio.Queue[StoredEvent], wait_s: float) -> None:
     """Wait until new events were committed (or ``wait_s`` passed); drain the signal."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(fresh.get(), timeout=wait_s)
+        async with asyncio.timeout(wait_s):
+            await fresh.get()
     while not fresh.empty():
         fresh.get_nowait()
 

@@ -399,7 +399,8 @@ class TicketPrinting:
     async def outcome(self, ticket_id: str, within: float = PRINT_WAIT_S) -> dict[str, Any]:
         """How the ticket's print went, waiting at most ``within`` s: for the kiosk."""
         try:
-            result = await asyncio.wait_for(asyncio.shield(self._outcome(ticket_id)), within)
+            async with asyncio.timeout(within):
+                result = await asyncio.shield(self._outcome(ticket_id))
         except TimeoutError:
             return {"state": "pending"}
         if result.printed:
@@ -629,7 +630,8 @@ class TicketPrinting:
         if not ok:
             raise Refused(f"ticket {facts.number} cannot be reprinted now: {reason}")
         try:
-            result = await asyncio.wait_for(self._print(facts, reprint=True), REPRINT_WAIT_S)
+            async with asyncio.timeout(REPRINT_WAIT_S):
+                result = await self._print(facts, reprint=True)
         except TimeoutError:
             raise Refused(
                 f"ticket {facts.number} was not reprinted within {REPRINT_WAIT_S:g} s; "

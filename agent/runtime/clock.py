@@ -167,7 +167,8 @@ async def timedated() -> Evidence | None:
     except OSError:
         return None
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=5)
+        async with asyncio.timeout(5):
+            out, _ = await proc.communicate()
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

@@ -194,7 +194,8 @@ class SpaceGuard:
             if left <= 0:
                 return
             try:
-                await asyncio.wait_for(failed.wait(), timeout=min(left, CHECK_EVERY_S))
+                async with asyncio.timeout(min(left, CHECK_EVERY_S)):
+                    await failed.wait()
             except TimeoutError:
                 state = self.look()
                 if state.low:

@@ -295,9 +295,11 @@ class HallHealth:
             }
 
         try:
-            stats, space = await asyncio.wait_for(self.hall.store_read(read), timeout=STORE_WAIT_S)
+            async with asyncio.timeout(STORE_WAIT_S):
+                stats, space = await self.hall.store_read(read)
             last_seq = self.hall.last_seq
-            services = await asyncio.wait_for(self.hall.read(queue), timeout=STORE_WAIT_S)
+            async with asyncio.timeout(STORE_WAIT_S):
+                services = await self.hall.read(queue)
         except Exception as err:  # noqa: BLE001 - metrics answer without the store's figures
             log.debug("metrics without the store's figures: %s", err)
             return None

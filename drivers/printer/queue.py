@@ -127,7 +127,8 @@ class PrintQueue:
     async def _poll(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poll_now.wait(), self.poll_interval_s)
+                async with asyncio.timeout(self.poll_interval_s):
+                    await self._poll_now.wait()
             self._poll_now.clear()
             await self.check()
 
