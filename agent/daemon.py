@@ -368,7 +368,10 @@ def _enforce_retention(
 ) -> Written[list[Eviction]]:
     """Returns the ``outbox.evicted`` reports as the events written, so the outbox
     publishes them at once. With ``room``, also frees pages inside the database for a disk
-    short of space."""
+    short of space (after giving back the space reserve, when writes found the disk full:
+    in this, the writer's turn, so no other write takes that room first)."""
+    if room is not None and room.release is not None:
+        room.release()
     before = store.last_seq
     eviction = store.enforce_retention(storage.max_bytes, storage.max_days, now, clock_ok=clock_ok)
     evictions = [] if eviction is None else [eviction]

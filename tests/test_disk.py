@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -94,7 +95,9 @@ def test_room_is_made_only_while_the_disk_is_short(tmp_path: Path) -> None:
     assert guard.room_needed(state(500 * MIB), disk_full=False) is None
     assert guard.room_needed(state(10 * MIB), disk_full=False) == RoomNeeded(8 * MIB, False)
     # SQLite said "full" though statvfs shows room (a quota, max_page_count).
-    assert guard.room_needed(state(500 * MIB), disk_full=True) == RoomNeeded(8 * MIB, True)
+    # Then the pass gives back the reserve first, in the writer's turn.
+    full = RoomNeeded(8 * MIB, True, release=guard.release_reserve)
+    assert guard.room_needed(state(500 * MIB), disk_full=True) == full
 
 
 def test_making_room_evicts_acked_then_chatter_and_business_only_as_a_last_resort(
@@ -318,6 +321,56 @@ async def test_a_real_full_disk_releases_the_reserve_keeps_issuing_and_recovers(
         health = (await client.get("/healthz")).json()
         assert "disk" not in [r["check"] for r in health["reasons"]]
         assert (await take(client)).status_code == 201
+
+
+@pytest.mark.timeout(90)
+async def test_takes_that_keep_coming_on_a_full_disk_leave_the_reserve_to_the_eviction(
+    small_disk: Path,
+    config_factory: Callable[..., HallAgentConfig],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kiosks do not stop when the disk fills. The reserve given back for the eviction
+    must go to the eviction: released outside the writer's turn (as it was, when a write
+    failed), the takes still being issued could fill it first (seen: about 80 takes,
+    2 MiB of log, after the retention pass itself had found the disk full) and leave the
+    eviction no room, so the hall stayed full. It is released in the writer's turn, just
+    before the eviction's own write."""
+    monkeypatch.setattr("agent.runtime.diskspace.CHECK_EVERY_S", 0.2)
+    config = config_factory(storage=small_disk / "state", reserve_bytes=8 * MIB)
+    released_in: list[str] = []
+    release = SpaceGuard.release_reserve
+
+    def recorded(guard: SpaceGuard) -> int:
+        released_in.append(threading.current_thread().name)
+        return release(guard)
+
+    monkeypatch.setattr(SpaceGuard, "release_reserve", recorded)
+    async with (
+        running_agent(config) as agent,
+        httpx.AsyncClient(base_url=agent.url, headers=as_ops(agent)) as client,
+    ):
+        guard_file = small_disk / "state" / ".space-reserve"
+        await wait_until(guard_file.exists)
+        await fill_outbox_with_chatter(agent, 3000)
+        fill(small_disk)
+        answers: list[int] = []
+        evicted = False
+        async with agent.hall.events() as committed:
+            deadline = time.monotonic() + 45
+            while not evicted and time.monotonic() < deadline:
+                answers.append((await take(client)).status_code)  # never stopping at a 503
+                evicted = any(e.type == "outbox.evicted" for e in _drain(committed))
+        assert 503 in answers, "the disk never filled up"
+        assert evicted, f"no eviction after {len(answers)} takes: {answers[-5:]}"
+        assert released_in, "the reserve was never given back"
+        assert all(n.startswith("store-writer") for n in released_in), released_in
+        assert not guard_file.exists()
+        # The eviction left room: tickets are issued again.
+        issued = await take(client)
+        assert issued.status_code == 201, issued.text
+        check, seqs = await integrity(agent)
+        assert check == "ok"
+        assert seqs == sorted(seqs)
 
 
 @pytest.mark.timeout(60)

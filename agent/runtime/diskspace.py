@@ -9,8 +9,11 @@ answered. This module keeps that from happening for long:
   operational, business last) until the database holds enough free pages for new rows,
   so the outbox becomes a ring buffer and tickets keep being issued.
 - A reserve file (a quarter of the reserve, at most 8 MiB) is held in the state folder
-  and released the moment a write finds the disk full: the room SQLite needs for its
-  write-ahead log and for the eviction itself. It is taken again once the disk has room.
+  and released once a write found the disk full: the room SQLite needs for its
+  write-ahead log and for the eviction itself. It is released in the writer's turn, just
+  before the eviction, so that no other write can take that room first (a hall that kept
+  issuing on it would be left with a full disk and no room to evict in). It is taken
+  again once the disk has room.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ LAST_RESORT_BYTES = 256 * 1024
 class RoomNeeded:
     free_bytes: int  # free pages wanted inside the database
     business: bool  # writes fail: business events may go too, if nothing else is left
+    # Writes found the disk full: give back the reserve file first, in the writer's turn
+    # (the retention pass's own write), so that the eviction gets its room.
+    release: Callable[[], int] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -179,13 +185,14 @@ class SpaceGuard:
         """
         if not (state.low or disk_full):
             return None
-        return RoomNeeded(self.reserve_file_size, business=disk_full)
+        release = self.release_reserve if disk_full else None
+        return RoomNeeded(self.reserve_file_size, business=disk_full, release=release)
 
     async def wait(self, hall: Hall, prune_interval_s: float) -> None:
         """Until the next retention pass is due.
 
-        That is after ``prune_interval_s``; sooner when a write failed (a full disk also
-        releases the reserve) or the disk is below its reserve.
+        That is after ``prune_interval_s``; sooner when a write failed or the disk is below
+        its reserve. (The pass after a full disk releases the reserve: ``room_needed``.)
         """
         due = time.monotonic() + prune_interval_s
         failed = hall.writes.failed
@@ -203,8 +210,6 @@ class SpaceGuard:
                 self.hold_reserve(state)
                 continue
             failed.clear()
-            if hall.writes.last_was_disk_full:
-                self.release_reserve()
             # A pass that fails again wakes this at once: never spin.
             await asyncio.sleep(self.min_gap_s)
             return
