@@ -29,6 +29,7 @@ from protocols.escpos_model import (
     QrLevel,
     Rule,
     TextLine,
+    in_font,
     wrap,
 )
 
@@ -36,6 +37,13 @@ if TYPE_CHECKING:
     from PIL import Image, ImageDraw, ImageFont
 
 CJK_FONT = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
+# For the characters the main font lacks (WenQuanYi Micro Hei has GBK: a rare character in a
+# hall's or a person's name, 䶮 in CJK Extension A, 𠮷 in Extension B, would print as an
+# empty box): Hanazono Mincho (Debian's fonts-hanazono) has Extensions A to F.
+FALLBACK_FONTS = (
+    "/usr/share/fonts/truetype/hanazono/HanaMinA.ttf",
+    "/usr/share/fonts/truetype/hanazono/HanaMinB.ttf",
+)
 
 # The printer's Chinese characters are 24 x 24 dots; the font's glyphs fill ~90 % of em.
 _EM_PER_SCALE = 26
@@ -59,15 +67,22 @@ PAPER = 255
 
 
 class Typesetter:
-    """Draws blocks ``width`` dots wide with one CJK font (e.g. WenQuanYi Micro Hei)."""
+    """Draws blocks ``width`` dots wide with a CJK font (e.g. WenQuanYi Micro Hei), and
+    each character that font lacks with the first of ``fallbacks`` that has it."""
 
-    def __init__(self, font: bytes | Path, width: int) -> None:
-        """``font``: the font file's bytes, or its path (FreeType maps the file)."""
+    def __init__(self, font: bytes | Path, width: int, fallbacks: Sequence[Path] = ()) -> None:
+        """``font``: the font file's bytes, or its path (FreeType maps the file);
+        ``fallbacks``: the paths of fonts for the characters it has not."""
         if isinstance(font, bytes) and not font:
             raise ValueError("the font file is empty")
         self._font = font
         self.width = width
         self._fonts: dict[int, ImageFont.FreeTypeFont] = {}
+        self._fallbacks = tuple(fallbacks)
+        # The characters of each font (0: the main one), read from its cmap when a line
+        # first needs it; and the fallbacks' faces by (font, size).
+        self._covered: dict[int, frozenset[int]] = {}
+        self._fallback_faces: dict[tuple[int, int], ImageFont.FreeTypeFont] = {}
 
     def font(self, scale: int) -> ImageFont.FreeTypeFont:
         size = _EM_PER_SCALE * scale
@@ -87,9 +102,64 @@ class Typesetter:
             return max(0, self.width - content_width - _MARGIN)
         return _MARGIN
 
+    def runs(self, text: str, scale: int) -> list[tuple[str, ImageFont.FreeTypeFont]]:
+        """``text`` in runs of one font each: the main font, and for a character it lacks
+        the first fallback that has it (none has it: the main font's empty box).
+
+        The main font is taken to have GBK, which every CJK font for Chinese has: a line of
+        GBK only is one run, and no font's cmap is read for it.
+        """
+        main = self.font(scale)
+        if not self._fallbacks or in_font(text, "gbk"):
+            return [(text, main)]
+        runs: list[tuple[str, ImageFont.FreeTypeFont]] = []
+        for ch in text:
+            face = main if in_font(ch, "gbk") else self._face_for(ord(ch), scale)
+            if runs and runs[-1][1] is face:
+                runs[-1] = (runs[-1][0] + ch, face)
+            else:
+                runs.append((ch, face))
+        return runs
+
+    def _face_for(self, code: int, scale: int) -> ImageFont.FreeTypeFont:
+        for index in range(len(self._fallbacks) + 1):
+            if code in self._coverage(index):
+                return self._face(index, scale)
+        return self.font(scale)
+
+    def _coverage(self, index: int) -> frozenset[int]:
+        covered = self._covered.get(index)
+        if covered is None:
+            from fontTools.ttLib import TTFont, TTLibError  # type: ignore[import-untyped]
+
+            source: bytes | Path = self._font if index == 0 else self._fallbacks[index - 1]
+            where = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+            try:
+                with TTFont(where, fontNumber=0, lazy=True) as font:
+                    covered = frozenset(font.getBestCmap() or ())
+            except (TTLibError, OSError, KeyError):
+                covered = frozenset()  # unreadable: it has nothing, the next one may
+            self._covered[index] = covered
+        return covered
+
+    def _face(self, index: int, scale: int) -> ImageFont.FreeTypeFont:
+        if index == 0:
+            return self.font(scale)
+        key = (index, _EM_PER_SCALE * scale)
+        if key not in self._fallback_faces:
+            from PIL import ImageFont
+
+            self._fallback_faces[key] = ImageFont.truetype(str(self._fallbacks[index - 1]), key[1])
+        return self._fallback_faces[key]
+
+    def length(self, text: str, scale: int) -> float:
+        """How wide ``text`` is drawn, in dots."""
+        return sum(face.getlength(run) for run, face in self.runs(text, scale))
+
     def _lines(self, block: TextLine) -> list[str]:
-        font = self.font(block.scale)
-        return wrap(block.text, self.width - 2 * _MARGIN, font.getlength)
+        return wrap(
+            block.text, self.width - 2 * _MARGIN, lambda text: self.length(text, block.scale)
+        )
 
     def text_image(self, block: TextLine) -> Image.Image:
         """One text block, as wide as the paper (alignment drawn in)."""
@@ -104,13 +174,24 @@ class Typesetter:
     def _draw_text(
         self, draw: ImageDraw.ImageDraw, block: TextLine, lines: list[str], top: int
     ) -> None:
-        font = self.font(block.scale)
+        ascent = self.font(block.scale).getmetrics()[0]
         row = LINE_DOTS * block.scale
+        stroke = max(1, block.scale // 2) if block.bold else 0
         for i, line in enumerate(lines):
-            x = self._x(round(font.getlength(line)), block.align)
+            runs = self.runs(line, block.scale)
+            x = float(self._x(round(sum(f.getlength(r) for r, f in runs)), block.align))
             y = top + i * row + (row - HALF_WIDTH_DOTS * 2 * block.scale) // 2
-            stroke = max(1, block.scale // 2) if block.bold else 0
-            draw.text((x, y), line, font=font, fill=INK, stroke_width=stroke, stroke_fill=INK)
+            for run, face in runs:  # every run on the main font's baseline
+                draw.text(
+                    (x, y + ascent),
+                    run,
+                    font=face,
+                    anchor="ls",
+                    fill=INK,
+                    stroke_width=stroke,
+                    stroke_fill=INK,
+                )
+                x += face.getlength(run)
 
     def render(self, blocks: Sequence[Block]) -> Image.Image:
         """The blocks one under the other, as a printer would feed them out."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ from protocols.escpos_model import (
     in_font,
     wrap,
 )
-from protocols.escpos_raster import CJK_FONT, Typesetter, bitmap_of
+from protocols.escpos_raster import CJK_FONT, FALLBACK_FONTS, Typesetter, bitmap_of
 
 PAPER = Paper.for_width(80)
 RARE = "𠮷䶮"  # CJK Ext-B (4 bytes in GB18030) and Ext-A (in no GBK font)
@@ -316,6 +317,48 @@ def test_a_font_given_by_path_draws_what_its_bytes_draw(typesetter):
     font in memory); the ticket comes out the same as from the font's bytes."""
     by_path = Typesetter(Path(CJK_FONT), PAPER.width_dots)
     assert by_path.render(SAMPLE.blocks).tobytes() == typesetter.render(SAMPLE.blocks).tobytes()
+
+
+def _fallbacks() -> list[Path]:
+    """The fonts for rare characters. scripts/setup installs them (fonts-hanazono): in CI a
+    missing one fails the test rather than skip it."""
+    found = [Path(f) for f in FALLBACK_FONTS]
+    if not all(f.is_file() for f in found) and not os.environ.get("CI"):
+        pytest.skip("fonts-hanazono is not installed (scripts/setup)")
+    return found
+
+
+@needs_font
+def test_rare_characters_are_drawn_with_a_fallback_font_not_as_empty_boxes(typesetter):
+    """A rare character in a name (䶮 in Extension A, 𠮷 in Extension B) is not in the
+    ticket font: it printed as the font's empty box. It is drawn with the fallback font,
+    on the same baseline; the rest of the line stays in the ticket font."""
+    with_fallback = Typesetter(Path(CJK_FONT), PAPER.width_dots, _fallbacks())
+    box = "\U000f0000"  # a private-use character no font here has: the empty box
+
+    def drawn(ts: Typesetter, text: str) -> bytes:
+        return ts.text_image(TextLine(text, scale=2)).tobytes()
+
+    # Without a fallback each rare character is the box (the test can tell the two apart).
+    assert drawn(typesetter, "䶮") == drawn(typesetter, box)
+    assert drawn(typesetter, "𠮷") == drawn(typesetter, box)
+    for rare in RARE:
+        assert drawn(with_fallback, rare) != drawn(with_fallback, box), rare
+        assert drawn(with_fallback, rare) != drawn(typesetter, rare), rare
+    runs = with_fallback.runs(f"龚{RARE}（生僻字）", 1)
+    assert [text for text, _ in runs] == ["龚", RARE, "（生僻字）"]
+    assert runs[0][1] is runs[2][1] is with_fallback.font(1)
+    assert runs[1][1] is not with_fallback.font(1)
+    # A line of GBK only is one run in the ticket font: drawn exactly as before.
+    plain = TextLine(f"您前面还有 3 人{PUNCTUATION}", scale=2)
+    assert with_fallback.runs(plain.text, 2) == [(plain.text, with_fallback.font(2))]
+    assert with_fallback.text_image(plain).tobytes() == typesetter.text_image(plain).tobytes()
+    # Wrapping measures each run in its own font.
+    wide = f"姓名 {RARE * 12}"
+    assert all(
+        with_fallback.length(line, 2) <= PAPER.width_dots
+        for line in with_fallback._lines(TextLine(wide, scale=2))
+    )
 
 
 def test_an_empty_font_is_refused():

@@ -80,7 +80,7 @@ from protocols.escpos_model import (
     TextLine,
     TicketDocument,
 )
-from protocols.escpos_raster import Typesetter
+from protocols.escpos_raster import FALLBACK_FONTS, Typesetter
 
 if TYPE_CHECKING:
     # The contract's command models: only this module's types (the link builds them).
@@ -198,6 +198,17 @@ def printer_target(device: PrinterDevice) -> PrinterTarget:
             return line_target(transport)
 
 
+async def installed_fallbacks() -> list[Path]:
+    """The fallback fonts for rare characters that are installed (fonts-hanazono)."""
+    found = await asyncio.to_thread(lambda: [p for p in map(Path, FALLBACK_FONTS) if p.is_file()])
+    if not found:
+        log.info(
+            "no font for rare characters (install fonts-hanazono): a character outside "
+            "the ticket font, e.g. in a name, prints as an empty box"
+        )
+    return found
+
+
 def _font_head(path: Path) -> bytes:
     """The font file's first bytes: it can be read and is not empty."""
     with path.open("rb") as fh:
@@ -313,7 +324,7 @@ class TicketPrinting:
                 )
             return
         # By path: FreeType maps the file (shared page cache), no private 5 MB copy.
-        self._typesetter = Typesetter(path, self.paper.width_dots)
+        self._typesetter = Typesetter(path, self.paper.width_dots, await installed_fallbacks())
 
     # -- health and the kiosk ---------------------------------------------------------------
 
