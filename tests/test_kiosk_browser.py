@@ -6,6 +6,7 @@ credential and issues a priority ticket with one. Screenshots go to tests/artifa
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -273,10 +274,9 @@ MORE_SERVICES = [
 ]
 
 
-@pytest.mark.parametrize("count", [6, 8])
-async def test_a_portrait_kiosk_shows_every_service_whole(
-    tmp_path: Path, browser: Any, count: int
-) -> None:
+@contextlib.asynccontextmanager
+async def hall_with_services(tmp_path: Path, count: int) -> AsyncIterator[AgentProcess]:
+    """A hall of ``count`` services (4 to 8), the first with a guide on its button."""
     storage = tmp_path / "state"
     config = hall_config(storage, port=free_port())
     config["services"][0]["guide"] = GUIDE  # a guide adds a line to its button
@@ -288,10 +288,44 @@ async def test_a_portrait_kiosk_shows_every_service_whole(
     )
     process.start()
     try:
+        yield process
+    finally:
+        process.kill()
+
+
+def not_whole(buttons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [b for b in buttons if not (b["inside"] and b["uncovered"] and b["text_fits"])]
+
+
+@pytest.mark.parametrize("count", [6, 8])
+async def test_a_portrait_kiosk_shows_every_service_whole(
+    tmp_path: Path, browser: Any, count: int
+) -> None:
+    async with hall_with_services(tmp_path, count) as process:
         kiosk = await open_kiosk(process, browser, width=1080, height=1920)
         buttons = await kiosk.evaluate(WHOLE_BUTTONS)
         await kiosk.screenshot(path=str(ARTIFACTS / f"pages-kiosk-portrait-{count}.png"))
         assert len(buttons) == count
-        assert [b for b in buttons if not (b["inside"] and b["uncovered"] and b["text_fits"])] == []
-    finally:
-        process.kill()
+        assert not_whole(buttons) == []
+
+
+@pytest.mark.parametrize(
+    ("count", "width", "height"), [(4, 1920, 1080), (4, 1366, 768), (6, 1366, 768), (8, 1920, 1080)]
+)
+async def test_a_landscape_kiosk_in_elder_mode_with_the_green_channel_shows_every_service_whole(
+    tmp_path: Path, browser: Any, count: int, width: int, height: int
+) -> None:
+    """长者版 enlarges everything and the green channel adds its banner: an older citizen
+    must still see every service button whole, without scrolling a small box."""
+    async with hall_with_services(tmp_path, count) as process:
+        kiosk = await open_kiosk(process, browser, width=width, height=height)
+        await kiosk.click("#elder")
+        await kiosk.click("#green")
+        await kiosk.click(".green-class[data-class=elderly]")
+        await kiosk.click("#green-confirm")
+        await kiosk.wait_for_selector("#green-banner >> text=绿色通道：老年人")
+        buttons = await kiosk.evaluate(WHOLE_BUTTONS)
+        shot = ARTIFACTS / f"pages-kiosk-elder-green-{count}-{width}x{height}.png"
+        await kiosk.screenshot(path=str(shot))
+        assert len(buttons) == count
+        assert not_whole(buttons) == []
