@@ -310,9 +310,17 @@ async def test_a_portrait_kiosk_shows_every_service_whole(
 
 
 @pytest.mark.parametrize(
-    ("count", "width", "height"), [(4, 1920, 1080), (4, 1366, 768), (6, 1366, 768), (8, 1920, 1080)]
+    ("count", "width", "height"),
+    [
+        (4, 1920, 1080),
+        (4, 1366, 768),
+        (6, 1366, 768),
+        (8, 1920, 1080),
+        (6, 1080, 1920),
+        (8, 1080, 1920),
+    ],
 )
-async def test_a_landscape_kiosk_in_elder_mode_with_the_green_channel_shows_every_service_whole(
+async def test_a_kiosk_in_elder_mode_with_the_green_channel_shows_every_service_whole(
     tmp_path: Path, browser: Any, count: int, width: int, height: int
 ) -> None:
     """长者版 enlarges everything and the green channel adds its banner: an older citizen
