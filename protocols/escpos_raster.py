@@ -14,7 +14,8 @@ does not carry them (~3 MB of memory, most of it Pillow's libraries).
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,7 @@ FALLBACK_FONTS = (
 # The printer's Chinese characters are 24 x 24 dots; the font's glyphs fill ~90 % of em.
 _EM_PER_SCALE = 26
 _MARGIN = 8
+_CODE_POINTS = 0x110000
 
 
 def _qr_level(level: QrLevel) -> int:
@@ -80,8 +82,9 @@ class Typesetter:
         self._fonts: dict[int, ImageFont.FreeTypeFont] = {}
         self._fallbacks = tuple(fallbacks)
         # The characters of each font (0: the main one), read from its cmap when a line
-        # first needs it; and the fallbacks' faces by (font, size).
-        self._covered: dict[int, frozenset[int]] = {}
+        # first needs it, one bit per code point (139 KB a font, where a set of the 40-60
+        # thousand characters would be megabytes); and the fallbacks' faces by (font, size).
+        self._covered: dict[int, bytearray] = {}
         self._fallback_faces: dict[tuple[int, int], ImageFont.FreeTypeFont] = {}
 
     def font(self, scale: int) -> ImageFont.FreeTypeFont:
@@ -123,22 +126,26 @@ class Typesetter:
 
     def _face_for(self, code: int, scale: int) -> ImageFont.FreeTypeFont:
         for index in range(len(self._fallbacks) + 1):
-            if code in self._coverage(index):
+            if self._coverage(index)[code >> 3] >> (code & 7) & 1:
                 return self._face(index, scale)
         return self.font(scale)
 
-    def _coverage(self, index: int) -> frozenset[int]:
+    def _coverage(self, index: int) -> bytearray:
         covered = self._covered.get(index)
         if covered is None:
             from fontTools.ttLib import TTFont, TTLibError  # type: ignore[import-untyped]
 
+            covered = bytearray(_CODE_POINTS // 8)  # unreadable: it has nothing
             source: bytes | Path = self._font if index == 0 else self._fallbacks[index - 1]
             where = io.BytesIO(source) if isinstance(source, bytes) else str(source)
             try:
                 with TTFont(where, fontNumber=0, lazy=True) as font:
-                    covered = frozenset(font.getBestCmap() or ())
-            except (TTLibError, OSError, KeyError):
-                covered = frozenset()  # unreadable: it has nothing, the next one may
+                    table = font.reader["cmap"]  # the raw table: no glyph names decoded
+                for first, last in cmap_ranges(table):
+                    for code in range(first, min(last, _CODE_POINTS - 1) + 1):
+                        covered[code >> 3] |= 1 << (code & 7)
+            except (TTLibError, OSError, KeyError, struct.error):
+                pass  # the next font may have it
             self._covered[index] = covered
         return covered
 
@@ -258,6 +265,32 @@ class Typesetter:
         x = 0 if block.align is Align.LEFT else self._x(width, block.align)
         image.paste(ink.crop((0, 0, width, block.height)), (x, 0))
         return image
+
+
+def cmap_ranges(table: bytes) -> Iterator[tuple[int, int]]:
+    """The ranges of code points (first, last) a font's raw ``cmap`` table maps: from its
+    Unicode subtable of format 12 (all planes) when it has one, else of format 4 (the BMP).
+
+    Read from the bytes (OpenType's layout), because fontTools' own reading names every
+    glyph: tens of megabytes for a font of 60 000, where this needs nothing.
+    """
+    count = struct.unpack_from(">H", table, 2)[0]
+    found: dict[int, int] = {}
+    for i in range(count):
+        platform, encoding, offset = struct.unpack_from(">HHI", table, 4 + 8 * i)
+        if (platform, encoding) in ((0, 3), (0, 4), (0, 6), (3, 1), (3, 10)):
+            found.setdefault(struct.unpack_from(">H", table, offset)[0], offset)
+    if 12 in found:
+        offset = found[12]
+        for group in range(struct.unpack_from(">I", table, offset + 12)[0]):
+            first, last, _glyph = struct.unpack_from(">III", table, offset + 16 + 12 * group)
+            yield first, last
+    elif 4 in found:
+        offset = found[4]
+        segments = struct.unpack_from(">H", table, offset + 6)[0] // 2
+        lasts = struct.unpack_from(f">{segments}H", table, offset + 14)
+        firsts = struct.unpack_from(f">{segments}H", table, offset + 16 + 2 * segments)
+        yield from ((f, la) for f, la in zip(firsts, lasts, strict=True) if f != 0xFFFF)
 
 
 def _threshold(image: Image.Image) -> Image.Image:

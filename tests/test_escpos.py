@@ -41,7 +41,13 @@ from protocols.escpos_model import (
     in_font,
     wrap,
 )
-from protocols.escpos_raster import CJK_FONT, FALLBACK_FONTS, Typesetter, bitmap_of
+from protocols.escpos_raster import (
+    CJK_FONT,
+    FALLBACK_FONTS,
+    Typesetter,
+    bitmap_of,
+    cmap_ranges,
+)
 
 PAPER = Paper.for_width(80)
 RARE = "𠮷䶮"  # CJK Ext-B (4 bytes in GB18030) and Ext-A (in no GBK font)
@@ -359,6 +365,35 @@ def test_rare_characters_are_drawn_with_a_fallback_font_not_as_empty_boxes(types
         with_fallback.length(line, 2) <= PAPER.width_dots
         for line in with_fallback._lines(TextLine(wide, scale=2))
     )
+
+
+def _codes(table: bytes) -> set[int]:
+    return {code for first, last in cmap_ranges(table) for code in range(first, last + 1)}
+
+
+@needs_font
+def test_the_raw_cmap_reading_finds_what_fonttools_finds():
+    """The fonts' characters are read from the raw table (fontTools' own reading names
+    every glyph: megabytes); they must be the ones fontTools maps."""
+    from fontTools.ttLib import TTFont
+
+    fonts = [Path(CJK_FONT)] + [Path(f) for f in FALLBACK_FONTS if Path(f).is_file()]
+    for path in fonts:
+        with TTFont(str(path), fontNumber=0, lazy=True) as font:
+            assert _codes(font.reader["cmap"]) == set(font.getBestCmap()), path
+
+
+def test_the_raw_cmap_reading_of_a_bmp_only_font():
+    """A font with only a format 4 subtable (the BMP), built here."""
+    from fontTools.fontBuilder import FontBuilder
+
+    cmap = {0x41: "A", 0x42: "B", 0x4E00: "uni4E00", 0x4DAE: "uni4DAE"}
+    builder = FontBuilder(1000, isTTF=True)
+    builder.setupGlyphOrder([".notdef", *cmap.values()])
+    builder.setupCharacterMap(cmap)
+    table = builder.font["cmap"].compile(builder.font)
+    assert {t.format for t in builder.font["cmap"].tables} == {4}
+    assert _codes(table) == set(cmap)
 
 
 def test_an_empty_font_is_refused():
