@@ -12,6 +12,7 @@ from support import hall_config
 from agent.config import validate_config
 from agent.core.operations import Take
 from agent.features.issuing import (
+    DISK_FULL_DETAIL,
     STORE_FAILING,
     STORE_FAILING_DETAIL,
     STORE_RETRY_S,
@@ -19,11 +20,27 @@ from agent.features.issuing import (
     StoreUnavailable,
 )
 from agent.runtime.hall import Hall
-from agent.runtime.store import Store, StoreFull
+from agent.runtime.store import Store, StoreError, StoreFull
 
 
+@pytest.mark.parametrize(
+    ("failure", "code", "detail"),
+    [
+        (
+            StoreFull("could not save: the state disk is full (database or disk is full)"),
+            "disk_full",
+            DISK_FULL_DETAIL,
+        ),
+        (StoreError("could not save: disk I/O error"), "store_unavailable", STORE_FAILING_DETAIL),
+    ],
+    ids=["disk full", "disk failing"],
+)
 async def test_issuing_is_disabled_with_a_plain_reason_while_writes_fail(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: StoreError,
+    code: str,
+    detail: str,
 ) -> None:
     config = validate_config(hall_config(tmp_path / "state"))
     store = Store.open(tmp_path / "state")
@@ -35,23 +52,25 @@ async def test_issuing_is_disabled_with_a_plain_reason_while_writes_fail(
             first = await issuing.take(Take(service="social"))
             assert first.ticket is not None
 
-            def full(*args: object, **kwargs: object) -> object:
-                raise StoreFull("could not save: the state disk is full (database or disk is full)")
+            def fail(*args: object, **kwargs: object) -> object:
+                raise failure
 
             with monkeypatch.context() as patched:
-                patched.setattr(Store, "commit", full)
-                with pytest.raises(StoreFull):
+                patched.setattr(Store, "commit", fail)
+                with pytest.raises(type(failure)):
                     await issuing.take(Take(service="social"))
+                # The staff's reason names the cause the failed write found; the citizen
+                # reads the same plain words either way.
                 assert issuing.state()["issuing"] == {
                     "enabled": False,
-                    "reason": STORE_FAILING_DETAIL,
+                    "reason": detail,
                     "citizen": STORE_FAILING,
                 }
                 with pytest.raises(StoreUnavailable) as refused:
                     await issuing.take(Take(service="social"))
-                assert refused.value.message == STORE_FAILING_DETAIL
+                assert refused.value.message == detail
                 assert refused.value.citizen_message == STORE_FAILING
-                assert refused.value.code == "store_unavailable"
+                assert refused.value.code == code
 
             # Still refused until the retry time is over; then one take is the probe, and
             # once the store takes writes again it succeeds and issuing is back.

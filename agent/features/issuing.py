@@ -29,6 +29,12 @@ STORE_FAILING_DETAIL = (
     "the state database refuses writes (the disk is full or failing); no ticket is issued "
     "until a write succeeds again: see /healthz and the log"
 )
+# The same when the last refused write found the disk full (whichever write found it).
+DISK_FULL_DETAIL = (
+    "the state disk is full; the operation was not done; no ticket is issued until a write "
+    "succeeds again: the agent evicts outbox events to make room (see /healthz and "
+    "docs/operations.md, 'disk full')"
+)
 # After a failed write, issuing stays off this long; then one take is let through as a
 # probe (it succeeds once the disk has room again, and that re-enables issuing).
 STORE_RETRY_S = 10.0
@@ -41,6 +47,16 @@ class StoreUnavailable(Refused):
 
     def __init__(self, message: str = STORE_FAILING_DETAIL) -> None:
         super().__init__(message, citizen=STORE_FAILING)
+
+
+class DiskFull(StoreUnavailable):
+    """The same refusal, when the last write the store refused found the disk full: staff
+    read the cause in the answer itself (503 ``disk_full``, like the write that found it)."""
+
+    code = "disk_full"
+
+    def __init__(self, message: str = DISK_FULL_DETAIL) -> None:
+        super().__init__(message)
 
 
 class Issuing:
@@ -68,7 +84,7 @@ class Issuing:
         printer cannot print it (IssuingRefused)."""
         if self._store_failing():
             # The kiosk shows the citizen text; the cause is in /healthz and the log.
-            raise StoreUnavailable()
+            raise DiskFull() if self.hall.writes.last_was_disk_full else StoreUnavailable()
         if self.printing is not None:
             self.printing.check_issuing(source)
 
@@ -83,9 +99,10 @@ class Issuing:
         else:
             state = self.printing.state()
         if self._store_failing():
+            full = self.hall.writes.last_was_disk_full
             state["issuing"] = {
                 "enabled": False,
-                "reason": STORE_FAILING_DETAIL,
+                "reason": DISK_FULL_DETAIL if full else STORE_FAILING_DETAIL,
                 "citizen": STORE_FAILING,
             }
         return state

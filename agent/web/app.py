@@ -121,6 +121,7 @@ STATUS_OF: dict[str, int] = {
     "forbidden": 403,
     "locked_out": 429,
     "store_unavailable": 503,
+    "disk_full": 503,
     "starting": 503,  # asked for before the start's second step is done (agent/web/starting.py)
     # The hall's screen content (agent/features/content.py): uploads and time windows.
     "image_too_large": 413,
