@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -225,12 +226,56 @@ async def test_a_full_database_refuses_clearly_then_evicts_chatter_and_issues_ag
         assert health["status"] == "degraded"
         assert "outbox" in [r["check"] for r in health["reasons"]]
         metrics = (await client.get("/metrics")).text
-        assert "hall_store_disk_full_total 1.0" in metrics
+        # The refused take, or a write of the agent's own that found the disk full first
+        # (the take was then refused by the issuing gate, with the same answer).
+        full = re.search(r"^hall_store_disk_full_total (\S+)$", metrics, re.MULTILINE)
+        assert full is not None
+        assert float(full.group(1)) >= 1
         check, seqs = await integrity(agent)
         assert check == "ok"
         assert seqs == sorted(seqs)
         history = await agent.hall.store_call(lambda s: s.ticket_history(s_day(agent)))
         assert [t.number for t in history] == [f"A{n:03d}" for n in range(1, issued + 3)]
+
+
+@pytest.mark.timeout(60)
+async def test_a_take_after_device_chatter_filled_the_disk_is_refused_as_disk_full(
+    config_factory: Callable[..., HallAgentConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The agent's own writes (device chatter here) can be the first to find the disk full:
+    # the next take is refused by the issuing gate and names that cause, not a vague one.
+    monkeypatch.setattr("agent.daemon.SpaceGuard.wait", _wait_forever)  # no eviction yet
+    async with (
+        running_agent(config_factory()) as agent,
+        httpx.AsyncClient(base_url=agent.url, headers=as_ops(agent)) as client,
+    ):
+        assert (await take(client)).status_code == 201
+        await agent.hall.store_call(cap_pages)
+        assert isinstance(await chatter_until_refused(agent), StoreFull)
+        refused = await take(client)
+        assert refused.status_code == 503
+        body = refused.json()
+        assert body["error"] == "disk_full"
+        assert "the state disk is full" in body["message"]
+        assert "the operation was not done" in body["message"]
+        assert body["citizen_message"] == "系统暂时无法保存新的号票，请到服务台咨询"
+        issuing = (await client.get("/api/v1/issuing")).json()["issuing"]
+        assert issuing["enabled"] is False
+        assert issuing["reason"].startswith("the state disk is full")
+
+
+async def chatter_until_refused(agent: Running) -> StoreError | None:
+    """Write device chatter until the store refuses it: the error it refused with."""
+    for _ in range(1000):
+        try:
+            await fill_outbox_with_chatter(agent, 50)
+        except StoreError as err:
+            return err
+    return None
+
+
+async def _wait_forever(*_: object) -> None:
+    await asyncio.Event().wait()
 
 
 def _drain(queue: asyncio.Queue[Any]) -> Iterator[Any]:
