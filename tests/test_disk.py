@@ -240,7 +240,9 @@ async def test_a_full_database_refuses_clearly_then_evicts_chatter_and_issues_ag
 
 @pytest.mark.timeout(60)
 async def test_a_take_after_device_chatter_filled_the_disk_is_refused_as_disk_full(
-    config_factory: Callable[..., HallAgentConfig], monkeypatch: pytest.MonkeyPatch
+    config_factory: Callable[..., HallAgentConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The agent's own writes (device chatter here) can be the first to find the disk full:
     # the next take is refused by the issuing gate and names that cause, not a vague one.
@@ -252,6 +254,11 @@ async def test_a_take_after_device_chatter_filled_the_disk_is_refused_as_disk_fu
         assert (await take(client)).status_code == 201
         await agent.hall.store_call(cap_pages)
         assert isinstance(await chatter_until_refused(agent), StoreFull)
+        # The log says what could not be saved: not a queue change (none was asked for).
+        assert any(
+            r.getMessage().startswith("a write could not be saved (could not save")
+            for r in caplog.records
+        )
         refused = await take(client)
         assert refused.status_code == 503
         body = refused.json()

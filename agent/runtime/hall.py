@@ -180,6 +180,20 @@ class _Step:
     stored: list[StoredEvent] = dataclasses.field(default_factory=list)
 
 
+def _what_failed(steps: list[_Step]) -> str:
+    """What a failed group held, for the log: "a queue change", "2 writes" (the outbox's
+    upkeep, a device's change, a setting), "3 queue changes and 1 other write"."""
+    changes = sum(1 for s in steps if s.outcome is not None)
+    others = sum(1 for s in steps if s.outcome is None and s.job.write and s.error is None)
+    change = "a queue change" if changes == 1 else f"{changes} queue changes"
+    other = f"{others} other write" + ("s" if others > 1 else "")
+    if not others:
+        return change
+    if not changes:
+        return "a write" if others == 1 else f"{others} writes"
+    return f"{change} and {other}"
+
+
 def _answer(job: _Job, *, value: Any = None, error: BaseException | None = None) -> None:
     if job.done.done():
         return
@@ -567,8 +581,9 @@ class Hall:
         if isinstance(err, StoreError):
             if self.writes.failing_since is None:
                 log.error(
-                    "a queue change could not be saved (%s); the last saved state is "
-                    "reloaded and operations are refused until the store takes writes",
+                    "%s could not be saved (%s); the last saved state is reloaded and "
+                    "operations are refused until the store takes writes",
+                    _what_failed(steps),
                     err,
                 )
             self._write_failed(err)
