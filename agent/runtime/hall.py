@@ -187,10 +187,10 @@ def _what_failed(steps: list[_Step]) -> str:
     others = sum(1 for s in steps if s.outcome is None and s.job.write and s.error is None)
     change = "a queue change" if changes == 1 else f"{changes} queue changes"
     other = f"{others} other write" + ("s" if others > 1 else "")
+    if not changes:
+        return f"{others} writes" if others > 1 else "a write"
     if not others:
         return change
-    if not changes:
-        return "a write" if others == 1 else f"{others} writes"
     return f"{change} and {other}"
 
 
