@@ -266,6 +266,32 @@ WHOLE_BUTTONS = """() => [...document.querySelectorAll('#services button')].map(
   };
 })"""
 
+# The phrases an older citizen must read on one line, each where it is drawn: a number with
+# its unit on the services' wait lines, the green banner's phrases and its button's words.
+# Returns those drawn over two lines (a Range over the phrase has boxes of different tops).
+SPLIT_PHRASES = """() => {
+  const phrases = [
+    ...[...document.querySelectorAll('#services .wait')].map(
+      (el) => [el, /\\d+\\s人等候/, /约\\s\\d+\\s分钟/]),
+    [document.querySelector('#green-banner span'), /绿色通道/, /老年人/, /请选择业务/],
+    [document.querySelector('#green-cancel'), /取消绿色通道/],
+  ];
+  const split = [];
+  for (const [el, ...patterns] of phrases) {
+    const node = el.firstChild;
+    for (const pattern of patterns) {
+      const found = pattern.exec(node.textContent);
+      if (found === null) { split.push(`${pattern} not in ${node.textContent}`); continue; }
+      const range = document.createRange();
+      range.setStart(node, found.index);
+      range.setEnd(node, found.index + found[0].length);
+      const tops = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
+      if (tops.size > 1) split.push(found[0]);
+    }
+  }
+  return split;
+}"""
+
 MORE_SERVICES = [
     ("tax", "税务登记", "E"),
     ("housing-fund", "公积金", "F"),
@@ -337,3 +363,4 @@ async def test_a_kiosk_in_elder_mode_with_the_green_channel_shows_every_service_
         await kiosk.screenshot(path=str(shot))
         assert len(buttons) == count
         assert not_whole(buttons) == []
+        assert await kiosk.evaluate(SPLIT_PHRASES) == []
