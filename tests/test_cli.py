@@ -238,25 +238,35 @@ def test_run_with_a_broken_config_exits_with_the_problem(tmp_path: Path) -> None
 
 
 def test_demo_runs_and_stops_by_itself(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agent.cli",
-            "demo",
-            "--duration",
-            "4",
-            "--port",
-            "0",
-            "--state",
-            str(tmp_path / "demo"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    # The demo's log goes to a file: a demo that does not stop is shown by where it stopped.
+    log_path = tmp_path / "demo.log"
+    with log_path.open("w", encoding="utf-8") as log:
+        try:
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "agent.cli",
+                    "demo",
+                    "--duration",
+                    "4",
+                    "--port",
+                    "0",
+                    "--state",
+                    str(tmp_path / "demo"),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            lines = log_path.read_text(encoding="utf-8").splitlines()
+            pytest.fail(
+                "the demo did not stop within 60 s; its log ends:\n" + "\n".join(lines[-40:])
+            )
+    assert result.returncode == 0, log_path.read_text(encoding="utf-8")[-4000:]
     assert "/api/v1/queue" in result.stdout
     assert "/pages/guide-desk" in result.stdout
     # The manager's page, its login and the simulated month behind it.
